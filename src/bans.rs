@@ -1,0 +1,164 @@
+//! Active bans: the record of a ban, and the in-memory index the per-login path reads. The
+//! index mirrors the durable store (which `warden` writes through) and is never bounded or
+//! evicted, so losing failure history to memory pressure can never lift a ban.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::clock::Timestamp;
+use crate::network::{Source, SourceGrouping};
+
+/// Why a ban exists. The auto-ban is the only kind so far; later kinds (escalation, account
+/// protection) extend this, and the store keeps the label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BanReason {
+    Autoban,
+}
+
+impl BanReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            BanReason::Autoban => "autoban",
+        }
+    }
+
+    pub fn from_label(label: &str) -> Option<BanReason> {
+        match label {
+            "autoban" => Some(BanReason::Autoban),
+            _ => None,
+        }
+    }
+}
+
+/// What the last counted failure looked like, so support staff (and later the locked-out
+/// user) can tell which account, protocol and device caused the ban. Never a password hash.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BanCause {
+    pub login: String,
+    pub protocol: String,
+    pub device_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ban {
+    pub source: Source,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub reason: BanReason,
+    /// Failures counted in the window when the ban was placed.
+    pub failures: u32,
+    pub cause: BanCause,
+}
+
+impl Ban {
+    pub fn is_active(&self, now: Timestamp) -> bool {
+        now < self.expires_at
+    }
+}
+
+/// Active bans by source. Reads take a shared lock for one hash probe; writes are rare (a ban
+/// placed, lifted or expired).
+#[derive(Debug, Default)]
+pub struct BanIndex {
+    by_source: RwLock<HashMap<Source, Arc<Ban>>>,
+}
+
+impl BanIndex {
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<Source, Arc<Ban>>> {
+        self.by_source.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<Source, Arc<Ban>>> {
+        self.by_source.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The ban on `source` if it is still active at `now`.
+    pub fn active(&self, source: Source, now: Timestamp) -> Option<Arc<Ban>> {
+        let map = self.read();
+        if map.is_empty() {
+            return None;
+        }
+        map.get(&source).filter(|ban| ban.is_active(now)).cloned()
+    }
+
+    /// The active ban covering `address` under `grouping`.
+    pub fn active_for_address(&self, address: IpAddr, grouping: SourceGrouping, now: Timestamp) -> Option<Arc<Ban>> {
+        self.active(grouping.source_of(address), now)
+    }
+
+    pub fn insert(&self, ban: Arc<Ban>) {
+        self.write().insert(ban.source, ban);
+    }
+
+    pub fn remove(&self, source: Source) -> Option<Arc<Ban>> {
+        self.write().remove(&source)
+    }
+
+    /// Removes and returns the bans that have ended by `now`.
+    pub fn take_expired(&self, now: Timestamp) -> Vec<Arc<Ban>> {
+        let mut map = self.write();
+        let ended: Vec<Source> = map.values().filter(|b| !b.is_active(now)).map(|b| b.source).collect();
+        ended.into_iter().filter_map(|source| map.remove(&source)).collect()
+    }
+
+    /// Active bans, soonest to end first.
+    pub fn list(&self, now: Timestamp) -> Vec<Arc<Ban>> {
+        let mut bans: Vec<Arc<Ban>> = self.read().values().filter(|b| b.is_active(now)).cloned().collect();
+        bans.sort_by_key(|b| (b.expires_at, b.source));
+        bans
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::parse_ip;
+    use std::time::Duration;
+
+    const GROUPING: SourceGrouping = SourceGrouping { ipv4_prefix: 32, ipv6_prefix: 64 };
+    const NOW: Timestamp = Timestamp(1_795_334_400_000);
+
+    fn ban(address: &str, minutes_left: i64) -> Arc<Ban> {
+        Arc::new(Ban {
+            source: GROUPING.source_of(parse_ip(address).unwrap()),
+            created_at: NOW,
+            expires_at: Timestamp(NOW.0 + minutes_left * 60_000),
+            reason: BanReason::Autoban,
+            failures: 5,
+            cause: BanCause::default(),
+        })
+    }
+
+    #[test]
+    fn a_ban_covers_every_address_of_its_source_until_it_ends() {
+        let index = BanIndex::default();
+        index.insert(ban("2001:db8:1:2::1", 30));
+        let sibling = parse_ip("2001:db8:1:2:ffff::9").unwrap();
+        let neighbour = parse_ip("2001:db8:1:3::1").unwrap();
+        assert!(index.active_for_address(sibling, GROUPING, NOW).is_some());
+        assert!(index.active_for_address(neighbour, GROUPING, NOW).is_none());
+        let later = NOW.plus(Duration::from_secs(30 * 60));
+        assert!(index.active_for_address(sibling, GROUPING, later).is_none());
+    }
+
+    #[test]
+    fn expired_bans_are_taken_out_and_live_ones_stay() {
+        let index = BanIndex::default();
+        index.insert(ban("203.0.113.1", 5));
+        index.insert(ban("203.0.113.2", 50));
+        let ended = index.take_expired(NOW.plus(Duration::from_secs(10 * 60)));
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].source.to_string(), "203.0.113.1");
+        assert_eq!(index.len(), 1);
+        assert_eq!(index.list(NOW)[0].source.to_string(), "203.0.113.2");
+    }
+}

@@ -1,0 +1,227 @@
+//! The decision engine: pure functions from a login attempt and the facts gathered for it
+//! (where the address stands on the admin's lists, its active ban, its failure count) to a
+//! typed decision. It knows nothing of HTTP, moka, SQL or Dovecot's integers, cannot fail,
+//! and is tested without a server. Gathering the facts and applying the effects is `warden`'s
+//! job; turning a decision into Dovecot's reply is `wire`'s.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::bans::Ban;
+use crate::clock::Timestamp;
+use crate::config::Autoban;
+use crate::network::{Source, Standing};
+
+/// What `allow` answers, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow(Allowed),
+    Reject(Refusal),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allowed {
+    /// Nothing stands against the source.
+    Clean,
+    /// On the trusted list: never banned or blocked.
+    Trusted,
+    /// Dovecot sent no usable `remote` (e.g. a login over a local socket): nothing to judge.
+    NoSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Too many failed logins: the auto-ban.
+    Banned { source: Source, until: Timestamp },
+    /// On the admin's blocked list.
+    Blocked { address: IpAddr, network: IpNet },
+}
+
+impl Decision {
+    /// The `verdict` label of the decision metrics.
+    pub fn verdict(&self) -> &'static str {
+        match self {
+            Decision::Allow(_) => "allow",
+            Decision::Reject(_) => "reject",
+        }
+    }
+
+    /// The `reason` label of the decision metrics: a small fixed set.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Decision::Allow(Allowed::Clean) => "none",
+            Decision::Allow(Allowed::Trusted) => "trusted",
+            Decision::Allow(Allowed::NoSource) => "no_source",
+            Decision::Reject(Refusal::Banned { .. }) => "ban",
+            Decision::Reject(Refusal::Blocked { .. }) => "blocked",
+        }
+    }
+}
+
+/// What is known about an `allow` request's address when it is decided.
+#[derive(Debug, Clone, Copy)]
+pub struct AllowFacts<'a> {
+    /// The client address Dovecot sent as `remote`, if any.
+    pub address: Option<IpAddr>,
+    pub standing: Standing,
+    /// The ban on the address's source, if one is active now.
+    pub ban: Option<&'a Ban>,
+    pub now: Timestamp,
+}
+
+/// Precedence: the blocked list, then the trusted list, then an active ban.
+pub fn decide_allow(facts: &AllowFacts<'_>) -> Decision {
+    let Some(address) = facts.address else {
+        return Decision::Allow(Allowed::NoSource);
+    };
+    match facts.standing {
+        Standing::Blocked(network) => return Decision::Reject(Refusal::Blocked { address, network }),
+        Standing::Trusted(_) => return Decision::Allow(Allowed::Trusted),
+        Standing::Unlisted => {}
+    }
+    match facts.ban {
+        Some(ban) if ban.is_active(facts.now) => {
+            Decision::Reject(Refusal::Banned { source: ban.source, until: ban.expires_at })
+        }
+        _ => Decision::Allow(Allowed::Clean),
+    }
+}
+
+/// How a `report` is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportKind {
+    /// The login succeeded.
+    Success,
+    /// The login failed because a policy (ours) refused it: not the user's failure, never counted.
+    RefusedByPolicy,
+    /// A failed login from a trusted network: never counted.
+    TrustedFailure,
+    /// A failed login with no usable source address: nothing to count it on.
+    UnattributableFailure,
+    /// A failed login that counts toward a ban.
+    Failure,
+}
+
+impl ReportKind {
+    /// The `result` label of the report metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            ReportKind::Success => "success",
+            ReportKind::RefusedByPolicy => "policy_reject",
+            ReportKind::TrustedFailure => "failure_trusted",
+            ReportKind::UnattributableFailure => "failure_no_source",
+            ReportKind::Failure => "failure",
+        }
+    }
+}
+
+pub fn classify_report(success: bool, policy_reject: bool, has_address: bool, standing: Standing) -> ReportKind {
+    if success {
+        ReportKind::Success
+    } else if policy_reject {
+        ReportKind::RefusedByPolicy
+    } else if !has_address {
+        ReportKind::UnattributableFailure
+    } else if matches!(standing, Standing::Trusted(_)) {
+        ReportKind::TrustedFailure
+    } else {
+        ReportKind::Failure
+    }
+}
+
+/// Whether a counted failure bans its source: the window holds `failures_in_window` failures
+/// (this one included), and a source already banned is not banned again (that would extend
+/// the ban on failures that raced with it).
+pub fn bans_source(failures_in_window: u32, already_banned: bool, autoban: &Autoban) -> bool {
+    !already_banned && failures_in_window >= autoban.max_failures
+}
+
+/// When a ban placed `now` ends.
+pub fn ban_expiry(now: Timestamp, autoban: &Autoban) -> Timestamp {
+    now.plus(autoban.ban_for)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bans::{BanCause, BanReason};
+    use crate::network::{SourceGrouping, parse_ip, parse_network};
+    use std::time::Duration;
+
+    const NOW: Timestamp = Timestamp(1_795_334_400_000);
+
+    fn autoban() -> Autoban {
+        Autoban {
+            max_failures: 5,
+            window: Duration::from_secs(1200),
+            ban_for: Duration::from_secs(1800),
+            grouping: SourceGrouping { ipv4_prefix: 32, ipv6_prefix: 64 },
+            max_tracked_sources: 1000,
+        }
+    }
+
+    fn ban(address: &str, expires_at: Timestamp) -> Ban {
+        let source = autoban().grouping.source_of(parse_ip(address).unwrap());
+        Ban {
+            source,
+            created_at: NOW.minus(Duration::from_secs(60)),
+            expires_at,
+            reason: BanReason::Autoban,
+            failures: 5,
+            cause: BanCause::default(),
+        }
+    }
+
+    fn check(address: Option<&str>, standing: Standing, active_ban: Option<&Ban>, expect: &str) {
+        let facts = AllowFacts { address: address.map(|a| parse_ip(a).unwrap()), standing, ban: active_ban, now: NOW };
+        let decision = decide_allow(&facts);
+        assert_eq!(format!("{}/{}", decision.verdict(), decision.reason()), expect, "{decision:?}");
+    }
+
+    #[test]
+    fn allow_decisions_follow_the_documented_precedence() {
+        let net = parse_network("203.0.113.0/24").unwrap();
+        let live = ban("203.0.113.7", NOW.plus(Duration::from_secs(600)));
+        let expired = ban("203.0.113.7", NOW.minus(Duration::from_secs(1)));
+        check(Some("203.0.113.7"), Standing::Unlisted, None, "allow/none");
+        check(Some("203.0.113.7"), Standing::Unlisted, Some(&live), "reject/ban");
+        check(Some("203.0.113.7"), Standing::Unlisted, Some(&expired), "allow/none");
+        check(Some("203.0.113.7"), Standing::Blocked(net), None, "reject/blocked");
+        check(Some("203.0.113.7"), Standing::Blocked(net), Some(&live), "reject/blocked");
+        check(Some("203.0.113.7"), Standing::Trusted(net), Some(&live), "allow/trusted");
+        check(None, Standing::Unlisted, None, "allow/no_source");
+    }
+
+    #[test]
+    fn a_ban_refusal_names_the_source_and_the_end() {
+        let live = ban("203.0.113.7", NOW.plus(Duration::from_secs(600)));
+        let facts = AllowFacts { address: Some(parse_ip("203.0.113.7").unwrap()), standing: Standing::Unlisted, ban: Some(&live), now: NOW };
+        match decide_allow(&facts) {
+            Decision::Reject(Refusal::Banned { source, until }) => {
+                assert_eq!(source.to_string(), "203.0.113.7");
+                assert_eq!(until, NOW.plus(Duration::from_secs(600)));
+            }
+            other => panic!("expected a ban refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_plain_failures_count() {
+        let trusted = Standing::Trusted(parse_network("192.0.2.0/24").unwrap());
+        assert_eq!(classify_report(true, false, true, Standing::Unlisted), ReportKind::Success);
+        assert_eq!(classify_report(false, true, true, Standing::Unlisted), ReportKind::RefusedByPolicy);
+        assert_eq!(classify_report(false, false, true, trusted), ReportKind::TrustedFailure);
+        assert_eq!(classify_report(false, false, false, Standing::Unlisted), ReportKind::UnattributableFailure);
+        assert_eq!(classify_report(false, false, true, Standing::Unlisted), ReportKind::Failure);
+    }
+
+    #[test]
+    fn the_fifth_failure_bans_for_thirty_minutes_and_a_banned_source_is_not_rebanned() {
+        let policy = autoban();
+        assert!(!bans_source(4, false, &policy));
+        assert!(bans_source(5, false, &policy));
+        assert!(!bans_source(6, true, &policy));
+        assert_eq!(ban_expiry(NOW, &policy), NOW.plus(Duration::from_secs(1800)));
+    }
+}

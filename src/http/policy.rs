@@ -1,0 +1,75 @@
+//! The listener Dovecot's `auth_policy_server_url` points at. Any path is accepted (the
+//! command is in the query); the API key is checked before the body is read; `allow` always
+//! answers 200 with Dovecot's JSON; bad requests get a JSON 4xx and change nothing.
+
+use std::time::Instant;
+
+use actix_web::http::{Method, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::{json_error, read_limited};
+use crate::warden::Warden;
+use crate::wire::{self, Command, WireError};
+
+pub fn configure(config: &mut web::ServiceConfig) {
+    config.default_service(web::to(handle));
+}
+
+async fn handle(request: HttpRequest, payload: web::Payload, warden: web::Data<Warden>) -> HttpResponse {
+    let started = Instant::now();
+    let command = wire::command_from_query(request.query_string());
+    let label = command.as_ref().map_or("unknown", |c| c.label());
+    let response = answer(&request, payload, &warden, command).await;
+    let metrics = warden.metrics();
+    metrics.requests.with_label_values(&[label, response.status().as_str()]).inc();
+    metrics.request_duration.with_label_values(&[label]).observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn answer(request: &HttpRequest, payload: web::Payload, warden: &Warden, command: Result<Command, WireError>) -> HttpResponse {
+    if request.method() != Method::POST {
+        return json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Dovecot's policy requests are POST");
+    }
+    let policy = warden.policy();
+    let presented = request.headers().get(policy.auth.api_key_header.as_str()).map(|v| v.as_bytes().trim_ascii());
+    let authorised = match (&policy.auth.api_key, presented) {
+        (Some(key), Some(presented)) => key.matches(presented),
+        _ => false,
+    };
+    if !authorised {
+        let message = format!("missing or wrong {} header", policy.auth.api_key_header);
+        return json_error(StatusCode::UNAUTHORIZED, "unauthorized", &message);
+    }
+    let command = match command {
+        Ok(command) => command,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.code(), &e.to_string()),
+    };
+    let limit = policy.server.max_body_bytes;
+    let body = match read_limited(payload, limit).await {
+        Ok(Some(body)) => body,
+        Ok(None) => {
+            let message = format!("request body larger than server.max_body_bytes ({limit} bytes)");
+            return json_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &message);
+        }
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, "unreadable_body", &e.to_string()),
+    };
+    let (attempt, outcome) = match wire::parse_attempt(&body, command) {
+        Ok(parsed) => parsed,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.code(), &e.to_string()),
+    };
+    let reply = match (command, outcome) {
+        (Command::Allow, _) => warden.allow(&attempt),
+        (Command::Report, Some(outcome)) => {
+            if let Some(ban) = warden.report(&attempt, outcome) {
+                let warden = warden.clone();
+                // The ban is already in force in memory; the answer waits for it to be on disk
+                // so an acknowledged ban survives a crash. Failures are logged and counted.
+                let _ = web::block(move || warden.persist_ban(&ban)).await;
+            }
+            wire::report_reply()
+        }
+        // parse_attempt always yields an outcome for reports.
+        (Command::Report, None) => wire::report_reply(),
+    };
+    HttpResponse::Ok().content_type("application/json").body(reply.to_json())
+}

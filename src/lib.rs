@@ -1,0 +1,18 @@
+//! mailwarden: an authentication-policy server for Dovecot. See ARCHITECTURE.md for the map.
+
+pub mod bans;
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod failures;
+pub mod http;
+pub mod metrics;
+pub mod network;
+pub mod secrets;
+pub mod server;
+pub mod store;
+pub mod template;
+pub mod warden;
+pub mod wire;

@@ -1,0 +1,95 @@
+//! The one Prometheus registry and every metric mailwarden exports, named by Prometheus
+//! conventions: the `mailwarden_` prefix, base units, `_total` counters, and labels drawn only
+//! from small fixed sets (never an address, a login or anything else a peer chooses).
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Request-duration buckets: tens of microseconds (an in-memory decision) up to a second.
+const DURATION_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0,
+];
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Policy requests by command (`allow`, `report`, `unknown`) and HTTP status code.
+    pub requests: IntCounterVec,
+    /// Time to answer a policy request, by command.
+    pub request_duration: HistogramVec,
+    /// `allow` answers by verdict, reason and protocol.
+    pub decisions: IntCounterVec,
+    /// Reports by how they were treated (`success`, `failure`, `policy_reject`, ...).
+    pub reports: IntCounterVec,
+    /// Bans placed, by reason.
+    pub bans_created: IntCounterVec,
+    /// Bans ended, by cause (`expired`, `admin`).
+    pub bans_lifted: IntCounterVec,
+    pub active_bans: IntGauge,
+    /// Sources whose failure history is held in memory.
+    pub tracked_sources: IntGauge,
+    /// Durable-store operations by operation and result.
+    pub store_operations: IntCounterVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+    let metric = IntGauge::new(name, help)?;
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Metrics> {
+        let registry = Registry::new();
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new("mailwarden_request_duration_seconds", "Time to answer a policy request.")
+                .buckets(DURATION_BUCKETS.to_vec()),
+            &["command"],
+        )?;
+        registry.register(Box::new(request_duration.clone()))?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("mailwarden_build_info", "Always 1; the version label says which build is running."),
+            &["version"],
+        )?;
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        registry.register(Box::new(build_info))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+
+        Ok(Metrics {
+            requests: counter(&registry, "mailwarden_requests_total", "Policy requests by command and HTTP status code.", &["command", "code"])?,
+            request_duration,
+            decisions: counter(&registry, "mailwarden_decisions_total", "Answers to allow requests by verdict, reason and protocol.", &["verdict", "reason", "protocol"])?,
+            reports: counter(&registry, "mailwarden_reports_total", "Login reports by how they were counted.", &["result"])?,
+            bans_created: counter(&registry, "mailwarden_bans_created_total", "Bans placed, by reason.", &["reason"])?,
+            bans_lifted: counter(&registry, "mailwarden_bans_lifted_total", "Bans ended, by cause.", &["cause"])?,
+            active_bans: gauge(&registry, "mailwarden_active_bans", "Bans in force.")?,
+            tracked_sources: gauge(&registry, "mailwarden_tracked_sources", "Sources whose failed-login history is held in memory.")?,
+            store_operations: counter(&registry, "mailwarden_store_operations_total", "Durable-store operations by operation and result.", &["operation", "result"])?,
+            registry,
+        })
+    }
+
+    /// Counts a store operation's result.
+    pub fn store_result<T, E>(&self, operation: &str, result: &Result<T, E>) {
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.store_operations.with_label_values(&[operation, outcome]).inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buffer = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        buffer
+    }
+}

@@ -1,0 +1,86 @@
+//! Start-up and shutdown of the running server: open the store, build the `Warden`, bind the
+//! policy and admin listeners, run the background sweeper, and stop gracefully on SIGTERM or
+//! SIGINT (in-flight requests finish; every acknowledged ban is already on disk).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, web};
+
+use crate::clock::SystemClock;
+use crate::config::Policy;
+use crate::http;
+use crate::metrics::Metrics;
+use crate::store::{SqliteStore, StoreError};
+use crate::warden::Warden;
+
+/// How often ended bans are swept from memory and the store. Expired bans are already
+/// ignored by `allow` before then; this only tidies and counts them.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Longer than Dovecot's 10 s idle time for policy connections, so it is always Dovecot that
+/// closes an idle connection and never us just as it sends a request on it (which Dovecot
+/// would count as a policy failure).
+const KEEP_ALIVE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{key}: cannot listen on {address}: {source}")]
+    Bind { key: &'static str, address: SocketAddr, source: io::Error },
+    #[error("cannot set up metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("server stopped with an error: {0}")]
+    Runtime(io::Error),
+}
+
+/// Runs the server until it is told to stop.
+pub fn run(policy: Policy) -> Result<(), ServeError> {
+    actix_web::rt::System::new().block_on(serve(policy))
+}
+
+async fn serve(policy: Policy) -> Result<(), ServeError> {
+    let store = Arc::new(SqliteStore::open(&policy.server.state_dir)?);
+    let (policy_address, admin_address) = (policy.server.policy_listen, policy.server.admin_listen);
+    let warden = Warden::open(policy, store, Arc::new(SystemClock), Metrics::new()?)?;
+    tracing::info!(bans = warden.bans().len(), store = warden.store_backend(), "state loaded");
+    let data = web::Data::new(warden.clone());
+
+    let policy_data = data.clone();
+    let policy_server = HttpServer::new(move || App::new().app_data(policy_data.clone()).configure(http::policy::configure))
+        .keep_alive(KEEP_ALIVE)
+        .shutdown_timeout(10)
+        .bind(policy_address)
+        .map_err(|source| ServeError::Bind { key: "server.policy_listen", address: policy_address, source })?
+        .run();
+    let admin_data = data.clone();
+    let admin_server = HttpServer::new(move || App::new().app_data(admin_data.clone()).configure(http::admin::configure))
+        .workers(1)
+        .shutdown_timeout(10)
+        .bind(admin_address)
+        .map_err(|source| ServeError::Bind { key: "server.admin_listen", address: admin_address, source })?
+        .run();
+    tracing::info!(policy = %policy_address, admin = %admin_address, version = env!("CARGO_PKG_VERSION"), "mailwarden listening");
+
+    let sweeper = actix_web::rt::spawn(sweep_forever(warden));
+    let (policy_result, admin_result) = futures_util::future::join(policy_server, admin_server).await;
+    sweeper.abort();
+    tracing::info!("mailwarden stopped");
+    policy_result.and(admin_result).map_err(ServeError::Runtime)
+}
+
+async fn sweep_forever(warden: Warden) {
+    let mut tick = actix_web::rt::time::interval(SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        let handle = warden.clone();
+        match web::block(move || handle.sweep_expired()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "could not remove expired bans from the store"),
+            Err(_) => return,
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! Durable state behind a narrow interface: what must survive `kill -9` and a restart. The
+//! embedded SQLite backend is the default; a Redis backend (cluster mode) implements the same
+//! trait. The per-login path never calls the store: `warden` keeps what `allow` reads in
+//! memory and writes through here only when state changes (a ban placed or lifted).
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use crate::bans::Ban;
+use crate::clock::Timestamp;
+use crate::network::Source;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the state database {path}: {message}")]
+    Open { path: String, message: String },
+    #[error("state database error during {operation}: {message}")]
+    Operation { operation: &'static str, message: String },
+}
+
+impl StoreError {
+    pub fn operation(operation: &'static str, error: impl std::fmt::Display) -> StoreError {
+        StoreError::Operation { operation, message: error.to_string() }
+    }
+}
+
+/// Calls are blocking and may take milliseconds (a disk sync, a network round trip): callers
+/// on an async runtime run them on a blocking thread.
+pub trait Store: Send + Sync {
+    /// Bans still active at `now`, for loading at start-up.
+    fn active_bans(&self, now: Timestamp) -> Result<Vec<Ban>, StoreError>;
+    /// Creates or replaces the ban on `ban.source`; durable when this returns.
+    fn save_ban(&self, ban: &Ban) -> Result<(), StoreError>;
+    /// Removes the ban on `source`; returns whether one was stored.
+    fn delete_ban(&self, source: Source) -> Result<bool, StoreError>;
+    /// Removes bans that ended by `now`; returns how many.
+    fn delete_expired_bans(&self, now: Timestamp) -> Result<usize, StoreError>;
+    /// A short name for metrics and logs.
+    fn backend(&self) -> &'static str;
+}

@@ -1,0 +1,367 @@
+//! Dovecot's auth-policy wire format (../shared/dovecot-auth-policy.md): the `command` query
+//! parameter, the JSON request body, and the `{"status":N,"msg":"..."}` reply. This is the only
+//! module that knows Dovecot's integers and that turns decisions into the text a user's mail
+//! app shows, which it keeps to one line of printable ASCII because Dovecot passes it on
+//! unescaped.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::config::Messages;
+use crate::engine::{Decision, Refusal};
+use crate::network::parse_ip;
+
+/// Longest `msg` we send; Dovecot puts it on the IMAP `NO [ALERT]` or POP3 `-ERR` line.
+pub const MAX_MESSAGE_LEN: usize = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Allow,
+    Report,
+}
+
+impl Command {
+    pub fn label(self) -> &'static str {
+        match self {
+            Command::Allow => "allow",
+            Command::Report => "report",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("missing query parameter command=allow or command=report")]
+    MissingCommand,
+    #[error("unknown command {0:?}; expected allow or report")]
+    UnknownCommand(String),
+    #[error("request body is not a JSON object of login attributes: {0}")]
+    Malformed(String),
+    #[error("{field}: {problem}")]
+    BadField { field: &'static str, problem: String },
+}
+
+impl WireError {
+    /// A stable code for the JSON error body and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            WireError::MissingCommand | WireError::UnknownCommand(_) => "bad_command",
+            WireError::Malformed(_) => "malformed_body",
+            WireError::BadField { .. } => "bad_attribute",
+        }
+    }
+}
+
+/// Finds `command=` in the query string. Dovecot appends it last (after any parameters of the
+/// configured URL), so the last occurrence wins.
+pub fn command_from_query(query: &str) -> Result<Command, WireError> {
+    let value = query
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("command="))
+        .next_back()
+        .ok_or(WireError::MissingCommand)?;
+    match value {
+        "allow" => Ok(Command::Allow),
+        "report" => Ok(Command::Report),
+        other => Err(WireError::UnknownCommand(other.chars().take(40).collect())),
+    }
+}
+
+/// The service Dovecot named in `protocol`, reduced to a fixed set so it can label metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Imap,
+    Pop3,
+    Smtp,
+    Submission,
+    Sieve,
+    Other,
+}
+
+impl Protocol {
+    pub fn from_name(name: &str) -> Protocol {
+        match name {
+            "imap" => Protocol::Imap,
+            "pop3" => Protocol::Pop3,
+            "smtp" => Protocol::Smtp,
+            "submission" => Protocol::Submission,
+            "sieve" | "managesieve" => Protocol::Sieve,
+            _ => Protocol::Other,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Imap => "imap",
+            Protocol::Pop3 => "pop3",
+            Protocol::Smtp => "smtp",
+            Protocol::Submission => "submission",
+            Protocol::Sieve => "sieve",
+            Protocol::Other => "other",
+        }
+    }
+}
+
+/// The body as Dovecot sends it. Every configured attribute is a string; `success`,
+/// `policy_reject` and `tls` are booleans; unknown keys and one-level nested objects are
+/// ignored. Strings borrow from the body unless they contain escapes.
+#[derive(Debug, Deserialize)]
+struct RawAttempt<'a> {
+    #[serde(borrow, default)]
+    login: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pwhash: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    remote: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    real_remote: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    device_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    protocol: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    session_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    fail_type: Option<Cow<'a, str>>,
+    #[serde(default)]
+    success: Option<bool>,
+    #[serde(default)]
+    policy_reject: Option<bool>,
+    #[serde(default)]
+    tls: Option<bool>,
+}
+
+/// One login attempt as mailwarden understands it, from either command.
+#[derive(Debug, Clone)]
+pub struct LoginAttempt<'a> {
+    /// The login after Dovecot's `auth_username_format` (usually lowercased); may be empty.
+    pub login: Cow<'a, str>,
+    /// Dovecot's truncated salted hash of the password: equal for equal passwords.
+    pub pwhash: Cow<'a, str>,
+    /// The client address (`%{rip}`), or `None` when Dovecot sent none.
+    pub remote: Option<IpAddr>,
+    /// The TCP peer (`%{real_rip}`) when configured; differs from `remote` behind a proxy or
+    /// webmail that forwards the user's address.
+    pub real_remote: Option<IpAddr>,
+    pub device_id: Cow<'a, str>,
+    pub protocol: Protocol,
+    pub session_id: Cow<'a, str>,
+    /// Dovecot 2.4's failure kind; absent with 2.3.
+    pub fail_type: Option<Cow<'a, str>>,
+    pub tls: bool,
+}
+
+/// What a `report` adds to the attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub success: bool,
+    pub policy_reject: bool,
+}
+
+fn optional_address(field: &'static str, value: &Option<Cow<'_, str>>) -> Result<Option<IpAddr>, WireError> {
+    match value.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => parse_ip(text)
+            .map(Some)
+            .map_err(|e| WireError::BadField { field, problem: e.to_string() }),
+    }
+}
+
+/// Parses an `allow` or `report` body. Reports must carry `success`.
+pub fn parse_attempt(body: &[u8], command: Command) -> Result<(LoginAttempt<'_>, Option<Outcome>), WireError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let raw: RawAttempt<'_> = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match KNOWN_FIELDS.iter().find(|f| **f == path) {
+            Some(field) => WireError::BadField { field, problem: inner.to_string() },
+            None => WireError::Malformed(inner.to_string()),
+        }
+    })?;
+    deserializer.end().map_err(|e| WireError::Malformed(e.to_string()))?;
+    let remote = optional_address("remote", &raw.remote)?;
+    let real_remote = optional_address("real_remote", &raw.real_remote)?;
+    let outcome = match (command, raw.success) {
+        (Command::Report, Some(success)) => {
+            Some(Outcome { success, policy_reject: raw.policy_reject.unwrap_or(false) })
+        }
+        (Command::Report, None) => {
+            return Err(WireError::BadField { field: "success", problem: "a report must say whether the login succeeded".into() });
+        }
+        (Command::Allow, _) => None,
+    };
+    let empty = || Cow::Borrowed("");
+    let attempt = LoginAttempt {
+        login: raw.login.unwrap_or_else(empty),
+        pwhash: raw.pwhash.unwrap_or_else(empty),
+        remote,
+        real_remote,
+        device_id: raw.device_id.unwrap_or_else(empty),
+        protocol: Protocol::from_name(raw.protocol.as_deref().unwrap_or("")),
+        session_id: raw.session_id.unwrap_or_else(empty),
+        fail_type: raw.fail_type.filter(|f| !f.is_empty()),
+        tls: raw.tls.unwrap_or(false),
+    };
+    Ok((attempt, outcome))
+}
+
+const KNOWN_FIELDS: [&str; 11] = [
+    "login", "pwhash", "remote", "real_remote", "device_id", "protocol", "session_id", "fail_type", "success",
+    "policy_reject", "tls",
+];
+
+/// Dovecot's reply: `status` < 0 rejects, 0 allows, > 0 delays that many seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reply {
+    pub status: i32,
+    pub msg: String,
+}
+
+impl Reply {
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising a struct of an integer and a string cannot fail.
+        serde_json::to_vec(self).unwrap_or_else(|_| br#"{"status":0,"msg":""}"#.to_vec())
+    }
+}
+
+/// The reply to `allow` for a decision, with the message rendered from the templates.
+pub fn allow_reply(decision: &Decision, messages: &Messages, now: Timestamp) -> Reply {
+    match decision {
+        Decision::Allow(_) => Reply { status: 0, msg: String::new() },
+        Decision::Reject(refusal) => Reply { status: -1, msg: sanitize_message(&refusal_message(refusal, messages, now)) },
+    }
+}
+
+fn refusal_message(refusal: &Refusal, messages: &Messages, now: Timestamp) -> String {
+    match refusal {
+        Refusal::Banned { source, until } => messages.banned.render(|name| match name {
+            "source" => source.to_string(),
+            _ => until.short_utc(now),
+        }),
+        Refusal::Blocked { address, .. } => messages.blocked.render(|_| address.to_string()),
+    }
+}
+
+/// The reply to `report`: Dovecot ignores the body but logs non-2xx answers.
+pub fn report_reply() -> Reply {
+    Reply { status: 0, msg: String::new() }
+}
+
+/// Makes `text` safe for Dovecot to pass to a mail client: whitespace and control characters
+/// become single spaces, anything outside printable ASCII becomes `?`, and the result is cut
+/// to `MAX_MESSAGE_LEN` characters.
+pub fn sanitize_message(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_MESSAGE_LEN));
+    for c in text.chars() {
+        if out.len() >= MAX_MESSAGE_LEN {
+            break;
+        }
+        let safe = match c {
+            ' '..='~' => c,
+            c if c.is_whitespace() || c.is_control() => ' ',
+            _ => '?',
+        };
+        if safe == ' ' && out.ends_with(' ') {
+            continue;
+        }
+        out.push(safe);
+    }
+    out.trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DEFAULT_BANNED_MESSAGE, DEFAULT_BLOCKED_MESSAGE};
+    use crate::engine::Allowed;
+    use crate::network::{SourceGrouping, parse_network};
+    use crate::template::Template;
+    use std::time::Duration;
+
+    const NOW: Timestamp = Timestamp(1_795_334_400_000); // 08:00 UTC
+
+    fn messages() -> Messages {
+        Messages {
+            banned: Template::parse(DEFAULT_BANNED_MESSAGE, &["source", "until"]).unwrap(),
+            blocked: Template::parse(DEFAULT_BLOCKED_MESSAGE, &["source"]).unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_command_comes_from_the_last_command_parameter() {
+        assert_eq!(command_from_query("command=allow"), Ok(Command::Allow));
+        assert_eq!(command_from_query("a=1&command=report"), Ok(Command::Report));
+        assert_eq!(command_from_query("command=report&command=allow"), Ok(Command::Allow));
+        assert_eq!(command_from_query(""), Err(WireError::MissingCommand));
+        assert_eq!(command_from_query("command=reset"), Err(WireError::UnknownCommand("reset".into())));
+    }
+
+    #[test]
+    fn captured_dovecot_bodies_parse() {
+        // Verbatim from ../shared/dovecot-auth-policy.md §2.4.
+        let allow = br#"{"device_id":"","login":"testuser","protocol":"imap","pwhash":"0f96","remote":"127.0.0.1","session_id":"VmEkE9lgRrh/AAAB","tls":false}"#;
+        let (attempt, outcome) = parse_attempt(allow, Command::Allow).unwrap();
+        assert_eq!(attempt.login, "testuser");
+        assert_eq!(attempt.pwhash, "0f96");
+        assert_eq!(attempt.remote, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(attempt.protocol, Protocol::Imap);
+        assert_eq!(outcome, None);
+
+        let report = br#"{"device_id":"","login":"testuser","protocol":"pop3","pwhash":"0350","remote":"127.0.0.1","session_id":"AXp/FNlg/KJ/AAAB","success":false,"policy_reject":false,"tls":false}"#;
+        let (attempt, outcome) = parse_attempt(report, Command::Report).unwrap();
+        assert_eq!(attempt.protocol, Protocol::Pop3);
+        assert_eq!(outcome, Some(Outcome { success: false, policy_reject: false }));
+
+        let nested = br#"{"attrs":{"foo":"bar","orig":"TestUser","sub/lport":"10143"},"device_id":"\"name\" \"MyClient\" \"version\" \"1.2\"","login":"testuser","protocol":"imap","pwhash":"f963","real_remote":"127.0.0.1","remote":"203.0.113.7","session_id":"abc123","zz_domain":"","zz_mech":"PLAIN","tls":false}"#;
+        let (attempt, _) = parse_attempt(nested, Command::Allow).unwrap();
+        assert_eq!(attempt.device_id, "\"name\" \"MyClient\" \"version\" \"1.2\"");
+        assert_eq!(attempt.remote, Some("203.0.113.7".parse().unwrap()));
+        assert_eq!(attempt.real_remote, Some("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn bad_bodies_are_refused_with_the_problem_named() {
+        let err = |body: &[u8], command| parse_attempt(body, command).unwrap_err().to_string();
+        assert!(err(b"not json", Command::Allow).starts_with("request body is not a JSON object"));
+        assert!(err(b"[1,2]", Command::Allow).starts_with("request body is not a JSON object"));
+        assert!(err(br#"{"login":"a"} trailing"#, Command::Allow).starts_with("request body is not"));
+        assert_eq!(err(br#"{"remote":"300.1.1.1"}"#, Command::Allow), "remote: \"300.1.1.1\" is not an IP address");
+        assert!(err(br#"{"login":5}"#, Command::Allow).starts_with("login: invalid type"));
+        assert!(err(br#"{"success":"false"}"#, Command::Report).starts_with("success: invalid type"));
+        assert!(err(br#"{"login":"a"}"#, Command::Report).starts_with("success: a report must say"));
+    }
+
+    #[test]
+    fn an_empty_remote_means_no_source_rather_than_an_error() {
+        let (attempt, _) = parse_attempt(br#"{"login":"a","remote":""}"#, Command::Allow).unwrap();
+        assert_eq!(attempt.remote, None);
+    }
+
+    #[test]
+    fn replies_carry_dovecot_integers_and_the_rendered_message() {
+        let allow = allow_reply(&Decision::Allow(Allowed::Clean), &messages(), NOW);
+        assert_eq!(String::from_utf8(allow.to_json()).unwrap(), r#"{"status":0,"msg":""}"#);
+        let source = SourceGrouping { ipv4_prefix: 32, ipv6_prefix: 64 }.source_of("203.0.113.7".parse().unwrap());
+        let banned = Decision::Reject(Refusal::Banned { source, until: NOW.plus(Duration::from_secs(65 * 60)) });
+        assert_eq!(
+            allow_reply(&banned, &messages(), NOW),
+            Reply { status: -1, msg: "Too many failed logins from 203.0.113.7; try again after 09:05 UTC".into() }
+        );
+        let blocked = Decision::Reject(Refusal::Blocked {
+            address: "198.51.100.9".parse().unwrap(),
+            network: parse_network("198.51.100.0/24").unwrap(),
+        });
+        assert_eq!(allow_reply(&blocked, &messages(), NOW).msg, "Logins from 198.51.100.9 are blocked by the administrator");
+    }
+
+    #[test]
+    fn messages_never_carry_line_breaks_or_non_ascii_and_stay_short() {
+        assert_eq!(sanitize_message("line1\r\n* BYE injected\r\nx OK fake"), "line1 * BYE injected x OK fake");
+        assert_eq!(sanitize_message("j\u{f6}rg\u{0}@example.com"), "j?rg @example.com");
+        assert_eq!(sanitize_message(&"a".repeat(500)).len(), MAX_MESSAGE_LEN);
+        assert_eq!(sanitize_message("\t tabs\tand  spaces "), "tabs and spaces");
+    }
+}
