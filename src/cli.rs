@@ -13,10 +13,20 @@ use crate::config::{LogFormat, Policy};
 use crate::secrets::{self, Missing};
 
 #[derive(Debug, Parser)]
-#[command(name = "mailwarden", version, about = "Authentication-policy server for Dovecot: auto-ban, admin lists and per-mailbox firewall.")]
+#[command(
+    name = "mailwarden",
+    version,
+    about = "Authentication-policy server for Dovecot: auto-ban, admin lists and per-mailbox firewall."
+)]
 struct Cli {
     /// The policy file.
-    #[arg(long, short = 'c', global = true, default_value = "policy.toml", value_name = "FILE")]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        default_value = "policy.toml",
+        value_name = "FILE"
+    )]
     config: PathBuf,
 
     #[command(subcommand)]
@@ -80,7 +90,11 @@ fn init_logging(policy: &Policy) {
         .ok()
         .and_then(|directives| tracing_subscriber::EnvFilter::try_new(directives).ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(&policy.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let _ = match policy.log.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -90,7 +104,10 @@ fn init_logging(policy: &Policy) {
 fn check_config(path: &std::path::Path) -> ExitCode {
     match Policy::load(path) {
         Ok(policy) => {
-            println!("# {} is valid; effective policy (environment overrides applied):\n", path.display());
+            println!(
+                "# {} is valid; effective policy (environment overrides applied):\n",
+                path.display()
+            );
             print!("{}", policy.describe());
             ExitCode::SUCCESS
         }
@@ -98,7 +115,10 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn with_client(path: &std::path::Path, action: impl FnOnce(&AdminClient) -> Result<(), ClientError>) -> ExitCode {
+fn with_client(
+    path: &std::path::Path,
+    action: impl FnOnce(&AdminClient) -> Result<(), ClientError>,
+) -> ExitCode {
     let mut policy = match Policy::load(path) {
         Ok(policy) => policy,
         Err(e) => return fail(2, e),
@@ -122,18 +142,33 @@ fn text<'a>(value: &'a Json, key: &str) -> &'a str {
 fn list_bans(client: &AdminClient, json: bool) -> Result<(), ClientError> {
     let answer = client.get("/api/v1/bans")?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&answer).unwrap_or_default()
+        );
         return Ok(());
     }
-    let bans = answer.get("bans").and_then(Json::as_array).ok_or_else(|| ClientError::BadAnswer("no bans list".into()))?;
+    let bans = answer
+        .get("bans")
+        .and_then(Json::as_array)
+        .ok_or_else(|| ClientError::BadAnswer("no bans list".into()))?;
     if bans.is_empty() {
         println!("No active bans.");
         return Ok(());
     }
-    println!("{:<28} {:<21} {:>8} {:>8}  {:<9} LAST LOGIN", "SOURCE", "UNTIL (UTC)", "LEFT", "FAILURES", "PROTOCOL");
+    println!(
+        "{:<28} {:<21} {:>8} {:>8}  {:<9} LAST LOGIN",
+        "SOURCE", "UNTIL (UTC)", "LEFT", "FAILURES", "PROTOCOL"
+    );
     for ban in bans {
-        let until = text(ban, "expires_at").replace('T', " ").trim_end_matches('Z').to_string();
-        let left = ban.get("remaining_seconds").and_then(Json::as_u64).unwrap_or(0);
+        let until = text(ban, "expires_at")
+            .replace('T', " ")
+            .trim_end_matches('Z')
+            .to_string();
+        let left = ban
+            .get("remaining_seconds")
+            .and_then(Json::as_u64)
+            .unwrap_or(0);
         let left = humantime::format_duration(std::time::Duration::from_secs(left)).to_string();
         let failures = ban.get("failures").and_then(Json::as_u64).unwrap_or(0);
         println!(
@@ -152,6 +187,10 @@ fn list_bans(client: &AdminClient, json: bool) -> Result<(), ClientError> {
 fn unban(client: &AdminClient, address: &str) -> Result<(), ClientError> {
     let answer = client.delete(&format!("/api/v1/bans/{}", path_segment(address.trim())))?;
     let ban = answer.get("unbanned").unwrap_or(&Json::Null);
-    println!("Unbanned {} (the ban would have ended at {}).", text(ban, "source"), text(ban, "expires_at"));
+    println!(
+        "Unbanned {} (the ban would have ended at {}).",
+        text(ban, "source"),
+        text(ban, "expires_at")
+    );
     Ok(())
 }

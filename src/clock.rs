@@ -87,7 +87,9 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn starting_at(start: Timestamp) -> ManualClock {
-        ManualClock { millis: AtomicI64::new(start.0) }
+        ManualClock {
+            millis: AtomicI64::new(start.0),
+        }
     }
 
     pub fn advance(&self, by: Duration) {
@@ -110,8 +112,14 @@ mod tests {
     fn short_form_is_time_of_day_within_a_day_and_dated_beyond() {
         let now = Timestamp(1_795_334_400_000); // 2026-11-22T08:00:00Z
         assert_eq!(now.rfc3339(), "2026-11-22T08:00:00Z");
-        assert_eq!(now.plus(Duration::from_secs(30 * 60)).short_utc(now), "08:30");
-        assert_eq!(now.plus(Duration::from_secs(26 * 3600)).short_utc(now), "2026-11-23 10:00");
+        assert_eq!(
+            now.plus(Duration::from_secs(30 * 60)).short_utc(now),
+            "08:30"
+        );
+        assert_eq!(
+            now.plus(Duration::from_secs(26 * 3600)).short_utc(now),
+            "2026-11-23 10:00"
+        );
     }
 
     #[test]

@@ -77,7 +77,11 @@ struct RawAuth {
 
 impl Default for RawAuth {
     fn default() -> Self {
-        RawAuth { api_key: String::new(), api_key_header: "X-API-Key".into(), admin_token: String::new() }
+        RawAuth {
+            api_key: String::new(),
+            api_key_header: "X-API-Key".into(),
+            admin_token: String::new(),
+        }
     }
 }
 
@@ -119,12 +123,16 @@ struct RawMessages {
     blocked: String,
 }
 
-pub const DEFAULT_BANNED_MESSAGE: &str = "Too many failed logins from {source}; try again after {until} UTC";
+pub const DEFAULT_BANNED_MESSAGE: &str =
+    "Too many failed logins from {source}; try again after {until} UTC";
 pub const DEFAULT_BLOCKED_MESSAGE: &str = "Logins from {source} are blocked by the administrator";
 
 impl Default for RawMessages {
     fn default() -> Self {
-        RawMessages { banned: DEFAULT_BANNED_MESSAGE.into(), blocked: DEFAULT_BLOCKED_MESSAGE.into() }
+        RawMessages {
+            banned: DEFAULT_BANNED_MESSAGE.into(),
+            blocked: DEFAULT_BLOCKED_MESSAGE.into(),
+        }
     }
 }
 
@@ -137,7 +145,10 @@ struct RawLog {
 
 impl Default for RawLog {
     fn default() -> Self {
-        RawLog { level: "info".into(), format: "text".into() }
+        RawLog {
+            level: "info".into(),
+            format: "text".into(),
+        }
     }
 }
 
@@ -214,14 +225,22 @@ pub struct ConfigSource<'a> {
 impl Policy {
     /// Reads and validates `path` with environment overrides from the process.
     pub fn load(path: &Path) -> Result<Policy, ConfigError> {
-        Policy::load_from(ConfigSource { path, environment: None })
+        Policy::load_from(ConfigSource {
+            path,
+            environment: None,
+        })
     }
 
     pub fn load_from(source: ConfigSource<'_>) -> Result<Policy, ConfigError> {
         let origin = source.path.display().to_string();
-        let fail = |problem: String| ConfigError { origin: origin.clone(), problems: vec![problem] };
+        let fail = |problem: String| ConfigError {
+            origin: origin.clone(),
+            problems: vec![problem],
+        };
         if !source.path.is_file() {
-            return Err(fail(format!("the file {origin} does not exist or is not a file")));
+            return Err(fail(format!(
+                "the file {origin} does not exist or is not a file"
+            )));
         }
         let environment = config::Environment::with_prefix("MAILWARDEN")
             .prefix_separator("__")
@@ -232,16 +251,28 @@ impl Policy {
             .with_list_parse_key("networks.blocked")
             .source(source.environment);
         let layered = config::Config::builder()
-            .add_source(config::File::from(source.path).format(config::FileFormat::Toml).required(true))
+            .add_source(
+                config::File::from(source.path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            )
             .add_source(environment)
             .build()
             .map_err(|e| fail(e.to_string()))?;
         let raw: RawConfig = serde_path_to_error::deserialize(layered).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
-            if path.is_empty() || path == "." { fail(inner) } else { fail(format!("{path}: {inner}")) }
+            if path.is_empty() || path == "." {
+                fail(inner)
+            } else {
+                fail(format!("{path}: {inner}"))
+            }
         })?;
-        let base_dir = source.path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base_dir = source
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         validate(raw, &base_dir).map_err(|problems| ConfigError { origin, problems })
     }
 
@@ -259,9 +290,21 @@ impl Policy {
             None => quote("(generated into state_dir on first start)"),
         };
         let _ = writeln!(out, "[server]");
-        let _ = writeln!(out, "policy_listen = {}", quote(&self.server.policy_listen.to_string()));
-        let _ = writeln!(out, "admin_listen = {}", quote(&self.server.admin_listen.to_string()));
-        let _ = writeln!(out, "state_dir = {}", quote(&self.server.state_dir.display().to_string()));
+        let _ = writeln!(
+            out,
+            "policy_listen = {}",
+            quote(&self.server.policy_listen.to_string())
+        );
+        let _ = writeln!(
+            out,
+            "admin_listen = {}",
+            quote(&self.server.admin_listen.to_string())
+        );
+        let _ = writeln!(
+            out,
+            "state_dir = {}",
+            quote(&self.server.state_dir.display().to_string())
+        );
         let _ = writeln!(out, "max_body_bytes = {}", self.server.max_body_bytes);
         let _ = writeln!(out, "\n[auth]");
         let _ = writeln!(out, "api_key = {}", secret(&self.auth.api_key));
@@ -270,8 +313,16 @@ impl Policy {
         let a = &self.autoban;
         let _ = writeln!(out, "\n[autoban]");
         let _ = writeln!(out, "max_failures = {}", a.max_failures);
-        let _ = writeln!(out, "window = {}", quote(&humantime::format_duration(a.window).to_string()));
-        let _ = writeln!(out, "ban_for = {}", quote(&humantime::format_duration(a.ban_for).to_string()));
+        let _ = writeln!(
+            out,
+            "window = {}",
+            quote(&humantime::format_duration(a.window).to_string())
+        );
+        let _ = writeln!(
+            out,
+            "ban_for = {}",
+            quote(&humantime::format_duration(a.ban_for).to_string())
+        );
         let _ = writeln!(out, "ipv4_prefix = {}", a.grouping.ipv4_prefix);
         let _ = writeln!(out, "ipv6_prefix = {}", a.grouping.ipv6_prefix);
         let _ = writeln!(out, "max_tracked_sources = {}", a.max_tracked_sources);
@@ -298,7 +349,9 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
     let mut listen = |key: &str, text: &str| match text.trim().parse::<SocketAddr>() {
         Ok(addr) => Some(addr),
         Err(_) => {
-            problems.push(format!("{key}: {text:?} is not an address and port such as \"127.0.0.1:8180\""));
+            problems.push(format!(
+                "{key}: {text:?} is not an address and port such as \"127.0.0.1:8180\""
+            ));
             None
         }
     };
@@ -306,7 +359,9 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
     let admin_listen = listen("server.admin_listen", &raw.server.admin_listen);
     if let (Some(p), Some(a)) = (policy_listen, admin_listen) {
         if p == a && p.port() != 0 {
-            problems.push(format!("server.admin_listen: {a} is also server.policy_listen; they must differ"));
+            problems.push(format!(
+                "server.admin_listen: {a} is also server.policy_listen; they must differ"
+            ));
         }
     }
     if raw.server.state_dir.trim().is_empty() {
@@ -314,17 +369,28 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
     }
     let state_dir = {
         let dir = PathBuf::from(raw.server.state_dir.trim());
-        if dir.is_absolute() { dir } else { base_dir.join(dir) }
+        if dir.is_absolute() {
+            dir
+        } else {
+            base_dir.join(dir)
+        }
     };
     if !(1024..=16 * 1024 * 1024).contains(&raw.server.max_body_bytes) {
-        problems.push(format!("server.max_body_bytes: {} is outside 1024..=16777216", raw.server.max_body_bytes));
+        problems.push(format!(
+            "server.max_body_bytes: {} is outside 1024..=16777216",
+            raw.server.max_body_bytes
+        ));
     }
 
     let header = raw.auth.api_key_header.trim().to_string();
     let header_ok = !header.is_empty()
-        && header.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        && header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if !header_ok {
-        problems.push(format!("auth.api_key_header: {header:?} is not a valid HTTP header name"));
+        problems.push(format!(
+            "auth.api_key_header: {header:?} is not a valid HTTP header name"
+        ));
     }
     let mut secret = |key: &str, value: &str| {
         let value = value.trim();
@@ -332,7 +398,10 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
             None
         } else {
             if value.len() < 16 {
-                problems.push(format!("{key}: too short ({} characters); use at least 16 random characters", value.len()));
+                problems.push(format!(
+                    "{key}: too short ({} characters); use at least 16 random characters",
+                    value.len()
+                ));
             }
             Some(Secret::new(value))
         }
@@ -345,21 +414,47 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
         if range.contains(&value) {
             Some(value)
         } else {
-            problems.push(format!("{key}: {value} is outside {}..={}", range.start(), range.end()));
+            problems.push(format!(
+                "{key}: {value} is outside {}..={}",
+                range.start(),
+                range.end()
+            ));
             None
         }
     };
     let max_failures = ranged("autoban.max_failures", a.max_failures, 1..=1000);
     let ipv4_prefix = ranged("autoban.ipv4_prefix", a.ipv4_prefix, 8..=32);
     let ipv6_prefix = ranged("autoban.ipv6_prefix", a.ipv6_prefix, 16..=128);
-    let max_tracked = ranged("autoban.max_tracked_sources", a.max_tracked_sources, 1_000..=1_000_000_000);
-    let window = duration(&mut problems, "autoban.window", &a.window, Duration::from_secs(30 * 24 * 3600));
-    let ban_for = duration(&mut problems, "autoban.ban_for", &a.ban_for, Duration::from_secs(366 * 24 * 3600));
+    let max_tracked = ranged(
+        "autoban.max_tracked_sources",
+        a.max_tracked_sources,
+        1_000..=1_000_000_000,
+    );
+    let window = duration(
+        &mut problems,
+        "autoban.window",
+        &a.window,
+        Duration::from_secs(30 * 24 * 3600),
+    );
+    let ban_for = duration(
+        &mut problems,
+        "autoban.ban_for",
+        &a.ban_for,
+        Duration::from_secs(366 * 24 * 3600),
+    );
 
     let mut access = AccessLists::default();
     for (key, entries, map) in [
-        ("networks.trusted", &raw.networks.trusted, &mut access.trusted),
-        ("networks.blocked", &raw.networks.blocked, &mut access.blocked),
+        (
+            "networks.trusted",
+            &raw.networks.trusted,
+            &mut access.trusted,
+        ),
+        (
+            "networks.blocked",
+            &raw.networks.blocked,
+            &mut access.blocked,
+        ),
     ] {
         for (i, entry) in entries.iter().enumerate() {
             match parse_network(entry) {
@@ -369,47 +464,92 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
         }
     }
 
-    let mut template = |key: &str, text: &str, allowed: &[&'static str]| match Template::parse(text, allowed) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            problems.push(format!("{key}: {e}"));
-            None
-        }
-    };
-    let banned = template("messages.banned", &raw.messages.banned, &["source", "until"]);
+    let mut template =
+        |key: &str, text: &str, allowed: &[&'static str]| match Template::parse(text, allowed) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                problems.push(format!("{key}: {e}"));
+                None
+            }
+        };
+    let banned = template(
+        "messages.banned",
+        &raw.messages.banned,
+        &["source", "until"],
+    );
     let blocked = template("messages.blocked", &raw.messages.blocked, &["source"]);
 
     let format = match raw.log.format.trim() {
         "text" => Some(LogFormat::Text),
         "json" => Some(LogFormat::Json),
         other => {
-            problems.push(format!("log.format: {other:?} is neither \"text\" nor \"json\""));
+            problems.push(format!(
+                "log.format: {other:?} is neither \"text\" nor \"json\""
+            ));
             None
         }
     };
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(raw.log.level.trim()) {
-        problems.push(format!("log.level: {:?} is not a level such as \"info\" or \"mailwarden=debug\": {e}", raw.log.level));
+        problems.push(format!(
+            "log.level: {:?} is not a level such as \"info\" or \"mailwarden=debug\": {e}",
+            raw.log.level
+        ));
     }
 
-    match (policy_listen, admin_listen, max_failures, ipv4_prefix, ipv6_prefix, max_tracked, window, ban_for, banned, blocked, format) {
-        (Some(policy_listen), Some(admin_listen), Some(max_failures), Some(v4), Some(v6), Some(max_tracked), Some(window), Some(ban_for), Some(banned), Some(blocked), Some(format))
-            if problems.is_empty() =>
-        {
-            Ok(Policy {
-                server: ServerSettings { policy_listen, admin_listen, state_dir, max_body_bytes: raw.server.max_body_bytes },
-                auth: AuthSettings { api_key, api_key_header: header, admin_token },
-                autoban: Autoban {
-                    max_failures: max_failures as u32,
-                    window,
-                    ban_for,
-                    grouping: SourceGrouping { ipv4_prefix: v4 as u8, ipv6_prefix: v6 as u8 },
-                    max_tracked_sources: max_tracked as u64,
+    match (
+        policy_listen,
+        admin_listen,
+        max_failures,
+        ipv4_prefix,
+        ipv6_prefix,
+        max_tracked,
+        window,
+        ban_for,
+        banned,
+        blocked,
+        format,
+    ) {
+        (
+            Some(policy_listen),
+            Some(admin_listen),
+            Some(max_failures),
+            Some(v4),
+            Some(v6),
+            Some(max_tracked),
+            Some(window),
+            Some(ban_for),
+            Some(banned),
+            Some(blocked),
+            Some(format),
+        ) if problems.is_empty() => Ok(Policy {
+            server: ServerSettings {
+                policy_listen,
+                admin_listen,
+                state_dir,
+                max_body_bytes: raw.server.max_body_bytes,
+            },
+            auth: AuthSettings {
+                api_key,
+                api_key_header: header,
+                admin_token,
+            },
+            autoban: Autoban {
+                max_failures: max_failures as u32,
+                window,
+                ban_for,
+                grouping: SourceGrouping {
+                    ipv4_prefix: v4 as u8,
+                    ipv6_prefix: v6 as u8,
                 },
-                access,
-                messages: Messages { banned, blocked },
-                log: LogSettings { level: raw.log.level.trim().to_string(), format },
-            })
-        }
+                max_tracked_sources: max_tracked as u64,
+            },
+            access,
+            messages: Messages { banned, blocked },
+            log: LogSettings {
+                level: raw.log.level.trim().to_string(),
+                format,
+            },
+        }),
         _ => Err(problems),
     }
 }
@@ -418,11 +558,16 @@ fn duration(problems: &mut Vec<String>, key: &str, text: &str, max: Duration) ->
     match humantime::parse_duration(text.trim()) {
         Ok(d) if d >= Duration::from_secs(1) && d <= max => Some(d),
         Ok(_) => {
-            problems.push(format!("{key}: {text:?} is outside 1s..={}", humantime::format_duration(max)));
+            problems.push(format!(
+                "{key}: {text:?} is outside 1s..={}",
+                humantime::format_duration(max)
+            ));
             None
         }
         Err(e) => {
-            problems.push(format!("{key}: {text:?} is not a duration such as \"20m\" or \"1h 30m\" ({e})"));
+            problems.push(format!(
+                "{key}: {text:?} is not a duration such as \"20m\" or \"1h 30m\" ({e})"
+            ));
             None
         }
     }
@@ -436,8 +581,14 @@ mod tests {
     fn load(toml: &str, env: &[(&str, &str)]) -> Result<Policy, ConfigError> {
         let mut file = tempfile::NamedTempFile::new().expect("temp file");
         file.write_all(toml.as_bytes()).expect("write");
-        let environment = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Policy::load_from(ConfigSource { path: file.path(), environment: Some(environment) })
+        let environment = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Policy::load_from(ConfigSource {
+            path: file.path(),
+            environment: Some(environment),
+        })
     }
 
     fn problems(toml: &str) -> String {
@@ -453,7 +604,13 @@ mod tests {
         assert_eq!(policy.autoban.max_failures, 5);
         assert_eq!(policy.autoban.window, Duration::from_secs(20 * 60));
         assert_eq!(policy.autoban.ban_for, Duration::from_secs(30 * 60));
-        assert_eq!(policy.autoban.grouping, SourceGrouping { ipv4_prefix: 32, ipv6_prefix: 64 });
+        assert_eq!(
+            policy.autoban.grouping,
+            SourceGrouping {
+                ipv4_prefix: 32,
+                ipv6_prefix: 64
+            }
+        );
         assert_eq!(policy.server.policy_listen.to_string(), "127.0.0.1:8180");
         assert_eq!(policy.auth.api_key_header, "X-API-Key");
         assert!(policy.auth.api_key.is_none());
@@ -466,21 +623,41 @@ mod tests {
             &[
                 ("MAILWARDEN__AUTOBAN__MAX_FAILURES", "3"),
                 ("MAILWARDEN__AUTH__API_KEY", "env-key-0123456789"),
-                ("MAILWARDEN__NETWORKS__TRUSTED", "192.0.2.0/24,2001:db8::/32"),
+                (
+                    "MAILWARDEN__NETWORKS__TRUSTED",
+                    "192.0.2.0/24,2001:db8::/32",
+                ),
             ],
         )
         .expect("valid");
         assert_eq!(policy.autoban.max_failures, 3);
-        assert!(policy.auth.api_key.as_ref().is_some_and(|k| k.matches(b"env-key-0123456789")));
+        assert!(
+            policy
+                .auth
+                .api_key
+                .as_ref()
+                .is_some_and(|k| k.matches(b"env-key-0123456789"))
+        );
         assert_eq!(policy.access.trusted.len(), 2);
     }
 
     #[test]
     fn errors_name_the_key_and_all_are_reported_together() {
-        let text = problems("[autoban]\nwindow = \"20x\"\nmax_failures = 0\n[networks]\nblocked = [\"10.0.0.0/8\", \"nonsense\"]\n");
-        assert!(text.contains("autoban.window: \"20x\" is not a duration"), "{text}");
-        assert!(text.contains("autoban.max_failures: 0 is outside 1..=1000"), "{text}");
-        assert!(text.contains("networks.blocked[1]: \"nonsense\" is not an IP address or network"), "{text}");
+        let text = problems(
+            "[autoban]\nwindow = \"20x\"\nmax_failures = 0\n[networks]\nblocked = [\"10.0.0.0/8\", \"nonsense\"]\n",
+        );
+        assert!(
+            text.contains("autoban.window: \"20x\" is not a duration"),
+            "{text}"
+        );
+        assert!(
+            text.contains("autoban.max_failures: 0 is outside 1..=1000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("networks.blocked[1]: \"nonsense\" is not an IP address or network"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -495,10 +672,15 @@ mod tests {
 
     #[test]
     fn short_secrets_bad_headers_and_unknown_placeholders_are_refused() {
-        let text = problems("[auth]\napi_key = \"short\"\napi_key_header = \"X API Key\"\n[messages]\nbanned = \"Banned until {when}\"\n");
+        let text = problems(
+            "[auth]\napi_key = \"short\"\napi_key_header = \"X API Key\"\n[messages]\nbanned = \"Banned until {when}\"\n",
+        );
         assert!(text.contains("auth.api_key: too short"), "{text}");
         assert!(text.contains("auth.api_key_header"), "{text}");
-        assert!(text.contains("messages.banned: unknown placeholder {when}"), "{text}");
+        assert!(
+            text.contains("messages.banned: unknown placeholder {when}"),
+            "{text}"
+        );
     }
 
     #[test]

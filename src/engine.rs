@@ -76,14 +76,17 @@ pub fn decide_allow(facts: &AllowFacts<'_>) -> Decision {
         return Decision::Allow(Allowed::NoSource);
     };
     match facts.standing {
-        Standing::Blocked(network) => return Decision::Reject(Refusal::Blocked { address, network }),
+        Standing::Blocked(network) => {
+            return Decision::Reject(Refusal::Blocked { address, network });
+        }
         Standing::Trusted(_) => return Decision::Allow(Allowed::Trusted),
         Standing::Unlisted => {}
     }
     match facts.ban {
-        Some(ban) if ban.is_active(facts.now) => {
-            Decision::Reject(Refusal::Banned { source: ban.source, until: ban.expires_at })
-        }
+        Some(ban) if ban.is_active(facts.now) => Decision::Reject(Refusal::Banned {
+            source: ban.source,
+            until: ban.expires_at,
+        }),
         _ => Decision::Allow(Allowed::Clean),
     }
 }
@@ -116,7 +119,12 @@ impl ReportKind {
     }
 }
 
-pub fn classify_report(success: bool, policy_reject: bool, has_address: bool, standing: Standing) -> ReportKind {
+pub fn classify_report(
+    success: bool,
+    policy_reject: bool,
+    has_address: bool,
+    standing: Standing,
+) -> ReportKind {
     if success {
         ReportKind::Success
     } else if policy_reject {
@@ -156,7 +164,10 @@ mod tests {
             max_failures: 5,
             window: Duration::from_secs(1200),
             ban_for: Duration::from_secs(1800),
-            grouping: SourceGrouping { ipv4_prefix: 32, ipv6_prefix: 64 },
+            grouping: SourceGrouping {
+                ipv4_prefix: 32,
+                ipv6_prefix: 64,
+            },
             max_tracked_sources: 1000,
         }
     }
@@ -174,9 +185,18 @@ mod tests {
     }
 
     fn check(address: Option<&str>, standing: Standing, active_ban: Option<&Ban>, expect: &str) {
-        let facts = AllowFacts { address: address.map(|a| parse_ip(a).unwrap()), standing, ban: active_ban, now: NOW };
+        let facts = AllowFacts {
+            address: address.map(|a| parse_ip(a).unwrap()),
+            standing,
+            ban: active_ban,
+            now: NOW,
+        };
         let decision = decide_allow(&facts);
-        assert_eq!(format!("{}/{}", decision.verdict(), decision.reason()), expect, "{decision:?}");
+        assert_eq!(
+            format!("{}/{}", decision.verdict(), decision.reason()),
+            expect,
+            "{decision:?}"
+        );
     }
 
     #[test]
@@ -185,18 +205,48 @@ mod tests {
         let live = ban("203.0.113.7", NOW.plus(Duration::from_secs(600)));
         let expired = ban("203.0.113.7", NOW.minus(Duration::from_secs(1)));
         check(Some("203.0.113.7"), Standing::Unlisted, None, "allow/none");
-        check(Some("203.0.113.7"), Standing::Unlisted, Some(&live), "reject/ban");
-        check(Some("203.0.113.7"), Standing::Unlisted, Some(&expired), "allow/none");
-        check(Some("203.0.113.7"), Standing::Blocked(net), None, "reject/blocked");
-        check(Some("203.0.113.7"), Standing::Blocked(net), Some(&live), "reject/blocked");
-        check(Some("203.0.113.7"), Standing::Trusted(net), Some(&live), "allow/trusted");
+        check(
+            Some("203.0.113.7"),
+            Standing::Unlisted,
+            Some(&live),
+            "reject/ban",
+        );
+        check(
+            Some("203.0.113.7"),
+            Standing::Unlisted,
+            Some(&expired),
+            "allow/none",
+        );
+        check(
+            Some("203.0.113.7"),
+            Standing::Blocked(net),
+            None,
+            "reject/blocked",
+        );
+        check(
+            Some("203.0.113.7"),
+            Standing::Blocked(net),
+            Some(&live),
+            "reject/blocked",
+        );
+        check(
+            Some("203.0.113.7"),
+            Standing::Trusted(net),
+            Some(&live),
+            "allow/trusted",
+        );
         check(None, Standing::Unlisted, None, "allow/no_source");
     }
 
     #[test]
     fn a_ban_refusal_names_the_source_and_the_end() {
         let live = ban("203.0.113.7", NOW.plus(Duration::from_secs(600)));
-        let facts = AllowFacts { address: Some(parse_ip("203.0.113.7").unwrap()), standing: Standing::Unlisted, ban: Some(&live), now: NOW };
+        let facts = AllowFacts {
+            address: Some(parse_ip("203.0.113.7").unwrap()),
+            standing: Standing::Unlisted,
+            ban: Some(&live),
+            now: NOW,
+        };
         match decide_allow(&facts) {
             Decision::Reject(Refusal::Banned { source, until }) => {
                 assert_eq!(source.to_string(), "203.0.113.7");
@@ -209,11 +259,26 @@ mod tests {
     #[test]
     fn only_plain_failures_count() {
         let trusted = Standing::Trusted(parse_network("192.0.2.0/24").unwrap());
-        assert_eq!(classify_report(true, false, true, Standing::Unlisted), ReportKind::Success);
-        assert_eq!(classify_report(false, true, true, Standing::Unlisted), ReportKind::RefusedByPolicy);
-        assert_eq!(classify_report(false, false, true, trusted), ReportKind::TrustedFailure);
-        assert_eq!(classify_report(false, false, false, Standing::Unlisted), ReportKind::UnattributableFailure);
-        assert_eq!(classify_report(false, false, true, Standing::Unlisted), ReportKind::Failure);
+        assert_eq!(
+            classify_report(true, false, true, Standing::Unlisted),
+            ReportKind::Success
+        );
+        assert_eq!(
+            classify_report(false, true, true, Standing::Unlisted),
+            ReportKind::RefusedByPolicy
+        );
+        assert_eq!(
+            classify_report(false, false, true, trusted),
+            ReportKind::TrustedFailure
+        );
+        assert_eq!(
+            classify_report(false, false, false, Standing::Unlisted),
+            ReportKind::UnattributableFailure
+        );
+        assert_eq!(
+            classify_report(false, false, true, Standing::Unlisted),
+            ReportKind::Failure
+        );
     }
 
     #[test]
@@ -222,6 +287,9 @@ mod tests {
         assert!(!bans_source(4, false, &policy));
         assert!(bans_source(5, false, &policy));
         assert!(!bans_source(6, true, &policy));
-        assert_eq!(ban_expiry(NOW, &policy), NOW.plus(Duration::from_secs(1800)));
+        assert_eq!(
+            ban_expiry(NOW, &policy),
+            NOW.plus(Duration::from_secs(1800))
+        );
     }
 }

@@ -41,8 +41,15 @@ pub struct FailureTracker {
 
 impl FailureTracker {
     pub fn new(window: Duration, max_failures: u32, max_sources: u64) -> FailureTracker {
-        let windows = Cache::builder().max_capacity(max_sources).time_to_idle(window).build();
-        FailureTracker { windows, window, keep: max_failures.max(1) as usize }
+        let windows = Cache::builder()
+            .max_capacity(max_sources)
+            .time_to_idle(window)
+            .build();
+        FailureTracker {
+            windows,
+            window,
+            keep: max_failures.max(1) as usize,
+        }
     }
 
     /// Records a failure of `source` at `now`; returns how many failures fall in the window,
@@ -50,7 +57,9 @@ impl FailureTracker {
     pub fn record_failure(&self, source: Source, now: Timestamp) -> u32 {
         let (window, keep) = (self.window, self.keep);
         let entry = self.windows.entry(source).and_upsert_with(|existing| {
-            let current = existing.map(|e| FailureWindow::clone(&e.into_value())).unwrap_or_default();
+            let current = existing
+                .map(|e| FailureWindow::clone(&e.into_value()))
+                .unwrap_or_default();
             Arc::new(current.record(now, window, keep))
         });
         u32::try_from(entry.value().times.len()).unwrap_or(u32::MAX)
@@ -84,7 +93,10 @@ mod tests {
     use super::*;
     use crate::network::{SourceGrouping, parse_ip};
 
-    const GROUPING: SourceGrouping = SourceGrouping { ipv4_prefix: 32, ipv6_prefix: 64 };
+    const GROUPING: SourceGrouping = SourceGrouping {
+        ipv4_prefix: 32,
+        ipv6_prefix: 64,
+    };
     const START: Timestamp = Timestamp(1_795_334_400_000);
 
     fn source(address: &str) -> Source {

@@ -3,13 +3,14 @@
 //! from small fixed sets (never an address, a login or anything else a peer chooses).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Request-duration buckets: tens of microseconds (an in-memory decision) up to a second.
 const DURATION_BUCKETS: &[f64] = &[
-    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0,
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
 #[derive(Clone)]
@@ -34,7 +35,12 @@ pub struct Metrics {
     pub store_operations: IntCounterVec,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+fn counter(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
     let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
     registry.register(Box::new(metric.clone()))?;
     Ok(metric)
@@ -50,30 +56,74 @@ impl Metrics {
     pub fn new() -> prometheus::Result<Metrics> {
         let registry = Registry::new();
         let request_duration = HistogramVec::new(
-            HistogramOpts::new("mailwarden_request_duration_seconds", "Time to answer a policy request.")
-                .buckets(DURATION_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "mailwarden_request_duration_seconds",
+                "Time to answer a policy request.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
             &["command"],
         )?;
         registry.register(Box::new(request_duration.clone()))?;
         let build_info = IntGaugeVec::new(
-            Opts::new("mailwarden_build_info", "Always 1; the version label says which build is running."),
+            Opts::new(
+                "mailwarden_build_info",
+                "Always 1; the version label says which build is running.",
+            ),
             &["version"],
         )?;
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
 
         Ok(Metrics {
-            requests: counter(&registry, "mailwarden_requests_total", "Policy requests by command and HTTP status code.", &["command", "code"])?,
+            requests: counter(
+                &registry,
+                "mailwarden_requests_total",
+                "Policy requests by command and HTTP status code.",
+                &["command", "code"],
+            )?,
             request_duration,
-            decisions: counter(&registry, "mailwarden_decisions_total", "Answers to allow requests by verdict, reason and protocol.", &["verdict", "reason", "protocol"])?,
-            reports: counter(&registry, "mailwarden_reports_total", "Login reports by how they were counted.", &["result"])?,
-            bans_created: counter(&registry, "mailwarden_bans_created_total", "Bans placed, by reason.", &["reason"])?,
-            bans_lifted: counter(&registry, "mailwarden_bans_lifted_total", "Bans ended, by cause.", &["cause"])?,
+            decisions: counter(
+                &registry,
+                "mailwarden_decisions_total",
+                "Answers to allow requests by verdict, reason and protocol.",
+                &["verdict", "reason", "protocol"],
+            )?,
+            reports: counter(
+                &registry,
+                "mailwarden_reports_total",
+                "Login reports by how they were counted.",
+                &["result"],
+            )?,
+            bans_created: counter(
+                &registry,
+                "mailwarden_bans_created_total",
+                "Bans placed, by reason.",
+                &["reason"],
+            )?,
+            bans_lifted: counter(
+                &registry,
+                "mailwarden_bans_lifted_total",
+                "Bans ended, by cause.",
+                &["cause"],
+            )?,
             active_bans: gauge(&registry, "mailwarden_active_bans", "Bans in force.")?,
-            tracked_sources: gauge(&registry, "mailwarden_tracked_sources", "Sources whose failed-login history is held in memory.")?,
-            store_operations: counter(&registry, "mailwarden_store_operations_total", "Durable-store operations by operation and result.", &["operation", "result"])?,
+            tracked_sources: gauge(
+                &registry,
+                "mailwarden_tracked_sources",
+                "Sources whose failed-login history is held in memory.",
+            )?,
+            store_operations: counter(
+                &registry,
+                "mailwarden_store_operations_total",
+                "Durable-store operations by operation and result.",
+                &["operation", "result"],
+            )?,
             registry,
         })
     }
@@ -81,7 +131,9 @@ impl Metrics {
     /// Counts a store operation's result.
     pub fn store_result<T, E>(&self, operation: &str, result: &Result<T, E>) {
         let outcome = if result.is_ok() { "ok" } else { "error" };
-        self.store_operations.with_label_values(&[operation, outcome]).inc();
+        self.store_operations
+            .with_label_values(&[operation, outcome])
+            .inc();
     }
 
     /// The text exposition format.

@@ -39,7 +39,9 @@ impl fmt::Debug for Secret {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("auth.{name} is empty and {path} does not exist: set auth.{name} in the configuration, or start the server once to generate it")]
+    #[error(
+        "auth.{name} is empty and {path} does not exist: set auth.{name} in the configuration, or start the server once to generate it"
+    )]
     Missing { name: &'static str, path: PathBuf },
     #[error("cannot read or write {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
@@ -75,7 +77,10 @@ pub fn resolve(policy: &mut Policy, missing: Missing) -> Result<(), SecretError>
 
 fn load_or_create(dir: &Path, name: &'static str, missing: Missing) -> Result<Secret, SecretError> {
     let path = secret_path(dir, name);
-    let io_error = |source| SecretError::Io { path: path.clone(), source };
+    let io_error = |source| SecretError::Io {
+        path: path.clone(),
+        source,
+    };
     match fs::read_to_string(&path) {
         Ok(text) => {
             let value = text.trim();
@@ -100,7 +105,11 @@ fn load_or_create(dir: &Path, name: &'static str, missing: Missing) -> Result<Se
 
 fn write_private(path: &Path, value: &str) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(value.as_bytes())?;
     file.write_all(b"\n")?;
     file.sync_all()
@@ -128,9 +137,15 @@ mod tests {
         let second = load_or_create(dir.path(), "api_key", Missing::Fail).unwrap();
         assert_eq!(first.expose(), second.expose());
         assert_eq!(first.expose().len(), 48);
-        let mode = fs::metadata(dir.path().join("api_key")).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join("api_key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let err = load_or_create(dir.path(), "admin_token", Missing::Fail).unwrap_err();
-        assert!(err.to_string().contains("auth.admin_token is empty"), "{err}");
+        assert!(
+            err.to_string().contains("auth.admin_token is empty"),
+            "{err}"
+        );
     }
 }

@@ -30,7 +30,11 @@ pub enum ServeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{key}: cannot listen on {address}: {source}")]
-    Bind { key: &'static str, address: SocketAddr, source: io::Error },
+    Bind {
+        key: &'static str,
+        address: SocketAddr,
+        source: io::Error,
+    },
     #[error("cannot set up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("server stopped with an error: {0}")]
@@ -46,27 +50,48 @@ async fn serve(policy: Policy) -> Result<(), ServeError> {
     let store = Arc::new(SqliteStore::open(&policy.server.state_dir)?);
     let (policy_address, admin_address) = (policy.server.policy_listen, policy.server.admin_listen);
     let warden = Warden::open(policy, store, Arc::new(SystemClock), Metrics::new()?)?;
-    tracing::info!(bans = warden.bans().len(), store = warden.store_backend(), "state loaded");
+    tracing::info!(
+        bans = warden.bans().len(),
+        store = warden.store_backend(),
+        "state loaded"
+    );
     let data = web::Data::new(warden.clone());
 
     let policy_data = data.clone();
-    let policy_server = HttpServer::new(move || App::new().app_data(policy_data.clone()).configure(http::policy::configure))
-        .keep_alive(KEEP_ALIVE)
-        .shutdown_timeout(10)
-        .bind(policy_address)
-        .map_err(|source| ServeError::Bind { key: "server.policy_listen", address: policy_address, source })?
-        .run();
+    let policy_server = HttpServer::new(move || {
+        App::new()
+            .app_data(policy_data.clone())
+            .configure(http::policy::configure)
+    })
+    .keep_alive(KEEP_ALIVE)
+    .shutdown_timeout(10)
+    .bind(policy_address)
+    .map_err(|source| ServeError::Bind {
+        key: "server.policy_listen",
+        address: policy_address,
+        source,
+    })?
+    .run();
     let admin_data = data.clone();
-    let admin_server = HttpServer::new(move || App::new().app_data(admin_data.clone()).configure(http::admin::configure))
-        .workers(1)
-        .shutdown_timeout(10)
-        .bind(admin_address)
-        .map_err(|source| ServeError::Bind { key: "server.admin_listen", address: admin_address, source })?
-        .run();
+    let admin_server = HttpServer::new(move || {
+        App::new()
+            .app_data(admin_data.clone())
+            .configure(http::admin::configure)
+    })
+    .workers(1)
+    .shutdown_timeout(10)
+    .bind(admin_address)
+    .map_err(|source| ServeError::Bind {
+        key: "server.admin_listen",
+        address: admin_address,
+        source,
+    })?
+    .run();
     tracing::info!(policy = %policy_address, admin = %admin_address, version = env!("CARGO_PKG_VERSION"), "mailwarden listening");
 
     let sweeper = actix_web::rt::spawn(sweep_forever(warden));
-    let (policy_result, admin_result) = futures_util::future::join(policy_server, admin_server).await;
+    let (policy_result, admin_result) =
+        futures_util::future::join(policy_server, admin_server).await;
     sweeper.abort();
     tracing::info!("mailwarden stopped");
     policy_result.and(admin_result).map_err(ServeError::Runtime)
@@ -79,7 +104,9 @@ async fn sweep_forever(warden: Warden) {
         let handle = warden.clone();
         match web::block(move || handle.sweep_expired()).await {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "could not remove expired bans from the store"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "could not remove expired bans from the store")
+            }
             Err(_) => return,
         }
     }

@@ -41,18 +41,38 @@ struct Shared {
 
 impl Warden {
     /// Builds the core and loads the active bans from `store`.
-    pub fn open(policy: Policy, store: Arc<dyn Store>, clock: Arc<dyn Clock>, metrics: Metrics) -> Result<Warden, StoreError> {
+    pub fn open(
+        policy: Policy,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+    ) -> Result<Warden, StoreError> {
         let autoban = policy.autoban;
-        let failures = FailureTracker::new(autoban.window, autoban.max_failures, autoban.max_tracked_sources);
+        let failures = FailureTracker::new(
+            autoban.window,
+            autoban.max_failures,
+            autoban.max_tracked_sources,
+        );
         let bans = BanIndex::default();
         let loaded = store.active_bans(clock.now());
         metrics.store_result("load_bans", &loaded);
         for ban in loaded? {
             bans.insert(Arc::new(ban));
         }
-        metrics.active_bans.set(i64::try_from(bans.len()).unwrap_or(i64::MAX));
-        let shared = Shared { policy: ArcSwap::from_pointee(policy), clock, failures, bans, store, metrics };
-        Ok(Warden { shared: Arc::new(shared) })
+        metrics
+            .active_bans
+            .set(i64::try_from(bans.len()).unwrap_or(i64::MAX));
+        let shared = Shared {
+            policy: ArcSwap::from_pointee(policy),
+            clock,
+            failures,
+            bans,
+            store,
+            metrics,
+        };
+        Ok(Warden {
+            shared: Arc::new(shared),
+        })
     }
 
     pub fn policy(&self) -> Arc<Policy> {
@@ -76,8 +96,17 @@ impl Warden {
             Some(ip) => policy.access.standing(ip),
             None => crate::network::Standing::Unlisted,
         };
-        let ban = address.and_then(|ip| shared.bans.active_for_address(ip, policy.autoban.grouping, now));
-        engine::decide_allow(&AllowFacts { address, standing, ban: ban.as_deref(), now })
+        let ban = address.and_then(|ip| {
+            shared
+                .bans
+                .active_for_address(ip, policy.autoban.grouping, now)
+        });
+        engine::decide_allow(&AllowFacts {
+            address,
+            standing,
+            ban: ban.as_deref(),
+            now,
+        })
     }
 
     /// Answers Dovecot's `allow`.
@@ -86,7 +115,11 @@ impl Warden {
         self.shared
             .metrics
             .decisions
-            .with_label_values(&[decision.verdict(), decision.reason(), attempt.protocol.label()])
+            .with_label_values(&[
+                decision.verdict(),
+                decision.reason(),
+                attempt.protocol.label(),
+            ])
             .inc();
         let policy = self.shared.policy.load();
         wire::allow_reply(&decision, &policy.messages, self.shared.clock.now())
@@ -100,8 +133,17 @@ impl Warden {
             Some(ip) => policy.access.standing(ip),
             None => crate::network::Standing::Unlisted,
         };
-        let kind = engine::classify_report(outcome.success, outcome.policy_reject, attempt.remote.is_some(), standing);
-        shared.metrics.reports.with_label_values(&[kind.label()]).inc();
+        let kind = engine::classify_report(
+            outcome.success,
+            outcome.policy_reject,
+            attempt.remote.is_some(),
+            standing,
+        );
+        shared
+            .metrics
+            .reports
+            .with_label_values(&[kind.label()])
+            .inc();
         let (ReportKind::Failure, Some(address)) = (kind, attempt.remote) else {
             return None;
         };
@@ -126,8 +168,15 @@ impl Warden {
         });
         shared.bans.insert(ban.clone());
         shared.failures.forget(source);
-        shared.metrics.bans_created.with_label_values(&[ban.reason.label()]).inc();
-        shared.metrics.active_bans.set(i64::try_from(shared.bans.len()).unwrap_or(i64::MAX));
+        shared
+            .metrics
+            .bans_created
+            .with_label_values(&[ban.reason.label()])
+            .inc();
+        shared
+            .metrics
+            .active_bans
+            .set(i64::try_from(shared.bans.len()).unwrap_or(i64::MAX));
         tracing::info!(
             source = %source,
             until = %ban.expires_at.rfc3339(),
@@ -154,7 +203,11 @@ impl Warden {
     pub fn source_for(&self, target: IpNet) -> Source {
         let grouping = self.shared.policy.load().autoban.grouping;
         let host = target.prefix_len() == target.max_prefix_len();
-        if host { grouping.source_of(target.addr()) } else { grouping.source_of(target.network()) }
+        if host {
+            grouping.source_of(target.addr())
+        } else {
+            grouping.source_of(target.network())
+        }
     }
 
     /// The active ban on `source`.
@@ -175,11 +228,18 @@ impl Warden {
         let deleted = deleted?;
         let removed = shared.bans.remove(source);
         shared.failures.forget(source);
-        shared.metrics.active_bans.set(i64::try_from(shared.bans.len()).unwrap_or(i64::MAX));
+        shared
+            .metrics
+            .active_bans
+            .set(i64::try_from(shared.bans.len()).unwrap_or(i64::MAX));
         let now = shared.clock.now();
         let lifted = removed.filter(|b| b.is_active(now));
         if lifted.is_some() || deleted {
-            shared.metrics.bans_lifted.with_label_values(&["admin"]).inc();
+            shared
+                .metrics
+                .bans_lifted
+                .with_label_values(&["admin"])
+                .inc();
             tracing::info!(source = %source, "ban lifted by an administrator");
         }
         Ok(lifted)
@@ -191,8 +251,15 @@ impl Warden {
         let now = shared.clock.now();
         let ended = shared.bans.take_expired(now);
         if !ended.is_empty() {
-            shared.metrics.bans_lifted.with_label_values(&["expired"]).inc_by(ended.len() as u64);
-            shared.metrics.active_bans.set(i64::try_from(shared.bans.len()).unwrap_or(i64::MAX));
+            shared
+                .metrics
+                .bans_lifted
+                .with_label_values(&["expired"])
+                .inc_by(ended.len() as u64);
+            shared
+                .metrics
+                .active_bans
+                .set(i64::try_from(shared.bans.len()).unwrap_or(i64::MAX));
             for ban in &ended {
                 tracing::info!(source = %ban.source, "ban expired");
             }
@@ -206,8 +273,14 @@ impl Warden {
     pub fn refresh_gauges(&self) {
         let shared = &*self.shared;
         let tracked = shared.failures.tracked_sources();
-        shared.metrics.tracked_sources.set(i64::try_from(tracked).unwrap_or(i64::MAX));
-        shared.metrics.active_bans.set(i64::try_from(shared.bans.len()).unwrap_or(i64::MAX));
+        shared
+            .metrics
+            .tracked_sources
+            .set(i64::try_from(tracked).unwrap_or(i64::MAX));
+        shared
+            .metrics
+            .active_bans
+            .set(i64::try_from(shared.bans.len()).unwrap_or(i64::MAX));
     }
 
     pub fn tracked_sources(&self) -> u64 {
@@ -240,15 +313,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("policy.toml");
         std::fs::write(&path, toml).unwrap();
-        let policy = Policy::load_from(ConfigSource { path: &path, environment: Some(Default::default()) }).unwrap();
+        let policy = Policy::load_from(ConfigSource {
+            path: &path,
+            environment: Some(Default::default()),
+        })
+        .unwrap();
         let clock = Arc::new(ManualClock::starting_at(START));
         let store = Arc::new(SqliteStore::in_memory().unwrap());
-        let warden = Warden::open(policy, store.clone(), clock.clone(), Metrics::new().unwrap()).unwrap();
-        Harness { warden, clock, store }
+        let warden = Warden::open(
+            policy,
+            store.clone(),
+            clock.clone(),
+            Metrics::new().unwrap(),
+        )
+        .unwrap();
+        Harness {
+            warden,
+            clock,
+            store,
+        }
     }
 
     fn body(remote: &str, login: &str, pwhash: &str, extra: &str) -> String {
-        format!(r#"{{"login":"{login}","pwhash":"{pwhash}","remote":"{remote}","protocol":"imap","device_id":"","session_id":"s"{extra}}}"#)
+        format!(
+            r#"{{"login":"{login}","pwhash":"{pwhash}","remote":"{remote}","protocol":"imap","device_id":"","session_id":"s"{extra}}}"#
+        )
     }
 
     impl Harness {
@@ -259,7 +348,12 @@ mod tests {
         }
 
         fn fail(&self, remote: &str, login: &str) {
-            let text = body(remote, login, "0350", r#","success":false,"policy_reject":false"#);
+            let text = body(
+                remote,
+                login,
+                "0350",
+                r#","success":false,"policy_reject":false"#,
+            );
             let (attempt, outcome) = parse_attempt(text.as_bytes(), Command::Report).unwrap();
             if let Some(ban) = self.warden.report(&attempt, outcome.unwrap()) {
                 self.warden.persist_ban(&ban).unwrap();
@@ -280,12 +374,23 @@ mod tests {
         for _ in 0..4 {
             h.fail("203.0.113.7", "alice@example.com");
         }
-        assert_eq!(h.allow("203.0.113.7", "alice@example.com").status, 0, "four failures do not ban");
+        assert_eq!(
+            h.allow("203.0.113.7", "alice@example.com").status,
+            0,
+            "four failures do not ban"
+        );
         h.fail("203.0.113.7", "alice@example.com");
         let refused = h.allow("203.0.113.7", "bob@example.com");
         assert_eq!(refused.status, -1);
-        assert_eq!(refused.msg, "Too many failed logins from 203.0.113.7; try again after 08:30 UTC");
-        assert_eq!(h.allow("203.0.113.8", "alice@example.com").status, 0, "another address is not affected");
+        assert_eq!(
+            refused.msg,
+            "Too many failed logins from 203.0.113.7; try again after 08:30 UTC"
+        );
+        assert_eq!(
+            h.allow("203.0.113.8", "alice@example.com").status,
+            0,
+            "another address is not affected"
+        );
         let stored = h.store.active_bans(START).unwrap();
         assert_eq!(stored.len(), 1);
         assert_eq!(stored[0].cause.login, "alice@example.com");
@@ -330,10 +435,14 @@ mod tests {
 
     #[test]
     fn blocked_networks_are_refused_with_their_own_message_and_trusted_hosts_inside_pass() {
-        let h = harness("[networks]\nblocked = [\"198.51.100.0/24\"]\ntrusted = [\"198.51.100.10\"]\n");
+        let h =
+            harness("[networks]\nblocked = [\"198.51.100.0/24\"]\ntrusted = [\"198.51.100.10\"]\n");
         let refused = h.allow("198.51.100.9", "alice@example.com");
         assert_eq!(refused.status, -1);
-        assert_eq!(refused.msg, "Logins from 198.51.100.9 are blocked by the administrator");
+        assert_eq!(
+            refused.msg,
+            "Logins from 198.51.100.9 are blocked by the administrator"
+        );
         assert_eq!(h.allow("198.51.100.10", "alice@example.com").status, 0);
     }
 
@@ -360,7 +469,11 @@ mod tests {
         assert_eq!(h.allow("203.0.113.7", "alice@example.com").status, 0);
         assert!(h.store.active_bans(START).unwrap().is_empty());
         h.fail("203.0.113.7", "alice@example.com");
-        assert_eq!(h.allow("203.0.113.7", "alice@example.com").status, 0, "one new failure after an unban does not re-ban");
+        assert_eq!(
+            h.allow("203.0.113.7", "alice@example.com").status,
+            0,
+            "one new failure after an unban does not re-ban"
+        );
         assert!(h.warden.unban(source).unwrap().is_none());
     }
 
@@ -371,8 +484,17 @@ mod tests {
             h.fail("203.0.113.7", "alice@example.com");
         }
         let policy = (*h.warden.policy()).clone();
-        let reopened = Warden::open(policy, h.store.clone(), h.clock.clone(), Metrics::new().unwrap()).unwrap();
+        let reopened = Warden::open(
+            policy,
+            h.store.clone(),
+            h.clock.clone(),
+            Metrics::new().unwrap(),
+        )
+        .unwrap();
         assert_eq!(reopened.bans().len(), 1);
-        assert!(matches!(reopened.decide(Some("203.0.113.7".parse().unwrap())), Decision::Reject(_)));
+        assert!(matches!(
+            reopened.decide(Some("203.0.113.7".parse().unwrap())),
+            Decision::Reject(_)
+        ));
     }
 }

@@ -41,7 +41,10 @@ pub enum WireError {
     #[error("request body is not a JSON object of login attributes: {0}")]
     Malformed(String),
     #[error("{field}: {problem}")]
-    BadField { field: &'static str, problem: String },
+    BadField {
+        field: &'static str,
+        problem: String,
+    },
 }
 
 impl WireError {
@@ -161,35 +164,51 @@ pub struct Outcome {
     pub policy_reject: bool,
 }
 
-fn optional_address(field: &'static str, value: &Option<Cow<'_, str>>) -> Result<Option<IpAddr>, WireError> {
+fn optional_address(
+    field: &'static str,
+    value: &Option<Cow<'_, str>>,
+) -> Result<Option<IpAddr>, WireError> {
     match value.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
-        Some(text) => parse_ip(text)
-            .map(Some)
-            .map_err(|e| WireError::BadField { field, problem: e.to_string() }),
+        Some(text) => parse_ip(text).map(Some).map_err(|e| WireError::BadField {
+            field,
+            problem: e.to_string(),
+        }),
     }
 }
 
 /// Parses an `allow` or `report` body. Reports must carry `success`.
-pub fn parse_attempt(body: &[u8], command: Command) -> Result<(LoginAttempt<'_>, Option<Outcome>), WireError> {
+pub fn parse_attempt(
+    body: &[u8],
+    command: Command,
+) -> Result<(LoginAttempt<'_>, Option<Outcome>), WireError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let raw: RawAttempt<'_> = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         match KNOWN_FIELDS.iter().find(|f| **f == path) {
-            Some(field) => WireError::BadField { field, problem: inner.to_string() },
+            Some(field) => WireError::BadField {
+                field,
+                problem: inner.to_string(),
+            },
             None => WireError::Malformed(inner.to_string()),
         }
     })?;
-    deserializer.end().map_err(|e| WireError::Malformed(e.to_string()))?;
+    deserializer
+        .end()
+        .map_err(|e| WireError::Malformed(e.to_string()))?;
     let remote = optional_address("remote", &raw.remote)?;
     let real_remote = optional_address("real_remote", &raw.real_remote)?;
     let outcome = match (command, raw.success) {
-        (Command::Report, Some(success)) => {
-            Some(Outcome { success, policy_reject: raw.policy_reject.unwrap_or(false) })
-        }
+        (Command::Report, Some(success)) => Some(Outcome {
+            success,
+            policy_reject: raw.policy_reject.unwrap_or(false),
+        }),
         (Command::Report, None) => {
-            return Err(WireError::BadField { field: "success", problem: "a report must say whether the login succeeded".into() });
+            return Err(WireError::BadField {
+                field: "success",
+                problem: "a report must say whether the login succeeded".into(),
+            });
         }
         (Command::Allow, _) => None,
     };
@@ -209,8 +228,17 @@ pub fn parse_attempt(body: &[u8], command: Command) -> Result<(LoginAttempt<'_>,
 }
 
 const KNOWN_FIELDS: [&str; 11] = [
-    "login", "pwhash", "remote", "real_remote", "device_id", "protocol", "session_id", "fail_type", "success",
-    "policy_reject", "tls",
+    "login",
+    "pwhash",
+    "remote",
+    "real_remote",
+    "device_id",
+    "protocol",
+    "session_id",
+    "fail_type",
+    "success",
+    "policy_reject",
+    "tls",
 ];
 
 /// Dovecot's reply: `status` < 0 rejects, 0 allows, > 0 delays that many seconds.
@@ -230,8 +258,14 @@ impl Reply {
 /// The reply to `allow` for a decision, with the message rendered from the templates.
 pub fn allow_reply(decision: &Decision, messages: &Messages, now: Timestamp) -> Reply {
     match decision {
-        Decision::Allow(_) => Reply { status: 0, msg: String::new() },
-        Decision::Reject(refusal) => Reply { status: -1, msg: sanitize_message(&refusal_message(refusal, messages, now)) },
+        Decision::Allow(_) => Reply {
+            status: 0,
+            msg: String::new(),
+        },
+        Decision::Reject(refusal) => Reply {
+            status: -1,
+            msg: sanitize_message(&refusal_message(refusal, messages, now)),
+        },
     }
 }
 
@@ -247,7 +281,10 @@ fn refusal_message(refusal: &Refusal, messages: &Messages, now: Timestamp) -> St
 
 /// The reply to `report`: Dovecot ignores the body but logs non-2xx answers.
 pub fn report_reply() -> Reply {
-    Reply { status: 0, msg: String::new() }
+    Reply {
+        status: 0,
+        msg: String::new(),
+    }
 }
 
 /// Makes `text` safe for Dovecot to pass to a mail client: whitespace and control characters
@@ -293,10 +330,19 @@ mod tests {
     #[test]
     fn the_command_comes_from_the_last_command_parameter() {
         assert_eq!(command_from_query("command=allow"), Ok(Command::Allow));
-        assert_eq!(command_from_query("a=1&command=report"), Ok(Command::Report));
-        assert_eq!(command_from_query("command=report&command=allow"), Ok(Command::Allow));
+        assert_eq!(
+            command_from_query("a=1&command=report"),
+            Ok(Command::Report)
+        );
+        assert_eq!(
+            command_from_query("command=report&command=allow"),
+            Ok(Command::Allow)
+        );
         assert_eq!(command_from_query(""), Err(WireError::MissingCommand));
-        assert_eq!(command_from_query("command=reset"), Err(WireError::UnknownCommand("reset".into())));
+        assert_eq!(
+            command_from_query("command=reset"),
+            Err(WireError::UnknownCommand("reset".into()))
+        );
     }
 
     #[test]
@@ -313,11 +359,20 @@ mod tests {
         let report = br#"{"device_id":"","login":"testuser","protocol":"pop3","pwhash":"0350","remote":"127.0.0.1","session_id":"AXp/FNlg/KJ/AAAB","success":false,"policy_reject":false,"tls":false}"#;
         let (attempt, outcome) = parse_attempt(report, Command::Report).unwrap();
         assert_eq!(attempt.protocol, Protocol::Pop3);
-        assert_eq!(outcome, Some(Outcome { success: false, policy_reject: false }));
+        assert_eq!(
+            outcome,
+            Some(Outcome {
+                success: false,
+                policy_reject: false
+            })
+        );
 
         let nested = br#"{"attrs":{"foo":"bar","orig":"TestUser","sub/lport":"10143"},"device_id":"\"name\" \"MyClient\" \"version\" \"1.2\"","login":"testuser","protocol":"imap","pwhash":"f963","real_remote":"127.0.0.1","remote":"203.0.113.7","session_id":"abc123","zz_domain":"","zz_mech":"PLAIN","tls":false}"#;
         let (attempt, _) = parse_attempt(nested, Command::Allow).unwrap();
-        assert_eq!(attempt.device_id, "\"name\" \"MyClient\" \"version\" \"1.2\"");
+        assert_eq!(
+            attempt.device_id,
+            "\"name\" \"MyClient\" \"version\" \"1.2\""
+        );
         assert_eq!(attempt.remote, Some("203.0.113.7".parse().unwrap()));
         assert_eq!(attempt.real_remote, Some("127.0.0.1".parse().unwrap()));
     }
@@ -327,11 +382,20 @@ mod tests {
         let err = |body: &[u8], command| parse_attempt(body, command).unwrap_err().to_string();
         assert!(err(b"not json", Command::Allow).starts_with("request body is not a JSON object"));
         assert!(err(b"[1,2]", Command::Allow).starts_with("request body is not a JSON object"));
-        assert!(err(br#"{"login":"a"} trailing"#, Command::Allow).starts_with("request body is not"));
-        assert_eq!(err(br#"{"remote":"300.1.1.1"}"#, Command::Allow), "remote: \"300.1.1.1\" is not an IP address");
+        assert!(
+            err(br#"{"login":"a"} trailing"#, Command::Allow).starts_with("request body is not")
+        );
+        assert_eq!(
+            err(br#"{"remote":"300.1.1.1"}"#, Command::Allow),
+            "remote: \"300.1.1.1\" is not an IP address"
+        );
         assert!(err(br#"{"login":5}"#, Command::Allow).starts_with("login: invalid type"));
-        assert!(err(br#"{"success":"false"}"#, Command::Report).starts_with("success: invalid type"));
-        assert!(err(br#"{"login":"a"}"#, Command::Report).starts_with("success: a report must say"));
+        assert!(
+            err(br#"{"success":"false"}"#, Command::Report).starts_with("success: invalid type")
+        );
+        assert!(
+            err(br#"{"login":"a"}"#, Command::Report).starts_with("success: a report must say")
+        );
     }
 
     #[test]
@@ -343,24 +407,46 @@ mod tests {
     #[test]
     fn replies_carry_dovecot_integers_and_the_rendered_message() {
         let allow = allow_reply(&Decision::Allow(Allowed::Clean), &messages(), NOW);
-        assert_eq!(String::from_utf8(allow.to_json()).unwrap(), r#"{"status":0,"msg":""}"#);
-        let source = SourceGrouping { ipv4_prefix: 32, ipv6_prefix: 64 }.source_of("203.0.113.7".parse().unwrap());
-        let banned = Decision::Reject(Refusal::Banned { source, until: NOW.plus(Duration::from_secs(65 * 60)) });
+        assert_eq!(
+            String::from_utf8(allow.to_json()).unwrap(),
+            r#"{"status":0,"msg":""}"#
+        );
+        let source = SourceGrouping {
+            ipv4_prefix: 32,
+            ipv6_prefix: 64,
+        }
+        .source_of("203.0.113.7".parse().unwrap());
+        let banned = Decision::Reject(Refusal::Banned {
+            source,
+            until: NOW.plus(Duration::from_secs(65 * 60)),
+        });
         assert_eq!(
             allow_reply(&banned, &messages(), NOW),
-            Reply { status: -1, msg: "Too many failed logins from 203.0.113.7; try again after 09:05 UTC".into() }
+            Reply {
+                status: -1,
+                msg: "Too many failed logins from 203.0.113.7; try again after 09:05 UTC".into()
+            }
         );
         let blocked = Decision::Reject(Refusal::Blocked {
             address: "198.51.100.9".parse().unwrap(),
             network: parse_network("198.51.100.0/24").unwrap(),
         });
-        assert_eq!(allow_reply(&blocked, &messages(), NOW).msg, "Logins from 198.51.100.9 are blocked by the administrator");
+        assert_eq!(
+            allow_reply(&blocked, &messages(), NOW).msg,
+            "Logins from 198.51.100.9 are blocked by the administrator"
+        );
     }
 
     #[test]
     fn messages_never_carry_line_breaks_or_non_ascii_and_stay_short() {
-        assert_eq!(sanitize_message("line1\r\n* BYE injected\r\nx OK fake"), "line1 * BYE injected x OK fake");
-        assert_eq!(sanitize_message("j\u{f6}rg\u{0}@example.com"), "j?rg @example.com");
+        assert_eq!(
+            sanitize_message("line1\r\n* BYE injected\r\nx OK fake"),
+            "line1 * BYE injected x OK fake"
+        );
+        assert_eq!(
+            sanitize_message("j\u{f6}rg\u{0}@example.com"),
+            "j?rg @example.com"
+        );
         assert_eq!(sanitize_message(&"a".repeat(500)).len(), MAX_MESSAGE_LEN);
         assert_eq!(sanitize_message("\t tabs\tand  spaces "), "tabs and spaces");
     }

@@ -99,7 +99,11 @@ impl FromRequest for Admin {
             (Some(token), Some(presented)) => token.matches(presented.as_bytes()),
             _ => false,
         };
-        ready(if ok { Ok(Admin) } else { Err(ApiError::Unauthorized) })
+        ready(if ok {
+            Ok(Admin)
+        } else {
+            Err(ApiError::Unauthorized)
+        })
     }
 }
 
@@ -148,7 +152,9 @@ async fn healthz(_: Admin, warden: web::Data<Warden>) -> HttpResponse {
 
 async fn metrics(_: Admin, warden: web::Data<Warden>) -> HttpResponse {
     warden.refresh_gauges();
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(warden.metrics().render())
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(warden.metrics().render())
 }
 
 async fn list_bans(_: Admin, warden: web::Data<Warden>) -> HttpResponse {
@@ -162,18 +168,31 @@ fn target_source(warden: &Warden, target: &str) -> Result<crate::network::Source
     Ok(warden.source_for(network))
 }
 
-async fn show_ban(_: Admin, warden: web::Data<Warden>, target: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn show_ban(
+    _: Admin,
+    warden: web::Data<Warden>,
+    target: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let source = target_source(&warden, &target)?;
-    let ban = warden.ban(source).ok_or_else(|| ApiError::NotBanned(source.to_string()))?;
+    let ban = warden
+        .ban(source)
+        .ok_or_else(|| ApiError::NotBanned(source.to_string()))?;
     Ok(HttpResponse::Ok().json(BanView::new(&ban, warden.now())))
 }
 
-async fn delete_ban(_: Admin, warden: web::Data<Warden>, target: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn delete_ban(
+    _: Admin,
+    warden: web::Data<Warden>,
+    target: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let source = target_source(&warden, &target)?;
     let handle = warden.get_ref().clone();
-    let lifted = web::block(move || handle.unban(source)).await.map_err(|_| ApiError::ShuttingDown)??;
+    let lifted = web::block(move || handle.unban(source))
+        .await
+        .map_err(|_| ApiError::ShuttingDown)??;
     match lifted {
-        Some(ban) => Ok(HttpResponse::Ok().json(serde_json::json!({ "unbanned": BanView::new(&ban, warden.now()) }))),
+        Some(ban) => Ok(HttpResponse::Ok()
+            .json(serde_json::json!({ "unbanned": BanView::new(&ban, warden.now()) }))),
         None => Err(ApiError::NotBanned(source.to_string())),
     }
 }

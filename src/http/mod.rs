@@ -18,11 +18,17 @@ struct ErrorBody<'a> {
 
 /// A JSON error response: `{"error": "<stable code>", "message": "<for humans>"}`.
 pub fn json_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
-    HttpResponse::build(status).json(ErrorBody { error: code, message })
+    HttpResponse::build(status).json(ErrorBody {
+        error: code,
+        message,
+    })
 }
 
 /// Reads a request body up to `limit` bytes; `None` when it is larger.
-pub async fn read_limited(mut payload: actix_web::web::Payload, limit: usize) -> Result<Option<actix_web::web::Bytes>, actix_web::error::PayloadError> {
+pub async fn read_limited(
+    mut payload: actix_web::web::Payload,
+    limit: usize,
+) -> Result<Option<actix_web::web::Bytes>, actix_web::error::PayloadError> {
     let mut body = actix_web::web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk?;

@@ -16,12 +16,18 @@ pub enum StoreError {
     #[error("cannot open the state database {path}: {message}")]
     Open { path: String, message: String },
     #[error("state database error during {operation}: {message}")]
-    Operation { operation: &'static str, message: String },
+    Operation {
+        operation: &'static str,
+        message: String,
+    },
 }
 
 impl StoreError {
     pub fn operation(operation: &'static str, error: impl std::fmt::Display) -> StoreError {
-        StoreError::Operation { operation, message: error.to_string() }
+        StoreError::Operation {
+            operation,
+            message: error.to_string(),
+        }
     }
 }
 

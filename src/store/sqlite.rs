@@ -35,16 +35,26 @@ impl SqliteStore {
     /// Opens (creating if needed) `mailwarden.db` in `state_dir` and brings its schema up to date.
     pub fn open(state_dir: &Path) -> Result<SqliteStore, StoreError> {
         let path = state_dir.join("mailwarden.db");
-        let open_error = |message: String| StoreError::Open { path: path.display().to_string(), message };
-        std::fs::create_dir_all(state_dir).map_err(|e| open_error(format!("cannot create {}: {e}", state_dir.display())))?;
+        let open_error = |message: String| StoreError::Open {
+            path: path.display().to_string(),
+            message,
+        };
+        std::fs::create_dir_all(state_dir)
+            .map_err(|e| open_error(format!("cannot create {}: {e}", state_dir.display())))?;
         let connection = Connection::open(&path).map_err(|e| open_error(e.to_string()))?;
         Self::prepare(connection).map_err(|e| open_error(e.to_string()))
     }
 
     /// An in-memory database, for tests.
     pub fn in_memory() -> Result<SqliteStore, StoreError> {
-        let connection = Connection::open_in_memory().map_err(|e| StoreError::Open { path: ":memory:".into(), message: e.to_string() })?;
-        Self::prepare(connection).map_err(|e| StoreError::Open { path: ":memory:".into(), message: e.to_string() })
+        let connection = Connection::open_in_memory().map_err(|e| StoreError::Open {
+            path: ":memory:".into(),
+            message: e.to_string(),
+        })?;
+        Self::prepare(connection).map_err(|e| StoreError::Open {
+            path: ":memory:".into(),
+            message: e.to_string(),
+        })
     }
 
     fn prepare(mut connection: Connection) -> rusqlite::Result<SqliteStore> {
@@ -56,14 +66,22 @@ impl SqliteStore {
         for (number, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
             let transaction = connection.transaction()?;
             transaction.execute_batch(migration)?;
-            transaction.pragma_update(None, "user_version", i64::try_from(number + 1).unwrap_or(i64::MAX))?;
+            transaction.pragma_update(
+                None,
+                "user_version",
+                i64::try_from(number + 1).unwrap_or(i64::MAX),
+            )?;
             transaction.commit()?;
         }
-        Ok(SqliteStore { connection: Mutex::new(connection) })
+        Ok(SqliteStore {
+            connection: Mutex::new(connection),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.connection
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -73,7 +91,8 @@ fn ban_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Ban>> {
     let failures: i64 = row.get(4)?;
     // A row this version cannot read (a newer reason, a corrupted source) is skipped rather than
     // stopping start-up; it is logged by the caller's count.
-    let (Ok(source), Some(reason)) = (Source::parse(&source), BanReason::from_label(&reason)) else {
+    let (Ok(source), Some(reason)) = (Source::parse(&source), BanReason::from_label(&reason))
+    else {
         return Ok(None);
     };
     Ok(Some(Ban {
@@ -82,7 +101,11 @@ fn ban_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Ban>> {
         expires_at: Timestamp(row.get(2)?),
         reason,
         failures: u32::try_from(failures).unwrap_or(0),
-        cause: BanCause { login: row.get(5)?, protocol: row.get(6)?, device_id: row.get(7)? },
+        cause: BanCause {
+            login: row.get(5)?,
+            protocol: row.get(6)?,
+            device_id: row.get(7)?,
+        },
     }))
 }
 
@@ -127,7 +150,10 @@ impl Store for SqliteStore {
 
     fn delete_ban(&self, source: Source) -> Result<bool, StoreError> {
         self.lock()
-            .execute("DELETE FROM bans WHERE source = ?1", params![source.network().to_string()])
+            .execute(
+                "DELETE FROM bans WHERE source = ?1",
+                params![source.network().to_string()],
+            )
             .map(|n| n > 0)
             .map_err(|e| StoreError::operation("deleting a ban", e))
     }
@@ -167,12 +193,20 @@ mod tests {
 
     fn ban(address: &str, expires_in_ms: i64) -> Ban {
         Ban {
-            source: SourceGrouping { ipv4_prefix: 32, ipv6_prefix: 64 }.source_of(parse_ip(address).unwrap()),
+            source: SourceGrouping {
+                ipv4_prefix: 32,
+                ipv6_prefix: 64,
+            }
+            .source_of(parse_ip(address).unwrap()),
             created_at: NOW,
             expires_at: Timestamp(NOW.0 + expires_in_ms),
             reason: BanReason::Autoban,
             failures: 5,
-            cause: BanCause { login: "alice@example.com".into(), protocol: "imap".into(), device_id: "\"name\" \"Mail\"".into() },
+            cause: BanCause {
+                login: "alice@example.com".into(),
+                protocol: "imap".into(),
+                device_id: "\"name\" \"Mail\"".into(),
+            },
         }
     }
 
@@ -199,7 +233,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(SqliteStore::open(dir.path()).unwrap());
         let store = SqliteStore::open(dir.path()).unwrap();
-        let version: i64 = store.lock().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        let version: i64 = store
+            .lock()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
     }
 }

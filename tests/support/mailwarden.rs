@@ -1,0 +1,252 @@
+//! Runs the real `mailwarden` binary for tests: a temporary folder with a policy.toml on free
+//! loopback ports and its own state_dir, started, killed with SIGKILL and restarted at will.
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const API_KEY: &str = "test-api-key-0123456789";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+pub struct Mailwarden {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub policy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub api_key: String,
+    pub admin_token: String,
+    log_path: PathBuf,
+    child: Option<Child>,
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+impl Mailwarden {
+    /// The seed's default policy.
+    pub fn start() -> Mailwarden {
+        Mailwarden::start_with("")
+    }
+
+    /// The default policy with `extra_toml` appended (sections other than [server] and [auth]).
+    pub fn start_with(extra_toml: &str) -> Mailwarden {
+        let mut mw = Mailwarden::configure(extra_toml);
+        mw.restart();
+        mw
+    }
+
+    /// Writes the configuration without starting the server.
+    pub fn configure(extra_toml: &str) -> Mailwarden {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let policy_addr: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address");
+        let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address");
+        let config_path = dir.path().join("policy.toml");
+        let toml = format!(
+            "[server]\npolicy_listen = \"{policy_addr}\"\nadmin_listen = \"{admin_addr}\"\nstate_dir = \"state\"\n\n\
+             [auth]\napi_key = \"{API_KEY}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n\n{extra_toml}\n"
+        );
+        fs::write(&config_path, toml).expect("write policy.toml");
+        let log_path = dir.path().join("mailwarden.log");
+        Mailwarden {
+            dir,
+            config_path,
+            policy_addr,
+            admin_addr,
+            api_key: API_KEY.into(),
+            admin_token: ADMIN_TOKEN.into(),
+            log_path,
+            child: None,
+        }
+    }
+
+    pub fn policy_url(&self) -> String {
+        format!("http://{}/", self.policy_addr)
+    }
+
+    /// Starts the server (again) with the same folder, configuration and ports, and waits
+    /// until its admin API answers.
+    pub fn restart(&mut self) {
+        self.stop();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_mailwarden"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("start mailwarden");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "mailwarden exited at start-up with {status}:\n{}",
+                    self.log()
+                );
+            }
+            if self.admin("GET", "/healthz").0 == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mailwarden did not become ready:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn stop(&mut self) {
+        self.kill9();
+    }
+
+    /// Sends SIGTERM and waits for the process to end; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        false
+    }
+
+    /// Runs `mailwarden --config <policy.toml> <args...>`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_mailwarden"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run the mailwarden CLI")
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// POSTs a policy request with the right API key; returns (HTTP status, body).
+    pub fn policy(&self, command: &str, body: &str) -> (u16, String) {
+        self.policy_with_key(command, body, Some(&self.api_key))
+    }
+
+    pub fn policy_with_key(&self, command: &str, body: &str, key: Option<&str>) -> (u16, String) {
+        let url = format!("http://{}/?command={command}", self.policy_addr);
+        let mut request = agent().post(url).header("Content-Type", "application/json");
+        if let Some(key) = key {
+            // Dovecot sends the value with a leading space.
+            request = request.header("X-API-Key", format!(" {key}"));
+        }
+        let mut response = request.send(body).expect("policy request");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.body_mut().read_to_string().unwrap_or_default(),
+        )
+    }
+
+    /// An admin API call with the right token; returns (HTTP status, body).
+    pub fn admin(&self, method: &str, path: &str) -> (u16, String) {
+        self.admin_with_token(method, path, Some(&self.admin_token))
+    }
+
+    pub fn admin_with_token(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+        let url = format!("http://{}{path}", self.admin_addr);
+        let agent = agent();
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let result = match method {
+            "GET" => {
+                let mut r = agent.get(url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a)
+                }
+                r.call()
+            }
+            "DELETE" => {
+                let mut r = agent.delete(url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a)
+                }
+                r.call()
+            }
+            other => panic!("unsupported method {other}"),
+        };
+        match result {
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                (
+                    status,
+                    response.body_mut().read_to_string().unwrap_or_default(),
+                )
+            }
+            Err(_) => (0, String::new()),
+        }
+    }
+}
+
+impl Drop for Mailwarden {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A Dovecot-shaped request body.
+pub fn login_body(remote: &str, login: &str, pwhash: &str) -> String {
+    format!(
+        r#"{{"device_id":"","login":"{login}","protocol":"imap","pwhash":"{pwhash}","remote":"{remote}","session_id":"t3st","tls":false}}"#
+    )
+}
+
+/// A Dovecot-shaped report body.
+pub fn report_body(remote: &str, login: &str, pwhash: &str, success: bool) -> String {
+    format!(
+        r#"{{"device_id":"","login":"{login}","protocol":"imap","pwhash":"{pwhash}","remote":"{remote}","session_id":"t3st","success":{success},"policy_reject":false,"tls":false}}"#
+    )
+}

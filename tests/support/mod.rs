@@ -1,0 +1,5 @@
+//! Shared test harness: the real mailwarden binary and a real Dovecot, both on loopback.
+#![allow(dead_code)]
+
+pub mod dovecot;
+pub mod mailwarden;
