@@ -65,19 +65,16 @@ impl AdminClient {
     }
 
     pub fn get(&self, path: &str) -> Result<Json, ClientError> {
-        let request = self
-            .agent
-            .get(self.url(path))
-            .header("Authorization", format!("Bearer {}", self.token.expose()));
-        self.finish(request.call())
+        self.call(self.agent.get(self.url(path)))
     }
 
     pub fn delete(&self, path: &str) -> Result<Json, ClientError> {
-        let request = self
-            .agent
-            .delete(self.url(path))
-            .header("Authorization", format!("Bearer {}", self.token.expose()));
-        self.finish(request.call())
+        self.call(self.agent.delete(self.url(path)))
+    }
+
+    fn call(&self, request: ureq::RequestBuilder<ureq::typestate::WithoutBody>) -> Result<Json, ClientError> {
+        let authorised = request.header("Authorization", format!("Bearer {}", self.token.expose()));
+        self.finish(authorised.call())
     }
 
     fn finish(

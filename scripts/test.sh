@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, runnable on a fresh Debian machine: installs the system packages the
+# tests drive (a real Dovecot), then runs unit, HTTP and end-to-end tests.
+# With CI=true a missing component fails the run instead of skipping tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(dovecot-core dovecot-imapd dovecot-pop3d)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "Installing test dependencies: ${missing[*]}"
+  $sudo apt-get update -q
+  # Debian starts the system Dovecot on install where it can; the tests run their own
+  # instances on free loopback ports and do not need or touch it.
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+cargo build --locked --all-targets
+cargo test --locked --all-targets
