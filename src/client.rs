@@ -72,7 +72,10 @@ impl AdminClient {
         self.call(self.agent.delete(self.url(path)))
     }
 
-    fn call(&self, request: ureq::RequestBuilder<ureq::typestate::WithoutBody>) -> Result<Json, ClientError> {
+    fn call(
+        &self,
+        request: ureq::RequestBuilder<ureq::typestate::WithoutBody>,
+    ) -> Result<Json, ClientError> {
         let authorised = request.header("Authorization", format!("Bearer {}", self.token.expose()));
         self.finish(authorised.call())
     }

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::network::{AccessLists, SourceGrouping, parse_network};
+use ipnet::IpNet;
+
+use crate::network::{SourceGrouping, parse_network};
 use crate::secrets::Secret;
 use crate::template::Template;
 
@@ -54,6 +56,7 @@ struct RawServer {
     admin_listen: String,
     state_dir: String,
     max_body_bytes: usize,
+    reload_on_change: bool,
 }
 
 impl Default for RawServer {
@@ -63,6 +66,7 @@ impl Default for RawServer {
             admin_listen: "127.0.0.1:8181".into(),
             state_dir: "state".into(),
             max_body_bytes: 64 * 1024,
+            reload_on_change: false,
         }
     }
 }
@@ -161,7 +165,7 @@ pub struct Policy {
     pub server: ServerSettings,
     pub auth: AuthSettings,
     pub autoban: Autoban,
-    pub access: AccessLists,
+    pub networks: FileNetworks,
     pub messages: Messages,
     pub log: LogSettings,
 }
@@ -174,6 +178,15 @@ pub struct ServerSettings {
     pub state_dir: PathBuf,
     /// Largest request body either listener reads; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Reload the policy when the file changes on disk (as well as on SIGHUP and the API).
+    pub reload_on_change: bool,
+}
+
+/// The `[networks]` lists as written in the file; `access` combines them with the API's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileNetworks {
+    pub trusted: Vec<IpNet>,
+    pub blocked: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone)]
@@ -280,9 +293,8 @@ impl Policy {
     pub fn describe(&self) -> String {
         let mut out = String::new();
         let quote = |s: &str| format!("{s:?}");
-        let list = |nets: &crate::network::NetworkMap<()>| {
-            let mut items: Vec<String> = nets.iter().map(|(n, _)| quote(&n.to_string())).collect();
-            items.sort();
+        let list = |nets: &[IpNet]| {
+            let items: Vec<String> = nets.iter().map(|n| quote(&n.to_string())).collect();
             format!("[{}]", items.join(", "))
         };
         let secret = |s: &Option<Secret>| match s {
@@ -306,6 +318,7 @@ impl Policy {
             quote(&self.server.state_dir.display().to_string())
         );
         let _ = writeln!(out, "max_body_bytes = {}", self.server.max_body_bytes);
+        let _ = writeln!(out, "reload_on_change = {}", self.server.reload_on_change);
         let _ = writeln!(out, "\n[auth]");
         let _ = writeln!(out, "api_key = {}", secret(&self.auth.api_key));
         let _ = writeln!(out, "api_key_header = {}", quote(&self.auth.api_key_header));
@@ -327,8 +340,8 @@ impl Policy {
         let _ = writeln!(out, "ipv6_prefix = {}", a.grouping.ipv6_prefix);
         let _ = writeln!(out, "max_tracked_sources = {}", a.max_tracked_sources);
         let _ = writeln!(out, "\n[networks]");
-        let _ = writeln!(out, "trusted = {}", list(&self.access.trusted));
-        let _ = writeln!(out, "blocked = {}", list(&self.access.blocked));
+        let _ = writeln!(out, "trusted = {}", list(&self.networks.trusted));
+        let _ = writeln!(out, "blocked = {}", list(&self.networks.blocked));
         let _ = writeln!(out, "\n[messages]");
         let _ = writeln!(out, "banned = {}", quote(self.messages.banned.source()));
         let _ = writeln!(out, "blocked = {}", quote(self.messages.blocked.source()));
@@ -443,22 +456,25 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
         Duration::from_secs(366 * 24 * 3600),
     );
 
-    let mut access = AccessLists::default();
-    for (key, entries, map) in [
+    let mut networks = FileNetworks::default();
+    for (key, entries, list) in [
         (
             "networks.trusted",
             &raw.networks.trusted,
-            &mut access.trusted,
+            &mut networks.trusted,
         ),
         (
             "networks.blocked",
             &raw.networks.blocked,
-            &mut access.blocked,
+            &mut networks.blocked,
         ),
     ] {
         for (i, entry) in entries.iter().enumerate() {
             match parse_network(entry) {
-                Ok(net) => map.insert(net, ()),
+                Ok(net) if list.contains(&net) => {
+                    problems.push(format!("{key}[{i}]: {net} is listed twice"))
+                }
+                Ok(net) => list.push(net),
                 Err(e) => problems.push(format!("{key}[{i}]: {e}")),
             }
         }
@@ -527,6 +543,7 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
                 admin_listen,
                 state_dir,
                 max_body_bytes: raw.server.max_body_bytes,
+                reload_on_change: raw.server.reload_on_change,
             },
             auth: AuthSettings {
                 api_key,
@@ -543,7 +560,7 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
                 },
                 max_tracked_sources: max_tracked as u64,
             },
-            access,
+            networks,
             messages: Messages { banned, blocked },
             log: LogSettings {
                 level: raw.log.level.trim().to_string(),
@@ -638,7 +655,7 @@ mod tests {
                 .as_ref()
                 .is_some_and(|k| k.matches(b"env-key-0123456789"))
         );
-        assert_eq!(policy.access.trusted.len(), 2);
+        assert_eq!(policy.networks.trusted.len(), 2);
     }
 
     #[test]

@@ -8,10 +8,11 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::access::Standing;
 use crate::bans::Ban;
 use crate::clock::Timestamp;
 use crate::config::Autoban;
-use crate::network::{Source, Standing};
+use crate::network::Source;
 
 /// What `allow` answers, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]

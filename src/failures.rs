@@ -4,8 +4,10 @@
 //! history, never a ban (bans live in `bans`).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use moka::Expiry;
 use moka::sync::Cache;
 
 use crate::clock::Timestamp;
@@ -32,30 +34,82 @@ impl FailureWindow {
     }
 }
 
+/// Drops a source's history once it has been idle for the current window (which a reload
+/// may change).
+struct IdleForWindow {
+    window_millis: Arc<AtomicU64>,
+}
+
+impl IdleForWindow {
+    fn window(&self) -> Option<Duration> {
+        Some(Duration::from_millis(
+            self.window_millis.load(Ordering::Relaxed),
+        ))
+    }
+}
+
+impl Expiry<Source, Arc<FailureWindow>> for IdleForWindow {
+    fn expire_after_create(
+        &self,
+        _: &Source,
+        _: &Arc<FailureWindow>,
+        _: Instant,
+    ) -> Option<Duration> {
+        self.window()
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &Source,
+        _: &Arc<FailureWindow>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        self.window()
+    }
+}
+
 /// Counts failed logins per source within a sliding window.
 pub struct FailureTracker {
     windows: Cache<Source, Arc<FailureWindow>>,
-    window: Duration,
-    keep: usize,
+    /// The window in force, shared with the expiry policy so a reload applies to both.
+    window_millis: Arc<AtomicU64>,
 }
 
 impl FailureTracker {
-    pub fn new(window: Duration, max_failures: u32, max_sources: u64) -> FailureTracker {
+    /// `max_sources` is fixed for the tracker's life; the window can be changed.
+    pub fn new(window: Duration, max_sources: u64) -> FailureTracker {
+        let window_millis = Arc::new(AtomicU64::new(0));
         let windows = Cache::builder()
             .max_capacity(max_sources)
-            .time_to_idle(window)
+            .expire_after(IdleForWindow {
+                window_millis: window_millis.clone(),
+            })
             .build();
-        FailureTracker {
+        let tracker = FailureTracker {
             windows,
-            window,
-            keep: max_failures.max(1) as usize,
-        }
+            window_millis,
+        };
+        tracker.set_window(window);
+        tracker
+    }
+
+    /// Applies a reloaded window; histories already held keep their failure times.
+    pub fn set_window(&self, window: Duration) {
+        let millis = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        self.window_millis.store(millis, Ordering::Relaxed);
+    }
+
+    fn window(&self) -> Duration {
+        Duration::from_millis(self.window_millis.load(Ordering::Relaxed))
     }
 
     /// Records a failure of `source` at `now`; returns how many failures fall in the window,
-    /// this one included.
-    pub fn record_failure(&self, source: Source, now: Timestamp) -> u32 {
-        let (window, keep) = (self.window, self.keep);
+    /// this one included, counting at most `max_failures` (the ban threshold: older failures
+    /// can never matter once that many are in the window).
+    pub fn record_failure(&self, source: Source, now: Timestamp, max_failures: u32) -> u32 {
+        let window = self.window();
+        let keep = max_failures.max(1) as usize;
         let entry = self.windows.entry(source).and_upsert_with(|existing| {
             let current = existing
                 .map(|e| FailureWindow::clone(&e.into_value()))
@@ -67,7 +121,7 @@ impl FailureTracker {
 
     /// Failures of `source` in the window ending at `now`.
     pub fn failures_in_window(&self, source: Source, now: Timestamp) -> u32 {
-        let oldest_counted = now.minus(self.window);
+        let oldest_counted = now.minus(self.window());
         self.windows
             .get(&source)
             .map(|w| w.times.iter().filter(|t| **t > oldest_counted).count())
@@ -109,36 +163,50 @@ mod tests {
 
     #[test]
     fn failures_count_within_the_window_and_age_out() {
-        let tracker = FailureTracker::new(minutes(20), 5, 10_000);
+        let tracker = FailureTracker::new(minutes(20), 10_000);
         let a = source("203.0.113.7");
-        assert_eq!(tracker.record_failure(a, START), 1);
-        assert_eq!(tracker.record_failure(a, START.plus(minutes(5))), 2);
-        assert_eq!(tracker.record_failure(a, START.plus(minutes(19))), 3);
+        assert_eq!(tracker.record_failure(a, START, 5), 1);
+        assert_eq!(tracker.record_failure(a, START.plus(minutes(5)), 5), 2);
+        assert_eq!(tracker.record_failure(a, START.plus(minutes(19)), 5), 3);
         // At minute 21 the first failure has left the 20-minute window.
-        assert_eq!(tracker.record_failure(a, START.plus(minutes(21))), 3);
+        assert_eq!(tracker.record_failure(a, START.plus(minutes(21)), 5), 3);
         assert_eq!(tracker.failures_in_window(a, START.plus(minutes(30))), 2);
         assert_eq!(tracker.failures_in_window(a, START.plus(minutes(45))), 0);
     }
 
     #[test]
     fn sources_are_counted_apart_and_forgetting_resets_one() {
-        let tracker = FailureTracker::new(minutes(20), 5, 10_000);
+        let tracker = FailureTracker::new(minutes(20), 10_000);
         let (a, b) = (source("203.0.113.7"), source("203.0.113.8"));
         for i in 0..4 {
-            tracker.record_failure(a, START.plus(Duration::from_secs(i)));
+            tracker.record_failure(a, START.plus(Duration::from_secs(i)), 5);
         }
-        assert_eq!(tracker.record_failure(b, START), 1);
+        assert_eq!(tracker.record_failure(b, START, 5), 1);
         tracker.forget(a);
-        assert_eq!(tracker.record_failure(a, START.plus(minutes(1))), 1);
+        assert_eq!(tracker.record_failure(a, START.plus(minutes(1)), 5), 1);
+    }
+
+    #[test]
+    fn a_reloaded_window_applies_to_histories_already_held() {
+        let tracker = FailureTracker::new(minutes(20), 10_000);
+        let a = source("203.0.113.7");
+        tracker.record_failure(a, START, 5);
+        tracker.record_failure(a, START.plus(minutes(8)), 5);
+        tracker.set_window(minutes(5));
+        assert_eq!(
+            tracker.record_failure(a, START.plus(minutes(10)), 5),
+            2,
+            "only minutes 8 and 10 are in a 5-minute window"
+        );
     }
 
     #[test]
     fn the_count_saturates_at_the_ban_threshold_without_growing() {
-        let tracker = FailureTracker::new(minutes(20), 5, 10_000);
+        let tracker = FailureTracker::new(minutes(20), 10_000);
         let a = source("203.0.113.7");
         let mut last = 0;
         for i in 0..50 {
-            last = tracker.record_failure(a, START.plus(Duration::from_secs(i)));
+            last = tracker.record_failure(a, START.plus(Duration::from_secs(i)), 5);
         }
         assert_eq!(last, 5);
     }

@@ -1,5 +1,6 @@
 //! mailwarden: an authentication-policy server for Dovecot. See ARCHITECTURE.md for the map.
 
+pub mod access;
 pub mod bans;
 pub mod cli;
 pub mod client;

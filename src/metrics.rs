@@ -33,6 +33,10 @@ pub struct Metrics {
     pub tracked_sources: IntGauge,
     /// Durable-store operations by operation and result.
     pub store_operations: IntCounterVec,
+    /// Entries in force on the admin lists, by list.
+    pub list_entries: IntGaugeVec,
+    /// Policy reloads by result.
+    pub config_reloads: IntCounterVec,
 }
 
 fn counter(
@@ -123,6 +127,23 @@ impl Metrics {
                 "mailwarden_store_operations_total",
                 "Durable-store operations by operation and result.",
                 &["operation", "result"],
+            )?,
+            list_entries: {
+                let metric = IntGaugeVec::new(
+                    Opts::new(
+                        "mailwarden_list_entries",
+                        "Entries in force on the admin lists, by list.",
+                    ),
+                    &["list"],
+                )?;
+                registry.register(Box::new(metric.clone()))?;
+                metric
+            },
+            config_reloads: counter(
+                &registry,
+                "mailwarden_config_reloads_total",
+                "Policy reloads by result (success, failure).",
+                &["result"],
             )?,
             registry,
         })

@@ -1,7 +1,7 @@
 //! Addresses at the edge: parsing the addresses Dovecot and admins send, grouping a client
 //! address into the "source" that failures are counted and bans are placed on (IPv4 /32,
-//! IPv6 /64 by default), and lists of networks matched by longest prefix.
-//! Nothing here knows about failures, bans or HTTP.
+//! IPv6 /64 by default), and maps of networks matched by longest prefix.
+//! Nothing here knows about failures, bans, lists or HTTP.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -180,17 +180,47 @@ impl<T> NetworkMap<T> {
 
     /// The most specific network containing `ip`, with its value.
     pub fn longest_match(&self, ip: IpAddr) -> Option<(IpNet, &T)> {
-        match canonical_ip(ip) {
+        self.longest_match_where(ip, |_| true)
+    }
+
+    /// The most specific network containing `ip` whose value satisfies `usable` (for example,
+    /// has not expired); less specific networks are tried when a more specific one is not.
+    pub fn longest_match_where(
+        &self,
+        ip: IpAddr,
+        usable: impl Fn(&T) -> bool,
+    ) -> Option<(IpNet, &T)> {
+        let found = match canonical_ip(ip) {
             IpAddr::V4(v4) => self
                 .v4
                 .iter()
-                .find_map(|(prefix, map)| map.get(&v4_bits(v4, *prefix)))
-                .map(|(net, value)| (*net, value)),
+                .filter_map(|(prefix, map)| map.get(&v4_bits(v4, *prefix)))
+                .find(|(_, value)| usable(value)),
             IpAddr::V6(v6) => self
                 .v6
                 .iter()
-                .find_map(|(prefix, map)| map.get(&v6_bits(v6, *prefix)))
-                .map(|(net, value)| (*net, value)),
+                .filter_map(|(prefix, map)| map.get(&v6_bits(v6, *prefix)))
+                .find(|(_, value)| usable(value)),
+        };
+        found.map(|(net, value)| (*net, value))
+    }
+
+    /// The value stored for exactly `net`.
+    pub fn get(&self, net: IpNet) -> Option<&T> {
+        let net = net.trunc();
+        match net {
+            IpNet::V4(n) => self
+                .v4
+                .iter()
+                .find(|(p, _)| *p == n.prefix_len())
+                .and_then(|(_, map)| map.get(&v4_bits(n.addr(), n.prefix_len())))
+                .map(|(_, v)| v),
+            IpNet::V6(n) => self
+                .v6
+                .iter()
+                .find(|(p, _)| *p == n.prefix_len())
+                .and_then(|(_, map)| map.get(&v6_bits(n.addr(), n.prefix_len())))
+                .map(|(_, v)| v),
         }
     }
 
@@ -206,41 +236,6 @@ impl<T> NetworkMap<T> {
         let v4 = self.v4.iter().flat_map(|(_, map)| map.values());
         let v6 = self.v6.iter().flat_map(|(_, map)| map.values());
         v4.chain(v6).map(|(net, value)| (*net, value))
-    }
-}
-
-/// Where an address stands on the admin's lists.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Standing {
-    /// On the trusted list (and not on a more specific blocked entry): never banned.
-    Trusted(IpNet),
-    /// On the blocked list (and not on an equally or more specific trusted entry): always refused.
-    Blocked(IpNet),
-    Unlisted,
-}
-
-/// The trusted and blocked lists together, with their precedence: the most specific entry
-/// wins, and on equal prefixes trusted wins (so an admin can carve a trusted host out of a
-/// blocked range, and listing the same network in both never locks anyone out by surprise).
-#[derive(Clone, Debug, Default)]
-pub struct AccessLists {
-    pub trusted: NetworkMap<()>,
-    pub blocked: NetworkMap<()>,
-}
-
-impl AccessLists {
-    pub fn standing(&self, ip: IpAddr) -> Standing {
-        if self.trusted.is_empty() && self.blocked.is_empty() {
-            return Standing::Unlisted;
-        }
-        let trusted = self.trusted.longest_match(ip).map(|(net, _)| net);
-        let blocked = self.blocked.longest_match(ip).map(|(net, _)| net);
-        match (trusted, blocked) {
-            (Some(t), Some(b)) if b.prefix_len() > t.prefix_len() => Standing::Blocked(b),
-            (Some(t), _) => Standing::Trusted(t),
-            (None, Some(b)) => Standing::Blocked(b),
-            (None, None) => Standing::Unlisted,
-        }
     }
 }
 
@@ -341,33 +336,9 @@ mod tests {
         assert_eq!(map.len(), 3);
         map.insert(net("10.1.0.0/16"), "replaced");
         assert_eq!(map.len(), 3);
-    }
-
-    #[test]
-    fn trusted_host_inside_a_blocked_range_is_trusted_and_ties_go_to_trusted() {
-        let mut lists = AccessLists::default();
-        lists.blocked.insert(net("198.51.100.0/24"), ());
-        lists.trusted.insert(net("198.51.100.10"), ());
-        lists.trusted.insert(net("192.0.2.0/24"), ());
-        lists.blocked.insert(net("192.0.2.0/24"), ());
-        lists.trusted.insert(net("203.0.113.0/24"), ());
-        lists.blocked.insert(net("203.0.113.66"), ());
-        assert_eq!(
-            lists.standing(ip("198.51.100.10")),
-            Standing::Trusted(net("198.51.100.10"))
-        );
-        assert_eq!(
-            lists.standing(ip("198.51.100.11")),
-            Standing::Blocked(net("198.51.100.0/24"))
-        );
-        assert_eq!(
-            lists.standing(ip("192.0.2.1")),
-            Standing::Trusted(net("192.0.2.0/24"))
-        );
-        assert_eq!(
-            lists.standing(ip("203.0.113.66")),
-            Standing::Blocked(net("203.0.113.66"))
-        );
-        assert_eq!(lists.standing(ip("8.8.8.8")), Standing::Unlisted);
+        assert_eq!(map.get(net("10.1.0.0/16")), Some(&"replaced"));
+        assert_eq!(map.get(net("10.1.0.0/17")), None);
+        let skip_narrow = map.longest_match_where(ip("10.1.2.3"), |v| *v != "replaced");
+        assert_eq!(skip_narrow.map(|(_, v)| *v), Some("wide"));
     }
 }

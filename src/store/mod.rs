@@ -7,6 +7,9 @@ mod sqlite;
 
 pub use sqlite::SqliteStore;
 
+use ipnet::IpNet;
+
+use crate::access::{AccessEntry, ListKind};
 use crate::bans::Ban;
 use crate::clock::Timestamp;
 use crate::network::Source;
@@ -42,6 +45,16 @@ pub trait Store: Send + Sync {
     fn delete_ban(&self, source: Source) -> Result<bool, StoreError>;
     /// Removes bans that ended by `now`; returns how many.
     fn delete_expired_bans(&self, now: Timestamp) -> Result<usize, StoreError>;
+    /// Entries of the admin lists made through the API (policy-file entries are not stored).
+    fn access_entries(&self) -> Result<Vec<AccessEntry>, StoreError>;
+    /// Creates or replaces the entry for `entry.network` on `entry.list`; durable when this returns.
+    fn save_access_entry(&self, entry: &AccessEntry) -> Result<(), StoreError>;
+    /// Removes the entry; returns whether one was stored.
+    fn delete_access_entry(&self, list: ListKind, network: IpNet) -> Result<bool, StoreError>;
+    /// Removes entries that ended by `now`; returns how many.
+    fn delete_expired_access_entries(&self, now: Timestamp) -> Result<usize, StoreError>;
+    /// Makes the on-disk state compact and self-contained before the process exits.
+    fn close(&self) -> Result<(), StoreError>;
     /// A short name for metrics and logs.
     fn backend(&self) -> &'static str;
 }

@@ -9,13 +9,17 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use ipnet::IpNet;
+
 use super::{Store, StoreError};
+use crate::access::{AccessEntry, ListKind, Origin};
 use crate::bans::{Ban, BanCause, BanReason};
 use crate::clock::Timestamp;
 use crate::network::Source;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &["CREATE TABLE bans (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE bans (
         source      TEXT PRIMARY KEY NOT NULL,
         created_at  INTEGER NOT NULL,
         expires_at  INTEGER NOT NULL,
@@ -25,7 +29,16 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE bans (
         protocol    TEXT NOT NULL DEFAULT '',
         device_id   TEXT NOT NULL DEFAULT ''
     );
-    CREATE INDEX bans_by_expiry ON bans (expires_at);"];
+    CREATE INDEX bans_by_expiry ON bans (expires_at);",
+    "CREATE TABLE access_entries (
+        list        TEXT NOT NULL,
+        network     TEXT NOT NULL,
+        comment     TEXT NOT NULL DEFAULT '',
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER,
+        PRIMARY KEY (list, network)
+    );",
+];
 
 pub struct SqliteStore {
     connection: Mutex<Connection>,
@@ -109,6 +122,22 @@ fn ban_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Ban>> {
     }))
 }
 
+fn access_entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<AccessEntry>> {
+    let list: String = row.get(0)?;
+    let network: String = row.get(1)?;
+    let (Some(list), Ok(network)) = (ListKind::from_label(&list), network.parse::<IpNet>()) else {
+        return Ok(None);
+    };
+    Ok(Some(AccessEntry {
+        list,
+        network,
+        comment: row.get(2)?,
+        created_at: Timestamp(row.get(3)?),
+        expires_at: row.get::<_, Option<i64>>(4)?.map(Timestamp),
+        origin: Origin::Api,
+    }))
+}
+
 impl Store for SqliteStore {
     fn active_bans(&self, now: Timestamp) -> Result<Vec<Ban>, StoreError> {
         let connection = self.lock();
@@ -162,6 +191,65 @@ impl Store for SqliteStore {
         self.lock()
             .execute("DELETE FROM bans WHERE expires_at <= ?1", params![now.0])
             .map_err(|e| StoreError::operation("deleting expired bans", e))
+    }
+
+    fn access_entries(&self) -> Result<Vec<AccessEntry>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare("SELECT list, network, comment, created_at, expires_at FROM access_entries")
+            .map_err(|e| StoreError::operation("reading list entries", e))?;
+        let rows = statement
+            .query_map([], access_entry_from_row)
+            .map_err(|e| StoreError::operation("reading list entries", e))?;
+        let mut entries = Vec::new();
+        for row in rows {
+            match row.map_err(|e| StoreError::operation("reading list entries", e))? {
+                Some(entry) => entries.push(entry),
+                None => tracing::warn!("skipped a stored list entry this version cannot read"),
+            }
+        }
+        Ok(entries)
+    }
+
+    fn save_access_entry(&self, entry: &AccessEntry) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "INSERT OR REPLACE INTO access_entries (list, network, comment, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    entry.list.label(),
+                    entry.network.to_string(),
+                    entry.comment,
+                    entry.created_at.0,
+                    entry.expires_at.map(|t| t.0),
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| StoreError::operation("saving a list entry", e))
+    }
+
+    fn delete_access_entry(&self, list: ListKind, network: IpNet) -> Result<bool, StoreError> {
+        self.lock()
+            .execute(
+                "DELETE FROM access_entries WHERE list = ?1 AND network = ?2",
+                params![list.label(), network.to_string()],
+            )
+            .map(|n| n > 0)
+            .map_err(|e| StoreError::operation("deleting a list entry", e))
+    }
+
+    fn delete_expired_access_entries(&self, now: Timestamp) -> Result<usize, StoreError> {
+        self.lock()
+            .execute(
+                "DELETE FROM access_entries WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+                params![now.0],
+            )
+            .map_err(|e| StoreError::operation("deleting expired list entries", e))
+    }
+
+    fn close(&self) -> Result<(), StoreError> {
+        self.lock()
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .map_err(|e| StoreError::operation("checkpointing", e))
     }
 
     fn backend(&self) -> &'static str {
@@ -226,6 +314,52 @@ mod tests {
         assert!(store.delete_ban(stored.source).unwrap());
         assert!(!store.delete_ban(stored.source).unwrap());
         assert!(store.active_bans(NOW).unwrap().is_empty());
+    }
+
+    #[test]
+    fn list_entries_round_trip_with_and_without_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let forever = AccessEntry {
+            list: ListKind::Trusted,
+            network: "192.0.2.0/24".parse().unwrap(),
+            comment: "office".into(),
+            created_at: NOW,
+            expires_at: None,
+            origin: Origin::Api,
+        };
+        let brief = AccessEntry {
+            list: ListKind::Blocked,
+            network: "2001:db8::/48".parse().unwrap(),
+            comment: String::new(),
+            created_at: NOW,
+            expires_at: Some(Timestamp(NOW.0 + 1000)),
+            origin: Origin::Api,
+        };
+        store.save_access_entry(&forever).unwrap();
+        store.save_access_entry(&brief).unwrap();
+        drop(store);
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let mut entries = store.access_entries().unwrap();
+        entries.sort_by_key(|e| e.list);
+        assert_eq!(entries, vec![forever.clone(), brief.clone()]);
+        assert_eq!(
+            store
+                .delete_expired_access_entries(Timestamp(NOW.0 + 1000))
+                .unwrap(),
+            1
+        );
+        assert!(
+            store
+                .delete_access_entry(ListKind::Trusted, forever.network)
+                .unwrap()
+        );
+        assert!(
+            !store
+                .delete_access_entry(ListKind::Blocked, forever.network)
+                .unwrap()
+        );
+        store.close().unwrap();
     }
 
     #[test]
