@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::client::{AdminClient, ClientError, Json, path_segment};
 use crate::config::{LogFormat, Policy};
@@ -29,8 +29,34 @@ struct Cli {
     )]
     config: PathBuf,
 
+    /// Log format of the server: overrides log.format.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    log_format: Option<LogFormatArg>,
+
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+/// Options shared by `block` and `trust`.
+#[derive(Debug, clap::Args)]
+struct EntryOptions {
+    /// An address (203.0.113.7) or network (203.0.113.0/24, 2001:db8::/48).
+    network: String,
+    /// How long the entry lasts, e.g. 2h or 7days (default: until removed).
+    #[arg(long = "for", value_name = "DURATION")]
+    duration: Option<String>,
+    /// Why, for the next admin.
+    #[arg(long, value_name = "TEXT")]
+    comment: Option<String>,
+    /// Print the API's JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,16 +75,87 @@ enum Command {
     Unban {
         /// An IP address such as 203.0.113.7, or a banned network such as 2001:db8:1:2::/64.
         address: String,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Block an address or network: every login from it is refused.
+    Block(EntryOptions),
+    /// Remove a block made with `block`.
+    Unblock {
+        network: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Trust an address or network: never banned or blocked.
+    Trust(EntryOptions),
+    /// Remove an entry made with `trust`.
+    Untrust {
+        network: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List blocked networks (from policy.toml and the API).
+    Blocks {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List trusted networks (from policy.toml and the API).
+    Trusted {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what a login from ADDR would get right now, and why. Changes nothing.
+    Check {
+        address: String,
+        /// The login to check for.
+        #[arg(long, value_name = "LOGIN")]
+        login: Option<String>,
+        /// imap, pop3, smtp, ...
+        #[arg(long, default_value = "imap")]
+        protocol: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reload the running server's policy file (as SIGHUP does).
+    Reload {
+        #[arg(long)]
+        json: bool,
     },
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let config = cli.config.as_path();
+    let lists = |list| move |client: &AdminClient| list_entries(client, list);
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(&cli.config),
-        Command::CheckConfig => check_config(&cli.config),
-        Command::Bans { json } => with_client(&cli.config, |client| list_bans(client, json)),
-        Command::Unban { address } => with_client(&cli.config, |client| unban(client, &address)),
+        Command::Serve => serve(config, cli.log_format),
+        Command::CheckConfig => check_config(config),
+        Command::Bans { json } => with_client(config, json, list_bans),
+        Command::Unban { address, json } => with_client(config, json, |c| unban(c, &address)),
+        Command::Block(options) => {
+            with_client(config, options.json, |c| add_entry(c, BLOCKS, &options))
+        }
+        Command::Trust(options) => {
+            with_client(config, options.json, |c| add_entry(c, TRUSTED, &options))
+        }
+        Command::Unblock { network, json } => {
+            with_client(config, json, |c| remove_entry(c, BLOCKS, &network))
+        }
+        Command::Untrust { network, json } => {
+            with_client(config, json, |c| remove_entry(c, TRUSTED, &network))
+        }
+        Command::Blocks { json } => with_client(config, json, lists(BLOCKS)),
+        Command::Trusted { json } => with_client(config, json, lists(TRUSTED)),
+        Command::Check {
+            address,
+            login,
+            protocol,
+            json,
+        } => with_client(config, json, |c| {
+            check(c, &address, login.as_deref(), &protocol)
+        }),
+        Command::Reload { json } => with_client(config, json, reload),
     }
 }
 
@@ -67,16 +164,21 @@ fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn serve(path: &std::path::Path) -> ExitCode {
+fn serve(path: &std::path::Path, log_format: Option<LogFormatArg>) -> ExitCode {
     let mut policy = match Policy::load(path) {
         Ok(policy) => policy,
         Err(e) => return fail(2, e),
     };
+    match log_format {
+        Some(LogFormatArg::Text) => policy.log.format = LogFormat::Text,
+        Some(LogFormatArg::Json) => policy.log.format = LogFormat::Json,
+        None => {}
+    }
     init_logging(&policy);
     if let Err(e) = secrets::resolve(&mut policy, Missing::Generate) {
         return fail(2, e);
     }
-    match crate::server::run(policy) {
+    match crate::server::run(policy, path) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "mailwarden could not run");
@@ -115,9 +217,19 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     }
 }
 
+/// What a client command prints: the API's JSON (for `--json`) and the text for people.
+struct Answer {
+    json: Json,
+    text: String,
+}
+
+const BLOCKS: (&str, &str) = ("/api/v1/blocks", "Blocked");
+const TRUSTED: (&str, &str) = ("/api/v1/trusted", "Trusted");
+
 fn with_client(
     path: &std::path::Path,
-    action: impl FnOnce(&AdminClient) -> Result<(), ClientError>,
+    json: bool,
+    action: impl FnOnce(&AdminClient) -> Result<Answer, ClientError>,
 ) -> ExitCode {
     let mut policy = match Policy::load(path) {
         Ok(policy) => policy,
@@ -130,7 +242,17 @@ fn with_client(
         return fail(2, "no admin token configured (auth.admin_token)");
     };
     match action(&client) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(answer) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&answer.json).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(answer) => {
+            print!("{}", answer.text);
+            ExitCode::SUCCESS
+        }
         Err(e) => fail(1, e),
     }
 }
@@ -139,58 +261,192 @@ fn text<'a>(value: &'a Json, key: &str) -> &'a str {
     value.get(key).and_then(Json::as_str).unwrap_or("")
 }
 
-fn list_bans(client: &AdminClient, json: bool) -> Result<(), ClientError> {
-    let answer = client.get("/api/v1/bans")?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&answer).unwrap_or_default()
-        );
-        return Ok(());
+/// `2026-11-22T14:05:09Z` as `2026-11-22 14:05:09 UTC`.
+fn readable_time(rfc3339: &str) -> String {
+    if rfc3339.is_empty() {
+        return String::new();
     }
-    let bans = answer
-        .get("bans")
-        .and_then(Json::as_array)
-        .ok_or_else(|| ClientError::BadAnswer("no bans list".into()))?;
-    if bans.is_empty() {
-        println!("No active bans.");
-        return Ok(());
-    }
-    println!(
-        "{:<28} {:<21} {:>8} {:>8}  {:<9} LAST LOGIN",
-        "SOURCE", "UNTIL (UTC)", "LEFT", "FAILURES", "PROTOCOL"
-    );
-    for ban in bans {
-        let until = text(ban, "expires_at")
-            .replace('T', " ")
-            .trim_end_matches('Z')
-            .to_string();
-        let left = ban
-            .get("remaining_seconds")
-            .and_then(Json::as_u64)
-            .unwrap_or(0);
-        let left = humantime::format_duration(std::time::Duration::from_secs(left)).to_string();
-        let failures = ban.get("failures").and_then(Json::as_u64).unwrap_or(0);
-        println!(
-            "{:<28} {:<21} {:>8} {:>8}  {:<9} {}",
-            text(ban, "source"),
-            until,
-            left.split(' ').take(2).collect::<Vec<_>>().join(" "),
-            failures,
-            text(ban, "protocol"),
-            text(ban, "last_login")
-        );
-    }
-    Ok(())
+    format!("{} UTC", rfc3339.replace('T', " ").trim_end_matches('Z'))
 }
 
-fn unban(client: &AdminClient, address: &str) -> Result<(), ClientError> {
-    let answer = client.delete(&format!("/api/v1/bans/{}", path_segment(address.trim())))?;
-    let ban = answer.get("unbanned").unwrap_or(&Json::Null);
-    println!(
-        "Unbanned {} (the ban would have ended at {}).",
-        text(ban, "source"),
-        text(ban, "expires_at")
+fn list_bans(client: &AdminClient) -> Result<Answer, ClientError> {
+    let json = client.get("/api/v1/bans", &[("limit", "1000")])?;
+    let bans = json
+        .get("bans")
+        .and_then(Json::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut out = String::new();
+    if bans.is_empty() {
+        out.push_str("No active bans.\n");
+    } else {
+        out.push_str(&format!(
+            "{:<28} {:<24} {:>9} {:>8}  {:<9} LAST LOGIN\n",
+            "SOURCE", "UNTIL", "LEFT", "FAILURES", "PROTOCOL"
+        ));
+        for ban in &bans {
+            let left = ban
+                .get("remaining_seconds")
+                .and_then(Json::as_u64)
+                .unwrap_or(0);
+            let left = humantime::format_duration(std::time::Duration::from_secs(left)).to_string();
+            let left: Vec<&str> = left.split(' ').take(2).collect();
+            out.push_str(&format!(
+                "{:<28} {:<24} {:>9} {:>8}  {:<9} {}\n",
+                text(ban, "source"),
+                readable_time(text(ban, "expires_at")),
+                left.join(" "),
+                ban.get("failures").and_then(Json::as_u64).unwrap_or(0),
+                text(ban, "protocol"),
+                text(ban, "last_login")
+            ));
+        }
+    }
+    Ok(Answer { json, text: out })
+}
+
+fn unban(client: &AdminClient, address: &str) -> Result<Answer, ClientError> {
+    let json = client.delete(
+        &format!("/api/v1/bans/{}", path_segment(address.trim())),
+        &[],
+    )?;
+    let ban = json.get("unbanned").cloned().unwrap_or(Json::Null);
+    let text = format!(
+        "Unbanned {} (the ban would have ended at {}).\n",
+        self::text(&ban, "source"),
+        readable_time(self::text(&ban, "expires_at"))
     );
-    Ok(())
+    Ok(Answer { json, text })
+}
+
+fn describe_entry(entry: &Json) -> String {
+    let until = match text(entry, "expires_at") {
+        "" => "until removed".to_string(),
+        end => format!("until {}", readable_time(end)),
+    };
+    let comment = match text(entry, "comment") {
+        "" => String::new(),
+        c => format!(" ({c})"),
+    };
+    format!("{} {until}{comment}", text(entry, "network"))
+}
+
+fn add_entry(
+    client: &AdminClient,
+    (path, verb): (&str, &str),
+    options: &EntryOptions,
+) -> Result<Answer, ClientError> {
+    let mut body = serde_json::json!({ "network": options.network.trim() });
+    if let Some(duration) = &options.duration {
+        body["for"] = Json::from(duration.as_str());
+    }
+    if let Some(comment) = &options.comment {
+        body["comment"] = Json::from(comment.as_str());
+    }
+    let json = client.post(path, Some(&body))?;
+    let text = format!("{verb} {}.\n", describe_entry(&json));
+    Ok(Answer { json, text })
+}
+
+fn remove_entry(
+    client: &AdminClient,
+    (path, verb): (&str, &str),
+    network: &str,
+) -> Result<Answer, ClientError> {
+    let json = client.delete(path, &[("network", network.trim())])?;
+    let removed = json.get("removed").cloned().unwrap_or(Json::Null);
+    let text = format!(
+        "{} is no longer {}.\n",
+        text(&removed, "network"),
+        verb.to_lowercase()
+    );
+    Ok(Answer { json, text })
+}
+
+fn list_entries(client: &AdminClient, (path, verb): (&str, &str)) -> Result<Answer, ClientError> {
+    let json = client.get(path, &[("limit", "1000")])?;
+    let entries = json
+        .get("entries")
+        .and_then(Json::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut out = String::new();
+    if entries.is_empty() {
+        out.push_str(&format!("No {} networks.\n", verb.to_lowercase()));
+    } else {
+        out.push_str(&format!(
+            "{:<40} {:<12} {:<24} COMMENT\n",
+            "NETWORK", "ORIGIN", "EXPIRES"
+        ));
+        for entry in &entries {
+            let origin = match text(entry, "origin") {
+                "policy_file" => "policy.toml",
+                _ => "api",
+            };
+            let expires = match text(entry, "expires_at") {
+                "" => "never".to_string(),
+                end => readable_time(end),
+            };
+            out.push_str(&format!(
+                "{:<40} {:<12} {:<24} {}\n",
+                text(entry, "network"),
+                origin,
+                expires,
+                text(entry, "comment")
+            ));
+        }
+    }
+    Ok(Answer { json, text: out })
+}
+
+fn check(
+    client: &AdminClient,
+    address: &str,
+    login: Option<&str>,
+    protocol: &str,
+) -> Result<Answer, ClientError> {
+    let mut query = vec![("ip", address.trim()), ("protocol", protocol)];
+    if let Some(login) = login {
+        query.push(("login", login));
+    }
+    let json = client.get("/api/v1/decide", &query)?;
+    let verdict = match text(&json, "verdict") {
+        "allow" => "ALLOWED",
+        "reject" => "REFUSED",
+        other => other,
+    };
+    let who = match login {
+        Some(login) => format!("{login} over {protocol}"),
+        None => protocol.to_string(),
+    };
+    let status = json.get("status").and_then(Json::as_i64).unwrap_or(0);
+    let mut out = format!(
+        "{} ({who}): {verdict}\n  {}\n",
+        text(&json, "ip"),
+        text(&json, "summary")
+    );
+    match text(&json, "msg") {
+        "" => out.push_str(&format!("  Dovecot would get status {status}\n")),
+        msg => out.push_str(&format!(
+            "  Dovecot would get status {status}; the mail app shows: {msg}\n"
+        )),
+    }
+    Ok(Answer { json, text: out })
+}
+
+fn reload(client: &AdminClient) -> Result<Answer, ClientError> {
+    let json = client.post("/api/v1/reload", None)?;
+    let mut text = String::from("Policy reloaded.\n");
+    let pending: Vec<&str> = json
+        .get("restart_required")
+        .and_then(Json::as_array)
+        .map(|a| a.iter().filter_map(Json::as_str).collect())
+        .unwrap_or_default();
+    if !pending.is_empty() {
+        text.push_str(&format!(
+            "Changed but only applied after a restart: {}\n",
+            pending.join(", ")
+        ));
+    }
+    Ok(Answer { json, text })
 }

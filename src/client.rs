@@ -64,20 +64,33 @@ impl AdminClient {
         format!("http://{}{}", self.address, path)
     }
 
-    pub fn get(&self, path: &str) -> Result<Json, ClientError> {
-        self.call(self.agent.get(self.url(path)))
+    fn authorised<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        request.header("Authorization", format!("Bearer {}", self.token.expose()))
     }
 
-    pub fn delete(&self, path: &str) -> Result<Json, ClientError> {
-        self.call(self.agent.delete(self.url(path)))
+    /// GET `path` with query parameters (encoded here).
+    pub fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Json, ClientError> {
+        let request = query
+            .iter()
+            .fold(self.agent.get(self.url(path)), |r, (k, v)| r.query(k, v));
+        self.finish(self.authorised(request).call())
     }
 
-    fn call(
-        &self,
-        request: ureq::RequestBuilder<ureq::typestate::WithoutBody>,
-    ) -> Result<Json, ClientError> {
-        let authorised = request.header("Authorization", format!("Bearer {}", self.token.expose()));
-        self.finish(authorised.call())
+    /// DELETE `path` with query parameters (encoded here).
+    pub fn delete(&self, path: &str, query: &[(&str, &str)]) -> Result<Json, ClientError> {
+        let request = query
+            .iter()
+            .fold(self.agent.delete(self.url(path)), |r, (k, v)| r.query(k, v));
+        self.finish(self.authorised(request).call())
+    }
+
+    /// POST `path` with a JSON body, or none.
+    pub fn post(&self, path: &str, body: Option<&Json>) -> Result<Json, ClientError> {
+        let request = self.authorised(self.agent.post(self.url(path)));
+        self.finish(match body {
+            Some(body) => request.send_json(body),
+            None => request.send_empty(),
+        })
     }
 
     fn finish(

@@ -42,6 +42,14 @@ impl Timestamp {
         }
     }
 
+    /// Reads an RFC 3339 time such as `2026-11-22T14:05:09Z` (a `T` or a space between date and
+    /// time; UTC only).
+    pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+        let time = humantime::parse_rfc3339_weak(text.trim()).ok()?;
+        let millis = time.duration_since(UNIX_EPOCH).ok()?.as_millis();
+        i64::try_from(millis).ok().map(Timestamp)
+    }
+
     /// `2026-11-22T14:05:09Z`: the form used in the admin API and the CLI's JSON.
     pub fn rfc3339(self) -> String {
         humantime::format_rfc3339_seconds(self.as_system_time()).to_string()
@@ -120,6 +128,14 @@ mod tests {
             now.plus(Duration::from_secs(26 * 3600)).short_utc(now),
             "2026-11-23 10:00"
         );
+    }
+
+    #[test]
+    fn rfc3339_round_trips_and_rejects_nonsense() {
+        let t = Timestamp(1_795_334_400_000);
+        assert_eq!(Timestamp::parse_rfc3339(&t.rfc3339()), Some(t));
+        assert_eq!(Timestamp::parse_rfc3339("2026-11-22 08:00:00"), Some(t));
+        assert_eq!(Timestamp::parse_rfc3339("tomorrow"), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod failures;
 pub mod http;
 pub mod metrics;
 pub mod network;
+pub mod reload;
 pub mod secrets;
 pub mod server;
 pub mod store;

@@ -1,11 +1,13 @@
 //! Start-up and shutdown of the running server: open the store, build the `Warden`, bind the
-//! policy and admin listeners, run the background sweeper, and stop gracefully on SIGTERM or
-//! SIGINT (in-flight requests finish; every acknowledged ban is already on disk).
+//! policy and admin listeners, run the background tasks (the expiry sweeper, reload on SIGHUP,
+//! and reload when the policy file changes if configured), and stop gracefully on SIGTERM or
+//! SIGINT (in-flight requests finish; every acknowledged change is already on disk).
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use actix_web::{App, HttpServer, web};
 
@@ -13,12 +15,16 @@ use crate::clock::SystemClock;
 use crate::config::Policy;
 use crate::http;
 use crate::metrics::Metrics;
+use crate::reload::Reloader;
 use crate::store::{SqliteStore, StoreError};
 use crate::warden::Warden;
 
 /// How often ended bans are swept from memory and the store. Expired bans are already
 /// ignored by `allow` before then; this only tidies and counts them.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// How often the policy file is checked for changes when `server.reload_on_change` is set.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
 
 /// Longer than Dovecot's 10 s idle time for policy connections, so it is always Dovecot that
 /// closes an idle connection and never us just as it sends a request on it (which Dovecot
@@ -41,14 +47,15 @@ pub enum ServeError {
     Runtime(io::Error),
 }
 
-/// Runs the server until it is told to stop.
-pub fn run(policy: Policy) -> Result<(), ServeError> {
-    actix_web::rt::System::new().block_on(serve(policy))
+/// Runs the server until it is told to stop. `config_path` is where reloads read the policy.
+pub fn run(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
+    actix_web::rt::System::new().block_on(serve(policy, config_path))
 }
 
-async fn serve(policy: Policy) -> Result<(), ServeError> {
+async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
     let store = Arc::new(SqliteStore::open(&policy.server.state_dir)?);
     let (policy_address, admin_address) = (policy.server.policy_listen, policy.server.admin_listen);
+    let watch_file = policy.server.reload_on_change;
     let warden = Warden::open(policy, store, Arc::new(SystemClock), Metrics::new()?)?;
     tracing::info!(
         bans = warden.bans().len(),
@@ -56,6 +63,7 @@ async fn serve(policy: Policy) -> Result<(), ServeError> {
         "state loaded"
     );
     let data = web::Data::new(warden.clone());
+    let reloader = web::Data::new(Reloader::new(config_path, warden.clone()));
 
     let policy_data = data.clone();
     let policy_server = HttpServer::new(move || {
@@ -73,9 +81,11 @@ async fn serve(policy: Policy) -> Result<(), ServeError> {
     })?
     .run();
     let admin_data = data.clone();
+    let admin_reloader = reloader.clone();
     let admin_server = HttpServer::new(move || {
         App::new()
             .app_data(admin_data.clone())
+            .app_data(admin_reloader.clone())
             .configure(http::admin::configure)
     })
     .workers(1)
@@ -89,10 +99,25 @@ async fn serve(policy: Policy) -> Result<(), ServeError> {
     .run();
     tracing::info!(policy = %policy_address, admin = %admin_address, version = env!("CARGO_PKG_VERSION"), "mailwarden listening");
 
-    let sweeper = actix_web::rt::spawn(sweep_forever(warden));
+    let mut tasks = vec![
+        actix_web::rt::spawn(sweep_forever(warden.clone())),
+        actix_web::rt::spawn(reload_on_sighup(reloader.clone().into_inner())),
+    ];
+    if watch_file {
+        tasks.push(actix_web::rt::spawn(reload_on_change(
+            reloader.into_inner(),
+        )));
+    }
     let (policy_result, admin_result) =
         futures_util::future::join(policy_server, admin_server).await;
-    sweeper.abort();
+    for task in tasks {
+        task.abort();
+    }
+    let closing = warden.clone();
+    match web::block(move || closing.close()).await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not compact the state database on exit"),
+        Ok(Ok(())) | Err(_) => {}
+    }
     tracing::info!("mailwarden stopped");
     policy_result.and(admin_result).map_err(ServeError::Runtime)
 }
@@ -108,6 +133,44 @@ async fn sweep_forever(warden: Warden) {
                 tracing::error!(error = %e, "could not remove expired bans from the store")
             }
             Err(_) => return,
+        }
+    }
+}
+
+async fn reload_on_sighup(reloader: Arc<Reloader>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; reload through the admin API instead");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        let handle = reloader.clone();
+        // The outcome is logged and counted by the reloader.
+        let _ = web::block(move || handle.reload("SIGHUP")).await;
+    }
+}
+
+/// What identifies a version of the file: editors that replace the file change the inode,
+/// in-place writes change the time or the size.
+fn file_version(path: &Path) -> Option<(SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
+}
+
+async fn reload_on_change(reloader: Arc<Reloader>) {
+    let mut seen = file_version(reloader.path());
+    let mut tick = actix_web::rt::time::interval(WATCH_EVERY);
+    loop {
+        tick.tick().await;
+        let now = file_version(reloader.path());
+        if now.is_some() && now != seen {
+            seen = now;
+            let handle = reloader.clone();
+            let _ = web::block(move || handle.reload("file change")).await;
         }
     }
 }

@@ -1,0 +1,72 @@
+//! Routes for bans: list, show, lift.
+
+use actix_web::{HttpResponse, web};
+
+use super::views::{BanList, BanView, ErrorBody, Unbanned};
+use super::{Admin, ApiError, Page, blocking};
+use crate::network::{Source, parse_network};
+use crate::warden::Warden;
+
+fn source_of(warden: &Warden, addr: &str) -> Result<Source, ApiError> {
+    let network = parse_network(addr).map_err(|e| ApiError::InvalidAddress(e.to_string()))?;
+    Ok(warden.source_for(network))
+}
+
+#[utoipa::path(get, path = "/api/v1/bans", tag = "bans", params(Page),
+    responses((status = 200, description = "Active bans, soonest to end first.", body = BanList),
+              (status = 400, description = "A bad `limit` or `offset`.", body = ErrorBody),
+              (status = 401, description = "No or wrong bearer token.", body = ErrorBody)))]
+pub async fn list_bans(
+    _: Admin,
+    warden: web::Data<Warden>,
+    page: web::Query<Page>,
+) -> Result<HttpResponse, ApiError> {
+    let now = warden.now();
+    let (bans, total, limit, offset) = page.slice(warden.bans())?;
+    let bans = bans.iter().map(|b| BanView::new(b, now)).collect();
+    Ok(HttpResponse::Ok().json(BanList {
+        bans,
+        total,
+        limit,
+        offset,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/bans/{addr}", tag = "bans",
+    params(("addr" = String, Path, description = "An address, or a banned network such as 2001:db8:1:2::/64.")),
+    responses((status = 200, description = "The ban covering the address.", body = BanView),
+              (status = 400, description = "Not an address.", body = ErrorBody),
+              (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
+              (status = 404, description = "Not banned.", body = ErrorBody)))]
+pub async fn show_ban(
+    _: Admin,
+    warden: web::Data<Warden>,
+    addr: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let source = source_of(&warden, &addr)?;
+    let ban = warden
+        .ban(source)
+        .ok_or_else(|| ApiError::NotBanned(source.to_string()))?;
+    Ok(HttpResponse::Ok().json(BanView::new(&ban, warden.now())))
+}
+
+#[utoipa::path(delete, path = "/api/v1/bans/{addr}", tag = "bans",
+    params(("addr" = String, Path, description = "An address, or a banned network such as 2001:db8:1:2::/64.")),
+    responses((status = 200, description = "The ban was lifted and the source's failure history cleared.", body = Unbanned),
+              (status = 400, description = "Not an address.", body = ErrorBody),
+              (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
+              (status = 404, description = "Not banned.", body = ErrorBody),
+              (status = 503, description = "The state store failed; nothing changed.", body = ErrorBody)))]
+pub async fn delete_ban(
+    _: Admin,
+    warden: web::Data<Warden>,
+    addr: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let source = source_of(&warden, &addr)?;
+    let handle = warden.get_ref().clone();
+    let lifted = blocking(move || handle.unban(source)).await?;
+    let ban = lifted.ok_or_else(|| ApiError::NotBanned(source.to_string()))?;
+    Ok(HttpResponse::Ok().json(Unbanned {
+        unbanned: BanView::new(&ban, warden.now()),
+    }))
+}

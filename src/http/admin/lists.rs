@@ -1,0 +1,214 @@
+//! Routes for the admin lists (`/api/v1/blocks`, `/api/v1/trusted`): list, add, remove.
+//! Entries from policy.toml are listed with `origin: policy_file` and cannot be removed here.
+
+use std::time::Duration;
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::views::{ErrorBody, ListEntries, ListEntryView, NewListEntry, Removed};
+use super::{Admin, ApiError, Page, blocking};
+use crate::access::ListKind;
+use crate::clock::Timestamp;
+use crate::network::parse_network;
+use crate::warden::Warden;
+
+/// `?network=` naming the entry to remove.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkQuery {
+    /// The address or network exactly as listed, e.g. `203.0.113.0/24`.
+    network: String,
+}
+
+fn invalid(field: &'static str, message: String) -> ApiError {
+    ApiError::InvalidField { field, message }
+}
+
+fn network_field(text: &str) -> Result<ipnet::IpNet, ApiError> {
+    parse_network(text).map_err(|e| invalid("network", format!("network: {e}")))
+}
+
+/// Validates a new entry: the network, at most one of `for` and `expires_at` (in the future),
+/// and a short one-line comment.
+fn checked(
+    entry: &NewListEntry,
+    now: Timestamp,
+) -> Result<(ipnet::IpNet, Option<Timestamp>, String), ApiError> {
+    let network = network_field(&entry.network)?;
+    let expires_at = match (&entry.duration, &entry.expires_at) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "for",
+                "for: give either for or expires_at, not both".into(),
+            ));
+        }
+        (Some(text), None) => match humantime::parse_duration(text.trim()) {
+            Ok(d) if d >= Duration::from_secs(1) => Some(now.plus(d)),
+            Ok(_) => {
+                return Err(invalid(
+                    "for",
+                    format!("for: {text:?} is shorter than one second"),
+                ));
+            }
+            Err(e) => {
+                return Err(invalid(
+                    "for",
+                    format!("for: {text:?} is not a duration such as \"2h\" or \"7days\" ({e})"),
+                ));
+            }
+        },
+        (None, Some(text)) => {
+            let end = Timestamp::parse_rfc3339(text)
+                .ok_or_else(|| invalid("expires_at", format!("expires_at: {text:?} is not an RFC 3339 time such as \"2026-12-01T00:00:00Z\"")))?;
+            if end <= now {
+                return Err(invalid(
+                    "expires_at",
+                    format!("expires_at: {text} is not in the future"),
+                ));
+            }
+            Some(end)
+        }
+        (None, None) => None,
+    };
+    let comment = entry.comment.clone().unwrap_or_default();
+    if comment.chars().count() > 200 {
+        return Err(invalid(
+            "comment",
+            "comment: longer than 200 characters".into(),
+        ));
+    }
+    if comment.chars().any(char::is_control) {
+        return Err(invalid(
+            "comment",
+            "comment: must be one line without control characters".into(),
+        ));
+    }
+    Ok((network, expires_at, comment))
+}
+
+async fn list(list: ListKind, warden: &Warden, page: &Page) -> Result<HttpResponse, ApiError> {
+    let (entries, total, limit, offset) = page.slice(warden.list_entries(list))?;
+    let entries = entries.iter().map(ListEntryView::new).collect();
+    Ok(HttpResponse::Ok().json(ListEntries {
+        entries,
+        total,
+        limit,
+        offset,
+    }))
+}
+
+async fn add(
+    list: ListKind,
+    warden: &Warden,
+    entry: &NewListEntry,
+) -> Result<HttpResponse, ApiError> {
+    let (network, expires_at, comment) = checked(entry, warden.now())?;
+    let handle = warden.clone();
+    let change = blocking(move || handle.add_to_list(list, network, expires_at, &comment)).await?;
+    let view = ListEntryView::new(&change.entry);
+    Ok(if change.created {
+        HttpResponse::Created().json(view)
+    } else {
+        HttpResponse::Ok().json(view)
+    })
+}
+
+async fn remove(
+    list: ListKind,
+    warden: &Warden,
+    query: &NetworkQuery,
+) -> Result<HttpResponse, ApiError> {
+    let network = network_field(&query.network)?;
+    let handle = warden.clone();
+    let removed = blocking(move || handle.remove_from_list(list, network)).await?;
+    Ok(HttpResponse::Ok().json(Removed {
+        removed: ListEntryView::new(&removed),
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/blocks", tag = "lists", params(Page),
+    responses((status = 200, description = "Blocked networks in force: policy-file entries first.", body = ListEntries),
+              (status = 400, description = "A bad `limit` or `offset`.", body = ErrorBody),
+              (status = 401, description = "No or wrong bearer token.", body = ErrorBody)))]
+pub async fn list_blocks(
+    _: Admin,
+    warden: web::Data<Warden>,
+    page: web::Query<Page>,
+) -> Result<HttpResponse, ApiError> {
+    list(ListKind::Blocked, &warden, &page).await
+}
+
+#[utoipa::path(post, path = "/api/v1/blocks", tag = "lists", request_body = NewListEntry,
+    responses((status = 201, description = "Blocked.", body = ListEntryView),
+              (status = 200, description = "The API's entry for this network was replaced.", body = ListEntryView),
+              (status = 400, description = "A field is invalid; `field` names it. Nothing changed.", body = ErrorBody),
+              (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
+              (status = 409, description = "The network is listed in the policy file.", body = ErrorBody),
+              (status = 503, description = "The state store failed; nothing changed.", body = ErrorBody)))]
+pub async fn add_block(
+    _: Admin,
+    warden: web::Data<Warden>,
+    entry: web::Json<NewListEntry>,
+) -> Result<HttpResponse, ApiError> {
+    add(ListKind::Blocked, &warden, &entry).await
+}
+
+#[utoipa::path(delete, path = "/api/v1/blocks", tag = "lists", params(NetworkQuery),
+    responses((status = 200, description = "Unblocked.", body = Removed),
+              (status = 400, description = "Not an address or network.", body = ErrorBody),
+              (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
+              (status = 404, description = "Not on the list.", body = ErrorBody),
+              (status = 409, description = "Listed in the policy file; edit the file and reload.", body = ErrorBody),
+              (status = 503, description = "The state store failed; nothing changed.", body = ErrorBody)))]
+pub async fn remove_block(
+    _: Admin,
+    warden: web::Data<Warden>,
+    query: web::Query<NetworkQuery>,
+) -> Result<HttpResponse, ApiError> {
+    remove(ListKind::Blocked, &warden, &query).await
+}
+
+#[utoipa::path(get, path = "/api/v1/trusted", tag = "lists", params(Page),
+    responses((status = 200, description = "Trusted networks in force: policy-file entries first.", body = ListEntries),
+              (status = 400, description = "A bad `limit` or `offset`.", body = ErrorBody),
+              (status = 401, description = "No or wrong bearer token.", body = ErrorBody)))]
+pub async fn list_trusted(
+    _: Admin,
+    warden: web::Data<Warden>,
+    page: web::Query<Page>,
+) -> Result<HttpResponse, ApiError> {
+    list(ListKind::Trusted, &warden, &page).await
+}
+
+#[utoipa::path(post, path = "/api/v1/trusted", tag = "lists", request_body = NewListEntry,
+    responses((status = 201, description = "Trusted.", body = ListEntryView),
+              (status = 200, description = "The API's entry for this network was replaced.", body = ListEntryView),
+              (status = 400, description = "A field is invalid; `field` names it. Nothing changed.", body = ErrorBody),
+              (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
+              (status = 409, description = "The network is listed in the policy file.", body = ErrorBody),
+              (status = 503, description = "The state store failed; nothing changed.", body = ErrorBody)))]
+pub async fn add_trusted(
+    _: Admin,
+    warden: web::Data<Warden>,
+    entry: web::Json<NewListEntry>,
+) -> Result<HttpResponse, ApiError> {
+    add(ListKind::Trusted, &warden, &entry).await
+}
+
+#[utoipa::path(delete, path = "/api/v1/trusted", tag = "lists", params(NetworkQuery),
+    responses((status = 200, description = "No longer trusted.", body = Removed),
+              (status = 400, description = "Not an address or network.", body = ErrorBody),
+              (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
+              (status = 404, description = "Not on the list.", body = ErrorBody),
+              (status = 409, description = "Listed in the policy file; edit the file and reload.", body = ErrorBody),
+              (status = 503, description = "The state store failed; nothing changed.", body = ErrorBody)))]
+pub async fn remove_trusted(
+    _: Admin,
+    warden: web::Data<Warden>,
+    query: web::Query<NetworkQuery>,
+) -> Result<HttpResponse, ApiError> {
+    remove(ListKind::Trusted, &warden, &query).await
+}

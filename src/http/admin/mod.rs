@@ -1,0 +1,292 @@
+//! The admin listener: health, metrics, bans, the admin lists, the dry run and reload, for
+//! the CLI, scripts and Prometheus. Every route needs `Authorization: Bearer
+//! <auth.admin_token>`; every error is JSON `{"error": "<stable code>", "message": "...",
+//! "field": "<when one input is at fault>"}`. The OpenAPI document is generated from the
+//! handlers' annotations (utoipa), so it cannot drift from the routes.
+
+mod bans;
+mod decide;
+mod lists;
+mod reload;
+mod views;
+
+use std::future::{Ready, ready};
+use std::sync::OnceLock;
+
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
+use serde::Deserialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, OpenApi};
+
+use crate::store::StoreError;
+use crate::warden::{ListError, Warden};
+pub use views::ErrorBody;
+
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .app_data(
+            web::QueryConfig::default()
+                .error_handler(|e, _| ApiError::InvalidQuery(e.to_string()).into()),
+        )
+        .app_data(
+            web::JsonConfig::default()
+                .limit(64 * 1024)
+                .content_type_required(false)
+                .error_handler(|e, _| ApiError::InvalidBody(e.to_string()).into()),
+        )
+        .route("/healthz", web::get().to(healthz))
+        .route("/metrics", web::get().to(metrics))
+        .route("/api/v1/openapi.json", web::get().to(openapi))
+        .route("/api/v1/reload", web::post().to(reload::reload))
+        .route("/api/v1/decide", web::get().to(decide::decide))
+        .route("/api/v1/bans", web::get().to(bans::list_bans))
+        .route("/api/v1/bans/{addr:.+}", web::get().to(bans::show_ban))
+        .route("/api/v1/bans/{addr:.+}", web::delete().to(bans::delete_ban))
+        .route("/api/v1/blocks", web::get().to(lists::list_blocks))
+        .route("/api/v1/blocks", web::post().to(lists::add_block))
+        .route("/api/v1/blocks", web::delete().to(lists::remove_block))
+        .route("/api/v1/trusted", web::get().to(lists::list_trusted))
+        .route("/api/v1/trusted", web::post().to(lists::add_trusted))
+        .route("/api/v1/trusted", web::delete().to(lists::remove_trusted))
+        .default_service(web::to(not_found));
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or wrong bearer token (Authorization: Bearer <auth.admin_token>)")]
+    Unauthorized,
+    #[error("{message}")]
+    InvalidField {
+        field: &'static str,
+        message: String,
+    },
+    #[error("{0}")]
+    InvalidAddress(String),
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    #[error("invalid JSON body: {0}")]
+    InvalidBody(String),
+    #[error("{0} is not banned")]
+    NotBanned(String),
+    #[error(transparent)]
+    List(#[from] ListError),
+    #[error("the policy file was not reloaded; the previous policy stays in force: {0}")]
+    InvalidConfig(String),
+    #[error("no such route")]
+    NoRoute,
+    #[error("the state store failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+impl ApiError {
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::InvalidField { .. } => "invalid_field",
+            ApiError::InvalidAddress(_) => "invalid_address",
+            ApiError::InvalidQuery(_) => "invalid_query",
+            ApiError::InvalidBody(_) => "invalid_body",
+            ApiError::NotBanned(_) => "not_banned",
+            ApiError::List(ListError::DefinedInPolicyFile { .. }) => "defined_in_policy_file",
+            ApiError::List(ListError::NotListed { .. }) => "not_listed",
+            ApiError::List(ListError::ExpiryInPast) => "invalid_field",
+            ApiError::List(ListError::Store(_)) | ApiError::Store(_) => "store_unavailable",
+            ApiError::InvalidConfig(_) => "invalid_config",
+            ApiError::NoRoute => "not_found",
+            ApiError::ShuttingDown => "unavailable",
+        }
+    }
+
+    fn field(&self) -> Option<&'static str> {
+        match self {
+            ApiError::InvalidField { field, .. } => Some(field),
+            ApiError::List(ListError::ExpiryInPast) => Some("expires_at"),
+            _ => None,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::InvalidField { .. }
+            | ApiError::InvalidAddress(_)
+            | ApiError::InvalidQuery(_)
+            | ApiError::InvalidBody(_)
+            | ApiError::List(ListError::ExpiryInPast) => StatusCode::BAD_REQUEST,
+            ApiError::NotBanned(_)
+            | ApiError::NoRoute
+            | ApiError::List(ListError::NotListed { .. }) => StatusCode::NOT_FOUND,
+            ApiError::List(ListError::DefinedInPolicyFile { .. }) => StatusCode::CONFLICT,
+            ApiError::InvalidConfig(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Store(_) | ApiError::List(ListError::Store(_)) | ApiError::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let body = ErrorBody {
+            error: self.code().to_string(),
+            message: self.to_string(),
+            field: self.field().map(str::to_string),
+        };
+        let mut response = HttpResponse::build(self.status_code()).json(body);
+        if matches!(self, ApiError::Unauthorized) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// Proof that the request carried the admin token; taking it as a handler argument is what
+/// protects a route.
+pub struct Admin;
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = Ready<Result<Admin, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let Some(warden) = request.app_data::<web::Data<Warden>>() else {
+            return ready(Err(ApiError::Unauthorized));
+        };
+        let policy = warden.policy();
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().strip_prefix("Bearer "))
+            .map(str::trim);
+        let ok = match (&policy.auth.admin_token, presented) {
+            (Some(token), Some(presented)) => token.matches(presented.as_bytes()),
+            _ => false,
+        };
+        ready(if ok {
+            Ok(Admin)
+        } else {
+            Err(ApiError::Unauthorized)
+        })
+    }
+}
+
+/// `?limit=&offset=` for lists that can grow.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    /// At most this many items (1-1000, default 100).
+    limit: Option<usize>,
+    /// Skip this many items first (default 0).
+    offset: Option<usize>,
+}
+
+impl Page {
+    /// Returns `(limit, offset)` or the field at fault.
+    fn checked(&self) -> Result<(usize, usize), ApiError> {
+        let limit = self.limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(ApiError::InvalidField {
+                field: "limit",
+                message: format!("limit: {limit} is outside 1..=1000"),
+            });
+        }
+        Ok((limit, self.offset.unwrap_or(0)))
+    }
+
+    /// The requested page of `items`, with the total.
+    fn slice<T>(&self, items: Vec<T>) -> Result<(Vec<T>, usize, usize, usize), ApiError> {
+        let (limit, offset) = self.checked()?;
+        let total = items.len();
+        let page = items.into_iter().skip(offset).take(limit).collect();
+        Ok((page, total, limit, offset))
+    }
+}
+
+/// Runs a blocking `Warden` call on the blocking pool.
+async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
+    call: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError> {
+    web::block(call)
+        .await
+        .map_err(|_| ApiError::ShuttingDown)?
+        .map_err(Into::into)
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "service",
+    responses((status = 200, description = "The server is up.", body = views::Health),
+              (status = 401, description = "No or wrong bearer token.", body = ErrorBody)))]
+async fn healthz(_: Admin, warden: web::Data<Warden>) -> HttpResponse {
+    HttpResponse::Ok().json(views::Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        store: warden.store_backend().into(),
+        active_bans: warden.bans().len(),
+        tracked_sources: warden.tracked_sources(),
+    })
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses((status = 200, description = "Prometheus text exposition format.", body = String, content_type = "text/plain"),
+              (status = 401, description = "No or wrong bearer token.", body = ErrorBody)))]
+async fn metrics(_: Admin, warden: web::Data<Warden>) -> HttpResponse {
+    warden.refresh_gauges();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(warden.metrics().render())
+}
+
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "service",
+    responses((status = 200, description = "This document.", body = Object),
+              (status = 401, description = "No or wrong bearer token.", body = ErrorBody)))]
+async fn openapi(_: Admin) -> HttpResponse {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    let document =
+        DOCUMENT.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into()));
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(document.as_str())
+}
+
+async fn not_found(_: Admin) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NoRoute)
+}
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The admin API's OpenAPI 3 document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "mailwarden admin API", description = "Bans, admin lists, dry-run decisions and reloads of a running mailwarden."),
+    paths(
+        healthz, metrics, openapi, reload::reload, decide::decide,
+        bans::list_bans, bans::show_ban, bans::delete_ban,
+        lists::list_blocks, lists::add_block, lists::remove_block,
+        lists::list_trusted, lists::add_trusted, lists::remove_trusted,
+    ),
+    components(schemas(
+        ErrorBody, views::Health, views::BanView, views::BanList, views::Unbanned, views::ListEntryView,
+        views::ListEntries, views::NewListEntry, views::Removed, views::DecisionView, views::Reloaded,
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
