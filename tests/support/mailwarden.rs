@@ -60,13 +60,8 @@ impl Mailwarden {
             .parse()
             .expect("address");
         let config_path = dir.path().join("policy.toml");
-        let toml = format!(
-            "[server]\npolicy_listen = \"{policy_addr}\"\nadmin_listen = \"{admin_addr}\"\nstate_dir = \"state\"\n\n\
-             [auth]\napi_key = \"{API_KEY}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n\n{extra_toml}\n"
-        );
-        fs::write(&config_path, toml).expect("write policy.toml");
         let log_path = dir.path().join("mailwarden.log");
-        Mailwarden {
+        let mw = Mailwarden {
             dir,
             config_path,
             policy_addr,
@@ -75,7 +70,27 @@ impl Mailwarden {
             admin_token: ADMIN_TOKEN.into(),
             log_path,
             child: None,
-        }
+        };
+        mw.write_config("", extra_toml);
+        mw
+    }
+
+    /// Rewrites policy.toml with the same listeners, state and secrets: `server_extra` goes
+    /// into `[server]`, `extra_toml` after it (other sections).
+    pub fn write_config(&self, server_extra: &str, extra_toml: &str) {
+        let (policy_addr, admin_addr) = (self.policy_addr, self.admin_addr);
+        let toml = format!(
+            "[server]\npolicy_listen = \"{policy_addr}\"\nadmin_listen = \"{admin_addr}\"\nstate_dir = \"state\"\n{server_extra}\n\
+             [auth]\napi_key = \"{API_KEY}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n\n{extra_toml}\n"
+        );
+        fs::write(&self.config_path, toml).expect("write policy.toml");
+    }
+
+    /// Sends a signal (e.g. "HUP") to the running server.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().map(Child::id).expect("server running");
+        let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().expect("kill");
+        assert!(status.success());
     }
 
     pub fn policy_url(&self) -> String {
@@ -195,6 +210,26 @@ impl Mailwarden {
     /// An admin API call with the right token; returns (HTTP status, body).
     pub fn admin(&self, method: &str, path: &str) -> (u16, String) {
         self.admin_with_token(method, path, Some(&self.admin_token))
+    }
+
+    /// POSTs a JSON body (or none) to the admin API with the right token.
+    pub fn admin_post(&self, path: &str, body: Option<&str>) -> (u16, String) {
+        let url = format!("http://{}{path}", self.admin_addr);
+        let request = agent()
+            .post(url)
+            .header("Authorization", format!("Bearer {}", self.admin_token))
+            .header("Content-Type", "application/json");
+        let result = match body {
+            Some(body) => request.send(body),
+            None => request.send_empty(),
+        };
+        match result {
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                (status, response.body_mut().read_to_string().unwrap_or_default())
+            }
+            Err(_) => (0, String::new()),
+        }
     }
 
     pub fn admin_with_token(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
