@@ -56,9 +56,16 @@ impl Timestamp {
     }
 
     /// `14:05` when `self` is within a day of `now`, `2026-11-23 14:05` otherwise: short enough
-    /// for a mail app's alert line, unambiguous for long bans.
+    /// for a mail app's alert line, unambiguous for long bans. Rounded up to the minute, so
+    /// "try again after 14:05" is never too early.
     pub fn short_utc(self, now: Timestamp) -> String {
-        let full = self.rfc3339();
+        let rounded_up = Timestamp(
+            self.0
+                .saturating_add(59_999)
+                .div_euclid(60_000)
+                .saturating_mul(60_000),
+        );
+        let full = rounded_up.rfc3339();
         let (date, time) = (&full[..10], &full[11..16]);
         if now.until(self) < Duration::from_secs(24 * 3600) {
             time.to_string()

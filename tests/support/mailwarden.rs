@@ -89,7 +89,11 @@ impl Mailwarden {
     /// Sends a signal (e.g. "HUP") to the running server.
     pub fn signal(&self, name: &str) {
         let pid = self.child.as_ref().map(Child::id).expect("server running");
-        let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().expect("kill");
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
         assert!(status.success());
     }
 
@@ -226,7 +230,10 @@ impl Mailwarden {
         match result {
             Ok(mut response) => {
                 let status = response.status().as_u16();
-                (status, response.body_mut().read_to_string().unwrap_or_default())
+                (
+                    status,
+                    response.body_mut().read_to_string().unwrap_or_default(),
+                )
             }
             Err(_) => (0, String::new()),
         }

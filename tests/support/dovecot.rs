@@ -1,0 +1,483 @@
+//! A private Dovecot 2.3 for end-to-end tests, and raw IMAP/POP3 clients that log in to it
+//! from a chosen 127.0.0.x address.
+//!
+//! Dovecot runs with the project's own `dovecot/2.3/95-mailwarden.conf`, so the tests prove the
+//! snippet we ship. This is not an IMAP library: the clients only log in and log out.
+//! Needs root, like any Dovecot: its processes switch to the `dovecot`, `dovenull` and mail users.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
+
+use super::mailwarden::free_port;
+
+const DOVECOT: &str = "/usr/sbin/dovecot";
+const DOVEADM: &str = "/usr/bin/doveadm";
+/// The login processes come from other packages than the master (dovecot-imapd,
+/// dovecot-pop3d); without them Dovecot starts but never opens the ports.
+const LOGIN_BINARIES: [&str; 2] = ["/usr/lib/dovecot/imap-login", "/usr/lib/dovecot/pop3-login"];
+
+/// Accounts in the test passdb, as (login, password).
+pub const USERS: [(&str, &str); 3] = [
+    ("alice@example.com", "alice-secret"),
+    ("bob@example.com", "bob-secret"),
+    ("carol@example.com", "carol-secret"),
+];
+
+/// The nonce substituted into the shipped snippet; any value works, it only salts pwhash.
+pub const TEST_NONCE: &str = "mailwarden-e2e-nonce";
+
+/// Mail processes run as this account. Dovecot refuses root and, by default, uids below 500
+/// (which rules out `dovenull`); `nobody` (65534) exists everywhere.
+const MAIL_USER: &str = "nobody";
+
+/// How long a client waits for one server line, and how long Dovecot may take to start or stop.
+/// A hang must fail the test with a message, never stall the suite.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+const PROCESS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// True when Dovecot and its IMAP and POP3 login processes are installed.
+pub fn dovecot_available() -> bool {
+    missing_binaries().is_empty()
+}
+
+/// Call first in every Dovecot test: `if !require_dovecot() { return; }`.
+///
+/// Outside CI a machine without Dovecot skips the test with a note on stderr. In CI (`CI=true`)
+/// a missing component is a failure, never a silent skip, so this panics.
+pub fn require_dovecot() -> bool {
+    let missing = missing_binaries();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "CI=true but Dovecot is not installed (missing {}): install dovecot-core, \
+             dovecot-imapd and dovecot-pop3d",
+            missing.join(", ")
+        );
+    }
+    eprintln!(
+        "SKIP: dovecot not installed (missing {})",
+        missing.join(", ")
+    );
+    false
+}
+
+fn missing_binaries() -> Vec<&'static str> {
+    [DOVECOT, DOVEADM]
+        .into_iter()
+        .chain(LOGIN_BINARIES)
+        .filter(|path| !Path::new(path).exists())
+        .collect()
+}
+
+/// A running Dovecot instance whose files all live in one temporary folder. Stopped on drop.
+pub struct Dovecot {
+    dir: tempfile::TempDir,
+    config_path: PathBuf,
+    log_path: PathBuf,
+    imap_port: u16,
+    pop3_port: u16,
+    stopped: bool,
+}
+
+impl Dovecot {
+    /// Starts Dovecot asking the policy server at `policy_url` with header `X-API-Key: <api_key>`,
+    /// and waits until its IMAP and POP3 ports accept connections.
+    pub fn start(policy_url: &str, api_key: &str) -> Dovecot {
+        let dir = tempfile::Builder::new()
+            .prefix("mailwarden-dovecot-")
+            .tempdir()
+            .expect("create Dovecot temp folder");
+        // mkdtemp makes the folder 0700, and the auth process (user `dovecot`) could not read
+        // the passwd-file inside it: every login would fail with "Temporary authentication failure".
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
+            .expect("chmod 0755 the Dovecot temp folder");
+        let root = dir.path();
+
+        let (uid, gid) = system_user_ids(MAIL_USER);
+        let mut passwd_file = String::new();
+        for (login, password) in USERS {
+            let home = root.join("home").join(login);
+            fs::create_dir_all(&home).expect("create mail home");
+            std::os::unix::fs::chown(&home, Some(uid), Some(gid)).unwrap_or_else(|e| {
+                panic!(
+                    "chown {} to {MAIL_USER} (the tests need root): {e}",
+                    home.display()
+                )
+            });
+            passwd_file.push_str(&format!(
+                "{login}:{{PLAIN}}{password}:{uid}:{gid}::{}::\n",
+                home.display()
+            ));
+        }
+        fs::write(root.join("users"), passwd_file).expect("write passwd-file");
+        fs::write(
+            root.join("95-mailwarden.conf"),
+            shipped_snippet(policy_url, api_key),
+        )
+        .expect("write the policy snippet");
+
+        let imap_port = free_port();
+        let pop3_port = free_port();
+        let config_path = root.join("dovecot.conf");
+        let log_path = root.join("dovecot.log");
+        fs::write(&config_path, test_config(root, imap_port, pop3_port))
+            .expect("write dovecot.conf");
+
+        // `dovecot` daemonizes and the daemon keeps the stdout/stderr it inherited: a pipe here
+        // would never reach EOF, so both go to a file.
+        let output_path = root.join("dovecot.stdout");
+        let output = fs::File::create(&output_path).expect("create dovecot.stdout");
+        let status = Command::new(DOVECOT)
+            .arg("-c")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(output.try_clone().expect("clone dovecot.stdout"))
+            .stderr(output)
+            .status()
+            .expect("run dovecot");
+        if !status.success() {
+            panic!(
+                "dovecot -c {} failed ({status}):\n{}\n--- dovecot.log ---\n{}",
+                config_path.display(),
+                fs::read_to_string(&output_path).unwrap_or_default(),
+                fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+        let dovecot = Dovecot {
+            dir,
+            config_path,
+            log_path,
+            imap_port,
+            pop3_port,
+            stopped: false,
+        };
+        dovecot.wait_for_port(imap_port);
+        dovecot.wait_for_port(pop3_port);
+        dovecot
+    }
+
+    pub fn imap_port(&self) -> u16 {
+        self.imap_port
+    }
+
+    pub fn pop3_port(&self) -> u16 {
+        self.pop3_port
+    }
+
+    /// The Dovecot log so far, for assertion messages.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_else(|e| format!("(no Dovecot log: {e})"))
+    }
+
+    /// Stops Dovecot and waits until its master process has exited. Idempotent.
+    pub fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        let master_pid = fs::read_to_string(self.dir.path().join("run/master.pid")).ok();
+        let _ = Command::new(DOVEADM)
+            .arg("-c")
+            .arg(&self.config_path)
+            .arg("stop")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if let Some(pid) = master_pid {
+            let proc_dir = PathBuf::from(format!("/proc/{}", pid.trim()));
+            let deadline = Instant::now() + PROCESS_TIMEOUT;
+            while proc_dir.exists() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    fn wait_for_port(&self, port: u16) {
+        let deadline = Instant::now() + PROCESS_TIMEOUT;
+        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
+            if Instant::now() > deadline {
+                panic!(
+                    "Dovecot did not open port {port} within {PROCESS_TIMEOUT:?}\n--- dovecot.log ---\n{}",
+                    self.log()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The project's `dovecot/2.3/95-mailwarden.conf` with the three placeholders replaced. Panics if a
+/// placeholder line is not there exactly once: the shipped file and this harness must not drift.
+fn shipped_snippet(policy_url: &str, api_key: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dovecot/2.3/95-mailwarden.conf");
+    let snippet =
+        fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let replacements = [
+        (
+            "auth_policy_server_url = http://127.0.0.1:8180/",
+            format!("auth_policy_server_url = {policy_url}"),
+        ),
+        (
+            "auth_policy_server_api_header = X-API-Key: CHANGE-ME",
+            format!("auth_policy_server_api_header = X-API-Key: {api_key}"),
+        ),
+        (
+            "auth_policy_hash_nonce = CHANGE-ME-",
+            format!("auth_policy_hash_nonce = {TEST_NONCE}"),
+        ),
+    ];
+    let mut lines: Vec<String> = snippet.lines().map(str::to_owned).collect();
+    for (placeholder, replacement) in replacements {
+        let matching: Vec<usize> = (0..lines.len())
+            .filter(|&i| lines[i].starts_with(placeholder))
+            .collect();
+        assert_eq!(
+            matching.len(),
+            1,
+            "{} must contain exactly one line starting {placeholder:?}",
+            path.display()
+        );
+        lines[matching[0]] = replacement;
+    }
+    lines.join("\n") + "\n"
+}
+
+/// Everything a self-contained instance needs, then the shipped snippet. The test-only settings
+/// (no failure delay, no anvil penalty) keep a failed login at ~0.5 s instead of 2-15 s.
+fn test_config(root: &Path, imap_port: u16, pop3_port: u16) -> String {
+    let root = root.display();
+    format!(
+        r#"# Generated by tests/support/dovecot.rs for one test.
+base_dir = {root}/run
+state_dir = {root}/state
+instance_name = mailwarden-e2e-{imap_port}
+log_path = {root}/dovecot.log
+protocols = imap pop3
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+# Lets a test client pass x-originating-ip in IMAP ID, as a webmail or proxy would.
+login_trusted_networks = 127.0.0.0/8
+mail_location = maildir:~/Maildir
+
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {root}/users
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {root}/users
+}}
+
+service imap-login {{
+  inet_listener imap {{
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    port = {pop3_port}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+}}
+# Anvil's growing per-IP delay (2, 4, 8, 15 s) would make repeated failures slow.
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+
+!include {root}/95-mailwarden.conf
+"#
+    )
+}
+
+/// (uid, gid) of a system account, read from /etc/passwd.
+fn system_user_ids(name: &str) -> (u32, u32) {
+    let passwd = fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
+    passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.len() > 3 && fields[0] == name)
+        .and_then(|fields| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
+        .unwrap_or_else(|| panic!("no usable account {name:?} in /etc/passwd"))
+}
+
+/// What a client saw at the end of a login attempt.
+#[derive(Debug, Clone)]
+pub struct LoginOutcome {
+    pub ok: bool,
+    /// The final tagged (IMAP) or status (POP3) line without CRLF, e.g.
+    /// `a NO [ALERT] Too many failed logins from ...` or `-ERR [AUTH] ...`.
+    pub line: String,
+}
+
+/// IMAP `LOGIN` from source address `from` (any 127.0.0.x works on Linux without setup).
+pub fn imap_login(dovecot: &Dovecot, from: Ipv4Addr, user: &str, pass: &str) -> LoginOutcome {
+    imap_login_with_id(dovecot, from, &[], user, pass)
+}
+
+/// IMAP `ID (...)` with `id_fields` as key/value pairs, then `LOGIN`. With the test's
+/// `login_trusted_networks`, an `x-originating-ip` field replaces the client address Dovecot
+/// reports as `remote`; a `name` field shows up in `device_id`.
+pub fn imap_login_with_id(
+    dovecot: &Dovecot,
+    from: Ipv4Addr,
+    id_fields: &[(&str, &str)],
+    user: &str,
+    pass: &str,
+) -> LoginOutcome {
+    let mut conn = LineConnection::open(from, dovecot.imap_port(), "IMAP");
+    let greeting = conn.read_line();
+    assert!(
+        greeting.starts_with("* OK"),
+        "unexpected IMAP greeting: {greeting:?}"
+    );
+    if !id_fields.is_empty() {
+        let list: Vec<String> = id_fields
+            .iter()
+            .map(|(key, value)| format!("{} {}", imap_quote(key), imap_quote(value)))
+            .collect();
+        conn.send(&format!("i ID ({})", list.join(" ")));
+        let reply = conn.read_tagged("i");
+        assert!(reply.starts_with("i OK"), "IMAP ID refused: {reply:?}");
+    }
+    conn.send(&format!(
+        "a LOGIN {} {}",
+        imap_quote(user),
+        imap_quote(pass)
+    ));
+    let line = conn.read_tagged("a");
+    conn.send("z LOGOUT");
+    conn.drain();
+    LoginOutcome {
+        ok: line.starts_with("a OK"),
+        line,
+    }
+}
+
+/// POP3 `USER`/`PASS` from source address `from`.
+pub fn pop3_login(dovecot: &Dovecot, from: Ipv4Addr, user: &str, pass: &str) -> LoginOutcome {
+    let mut conn = LineConnection::open(from, dovecot.pop3_port(), "POP3");
+    let greeting = conn.read_line();
+    assert!(
+        greeting.starts_with("+OK"),
+        "unexpected POP3 greeting: {greeting:?}"
+    );
+    conn.send(&format!("USER {user}"));
+    let reply = conn.read_line();
+    assert!(reply.starts_with("+OK"), "POP3 USER refused: {reply:?}");
+    conn.send(&format!("PASS {pass}"));
+    let line = conn.read_line();
+    conn.send("QUIT");
+    conn.drain();
+    LoginOutcome {
+        ok: line.starts_with("+OK"),
+        line,
+    }
+}
+
+fn imap_quote(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// A CRLF line protocol connection with a read timeout, bound to a chosen source address.
+struct LineConnection {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    /// "IMAP" or "POP3", for error messages.
+    protocol: &'static str,
+}
+
+impl LineConnection {
+    fn open(from: Ipv4Addr, port: u16, protocol: &'static str) -> LineConnection {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("create client socket");
+        socket
+            .bind(&SocketAddr::from((from, 0)).into())
+            .unwrap_or_else(|e| panic!("bind {protocol} client to {from}: {e}"));
+        socket
+            .connect_timeout(
+                &SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into(),
+                IO_TIMEOUT,
+            )
+            .unwrap_or_else(|e| {
+                panic!("connect {protocol} client from {from} to port {port}: {e}")
+            });
+        let stream: TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .expect("set read timeout");
+        stream
+            .set_write_timeout(Some(IO_TIMEOUT))
+            .expect("set write timeout");
+        let writer = stream.try_clone().expect("clone client socket");
+        LineConnection {
+            reader: BufReader::new(stream),
+            writer,
+            protocol,
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        self.writer
+            .write_all(format!("{line}\r\n").as_bytes())
+            .unwrap_or_else(|e| panic!("{} send {line:?}: {e}", self.protocol));
+    }
+
+    /// One line without CRLF; panics on timeout or a closed connection.
+    fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => panic!("{} server closed the connection", self.protocol),
+            Ok(_) => line.trim_end_matches(['\r', '\n']).to_owned(),
+            Err(e) => panic!(
+                "{} read failed after {IO_TIMEOUT:?} at most: {e}",
+                self.protocol
+            ),
+        }
+    }
+
+    /// Skips untagged lines up to the line tagged `tag`.
+    fn read_tagged(&mut self, tag: &str) -> String {
+        let prefix = format!("{tag} ");
+        loop {
+            let line = self.read_line();
+            if line.starts_with(&prefix) {
+                return line;
+            }
+        }
+    }
+
+    /// Reads until the server closes the connection (after LOGOUT/QUIT); errors do not matter then.
+    fn drain(&mut self) {
+        let mut line = String::new();
+        while matches!(self.reader.read_line(&mut line), Ok(n) if n > 0) {
+            line.clear();
+        }
+    }
+}
