@@ -604,6 +604,29 @@ fn the_served_openapi_document_is_valid_and_every_route_answers_as_it_describes(
         "the document lists exactly the routes served"
     );
 
+    // Every operation refuses a missing token, as it documents.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    for (method, path) in ROUTES {
+        let url = format!(
+            "http://{}{}",
+            mw.admin_addr,
+            path.replace("{addr}", "203.0.113.7")
+        );
+        let response = match *method {
+            "get" => agent.get(&url).call(),
+            "delete" => agent.delete(&url).call(),
+            _ => agent.post(&url).send_empty(),
+        };
+        assert_eq!(
+            response.expect("answered").status().as_u16(),
+            401,
+            "{method} {path} without a token"
+        );
+    }
+
     // Call each operation as documented and check the status is one it documents and the body
     // is what it says (JSON, except /metrics).
     fail_n(&mw, "203.0.113.7", 5);
