@@ -681,6 +681,18 @@ mod tests {
     }
 
     impl Harness {
+        /// A new core on the same store and clock, as after a restart.
+        fn restarted(&self) -> Warden {
+            let policy = (*self.warden.policy()).clone();
+            Warden::open(
+                policy,
+                self.store.clone(),
+                self.clock.clone(),
+                Metrics::new().unwrap(),
+            )
+            .unwrap()
+        }
+
         fn allow(&self, remote: &str, login: &str) -> Reply {
             let text = body(remote, login, "0f96", "");
             let (attempt, _) = parse_attempt(text.as_bytes(), Command::Allow).unwrap();
@@ -844,14 +856,7 @@ mod tests {
         assert_eq!(h.allow("198.51.100.9", "alice@example.com").status, -1);
         assert_eq!(h.allow("198.51.100.10", "alice@example.com").status, 0);
 
-        let policy = (*h.warden.policy()).clone();
-        let reopened = Warden::open(
-            policy,
-            h.store.clone(),
-            h.clock.clone(),
-            Metrics::new().unwrap(),
-        )
-        .unwrap();
+        let reopened = h.restarted();
         assert!(matches!(
             reopened.decide(Some("198.51.100.9".parse().unwrap())),
             Decision::Reject(_)
@@ -996,14 +1001,7 @@ mod tests {
         for _ in 0..5 {
             h.fail("203.0.113.7", "alice@example.com");
         }
-        let policy = (*h.warden.policy()).clone();
-        let reopened = Warden::open(
-            policy,
-            h.store.clone(),
-            h.clock.clone(),
-            Metrics::new().unwrap(),
-        )
-        .unwrap();
+        let reopened = h.restarted();
         assert_eq!(reopened.bans().len(), 1);
         assert!(matches!(
             reopened.decide(Some("203.0.113.7".parse().unwrap())),

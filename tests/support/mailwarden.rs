@@ -223,53 +223,39 @@ impl Mailwarden {
             .post(url)
             .header("Authorization", format!("Bearer {}", self.admin_token))
             .header("Content-Type", "application/json");
-        let result = match body {
+        answer(match body {
             Some(body) => request.send(body),
             None => request.send_empty(),
-        };
-        match result {
-            Ok(mut response) => {
-                let status = response.status().as_u16();
-                (
-                    status,
-                    response.body_mut().read_to_string().unwrap_or_default(),
-                )
-            }
-            Err(_) => (0, String::new()),
-        }
+        })
     }
 
+    /// A GET or DELETE on the admin API with `token` (or none).
     pub fn admin_with_token(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
         let url = format!("http://{}{path}", self.admin_addr);
-        let agent = agent();
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let result = match method {
-            "GET" => {
-                let mut r = agent.get(url);
-                if let Some(a) = &auth {
-                    r = r.header("Authorization", a)
-                }
-                r.call()
-            }
-            "DELETE" => {
-                let mut r = agent.delete(url);
-                if let Some(a) = &auth {
-                    r = r.header("Authorization", a)
-                }
-                r.call()
-            }
+        let request = match method {
+            "GET" => agent().get(url),
+            "DELETE" => agent().delete(url),
             other => panic!("unsupported method {other}"),
         };
-        match result {
-            Ok(mut response) => {
-                let status = response.status().as_u16();
-                (
-                    status,
-                    response.body_mut().read_to_string().unwrap_or_default(),
-                )
-            }
-            Err(_) => (0, String::new()),
+        let request = match token {
+            Some(token) => request.header("Authorization", format!("Bearer {token}")),
+            None => request,
+        };
+        answer(request.call())
+    }
+}
+
+/// (HTTP status, body); (0, "") when the server could not be reached.
+fn answer(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, String) {
+    match result {
+        Ok(mut response) => {
+            let status = response.status().as_u16();
+            (
+                status,
+                response.body_mut().read_to_string().unwrap_or_default(),
+            )
         }
+        Err(_) => (0, String::new()),
     }
 }
 
