@@ -37,6 +37,18 @@ pub struct Metrics {
     pub list_entries: IntGaugeVec,
     /// Policy reloads by result.
     pub config_reloads: IntCounterVec,
+    pub geoip: GeoIpMetrics,
+}
+
+/// The GeoIP databases' metrics, handed to `geoip::GeoIp`.
+#[derive(Clone)]
+pub struct GeoIpMetrics {
+    /// Lookups by database (`country`, `asn`, `anonymous`) and result (`found`, `not_found`, `error`).
+    pub lookups: IntCounterVec,
+    /// The database's build time (its metadata's `build_epoch`), by database.
+    pub build_timestamp: IntGaugeVec,
+    /// Re-openings of a database file that changed on disk, by database and result (`success`, `failure`).
+    pub reloads: IntCounterVec,
 }
 
 fn counter(
@@ -145,6 +157,31 @@ impl Metrics {
                 "Policy reloads by result (success, failure).",
                 &["result"],
             )?,
+            geoip: GeoIpMetrics {
+                lookups: counter(
+                    &registry,
+                    "mailwarden_geoip_lookups_total",
+                    "GeoIP lookups by database and result.",
+                    &["database", "result"],
+                )?,
+                build_timestamp: {
+                    let metric = IntGaugeVec::new(
+                        Opts::new(
+                            "mailwarden_geoip_database_build_timestamp_seconds",
+                            "When the GeoIP database in use was built (Unix time), by database.",
+                        ),
+                        &["database"],
+                    )?;
+                    registry.register(Box::new(metric.clone()))?;
+                    metric
+                },
+                reloads: counter(
+                    &registry,
+                    "mailwarden_geoip_reloads_total",
+                    "Re-openings of GeoIP database files replaced on disk, by database and result.",
+                    &["database", "result"],
+                )?,
+            },
             registry,
         })
     }

@@ -11,6 +11,8 @@ use ipnet::IpNet;
 
 use crate::access::{AccessEntry, ListKind};
 use crate::bans::Ban;
+use crate::events::{Event, EventFilter};
+use crate::firewall::{KeyedRuleSet, RuleSet};
 use crate::clock::Timestamp;
 use crate::network::Source;
 
@@ -53,6 +55,18 @@ pub trait Store: Send + Sync {
     fn delete_access_entry(&self, list: ListKind, network: IpNet) -> Result<bool, StoreError>;
     /// Removes entries that ended by `now`; returns how many.
     fn delete_expired_access_entries(&self, now: Timestamp) -> Result<usize, StoreError>;
+    /// Appends events to the block log in one transaction.
+    fn save_events(&self, events: &[Event]) -> Result<(), StoreError>;
+    /// Events matching `filter`, newest first.
+    fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError>;
+    /// Removes events older than `older_than`, then all but the newest `keep_at_most`.
+    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize) -> Result<usize, StoreError>;
+    /// Firewall rule sets made through the API.
+    fn firewall_rule_sets(&self) -> Result<Vec<KeyedRuleSet>, StoreError>;
+    /// Creates or replaces the API's rule set for `key`; durable when this returns.
+    fn save_firewall_rule_set(&self, key: &str, rule_set: &RuleSet) -> Result<(), StoreError>;
+    /// Removes the API's rule set for `key`; returns whether there was one.
+    fn delete_firewall_rule_set(&self, key: &str) -> Result<bool, StoreError>;
     /// Makes the on-disk state compact and self-contained before the process exits.
     fn close(&self) -> Result<(), StoreError>;
     /// A short name for metrics and logs.

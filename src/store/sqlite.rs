@@ -14,6 +14,8 @@ use ipnet::IpNet;
 use super::{Store, StoreError};
 use crate::access::{AccessEntry, ListKind, Origin};
 use crate::bans::{Ban, BanCause, BanReason};
+use crate::events::{Event, EventFilter, EventKind};
+use crate::firewall::{KeyedRuleSet, RuleSet, RuleSetOrigin, StoredRuleSet};
 use crate::clock::Timestamp;
 use crate::network::Source;
 
@@ -37,6 +39,25 @@ const MIGRATIONS: &[&str] = &[
         created_at  INTEGER NOT NULL,
         expires_at  INTEGER,
         PRIMARY KEY (list, network)
+    );",
+    "CREATE TABLE events (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        at          INTEGER NOT NULL,
+        kind        TEXT NOT NULL,
+        login       TEXT NOT NULL,
+        ip          TEXT NOT NULL,
+        protocol    TEXT NOT NULL,
+        device_id   TEXT NOT NULL,
+        rule        INTEGER,
+        detail      TEXT NOT NULL
+    );
+    CREATE INDEX events_by_time ON events (at);
+    CREATE INDEX events_by_ip ON events (ip, at);
+    CREATE INDEX events_by_login ON events (login, at);
+    CREATE TABLE firewall_rule_sets (
+        key         TEXT PRIMARY KEY NOT NULL,
+        rule_set    TEXT NOT NULL,
+        updated_at  INTEGER NOT NULL
     );",
 ];
 
@@ -246,6 +267,130 @@ impl Store for SqliteStore {
             .map_err(|e| StoreError::operation("deleting expired list entries", e))
     }
 
+    fn save_events(&self, events: &[Event]) -> Result<(), StoreError> {
+        let mut connection = self.lock();
+        let error = |e: rusqlite::Error| StoreError::operation("saving events", e);
+        let transaction = connection.transaction().map_err(error)?;
+        {
+            let mut insert = transaction
+                .prepare_cached("INSERT INTO events (at, kind, login, ip, protocol, device_id, rule, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+                .map_err(error)?;
+            for event in events {
+                insert
+                    .execute(params![
+                        event.at.0,
+                        event.kind.label(),
+                        event.login,
+                        event.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                        event.protocol,
+                        event.device_id,
+                        event.rule,
+                        event.detail,
+                    ])
+                    .map_err(error)?;
+            }
+        }
+        transaction.commit().map_err(error)
+    }
+
+    fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        let error = |e: rusqlite::Error| StoreError::operation("reading events", e);
+        let mut sql = String::from("SELECT at, kind, login, ip, protocol, device_id, rule, detail FROM events WHERE 1=1");
+        let mut values: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(ip) = filter.ip {
+            sql.push_str(" AND ip = ?");
+            values.push(ip.to_string().into());
+        }
+        if let Some(login) = &filter.login {
+            sql.push_str(" AND login = ?");
+            values.push(login.clone().into());
+        }
+        if let Some(kind) = filter.kind {
+            sql.push_str(" AND kind = ?");
+            values.push(kind.label().to_string().into());
+        }
+        if let Some(since) = filter.since {
+            sql.push_str(" AND at >= ?");
+            values.push(since.0.into());
+        }
+        sql.push_str(" ORDER BY at DESC, id DESC LIMIT ?");
+        values.push(i64::try_from(filter.limit).unwrap_or(i64::MAX).into());
+        let connection = self.lock();
+        let mut statement = connection.prepare(&sql).map_err(error)?;
+        let rows = statement
+            .query_map(rusqlite::params_from_iter(values), |row| {
+                let kind: String = row.get(1)?;
+                let ip: String = row.get(3)?;
+                Ok(EventKind::from_label(&kind).map(|kind| Event {
+                    at: Timestamp(row.get(0).unwrap_or(0)),
+                    kind,
+                    login: row.get(2).unwrap_or_default(),
+                    ip: ip.parse().ok(),
+                    protocol: row.get(4).unwrap_or_default(),
+                    device_id: row.get(5).unwrap_or_default(),
+                    rule: row.get(6).unwrap_or(None),
+                    detail: row.get(7).unwrap_or_default(),
+                }))
+            })
+            .map_err(error)?;
+        let mut events = Vec::new();
+        for row in rows {
+            if let Some(event) = row.map_err(error)? {
+                events.push(event);
+            }
+        }
+        Ok(events)
+    }
+
+    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize) -> Result<usize, StoreError> {
+        let error = |e: rusqlite::Error| StoreError::operation("pruning events", e);
+        let connection = self.lock();
+        let aged = connection.execute("DELETE FROM events WHERE at < ?1", params![older_than.0]).map_err(error)?;
+        let surplus = connection
+            .execute(
+                "DELETE FROM events WHERE id <= (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+                params![i64::try_from(keep_at_most).unwrap_or(i64::MAX)],
+            )
+            .map_err(error)?;
+        Ok(aged + surplus)
+    }
+
+    fn firewall_rule_sets(&self) -> Result<Vec<KeyedRuleSet>, StoreError> {
+        let error = |e: rusqlite::Error| StoreError::operation("reading firewall rules", e);
+        let connection = self.lock();
+        let mut statement = connection.prepare("SELECT key, rule_set FROM firewall_rule_sets").map_err(error)?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+            .map_err(error)?;
+        let mut sets = Vec::new();
+        for row in rows {
+            let (key, json) = row.map_err(error)?;
+            match serde_json::from_str::<StoredRuleSet>(&json).map_err(|e| e.to_string()).and_then(|s| s.parse().map_err(|e| e.to_string())) {
+                Ok(rule_set) => sets.push(KeyedRuleSet { key, origin: RuleSetOrigin::Api, rule_set }),
+                Err(e) => tracing::warn!(key, error = %e, "skipped a stored firewall rule set this version cannot read"),
+            }
+        }
+        Ok(sets)
+    }
+
+    fn save_firewall_rule_set(&self, key: &str, rule_set: &RuleSet) -> Result<(), StoreError> {
+        let json = serde_json::to_string(&StoredRuleSet::from(rule_set)).map_err(|e| StoreError::operation("saving firewall rules", e))?;
+        self.lock()
+            .execute(
+                "INSERT OR REPLACE INTO firewall_rule_sets (key, rule_set, updated_at) VALUES (?1, ?2, strftime('%s','now'))",
+                params![key, json],
+            )
+            .map(|_| ())
+            .map_err(|e| StoreError::operation("saving firewall rules", e))
+    }
+
+    fn delete_firewall_rule_set(&self, key: &str) -> Result<bool, StoreError> {
+        self.lock()
+            .execute("DELETE FROM firewall_rule_sets WHERE key = ?1", params![key])
+            .map(|n| n > 0)
+            .map_err(|e| StoreError::operation("deleting firewall rules", e))
+    }
+
     fn close(&self) -> Result<(), StoreError> {
         self.lock()
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
@@ -360,6 +505,55 @@ mod tests {
                 .unwrap()
         );
         store.close().unwrap();
+    }
+
+    #[test]
+    fn events_are_stored_filtered_newest_first_and_pruned() {
+        let store = SqliteStore::in_memory().unwrap();
+        let event = |at: i64, kind, ip: &str, login: &str| Event {
+            at: Timestamp(at),
+            kind,
+            login: login.into(),
+            ip: ip.parse().ok(),
+            protocol: "imap".into(),
+            device_id: String::new(),
+            rule: None,
+            detail: String::new(),
+        };
+        store
+            .save_events(&[
+                event(1, EventKind::Ban, "203.0.113.7", "alice@example.com"),
+                event(2, EventKind::FirewallRule, "198.51.100.7", "alice@example.com"),
+                event(3, EventKind::Ban, "203.0.113.7", "bob@example.com"),
+            ])
+            .unwrap();
+        let query = |filter: EventFilter| store.events(&EventFilter { limit: 10, ..filter }).unwrap();
+        let all = query(EventFilter::default());
+        assert_eq!(all.iter().map(|e| e.at.0).collect::<Vec<_>>(), [3, 2, 1]);
+        assert_eq!(query(EventFilter { ip: "203.0.113.7".parse().ok(), ..Default::default() }).len(), 2);
+        assert_eq!(query(EventFilter { login: Some("alice@example.com".into()), ..Default::default() }).len(), 2);
+        assert_eq!(query(EventFilter { kind: Some(EventKind::FirewallRule), ..Default::default() }).len(), 1);
+        assert_eq!(query(EventFilter { since: Some(Timestamp(2)), ..Default::default() }).len(), 2);
+        assert_eq!(store.events(&EventFilter { limit: 1, ..Default::default() }).unwrap()[0].at.0, 3);
+        assert_eq!(store.prune_events(Timestamp(2), 10).unwrap(), 1);
+        assert_eq!(store.prune_events(Timestamp(0), 1).unwrap(), 1);
+        assert_eq!(query(EventFilter::default()).len(), 1);
+    }
+
+    #[test]
+    fn firewall_rule_sets_round_trip() {
+        let store = SqliteStore::in_memory().unwrap();
+        let spec: crate::firewall::RuleSpec = serde_json::from_str(r#"{"action":"block","country":["CN"]}"#).unwrap();
+        let rule_set = RuleSet {
+            rules: vec![spec.parse().unwrap()],
+            default: crate::firewall::Action::Allow,
+            protocols: crate::firewall::Protocols::MAIL_APPS,
+        };
+        store.save_firewall_rule_set("alice@example.com", &rule_set).unwrap();
+        let sets = store.firewall_rule_sets().unwrap();
+        assert_eq!(sets, vec![KeyedRuleSet { key: "alice@example.com".into(), origin: RuleSetOrigin::Api, rule_set }]);
+        assert!(store.delete_firewall_rule_set("alice@example.com").unwrap());
+        assert!(store.firewall_rule_sets().unwrap().is_empty());
     }
 
     #[test]
