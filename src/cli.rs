@@ -122,6 +122,95 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show and change a mailbox's (or a domain's) email firewall.
+    #[command(subcommand)]
+    Firewall(FirewallCommand),
+    /// Show the block log: refusals and bans, newest first.
+    Events {
+        /// Only this client address.
+        #[arg(long)]
+        ip: Option<String>,
+        /// Only this login.
+        #[arg(long)]
+        login: Option<String>,
+        /// Only this reason: ban, blocked, firewall_rule, firewall_default, ban_placed.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only since then: a duration back from now (2h, 3days) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many (default 50).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FirewallCommand {
+    /// Show the rules in force for a login (its own, or its domain's) or a domain (@example.com).
+    Show {
+        login: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a rule: an action and exactly one of --address, --network, --country, --asn,
+    /// --non-residential.
+    Add {
+        login: String,
+        /// allow or block.
+        #[arg(long)]
+        action: String,
+        #[arg(long)]
+        address: Option<String>,
+        #[arg(long)]
+        network: Option<String>,
+        /// Country codes, e.g. FR,BE.
+        #[arg(long, value_delimiter = ',', num_args = 1..)]
+        country: Option<Vec<String>>,
+        /// AS numbers, e.g. 3215,AS12322.
+        #[arg(long, value_delimiter = ',', num_args = 1..)]
+        asn: Option<Vec<String>>,
+        /// Hosting, data-centre, VPN, proxy and Tor addresses.
+        #[arg(long)]
+        non_residential: bool,
+        /// Where the rule goes, from 1 (default: last).
+        #[arg(long)]
+        position: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move rule N one place up or down.
+    Move {
+        login: String,
+        number: usize,
+        #[arg(value_parser = ["up", "down"])]
+        direction: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete rule N.
+    Delete {
+        login: String,
+        number: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the action when no rule matches.
+    Default {
+        login: String,
+        #[arg(value_parser = ["allow", "block"])]
+        action: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop the rules set through the API, so the policy file's (or the domain's) apply again.
+    Reset {
+        login: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -156,6 +245,17 @@ pub fn main() -> ExitCode {
             check(c, &address, login.as_deref(), &protocol)
         }),
         Command::Reload { json } => with_client(config, json, reload),
+        Command::Firewall(command) => firewall(config, command),
+        Command::Events { ip, login, reason, since, limit, json } => {
+            let limit = limit.to_string();
+            let mut query = vec![("limit", limit.as_str())];
+            for (key, value) in [("ip", &ip), ("login", &login), ("reason", &reason), ("since", &since)] {
+                if let Some(value) = value {
+                    query.push((key, value.as_str()));
+                }
+            }
+            with_client(config, json, |c| events(c, &query))
+        }
     }
 }
 
@@ -204,7 +304,17 @@ fn init_logging(policy: &Policy) {
 }
 
 fn check_config(path: &std::path::Path) -> ExitCode {
-    match Policy::load(path) {
+    let checked = Policy::load(path).map_err(|e| e.to_string()).and_then(|policy| {
+        let metrics = crate::metrics::Metrics::new().map_err(|e| e.to_string())?;
+        let geoip = crate::geoip::GeoIp::open(&policy.geoip, metrics.geoip).map_err(|e| e.to_string())?;
+        let problems = crate::warden::file_rule_problems(&policy, &geoip);
+        if problems.is_empty() {
+            Ok(policy)
+        } else {
+            Err(format!("invalid configuration {}\n  - {}", path.display(), problems.join("\n  - ")))
+        }
+    });
+    match checked {
         Ok(policy) => {
             println!(
                 "# {} is valid; effective policy (environment overrides applied):\n",
@@ -449,4 +559,113 @@ fn reload(client: &AdminClient) -> Result<Answer, ClientError> {
         ));
     }
     Ok(Answer { json, text })
+}
+
+fn firewall_path(login: &str, rest: &str) -> String {
+    format!("/api/v1/mailboxes/{}/firewall{rest}", path_segment(login.trim()))
+}
+
+fn firewall(config: &std::path::Path, command: FirewallCommand) -> ExitCode {
+    use FirewallCommand::*;
+    match command {
+        Show { login, json } => with_client(config, json, |c| firewall_answer(c.get(&firewall_path(&login, ""), &[])?)),
+        Add { login, action, address, network, country, asn, non_residential, position, json } => {
+            let mut body = serde_json::json!({ "action": action });
+            if let Some(address) = address {
+                body["address"] = Json::from(address);
+            }
+            if let Some(network) = network {
+                body["network"] = Json::from(network);
+            }
+            if let Some(country) = country {
+                body["country"] = Json::from(country);
+            }
+            if let Some(asn) = asn {
+                body["asn"] = Json::from(asn);
+            }
+            if non_residential {
+                body["non_residential"] = Json::from(true);
+            }
+            if let Some(position) = position {
+                body["position"] = Json::from(position);
+            }
+            with_client(config, json, |c| firewall_answer(c.post(&firewall_path(&login, "/rules"), Some(&body))?))
+        }
+        Move { login, number, direction, json } => {
+            let body = serde_json::json!({ "direction": direction });
+            with_client(config, json, |c| firewall_answer(c.post(&firewall_path(&login, &format!("/rules/{number}/move")), Some(&body))?))
+        }
+        Delete { login, number, json } => {
+            with_client(config, json, |c| firewall_answer(c.delete(&firewall_path(&login, &format!("/rules/{number}")), &[])?))
+        }
+        Default { login, action, json } => {
+            let body = serde_json::json!({ "action": action });
+            with_client(config, json, |c| firewall_answer(c.put(&firewall_path(&login, "/default"), &body)?))
+        }
+        Reset { login, json } => with_client(config, json, |c| firewall_answer(c.delete(&firewall_path(&login, ""), &[])?)),
+    }
+}
+
+/// One rule as people read it: `block country CN`, `allow network 198.51.100.0/24`.
+fn describe_rule(rule: &Json) -> String {
+    let list = |key: &str| {
+        rule.get(key)
+            .and_then(Json::as_array)
+            .map(|items| items.iter().map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string())).collect::<Vec<_>>().join(", "))
+    };
+    let criterion = if let Some(address) = rule.get("address").and_then(Json::as_str) {
+        format!("address {address}")
+    } else if let Some(network) = rule.get("network").and_then(Json::as_str) {
+        format!("network {network}")
+    } else if let Some(countries) = list("country") {
+        format!("country {countries}")
+    } else if let Some(asns) = list("asn") {
+        format!("AS {asns}")
+    } else {
+        "non-residential (hosting, VPN, proxy, Tor)".to_string()
+    };
+    format!("{} {criterion}", text(rule, "action"))
+}
+
+fn firewall_answer(json: Json) -> Result<Answer, ClientError> {
+    let login = text(&json, "login");
+    let mut out = match text(&json, "applies") {
+        "none" => format!("{login} has no email firewall: every address may log in.\n"),
+        applies => {
+            let whose = if applies == "domain" { format!("the rules of {}", text(&json, "rules_of")) } else { "its own rules".to_string() };
+            let origin = if text(&json, "origin") == "policy_file" { "policy.toml" } else { "the admin API" };
+            let protocols: Vec<&str> = json.get("protocols").and_then(Json::as_array).map(|a| a.iter().filter_map(Json::as_str).collect()).unwrap_or_default();
+            format!("Email firewall of {login}: {whose}, from {origin}, for {}.\n", protocols.join(", "))
+        }
+    };
+    for rule in json.get("rules").and_then(Json::as_array).into_iter().flatten() {
+        out.push_str(&format!("  {:>2}. {}\n", rule.get("number").and_then(Json::as_u64).unwrap_or(0), describe_rule(rule)));
+    }
+    if let Some(default) = json.get("default").and_then(Json::as_str) {
+        out.push_str(&format!("  default: {default}\n"));
+    }
+    Ok(Answer { json, text: out })
+}
+
+fn events(client: &AdminClient, query: &[(&str, &str)]) -> Result<Answer, ClientError> {
+    let json = client.get("/api/v1/events", query)?;
+    let events = json.get("events").and_then(Json::as_array).cloned().unwrap_or_default();
+    let mut out = String::new();
+    if events.is_empty() {
+        out.push_str("No matching events.\n");
+    }
+    for event in &events {
+        let rule = event.get("rule").and_then(Json::as_u64).map(|r| format!(" rule {r}")).unwrap_or_default();
+        out.push_str(&format!(
+            "{}  {:<16}{}  {:<39} {:<6} {}\n    {}\n",
+            readable_time(text(event, "at")),
+            text(event, "reason"),
+            rule,
+            text(event, "ip"),
+            text(event, "protocol"),
+            text(event, "login"),
+            text(event, "detail")
+        ));
+    }
+    Ok(Answer { json, text: out })
 }

@@ -84,6 +84,11 @@ impl AdminClient {
         self.finish(self.authorised(request).call())
     }
 
+    /// PUT `path` with a JSON body.
+    pub fn put(&self, path: &str, body: &Json) -> Result<Json, ClientError> {
+        self.finish(self.authorised(self.agent.put(self.url(path))).send_json(body))
+    }
+
     /// POST `path` with a JSON body, or none.
     pub fn post(&self, path: &str, body: Option<&Json>) -> Result<Json, ClientError> {
         let request = self.authorised(self.agent.post(self.url(path)));

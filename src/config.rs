@@ -14,6 +14,9 @@ use serde::Deserialize;
 
 use ipnet::IpNet;
 
+use crate::events::Retention;
+use crate::firewall::{KeyedRuleSet, RuleSetOrigin, StoredRuleSet, parse_key};
+use crate::geoip::GeoIpSettings;
 use crate::network::{SourceGrouping, parse_network};
 use crate::secrets::Secret;
 use crate::template::Template;
@@ -45,8 +48,48 @@ struct RawConfig {
     auth: RawAuth,
     autoban: RawAutoban,
     networks: RawNetworks,
+    mailboxes: HashMap<String, StoredRuleSet>,
+    geoip: RawGeoIp,
+    events: RawEvents,
     messages: RawMessages,
     log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawGeoIp {
+    country_db: String,
+    asn_db: String,
+    anonymous_db: String,
+    non_residential_asns_file: String,
+    non_residential_networks_file: String,
+    check_every: String,
+}
+
+impl Default for RawGeoIp {
+    fn default() -> Self {
+        RawGeoIp {
+            country_db: String::new(),
+            asn_db: String::new(),
+            anonymous_db: String::new(),
+            non_residential_asns_file: String::new(),
+            non_residential_networks_file: String::new(),
+            check_every: "60s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawEvents {
+    max_age: String,
+    max_count: i64,
+}
+
+impl Default for RawEvents {
+    fn default() -> Self {
+        RawEvents { max_age: "30d".into(), max_count: 1_000_000 }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +161,7 @@ impl Default for RawAutoban {
 struct RawNetworks {
     trusted: Vec<String>,
     blocked: Vec<String>,
+    webmail: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,17 +169,23 @@ struct RawNetworks {
 struct RawMessages {
     banned: String,
     blocked: String,
+    firewall_rule: String,
+    firewall_default: String,
 }
 
 pub const DEFAULT_BANNED_MESSAGE: &str =
     "Too many failed logins from {source}; try again after {until} UTC";
 pub const DEFAULT_BLOCKED_MESSAGE: &str = "Logins from {source} are blocked by the administrator";
+pub const DEFAULT_FIREWALL_RULE_MESSAGE: &str = "Access denied by email firewall rule no. {rule}";
+pub const DEFAULT_FIREWALL_DEFAULT_MESSAGE: &str = "Access denied by email firewall default action";
 
 impl Default for RawMessages {
     fn default() -> Self {
         RawMessages {
             banned: DEFAULT_BANNED_MESSAGE.into(),
             blocked: DEFAULT_BLOCKED_MESSAGE.into(),
+            firewall_rule: DEFAULT_FIREWALL_RULE_MESSAGE.into(),
+            firewall_default: DEFAULT_FIREWALL_DEFAULT_MESSAGE.into(),
         }
     }
 }
@@ -166,6 +216,13 @@ pub struct Policy {
     pub auth: AuthSettings,
     pub autoban: Autoban,
     pub networks: FileNetworks,
+    /// The mailbox and domain firewall rule sets written in the file.
+    pub mailboxes: Vec<KeyedRuleSet>,
+    pub geoip: GeoIpSettings,
+    /// How often the GeoIP files are checked for replacement.
+    pub geoip_check_every: Duration,
+    /// How much of the block log is kept.
+    pub events: Retention,
     pub messages: Messages,
     pub log: LogSettings,
 }
@@ -187,6 +244,8 @@ pub struct ServerSettings {
 pub struct FileNetworks {
     pub trusted: Vec<IpNet>,
     pub blocked: Vec<IpNet>,
+    /// Webmail servers: logins whose TCP peer (`real_remote`) is here skip the mailbox firewall.
+    pub webmail: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone)]
@@ -214,6 +273,8 @@ pub struct Autoban {
 pub struct Messages {
     pub banned: Template,
     pub blocked: Template,
+    pub firewall_rule: Template,
+    pub firewall_default: Template,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,9 +403,36 @@ impl Policy {
         let _ = writeln!(out, "\n[networks]");
         let _ = writeln!(out, "trusted = {}", list(&self.networks.trusted));
         let _ = writeln!(out, "blocked = {}", list(&self.networks.blocked));
+        let _ = writeln!(out, "webmail = {}", list(&self.networks.webmail));
+        let path = |p: &Option<PathBuf>| quote(&p.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
+        let g = &self.geoip;
+        let _ = writeln!(out, "\n[geoip]");
+        let _ = writeln!(out, "country_db = {}", path(&g.country_db));
+        let _ = writeln!(out, "asn_db = {}", path(&g.asn_db));
+        let _ = writeln!(out, "anonymous_db = {}", path(&g.anonymous_db));
+        let _ = writeln!(out, "non_residential_asns_file = {}", path(&g.non_residential_asns_file));
+        let _ = writeln!(out, "non_residential_networks_file = {}", path(&g.non_residential_networks_file));
+        let _ = writeln!(out, "check_every = {}", quote(&humantime::format_duration(self.geoip_check_every).to_string()));
+        let _ = writeln!(out, "\n[events]");
+        let _ = writeln!(out, "max_age = {}", quote(&humantime::format_duration(self.events.max_age).to_string()));
+        let _ = writeln!(out, "max_count = {}", self.events.max_count);
+        for mailbox in &self.mailboxes {
+            let stored = StoredRuleSet::from(&mailbox.rule_set);
+            let _ = writeln!(out, "\n[mailboxes.{}]", quote(&mailbox.key));
+            let _ = writeln!(out, "default = {}", quote(&stored.default));
+            let protocols: Vec<String> = stored.protocols.iter().map(|p| quote(p)).collect();
+            let _ = writeln!(out, "protocols = [{}]", protocols.join(", "));
+            let _ = writeln!(out, "rules = [");
+            for rule in &stored.rules {
+                let _ = writeln!(out, "  {},", serde_json::to_string(rule).unwrap_or_default().replace("\":", "\" = ").replace(",\"", ", \""));
+            }
+            let _ = writeln!(out, "]");
+        }
         let _ = writeln!(out, "\n[messages]");
         let _ = writeln!(out, "banned = {}", quote(self.messages.banned.source()));
         let _ = writeln!(out, "blocked = {}", quote(self.messages.blocked.source()));
+        let _ = writeln!(out, "firewall_rule = {}", quote(self.messages.firewall_rule.source()));
+        let _ = writeln!(out, "firewall_default = {}", quote(self.messages.firewall_default.source()));
         let _ = writeln!(out, "\n[log]");
         let _ = writeln!(out, "level = {}", quote(&self.log.level));
         let format = match self.log.format {
@@ -358,13 +446,15 @@ impl Policy {
 
 fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
     let mut problems = Vec::new();
+    let resolve = |text: &str| {
+        let path = PathBuf::from(text.trim());
+        if path.is_absolute() { path } else { base_dir.join(path) }
+    };
 
     let mut listen = |key: &str, text: &str| match text.trim().parse::<SocketAddr>() {
         Ok(addr) => Some(addr),
         Err(_) => {
-            problems.push(format!(
-                "{key}: {text:?} is not an address and port such as \"127.0.0.1:8180\""
-            ));
+            problems.push(format!("{key}: {text:?} is not an address and port such as \"127.0.0.1:8180\""));
             None
         }
     };
@@ -372,52 +462,31 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
     let admin_listen = listen("server.admin_listen", &raw.server.admin_listen);
     if let (Some(p), Some(a)) = (policy_listen, admin_listen) {
         if p == a && p.port() != 0 {
-            problems.push(format!(
-                "server.admin_listen: {a} is also server.policy_listen; they must differ"
-            ));
+            problems.push(format!("server.admin_listen: {a} is also server.policy_listen; they must differ"));
         }
     }
     if raw.server.state_dir.trim().is_empty() {
         problems.push("server.state_dir: must not be empty".into());
     }
-    let state_dir = {
-        let dir = PathBuf::from(raw.server.state_dir.trim());
-        if dir.is_absolute() {
-            dir
-        } else {
-            base_dir.join(dir)
-        }
-    };
+    let state_dir = resolve(&raw.server.state_dir);
     if !(1024..=16 * 1024 * 1024).contains(&raw.server.max_body_bytes) {
-        problems.push(format!(
-            "server.max_body_bytes: {} is outside 1024..=16777216",
-            raw.server.max_body_bytes
-        ));
+        problems.push(format!("server.max_body_bytes: {} is outside 1024..=16777216", raw.server.max_body_bytes));
     }
 
     let header = raw.auth.api_key_header.trim().to_string();
-    let header_ok = !header.is_empty()
-        && header
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    let header_ok = !header.is_empty() && header.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if !header_ok {
-        problems.push(format!(
-            "auth.api_key_header: {header:?} is not a valid HTTP header name"
-        ));
+        problems.push(format!("auth.api_key_header: {header:?} is not a valid HTTP header name"));
     }
     let mut secret = |key: &str, value: &str| {
         let value = value.trim();
         if value.is_empty() {
-            None
-        } else {
-            if value.len() < 16 {
-                problems.push(format!(
-                    "{key}: too short ({} characters); use at least 16 random characters",
-                    value.len()
-                ));
-            }
-            Some(Secret::new(value))
+            return None;
         }
+        if value.len() < 16 {
+            problems.push(format!("{key}: too short ({} characters); use at least 16 random characters", value.len()));
+        }
+        Some(Secret::new(value))
     };
     let api_key = secret("auth.api_key", &raw.auth.api_key);
     let admin_token = secret("auth.admin_token", &raw.auth.admin_token);
@@ -427,146 +496,124 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
         if range.contains(&value) {
             Some(value)
         } else {
-            problems.push(format!(
-                "{key}: {value} is outside {}..={}",
-                range.start(),
-                range.end()
-            ));
+            problems.push(format!("{key}: {value} is outside {}..={}", range.start(), range.end()));
             None
         }
     };
     let max_failures = ranged("autoban.max_failures", a.max_failures, 1..=1000);
     let ipv4_prefix = ranged("autoban.ipv4_prefix", a.ipv4_prefix, 8..=32);
     let ipv6_prefix = ranged("autoban.ipv6_prefix", a.ipv6_prefix, 16..=128);
-    let max_tracked = ranged(
-        "autoban.max_tracked_sources",
-        a.max_tracked_sources,
-        1_000..=1_000_000_000,
-    );
-    let window = duration(
-        &mut problems,
-        "autoban.window",
-        &a.window,
-        Duration::from_secs(30 * 24 * 3600),
-    );
-    let ban_for = duration(
-        &mut problems,
-        "autoban.ban_for",
-        &a.ban_for,
-        Duration::from_secs(366 * 24 * 3600),
-    );
+    let max_tracked = ranged("autoban.max_tracked_sources", a.max_tracked_sources, 1_000..=1_000_000_000);
+    let max_events = ranged("events.max_count", raw.events.max_count, 1_000..=100_000_000);
+    const DAY: u64 = 24 * 3600;
+    let window = duration(&mut problems, "autoban.window", &a.window, Duration::from_secs(30 * DAY));
+    let ban_for = duration(&mut problems, "autoban.ban_for", &a.ban_for, Duration::from_secs(366 * DAY));
+    let events_age = duration(&mut problems, "events.max_age", &raw.events.max_age, Duration::from_secs(3660 * DAY));
+    let geoip_every = duration(&mut problems, "geoip.check_every", &raw.geoip.check_every, Duration::from_secs(DAY));
 
     let mut networks = FileNetworks::default();
     for (key, entries, list) in [
-        (
-            "networks.trusted",
-            &raw.networks.trusted,
-            &mut networks.trusted,
-        ),
-        (
-            "networks.blocked",
-            &raw.networks.blocked,
-            &mut networks.blocked,
-        ),
+        ("networks.trusted", &raw.networks.trusted, &mut networks.trusted),
+        ("networks.blocked", &raw.networks.blocked, &mut networks.blocked),
+        ("networks.webmail", &raw.networks.webmail, &mut networks.webmail),
     ] {
         for (i, entry) in entries.iter().enumerate() {
             match parse_network(entry) {
-                Ok(net) if list.contains(&net) => {
-                    problems.push(format!("{key}[{i}]: {net} is listed twice"))
-                }
+                Ok(net) if list.contains(&net) => problems.push(format!("{key}[{i}]: {net} is listed twice")),
                 Ok(net) => list.push(net),
                 Err(e) => problems.push(format!("{key}[{i}]: {e}")),
             }
         }
     }
 
-    let mut template =
-        |key: &str, text: &str, allowed: &[&'static str]| match Template::parse(text, allowed) {
-            Ok(t) => Some(t),
+    let mut mailboxes = Vec::new();
+    let mut keys: Vec<&String> = raw.mailboxes.keys().collect();
+    keys.sort();
+    for written in keys {
+        let key = match parse_key(written) {
+            Ok(key) => key,
             Err(e) => {
-                problems.push(format!("{key}: {e}"));
-                None
+                problems.push(format!("mailboxes.{written:?}: {e}"));
+                continue;
             }
         };
-    let banned = template(
-        "messages.banned",
-        &raw.messages.banned,
-        &["source", "until"],
-    );
-    let blocked = template("messages.blocked", &raw.messages.blocked, &["source"]);
+        match raw.mailboxes[written].parse() {
+            Ok(rule_set) => mailboxes.push(KeyedRuleSet { key, origin: RuleSetOrigin::PolicyFile, rule_set }),
+            Err(e) => problems.push(format!("mailboxes.{written:?}: {e}")),
+        }
+    }
+
+    let optional_path = |text: &str| (!text.trim().is_empty()).then(|| resolve(text));
+    let geoip = GeoIpSettings {
+        country_db: optional_path(&raw.geoip.country_db),
+        asn_db: optional_path(&raw.geoip.asn_db),
+        anonymous_db: optional_path(&raw.geoip.anonymous_db),
+        non_residential_asns_file: optional_path(&raw.geoip.non_residential_asns_file),
+        non_residential_networks_file: optional_path(&raw.geoip.non_residential_networks_file),
+    };
+
+    let mut template = |key: &str, text: &str, allowed: &[&'static str]| match Template::parse(text, allowed) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            problems.push(format!("{key}: {e}"));
+            None
+        }
+    };
+    let m = &raw.messages;
+    let banned = template("messages.banned", &m.banned, &["source", "until"]);
+    let blocked = template("messages.blocked", &m.blocked, &["source"]);
+    let firewall_rule = template("messages.firewall_rule", &m.firewall_rule, &["rule", "login"]);
+    let firewall_default = template("messages.firewall_default", &m.firewall_default, &["login"]);
 
     let format = match raw.log.format.trim() {
         "text" => Some(LogFormat::Text),
         "json" => Some(LogFormat::Json),
         other => {
-            problems.push(format!(
-                "log.format: {other:?} is neither \"text\" nor \"json\""
-            ));
+            problems.push(format!("log.format: {other:?} is neither \"text\" nor \"json\""));
             None
         }
     };
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(raw.log.level.trim()) {
-        problems.push(format!(
-            "log.level: {:?} is not a level such as \"info\" or \"mailwarden=debug\": {e}",
-            raw.log.level
-        ));
+        problems.push(format!("log.level: {:?} is not a level such as \"info\" or \"mailwarden=debug\": {e}", raw.log.level));
     }
 
-    match (
-        policy_listen,
-        admin_listen,
-        max_failures,
-        ipv4_prefix,
-        ipv6_prefix,
-        max_tracked,
-        window,
-        ban_for,
-        banned,
-        blocked,
-        format,
-    ) {
-        (
-            Some(policy_listen),
-            Some(admin_listen),
-            Some(max_failures),
-            Some(v4),
-            Some(v6),
-            Some(max_tracked),
-            Some(window),
-            Some(ban_for),
-            Some(banned),
-            Some(blocked),
-            Some(format),
-        ) if problems.is_empty() => Ok(Policy {
+    // Every value above is Some unless a problem was recorded for it.
+    let build = || -> Option<Policy> {
+        Some(Policy {
             server: ServerSettings {
-                policy_listen,
-                admin_listen,
+                policy_listen: policy_listen?,
+                admin_listen: admin_listen?,
                 state_dir,
                 max_body_bytes: raw.server.max_body_bytes,
                 reload_on_change: raw.server.reload_on_change,
             },
-            auth: AuthSettings {
-                api_key,
-                api_key_header: header,
-                admin_token,
-            },
+            auth: AuthSettings { api_key, api_key_header: header, admin_token },
             autoban: Autoban {
-                max_failures: max_failures as u32,
-                window,
-                ban_for,
+                max_failures: u32::try_from(max_failures?).ok()?,
+                window: window?,
+                ban_for: ban_for?,
                 grouping: SourceGrouping {
-                    ipv4_prefix: v4 as u8,
-                    ipv6_prefix: v6 as u8,
+                    ipv4_prefix: u8::try_from(ipv4_prefix?).ok()?,
+                    ipv6_prefix: u8::try_from(ipv6_prefix?).ok()?,
                 },
-                max_tracked_sources: max_tracked as u64,
+                max_tracked_sources: u64::try_from(max_tracked?).ok()?,
             },
             networks,
-            messages: Messages { banned, blocked },
-            log: LogSettings {
-                level: raw.log.level.trim().to_string(),
-                format,
+            mailboxes,
+            geoip,
+            geoip_check_every: geoip_every?,
+            events: Retention { max_age: events_age?, max_count: usize::try_from(max_events?).ok()? },
+            messages: Messages {
+                banned: banned?,
+                blocked: blocked?,
+                firewall_rule: firewall_rule?,
+                firewall_default: firewall_default?,
             },
-        }),
+            log: LogSettings { level: raw.log.level.trim().to_string(), format: format? },
+        })
+    };
+    match build() {
+        Some(policy) if problems.is_empty() => Ok(policy),
         _ => Err(problems),
     }
 }

@@ -12,6 +12,7 @@ use crate::access::Standing;
 use crate::bans::Ban;
 use crate::clock::Timestamp;
 use crate::config::Autoban;
+use crate::firewall::Outcome as FirewallOutcome;
 use crate::network::Source;
 
 /// What `allow` answers, and why.
@@ -37,6 +38,10 @@ pub enum Refusal {
     Banned { source: Source, until: Timestamp },
     /// On the admin's blocked list.
     Blocked { address: IpAddr, network: IpNet },
+    /// The mailbox's firewall: a block rule (numbered from 1) matched.
+    FirewallRule { rule: usize, login: String },
+    /// The mailbox's firewall: no rule matched and the default action is block.
+    FirewallDefault { login: String },
 }
 
 impl Decision {
@@ -56,6 +61,8 @@ impl Decision {
             Decision::Allow(Allowed::NoSource) => "no_source",
             Decision::Reject(Refusal::Banned { .. }) => "ban",
             Decision::Reject(Refusal::Blocked { .. }) => "blocked",
+            Decision::Reject(Refusal::FirewallRule { .. }) => "firewall_rule",
+            Decision::Reject(Refusal::FirewallDefault { .. }) => "firewall_default",
         }
     }
 }
@@ -68,20 +75,34 @@ pub struct AllowFacts<'a> {
     pub standing: Standing,
     /// The ban on the address's source, if one is active now.
     pub ban: Option<&'a Ban>,
+    /// The mailbox firewall's verdict, when a rule set applies to this login and protocol.
+    pub firewall: Option<FirewallOutcome>,
+    /// The login, for the firewall's message.
+    pub login: &'a str,
     pub now: Timestamp,
 }
 
-/// Precedence: the blocked list, then the trusted list, then an active ban.
+/// Precedence: the admin's blocked list, then the mailbox firewall (the owner's restriction
+/// holds even on the admin's trusted networks), then the trusted list, then an active ban.
 pub fn decide_allow(facts: &AllowFacts<'_>) -> Decision {
     let Some(address) = facts.address else {
         return Decision::Allow(Allowed::NoSource);
     };
-    match facts.standing {
-        Standing::Blocked(network) => {
-            return Decision::Reject(Refusal::Blocked { address, network });
+    if let Standing::Blocked(network) = facts.standing {
+        return Decision::Reject(Refusal::Blocked { address, network });
+    }
+    let login = || facts.login.to_string();
+    match facts.firewall {
+        Some(FirewallOutcome::BlockedByRule(rule)) => {
+            return Decision::Reject(Refusal::FirewallRule { rule, login: login() });
         }
-        Standing::Trusted(_) => return Decision::Allow(Allowed::Trusted),
-        Standing::Unlisted => {}
+        Some(FirewallOutcome::BlockedByDefault) => {
+            return Decision::Reject(Refusal::FirewallDefault { login: login() });
+        }
+        _ => {}
+    }
+    if let Standing::Trusted(_) = facts.standing {
+        return Decision::Allow(Allowed::Trusted);
     }
     match facts.ban {
         Some(ban) if ban.is_active(facts.now) => Decision::Reject(Refusal::Banned {
@@ -186,10 +207,22 @@ mod tests {
     }
 
     fn check(address: Option<&str>, standing: Standing, active_ban: Option<&Ban>, expect: &str) {
+        check_with_firewall(address, standing, active_ban, None, expect);
+    }
+
+    fn check_with_firewall(
+        address: Option<&str>,
+        standing: Standing,
+        active_ban: Option<&Ban>,
+        firewall: Option<FirewallOutcome>,
+        expect: &str,
+    ) {
         let facts = AllowFacts {
             address: address.map(|a| parse_ip(a).unwrap()),
             standing,
             ban: active_ban,
+            firewall,
+            login: "alice@example.com",
             now: NOW,
         };
         let decision = decide_allow(&facts);
@@ -240,12 +273,29 @@ mod tests {
     }
 
     #[test]
+    fn the_mailbox_firewall_comes_after_the_blocked_list_and_before_trust_and_bans() {
+        use FirewallOutcome::*;
+        let net = parse_network("203.0.113.0/24").unwrap();
+        let live = ban("203.0.113.7", NOW.plus(Duration::from_secs(600)));
+        let ip = Some("203.0.113.7");
+        check_with_firewall(ip, Standing::Unlisted, None, Some(BlockedByRule(2)), "reject/firewall_rule");
+        check_with_firewall(ip, Standing::Unlisted, None, Some(BlockedByDefault), "reject/firewall_default");
+        check_with_firewall(ip, Standing::Trusted(net), None, Some(BlockedByRule(1)), "reject/firewall_rule");
+        check_with_firewall(ip, Standing::Blocked(net), None, Some(AllowedByRule(1)), "reject/blocked");
+        check_with_firewall(ip, Standing::Unlisted, Some(&live), Some(AllowedByRule(1)), "reject/ban");
+        check_with_firewall(ip, Standing::Unlisted, None, Some(AllowedByDefault), "allow/none");
+        check_with_firewall(None, Standing::Unlisted, None, None, "allow/no_source");
+    }
+
+    #[test]
     fn a_ban_refusal_names_the_source_and_the_end() {
         let live = ban("203.0.113.7", NOW.plus(Duration::from_secs(600)));
         let facts = AllowFacts {
             address: Some(parse_ip("203.0.113.7").unwrap()),
             standing: Standing::Unlisted,
             ban: Some(&live),
+            firewall: None,
+            login: "alice@example.com",
             now: NOW,
         };
         match decide_allow(&facts) {

@@ -114,17 +114,25 @@ impl EventLog {
     /// Logs the event and queues it for storage. Never blocks.
     pub fn record(&self, event: Event) {
         let ip = event.ip.map(|ip| ip.to_string()).unwrap_or_default();
-        tracing::info!(
-            target: "mailwarden::events",
-            reason = event.kind.label(),
-            login = %event.login,
-            ip = %ip,
-            protocol = %event.protocol,
-            rule = event.rule,
-            device_id = %event.device_id,
-            detail = %event.detail,
-            "login event"
-        );
+        macro_rules! log {
+            ($message:literal) => {
+                tracing::info!(
+                    target: "mailwarden::events",
+                    reason = event.kind.label(),
+                    login = %event.login,
+                    ip = %ip,
+                    protocol = %event.protocol,
+                    rule = event.rule,
+                    device_id = %event.device_id,
+                    detail = %event.detail,
+                    $message
+                )
+            };
+        }
+        match event.kind {
+            EventKind::BanPlaced => log!("source banned after repeated failed logins"),
+            _ => log!("login refused"),
+        }
         let kind = event.kind.label();
         let guard = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
         let queued = match guard.as_ref() {

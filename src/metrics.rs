@@ -38,6 +38,8 @@ pub struct Metrics {
     /// Policy reloads by result.
     pub config_reloads: IntCounterVec,
     pub geoip: GeoIpMetrics,
+    /// Block-log events by reason and result (`stored`, `dropped`).
+    pub events: IntCounterVec,
 }
 
 /// The GeoIP databases' metrics, handed to `geoip::GeoIp`.
@@ -156,6 +158,12 @@ impl Metrics {
                 "mailwarden_config_reloads_total",
                 "Policy reloads by result (success, failure).",
                 &["result"],
+            )?,
+            events: counter(
+                &registry,
+                "mailwarden_events_total",
+                "Block-log events by reason and result (stored, dropped).",
+                &["reason", "result"],
             )?,
             geoip: GeoIpMetrics {
                 lookups: counter(

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use crate::config::{ConfigError, Policy};
+use crate::geoip::{GeoIp, GeoIpError};
 use crate::secrets::{self, Missing, SecretError};
 use crate::warden::Warden;
 
@@ -16,6 +17,10 @@ pub enum ReloadError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Secrets(#[from] SecretError),
+    #[error(transparent)]
+    GeoIp(#[from] GeoIpError),
+    #[error("firewall rules need GeoIP data that is not configured:\n  - {}", .0.join("\n  - "))]
+    Rules(Vec<String>),
 }
 
 /// What a successful reload did.
@@ -49,8 +54,14 @@ impl Reloader {
     /// asked, for the log.
     pub fn reload(&self, trigger: &str) -> Result<Reloaded, ReloadError> {
         let _one_at_a_time = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        let result = self.load().map(|policy| Reloaded {
-            restart_required: self.warden.apply_policy(policy),
+        let result = self.load().and_then(|policy| {
+            let geoip = if policy.geoip == self.warden.policy().geoip {
+                None
+            } else {
+                Some(GeoIp::open(&policy.geoip, self.warden.metrics().geoip.clone())?)
+            };
+            let restart_required = self.warden.apply_policy(policy, geoip).map_err(ReloadError::Rules)?;
+            Ok(Reloaded { restart_required })
         });
         let metrics = self.warden.metrics();
         match &result {

@@ -14,10 +14,11 @@ use actix_web::{App, HttpServer, web};
 use crate::clock::SystemClock;
 use crate::config::Policy;
 use crate::http;
+use crate::geoip::{GeoIp, GeoIpError};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::store::{SqliteStore, StoreError};
-use crate::warden::Warden;
+use crate::warden::{OpenError, Warden};
 
 /// How often ended bans are swept from memory and the store. Expired bans are already
 /// ignored by `allow` before then; this only tidies and counts them.
@@ -41,6 +42,10 @@ pub enum ServeError {
         address: SocketAddr,
         source: io::Error,
     },
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    GeoIp(#[from] GeoIpError),
     #[error("cannot set up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("server stopped with an error: {0}")]
@@ -56,7 +61,10 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
     let store = Arc::new(SqliteStore::open(&policy.server.state_dir)?);
     let (policy_address, admin_address) = (policy.server.policy_listen, policy.server.admin_listen);
     let watch_file = policy.server.reload_on_change;
-    let warden = Warden::open(policy, store, Arc::new(SystemClock), Metrics::new()?)?;
+    let metrics = Metrics::new()?;
+    let geoip = GeoIp::open(&policy.geoip, metrics.geoip.clone())?;
+    let geoip_every = policy.geoip_check_every;
+    let warden = Warden::open(policy, store, Arc::new(SystemClock), metrics, geoip)?;
     tracing::info!(
         bans = warden.bans().len(),
         store = warden.store_backend(),
@@ -102,6 +110,7 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
     let mut tasks = vec![
         actix_web::rt::spawn(sweep_forever(warden.clone())),
         actix_web::rt::spawn(reload_on_sighup(reloader.clone().into_inner())),
+        actix_web::rt::spawn(refresh_geoip_forever(warden.clone(), geoip_every)),
     ];
     if watch_file {
         tasks.push(actix_web::rt::spawn(reload_on_change(
@@ -171,6 +180,19 @@ async fn reload_on_change(reloader: Arc<Reloader>) {
             seen = now;
             let handle = reloader.clone();
             let _ = web::block(move || handle.reload("file change")).await;
+        }
+    }
+}
+
+/// Re-opens GeoIP databases that geoipupdate (or an admin) replaced on disk.
+async fn refresh_geoip_forever(warden: Warden, every: Duration) {
+    let mut tick = actix_web::rt::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let handle = warden.clone();
+        if web::block(move || handle.refresh_geoip()).await.is_err() {
+            return;
         }
     }
 }

@@ -276,6 +276,11 @@ fn refusal_message(refusal: &Refusal, messages: &Messages, now: Timestamp) -> St
             _ => until.short_utc(now),
         }),
         Refusal::Blocked { address, .. } => messages.blocked.render(|_| address.to_string()),
+        Refusal::FirewallRule { rule, login } => messages.firewall_rule.render(|name| match name {
+            "rule" => rule.to_string(),
+            _ => login.clone(),
+        }),
+        Refusal::FirewallDefault { login } => messages.firewall_default.render(|_| login.clone()),
     }
 }
 
@@ -312,7 +317,9 @@ pub fn sanitize_message(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DEFAULT_BANNED_MESSAGE, DEFAULT_BLOCKED_MESSAGE};
+    use crate::config::{
+        DEFAULT_BANNED_MESSAGE, DEFAULT_BLOCKED_MESSAGE, DEFAULT_FIREWALL_DEFAULT_MESSAGE, DEFAULT_FIREWALL_RULE_MESSAGE,
+    };
     use crate::engine::Allowed;
     use crate::network::{SourceGrouping, parse_network};
     use crate::template::Template;
@@ -324,6 +331,8 @@ mod tests {
         Messages {
             banned: Template::parse(DEFAULT_BANNED_MESSAGE, &["source", "until"]).unwrap(),
             blocked: Template::parse(DEFAULT_BLOCKED_MESSAGE, &["source"]).unwrap(),
+            firewall_rule: Template::parse(DEFAULT_FIREWALL_RULE_MESSAGE, &["rule", "login"]).unwrap(),
+            firewall_default: Template::parse(DEFAULT_FIREWALL_DEFAULT_MESSAGE, &["login"]).unwrap(),
         }
     }
 
@@ -435,6 +444,12 @@ mod tests {
             allow_reply(&blocked, &messages(), NOW).msg,
             "Logins from 198.51.100.9 are blocked by the administrator"
         );
+        let login = "alice@example.com".to_string();
+        let by_rule = Decision::Reject(Refusal::FirewallRule { rule: 2, login: login.clone() });
+        let expected = Reply { status: -1, msg: "Access denied by email firewall rule no. 2".into() };
+        assert_eq!(allow_reply(&by_rule, &messages(), NOW), expected);
+        let by_default = Decision::Reject(Refusal::FirewallDefault { login });
+        assert_eq!(allow_reply(&by_default, &messages(), NOW).msg, "Access denied by email firewall default action");
     }
 
     #[test]

@@ -8,7 +8,8 @@ use utoipa::IntoParams;
 use super::views::{DecisionView, ErrorBody};
 use super::{Admin, ApiError};
 use crate::network::parse_ip;
-use crate::warden::Warden;
+use crate::warden::{LoginView, Warden};
+use crate::wire::Protocol;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -35,9 +36,15 @@ pub async fn decide(
         field: "ip",
         message: format!("ip: {e}"),
     })?;
-    let explanation = warden.explain(address);
     let login = query.login.clone().unwrap_or_default();
     let protocol = query.protocol.clone().unwrap_or_else(|| "imap".into());
+    let view = LoginView {
+        address: Some(address),
+        real_remote: None,
+        login: &login,
+        protocol: Protocol::from_name(&protocol),
+    };
+    let explanation = warden.explain(&view, address);
     Ok(HttpResponse::Ok().json(DecisionView::new(
         &explanation,
         login,

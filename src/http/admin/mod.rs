@@ -6,6 +6,8 @@
 
 mod bans;
 mod decide;
+mod events;
+mod firewall;
 mod lists;
 mod reload;
 mod views;
@@ -22,7 +24,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, OpenApi};
 
 use crate::store::StoreError;
-use crate::warden::{ListError, Warden};
+use crate::warden::{FirewallError, ListError, Warden};
 pub use views::ErrorBody;
 
 pub fn configure(config: &mut web::ServiceConfig) {
@@ -51,6 +53,15 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/api/v1/trusted", web::get().to(lists::list_trusted))
         .route("/api/v1/trusted", web::post().to(lists::add_trusted))
         .route("/api/v1/trusted", web::delete().to(lists::remove_trusted))
+        .route("/api/v1/events", web::get().to(events::list_events))
+        .route("/api/v1/mailboxes", web::get().to(firewall::list_mailboxes))
+        .route("/api/v1/mailboxes/{login}/firewall", web::get().to(firewall::show))
+        .route("/api/v1/mailboxes/{login}/firewall", web::put().to(firewall::replace))
+        .route("/api/v1/mailboxes/{login}/firewall", web::delete().to(firewall::reset))
+        .route("/api/v1/mailboxes/{login}/firewall/default", web::put().to(firewall::set_default))
+        .route("/api/v1/mailboxes/{login}/firewall/rules", web::post().to(firewall::add_rule))
+        .route("/api/v1/mailboxes/{login}/firewall/rules/{number}/move", web::post().to(firewall::move_rule))
+        .route("/api/v1/mailboxes/{login}/firewall/rules/{number}", web::delete().to(firewall::delete_rule))
         .default_service(web::to(not_found));
 }
 
@@ -73,6 +84,8 @@ pub enum ApiError {
     NotBanned(String),
     #[error(transparent)]
     List(#[from] ListError),
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
     #[error("the policy file was not reloaded; the previous policy stays in force: {0}")]
     InvalidConfig(String),
     #[error("no such route")]
@@ -96,6 +109,11 @@ impl ApiError {
             ApiError::List(ListError::NotListed { .. }) => "not_listed",
             ApiError::List(ListError::ExpiryInPast) => "invalid_field",
             ApiError::List(ListError::Store(_)) | ApiError::Store(_) => "store_unavailable",
+            ApiError::Firewall(FirewallError::InvalidKey(_) | FirewallError::Invalid { .. }) => "invalid_field",
+            ApiError::Firewall(FirewallError::NoRuleSet(_)) => "no_rules",
+            ApiError::Firewall(FirewallError::NoSuchRule { .. }) => "no_such_rule",
+            ApiError::Firewall(FirewallError::NoApiRuleSet(_)) => "no_api_rules",
+            ApiError::Firewall(FirewallError::Store(_)) => "store_unavailable",
             ApiError::InvalidConfig(_) => "invalid_config",
             ApiError::NoRoute => "not_found",
             ApiError::ShuttingDown => "unavailable",
@@ -106,6 +124,8 @@ impl ApiError {
         match self {
             ApiError::InvalidField { field, .. } => Some(field),
             ApiError::List(ListError::ExpiryInPast) => Some("expires_at"),
+            ApiError::Firewall(FirewallError::InvalidKey(_)) => Some("login"),
+            ApiError::Firewall(FirewallError::Invalid { field, .. }) => Some(field),
             _ => None,
         }
     }
@@ -119,13 +139,24 @@ impl ResponseError for ApiError {
             | ApiError::InvalidAddress(_)
             | ApiError::InvalidQuery(_)
             | ApiError::InvalidBody(_)
-            | ApiError::List(ListError::ExpiryInPast) => StatusCode::BAD_REQUEST,
+            | ApiError::List(ListError::ExpiryInPast)
+            | ApiError::Firewall(FirewallError::InvalidKey(_) | FirewallError::Invalid { .. }) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::NotBanned(_)
             | ApiError::NoRoute
-            | ApiError::List(ListError::NotListed { .. }) => StatusCode::NOT_FOUND,
+            | ApiError::List(ListError::NotListed { .. })
+            | ApiError::Firewall(
+                FirewallError::NoRuleSet(_)
+                | FirewallError::NoSuchRule { .. }
+                | FirewallError::NoApiRuleSet(_),
+            ) => StatusCode::NOT_FOUND,
             ApiError::List(ListError::DefinedInPolicyFile { .. }) => StatusCode::CONFLICT,
             ApiError::InvalidConfig(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Store(_) | ApiError::List(ListError::Store(_)) | ApiError::ShuttingDown => {
+            ApiError::Store(_)
+            | ApiError::List(ListError::Store(_))
+            | ApiError::Firewall(FirewallError::Store(_))
+            | ApiError::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         }
@@ -281,10 +312,17 @@ impl utoipa::Modify for BearerAuth {
         bans::list_bans, bans::show_ban, bans::delete_ban,
         lists::list_blocks, lists::add_block, lists::remove_block,
         lists::list_trusted, lists::add_trusted, lists::remove_trusted,
+        events::list_events,
+        firewall::list_mailboxes, firewall::show, firewall::replace, firewall::reset,
+        firewall::add_rule, firewall::move_rule, firewall::delete_rule, firewall::set_default,
     ),
     components(schemas(
         ErrorBody, views::Health, views::BanView, views::BanList, views::Unbanned, views::ListEntryView,
         views::ListEntries, views::NewListEntry, views::Removed, views::DecisionView, views::Reloaded,
+        events::EventView, events::EventList,
+        firewall::RuleView, firewall::FirewallView, firewall::MailboxList, firewall::NewRule,
+        firewall::MoveRule, firewall::DefaultAction, crate::firewall::StoredRuleSet, crate::firewall::RuleSpec,
+        crate::firewall::AsnSpec,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

@@ -1,0 +1,109 @@
+//! `GET /api/v1/events`: the block log, newest first, filtered by address, login, reason and
+//! time. What an admin opens when a user says "my phone cannot get mail".
+
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::views::ErrorBody;
+use super::{Admin, ApiError, blocking};
+use crate::clock::Timestamp;
+use crate::events::{Event, EventFilter, EventKind};
+use crate::network::parse_ip;
+use crate::warden::Warden;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct EventQuery {
+    /// Only events of this client address.
+    ip: Option<String>,
+    /// Only events of this login.
+    login: Option<String>,
+    /// Only this reason: ban, blocked, firewall_rule, firewall_default, ban_placed.
+    reason: Option<String>,
+    /// Only events since then: an RFC 3339 time, or a duration back from now such as `2h`.
+    since: Option<String>,
+    /// At most this many (1-1000, default 100).
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    pub at: String,
+    /// ban, blocked, firewall_rule, firewall_default or ban_placed.
+    pub reason: String,
+    pub login: String,
+    pub ip: String,
+    pub protocol: String,
+    pub device_id: String,
+    /// The firewall rule that refused, from 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<u32>,
+    /// What the user was told, or what was done.
+    pub detail: String,
+}
+
+impl EventView {
+    fn new(event: &Event) -> EventView {
+        EventView {
+            at: event.at.rfc3339(),
+            reason: event.kind.label().to_string(),
+            login: event.login.clone(),
+            ip: event.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            protocol: event.protocol.clone(),
+            device_id: event.device_id.clone(),
+            rule: event.rule,
+            detail: event.detail.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventList {
+    pub events: Vec<EventView>,
+}
+
+fn invalid(field: &'static str, message: String) -> ApiError {
+    ApiError::InvalidField { field, message }
+}
+
+fn filter(query: &EventQuery, now: Timestamp) -> Result<EventFilter, ApiError> {
+    let ip = match &query.ip {
+        Some(text) => Some(parse_ip(text).map_err(|e| invalid("ip", format!("ip: {e}")))?),
+        None => None,
+    };
+    let kind = match &query.reason {
+        Some(text) => Some(EventKind::from_label(text.trim()).ok_or_else(|| {
+            let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.label()).collect();
+            invalid("reason", format!("reason: {text:?} is not one of {}", known.join(", ")))
+        })?),
+        None => None,
+    };
+    let since = match &query.since {
+        Some(text) => Some(
+            Timestamp::parse_rfc3339(text)
+                .or_else(|| humantime::parse_duration(text.trim()).ok().map(|back| now.minus(back)))
+                .ok_or_else(|| invalid("since", format!("since: {text:?} is neither an RFC 3339 time nor a duration such as \"2h\"")))?,
+        ),
+        None => None,
+    };
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(invalid("limit", format!("limit: {limit} is outside 1..=1000")));
+    }
+    let login = query.login.as_ref().map(|l| l.trim().to_lowercase());
+    Ok(EventFilter { ip, login, kind, since, limit })
+}
+
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventQuery),
+    responses((status = 200, description = "Matching events, newest first.", body = EventList),
+              (status = 400, description = "A filter is invalid; `field` names it.", body = ErrorBody),
+              (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
+              (status = 503, description = "The state store failed.", body = ErrorBody)))]
+pub async fn list_events(_: Admin, warden: web::Data<Warden>, query: web::Query<EventQuery>) -> Result<HttpResponse, ApiError> {
+    let filter = filter(&query, warden.now())?;
+    let handle = warden.get_ref().clone();
+    let events = blocking(move || handle.events(&filter)).await?;
+    Ok(HttpResponse::Ok().json(EventList { events: events.iter().map(EventView::new).collect() }))
+}

@@ -1,0 +1,144 @@
+//! The dry run on the `Warden`: what `allow` would answer right now for a login, and every
+//! fact that led there, in one sentence for support staff. Changes nothing: no counters, no
+//! metrics, no events.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::{LoginView, Warden};
+use crate::access::{AccessEntry, ListKind, Origin, Standing};
+use crate::bans::Ban;
+use crate::clock::Timestamp;
+use crate::engine::{Allowed, Decision, Refusal};
+use crate::firewall::{AddressFacts, Outcome};
+use crate::network::Source;
+use crate::warden::FirewallCheck;
+use crate::wire::{self, Reply};
+
+/// What `allow` would answer right now and everything that led there.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    pub decision: Decision,
+    pub reply: Reply,
+    pub address: IpAddr,
+    pub source: Source,
+    /// The list entry that decided, when a list did.
+    pub list_entry: Option<AccessEntry>,
+    pub ban: Option<Arc<Ban>>,
+    pub failures_in_window: u32,
+    pub max_failures: u32,
+    pub firewall: FirewallCheck,
+}
+
+fn readable(t: Timestamp) -> String {
+    t.rfc3339().replace('T', " ").replace('Z', " UTC")
+}
+
+fn entry_note(e: &AccessEntry) -> String {
+    let origin = match e.origin {
+        Origin::PolicyFile => "policy.toml",
+        Origin::Api => "the admin API",
+    };
+    let comment = if e.comment.is_empty() { String::new() } else { format!(" ({})", e.comment) };
+    let expiry = e.expires_at.map(|t| format!(" until {}", readable(t))).unwrap_or_default();
+    format!("{} in {origin}{comment}{expiry}", e.network)
+}
+
+fn facts_note(facts: &AddressFacts) -> String {
+    let mut known = Vec::new();
+    if let Some(country) = facts.country {
+        known.push(format!("country {country}"));
+    }
+    if let Some(asn) = facts.asn {
+        known.push(format!("AS{asn}"));
+    }
+    if facts.non_residential {
+        known.push("non-residential".to_string());
+    }
+    if known.is_empty() { String::new() } else { format!(" ({})", known.join(", ")) }
+}
+
+impl Explanation {
+    /// The firewall's part of the story, when one applied.
+    fn firewall_note(&self) -> Option<String> {
+        let set_name = |key: &str, via_domain: bool, origin: &str| {
+            let whose = if via_domain { format!("the domain rules {key}") } else { format!("the email firewall of {key}") };
+            format!("{whose} (from {origin})")
+        };
+        match &self.firewall {
+            FirewallCheck::Evaluated { applied, facts, outcome } => {
+                let name = set_name(&applied.keyed.key, applied.via_domain, applied.keyed.origin.label());
+                let about = format!("{}{}", facts.ip, facts_note(facts));
+                Some(match outcome {
+                    Outcome::BlockedByRule(n) => format!("rule no. {n} of {name} blocks {about}"),
+                    Outcome::BlockedByDefault => format!("no rule of {name} matches {about} and its default action is block"),
+                    Outcome::AllowedByRule(n) => format!("rule no. {n} of {name} allows {about}"),
+                    Outcome::AllowedByDefault => format!("no rule of {name} matches {about}; its default action allows it"),
+                })
+            }
+            FirewallCheck::Webmail(set) => Some(format!("the email firewall of {} does not apply to webmail", set.key)),
+            FirewallCheck::ProtocolNotCovered(set) => Some(format!("the email firewall of {} does not cover this protocol", set.key)),
+            FirewallCheck::NoRules | FirewallCheck::NoAddress(_) => None,
+        }
+    }
+
+    /// One sentence for support staff.
+    pub fn summary(&self) -> String {
+        let firewall = self.firewall_note();
+        match (&self.decision, &self.list_entry, &self.ban) {
+            (Decision::Reject(Refusal::Blocked { .. }), Some(entry), _) => {
+                format!("refused: {} is blocked by {}", self.address, entry_note(entry))
+            }
+            (Decision::Reject(Refusal::FirewallRule { .. } | Refusal::FirewallDefault { .. }), _, _) => {
+                format!("refused: {}", firewall.unwrap_or_default())
+            }
+            (Decision::Reject(Refusal::Banned { .. }), _, Some(ban)) => {
+                let last = if ban.cause.login.is_empty() {
+                    String::new()
+                } else {
+                    format!("; last failed login {} over {}", ban.cause.login, ban.cause.protocol)
+                };
+                format!("refused: {} is banned until {} after {} failed logins{last}", ban.source, readable(ban.expires_at), ban.failures)
+            }
+            (Decision::Allow(Allowed::Trusted), Some(entry), _) => {
+                let also = firewall.map(|f| format!("; {f}")).unwrap_or_default();
+                format!("allowed: {} is trusted by {}; it is never banned{also}", self.address, entry_note(entry))
+            }
+            _ => {
+                let also = firewall.map(|f| format!("; {f}")).unwrap_or_default();
+                format!(
+                    "allowed: {} has {} of {} failed logins in the current window{also}",
+                    self.source, self.failures_in_window, self.max_failures
+                )
+            }
+        }
+    }
+}
+
+impl Warden {
+    /// What `allow` would answer for `view` right now, and why.
+    pub fn explain(&self, view: &LoginView<'_>, address: IpAddr) -> Explanation {
+        let shared = &*self.shared;
+        let policy = shared.policy.load();
+        let now = shared.clock.now();
+        let firewall = self.firewall_check(view);
+        let decision = self.decide_with(view, &firewall);
+        let list_entry = match self.standing(Some(address), now) {
+            Standing::Trusted(net) => shared.access.load().entry(ListKind::Trusted, net).cloned(),
+            Standing::Blocked(net) => shared.access.load().entry(ListKind::Blocked, net).cloned(),
+            Standing::Unlisted => None,
+        };
+        let source = policy.autoban.grouping.source_of(address);
+        Explanation {
+            reply: wire::allow_reply(&decision, &policy.messages, now),
+            decision,
+            address,
+            source,
+            list_entry,
+            ban: shared.bans.active(source, now),
+            failures_in_window: shared.failures.failures_in_window(source, now),
+            max_failures: policy.autoban.max_failures,
+            firewall,
+        }
+    }
+}

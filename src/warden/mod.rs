@@ -1,0 +1,433 @@
+//! The application core without HTTP: gathers the facts for a login attempt from in-memory
+//! state, asks the engine, applies the effects (count a failure, place a ban, record an
+//! event) and writes them through to the durable store; keeps the admin lists and the
+//! firewall rule sets and applies reloaded policies. A cheap `Clone` handle around shared
+//! state, used by the policy and admin listeners, the reloader and the background tasks.
+//!
+//! Methods that touch the store block (they are run on blocking threads by `http` and
+//! `server`); `allow`, `report`, `decide` and `explain` never touch it and never block.
+//!
+//! One file per concern: this one (decisions, reports, bans, reload), `lists` (the admin
+//! lists), `rules` (the mailbox firewall), `explain` (the dry run).
+
+mod explain;
+mod lists;
+mod rules;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+
+pub use explain::Explanation;
+pub use lists::{ListChange, ListError};
+pub use rules::{FirewallCheck, FirewallError, MailboxFirewall, RuleMove};
+
+use crate::access::{AccessEntry, AccessLists, ListKind, Standing};
+use crate::bans::{Ban, BanCause, BanIndex, BanReason};
+use crate::clock::{Clock, Timestamp};
+use crate::config::Policy;
+use crate::engine::{self, AllowFacts, Decision, Refusal, ReportKind};
+use crate::events::{Event, EventFilter, EventKind, EventLog, Retention};
+use crate::failures::FailureTracker;
+use crate::firewall::{Firewall, RuleSet};
+use crate::geoip::GeoIp;
+use crate::metrics::Metrics;
+use crate::network::Source;
+use crate::store::{Store, StoreError};
+use crate::wire::{self, LoginAttempt, Outcome, Protocol, Reply};
+
+#[derive(Clone)]
+pub struct Warden {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// The policy in force; replaced whole on reload, read without locking.
+    policy: ArcSwap<Policy>,
+    /// The admin lists from the policy file and the API combined; rebuilt on every change.
+    access: ArcSwap<AccessLists>,
+    /// The API's list entries (the store holds the same); the source of each rebuild.
+    api_entries: Mutex<HashMap<(ListKind, IpNet), AccessEntry>>,
+    /// Every firewall rule set in force (the file's, overridden by the API's) and the webmail
+    /// networks; rebuilt on every change.
+    firewall: ArcSwap<Firewall>,
+    /// The API's rule sets by key (the store holds the same).
+    api_rule_sets: Mutex<HashMap<String, RuleSet>>,
+    /// The GeoIP databases; replaced when the settings change on reload.
+    geoip: ArcSwap<GeoIp>,
+    /// The block log.
+    events: EventLog,
+    /// How much of the block log is kept (read by its writer thread; set on reload).
+    retention: Arc<Mutex<Retention>>,
+    clock: Arc<dyn Clock>,
+    /// Failed-login history per source (memory only, bounded).
+    failures: FailureTracker,
+    /// Active bans (memory mirror of the store, unbounded).
+    bans: BanIndex,
+    store: Arc<dyn Store>,
+    metrics: Metrics,
+}
+
+/// Why the core could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("firewall rules need GeoIP data that is not configured:\n  - {}", .0.join("\n  - "))]
+    Rules(Vec<String>),
+}
+
+/// Settings a running server cannot change; a reload that changes them keeps the old value
+/// and says so.
+const RESTART_ONLY: &[&str] = &[
+    "server.policy_listen",
+    "server.admin_listen",
+    "server.state_dir",
+    "autoban.max_tracked_sources",
+    "log.level",
+    "log.format",
+];
+
+/// A login as `allow` sees it: from Dovecot, or described by the dry run.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginView<'a> {
+    /// The client address (`remote`).
+    pub address: Option<IpAddr>,
+    /// The TCP peer (`real_remote`), which tells webmail apart.
+    pub real_remote: Option<IpAddr>,
+    pub login: &'a str,
+    pub protocol: Protocol,
+}
+
+impl<'a> LoginView<'a> {
+    pub fn of(attempt: &'a LoginAttempt<'a>) -> LoginView<'a> {
+        LoginView { address: attempt.remote, real_remote: attempt.real_remote, login: &attempt.login, protocol: attempt.protocol }
+    }
+}
+
+/// The policy file's firewall rules that need GeoIP data `geoip` does not provide, as
+/// messages naming the mailbox and the rule (what `check-config` reports).
+pub fn file_rule_problems(policy: &Policy, geoip: &GeoIp) -> Vec<String> {
+    rules::check_sources(policy, &HashMap::new(), geoip)
+}
+
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Warden {
+    /// Builds the core: loads the active bans, list entries and rule sets from `store`, checks
+    /// every rule set against the GeoIP data available, and starts the block log.
+    pub fn open(policy: Policy, store: Arc<dyn Store>, clock: Arc<dyn Clock>, metrics: Metrics, geoip: GeoIp) -> Result<Warden, OpenError> {
+        let now = clock.now();
+        let failures = FailureTracker::new(policy.autoban.window, policy.autoban.max_tracked_sources);
+        let bans = BanIndex::default();
+        let loaded = store.active_bans(now);
+        metrics.store_result("load_bans", &loaded);
+        for ban in loaded? {
+            bans.insert(Arc::new(ban));
+        }
+        let entries = store.access_entries();
+        metrics.store_result("load_list_entries", &entries);
+        let api_entries: HashMap<_, _> = entries?.into_iter().map(|e| ((e.list, e.network), e)).collect();
+        let access = lists::build_access(&policy, &api_entries, now);
+        let sets = store.firewall_rule_sets();
+        metrics.store_result("load_firewall_rules", &sets);
+        let api_rule_sets: HashMap<String, RuleSet> = sets?.into_iter().map(|s| (s.key, s.rule_set)).collect();
+        let problems = rules::check_sources(&policy, &api_rule_sets, &geoip);
+        if !problems.is_empty() {
+            return Err(OpenError::Rules(problems));
+        }
+        let firewall = rules::build_firewall(&policy, &api_rule_sets);
+        let retention = Arc::new(Mutex::new(policy.events));
+        let events = EventLog::start(store.clone(), clock.clone(), retention.clone(), metrics.events.clone());
+        metrics.active_bans.set(gauge_value(bans.len()));
+        let shared = Shared {
+            policy: ArcSwap::from_pointee(policy),
+            access: ArcSwap::from_pointee(access),
+            api_entries: Mutex::new(api_entries),
+            firewall: ArcSwap::from_pointee(firewall),
+            api_rule_sets: Mutex::new(api_rule_sets),
+            geoip: ArcSwap::from_pointee(geoip),
+            events,
+            retention,
+            clock,
+            failures,
+            bans,
+            store,
+            metrics,
+        };
+        Ok(Warden { shared: Arc::new(shared) })
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        self.shared.policy.load_full()
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.shared.clock.now()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    fn standing(&self, address: Option<IpAddr>, now: Timestamp) -> Standing {
+        match address {
+            Some(ip) => self.shared.access.load().standing(ip, now),
+            None => Standing::Unlisted,
+        }
+    }
+
+    /// Decides an `allow` request without changing any state.
+    pub fn decide(&self, view: &LoginView<'_>) -> Decision {
+        self.decide_with(view, &self.firewall_check(view))
+    }
+
+    fn decide_with(&self, view: &LoginView<'_>, firewall: &FirewallCheck) -> Decision {
+        let shared = &*self.shared;
+        let now = shared.clock.now();
+        let standing = self.standing(view.address, now);
+        let grouping = shared.policy.load().autoban.grouping;
+        let ban = view.address.and_then(|ip| shared.bans.active_for_address(ip, grouping, now));
+        engine::decide_allow(&AllowFacts {
+            address: view.address,
+            standing,
+            ban: ban.as_deref(),
+            firewall: firewall.outcome(),
+            login: view.login,
+            now,
+        })
+    }
+
+    /// Answers Dovecot's `allow`; every refusal goes to the block log.
+    pub fn allow(&self, attempt: &LoginAttempt<'_>) -> Reply {
+        let decision = self.decide(&LoginView::of(attempt));
+        self.shared.metrics.decisions.with_label_values(&[decision.verdict(), decision.reason(), attempt.protocol.label()]).inc();
+        let now = self.shared.clock.now();
+        let reply = wire::allow_reply(&decision, &self.shared.policy.load().messages, now);
+        if let Decision::Reject(refusal) = &decision {
+            let (kind, rule) = match refusal {
+                Refusal::Banned { .. } => (EventKind::Ban, None),
+                Refusal::Blocked { .. } => (EventKind::Blocked, None),
+                Refusal::FirewallRule { rule, .. } => (EventKind::FirewallRule, u32::try_from(*rule).ok()),
+                Refusal::FirewallDefault { .. } => (EventKind::FirewallDefault, None),
+            };
+            self.shared.events.record(Event {
+                at: now,
+                kind,
+                login: attempt.login.to_string(),
+                ip: attempt.remote,
+                protocol: attempt.protocol.label().to_string(),
+                device_id: attempt.device_id.to_string(),
+                rule,
+                detail: reply.msg.clone(),
+            });
+        }
+        reply
+    }
+
+    /// Takes Dovecot's `report`. Returns a ban it placed, which the caller must `persist_ban`.
+    pub fn report(&self, attempt: &LoginAttempt<'_>, outcome: Outcome) -> Option<Arc<Ban>> {
+        let shared = &*self.shared;
+        let policy = shared.policy.load();
+        let now = shared.clock.now();
+        let standing = self.standing(attempt.remote, now);
+        let kind = engine::classify_report(outcome.success, outcome.policy_reject, attempt.remote.is_some(), standing);
+        shared.metrics.reports.with_label_values(&[kind.label()]).inc();
+        let (ReportKind::Failure, Some(address)) = (kind, attempt.remote) else {
+            return None;
+        };
+        let source = policy.autoban.grouping.source_of(address);
+        let failures = shared.failures.record_failure(source, now, policy.autoban.max_failures);
+        let already_banned = shared.bans.active(source, now).is_some();
+        if !engine::bans_source(failures, already_banned, &policy.autoban) {
+            return None;
+        }
+        let ban = Arc::new(Ban {
+            source,
+            created_at: now,
+            expires_at: engine::ban_expiry(now, &policy.autoban),
+            reason: BanReason::Autoban,
+            failures,
+            cause: BanCause {
+                login: attempt.login.to_string(),
+                protocol: attempt.protocol.label().to_string(),
+                device_id: attempt.device_id.to_string(),
+            },
+        });
+        shared.bans.insert(ban.clone());
+        shared.failures.forget(source);
+        shared.metrics.bans_created.with_label_values(&[ban.reason.label()]).inc();
+        shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
+        shared.events.record(Event {
+            at: now,
+            kind: EventKind::BanPlaced,
+            login: ban.cause.login.clone(),
+            ip: Some(address),
+            protocol: ban.cause.protocol.clone(),
+            device_id: ban.cause.device_id.clone(),
+            rule: None,
+            detail: format!("{source} banned until {} after {failures} failed logins", ban.expires_at.rfc3339()),
+        });
+        Some(ban)
+    }
+
+    /// Writes a ban placed by `report` to the store. Blocking.
+    pub fn persist_ban(&self, ban: &Ban) -> Result<(), StoreError> {
+        let result = self.shared.store.save_ban(ban);
+        self.shared.metrics.store_result("save_ban", &result);
+        if let Err(e) = &result {
+            tracing::error!(source = %ban.source, error = %e, "ban is in force but could not be stored durably");
+        }
+        result
+    }
+
+    /// The source a network names: an address means the source containing it, a network with
+    /// the source prefix means itself.
+    pub fn source_for(&self, target: IpNet) -> Source {
+        let grouping = self.shared.policy.load().autoban.grouping;
+        let host = target.prefix_len() == target.max_prefix_len();
+        if host { grouping.source_of(target.addr()) } else { grouping.source_of(target.network()) }
+    }
+
+    /// The active ban on `source`.
+    pub fn ban(&self, source: Source) -> Option<Arc<Ban>> {
+        self.shared.bans.active(source, self.shared.clock.now())
+    }
+
+    /// Active bans, soonest to end first.
+    pub fn bans(&self) -> Vec<Arc<Ban>> {
+        self.shared.bans.list(self.shared.clock.now())
+    }
+
+    /// Lifts the ban on `source` and forgets its failure history. Blocking.
+    pub fn unban(&self, source: Source) -> Result<Option<Arc<Ban>>, StoreError> {
+        let shared = &*self.shared;
+        let deleted = shared.store.delete_ban(source);
+        shared.metrics.store_result("delete_ban", &deleted);
+        let deleted = deleted?;
+        let removed = shared.bans.remove(source);
+        shared.failures.forget(source);
+        shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
+        let now = shared.clock.now();
+        let lifted = removed.filter(|b| b.is_active(now));
+        if lifted.is_some() || deleted {
+            shared.metrics.bans_lifted.with_label_values(&["admin"]).inc();
+            tracing::info!(source = %source, "ban lifted by an administrator");
+        }
+        Ok(lifted)
+    }
+
+    /// Block-log events matching `filter`, newest first. Blocking.
+    pub fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        let result = self.shared.store.events(filter);
+        self.shared.metrics.store_result("read_events", &result);
+        result
+    }
+
+    /// Ends bans and list entries whose time is up, in memory and in the store. Blocking.
+    pub fn sweep_expired(&self) -> Result<usize, StoreError> {
+        let shared = &*self.shared;
+        let now = shared.clock.now();
+        let ended = shared.bans.take_expired(now);
+        if !ended.is_empty() {
+            shared.metrics.bans_lifted.with_label_values(&["expired"]).inc_by(ended.len() as u64);
+            shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
+            for ban in &ended {
+                tracing::info!(source = %ban.source, "ban expired");
+            }
+        }
+        let deleted = shared.store.delete_expired_bans(now);
+        shared.metrics.store_result("delete_expired_bans", &deleted);
+        deleted?;
+        Ok(ended.len() + self.sweep_expired_entries(now)?)
+    }
+
+    /// Re-opens GeoIP databases replaced on disk; returns how many.
+    pub fn refresh_geoip(&self) -> usize {
+        self.shared.geoip.load().refresh()
+    }
+
+    /// Puts a newly loaded policy in force, with new GeoIP databases when their settings
+    /// changed. Counters, bans, list entries and API rule sets carry over; settings only a
+    /// restart can change keep their old values and are named in the result. Refused, with
+    /// nothing changed, when a rule set would need GeoIP data the new policy does not provide.
+    pub fn apply_policy(&self, mut new: Policy, geoip: Option<GeoIp>) -> Result<Vec<&'static str>, Vec<String>> {
+        let old = self.shared.policy.load_full();
+        let mut kept = Vec::new();
+        let changed = [
+            new.server.policy_listen != old.server.policy_listen,
+            new.server.admin_listen != old.server.admin_listen,
+            new.server.state_dir != old.server.state_dir,
+            new.autoban.max_tracked_sources != old.autoban.max_tracked_sources,
+            new.log.level != old.log.level,
+            new.log.format != old.log.format,
+        ];
+        for (name, changed) in RESTART_ONLY.iter().zip(changed) {
+            if changed {
+                kept.push(*name);
+            }
+        }
+        new.server.policy_listen = old.server.policy_listen;
+        new.server.admin_listen = old.server.admin_listen;
+        new.server.state_dir = old.server.state_dir.clone();
+        new.autoban.max_tracked_sources = old.autoban.max_tracked_sources;
+        new.log = old.log.clone();
+
+        let entries = self.api_entries();
+        let rule_sets = self.api_rule_sets();
+        let problems = match &geoip {
+            Some(fresh) => rules::check_sources(&new, &rule_sets, fresh),
+            None => rules::check_sources(&new, &rule_sets, &self.shared.geoip.load()),
+        };
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        if let Some(fresh) = geoip {
+            self.shared.geoip.store(Arc::new(fresh));
+        }
+        self.shared.failures.set_window(new.autoban.window);
+        *lock(&self.shared.retention) = new.events;
+        self.shared.access.store(Arc::new(lists::build_access(&new, &entries, self.shared.clock.now())));
+        self.shared.firewall.store(Arc::new(rules::build_firewall(&new, &rule_sets)));
+        self.shared.policy.store(Arc::new(new));
+        Ok(kept)
+    }
+
+    /// Brings gauges that are cheaper to read than to maintain up to date (before a scrape).
+    pub fn refresh_gauges(&self) {
+        let shared = &*self.shared;
+        shared.metrics.tracked_sources.set(i64::try_from(shared.failures.tracked_sources()).unwrap_or(i64::MAX));
+        shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
+        let access = shared.access.load();
+        let now = shared.clock.now();
+        for list in [ListKind::Trusted, ListKind::Blocked] {
+            shared.metrics.list_entries.with_label_values(&[list.label()]).set(gauge_value(access.entries(list, now).len()));
+        }
+    }
+
+    pub fn tracked_sources(&self) -> u64 {
+        self.shared.failures.tracked_sources()
+    }
+
+    pub fn store_backend(&self) -> &'static str {
+        self.shared.store.backend()
+    }
+
+    /// Stores the queued events and leaves the store compact before the process exits.
+    /// Blocking.
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.shared.events.close();
+        self.shared.store.close()
+    }
+}
