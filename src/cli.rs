@@ -246,10 +246,22 @@ pub fn main() -> ExitCode {
         }),
         Command::Reload { json } => with_client(config, json, reload),
         Command::Firewall(command) => firewall(config, command),
-        Command::Events { ip, login, reason, since, limit, json } => {
+        Command::Events {
+            ip,
+            login,
+            reason,
+            since,
+            limit,
+            json,
+        } => {
             let limit = limit.to_string();
             let mut query = vec![("limit", limit.as_str())];
-            for (key, value) in [("ip", &ip), ("login", &login), ("reason", &reason), ("since", &since)] {
+            for (key, value) in [
+                ("ip", &ip),
+                ("login", &login),
+                ("reason", &reason),
+                ("since", &since),
+            ] {
                 if let Some(value) = value {
                     query.push((key, value.as_str()));
                 }
@@ -304,16 +316,23 @@ fn init_logging(policy: &Policy) {
 }
 
 fn check_config(path: &std::path::Path) -> ExitCode {
-    let checked = Policy::load(path).map_err(|e| e.to_string()).and_then(|policy| {
-        let metrics = crate::metrics::Metrics::new().map_err(|e| e.to_string())?;
-        let geoip = crate::geoip::GeoIp::open(&policy.geoip, metrics.geoip).map_err(|e| e.to_string())?;
-        let problems = crate::warden::file_rule_problems(&policy, &geoip);
-        if problems.is_empty() {
-            Ok(policy)
-        } else {
-            Err(format!("invalid configuration {}\n  - {}", path.display(), problems.join("\n  - ")))
-        }
-    });
+    let checked = Policy::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|policy| {
+            let metrics = crate::metrics::Metrics::new().map_err(|e| e.to_string())?;
+            let geoip = crate::geoip::GeoIp::open(&policy.geoip, metrics.geoip)
+                .map_err(|e| e.to_string())?;
+            let problems = crate::warden::file_rule_problems(&policy, &geoip);
+            if problems.is_empty() {
+                Ok(policy)
+            } else {
+                Err(format!(
+                    "invalid configuration {}\n  - {}",
+                    path.display(),
+                    problems.join("\n  - ")
+                ))
+            }
+        });
     match checked {
         Ok(policy) => {
             println!(
@@ -562,14 +581,29 @@ fn reload(client: &AdminClient) -> Result<Answer, ClientError> {
 }
 
 fn firewall_path(login: &str, rest: &str) -> String {
-    format!("/api/v1/mailboxes/{}/firewall{rest}", path_segment(login.trim()))
+    format!(
+        "/api/v1/mailboxes/{}/firewall{rest}",
+        path_segment(login.trim())
+    )
 }
 
 fn firewall(config: &std::path::Path, command: FirewallCommand) -> ExitCode {
     use FirewallCommand::*;
     match command {
-        Show { login, json } => with_client(config, json, |c| firewall_answer(c.get(&firewall_path(&login, ""), &[])?)),
-        Add { login, action, address, network, country, asn, non_residential, position, json } => {
+        Show { login, json } => with_client(config, json, |c| {
+            firewall_answer(c.get(&firewall_path(&login, ""), &[])?)
+        }),
+        Add {
+            login,
+            action,
+            address,
+            network,
+            country,
+            asn,
+            non_residential,
+            position,
+            json,
+        } => {
             let mut body = serde_json::json!({ "action": action });
             if let Some(address) = address {
                 body["address"] = Json::from(address);
@@ -589,29 +623,61 @@ fn firewall(config: &std::path::Path, command: FirewallCommand) -> ExitCode {
             if let Some(position) = position {
                 body["position"] = Json::from(position);
             }
-            with_client(config, json, |c| firewall_answer(c.post(&firewall_path(&login, "/rules"), Some(&body))?))
+            with_client(config, json, |c| {
+                firewall_answer(c.post(&firewall_path(&login, "/rules"), Some(&body))?)
+            })
         }
-        Move { login, number, direction, json } => {
+        Move {
+            login,
+            number,
+            direction,
+            json,
+        } => {
             let body = serde_json::json!({ "direction": direction });
-            with_client(config, json, |c| firewall_answer(c.post(&firewall_path(&login, &format!("/rules/{number}/move")), Some(&body))?))
+            with_client(config, json, |c| {
+                firewall_answer(c.post(
+                    &firewall_path(&login, &format!("/rules/{number}/move")),
+                    Some(&body),
+                )?)
+            })
         }
-        Delete { login, number, json } => {
-            with_client(config, json, |c| firewall_answer(c.delete(&firewall_path(&login, &format!("/rules/{number}")), &[])?))
-        }
-        Default { login, action, json } => {
+        Delete {
+            login,
+            number,
+            json,
+        } => with_client(config, json, |c| {
+            firewall_answer(c.delete(&firewall_path(&login, &format!("/rules/{number}")), &[])?)
+        }),
+        Default {
+            login,
+            action,
+            json,
+        } => {
             let body = serde_json::json!({ "action": action });
-            with_client(config, json, |c| firewall_answer(c.put(&firewall_path(&login, "/default"), &body)?))
+            with_client(config, json, |c| {
+                firewall_answer(c.put(&firewall_path(&login, "/default"), &body)?)
+            })
         }
-        Reset { login, json } => with_client(config, json, |c| firewall_answer(c.delete(&firewall_path(&login, ""), &[])?)),
+        Reset { login, json } => with_client(config, json, |c| {
+            firewall_answer(c.delete(&firewall_path(&login, ""), &[])?)
+        }),
     }
 }
 
 /// One rule as people read it: `block country CN`, `allow network 198.51.100.0/24`.
 fn describe_rule(rule: &Json) -> String {
     let list = |key: &str| {
-        rule.get(key)
-            .and_then(Json::as_array)
-            .map(|items| items.iter().map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string())).collect::<Vec<_>>().join(", "))
+        rule.get(key).and_then(Json::as_array).map(|items| {
+            items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| i.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
     };
     let criterion = if let Some(address) = rule.get("address").and_then(Json::as_str) {
         format!("address {address}")
@@ -632,14 +698,38 @@ fn firewall_answer(json: Json) -> Result<Answer, ClientError> {
     let mut out = match text(&json, "applies") {
         "none" => format!("{login} has no email firewall: every address may log in.\n"),
         applies => {
-            let whose = if applies == "domain" { format!("the rules of {}", text(&json, "rules_of")) } else { "its own rules".to_string() };
-            let origin = if text(&json, "origin") == "policy_file" { "policy.toml" } else { "the admin API" };
-            let protocols: Vec<&str> = json.get("protocols").and_then(Json::as_array).map(|a| a.iter().filter_map(Json::as_str).collect()).unwrap_or_default();
-            format!("Email firewall of {login}: {whose}, from {origin}, for {}.\n", protocols.join(", "))
+            let whose = if applies == "domain" {
+                format!("the rules of {}", text(&json, "rules_of"))
+            } else {
+                "its own rules".to_string()
+            };
+            let origin = if text(&json, "origin") == "policy_file" {
+                "policy.toml"
+            } else {
+                "the admin API"
+            };
+            let protocols: Vec<&str> = json
+                .get("protocols")
+                .and_then(Json::as_array)
+                .map(|a| a.iter().filter_map(Json::as_str).collect())
+                .unwrap_or_default();
+            format!(
+                "Email firewall of {login}: {whose}, from {origin}, for {}.\n",
+                protocols.join(", ")
+            )
         }
     };
-    for rule in json.get("rules").and_then(Json::as_array).into_iter().flatten() {
-        out.push_str(&format!("  {:>2}. {}\n", rule.get("number").and_then(Json::as_u64).unwrap_or(0), describe_rule(rule)));
+    for rule in json
+        .get("rules")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
+        out.push_str(&format!(
+            "  {:>2}. {}\n",
+            rule.get("number").and_then(Json::as_u64).unwrap_or(0),
+            describe_rule(rule)
+        ));
     }
     if let Some(default) = json.get("default").and_then(Json::as_str) {
         out.push_str(&format!("  default: {default}\n"));
@@ -649,13 +739,21 @@ fn firewall_answer(json: Json) -> Result<Answer, ClientError> {
 
 fn events(client: &AdminClient, query: &[(&str, &str)]) -> Result<Answer, ClientError> {
     let json = client.get("/api/v1/events", query)?;
-    let events = json.get("events").and_then(Json::as_array).cloned().unwrap_or_default();
+    let events = json
+        .get("events")
+        .and_then(Json::as_array)
+        .cloned()
+        .unwrap_or_default();
     let mut out = String::new();
     if events.is_empty() {
         out.push_str("No matching events.\n");
     }
     for event in &events {
-        let rule = event.get("rule").and_then(Json::as_u64).map(|r| format!(" rule {r}")).unwrap_or_default();
+        let rule = event
+            .get("rule")
+            .and_then(Json::as_u64)
+            .map(|r| format!(" rule {r}"))
+            .unwrap_or_default();
         out.push_str(&format!(
             "{}  {:<16}{}  {:<39} {:<6} {}\n    {}\n",
             readable_time(text(event, "at")),

@@ -86,7 +86,10 @@ impl AdminClient {
 
     /// PUT `path` with a JSON body.
     pub fn put(&self, path: &str, body: &Json) -> Result<Json, ClientError> {
-        self.finish(self.authorised(self.agent.put(self.url(path))).send_json(body))
+        self.finish(
+            self.authorised(self.agent.put(self.url(path)))
+                .send_json(body),
+        )
     }
 
     /// POST `path` with a JSON body, or none.

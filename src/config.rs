@@ -88,7 +88,10 @@ struct RawEvents {
 
 impl Default for RawEvents {
     fn default() -> Self {
-        RawEvents { max_age: "30d".into(), max_count: 1_000_000 }
+        RawEvents {
+            max_age: "30d".into(),
+            max_count: 1_000_000,
+        }
     }
 }
 
@@ -404,17 +407,39 @@ impl Policy {
         let _ = writeln!(out, "trusted = {}", list(&self.networks.trusted));
         let _ = writeln!(out, "blocked = {}", list(&self.networks.blocked));
         let _ = writeln!(out, "webmail = {}", list(&self.networks.webmail));
-        let path = |p: &Option<PathBuf>| quote(&p.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
+        let path = |p: &Option<PathBuf>| {
+            quote(
+                &p.as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            )
+        };
         let g = &self.geoip;
         let _ = writeln!(out, "\n[geoip]");
         let _ = writeln!(out, "country_db = {}", path(&g.country_db));
         let _ = writeln!(out, "asn_db = {}", path(&g.asn_db));
         let _ = writeln!(out, "anonymous_db = {}", path(&g.anonymous_db));
-        let _ = writeln!(out, "non_residential_asns_file = {}", path(&g.non_residential_asns_file));
-        let _ = writeln!(out, "non_residential_networks_file = {}", path(&g.non_residential_networks_file));
-        let _ = writeln!(out, "check_every = {}", quote(&humantime::format_duration(self.geoip_check_every).to_string()));
+        let _ = writeln!(
+            out,
+            "non_residential_asns_file = {}",
+            path(&g.non_residential_asns_file)
+        );
+        let _ = writeln!(
+            out,
+            "non_residential_networks_file = {}",
+            path(&g.non_residential_networks_file)
+        );
+        let _ = writeln!(
+            out,
+            "check_every = {}",
+            quote(&humantime::format_duration(self.geoip_check_every).to_string())
+        );
         let _ = writeln!(out, "\n[events]");
-        let _ = writeln!(out, "max_age = {}", quote(&humantime::format_duration(self.events.max_age).to_string()));
+        let _ = writeln!(
+            out,
+            "max_age = {}",
+            quote(&humantime::format_duration(self.events.max_age).to_string())
+        );
         let _ = writeln!(out, "max_count = {}", self.events.max_count);
         for mailbox in &self.mailboxes {
             let stored = StoredRuleSet::from(&mailbox.rule_set);
@@ -424,15 +449,30 @@ impl Policy {
             let _ = writeln!(out, "protocols = [{}]", protocols.join(", "));
             let _ = writeln!(out, "rules = [");
             for rule in &stored.rules {
-                let _ = writeln!(out, "  {},", serde_json::to_string(rule).unwrap_or_default().replace("\":", "\" = ").replace(",\"", ", \""));
+                let _ = writeln!(
+                    out,
+                    "  {},",
+                    serde_json::to_string(rule)
+                        .unwrap_or_default()
+                        .replace("\":", "\" = ")
+                        .replace(",\"", ", \"")
+                );
             }
             let _ = writeln!(out, "]");
         }
         let _ = writeln!(out, "\n[messages]");
         let _ = writeln!(out, "banned = {}", quote(self.messages.banned.source()));
         let _ = writeln!(out, "blocked = {}", quote(self.messages.blocked.source()));
-        let _ = writeln!(out, "firewall_rule = {}", quote(self.messages.firewall_rule.source()));
-        let _ = writeln!(out, "firewall_default = {}", quote(self.messages.firewall_default.source()));
+        let _ = writeln!(
+            out,
+            "firewall_rule = {}",
+            quote(self.messages.firewall_rule.source())
+        );
+        let _ = writeln!(
+            out,
+            "firewall_default = {}",
+            quote(self.messages.firewall_default.source())
+        );
         let _ = writeln!(out, "\n[log]");
         let _ = writeln!(out, "level = {}", quote(&self.log.level));
         let format = match self.log.format {
@@ -448,13 +488,19 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
     let mut problems = Vec::new();
     let resolve = |text: &str| {
         let path = PathBuf::from(text.trim());
-        if path.is_absolute() { path } else { base_dir.join(path) }
+        if path.is_absolute() {
+            path
+        } else {
+            base_dir.join(path)
+        }
     };
 
     let mut listen = |key: &str, text: &str| match text.trim().parse::<SocketAddr>() {
         Ok(addr) => Some(addr),
         Err(_) => {
-            problems.push(format!("{key}: {text:?} is not an address and port such as \"127.0.0.1:8180\""));
+            problems.push(format!(
+                "{key}: {text:?} is not an address and port such as \"127.0.0.1:8180\""
+            ));
             None
         }
     };
@@ -462,7 +508,9 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
     let admin_listen = listen("server.admin_listen", &raw.server.admin_listen);
     if let (Some(p), Some(a)) = (policy_listen, admin_listen) {
         if p == a && p.port() != 0 {
-            problems.push(format!("server.admin_listen: {a} is also server.policy_listen; they must differ"));
+            problems.push(format!(
+                "server.admin_listen: {a} is also server.policy_listen; they must differ"
+            ));
         }
     }
     if raw.server.state_dir.trim().is_empty() {
@@ -470,13 +518,21 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
     }
     let state_dir = resolve(&raw.server.state_dir);
     if !(1024..=16 * 1024 * 1024).contains(&raw.server.max_body_bytes) {
-        problems.push(format!("server.max_body_bytes: {} is outside 1024..=16777216", raw.server.max_body_bytes));
+        problems.push(format!(
+            "server.max_body_bytes: {} is outside 1024..=16777216",
+            raw.server.max_body_bytes
+        ));
     }
 
     let header = raw.auth.api_key_header.trim().to_string();
-    let header_ok = !header.is_empty() && header.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    let header_ok = !header.is_empty()
+        && header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if !header_ok {
-        problems.push(format!("auth.api_key_header: {header:?} is not a valid HTTP header name"));
+        problems.push(format!(
+            "auth.api_key_header: {header:?} is not a valid HTTP header name"
+        ));
     }
     let mut secret = |key: &str, value: &str| {
         let value = value.trim();
@@ -484,7 +540,10 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
             return None;
         }
         if value.len() < 16 {
-            problems.push(format!("{key}: too short ({} characters); use at least 16 random characters", value.len()));
+            problems.push(format!(
+                "{key}: too short ({} characters); use at least 16 random characters",
+                value.len()
+            ));
         }
         Some(Secret::new(value))
     };
@@ -496,30 +555,76 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
         if range.contains(&value) {
             Some(value)
         } else {
-            problems.push(format!("{key}: {value} is outside {}..={}", range.start(), range.end()));
+            problems.push(format!(
+                "{key}: {value} is outside {}..={}",
+                range.start(),
+                range.end()
+            ));
             None
         }
     };
     let max_failures = ranged("autoban.max_failures", a.max_failures, 1..=1000);
     let ipv4_prefix = ranged("autoban.ipv4_prefix", a.ipv4_prefix, 8..=32);
     let ipv6_prefix = ranged("autoban.ipv6_prefix", a.ipv6_prefix, 16..=128);
-    let max_tracked = ranged("autoban.max_tracked_sources", a.max_tracked_sources, 1_000..=1_000_000_000);
-    let max_events = ranged("events.max_count", raw.events.max_count, 1_000..=100_000_000);
+    let max_tracked = ranged(
+        "autoban.max_tracked_sources",
+        a.max_tracked_sources,
+        1_000..=1_000_000_000,
+    );
+    let max_events = ranged(
+        "events.max_count",
+        raw.events.max_count,
+        1_000..=100_000_000,
+    );
     const DAY: u64 = 24 * 3600;
-    let window = duration(&mut problems, "autoban.window", &a.window, Duration::from_secs(30 * DAY));
-    let ban_for = duration(&mut problems, "autoban.ban_for", &a.ban_for, Duration::from_secs(366 * DAY));
-    let events_age = duration(&mut problems, "events.max_age", &raw.events.max_age, Duration::from_secs(3660 * DAY));
-    let geoip_every = duration(&mut problems, "geoip.check_every", &raw.geoip.check_every, Duration::from_secs(DAY));
+    let window = duration(
+        &mut problems,
+        "autoban.window",
+        &a.window,
+        Duration::from_secs(30 * DAY),
+    );
+    let ban_for = duration(
+        &mut problems,
+        "autoban.ban_for",
+        &a.ban_for,
+        Duration::from_secs(366 * DAY),
+    );
+    let events_age = duration(
+        &mut problems,
+        "events.max_age",
+        &raw.events.max_age,
+        Duration::from_secs(3660 * DAY),
+    );
+    let geoip_every = duration(
+        &mut problems,
+        "geoip.check_every",
+        &raw.geoip.check_every,
+        Duration::from_secs(DAY),
+    );
 
     let mut networks = FileNetworks::default();
     for (key, entries, list) in [
-        ("networks.trusted", &raw.networks.trusted, &mut networks.trusted),
-        ("networks.blocked", &raw.networks.blocked, &mut networks.blocked),
-        ("networks.webmail", &raw.networks.webmail, &mut networks.webmail),
+        (
+            "networks.trusted",
+            &raw.networks.trusted,
+            &mut networks.trusted,
+        ),
+        (
+            "networks.blocked",
+            &raw.networks.blocked,
+            &mut networks.blocked,
+        ),
+        (
+            "networks.webmail",
+            &raw.networks.webmail,
+            &mut networks.webmail,
+        ),
     ] {
         for (i, entry) in entries.iter().enumerate() {
             match parse_network(entry) {
-                Ok(net) if list.contains(&net) => problems.push(format!("{key}[{i}]: {net} is listed twice")),
+                Ok(net) if list.contains(&net) => {
+                    problems.push(format!("{key}[{i}]: {net} is listed twice"))
+                }
                 Ok(net) => list.push(net),
                 Err(e) => problems.push(format!("{key}[{i}]: {e}")),
             }
@@ -538,7 +643,11 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
             }
         };
         match raw.mailboxes[written].parse() {
-            Ok(rule_set) => mailboxes.push(KeyedRuleSet { key, origin: RuleSetOrigin::PolicyFile, rule_set }),
+            Ok(rule_set) => mailboxes.push(KeyedRuleSet {
+                key,
+                origin: RuleSetOrigin::PolicyFile,
+                rule_set,
+            }),
             Err(e) => problems.push(format!("mailboxes.{written:?}: {e}")),
         }
     }
@@ -552,29 +661,39 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
         non_residential_networks_file: optional_path(&raw.geoip.non_residential_networks_file),
     };
 
-    let mut template = |key: &str, text: &str, allowed: &[&'static str]| match Template::parse(text, allowed) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            problems.push(format!("{key}: {e}"));
-            None
-        }
-    };
+    let mut template =
+        |key: &str, text: &str, allowed: &[&'static str]| match Template::parse(text, allowed) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                problems.push(format!("{key}: {e}"));
+                None
+            }
+        };
     let m = &raw.messages;
     let banned = template("messages.banned", &m.banned, &["source", "until"]);
     let blocked = template("messages.blocked", &m.blocked, &["source"]);
-    let firewall_rule = template("messages.firewall_rule", &m.firewall_rule, &["rule", "login"]);
+    let firewall_rule = template(
+        "messages.firewall_rule",
+        &m.firewall_rule,
+        &["rule", "login"],
+    );
     let firewall_default = template("messages.firewall_default", &m.firewall_default, &["login"]);
 
     let format = match raw.log.format.trim() {
         "text" => Some(LogFormat::Text),
         "json" => Some(LogFormat::Json),
         other => {
-            problems.push(format!("log.format: {other:?} is neither \"text\" nor \"json\""));
+            problems.push(format!(
+                "log.format: {other:?} is neither \"text\" nor \"json\""
+            ));
             None
         }
     };
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(raw.log.level.trim()) {
-        problems.push(format!("log.level: {:?} is not a level such as \"info\" or \"mailwarden=debug\": {e}", raw.log.level));
+        problems.push(format!(
+            "log.level: {:?} is not a level such as \"info\" or \"mailwarden=debug\": {e}",
+            raw.log.level
+        ));
     }
 
     // Every value above is Some unless a problem was recorded for it.
@@ -587,7 +706,11 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
                 max_body_bytes: raw.server.max_body_bytes,
                 reload_on_change: raw.server.reload_on_change,
             },
-            auth: AuthSettings { api_key, api_key_header: header, admin_token },
+            auth: AuthSettings {
+                api_key,
+                api_key_header: header,
+                admin_token,
+            },
             autoban: Autoban {
                 max_failures: u32::try_from(max_failures?).ok()?,
                 window: window?,
@@ -602,14 +725,20 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
             mailboxes,
             geoip,
             geoip_check_every: geoip_every?,
-            events: Retention { max_age: events_age?, max_count: usize::try_from(max_events?).ok()? },
+            events: Retention {
+                max_age: events_age?,
+                max_count: usize::try_from(max_events?).ok()?,
+            },
             messages: Messages {
                 banned: banned?,
                 blocked: blocked?,
                 firewall_rule: firewall_rule?,
                 firewall_default: firewall_default?,
             },
-            log: LogSettings { level: raw.log.level.trim().to_string(), format: format? },
+            log: LogSettings {
+                level: raw.log.level.trim().to_string(),
+                format: format?,
+            },
         })
     };
     match build() {

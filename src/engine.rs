@@ -94,7 +94,10 @@ pub fn decide_allow(facts: &AllowFacts<'_>) -> Decision {
     let login = || facts.login.to_string();
     match facts.firewall {
         Some(FirewallOutcome::BlockedByRule(rule)) => {
-            return Decision::Reject(Refusal::FirewallRule { rule, login: login() });
+            return Decision::Reject(Refusal::FirewallRule {
+                rule,
+                login: login(),
+            });
         }
         Some(FirewallOutcome::BlockedByDefault) => {
             return Decision::Reject(Refusal::FirewallDefault { login: login() });
@@ -278,12 +281,48 @@ mod tests {
         let net = parse_network("203.0.113.0/24").unwrap();
         let live = ban("203.0.113.7", NOW.plus(Duration::from_secs(600)));
         let ip = Some("203.0.113.7");
-        check_with_firewall(ip, Standing::Unlisted, None, Some(BlockedByRule(2)), "reject/firewall_rule");
-        check_with_firewall(ip, Standing::Unlisted, None, Some(BlockedByDefault), "reject/firewall_default");
-        check_with_firewall(ip, Standing::Trusted(net), None, Some(BlockedByRule(1)), "reject/firewall_rule");
-        check_with_firewall(ip, Standing::Blocked(net), None, Some(AllowedByRule(1)), "reject/blocked");
-        check_with_firewall(ip, Standing::Unlisted, Some(&live), Some(AllowedByRule(1)), "reject/ban");
-        check_with_firewall(ip, Standing::Unlisted, None, Some(AllowedByDefault), "allow/none");
+        check_with_firewall(
+            ip,
+            Standing::Unlisted,
+            None,
+            Some(BlockedByRule(2)),
+            "reject/firewall_rule",
+        );
+        check_with_firewall(
+            ip,
+            Standing::Unlisted,
+            None,
+            Some(BlockedByDefault),
+            "reject/firewall_default",
+        );
+        check_with_firewall(
+            ip,
+            Standing::Trusted(net),
+            None,
+            Some(BlockedByRule(1)),
+            "reject/firewall_rule",
+        );
+        check_with_firewall(
+            ip,
+            Standing::Blocked(net),
+            None,
+            Some(AllowedByRule(1)),
+            "reject/blocked",
+        );
+        check_with_firewall(
+            ip,
+            Standing::Unlisted,
+            Some(&live),
+            Some(AllowedByRule(1)),
+            "reject/ban",
+        );
+        check_with_firewall(
+            ip,
+            Standing::Unlisted,
+            None,
+            Some(AllowedByDefault),
+            "allow/none",
+        );
         check_with_firewall(None, Standing::Unlisted, None, None, "allow/no_source");
     }
 

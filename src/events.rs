@@ -32,8 +32,13 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 5] =
-        [EventKind::Ban, EventKind::Blocked, EventKind::FirewallRule, EventKind::FirewallDefault, EventKind::BanPlaced];
+    pub const ALL: [EventKind; 5] = [
+        EventKind::Ban,
+        EventKind::Blocked,
+        EventKind::FirewallRule,
+        EventKind::FirewallDefault,
+        EventKind::BanPlaced,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -98,7 +103,12 @@ pub struct EventLog {
 impl EventLog {
     /// Starts the writer thread. `recorded` counts events by reason and result (`stored`,
     /// `dropped`).
-    pub fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>, retention: Arc<Mutex<Retention>>, recorded: IntCounterVec) -> EventLog {
+    pub fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        retention: Arc<Mutex<Retention>>,
+        recorded: IntCounterVec,
+    ) -> EventLog {
         let (sender, receiver) = mpsc::sync_channel(QUEUE);
         let counter = recorded.clone();
         let writer = std::thread::Builder::new()
@@ -108,7 +118,11 @@ impl EventLog {
         if writer.is_none() {
             tracing::error!("cannot start the event writer; events are logged but not stored");
         }
-        EventLog { sender: Mutex::new(Some(sender)), writer: Mutex::new(writer), recorded }
+        EventLog {
+            sender: Mutex::new(Some(sender)),
+            writer: Mutex::new(writer),
+            recorded,
+        }
     }
 
     /// Logs the event and queues it for storage. Never blocks.
@@ -149,8 +163,16 @@ impl EventLog {
 
     /// Stores what is queued and stops the writer (at shutdown).
     pub fn close(&self) {
-        self.sender.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(writer) = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        self.sender
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(writer) = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             let _ = writer.join();
         }
     }
@@ -162,7 +184,13 @@ impl Drop for EventLog {
     }
 }
 
-fn write_forever(receiver: Receiver<Event>, store: Arc<dyn Store>, clock: Arc<dyn Clock>, retention: Arc<Mutex<Retention>>, recorded: IntCounterVec) {
+fn write_forever(
+    receiver: Receiver<Event>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    retention: Arc<Mutex<Retention>>,
+    recorded: IntCounterVec,
+) {
     let mut last_prune = Instant::now();
     loop {
         let first = match receiver.recv_timeout(PRUNE_EVERY) {
@@ -181,7 +209,9 @@ fn write_forever(receiver: Receiver<Event>, store: Arc<dyn Store>, clock: Arc<dy
             let result = store.save_events(&batch);
             let outcome = if result.is_ok() { "stored" } else { "dropped" };
             for event in &batch {
-                recorded.with_label_values(&[event.kind.label(), outcome]).inc();
+                recorded
+                    .with_label_values(&[event.kind.label(), outcome])
+                    .inc();
             }
             if let Err(e) = result {
                 tracing::error!(error = %e, events = batch.len(), "could not store events");

@@ -450,10 +450,19 @@ impl Role {
         let Ok(networks) = reader.networks(Default::default()) else {
             return false;
         };
-        networks.flatten().take(RECORDS_TRIED).any(|found| match self {
-            Role::Country => matches!(found.decode::<CountryRecord>(), Ok(Some(r)) if r.country().is_some()),
-            Role::Asn => matches!(found.decode::<AsnRecord>(), Ok(Some(r)) if r.autonomous_system_number.is_some()),
-            Role::Anonymous => matches!(found.decode::<AnonymousRecord>(), Ok(Some(r)) if r.kind().is_some()),
+        networks.flatten().take(RECORDS_TRIED).any(|found| {
+            let answered = match self {
+                Role::Country => found
+                    .decode::<CountryRecord>()
+                    .map(|record| record.and_then(|r| r.country()).is_some()),
+                Role::Asn => found
+                    .decode::<AsnRecord>()
+                    .map(|record| record.and_then(|r| r.autonomous_system_number).is_some()),
+                Role::Anonymous => found
+                    .decode::<AnonymousRecord>()
+                    .map(|record| record.and_then(|r| r.kind()).is_some()),
+            };
+            answered.unwrap_or(false)
         })
     }
 }
@@ -651,10 +660,11 @@ impl Database {
 fn open_database(role: Role, path: &Path) -> Result<Loaded<Reader<Mmap>>, GeoIpError> {
     let setting = role.setting();
     let (file, version) = open_file(setting, path)?;
-    // SAFETY: the mapping is read-only and we never write the file. geoipupdate replaces a
-    // database by renaming a new file over it, which leaves the mapped inode intact until we
-    // drop the mapping; the module documentation requires the same of anything else that
-    // updates these files. The reader bounds-checks every offset it reads.
+    // SAFETY: the mapping is read-only and we never write the file. Mapping is sound only if
+    // nobody else changes it either: geoipupdate replaces a database by renaming a new file
+    // over it, which leaves the mapped inode intact until we drop the mapping, and the module
+    // documentation requires the same of anything else that updates these files (a file
+    // truncated in place would fault a lookup that reads past its new end).
     let mapped = unsafe { Mmap::map(&file) }.map_err(|source| GeoIpError::Unreadable {
         setting,
         path: path.to_path_buf(),

@@ -58,9 +58,15 @@ impl Reloader {
             let geoip = if policy.geoip == self.warden.policy().geoip {
                 None
             } else {
-                Some(GeoIp::open(&policy.geoip, self.warden.metrics().geoip.clone())?)
+                Some(GeoIp::open(
+                    &policy.geoip,
+                    self.warden.metrics().geoip.clone(),
+                )?)
             };
-            let restart_required = self.warden.apply_policy(policy, geoip).map_err(ReloadError::Rules)?;
+            let restart_required = self
+                .warden
+                .apply_policy(policy, geoip)
+                .map_err(ReloadError::Rules)?;
             Ok(Reloaded { restart_required })
         });
         let metrics = self.warden.metrics();

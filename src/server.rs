@@ -13,8 +13,8 @@ use actix_web::{App, HttpServer, web};
 
 use crate::clock::SystemClock;
 use crate::config::Policy;
-use crate::http;
 use crate::geoip::{GeoIp, GeoIpError};
+use crate::http;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::store::{SqliteStore, StoreError};

@@ -318,7 +318,8 @@ pub fn sanitize_message(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::{
-        DEFAULT_BANNED_MESSAGE, DEFAULT_BLOCKED_MESSAGE, DEFAULT_FIREWALL_DEFAULT_MESSAGE, DEFAULT_FIREWALL_RULE_MESSAGE,
+        DEFAULT_BANNED_MESSAGE, DEFAULT_BLOCKED_MESSAGE, DEFAULT_FIREWALL_DEFAULT_MESSAGE,
+        DEFAULT_FIREWALL_RULE_MESSAGE,
     };
     use crate::engine::Allowed;
     use crate::network::{SourceGrouping, parse_network};
@@ -331,8 +332,10 @@ mod tests {
         Messages {
             banned: Template::parse(DEFAULT_BANNED_MESSAGE, &["source", "until"]).unwrap(),
             blocked: Template::parse(DEFAULT_BLOCKED_MESSAGE, &["source"]).unwrap(),
-            firewall_rule: Template::parse(DEFAULT_FIREWALL_RULE_MESSAGE, &["rule", "login"]).unwrap(),
-            firewall_default: Template::parse(DEFAULT_FIREWALL_DEFAULT_MESSAGE, &["login"]).unwrap(),
+            firewall_rule: Template::parse(DEFAULT_FIREWALL_RULE_MESSAGE, &["rule", "login"])
+                .unwrap(),
+            firewall_default: Template::parse(DEFAULT_FIREWALL_DEFAULT_MESSAGE, &["login"])
+                .unwrap(),
         }
     }
 
@@ -445,11 +448,20 @@ mod tests {
             "Logins from 198.51.100.9 are blocked by the administrator"
         );
         let login = "alice@example.com".to_string();
-        let by_rule = Decision::Reject(Refusal::FirewallRule { rule: 2, login: login.clone() });
-        let expected = Reply { status: -1, msg: "Access denied by email firewall rule no. 2".into() };
+        let by_rule = Decision::Reject(Refusal::FirewallRule {
+            rule: 2,
+            login: login.clone(),
+        });
+        let expected = Reply {
+            status: -1,
+            msg: "Access denied by email firewall rule no. 2".into(),
+        };
         assert_eq!(allow_reply(&by_rule, &messages(), NOW), expected);
         let by_default = Decision::Reject(Refusal::FirewallDefault { login });
-        assert_eq!(allow_reply(&by_default, &messages(), NOW).msg, "Access denied by email firewall default action");
+        assert_eq!(
+            allow_reply(&by_default, &messages(), NOW).msg,
+            "Access denied by email firewall default action"
+        );
     }
 
     #[test]

@@ -11,9 +11,9 @@ use ipnet::IpNet;
 
 use crate::access::{AccessEntry, ListKind};
 use crate::bans::Ban;
+use crate::clock::Timestamp;
 use crate::events::{Event, EventFilter};
 use crate::firewall::{KeyedRuleSet, RuleSet};
-use crate::clock::Timestamp;
 use crate::network::Source;
 
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +60,8 @@ pub trait Store: Send + Sync {
     /// Events matching `filter`, newest first.
     fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError>;
     /// Removes events older than `older_than`, then all but the newest `keep_at_most`.
-    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize) -> Result<usize, StoreError>;
+    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize)
+    -> Result<usize, StoreError>;
     /// Firewall rule sets made through the API.
     fn firewall_rule_sets(&self) -> Result<Vec<KeyedRuleSet>, StoreError>;
     /// Creates or replaces the API's rule set for `key`; durable when this returns.

@@ -14,9 +14,9 @@ use ipnet::IpNet;
 use super::{Store, StoreError};
 use crate::access::{AccessEntry, ListKind, Origin};
 use crate::bans::{Ban, BanCause, BanReason};
+use crate::clock::Timestamp;
 use crate::events::{Event, EventFilter, EventKind};
 use crate::firewall::{KeyedRuleSet, RuleSet, RuleSetOrigin, StoredRuleSet};
-use crate::clock::Timestamp;
 use crate::network::Source;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
@@ -295,7 +295,9 @@ impl Store for SqliteStore {
 
     fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
         let error = |e: rusqlite::Error| StoreError::operation("reading events", e);
-        let mut sql = String::from("SELECT at, kind, login, ip, protocol, device_id, rule, detail FROM events WHERE 1=1");
+        let mut sql = String::from(
+            "SELECT at, kind, login, ip, protocol, device_id, rule, detail FROM events WHERE 1=1",
+        );
         let mut values: Vec<rusqlite::types::Value> = Vec::new();
         if let Some(ip) = filter.ip {
             sql.push_str(" AND ip = ?");
@@ -342,10 +344,16 @@ impl Store for SqliteStore {
         Ok(events)
     }
 
-    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize) -> Result<usize, StoreError> {
+    fn prune_events(
+        &self,
+        older_than: Timestamp,
+        keep_at_most: usize,
+    ) -> Result<usize, StoreError> {
         let error = |e: rusqlite::Error| StoreError::operation("pruning events", e);
         let connection = self.lock();
-        let aged = connection.execute("DELETE FROM events WHERE at < ?1", params![older_than.0]).map_err(error)?;
+        let aged = connection
+            .execute("DELETE FROM events WHERE at < ?1", params![older_than.0])
+            .map_err(error)?;
         let surplus = connection
             .execute(
                 "DELETE FROM events WHERE id <= (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?1)",
@@ -358,23 +366,37 @@ impl Store for SqliteStore {
     fn firewall_rule_sets(&self) -> Result<Vec<KeyedRuleSet>, StoreError> {
         let error = |e: rusqlite::Error| StoreError::operation("reading firewall rules", e);
         let connection = self.lock();
-        let mut statement = connection.prepare("SELECT key, rule_set FROM firewall_rule_sets").map_err(error)?;
+        let mut statement = connection
+            .prepare("SELECT key, rule_set FROM firewall_rule_sets")
+            .map_err(error)?;
         let rows = statement
-            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
             .map_err(error)?;
         let mut sets = Vec::new();
         for row in rows {
             let (key, json) = row.map_err(error)?;
-            match serde_json::from_str::<StoredRuleSet>(&json).map_err(|e| e.to_string()).and_then(|s| s.parse().map_err(|e| e.to_string())) {
-                Ok(rule_set) => sets.push(KeyedRuleSet { key, origin: RuleSetOrigin::Api, rule_set }),
-                Err(e) => tracing::warn!(key, error = %e, "skipped a stored firewall rule set this version cannot read"),
+            match serde_json::from_str::<StoredRuleSet>(&json)
+                .map_err(|e| e.to_string())
+                .and_then(|s| s.parse().map_err(|e| e.to_string()))
+            {
+                Ok(rule_set) => sets.push(KeyedRuleSet {
+                    key,
+                    origin: RuleSetOrigin::Api,
+                    rule_set,
+                }),
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "skipped a stored firewall rule set this version cannot read")
+                }
             }
         }
         Ok(sets)
     }
 
     fn save_firewall_rule_set(&self, key: &str, rule_set: &RuleSet) -> Result<(), StoreError> {
-        let json = serde_json::to_string(&StoredRuleSet::from(rule_set)).map_err(|e| StoreError::operation("saving firewall rules", e))?;
+        let json = serde_json::to_string(&StoredRuleSet::from(rule_set))
+            .map_err(|e| StoreError::operation("saving firewall rules", e))?;
         self.lock()
             .execute(
                 "INSERT OR REPLACE INTO firewall_rule_sets (key, rule_set, updated_at) VALUES (?1, ?2, strftime('%s','now'))",
@@ -386,7 +408,10 @@ impl Store for SqliteStore {
 
     fn delete_firewall_rule_set(&self, key: &str) -> Result<bool, StoreError> {
         self.lock()
-            .execute("DELETE FROM firewall_rule_sets WHERE key = ?1", params![key])
+            .execute(
+                "DELETE FROM firewall_rule_sets WHERE key = ?1",
+                params![key],
+            )
             .map(|n| n > 0)
             .map_err(|e| StoreError::operation("deleting firewall rules", e))
     }
@@ -523,18 +548,68 @@ mod tests {
         store
             .save_events(&[
                 event(1, EventKind::Ban, "203.0.113.7", "alice@example.com"),
-                event(2, EventKind::FirewallRule, "198.51.100.7", "alice@example.com"),
+                event(
+                    2,
+                    EventKind::FirewallRule,
+                    "198.51.100.7",
+                    "alice@example.com",
+                ),
                 event(3, EventKind::Ban, "203.0.113.7", "bob@example.com"),
             ])
             .unwrap();
-        let query = |filter: EventFilter| store.events(&EventFilter { limit: 10, ..filter }).unwrap();
+        let query = |filter: EventFilter| {
+            store
+                .events(&EventFilter {
+                    limit: 10,
+                    ..filter
+                })
+                .unwrap()
+        };
         let all = query(EventFilter::default());
         assert_eq!(all.iter().map(|e| e.at.0).collect::<Vec<_>>(), [3, 2, 1]);
-        assert_eq!(query(EventFilter { ip: "203.0.113.7".parse().ok(), ..Default::default() }).len(), 2);
-        assert_eq!(query(EventFilter { login: Some("alice@example.com".into()), ..Default::default() }).len(), 2);
-        assert_eq!(query(EventFilter { kind: Some(EventKind::FirewallRule), ..Default::default() }).len(), 1);
-        assert_eq!(query(EventFilter { since: Some(Timestamp(2)), ..Default::default() }).len(), 2);
-        assert_eq!(store.events(&EventFilter { limit: 1, ..Default::default() }).unwrap()[0].at.0, 3);
+        assert_eq!(
+            query(EventFilter {
+                ip: "203.0.113.7".parse().ok(),
+                ..Default::default()
+            })
+            .len(),
+            2
+        );
+        assert_eq!(
+            query(EventFilter {
+                login: Some("alice@example.com".into()),
+                ..Default::default()
+            })
+            .len(),
+            2
+        );
+        assert_eq!(
+            query(EventFilter {
+                kind: Some(EventKind::FirewallRule),
+                ..Default::default()
+            })
+            .len(),
+            1
+        );
+        assert_eq!(
+            query(EventFilter {
+                since: Some(Timestamp(2)),
+                ..Default::default()
+            })
+            .len(),
+            2
+        );
+        assert_eq!(
+            store
+                .events(&EventFilter {
+                    limit: 1,
+                    ..Default::default()
+                })
+                .unwrap()[0]
+                .at
+                .0,
+            3
+        );
         assert_eq!(store.prune_events(Timestamp(2), 10).unwrap(), 1);
         assert_eq!(store.prune_events(Timestamp(0), 1).unwrap(), 1);
         assert_eq!(query(EventFilter::default()).len(), 1);
@@ -543,15 +618,25 @@ mod tests {
     #[test]
     fn firewall_rule_sets_round_trip() {
         let store = SqliteStore::in_memory().unwrap();
-        let spec: crate::firewall::RuleSpec = serde_json::from_str(r#"{"action":"block","country":["CN"]}"#).unwrap();
+        let spec: crate::firewall::RuleSpec =
+            serde_json::from_str(r#"{"action":"block","country":["CN"]}"#).unwrap();
         let rule_set = RuleSet {
             rules: vec![spec.parse().unwrap()],
             default: crate::firewall::Action::Allow,
             protocols: crate::firewall::Protocols::MAIL_APPS,
         };
-        store.save_firewall_rule_set("alice@example.com", &rule_set).unwrap();
+        store
+            .save_firewall_rule_set("alice@example.com", &rule_set)
+            .unwrap();
         let sets = store.firewall_rule_sets().unwrap();
-        assert_eq!(sets, vec![KeyedRuleSet { key: "alice@example.com".into(), origin: RuleSetOrigin::Api, rule_set }]);
+        assert_eq!(
+            sets,
+            vec![KeyedRuleSet {
+                key: "alice@example.com".into(),
+                origin: RuleSetOrigin::Api,
+                rule_set
+            }]
+        );
         assert!(store.delete_firewall_rule_set("alice@example.com").unwrap());
         assert!(store.firewall_rule_sets().unwrap().is_empty());
     }

@@ -10,7 +10,7 @@ use crate::access::{AccessEntry, ListKind, Origin, Standing};
 use crate::bans::Ban;
 use crate::clock::Timestamp;
 use crate::engine::{Allowed, Decision, Refusal};
-use crate::firewall::{AddressFacts, Outcome};
+use crate::firewall::{AddressFacts, Outcome, RuleSetOrigin};
 use crate::network::Source;
 use crate::warden::FirewallCheck;
 use crate::wire::{self, Reply};
@@ -39,8 +39,15 @@ fn entry_note(e: &AccessEntry) -> String {
         Origin::PolicyFile => "policy.toml",
         Origin::Api => "the admin API",
     };
-    let comment = if e.comment.is_empty() { String::new() } else { format!(" ({})", e.comment) };
-    let expiry = e.expires_at.map(|t| format!(" until {}", readable(t))).unwrap_or_default();
+    let comment = if e.comment.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", e.comment)
+    };
+    let expiry = e
+        .expires_at
+        .map(|t| format!(" until {}", readable(t)))
+        .unwrap_or_default();
     format!("{} in {origin}{comment}{expiry}", e.network)
 }
 
@@ -55,29 +62,55 @@ fn facts_note(facts: &AddressFacts) -> String {
     if facts.non_residential {
         known.push("non-residential".to_string());
     }
-    if known.is_empty() { String::new() } else { format!(" ({})", known.join(", ")) }
+    if known.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", known.join(", "))
+    }
 }
 
 impl Explanation {
     /// The firewall's part of the story, when one applied.
     fn firewall_note(&self) -> Option<String> {
         let set_name = |key: &str, via_domain: bool, origin: &str| {
-            let whose = if via_domain { format!("the domain rules {key}") } else { format!("the email firewall of {key}") };
+            let whose = if via_domain {
+                format!("the domain rules {key}")
+            } else {
+                format!("the email firewall of {key}")
+            };
             format!("{whose} (from {origin})")
         };
         match &self.firewall {
-            FirewallCheck::Evaluated { applied, facts, outcome } => {
-                let name = set_name(&applied.keyed.key, applied.via_domain, applied.keyed.origin.label());
+            FirewallCheck::Evaluated {
+                applied,
+                facts,
+                outcome,
+            } => {
+                let origin = match applied.keyed.origin {
+                    RuleSetOrigin::PolicyFile => "policy.toml",
+                    RuleSetOrigin::Api => "the admin API",
+                };
+                let name = set_name(&applied.keyed.key, applied.via_domain, origin);
                 let about = format!("{}{}", facts.ip, facts_note(facts));
                 Some(match outcome {
                     Outcome::BlockedByRule(n) => format!("rule no. {n} of {name} blocks {about}"),
-                    Outcome::BlockedByDefault => format!("no rule of {name} matches {about} and its default action is block"),
+                    Outcome::BlockedByDefault => {
+                        format!("no rule of {name} matches {about} and its default action is block")
+                    }
                     Outcome::AllowedByRule(n) => format!("rule no. {n} of {name} allows {about}"),
-                    Outcome::AllowedByDefault => format!("no rule of {name} matches {about}; its default action allows it"),
+                    Outcome::AllowedByDefault => {
+                        format!("no rule of {name} matches {about}; its default action allows it")
+                    }
                 })
             }
-            FirewallCheck::Webmail(set) => Some(format!("the email firewall of {} does not apply to webmail", set.key)),
-            FirewallCheck::ProtocolNotCovered(set) => Some(format!("the email firewall of {} does not cover this protocol", set.key)),
+            FirewallCheck::Webmail(set) => Some(format!(
+                "the email firewall of {} does not apply to webmail",
+                set.key
+            )),
+            FirewallCheck::ProtocolNotCovered(set) => Some(format!(
+                "the email firewall of {} does not cover this protocol",
+                set.key
+            )),
             FirewallCheck::NoRules | FirewallCheck::NoAddress(_) => None,
         }
     }
@@ -87,22 +120,42 @@ impl Explanation {
         let firewall = self.firewall_note();
         match (&self.decision, &self.list_entry, &self.ban) {
             (Decision::Reject(Refusal::Blocked { .. }), Some(entry), _) => {
-                format!("refused: {} is blocked by {}", self.address, entry_note(entry))
+                format!(
+                    "refused: {} is blocked by {}",
+                    self.address,
+                    entry_note(entry)
+                )
             }
-            (Decision::Reject(Refusal::FirewallRule { .. } | Refusal::FirewallDefault { .. }), _, _) => {
+            (
+                Decision::Reject(Refusal::FirewallRule { .. } | Refusal::FirewallDefault { .. }),
+                _,
+                _,
+            ) => {
                 format!("refused: {}", firewall.unwrap_or_default())
             }
             (Decision::Reject(Refusal::Banned { .. }), _, Some(ban)) => {
                 let last = if ban.cause.login.is_empty() {
                     String::new()
                 } else {
-                    format!("; last failed login {} over {}", ban.cause.login, ban.cause.protocol)
+                    format!(
+                        "; last failed login {} over {}",
+                        ban.cause.login, ban.cause.protocol
+                    )
                 };
-                format!("refused: {} is banned until {} after {} failed logins{last}", ban.source, readable(ban.expires_at), ban.failures)
+                format!(
+                    "refused: {} is banned until {} after {} failed logins{last}",
+                    ban.source,
+                    readable(ban.expires_at),
+                    ban.failures
+                )
             }
             (Decision::Allow(Allowed::Trusted), Some(entry), _) => {
                 let also = firewall.map(|f| format!("; {f}")).unwrap_or_default();
-                format!("allowed: {} is trusted by {}; it is never banned{also}", self.address, entry_note(entry))
+                format!(
+                    "allowed: {} is trusted by {}; it is never banned{also}",
+                    self.address,
+                    entry_note(entry)
+                )
             }
             _ => {
                 let also = firewall.map(|f| format!("; {f}")).unwrap_or_default();

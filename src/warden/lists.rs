@@ -36,7 +36,11 @@ pub struct ListChange {
 type ApiEntries = HashMap<(ListKind, IpNet), AccessEntry>;
 
 /// The combined snapshot of the policy file's entries and the API's.
-pub(super) fn build_access(policy: &Policy, api_entries: &ApiEntries, now: Timestamp) -> AccessLists {
+pub(super) fn build_access(
+    policy: &Policy,
+    api_entries: &ApiEntries,
+    now: Timestamp,
+) -> AccessLists {
     let entry = move |list, network: &IpNet| AccessEntry {
         list,
         network: *network,
@@ -45,8 +49,16 @@ pub(super) fn build_access(policy: &Policy, api_entries: &ApiEntries, now: Times
         expires_at: None,
         origin: Origin::PolicyFile,
     };
-    let trusted = policy.networks.trusted.iter().map(move |n| entry(ListKind::Trusted, n));
-    let blocked = policy.networks.blocked.iter().map(move |n| entry(ListKind::Blocked, n));
+    let trusted = policy
+        .networks
+        .trusted
+        .iter()
+        .map(move |n| entry(ListKind::Trusted, n));
+    let blocked = policy
+        .networks
+        .blocked
+        .iter()
+        .map(move |n| entry(ListKind::Blocked, n));
     AccessLists::build(trusted.chain(blocked).chain(api_entries.values().cloned()))
 }
 
@@ -58,7 +70,11 @@ impl Warden {
     /// Rebuilds the combined lists; called with the API entries locked, so concurrent changes
     /// rebuild in order.
     fn rebuild_access(&self, api_entries: &ApiEntries) {
-        let lists = build_access(&self.shared.policy.load(), api_entries, self.shared.clock.now());
+        let lists = build_access(
+            &self.shared.policy.load(),
+            api_entries,
+            self.shared.clock.now(),
+        );
         self.shared.access.store(Arc::new(lists));
     }
 
@@ -72,7 +88,13 @@ impl Warden {
     }
 
     /// Adds `network` to `list` (or replaces the API's entry for it), durably. Blocking.
-    pub fn add_to_list(&self, list: ListKind, network: IpNet, expires_at: Option<Timestamp>, comment: &str) -> Result<ListChange, ListError> {
+    pub fn add_to_list(
+        &self,
+        list: ListKind,
+        network: IpNet,
+        expires_at: Option<Timestamp>,
+        comment: &str,
+    ) -> Result<ListChange, ListError> {
         let network = network.trunc();
         let now = self.shared.clock.now();
         if expires_at.is_some_and(|end| end <= now) {
@@ -81,7 +103,14 @@ impl Warden {
         if self.in_policy_file(list, network) {
             return Err(ListError::DefinedInPolicyFile { list, network });
         }
-        let entry = AccessEntry { list, network, comment: comment.to_string(), created_at: now, expires_at, origin: Origin::Api };
+        let entry = AccessEntry {
+            list,
+            network,
+            comment: comment.to_string(),
+            created_at: now,
+            expires_at,
+            origin: Origin::Api,
+        };
         let mut entries = self.api_entries();
         let saved = self.shared.store.save_access_entry(&entry);
         self.shared.metrics.store_result("save_list_entry", &saved);
@@ -94,18 +123,28 @@ impl Warden {
     }
 
     /// Removes the API's entry for `network` from `list`, durably. Blocking.
-    pub fn remove_from_list(&self, list: ListKind, network: IpNet) -> Result<AccessEntry, ListError> {
+    pub fn remove_from_list(
+        &self,
+        list: ListKind,
+        network: IpNet,
+    ) -> Result<AccessEntry, ListError> {
         let network = network.trunc();
         if self.in_policy_file(list, network) {
             return Err(ListError::DefinedInPolicyFile { list, network });
         }
         let now = self.shared.clock.now();
         let mut entries = self.api_entries();
-        let Some(existing) = entries.get(&(list, network)).filter(|e| e.is_active(now)).cloned() else {
+        let Some(existing) = entries
+            .get(&(list, network))
+            .filter(|e| e.is_active(now))
+            .cloned()
+        else {
             return Err(ListError::NotListed { list, network });
         };
         let deleted = self.shared.store.delete_access_entry(list, network);
-        self.shared.metrics.store_result("delete_list_entry", &deleted);
+        self.shared
+            .metrics
+            .store_result("delete_list_entry", &deleted);
         deleted?;
         entries.remove(&(list, network));
         self.rebuild_access(&entries);
@@ -116,7 +155,13 @@ impl Warden {
     /// The entries of `list` in force, from the policy file and the API.
     pub fn list_entries(&self, list: ListKind) -> Vec<AccessEntry> {
         let now = self.shared.clock.now();
-        self.shared.access.load().entries(list, now).into_iter().cloned().collect()
+        self.shared
+            .access
+            .load()
+            .entries(list, now)
+            .into_iter()
+            .cloned()
+            .collect()
     }
 
     /// Drops the API's entries that have ended, from memory and the store. Blocking.
@@ -128,7 +173,9 @@ impl Warden {
             return Ok(0);
         }
         let deleted = self.shared.store.delete_expired_access_entries(now);
-        self.shared.metrics.store_result("delete_expired_list_entries", &deleted);
+        self.shared
+            .metrics
+            .store_result("delete_expired_list_entries", &deleted);
         deleted?;
         self.rebuild_access(&entries);
         Ok(before - entries.len())

@@ -106,7 +106,12 @@ pub struct LoginView<'a> {
 
 impl<'a> LoginView<'a> {
     pub fn of(attempt: &'a LoginAttempt<'a>) -> LoginView<'a> {
-        LoginView { address: attempt.remote, real_remote: attempt.real_remote, login: &attempt.login, protocol: attempt.protocol }
+        LoginView {
+            address: attempt.remote,
+            real_remote: attempt.real_remote,
+            login: &attempt.login,
+            protocol: attempt.protocol,
+        }
     }
 }
 
@@ -127,9 +132,16 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Warden {
     /// Builds the core: loads the active bans, list entries and rule sets from `store`, checks
     /// every rule set against the GeoIP data available, and starts the block log.
-    pub fn open(policy: Policy, store: Arc<dyn Store>, clock: Arc<dyn Clock>, metrics: Metrics, geoip: GeoIp) -> Result<Warden, OpenError> {
+    pub fn open(
+        policy: Policy,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+        geoip: GeoIp,
+    ) -> Result<Warden, OpenError> {
         let now = clock.now();
-        let failures = FailureTracker::new(policy.autoban.window, policy.autoban.max_tracked_sources);
+        let failures =
+            FailureTracker::new(policy.autoban.window, policy.autoban.max_tracked_sources);
         let bans = BanIndex::default();
         let loaded = store.active_bans(now);
         metrics.store_result("load_bans", &loaded);
@@ -138,18 +150,27 @@ impl Warden {
         }
         let entries = store.access_entries();
         metrics.store_result("load_list_entries", &entries);
-        let api_entries: HashMap<_, _> = entries?.into_iter().map(|e| ((e.list, e.network), e)).collect();
+        let api_entries: HashMap<_, _> = entries?
+            .into_iter()
+            .map(|e| ((e.list, e.network), e))
+            .collect();
         let access = lists::build_access(&policy, &api_entries, now);
         let sets = store.firewall_rule_sets();
         metrics.store_result("load_firewall_rules", &sets);
-        let api_rule_sets: HashMap<String, RuleSet> = sets?.into_iter().map(|s| (s.key, s.rule_set)).collect();
+        let api_rule_sets: HashMap<String, RuleSet> =
+            sets?.into_iter().map(|s| (s.key, s.rule_set)).collect();
         let problems = rules::check_sources(&policy, &api_rule_sets, &geoip);
         if !problems.is_empty() {
             return Err(OpenError::Rules(problems));
         }
         let firewall = rules::build_firewall(&policy, &api_rule_sets);
         let retention = Arc::new(Mutex::new(policy.events));
-        let events = EventLog::start(store.clone(), clock.clone(), retention.clone(), metrics.events.clone());
+        let events = EventLog::start(
+            store.clone(),
+            clock.clone(),
+            retention.clone(),
+            metrics.events.clone(),
+        );
         metrics.active_bans.set(gauge_value(bans.len()));
         let shared = Shared {
             policy: ArcSwap::from_pointee(policy),
@@ -166,7 +187,9 @@ impl Warden {
             store,
             metrics,
         };
-        Ok(Warden { shared: Arc::new(shared) })
+        Ok(Warden {
+            shared: Arc::new(shared),
+        })
     }
 
     pub fn policy(&self) -> Arc<Policy> {
@@ -198,7 +221,9 @@ impl Warden {
         let now = shared.clock.now();
         let standing = self.standing(view.address, now);
         let grouping = shared.policy.load().autoban.grouping;
-        let ban = view.address.and_then(|ip| shared.bans.active_for_address(ip, grouping, now));
+        let ban = view
+            .address
+            .and_then(|ip| shared.bans.active_for_address(ip, grouping, now));
         engine::decide_allow(&AllowFacts {
             address: view.address,
             standing,
@@ -212,14 +237,24 @@ impl Warden {
     /// Answers Dovecot's `allow`; every refusal goes to the block log.
     pub fn allow(&self, attempt: &LoginAttempt<'_>) -> Reply {
         let decision = self.decide(&LoginView::of(attempt));
-        self.shared.metrics.decisions.with_label_values(&[decision.verdict(), decision.reason(), attempt.protocol.label()]).inc();
+        self.shared
+            .metrics
+            .decisions
+            .with_label_values(&[
+                decision.verdict(),
+                decision.reason(),
+                attempt.protocol.label(),
+            ])
+            .inc();
         let now = self.shared.clock.now();
         let reply = wire::allow_reply(&decision, &self.shared.policy.load().messages, now);
         if let Decision::Reject(refusal) = &decision {
             let (kind, rule) = match refusal {
                 Refusal::Banned { .. } => (EventKind::Ban, None),
                 Refusal::Blocked { .. } => (EventKind::Blocked, None),
-                Refusal::FirewallRule { rule, .. } => (EventKind::FirewallRule, u32::try_from(*rule).ok()),
+                Refusal::FirewallRule { rule, .. } => {
+                    (EventKind::FirewallRule, u32::try_from(*rule).ok())
+                }
                 Refusal::FirewallDefault { .. } => (EventKind::FirewallDefault, None),
             };
             self.shared.events.record(Event {
@@ -242,13 +277,24 @@ impl Warden {
         let policy = shared.policy.load();
         let now = shared.clock.now();
         let standing = self.standing(attempt.remote, now);
-        let kind = engine::classify_report(outcome.success, outcome.policy_reject, attempt.remote.is_some(), standing);
-        shared.metrics.reports.with_label_values(&[kind.label()]).inc();
+        let kind = engine::classify_report(
+            outcome.success,
+            outcome.policy_reject,
+            attempt.remote.is_some(),
+            standing,
+        );
+        shared
+            .metrics
+            .reports
+            .with_label_values(&[kind.label()])
+            .inc();
         let (ReportKind::Failure, Some(address)) = (kind, attempt.remote) else {
             return None;
         };
         let source = policy.autoban.grouping.source_of(address);
-        let failures = shared.failures.record_failure(source, now, policy.autoban.max_failures);
+        let failures = shared
+            .failures
+            .record_failure(source, now, policy.autoban.max_failures);
         let already_banned = shared.bans.active(source, now).is_some();
         if !engine::bans_source(failures, already_banned, &policy.autoban) {
             return None;
@@ -267,8 +313,15 @@ impl Warden {
         });
         shared.bans.insert(ban.clone());
         shared.failures.forget(source);
-        shared.metrics.bans_created.with_label_values(&[ban.reason.label()]).inc();
-        shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
+        shared
+            .metrics
+            .bans_created
+            .with_label_values(&[ban.reason.label()])
+            .inc();
+        shared
+            .metrics
+            .active_bans
+            .set(gauge_value(shared.bans.len()));
         shared.events.record(Event {
             at: now,
             kind: EventKind::BanPlaced,
@@ -277,7 +330,10 @@ impl Warden {
             protocol: ban.cause.protocol.clone(),
             device_id: ban.cause.device_id.clone(),
             rule: None,
-            detail: format!("{source} banned until {} after {failures} failed logins", ban.expires_at.rfc3339()),
+            detail: format!(
+                "{source} banned until {} after {failures} failed logins",
+                ban.expires_at.rfc3339()
+            ),
         });
         Some(ban)
     }
@@ -297,7 +353,11 @@ impl Warden {
     pub fn source_for(&self, target: IpNet) -> Source {
         let grouping = self.shared.policy.load().autoban.grouping;
         let host = target.prefix_len() == target.max_prefix_len();
-        if host { grouping.source_of(target.addr()) } else { grouping.source_of(target.network()) }
+        if host {
+            grouping.source_of(target.addr())
+        } else {
+            grouping.source_of(target.network())
+        }
     }
 
     /// The active ban on `source`.
@@ -318,11 +378,18 @@ impl Warden {
         let deleted = deleted?;
         let removed = shared.bans.remove(source);
         shared.failures.forget(source);
-        shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
+        shared
+            .metrics
+            .active_bans
+            .set(gauge_value(shared.bans.len()));
         let now = shared.clock.now();
         let lifted = removed.filter(|b| b.is_active(now));
         if lifted.is_some() || deleted {
-            shared.metrics.bans_lifted.with_label_values(&["admin"]).inc();
+            shared
+                .metrics
+                .bans_lifted
+                .with_label_values(&["admin"])
+                .inc();
             tracing::info!(source = %source, "ban lifted by an administrator");
         }
         Ok(lifted)
@@ -341,8 +408,15 @@ impl Warden {
         let now = shared.clock.now();
         let ended = shared.bans.take_expired(now);
         if !ended.is_empty() {
-            shared.metrics.bans_lifted.with_label_values(&["expired"]).inc_by(ended.len() as u64);
-            shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
+            shared
+                .metrics
+                .bans_lifted
+                .with_label_values(&["expired"])
+                .inc_by(ended.len() as u64);
+            shared
+                .metrics
+                .active_bans
+                .set(gauge_value(shared.bans.len()));
             for ban in &ended {
                 tracing::info!(source = %ban.source, "ban expired");
             }
@@ -362,7 +436,11 @@ impl Warden {
     /// changed. Counters, bans, list entries and API rule sets carry over; settings only a
     /// restart can change keep their old values and are named in the result. Refused, with
     /// nothing changed, when a rule set would need GeoIP data the new policy does not provide.
-    pub fn apply_policy(&self, mut new: Policy, geoip: Option<GeoIp>) -> Result<Vec<&'static str>, Vec<String>> {
+    pub fn apply_policy(
+        &self,
+        mut new: Policy,
+        geoip: Option<GeoIp>,
+    ) -> Result<Vec<&'static str>, Vec<String>> {
         let old = self.shared.policy.load_full();
         let mut kept = Vec::new();
         let changed = [
@@ -398,8 +476,14 @@ impl Warden {
         }
         self.shared.failures.set_window(new.autoban.window);
         *lock(&self.shared.retention) = new.events;
-        self.shared.access.store(Arc::new(lists::build_access(&new, &entries, self.shared.clock.now())));
-        self.shared.firewall.store(Arc::new(rules::build_firewall(&new, &rule_sets)));
+        self.shared.access.store(Arc::new(lists::build_access(
+            &new,
+            &entries,
+            self.shared.clock.now(),
+        )));
+        self.shared
+            .firewall
+            .store(Arc::new(rules::build_firewall(&new, &rule_sets)));
         self.shared.policy.store(Arc::new(new));
         Ok(kept)
     }
@@ -407,12 +491,22 @@ impl Warden {
     /// Brings gauges that are cheaper to read than to maintain up to date (before a scrape).
     pub fn refresh_gauges(&self) {
         let shared = &*self.shared;
-        shared.metrics.tracked_sources.set(i64::try_from(shared.failures.tracked_sources()).unwrap_or(i64::MAX));
-        shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
+        shared
+            .metrics
+            .tracked_sources
+            .set(i64::try_from(shared.failures.tracked_sources()).unwrap_or(i64::MAX));
+        shared
+            .metrics
+            .active_bans
+            .set(gauge_value(shared.bans.len()));
         let access = shared.access.load();
         let now = shared.clock.now();
         for list in [ListKind::Trusted, ListKind::Blocked] {
-            shared.metrics.list_entries.with_label_values(&[list.label()]).set(gauge_value(access.entries(list, now).len()));
+            shared
+                .metrics
+                .list_entries
+                .with_label_values(&[list.label()])
+                .set(gauge_value(access.entries(list, now).len()));
         }
     }
 

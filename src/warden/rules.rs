@@ -10,7 +10,8 @@ use std::sync::{Arc, MutexGuard};
 use super::{LoginView, Warden, lock};
 use crate::config::Policy;
 use crate::firewall::{
-    Action, AddressFacts, Applicable, Firewall, KeyedRuleSet, Outcome, Protocols, Rule, RuleSet, RuleSetOrigin, parse_key,
+    Action, AddressFacts, Applicable, Firewall, KeyedRuleSet, Outcome, Protocols, Rule, RuleSet,
+    RuleSetOrigin, parse_key,
 };
 use crate::geoip::GeoIp;
 use crate::store::StoreError;
@@ -23,12 +24,21 @@ pub enum FirewallError {
     #[error("{0}")]
     InvalidKey(String),
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error("{0} has no firewall rules")]
     NoRuleSet(String),
     #[error("{key} has no rule no. {number} (it has {count})")]
-    NoSuchRule { key: String, number: usize, count: usize },
-    #[error("{0} has no firewall rules set through the API (rules from policy.toml are changed in the file)")]
+    NoSuchRule {
+        key: String,
+        number: usize,
+        count: usize,
+    },
+    #[error(
+        "{0} has no firewall rules set through the API (rules from policy.toml are changed in the file)"
+    )]
     NoApiRuleSet(String),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -62,7 +72,11 @@ pub enum FirewallCheck {
     Webmail(Arc<KeyedRuleSet>),
     /// No client address to judge.
     NoAddress(Arc<KeyedRuleSet>),
-    Evaluated { applied: Applicable, facts: AddressFacts, outcome: Outcome },
+    Evaluated {
+        applied: Applicable,
+        facts: AddressFacts,
+        outcome: Outcome,
+    },
 }
 
 impl FirewallCheck {
@@ -77,7 +91,11 @@ impl FirewallCheck {
 /// The rule sets in force: the file's, then the API's over them.
 pub(super) fn build_firewall(policy: &Policy, api: &ApiRuleSets) -> Firewall {
     let file = policy.mailboxes.iter().cloned();
-    let from_api = api.iter().map(|(key, rule_set)| KeyedRuleSet { key: key.clone(), origin: RuleSetOrigin::Api, rule_set: rule_set.clone() });
+    let from_api = api.iter().map(|(key, rule_set)| KeyedRuleSet {
+        key: key.clone(),
+        origin: RuleSetOrigin::Api,
+        rule_set: rule_set.clone(),
+    });
     Firewall::build(file.chain(from_api), &policy.networks.webmail)
 }
 
@@ -96,7 +114,10 @@ fn missing_source(set: &RuleSet, geoip: &GeoIp) -> Option<(usize, &'static str)>
 /// Every rule set (the file's and the API's) whose rules need GeoIP data not configured, as
 /// messages naming the mailbox and the rule.
 pub(super) fn check_sources(policy: &Policy, api: &ApiRuleSets, geoip: &GeoIp) -> Vec<String> {
-    let file = policy.mailboxes.iter().map(|s| (&s.key, &s.rule_set, "policy.toml"));
+    let file = policy
+        .mailboxes
+        .iter()
+        .map(|s| (&s.key, &s.rule_set, "policy.toml"));
     let from_api = api.iter().map(|(key, set)| (key, set, "the admin API"));
     let mut problems: Vec<String> = file
         .chain(from_api)
@@ -128,7 +149,11 @@ impl Warden {
         if !set.protocols.covers(view.protocol) {
             return FirewallCheck::ProtocolNotCovered(applied.keyed.clone());
         }
-        if view.real_remote.or(view.address).is_some_and(|peer| firewall.is_webmail(peer)) {
+        if view
+            .real_remote
+            .or(view.address)
+            .is_some_and(|peer| firewall.is_webmail(peer))
+        {
             return FirewallCheck::Webmail(applied.keyed.clone());
         }
         let Some(ip) = view.address else {
@@ -138,12 +163,20 @@ impl Warden {
         let geoip = self.shared.geoip.load();
         let facts = AddressFacts {
             ip,
-            country: if needs.country { geoip.country(ip) } else { None },
+            country: if needs.country {
+                geoip.country(ip)
+            } else {
+                None
+            },
             asn: if needs.asn { geoip.asn(ip) } else { None },
             non_residential: needs.non_residential && geoip.non_residential(ip).is_some(),
         };
         let outcome = set.evaluate(&facts);
-        FirewallCheck::Evaluated { applied, facts, outcome }
+        FirewallCheck::Evaluated {
+            applied,
+            facts,
+            outcome,
+        }
     }
 
     /// The rule set that applies to `key` (a login or `@domain`). `Err` only for a bad key.
@@ -151,7 +184,10 @@ impl Warden {
         let key = parse_key(key).map_err(FirewallError::InvalidKey)?;
         let firewall = self.shared.firewall.load();
         let applied = match firewall.get(&key) {
-            Some(own) => Some(Applicable { keyed: own.clone(), via_domain: false }),
+            Some(own) => Some(Applicable {
+                keyed: own.clone(),
+                via_domain: false,
+            }),
             None if !key.starts_with('@') => firewall.applicable(&key),
             None => None,
         };
@@ -160,27 +196,46 @@ impl Warden {
 
     /// Every rule set in force, by key.
     pub fn rule_sets(&self) -> Vec<Arc<KeyedRuleSet>> {
-        self.shared.firewall.load().keys().into_iter().cloned().collect()
+        self.shared
+            .firewall
+            .load()
+            .keys()
+            .into_iter()
+            .cloned()
+            .collect()
     }
 
     /// Applies `change` to the API's set for `key` (starting from the set in force for it),
     /// checks it, stores it, and puts it in force. Blocking.
-    fn edit(&self, key: &str, change: impl FnOnce(&mut RuleSet) -> Result<(), FirewallError>) -> Result<Arc<KeyedRuleSet>, FirewallError> {
+    fn edit(
+        &self,
+        key: &str,
+        change: impl FnOnce(&mut RuleSet) -> Result<(), FirewallError>,
+    ) -> Result<Arc<KeyedRuleSet>, FirewallError> {
         let key = parse_key(key).map_err(FirewallError::InvalidKey)?;
         let mut sets = self.api_rule_sets();
         let mut set = match sets.get(&key) {
             Some(own) => own.clone(),
             None => match self.mailbox_firewall(&key)?.applied {
                 Some(applied) => applied.keyed.rule_set.clone(),
-                None => RuleSet { rules: Vec::new(), default: Action::Allow, protocols: Protocols::MAIL_APPS },
+                None => RuleSet {
+                    rules: Vec::new(),
+                    default: Action::Allow,
+                    protocols: Protocols::MAIL_APPS,
+                },
             },
         };
         change(&mut set)?;
         if let Some((number, needs)) = missing_source(&set, &self.shared.geoip.load()) {
-            return Err(FirewallError::Invalid { field: "rules", message: format!("rule no. {number} needs {needs}, which is not configured") });
+            return Err(FirewallError::Invalid {
+                field: "rules",
+                message: format!("rule no. {number} needs {needs}, which is not configured"),
+            });
         }
         let saved = self.shared.store.save_firewall_rule_set(&key, &set);
-        self.shared.metrics.store_result("save_firewall_rules", &saved);
+        self.shared
+            .metrics
+            .store_result("save_firewall_rules", &saved);
         saved?;
         sets.insert(key.clone(), set);
         let firewall = build_firewall(&self.shared.policy.load(), &sets);
@@ -191,7 +246,11 @@ impl Warden {
     }
 
     /// Replaces the API's set for `key` whole. Blocking.
-    pub fn replace_rule_set(&self, key: &str, new: RuleSet) -> Result<Arc<KeyedRuleSet>, FirewallError> {
+    pub fn replace_rule_set(
+        &self,
+        key: &str,
+        new: RuleSet,
+    ) -> Result<Arc<KeyedRuleSet>, FirewallError> {
         self.edit(key, |set| {
             *set = new;
             Ok(())
@@ -199,12 +258,20 @@ impl Warden {
     }
 
     /// Inserts `rule` at `position` (from 1; default: last). Blocking.
-    pub fn add_rule(&self, key: &str, rule: Rule, position: Option<usize>) -> Result<Arc<KeyedRuleSet>, FirewallError> {
+    pub fn add_rule(
+        &self,
+        key: &str,
+        rule: Rule,
+        position: Option<usize>,
+    ) -> Result<Arc<KeyedRuleSet>, FirewallError> {
         self.edit(key, |set| {
             let last = set.rules.len() + 1;
             let position = position.unwrap_or(last);
             if !(1..=last).contains(&position) {
-                return Err(FirewallError::Invalid { field: "position", message: format!("{position} is outside 1..={last}") });
+                return Err(FirewallError::Invalid {
+                    field: "position",
+                    message: format!("{position} is outside 1..={last}"),
+                });
             }
             set.rules.insert(position - 1, rule);
             Ok(())
@@ -212,22 +279,44 @@ impl Warden {
     }
 
     /// Moves rule `number` up, down, or to a position. Blocking.
-    pub fn move_rule(&self, key: &str, number: usize, movement: RuleMove) -> Result<Arc<KeyedRuleSet>, FirewallError> {
+    pub fn move_rule(
+        &self,
+        key: &str,
+        number: usize,
+        movement: RuleMove,
+    ) -> Result<Arc<KeyedRuleSet>, FirewallError> {
         let owner = key.to_string();
         self.edit(key, |set| {
             let count = set.rules.len();
             if !(1..=count).contains(&number) {
-                return Err(FirewallError::NoSuchRule { key: owner, number, count });
+                return Err(FirewallError::NoSuchRule {
+                    key: owner,
+                    number,
+                    count,
+                });
             }
             let target = match movement {
-                RuleMove::Up if number == 1 => return Err(FirewallError::Invalid { field: "direction", message: "rule no. 1 is already first".into() }),
+                RuleMove::Up if number == 1 => {
+                    return Err(FirewallError::Invalid {
+                        field: "direction",
+                        message: "rule no. 1 is already first".into(),
+                    });
+                }
                 RuleMove::Down if number == count => {
-                    return Err(FirewallError::Invalid { field: "direction", message: format!("rule no. {number} is already last") });
+                    return Err(FirewallError::Invalid {
+                        field: "direction",
+                        message: format!("rule no. {number} is already last"),
+                    });
                 }
                 RuleMove::Up => number - 1,
                 RuleMove::Down => number + 1,
                 RuleMove::To(to) if (1..=count).contains(&to) => to,
-                RuleMove::To(to) => return Err(FirewallError::Invalid { field: "to", message: format!("{to} is outside 1..={count}") }),
+                RuleMove::To(to) => {
+                    return Err(FirewallError::Invalid {
+                        field: "to",
+                        message: format!("{to} is outside 1..={count}"),
+                    });
+                }
             };
             let rule = set.rules.remove(number - 1);
             set.rules.insert(target - 1, rule);
@@ -236,12 +325,20 @@ impl Warden {
     }
 
     /// Deletes rule `number`. Blocking.
-    pub fn delete_rule(&self, key: &str, number: usize) -> Result<Arc<KeyedRuleSet>, FirewallError> {
+    pub fn delete_rule(
+        &self,
+        key: &str,
+        number: usize,
+    ) -> Result<Arc<KeyedRuleSet>, FirewallError> {
         let owner = key.to_string();
         self.edit(key, |set| {
             let count = set.rules.len();
             if !(1..=count).contains(&number) {
-                return Err(FirewallError::NoSuchRule { key: owner, number, count });
+                return Err(FirewallError::NoSuchRule {
+                    key: owner,
+                    number,
+                    count,
+                });
             }
             set.rules.remove(number - 1);
             Ok(())
@@ -249,7 +346,11 @@ impl Warden {
     }
 
     /// Sets the default action. Blocking.
-    pub fn set_default(&self, key: &str, default: Action) -> Result<Arc<KeyedRuleSet>, FirewallError> {
+    pub fn set_default(
+        &self,
+        key: &str,
+        default: Action,
+    ) -> Result<Arc<KeyedRuleSet>, FirewallError> {
         self.edit(key, |set| {
             set.default = default;
             Ok(())
@@ -265,10 +366,14 @@ impl Warden {
             return Err(FirewallError::NoApiRuleSet(key));
         }
         let deleted = self.shared.store.delete_firewall_rule_set(&key);
-        self.shared.metrics.store_result("delete_firewall_rules", &deleted);
+        self.shared
+            .metrics
+            .store_result("delete_firewall_rules", &deleted);
         deleted?;
         sets.remove(&key);
-        self.shared.firewall.store(Arc::new(build_firewall(&self.shared.policy.load(), &sets)));
+        self.shared
+            .firewall
+            .store(Arc::new(build_firewall(&self.shared.policy.load(), &sets)));
         tracing::info!(key, "firewall rules from the API removed");
         Ok(())
     }

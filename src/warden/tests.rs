@@ -28,7 +28,12 @@ fn open(policy: Policy, store: Arc<SqliteStore>, clock: Arc<ManualClock>) -> War
 /// A login from `ip` as the dry run describes it.
 fn view(ip: &str) -> (LoginView<'static>, IpAddr) {
     let address: IpAddr = ip.parse().unwrap();
-    let view = LoginView { address: Some(address), real_remote: None, login: "alice@example.com", protocol: Protocol::Imap };
+    let view = LoginView {
+        address: Some(address),
+        real_remote: None,
+        login: "alice@example.com",
+        protocol: Protocol::Imap,
+    };
     (view, address)
 }
 
@@ -158,8 +163,7 @@ fn policy_rejects_successes_and_trusted_failures_never_count() {
 
 #[test]
 fn blocked_networks_are_refused_with_their_own_message_and_trusted_hosts_inside_pass() {
-    let h =
-        harness("[networks]\nblocked = [\"198.51.100.0/24\"]\ntrusted = [\"198.51.100.10\"]\n");
+    let h = harness("[networks]\nblocked = [\"198.51.100.0/24\"]\ntrusted = [\"198.51.100.10\"]\n");
     let refused = h.allow("198.51.100.9", "alice@example.com");
     assert_eq!(refused.status, -1);
     assert_eq!(

@@ -229,6 +229,16 @@ impl Mailwarden {
         })
     }
 
+    /// PUTs a JSON body to the admin API with the right token.
+    pub fn admin_put(&self, path: &str, body: &str) -> (u16, String) {
+        let url = format!("http://{}{path}", self.admin_addr);
+        let request = agent()
+            .put(url)
+            .header("Authorization", format!("Bearer {}", self.admin_token))
+            .header("Content-Type", "application/json");
+        answer(request.send(body))
+    }
+
     /// A GET or DELETE on the admin API with `token` (or none).
     pub fn admin_with_token(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
         let url = format!("http://{}{path}", self.admin_addr);

@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 
 pub mod dovecot;
+pub mod geoip;
 pub mod mailwarden;

@@ -76,7 +76,10 @@ fn filter(query: &EventQuery, now: Timestamp) -> Result<EventFilter, ApiError> {
     let kind = match &query.reason {
         Some(text) => Some(EventKind::from_label(text.trim()).ok_or_else(|| {
             let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.label()).collect();
-            invalid("reason", format!("reason: {text:?} is not one of {}", known.join(", ")))
+            invalid(
+                "reason",
+                format!("reason: {text:?} is not one of {}", known.join(", ")),
+            )
         })?),
         None => None,
     };
@@ -90,10 +93,19 @@ fn filter(query: &EventQuery, now: Timestamp) -> Result<EventFilter, ApiError> {
     };
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(invalid("limit", format!("limit: {limit} is outside 1..=1000")));
+        return Err(invalid(
+            "limit",
+            format!("limit: {limit} is outside 1..=1000"),
+        ));
     }
     let login = query.login.as_ref().map(|l| l.trim().to_lowercase());
-    Ok(EventFilter { ip, login, kind, since, limit })
+    Ok(EventFilter {
+        ip,
+        login,
+        kind,
+        since,
+        limit,
+    })
 }
 
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventQuery),
@@ -101,9 +113,15 @@ fn filter(query: &EventQuery, now: Timestamp) -> Result<EventFilter, ApiError> {
               (status = 400, description = "A filter is invalid; `field` names it.", body = ErrorBody),
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
               (status = 503, description = "The state store failed.", body = ErrorBody)))]
-pub async fn list_events(_: Admin, warden: web::Data<Warden>, query: web::Query<EventQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn list_events(
+    _: Admin,
+    warden: web::Data<Warden>,
+    query: web::Query<EventQuery>,
+) -> Result<HttpResponse, ApiError> {
     let filter = filter(&query, warden.now())?;
     let handle = warden.get_ref().clone();
     let events = blocking(move || handle.events(&filter)).await?;
-    Ok(HttpResponse::Ok().json(EventList { events: events.iter().map(EventView::new).collect() }))
+    Ok(HttpResponse::Ok().json(EventList {
+        events: events.iter().map(EventView::new).collect(),
+    }))
 }

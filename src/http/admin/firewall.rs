@@ -45,7 +45,11 @@ impl FirewallView {
         match &view.applied {
             Some(applied) => {
                 let mut shown = FirewallView::of_set(&view.key, &applied.keyed);
-                shown.applies = if applied.via_domain { "domain".into() } else { "own".into() };
+                shown.applies = if applied.via_domain {
+                    "domain".into()
+                } else {
+                    "own".into()
+                };
                 shown
             }
             None => FirewallView {
@@ -69,7 +73,15 @@ impl FirewallView {
             origin: Some(keyed.origin.label().to_string()),
             default: Some(stored.default),
             protocols: stored.protocols,
-            rules: stored.rules.into_iter().enumerate().map(|(i, rule)| RuleView { number: i + 1, rule }).collect(),
+            rules: stored
+                .rules
+                .into_iter()
+                .enumerate()
+                .map(|(i, rule)| RuleView {
+                    number: i + 1,
+                    rule,
+                })
+                .collect(),
         }
     }
 }
@@ -126,10 +138,17 @@ fn invalid(field: &'static str, message: String) -> ApiError {
     ApiError::InvalidField { field, message }
 }
 
-fn answer(warden: &Warden, login: &str, result: Result<std::sync::Arc<KeyedRuleSet>, crate::warden::FirewallError>) -> Result<FirewallView, ApiError> {
+fn answer(
+    warden: &Warden,
+    login: &str,
+    result: Result<std::sync::Arc<KeyedRuleSet>, crate::warden::FirewallError>,
+) -> Result<FirewallView, ApiError> {
     let keyed = result?;
     let mut view = FirewallView::of_set(login, &keyed);
-    view.login = warden.mailbox_firewall(login).map(|m| m.key).unwrap_or_else(|_| login.to_string());
+    view.login = warden
+        .mailbox_firewall(login)
+        .map(|m| m.key)
+        .unwrap_or_else(|_| login.to_string());
     Ok(view)
 }
 
@@ -137,10 +156,22 @@ fn answer(warden: &Warden, login: &str, result: Result<std::sync::Arc<KeyedRuleS
     responses((status = 200, description = "Every mailbox and domain with firewall rules, by key.", body = MailboxList),
               (status = 400, description = "A bad `limit` or `offset`.", body = ErrorBody),
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody)))]
-pub async fn list_mailboxes(_: Admin, warden: web::Data<Warden>, page: web::Query<Page>) -> Result<HttpResponse, ApiError> {
+pub async fn list_mailboxes(
+    _: Admin,
+    warden: web::Data<Warden>,
+    page: web::Query<Page>,
+) -> Result<HttpResponse, ApiError> {
     let (sets, total, limit, offset) = page.slice(warden.rule_sets())?;
-    let mailboxes = sets.iter().map(|keyed| FirewallView::of_set(&keyed.key, keyed)).collect();
-    Ok(HttpResponse::Ok().json(MailboxList { mailboxes, total, limit, offset }))
+    let mailboxes = sets
+        .iter()
+        .map(|keyed| FirewallView::of_set(&keyed.key, keyed))
+        .collect();
+    Ok(HttpResponse::Ok().json(MailboxList {
+        mailboxes,
+        total,
+        limit,
+        offset,
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/mailboxes/{login}/firewall", tag = "firewall",
@@ -148,7 +179,11 @@ pub async fn list_mailboxes(_: Admin, warden: web::Data<Warden>, page: web::Quer
     responses((status = 200, description = "The rules in force for it: its own, its domain's, or none.", body = FirewallView),
               (status = 400, description = "Not a login or domain.", body = ErrorBody),
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody)))]
-pub async fn show(_: Admin, warden: web::Data<Warden>, login: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn show(
+    _: Admin,
+    warden: web::Data<Warden>,
+    login: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(FirewallView::new(&warden.mailbox_firewall(&login)?)))
 }
 
@@ -158,7 +193,12 @@ pub async fn show(_: Admin, warden: web::Data<Warden>, login: web::Path<String>)
               (status = 400, description = "A field is invalid; `field` names it. Nothing changed.", body = ErrorBody),
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
               (status = 503, description = "The state store failed; nothing changed.", body = ErrorBody)))]
-pub async fn replace(_: Admin, warden: web::Data<Warden>, login: web::Path<String>, body: web::Json<StoredRuleSet>) -> Result<HttpResponse, ApiError> {
+pub async fn replace(
+    _: Admin,
+    warden: web::Data<Warden>,
+    login: web::Path<String>,
+    body: web::Json<StoredRuleSet>,
+) -> Result<HttpResponse, ApiError> {
     let set = body.parse().map_err(|e| invalid(e.field, e.to_string()))?;
     let (handle, key) = (warden.get_ref().clone(), login.clone());
     let result = blocking(move || Ok::<_, ApiError>(handle.replace_rule_set(&key, set))).await?;
@@ -172,7 +212,11 @@ pub async fn replace(_: Admin, warden: web::Data<Warden>, login: web::Path<Strin
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
               (status = 404, description = "It has no rules set through the API.", body = ErrorBody),
               (status = 503, description = "The state store failed; nothing changed.", body = ErrorBody)))]
-pub async fn reset(_: Admin, warden: web::Data<Warden>, login: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn reset(
+    _: Admin,
+    warden: web::Data<Warden>,
+    login: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let (handle, key) = (warden.get_ref().clone(), login.clone());
     blocking(move || handle.reset_rule_set(&key)).await?;
     Ok(HttpResponse::Ok().json(FirewallView::new(&warden.mailbox_firewall(&login)?)))
@@ -184,9 +228,29 @@ pub async fn reset(_: Admin, warden: web::Data<Warden>, login: web::Path<String>
               (status = 400, description = "A field is invalid; `field` names it. Nothing changed.", body = ErrorBody),
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
               (status = 503, description = "The state store failed; nothing changed.", body = ErrorBody)))]
-pub async fn add_rule(_: Admin, warden: web::Data<Warden>, login: web::Path<String>, body: web::Json<NewRule>) -> Result<HttpResponse, ApiError> {
-    let NewRule { action, address, network, country, asn, non_residential, position } = body.into_inner();
-    let spec = RuleSpec { action, address, network, country, asn, non_residential };
+pub async fn add_rule(
+    _: Admin,
+    warden: web::Data<Warden>,
+    login: web::Path<String>,
+    body: web::Json<NewRule>,
+) -> Result<HttpResponse, ApiError> {
+    let NewRule {
+        action,
+        address,
+        network,
+        country,
+        asn,
+        non_residential,
+        position,
+    } = body.into_inner();
+    let spec = RuleSpec {
+        action,
+        address,
+        network,
+        country,
+        asn,
+        non_residential,
+    };
     let rule = spec.parse().map_err(|e| invalid(e.field, e.to_string()))?;
     let (handle, key) = (warden.get_ref().clone(), login.clone());
     let result = blocking(move || Ok::<_, ApiError>(handle.add_rule(&key, rule, position))).await?;
@@ -201,17 +265,33 @@ pub async fn add_rule(_: Admin, warden: web::Data<Warden>, login: web::Path<Stri
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
               (status = 404, description = "No such rule.", body = ErrorBody),
               (status = 503, description = "The state store failed; nothing changed.", body = ErrorBody)))]
-pub async fn move_rule(_: Admin, warden: web::Data<Warden>, path: web::Path<(String, usize)>, body: web::Json<MoveRule>) -> Result<HttpResponse, ApiError> {
+pub async fn move_rule(
+    _: Admin,
+    warden: web::Data<Warden>,
+    path: web::Path<(String, usize)>,
+    body: web::Json<MoveRule>,
+) -> Result<HttpResponse, ApiError> {
     let (login, number) = path.into_inner();
     let movement = match (body.direction.as_deref(), body.to) {
         (Some("up"), None) => RuleMove::Up,
         (Some("down"), None) => RuleMove::Down,
         (None, Some(to)) => RuleMove::To(to),
-        (Some(other), None) => return Err(invalid("direction", format!("direction: {other:?} is neither \"up\" nor \"down\""))),
-        _ => return Err(invalid("direction", "give either direction (up or down) or to (a position)".into())),
+        (Some(other), None) => {
+            return Err(invalid(
+                "direction",
+                format!("direction: {other:?} is neither \"up\" nor \"down\""),
+            ));
+        }
+        _ => {
+            return Err(invalid(
+                "direction",
+                "give either direction (up or down) or to (a position)".into(),
+            ));
+        }
     };
     let (handle, key) = (warden.get_ref().clone(), login.clone());
-    let result = blocking(move || Ok::<_, ApiError>(handle.move_rule(&key, number, movement))).await?;
+    let result =
+        blocking(move || Ok::<_, ApiError>(handle.move_rule(&key, number, movement))).await?;
     Ok(HttpResponse::Ok().json(answer(&warden, &login, result)?))
 }
 
@@ -223,7 +303,11 @@ pub async fn move_rule(_: Admin, warden: web::Data<Warden>, path: web::Path<(Str
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
               (status = 404, description = "No such rule.", body = ErrorBody),
               (status = 503, description = "The state store failed; nothing changed.", body = ErrorBody)))]
-pub async fn delete_rule(_: Admin, warden: web::Data<Warden>, path: web::Path<(String, usize)>) -> Result<HttpResponse, ApiError> {
+pub async fn delete_rule(
+    _: Admin,
+    warden: web::Data<Warden>,
+    path: web::Path<(String, usize)>,
+) -> Result<HttpResponse, ApiError> {
     let (login, number) = path.into_inner();
     let (handle, key) = (warden.get_ref().clone(), login.clone());
     let result = blocking(move || Ok::<_, ApiError>(handle.delete_rule(&key, number))).await?;
@@ -236,8 +320,21 @@ pub async fn delete_rule(_: Admin, warden: web::Data<Warden>, path: web::Path<(S
               (status = 400, description = "Not `allow` or `block`.", body = ErrorBody),
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
               (status = 503, description = "The state store failed; nothing changed.", body = ErrorBody)))]
-pub async fn set_default(_: Admin, warden: web::Data<Warden>, login: web::Path<String>, body: web::Json<DefaultAction>) -> Result<HttpResponse, ApiError> {
-    let action = Action::parse(&body.action).ok_or_else(|| invalid("action", format!("action: {:?} is neither \"allow\" nor \"block\"", body.action)))?;
+pub async fn set_default(
+    _: Admin,
+    warden: web::Data<Warden>,
+    login: web::Path<String>,
+    body: web::Json<DefaultAction>,
+) -> Result<HttpResponse, ApiError> {
+    let action = Action::parse(&body.action).ok_or_else(|| {
+        invalid(
+            "action",
+            format!(
+                "action: {:?} is neither \"allow\" nor \"block\"",
+                body.action
+            ),
+        )
+    })?;
     let (handle, key) = (warden.get_ref().clone(), login.clone());
     let result = blocking(move || Ok::<_, ApiError>(handle.set_default(&key, action))).await?;
     Ok(HttpResponse::Ok().json(answer(&warden, &login, result)?))

@@ -55,13 +55,34 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/api/v1/trusted", web::delete().to(lists::remove_trusted))
         .route("/api/v1/events", web::get().to(events::list_events))
         .route("/api/v1/mailboxes", web::get().to(firewall::list_mailboxes))
-        .route("/api/v1/mailboxes/{login}/firewall", web::get().to(firewall::show))
-        .route("/api/v1/mailboxes/{login}/firewall", web::put().to(firewall::replace))
-        .route("/api/v1/mailboxes/{login}/firewall", web::delete().to(firewall::reset))
-        .route("/api/v1/mailboxes/{login}/firewall/default", web::put().to(firewall::set_default))
-        .route("/api/v1/mailboxes/{login}/firewall/rules", web::post().to(firewall::add_rule))
-        .route("/api/v1/mailboxes/{login}/firewall/rules/{number}/move", web::post().to(firewall::move_rule))
-        .route("/api/v1/mailboxes/{login}/firewall/rules/{number}", web::delete().to(firewall::delete_rule))
+        .route(
+            "/api/v1/mailboxes/{login}/firewall",
+            web::get().to(firewall::show),
+        )
+        .route(
+            "/api/v1/mailboxes/{login}/firewall",
+            web::put().to(firewall::replace),
+        )
+        .route(
+            "/api/v1/mailboxes/{login}/firewall",
+            web::delete().to(firewall::reset),
+        )
+        .route(
+            "/api/v1/mailboxes/{login}/firewall/default",
+            web::put().to(firewall::set_default),
+        )
+        .route(
+            "/api/v1/mailboxes/{login}/firewall/rules",
+            web::post().to(firewall::add_rule),
+        )
+        .route(
+            "/api/v1/mailboxes/{login}/firewall/rules/{number}/move",
+            web::post().to(firewall::move_rule),
+        )
+        .route(
+            "/api/v1/mailboxes/{login}/firewall/rules/{number}",
+            web::delete().to(firewall::delete_rule),
+        )
         .default_service(web::to(not_found));
 }
 
@@ -109,7 +130,9 @@ impl ApiError {
             ApiError::List(ListError::NotListed { .. }) => "not_listed",
             ApiError::List(ListError::ExpiryInPast) => "invalid_field",
             ApiError::List(ListError::Store(_)) | ApiError::Store(_) => "store_unavailable",
-            ApiError::Firewall(FirewallError::InvalidKey(_) | FirewallError::Invalid { .. }) => "invalid_field",
+            ApiError::Firewall(FirewallError::InvalidKey(_) | FirewallError::Invalid { .. }) => {
+                "invalid_field"
+            }
             ApiError::Firewall(FirewallError::NoRuleSet(_)) => "no_rules",
             ApiError::Firewall(FirewallError::NoSuchRule { .. }) => "no_such_rule",
             ApiError::Firewall(FirewallError::NoApiRuleSet(_)) => "no_api_rules",
@@ -156,9 +179,7 @@ impl ResponseError for ApiError {
             ApiError::Store(_)
             | ApiError::List(ListError::Store(_))
             | ApiError::Firewall(FirewallError::Store(_))
-            | ApiError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
