@@ -551,6 +551,16 @@ fn reloading_under_load_drops_no_request_and_loses_no_ban() {
     );
 }
 
+/// Whether `url` (with a query, perhaps) is an instance of the OpenAPI path `template`.
+fn matches_template(template: &str, url: &str) -> bool {
+    let path = url.split('?').next().unwrap_or(url);
+    let (a, b): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+    a.len() == b.len()
+        && a.iter()
+            .zip(&b)
+            .all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}')))
+}
+
 /// Every operation the API serves, as (method, OpenAPI path).
 const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
@@ -567,6 +577,21 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/trusted"),
     ("post", "/api/v1/trusted"),
     ("delete", "/api/v1/trusted"),
+    ("get", "/api/v1/events"),
+    ("get", "/api/v1/mailboxes"),
+    ("get", "/api/v1/mailboxes/{login}/firewall"),
+    ("put", "/api/v1/mailboxes/{login}/firewall"),
+    ("delete", "/api/v1/mailboxes/{login}/firewall"),
+    ("put", "/api/v1/mailboxes/{login}/firewall/default"),
+    ("post", "/api/v1/mailboxes/{login}/firewall/rules"),
+    (
+        "post",
+        "/api/v1/mailboxes/{login}/firewall/rules/{number}/move",
+    ),
+    (
+        "delete",
+        "/api/v1/mailboxes/{login}/firewall/rules/{number}",
+    ),
 ];
 
 #[test]
@@ -610,14 +635,15 @@ fn the_served_openapi_document_is_valid_and_every_route_answers_as_it_describes(
         .build()
         .into();
     for (method, path) in ROUTES {
-        let url = format!(
-            "http://{}{}",
-            mw.admin_addr,
-            path.replace("{addr}", "203.0.113.7")
-        );
+        let filled = path
+            .replace("{addr}", "203.0.113.7")
+            .replace("{login}", "alice@example.com")
+            .replace("{number}", "1");
+        let url = format!("http://{}{}", mw.admin_addr, filled);
         let response = match *method {
             "get" => agent.get(&url).call(),
             "delete" => agent.delete(&url).call(),
+            "put" => agent.put(&url).send_empty(),
             _ => agent.post(&url).send_empty(),
         };
         assert_eq!(
@@ -653,18 +679,50 @@ fn the_served_openapi_document_is_valid_and_every_route_answers_as_it_describes(
             Some(r#"{"network":"192.0.2.0/24"}"#),
         ),
         ("delete", "/api/v1/trusted?network=192.0.2.0/24", None),
+        ("get", "/api/v1/events?limit=5", None),
+        ("get", "/api/v1/mailboxes", None),
+        ("get", "/api/v1/mailboxes/alice@example.com/firewall", None),
+        (
+            "put",
+            "/api/v1/mailboxes/alice@example.com/firewall",
+            Some(r#"{"default":"allow","rules":[{"action":"block","network":"198.51.100.0/24"}]}"#),
+        ),
+        (
+            "put",
+            "/api/v1/mailboxes/alice@example.com/firewall/default",
+            Some(r#"{"action":"block"}"#),
+        ),
+        (
+            "post",
+            "/api/v1/mailboxes/alice@example.com/firewall/rules",
+            Some(r#"{"action":"allow","address":"198.51.100.7","position":1}"#),
+        ),
+        (
+            "post",
+            "/api/v1/mailboxes/alice@example.com/firewall/rules/2/move",
+            Some(r#"{"direction":"up"}"#),
+        ),
+        (
+            "delete",
+            "/api/v1/mailboxes/alice@example.com/firewall/rules/2",
+            None,
+        ),
+        (
+            "delete",
+            "/api/v1/mailboxes/alice@example.com/firewall",
+            None,
+        ),
     ];
     assert_eq!(calls.len(), ROUTES.len());
     for (method, url, body) in calls {
         let (status, answer) = match *method {
             "post" => mw.admin_post(url, *body),
+            "put" => mw.admin_put(url, body.unwrap_or("{}")),
             other => mw.admin(&other.to_uppercase(), url),
         };
         let path = ROUTES
             .iter()
-            .find(|(m, p)| {
-                m == method && url.split('?').next() == Some(&p.replace("{addr}", "203.0.113.7"))
-            })
+            .find(|(m, p)| m == method && matches_template(p, url))
             .map(|(_, p)| *p)
             .unwrap();
         let documented = &raw["paths"][path][*method]["responses"][status.to_string()];
