@@ -130,6 +130,20 @@ pub(super) fn check_sources(policy: &Policy, api: &ApiRuleSets, geoip: &GeoIp) -
     problems
 }
 
+/// How many rules `set` has, when rule `number` is one of them.
+fn existing_rule(key: &str, number: usize, set: &RuleSet) -> Result<usize, FirewallError> {
+    let count = set.rules.len();
+    if (1..=count).contains(&number) {
+        Ok(count)
+    } else {
+        Err(FirewallError::NoSuchRule {
+            key: key.to_string(),
+            number,
+            count,
+        })
+    }
+}
+
 impl Warden {
     pub(super) fn api_rule_sets(&self) -> MutexGuard<'_, ApiRuleSets> {
         lock(&self.shared.api_rule_sets)
@@ -287,14 +301,7 @@ impl Warden {
     ) -> Result<Arc<KeyedRuleSet>, FirewallError> {
         let owner = key.to_string();
         self.edit(key, |set| {
-            let count = set.rules.len();
-            if !(1..=count).contains(&number) {
-                return Err(FirewallError::NoSuchRule {
-                    key: owner,
-                    number,
-                    count,
-                });
-            }
+            let count = existing_rule(&owner, number, set)?;
             let target = match movement {
                 RuleMove::Up if number == 1 => {
                     return Err(FirewallError::Invalid {
@@ -332,14 +339,7 @@ impl Warden {
     ) -> Result<Arc<KeyedRuleSet>, FirewallError> {
         let owner = key.to_string();
         self.edit(key, |set| {
-            let count = set.rules.len();
-            if !(1..=count).contains(&number) {
-                return Err(FirewallError::NoSuchRule {
-                    key: owner,
-                    number,
-                    count,
-                });
-            }
+            existing_rule(&owner, number, set)?;
             set.rules.remove(number - 1);
             Ok(())
         })
