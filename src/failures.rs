@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
+use moka::notification::RemovalCause;
 use moka::sync::Cache;
+use prometheus::IntCounterVec;
 
 use crate::clock::Timestamp;
 use crate::network::Source;
@@ -77,11 +79,21 @@ pub struct FailureTracker {
 }
 
 impl FailureTracker {
-    /// `max_sources` is fixed for the tracker's life; the window can be changed.
-    pub fn new(window: Duration, max_sources: u64) -> FailureTracker {
+    /// `max_sources` is fixed for the tracker's life; the window can be changed. `evictions`
+    /// counts histories dropped, by cause (`capacity`: the bound was reached; `expired`: idle
+    /// for a whole window).
+    pub fn new(window: Duration, max_sources: u64, evictions: IntCounterVec) -> FailureTracker {
         let window_millis = Arc::new(AtomicU64::new(0));
         let windows = Cache::builder()
             .max_capacity(max_sources)
+            .eviction_listener(move |_, _, cause| {
+                let label = match cause {
+                    RemovalCause::Size => "capacity",
+                    RemovalCause::Expired => "expired",
+                    RemovalCause::Explicit | RemovalCause::Replaced => return,
+                };
+                evictions.with_label_values(&[label]).inc();
+            })
             .expire_after(IdleForWindow {
                 window_millis: window_millis.clone(),
             })
@@ -157,13 +169,19 @@ mod tests {
         GROUPING.source_of(parse_ip(address).unwrap())
     }
 
+    fn evictions() -> IntCounterVec {
+        crate::metrics::Metrics::new()
+            .unwrap()
+            .tracked_source_evictions
+    }
+
     fn minutes(m: u64) -> Duration {
         Duration::from_secs(m * 60)
     }
 
     #[test]
     fn failures_count_within_the_window_and_age_out() {
-        let tracker = FailureTracker::new(minutes(20), 10_000);
+        let tracker = FailureTracker::new(minutes(20), 10_000, evictions());
         let a = source("203.0.113.7");
         assert_eq!(tracker.record_failure(a, START, 5), 1);
         assert_eq!(tracker.record_failure(a, START.plus(minutes(5)), 5), 2);
@@ -176,7 +194,7 @@ mod tests {
 
     #[test]
     fn sources_are_counted_apart_and_forgetting_resets_one() {
-        let tracker = FailureTracker::new(minutes(20), 10_000);
+        let tracker = FailureTracker::new(minutes(20), 10_000, evictions());
         let (a, b) = (source("203.0.113.7"), source("203.0.113.8"));
         for i in 0..4 {
             tracker.record_failure(a, START.plus(Duration::from_secs(i)), 5);
@@ -188,7 +206,7 @@ mod tests {
 
     #[test]
     fn a_reloaded_window_applies_to_histories_already_held() {
-        let tracker = FailureTracker::new(minutes(20), 10_000);
+        let tracker = FailureTracker::new(minutes(20), 10_000, evictions());
         let a = source("203.0.113.7");
         tracker.record_failure(a, START, 5);
         tracker.record_failure(a, START.plus(minutes(8)), 5);
@@ -201,8 +219,24 @@ mod tests {
     }
 
     #[test]
+    fn reaching_the_bound_evicts_histories_and_counts_them() {
+        let evicted = evictions();
+        let tracker = FailureTracker::new(minutes(20), 100, evicted.clone());
+        for i in 0..1_000u32 {
+            let ip = std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            tracker.record_failure(GROUPING.source_of(ip), START, 5);
+        }
+        assert!(
+            tracker.tracked_sources() <= 110,
+            "{} held",
+            tracker.tracked_sources()
+        );
+        assert!(evicted.with_label_values(&["capacity"]).get() >= 800);
+    }
+
+    #[test]
     fn the_count_saturates_at_the_ban_threshold_without_growing() {
-        let tracker = FailureTracker::new(minutes(20), 10_000);
+        let tracker = FailureTracker::new(minutes(20), 10_000, evictions());
         let a = source("203.0.113.7");
         let mut last = 0;
         for i in 0..50 {

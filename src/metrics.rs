@@ -31,6 +31,8 @@ pub struct Metrics {
     pub active_bans: IntGauge,
     /// Sources whose failure history is held in memory.
     pub tracked_sources: IntGauge,
+    /// Failure histories dropped, by cause (`capacity`, `expired`).
+    pub tracked_source_evictions: IntCounterVec,
     /// Durable-store operations by operation and result.
     pub store_operations: IntCounterVec,
     /// Entries in force on the admin lists, by list.
@@ -158,6 +160,12 @@ impl Metrics {
                 "mailwarden_config_reloads_total",
                 "Policy reloads by result (success, failure).",
                 &["result"],
+            )?,
+            tracked_source_evictions: counter(
+                &registry,
+                "mailwarden_tracked_source_evictions_total",
+                "Failure histories dropped from memory, by cause (capacity, expired). Never a ban.",
+                &["cause"],
             )?,
             events: counter(
                 &registry,

@@ -140,8 +140,11 @@ impl Warden {
         geoip: GeoIp,
     ) -> Result<Warden, OpenError> {
         let now = clock.now();
-        let failures =
-            FailureTracker::new(policy.autoban.window, policy.autoban.max_tracked_sources);
+        let failures = FailureTracker::new(
+            policy.autoban.window,
+            policy.autoban.max_tracked_sources,
+            metrics.tracked_source_evictions.clone(),
+        );
         let bans = BanIndex::default();
         let loaded = store.active_bans(now);
         metrics.store_result("load_bans", &loaded);
