@@ -31,13 +31,27 @@ impl BanReason {
     }
 }
 
-/// What the last counted failure looked like, so support staff (and later the locked-out
-/// user) can tell which account, protocol and device caused the ban. Never a password hash.
+/// What led to the ban, so support staff (and the locked-out user) can tell which accounts,
+/// protocols and devices caused it: the last counted failure, and every distinct wrong guess
+/// in the window. Never a password hash.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BanCause {
     pub login: String,
     pub protocol: String,
     pub device_id: String,
+    pub guesses: Vec<BanGuess>,
+}
+
+/// One distinct wrong guess that counted toward a ban.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BanGuess {
+    pub login: String,
+    pub protocol: String,
+    pub device_id: String,
+    /// Failures of this guess (a stale device retries the same one).
+    pub failures: u32,
+    pub first_seen: i64,
+    pub last_seen: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -47,6 +47,8 @@ struct RawConfig {
     server: RawServer,
     auth: RawAuth,
     autoban: RawAutoban,
+    stale_passwords: RawStalePasswords,
+    account_protection: RawAccountProtection,
     networks: RawNetworks,
     mailboxes: HashMap<String, StoredRuleSet>,
     geoip: RawGeoIp,
@@ -144,6 +146,9 @@ struct RawAutoban {
     ipv4_prefix: i64,
     ipv6_prefix: i64,
     max_tracked_sources: i64,
+    escalation_factor: f64,
+    escalation_within: String,
+    max_ban: String,
 }
 
 impl Default for RawAutoban {
@@ -155,6 +160,55 @@ impl Default for RawAutoban {
             ipv4_prefix: 32,
             ipv6_prefix: 64,
             max_tracked_sources: 1_000_000,
+            escalation_factor: 1.0,
+            escalation_within: "24h".into(),
+            max_ban: "24h".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStalePasswords {
+    enabled: bool,
+    after: i64,
+    quarantine_for: String,
+}
+
+impl Default for RawStalePasswords {
+    fn default() -> Self {
+        RawStalePasswords {
+            enabled: true,
+            after: 3,
+            quarantine_for: "1h".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAccountProtection {
+    enabled: bool,
+    sources: i64,
+    window: String,
+    action: String,
+    delay: String,
+    known_for: String,
+    known_per_account: i64,
+    max_tracked_accounts: i64,
+}
+
+impl Default for RawAccountProtection {
+    fn default() -> Self {
+        RawAccountProtection {
+            enabled: true,
+            sources: 10,
+            window: "1h".into(),
+            action: "delay".into(),
+            delay: "5s".into(),
+            known_for: "30d".into(),
+            known_per_account: 20,
+            max_tracked_accounts: 100_000,
         }
     }
 }
@@ -174,6 +228,8 @@ struct RawMessages {
     blocked: String,
     firewall_rule: String,
     firewall_default: String,
+    stale_password: String,
+    account_under_attack: String,
 }
 
 pub const DEFAULT_BANNED_MESSAGE: &str =
@@ -181,6 +237,8 @@ pub const DEFAULT_BANNED_MESSAGE: &str =
 pub const DEFAULT_BLOCKED_MESSAGE: &str = "Logins from {source} are blocked by the administrator";
 pub const DEFAULT_FIREWALL_RULE_MESSAGE: &str = "Access denied by email firewall rule no. {rule}";
 pub const DEFAULT_FIREWALL_DEFAULT_MESSAGE: &str = "Access denied by email firewall default action";
+pub const DEFAULT_STALE_PASSWORD_MESSAGE: &str = "Your mail app keeps using an old password for {login}; update it in the app's account settings";
+pub const DEFAULT_ACCOUNT_UNDER_ATTACK_MESSAGE: &str = "{login} is under attack; logins from new places are paused, so use a device you have used before";
 
 impl Default for RawMessages {
     fn default() -> Self {
@@ -189,6 +247,8 @@ impl Default for RawMessages {
             blocked: DEFAULT_BLOCKED_MESSAGE.into(),
             firewall_rule: DEFAULT_FIREWALL_RULE_MESSAGE.into(),
             firewall_default: DEFAULT_FIREWALL_DEFAULT_MESSAGE.into(),
+            stale_password: DEFAULT_STALE_PASSWORD_MESSAGE.into(),
+            account_under_attack: DEFAULT_ACCOUNT_UNDER_ATTACK_MESSAGE.into(),
         }
     }
 }
@@ -218,6 +278,8 @@ pub struct Policy {
     pub server: ServerSettings,
     pub auth: AuthSettings,
     pub autoban: Autoban,
+    pub stale_passwords: StalePasswords,
+    pub account_protection: AccountProtection,
     pub networks: FileNetworks,
     /// The mailbox and domain firewall rule sets written in the file.
     pub mailboxes: Vec<KeyedRuleSet>,
@@ -269,6 +331,42 @@ pub struct Autoban {
     /// Bound on sources whose failures are remembered; the least useful are forgotten first.
     /// Bans are held apart from this and never evicted.
     pub max_tracked_sources: u64,
+    /// Repeat offenders: a source banned again within `escalation_within` of its last ban gets
+    /// the last ban's length times this (1.0: off), up to `max_ban`.
+    pub escalation_factor: f64,
+    pub escalation_within: Duration,
+    pub max_ban: Duration,
+}
+
+/// The stale-password quarantine: a guess that failed `after` times is refused for
+/// `quarantine_for`, with a message telling the person what to do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StalePasswords {
+    pub enabled: bool,
+    pub after: u32,
+    pub quarantine_for: Duration,
+}
+
+/// What an account under attack answers to sources it does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttackResponse {
+    /// A tarpit of that many seconds (Dovecot's positive status; under 30).
+    Delay(u32),
+    Reject,
+}
+
+/// Protection of one account against a distributed attack.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AccountProtection {
+    pub enabled: bool,
+    /// Distinct failing sources within `window` that put an account under attack.
+    pub sources: u32,
+    pub window: Duration,
+    pub response: AttackResponse,
+    /// How long a successful login keeps a source known to the account.
+    pub known_for: Duration,
+    pub known_per_account: usize,
+    pub max_tracked_accounts: u64,
 }
 
 /// The texts sent to mail apps. Placeholders are checked at load time.
@@ -278,6 +376,8 @@ pub struct Messages {
     pub blocked: Template,
     pub firewall_rule: Template,
     pub firewall_default: Template,
+    pub stale_password: Template,
+    pub account_under_attack: Template,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -551,27 +651,27 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
     let admin_token = secret("auth.admin_token", &raw.auth.admin_token);
 
     let a = &raw.autoban;
-    let mut ranged = |key: &str, value: i64, range: std::ops::RangeInclusive<i64>| {
-        if range.contains(&value) {
-            Some(value)
-        } else {
-            problems.push(format!(
-                "{key}: {value} is outside {}..={}",
-                range.start(),
-                range.end()
-            ));
-            None
-        }
-    };
-    let max_failures = ranged("autoban.max_failures", a.max_failures, 1..=1000);
-    let ipv4_prefix = ranged("autoban.ipv4_prefix", a.ipv4_prefix, 8..=32);
-    let ipv6_prefix = ranged("autoban.ipv6_prefix", a.ipv6_prefix, 16..=128);
+    let max_failures = ranged(
+        &mut problems,
+        "autoban.max_failures",
+        a.max_failures,
+        1..=1000,
+    );
+    let ipv4_prefix = ranged(&mut problems, "autoban.ipv4_prefix", a.ipv4_prefix, 8..=32);
+    let ipv6_prefix = ranged(
+        &mut problems,
+        "autoban.ipv6_prefix",
+        a.ipv6_prefix,
+        16..=128,
+    );
     let max_tracked = ranged(
+        &mut problems,
         "autoban.max_tracked_sources",
         a.max_tracked_sources,
         1_000..=1_000_000_000,
     );
     let max_events = ranged(
+        &mut problems,
         "events.max_count",
         raw.events.max_count,
         1_000..=100_000_000,
@@ -589,6 +689,81 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
         &a.ban_for,
         Duration::from_secs(366 * DAY),
     );
+    let escalation_within = duration(
+        &mut problems,
+        "autoban.escalation_within",
+        &a.escalation_within,
+        Duration::from_secs(366 * DAY),
+    );
+    let max_ban = duration(
+        &mut problems,
+        "autoban.max_ban",
+        &a.max_ban,
+        Duration::from_secs(3660 * DAY),
+    );
+    if !(1.0..=100.0).contains(&a.escalation_factor) {
+        problems.push(format!(
+            "autoban.escalation_factor: {} is outside 1.0..=100.0 (1.0 turns escalation off)",
+            a.escalation_factor
+        ));
+    }
+    let sp = &raw.stale_passwords;
+    let stale_after = ranged(&mut problems, "stale_passwords.after", sp.after, 2..=1000);
+    let quarantine_for = duration(
+        &mut problems,
+        "stale_passwords.quarantine_for",
+        &sp.quarantine_for,
+        Duration::from_secs(30 * DAY),
+    );
+    let ap = &raw.account_protection;
+    let attack_sources = ranged(
+        &mut problems,
+        "account_protection.sources",
+        ap.sources,
+        2..=10_000,
+    );
+    let known_per_account = ranged(
+        &mut problems,
+        "account_protection.known_per_account",
+        ap.known_per_account,
+        1..=1000,
+    );
+    let max_accounts = ranged(
+        &mut problems,
+        "account_protection.max_tracked_accounts",
+        ap.max_tracked_accounts,
+        100..=100_000_000,
+    );
+    let attack_window = duration(
+        &mut problems,
+        "account_protection.window",
+        &ap.window,
+        Duration::from_secs(7 * DAY),
+    );
+    let known_for = duration(
+        &mut problems,
+        "account_protection.known_for",
+        &ap.known_for,
+        Duration::from_secs(3660 * DAY),
+    );
+    let attack_delay = duration(
+        &mut problems,
+        "account_protection.delay",
+        &ap.delay,
+        Duration::from_secs(29),
+    );
+    let response = match ap.action.trim() {
+        "delay" => {
+            attack_delay.map(|d| AttackResponse::Delay(u32::try_from(d.as_secs()).unwrap_or(29)))
+        }
+        "reject" => Some(AttackResponse::Reject),
+        other => {
+            problems.push(format!(
+                "account_protection.action: {other:?} is neither \"delay\" nor \"reject\""
+            ));
+            None
+        }
+    };
     let events_age = duration(
         &mut problems,
         "events.max_age",
@@ -678,6 +853,12 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
         &["rule", "login"],
     );
     let firewall_default = template("messages.firewall_default", &m.firewall_default, &["login"]);
+    let stale_password = template("messages.stale_password", &m.stale_password, &["login"]);
+    let account_under_attack = template(
+        "messages.account_under_attack",
+        &m.account_under_attack,
+        &["login"],
+    );
 
     let format = match raw.log.format.trim() {
         "text" => Some(LogFormat::Text),
@@ -720,6 +901,23 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
                     ipv6_prefix: u8::try_from(ipv6_prefix?).ok()?,
                 },
                 max_tracked_sources: u64::try_from(max_tracked?).ok()?,
+                escalation_factor: a.escalation_factor,
+                escalation_within: escalation_within?,
+                max_ban: max_ban?,
+            },
+            stale_passwords: StalePasswords {
+                enabled: sp.enabled,
+                after: u32::try_from(stale_after?).ok()?,
+                quarantine_for: quarantine_for?,
+            },
+            account_protection: AccountProtection {
+                enabled: ap.enabled,
+                sources: u32::try_from(attack_sources?).ok()?,
+                window: attack_window?,
+                response: response?,
+                known_for: known_for?,
+                known_per_account: usize::try_from(known_per_account?).ok()?,
+                max_tracked_accounts: u64::try_from(max_accounts?).ok()?,
             },
             networks,
             mailboxes,
@@ -734,6 +932,8 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
                 blocked: blocked?,
                 firewall_rule: firewall_rule?,
                 firewall_default: firewall_default?,
+                stale_password: stale_password?,
+                account_under_attack: account_under_attack?,
             },
             log: LogSettings {
                 level: raw.log.level.trim().to_string(),
@@ -744,6 +944,24 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
     match build() {
         Some(policy) if problems.is_empty() => Ok(policy),
         _ => Err(problems),
+    }
+}
+
+fn ranged(
+    problems: &mut Vec<String>,
+    key: &str,
+    value: i64,
+    range: std::ops::RangeInclusive<i64>,
+) -> Option<i64> {
+    if range.contains(&value) {
+        Some(value)
+    } else {
+        problems.push(format!(
+            "{key}: {value} is outside {}..={}",
+            range.start(),
+            range.end()
+        ));
+        None
     }
 }
 

@@ -5,13 +5,14 @@
 //! job; turning a decision into Dovecot's reply is `wire`'s.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use ipnet::IpNet;
 
 use crate::access::Standing;
 use crate::bans::Ban;
 use crate::clock::Timestamp;
-use crate::config::Autoban;
+use crate::config::{AttackResponse, Autoban};
 use crate::firewall::Outcome as FirewallOutcome;
 use crate::network::Source;
 
@@ -19,7 +20,18 @@ use crate::network::Source;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Allow(Allowed),
+    /// Allow after a tarpit of `seconds` (Dovecot applies it only before the password check).
+    Delay {
+        seconds: u32,
+        why: Delayed,
+    },
     Reject(Refusal),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delayed {
+    /// The account is under a distributed attack and this source is new to it.
+    AccountUnderAttack { login: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +54,10 @@ pub enum Refusal {
     FirewallRule { rule: usize, login: String },
     /// The mailbox's firewall: no rule matched and the default action is block.
     FirewallDefault { login: String },
+    /// This exact login and password failed again and again from here: a stale device.
+    StalePassword { login: String },
+    /// The account is under a distributed attack and this source is new to it.
+    AccountUnderAttack { login: String },
 }
 
 impl Decision {
@@ -49,6 +65,7 @@ impl Decision {
     pub fn verdict(&self) -> &'static str {
         match self {
             Decision::Allow(_) => "allow",
+            Decision::Delay { .. } => "delay",
             Decision::Reject(_) => "reject",
         }
     }
@@ -63,6 +80,12 @@ impl Decision {
             Decision::Reject(Refusal::Blocked { .. }) => "blocked",
             Decision::Reject(Refusal::FirewallRule { .. }) => "firewall_rule",
             Decision::Reject(Refusal::FirewallDefault { .. }) => "firewall_default",
+            Decision::Reject(Refusal::StalePassword { .. }) => "stale_password",
+            Decision::Reject(Refusal::AccountUnderAttack { .. })
+            | Decision::Delay {
+                why: Delayed::AccountUnderAttack { .. },
+                ..
+            } => "account_under_attack",
         }
     }
 }
@@ -79,11 +102,17 @@ pub struct AllowFacts<'a> {
     pub firewall: Option<FirewallOutcome>,
     /// The login, for the firewall's message.
     pub login: &'a str,
+    /// This exact login and password is in stale-password quarantine from here.
+    pub stale_guess: bool,
+    /// The account is under attack and this source is not one it logged in from lately:
+    /// the configured response.
+    pub unknown_source_under_attack: Option<AttackResponse>,
     pub now: Timestamp,
 }
 
 /// Precedence: the admin's blocked list, then the mailbox firewall (the owner's restriction
-/// holds even on the admin's trusted networks), then the trusted list, then an active ban.
+/// holds even on the admin's trusted networks), then the trusted list, then an active ban,
+/// then the stale-password quarantine, then the protection of an account under attack.
 pub fn decide_allow(facts: &AllowFacts<'_>) -> Decision {
     let Some(address) = facts.address else {
         return Decision::Allow(Allowed::NoSource);
@@ -107,12 +136,24 @@ pub fn decide_allow(facts: &AllowFacts<'_>) -> Decision {
     if let Standing::Trusted(_) = facts.standing {
         return Decision::Allow(Allowed::Trusted);
     }
-    match facts.ban {
-        Some(ban) if ban.is_active(facts.now) => Decision::Reject(Refusal::Banned {
+    if let Some(ban) = facts.ban.filter(|ban| ban.is_active(facts.now)) {
+        return Decision::Reject(Refusal::Banned {
             source: ban.source,
             until: ban.expires_at,
-        }),
-        _ => Decision::Allow(Allowed::Clean),
+        });
+    }
+    if facts.stale_guess {
+        return Decision::Reject(Refusal::StalePassword { login: login() });
+    }
+    match facts.unknown_source_under_attack {
+        Some(AttackResponse::Delay(seconds)) => Decision::Delay {
+            seconds,
+            why: Delayed::AccountUnderAttack { login: login() },
+        },
+        Some(AttackResponse::Reject) => {
+            Decision::Reject(Refusal::AccountUnderAttack { login: login() })
+        }
+        None => Decision::Allow(Allowed::Clean),
     }
 }
 
@@ -170,9 +211,23 @@ pub fn bans_source(failures_in_window: u32, already_banned: bool, autoban: &Auto
     !already_banned && failures_in_window >= autoban.max_failures
 }
 
-/// When a ban placed `now` ends.
-pub fn ban_expiry(now: Timestamp, autoban: &Autoban) -> Timestamp {
-    now.plus(autoban.ban_for)
+/// How long a ban placed now lasts: `ban_for`, or for a repeat offender (banned before, that
+/// ban placed within `escalation_within`) the previous length times `escalation_factor`, up
+/// to `max_ban`. `previous` is (when the last ban was placed, how long it was).
+pub fn ban_length(
+    autoban: &Autoban,
+    previous: Option<(Timestamp, Duration)>,
+    now: Timestamp,
+) -> Duration {
+    match previous {
+        Some((placed, length))
+            if autoban.escalation_factor > 1.0 && placed > now.minus(autoban.escalation_within) =>
+        {
+            let escalated = length.mul_f64(autoban.escalation_factor);
+            escalated.min(autoban.max_ban.max(autoban.ban_for))
+        }
+        _ => autoban.ban_for,
+    }
 }
 
 #[cfg(test)]
@@ -194,6 +249,9 @@ mod tests {
                 ipv6_prefix: 64,
             },
             max_tracked_sources: 1000,
+            escalation_factor: 1.0,
+            escalation_within: Duration::from_secs(86400),
+            max_ban: Duration::from_secs(86400),
         }
     }
 
@@ -226,6 +284,8 @@ mod tests {
             ban: active_ban,
             firewall,
             login: "alice@example.com",
+            stale_guess: false,
+            unknown_source_under_attack: None,
             now: NOW,
         };
         let decision = decide_allow(&facts);
@@ -327,6 +387,75 @@ mod tests {
     }
 
     #[test]
+    fn quarantine_and_account_protection_come_after_bans_and_trust() {
+        let net = parse_network("203.0.113.0/24").unwrap();
+        let decide = |standing, stale_guess, unknown_source_under_attack| {
+            let facts = AllowFacts {
+                address: Some(parse_ip("203.0.113.7").unwrap()),
+                standing,
+                ban: None,
+                firewall: None,
+                login: "alice@example.com",
+                stale_guess,
+                unknown_source_under_attack,
+                now: NOW,
+            };
+            let decision = decide_allow(&facts);
+            format!("{}/{}", decision.verdict(), decision.reason())
+        };
+        assert_eq!(
+            decide(Standing::Unlisted, true, None),
+            "reject/stale_password"
+        );
+        assert_eq!(
+            decide(Standing::Unlisted, false, Some(AttackResponse::Delay(5))),
+            "delay/account_under_attack"
+        );
+        assert_eq!(
+            decide(Standing::Unlisted, false, Some(AttackResponse::Reject)),
+            "reject/account_under_attack"
+        );
+        assert_eq!(
+            decide(Standing::Unlisted, true, Some(AttackResponse::Delay(5))),
+            "reject/stale_password"
+        );
+        assert_eq!(
+            decide(Standing::Trusted(net), true, Some(AttackResponse::Reject)),
+            "allow/trusted"
+        );
+    }
+
+    #[test]
+    fn repeat_offenders_get_longer_bans_only_when_escalation_is_on() {
+        let mut policy = autoban();
+        let hour_ago = NOW.minus(Duration::from_secs(3600));
+        let previous = Some((hour_ago, Duration::from_secs(1800)));
+        assert_eq!(
+            ban_length(&policy, previous, NOW),
+            Duration::from_secs(1800),
+            "off by default"
+        );
+        policy.escalation_factor = 4.0;
+        assert_eq!(
+            ban_length(&policy, previous, NOW),
+            Duration::from_secs(7200)
+        );
+        let long = Some((hour_ago, Duration::from_secs(7200 * 4)));
+        assert_eq!(
+            ban_length(&policy, long, NOW),
+            Duration::from_secs(86400),
+            "capped"
+        );
+        let long_ago = NOW.minus(Duration::from_secs(2 * 86400));
+        let stale = Some((long_ago, Duration::from_secs(7200)));
+        assert_eq!(
+            ban_length(&policy, stale, NOW),
+            Duration::from_secs(1800),
+            "a day later it starts over"
+        );
+    }
+
+    #[test]
     fn a_ban_refusal_names_the_source_and_the_end() {
         let live = ban("203.0.113.7", NOW.plus(Duration::from_secs(600)));
         let facts = AllowFacts {
@@ -335,6 +464,8 @@ mod tests {
             ban: Some(&live),
             firewall: None,
             login: "alice@example.com",
+            stale_guess: false,
+            unknown_source_under_attack: None,
             now: NOW,
         };
         match decide_allow(&facts) {
@@ -377,9 +508,6 @@ mod tests {
         assert!(!bans_source(4, false, &policy));
         assert!(bans_source(5, false, &policy));
         assert!(!bans_source(6, true, &policy));
-        assert_eq!(
-            ban_expiry(NOW, &policy),
-            NOW.plus(Duration::from_secs(1800))
-        );
+        assert_eq!(ban_length(&policy, None, NOW), Duration::from_secs(1800));
     }
 }

@@ -1,6 +1,7 @@
 //! mailwarden: an authentication-policy server for Dovecot. See ARCHITECTURE.md for the map.
 
 pub mod access;
+pub mod accounts;
 pub mod bans;
 pub mod cli;
 pub mod client;
@@ -12,6 +13,7 @@ pub mod failures;
 pub mod firewall;
 pub mod geoip;
 pub mod http;
+pub mod journal;
 pub mod metrics;
 pub mod network;
 pub mod reload;

@@ -42,6 +42,17 @@ pub struct Metrics {
     pub geoip: GeoIpMetrics,
     /// Block-log events by reason and result (`stored`, `dropped`).
     pub events: IntCounterVec,
+    /// Counted failures by kind: `new` (a distinct guess) or `repeated` (the same password again).
+    pub failed_guesses: IntCounterVec,
+    /// Stale-password quarantines started.
+    pub quarantines: IntCounterVec,
+    /// Accounts that came under a distributed attack.
+    pub account_attacks: IntCounterVec,
+    pub accounts_under_attack: IntGauge,
+    /// Successful logins recorded as known sources, by result (`stored`, `dropped`).
+    pub known_sources: IntCounterVec,
+    /// Bans lengthened for repeat offenders.
+    pub ban_escalations: IntCounterVec,
 }
 
 /// The GeoIP databases' metrics, handed to `geoip::GeoIp`.
@@ -172,6 +183,41 @@ impl Metrics {
                 "mailwarden_events_total",
                 "Block-log events by reason and result (stored, dropped).",
                 &["reason", "result"],
+            )?,
+            failed_guesses: counter(
+                &registry,
+                "mailwarden_failed_guesses_total",
+                "Counted failed logins by kind: new (a distinct wrong password) or repeated (the same one again).",
+                &["kind"],
+            )?,
+            quarantines: counter(
+                &registry,
+                "mailwarden_stale_password_quarantines_total",
+                "Logins and passwords quarantined after failing repeatedly from one source.",
+                &["protocol"],
+            )?,
+            account_attacks: counter(
+                &registry,
+                "mailwarden_account_attacks_total",
+                "Accounts that came under a distributed attack.",
+                &["protocol"],
+            )?,
+            accounts_under_attack: gauge(
+                &registry,
+                "mailwarden_accounts_under_attack",
+                "Accounts under a distributed attack now.",
+            )?,
+            known_sources: counter(
+                &registry,
+                "mailwarden_known_sources_total",
+                "Successful logins recorded as an account's known source, by result (stored, dropped).",
+                &["result"],
+            )?,
+            ban_escalations: counter(
+                &registry,
+                "mailwarden_ban_escalations_total",
+                "Bans lengthened because the source was banned again soon after its last ban.",
+                &["reason"],
             )?,
             geoip: GeoIpMetrics {
                 lookups: counter(

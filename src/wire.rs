@@ -262,6 +262,12 @@ pub fn allow_reply(decision: &Decision, messages: &Messages, now: Timestamp) -> 
             status: 0,
             msg: String::new(),
         },
+        // Dovecot tarpits for `status` seconds; 150 s or more would drop the login, and over
+        // 30 s the client sees a "waiting" line, so delays are kept well below (config checks).
+        Decision::Delay { seconds, .. } => Reply {
+            status: i32::try_from((*seconds).min(29)).unwrap_or(29),
+            msg: String::new(),
+        },
         Decision::Reject(refusal) => Reply {
             status: -1,
             msg: sanitize_message(&refusal_message(refusal, messages, now)),
@@ -281,6 +287,10 @@ fn refusal_message(refusal: &Refusal, messages: &Messages, now: Timestamp) -> St
             _ => login.clone(),
         }),
         Refusal::FirewallDefault { login } => messages.firewall_default.render(|_| login.clone()),
+        Refusal::StalePassword { login } => messages.stale_password.render(|_| login.clone()),
+        Refusal::AccountUnderAttack { login } => {
+            messages.account_under_attack.render(|_| login.clone())
+        }
     }
 }
 
@@ -318,8 +328,9 @@ pub fn sanitize_message(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::{
-        DEFAULT_BANNED_MESSAGE, DEFAULT_BLOCKED_MESSAGE, DEFAULT_FIREWALL_DEFAULT_MESSAGE,
-        DEFAULT_FIREWALL_RULE_MESSAGE,
+        DEFAULT_ACCOUNT_UNDER_ATTACK_MESSAGE, DEFAULT_BANNED_MESSAGE, DEFAULT_BLOCKED_MESSAGE,
+        DEFAULT_FIREWALL_DEFAULT_MESSAGE, DEFAULT_FIREWALL_RULE_MESSAGE,
+        DEFAULT_STALE_PASSWORD_MESSAGE,
     };
     use crate::engine::Allowed;
     use crate::network::{SourceGrouping, parse_network};
@@ -335,6 +346,9 @@ mod tests {
             firewall_rule: Template::parse(DEFAULT_FIREWALL_RULE_MESSAGE, &["rule", "login"])
                 .unwrap(),
             firewall_default: Template::parse(DEFAULT_FIREWALL_DEFAULT_MESSAGE, &["login"])
+                .unwrap(),
+            stale_password: Template::parse(DEFAULT_STALE_PASSWORD_MESSAGE, &["login"]).unwrap(),
+            account_under_attack: Template::parse(DEFAULT_ACCOUNT_UNDER_ATTACK_MESSAGE, &["login"])
                 .unwrap(),
         }
     }
@@ -461,6 +475,27 @@ mod tests {
         assert_eq!(
             allow_reply(&by_default, &messages(), NOW).msg,
             "Access denied by email firewall default action"
+        );
+    }
+
+    #[test]
+    fn delays_are_positive_seconds_and_stale_passwords_tell_the_user_what_to_do() {
+        use crate::engine::Delayed;
+        let login = "alice@example.com".to_string();
+        let delay = Decision::Delay {
+            seconds: 5,
+            why: Delayed::AccountUnderAttack {
+                login: login.clone(),
+            },
+        };
+        assert_eq!(
+            String::from_utf8(allow_reply(&delay, &messages(), NOW).to_json()).unwrap(),
+            r#"{"status":5,"msg":""}"#
+        );
+        let stale = Decision::Reject(Refusal::StalePassword { login });
+        assert_eq!(
+            allow_reply(&stale, &messages(), NOW).msg,
+            "Your mail app keeps using an old password for alice@example.com; update it in the app's account settings"
         );
     }
 

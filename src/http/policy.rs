@@ -82,11 +82,20 @@ async fn answer(
     let reply = match (command, outcome) {
         (Command::Allow, _) => warden.allow(&attempt),
         (Command::Report, Some(outcome)) => {
-            if let Some(ban) = warden.report(&attempt, outcome) {
+            let effects = warden.report(&attempt, outcome);
+            if let Some(ban) = effects.ban {
                 let warden = warden.clone();
                 // The ban is already in force in memory; the answer waits for it to be on disk
                 // so an acknowledged ban survives a crash. Failures are logged and counted.
                 let _ = web::block(move || warden.persist_ban(&ban)).await;
+            }
+            if let Some(login) = effects.attacked_login {
+                let warden = warden.clone();
+                // Loaded before answering, so the account's known sources are recognised from
+                // the next login on. Failures are logged by the store layer's caller.
+                if let Ok(Err(e)) = web::block(move || warden.load_known_sources(&login)).await {
+                    tracing::error!(error = %e, "could not load an attacked account's known sources");
+                }
             }
             wire::report_reply()
         }

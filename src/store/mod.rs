@@ -14,6 +14,7 @@ use crate::bans::Ban;
 use crate::clock::Timestamp;
 use crate::events::{Event, EventFilter};
 use crate::firewall::{KeyedRuleSet, RuleSet};
+use crate::journal::KnownSource;
 use crate::network::Source;
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,22 @@ pub trait Store: Send + Sync {
     fn save_firewall_rule_set(&self, key: &str, rule_set: &RuleSet) -> Result<(), StoreError>;
     /// Removes the API's rule set for `key`; returns whether there was one.
     fn delete_firewall_rule_set(&self, key: &str) -> Result<bool, StoreError>;
+    /// Records successful logins (login, source, time), keeping the latest time per pair.
+    fn save_known_sources(&self, known: &[KnownSource]) -> Result<(), StoreError>;
+    /// The sources `login` logged in from since `since`, most recent first, at most `limit`.
+    fn known_sources(
+        &self,
+        login: &str,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Source>, StoreError>;
+    /// Removes known sources older than `older_than`, then all but the newest `per_account` of
+    /// each account.
+    fn prune_known_sources(
+        &self,
+        older_than: Timestamp,
+        per_account: usize,
+    ) -> Result<usize, StoreError>;
     /// Makes the on-disk state compact and self-contained before the process exits.
     fn close(&self) -> Result<(), StoreError>;
     /// A short name for metrics and logs.

@@ -17,6 +17,7 @@ use crate::bans::{Ban, BanCause, BanReason};
 use crate::clock::Timestamp;
 use crate::events::{Event, EventFilter, EventKind};
 use crate::firewall::{KeyedRuleSet, RuleSet, RuleSetOrigin, StoredRuleSet};
+use crate::journal::KnownSource;
 use crate::network::Source;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
@@ -59,6 +60,14 @@ const MIGRATIONS: &[&str] = &[
         rule_set    TEXT NOT NULL,
         updated_at  INTEGER NOT NULL
     );",
+    "CREATE TABLE known_sources (
+        login       TEXT NOT NULL,
+        source      TEXT NOT NULL,
+        last_success INTEGER NOT NULL,
+        PRIMARY KEY (login, source)
+    );
+    CREATE INDEX known_sources_by_time ON known_sources (last_success);",
+    "ALTER TABLE bans ADD COLUMN guesses TEXT NOT NULL DEFAULT '[]';",
 ];
 
 pub struct SqliteStore {
@@ -139,6 +148,7 @@ fn ban_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Ban>> {
             login: row.get(5)?,
             protocol: row.get(6)?,
             device_id: row.get(7)?,
+            guesses: serde_json::from_str(&row.get::<_, String>(8)?).unwrap_or_default(),
         },
     }))
 }
@@ -163,7 +173,7 @@ impl Store for SqliteStore {
     fn active_bans(&self, now: Timestamp) -> Result<Vec<Ban>, StoreError> {
         let connection = self.lock();
         let mut statement = connection
-            .prepare("SELECT source, created_at, expires_at, reason, failures, login, protocol, device_id FROM bans WHERE expires_at > ?1")
+            .prepare("SELECT source, created_at, expires_at, reason, failures, login, protocol, device_id, guesses FROM bans WHERE expires_at > ?1")
             .map_err(|e| StoreError::operation("reading bans", e))?;
         let rows = statement
             .query_map(params![now.0], ban_from_row)
@@ -181,8 +191,8 @@ impl Store for SqliteStore {
     fn save_ban(&self, ban: &Ban) -> Result<(), StoreError> {
         self.lock()
             .execute(
-                "INSERT OR REPLACE INTO bans (source, created_at, expires_at, reason, failures, login, protocol, device_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT OR REPLACE INTO bans (source, created_at, expires_at, reason, failures, login, protocol, device_id, guesses)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     ban.source.network().to_string(),
                     ban.created_at.0,
@@ -192,6 +202,7 @@ impl Store for SqliteStore {
                     ban.cause.login,
                     ban.cause.protocol,
                     ban.cause.device_id,
+                    serde_json::to_string(&ban.cause.guesses).unwrap_or_else(|_| "[]".into()),
                 ],
             )
             .map(|_| ())
@@ -416,6 +427,81 @@ impl Store for SqliteStore {
             .map_err(|e| StoreError::operation("deleting firewall rules", e))
     }
 
+    fn save_known_sources(&self, known: &[KnownSource]) -> Result<(), StoreError> {
+        let mut connection = self.lock();
+        let error = |e: rusqlite::Error| StoreError::operation("saving known sources", e);
+        let transaction = connection.transaction().map_err(error)?;
+        {
+            let mut upsert = transaction
+                .prepare_cached(
+                    "INSERT INTO known_sources (login, source, last_success) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (login, source) DO UPDATE SET last_success = MAX(last_success, excluded.last_success)",
+                )
+                .map_err(error)?;
+            for record in known {
+                upsert
+                    .execute(params![
+                        record.login,
+                        record.source.network().to_string(),
+                        record.at.0
+                    ])
+                    .map_err(error)?;
+            }
+        }
+        transaction.commit().map_err(error)
+    }
+
+    fn known_sources(
+        &self,
+        login: &str,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Source>, StoreError> {
+        let error = |e: rusqlite::Error| StoreError::operation("reading known sources", e);
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare_cached("SELECT source FROM known_sources WHERE login = ?1 AND last_success >= ?2 ORDER BY last_success DESC LIMIT ?3")
+            .map_err(error)?;
+        let rows = statement
+            .query_map(
+                params![login, since.0, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |row| row.get::<_, String>(0),
+            )
+            .map_err(error)?;
+        let mut sources = Vec::new();
+        for row in rows {
+            if let Ok(source) = Source::parse(&row.map_err(error)?) {
+                sources.push(source);
+            }
+        }
+        Ok(sources)
+    }
+
+    fn prune_known_sources(
+        &self,
+        older_than: Timestamp,
+        per_account: usize,
+    ) -> Result<usize, StoreError> {
+        let error = |e: rusqlite::Error| StoreError::operation("pruning known sources", e);
+        let connection = self.lock();
+        let aged = connection
+            .execute(
+                "DELETE FROM known_sources WHERE last_success < ?1",
+                params![older_than.0],
+            )
+            .map_err(error)?;
+        let surplus = connection
+            .execute(
+                "DELETE FROM known_sources WHERE rowid IN (
+                     SELECT rowid FROM (
+                         SELECT rowid, ROW_NUMBER() OVER (PARTITION BY login ORDER BY last_success DESC) AS n FROM known_sources
+                     ) WHERE n > ?1)",
+                params![i64::try_from(per_account).unwrap_or(i64::MAX)],
+            )
+            .map_err(error)?;
+        Ok(aged + surplus)
+    }
+
     fn close(&self) -> Result<(), StoreError> {
         self.lock()
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
@@ -432,7 +518,7 @@ impl SqliteStore {
     pub fn ban(&self, source: Source) -> Result<Option<Ban>, StoreError> {
         self.lock()
             .query_row(
-                "SELECT source, created_at, expires_at, reason, failures, login, protocol, device_id FROM bans WHERE source = ?1",
+                "SELECT source, created_at, expires_at, reason, failures, login, protocol, device_id, guesses FROM bans WHERE source = ?1",
                 params![source.network().to_string()],
                 ban_from_row,
             )
@@ -464,6 +550,11 @@ mod tests {
                 login: "alice@example.com".into(),
                 protocol: "imap".into(),
                 device_id: "\"name\" \"Mail\"".into(),
+                guesses: vec![crate::bans::BanGuess {
+                    login: "alice@example.com".into(),
+                    failures: 3,
+                    ..Default::default()
+                }],
             },
         }
     }
@@ -639,6 +730,44 @@ mod tests {
         );
         assert!(store.delete_firewall_rule_set("alice@example.com").unwrap());
         assert!(store.firewall_rule_sets().unwrap().is_empty());
+    }
+
+    #[test]
+    fn known_sources_keep_the_latest_success_and_are_bounded_per_account() {
+        let store = SqliteStore::in_memory().unwrap();
+        let source = |text: &str| Source::parse(text).unwrap();
+        let known = |login: &str, src: &str, at: i64| KnownSource {
+            login: login.into(),
+            source: source(src),
+            at: Timestamp(at),
+        };
+        store
+            .save_known_sources(&[
+                known("alice", "203.0.113.7", 10),
+                known("alice", "198.51.100.7", 20),
+                known("alice", "203.0.113.7", 30),
+                known("alice", "203.0.113.7", 5),
+                known("bob", "192.0.2.1", 15),
+            ])
+            .unwrap();
+        assert_eq!(
+            store.known_sources("alice", Timestamp(0), 10).unwrap(),
+            vec![source("203.0.113.7"), source("198.51.100.7")]
+        );
+        assert_eq!(
+            store.known_sources("alice", Timestamp(25), 10).unwrap(),
+            vec![source("203.0.113.7")]
+        );
+        assert_eq!(store.prune_known_sources(Timestamp(0), 1).unwrap(), 1);
+        assert_eq!(
+            store.known_sources("alice", Timestamp(0), 10).unwrap(),
+            vec![source("203.0.113.7")]
+        );
+        assert_eq!(
+            store.prune_known_sources(Timestamp(16), 10).unwrap(),
+            1,
+            "bob's is too old"
+        );
     }
 
     #[test]

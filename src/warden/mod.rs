@@ -10,6 +10,7 @@
 //! One file per concern: this one (decisions, reports, bans, reload), `lists` (the admin
 //! lists), `rules` (the mailbox firewall), `explain` (the dry run).
 
+mod detection;
 mod explain;
 mod lists;
 mod rules;
@@ -23,23 +24,26 @@ use std::sync::{Arc, Mutex, PoisonError};
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
+pub use detection::{Diagnosis, ReportEffects};
 pub use explain::Explanation;
 pub use lists::{ListChange, ListError};
 pub use rules::{FirewallCheck, FirewallError, MailboxFirewall, RuleMove};
 
 use crate::access::{AccessEntry, AccessLists, ListKind, Standing};
-use crate::bans::{Ban, BanCause, BanIndex, BanReason};
+use crate::accounts::AccountTracker;
+use crate::bans::{Ban, BanIndex};
 use crate::clock::{Clock, Timestamp};
 use crate::config::Policy;
-use crate::engine::{self, AllowFacts, Decision, Refusal, ReportKind};
-use crate::events::{Event, EventFilter, EventKind, EventLog, Retention};
+use crate::engine::{self, AllowFacts, Decision, Refusal};
+use crate::events::{Event, EventFilter, EventKind};
 use crate::failures::FailureTracker;
 use crate::firewall::{Firewall, RuleSet};
 use crate::geoip::GeoIp;
+use crate::journal::{Journal, Keep};
 use crate::metrics::Metrics;
 use crate::network::Source;
 use crate::store::{Store, StoreError};
-use crate::wire::{self, LoginAttempt, Outcome, Protocol, Reply};
+use crate::wire::{self, LoginAttempt, Protocol, Reply};
 
 #[derive(Clone)]
 pub struct Warden {
@@ -60,10 +64,18 @@ struct Shared {
     api_rule_sets: Mutex<HashMap<String, RuleSet>>,
     /// The GeoIP databases; replaced when the settings change on reload.
     geoip: ArcSwap<GeoIp>,
-    /// The block log.
-    events: EventLog,
-    /// How much of the block log is kept (read by its writer thread; set on reload).
-    retention: Arc<Mutex<Retention>>,
+    /// Writes the block log and known sources in the background.
+    journal: Journal,
+    /// How long the journal's records are kept (read by its writer thread; set on reload).
+    keep: Arc<Mutex<Keep>>,
+    /// Accounts under a distributed attack (memory only, bounded).
+    accounts: AccountTracker,
+    /// When each source was last banned and for how long, for escalating repeat offenders
+    /// (memory only, bounded).
+    ban_history: moka::sync::Cache<Source, (Timestamp, std::time::Duration)>,
+    /// (login, source) pairs recorded as known lately, so a busy account is not written on
+    /// every successful login (memory only, bounded).
+    known_recorded: moka::sync::Cache<(Box<str>, Source), ()>,
     clock: Arc<dyn Clock>,
     /// Failed-login history per source (memory only, bounded).
     failures: FailureTracker,
@@ -101,6 +113,8 @@ pub struct LoginView<'a> {
     /// The TCP peer (`real_remote`), which tells webmail apart.
     pub real_remote: Option<IpAddr>,
     pub login: &'a str,
+    /// Dovecot's `pwhash`, when known (the dry run has none).
+    pub pwhash: Option<&'a str>,
     pub protocol: Protocol,
 }
 
@@ -110,6 +124,7 @@ impl<'a> LoginView<'a> {
             address: attempt.remote,
             real_remote: attempt.real_remote,
             login: &attempt.login,
+            pwhash: Some(&attempt.pwhash),
             protocol: attempt.protocol,
         }
     }
@@ -167,13 +182,24 @@ impl Warden {
             return Err(OpenError::Rules(problems));
         }
         let firewall = rules::build_firewall(&policy, &api_rule_sets);
-        let retention = Arc::new(Mutex::new(policy.events));
-        let events = EventLog::start(
+        let keep = Arc::new(Mutex::new(detection::keep(&policy)));
+        let journal = Journal::start(
             store.clone(),
             clock.clone(),
-            retention.clone(),
+            keep.clone(),
             metrics.events.clone(),
+            metrics.known_sources.clone(),
         );
+        let protection = &policy.account_protection;
+        let accounts = AccountTracker::new(protection.window, protection.max_tracked_accounts);
+        let ban_history = moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(std::time::Duration::from_secs(30 * 24 * 3600))
+            .build();
+        let known_recorded = moka::sync::Cache::builder()
+            .max_capacity(200_000)
+            .time_to_live(detection::KNOWN_REWRITE_AFTER)
+            .build();
         metrics.active_bans.set(gauge_value(bans.len()));
         let shared = Shared {
             policy: ArcSwap::from_pointee(policy),
@@ -182,8 +208,11 @@ impl Warden {
             firewall: ArcSwap::from_pointee(firewall),
             api_rule_sets: Mutex::new(api_rule_sets),
             geoip: ArcSwap::from_pointee(geoip),
-            events,
-            retention,
+            journal,
+            keep,
+            accounts,
+            ban_history,
+            known_recorded,
             clock,
             failures,
             bans,
@@ -233,6 +262,8 @@ impl Warden {
             ban: ban.as_deref(),
             firewall: firewall.outcome(),
             login: view.login,
+            stale_guess: self.stale_guess(view, now),
+            unknown_source_under_attack: self.unknown_source_under_attack(view, now),
             now,
         })
     }
@@ -251,16 +282,32 @@ impl Warden {
             .inc();
         let now = self.shared.clock.now();
         let reply = wire::allow_reply(&decision, &self.shared.policy.load().messages, now);
-        if let Decision::Reject(refusal) = &decision {
-            let (kind, rule) = match refusal {
-                Refusal::Banned { .. } => (EventKind::Ban, None),
-                Refusal::Blocked { .. } => (EventKind::Blocked, None),
-                Refusal::FirewallRule { rule, .. } => {
-                    (EventKind::FirewallRule, u32::try_from(*rule).ok())
-                }
-                Refusal::FirewallDefault { .. } => (EventKind::FirewallDefault, None),
+        let recorded = match &decision {
+            Decision::Allow(_) => None,
+            Decision::Delay { .. } => Some((EventKind::AccountUnderAttack, None)),
+            Decision::Reject(Refusal::Banned { .. }) => Some((EventKind::Ban, None)),
+            Decision::Reject(Refusal::Blocked { .. }) => Some((EventKind::Blocked, None)),
+            Decision::Reject(Refusal::FirewallRule { rule, .. }) => {
+                Some((EventKind::FirewallRule, u32::try_from(*rule).ok()))
+            }
+            Decision::Reject(Refusal::FirewallDefault { .. }) => {
+                Some((EventKind::FirewallDefault, None))
+            }
+            Decision::Reject(Refusal::StalePassword { .. }) => {
+                Some((EventKind::StalePassword, None))
+            }
+            Decision::Reject(Refusal::AccountUnderAttack { .. }) => {
+                Some((EventKind::AccountUnderAttack, None))
+            }
+        };
+        if let Some((kind, rule)) = recorded {
+            let detail = match &decision {
+                Decision::Delay { seconds, .. } => format!(
+                    "delayed {seconds}s: the account is under attack and this address is new to it"
+                ),
+                _ => reply.msg.clone(),
             };
-            self.shared.events.record(Event {
+            self.shared.journal.event(Event {
                 at: now,
                 kind,
                 login: attempt.login.to_string(),
@@ -268,77 +315,10 @@ impl Warden {
                 protocol: attempt.protocol.label().to_string(),
                 device_id: attempt.device_id.to_string(),
                 rule,
-                detail: reply.msg.clone(),
+                detail,
             });
         }
         reply
-    }
-
-    /// Takes Dovecot's `report`. Returns a ban it placed, which the caller must `persist_ban`.
-    pub fn report(&self, attempt: &LoginAttempt<'_>, outcome: Outcome) -> Option<Arc<Ban>> {
-        let shared = &*self.shared;
-        let policy = shared.policy.load();
-        let now = shared.clock.now();
-        let standing = self.standing(attempt.remote, now);
-        let kind = engine::classify_report(
-            outcome.success,
-            outcome.policy_reject,
-            attempt.remote.is_some(),
-            standing,
-        );
-        shared
-            .metrics
-            .reports
-            .with_label_values(&[kind.label()])
-            .inc();
-        let (ReportKind::Failure, Some(address)) = (kind, attempt.remote) else {
-            return None;
-        };
-        let source = policy.autoban.grouping.source_of(address);
-        let failures = shared
-            .failures
-            .record_failure(source, now, policy.autoban.max_failures);
-        let already_banned = shared.bans.active(source, now).is_some();
-        if !engine::bans_source(failures, already_banned, &policy.autoban) {
-            return None;
-        }
-        let ban = Arc::new(Ban {
-            source,
-            created_at: now,
-            expires_at: engine::ban_expiry(now, &policy.autoban),
-            reason: BanReason::Autoban,
-            failures,
-            cause: BanCause {
-                login: attempt.login.to_string(),
-                protocol: attempt.protocol.label().to_string(),
-                device_id: attempt.device_id.to_string(),
-            },
-        });
-        shared.bans.insert(ban.clone());
-        shared.failures.forget(source);
-        shared
-            .metrics
-            .bans_created
-            .with_label_values(&[ban.reason.label()])
-            .inc();
-        shared
-            .metrics
-            .active_bans
-            .set(gauge_value(shared.bans.len()));
-        shared.events.record(Event {
-            at: now,
-            kind: EventKind::BanPlaced,
-            login: ban.cause.login.clone(),
-            ip: Some(address),
-            protocol: ban.cause.protocol.clone(),
-            device_id: ban.cause.device_id.clone(),
-            rule: None,
-            detail: format!(
-                "{source} banned until {} after {failures} failed logins",
-                ban.expires_at.rfc3339()
-            ),
-        });
-        Some(ban)
     }
 
     /// Writes a ban placed by `report` to the store. Blocking.
@@ -478,7 +458,7 @@ impl Warden {
             self.shared.geoip.store(Arc::new(fresh));
         }
         self.shared.failures.set_window(new.autoban.window);
-        *lock(&self.shared.retention) = new.events;
+        *lock(&self.shared.keep) = detection::keep(&new);
         self.shared.access.store(Arc::new(lists::build_access(
             &new,
             &entries,
@@ -494,6 +474,10 @@ impl Warden {
     /// Brings gauges that are cheaper to read than to maintain up to date (before a scrape).
     pub fn refresh_gauges(&self) {
         let shared = &*self.shared;
+        shared
+            .metrics
+            .accounts_under_attack
+            .set(gauge_value(self.accounts_under_attack().len()));
         shared
             .metrics
             .tracked_sources
@@ -521,10 +505,15 @@ impl Warden {
         self.shared.store.backend()
     }
 
+    /// Waits until the block log and known sources queued so far are stored.
+    pub fn flush_journal(&self) {
+        self.shared.journal.flush();
+    }
+
     /// Stores the queued events and leaves the store compact before the process exits.
     /// Blocking.
     pub fn close(&self) -> Result<(), StoreError> {
-        self.shared.events.close();
+        self.shared.journal.close();
         self.shared.store.close()
     }
 }

@@ -16,6 +16,8 @@ struct Harness {
     warden: Warden,
     clock: Arc<ManualClock>,
     store: Arc<SqliteStore>,
+    /// Numbers the attacker's guesses so each is new.
+    guesses: std::sync::atomic::AtomicU32,
 }
 
 /// A core with no GeoIP databases.
@@ -29,6 +31,7 @@ fn open(policy: Policy, store: Arc<SqliteStore>, clock: Arc<ManualClock>) -> War
 fn view(ip: &str) -> (LoginView<'static>, IpAddr) {
     let address: IpAddr = ip.parse().unwrap();
     let view = LoginView {
+        pwhash: None,
         address: Some(address),
         real_remote: None,
         login: "alice@example.com",
@@ -53,6 +56,7 @@ fn harness(toml: &str) -> Harness {
         warden,
         clock,
         store,
+        guesses: Default::default(),
     }
 }
 
@@ -75,24 +79,57 @@ impl Harness {
         self.warden.allow(&attempt)
     }
 
+    /// A failed login with a password never used before (an attacker's guess).
     fn fail(&self, remote: &str, login: &str) {
+        let n = self
+            .guesses
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.fail_with(remote, login, &format!("{n:04x}"));
+    }
+
+    /// A failed login with this password hash (a stale device repeats one).
+    fn fail_with(&self, remote: &str, login: &str, pwhash: &str) {
         let text = body(
             remote,
             login,
-            "0350",
+            pwhash,
             r#","success":false,"policy_reject":false"#,
         );
         let (attempt, outcome) = parse_attempt(text.as_bytes(), Command::Report).unwrap();
-        if let Some(ban) = self.warden.report(&attempt, outcome.unwrap()) {
+        let effects = self.warden.report(&attempt, outcome.unwrap());
+        if let Some(ban) = effects.ban {
             self.warden.persist_ban(&ban).unwrap();
         }
+        if let Some(login) = effects.attacked_login {
+            self.warden.load_known_sources(&login).unwrap();
+        }
+    }
+
+    /// `allow` carrying this password hash.
+    fn allow_with(&self, remote: &str, login: &str, pwhash: &str) -> Reply {
+        let text = body(remote, login, pwhash, "");
+        let (attempt, _) = parse_attempt(text.as_bytes(), Command::Allow).unwrap();
+        self.warden.allow(&attempt)
+    }
+
+    /// A successful login.
+    fn succeed(&self, remote: &str, login: &str, pwhash: &str) {
+        let text = body(
+            remote,
+            login,
+            pwhash,
+            r#","success":true,"policy_reject":false"#,
+        );
+        let (attempt, outcome) = parse_attempt(text.as_bytes(), Command::Report).unwrap();
+        let effects = self.warden.report(&attempt, outcome.unwrap());
+        assert!(effects.ban.is_none());
     }
 
     fn report(&self, remote: &str, success: bool, policy_reject: bool) {
         let extra = format!(r#","success":{success},"policy_reject":{policy_reject}"#);
         let text = body(remote, "alice@example.com", "0350", &extra);
         let (attempt, outcome) = parse_attempt(text.as_bytes(), Command::Report).unwrap();
-        assert!(self.warden.report(&attempt, outcome.unwrap()).is_none());
+        assert!(self.warden.report(&attempt, outcome.unwrap()).ban.is_none());
     }
 }
 
@@ -385,4 +422,191 @@ fn bans_in_the_store_are_in_force_after_a_restart() {
         reopened.decide(&view("203.0.113.7").0),
         Decision::Reject(_)
     ));
+}
+
+const STALE_MESSAGE: &str = "Your mail app keeps using an old password for alice@example.com; update it in the app's account settings";
+
+#[test]
+fn a_stale_device_retrying_one_password_is_quarantined_but_never_bans_the_office() {
+    let h = harness("");
+    let office = "203.0.113.7";
+    for attempt in 0..50 {
+        if attempt >= 3 {
+            let reply = h.allow_with(office, "alice@example.com", "old1");
+            assert_eq!(
+                (reply.status, reply.msg.as_str()),
+                (-1, STALE_MESSAGE),
+                "attempt {attempt}"
+            );
+            h.report(office, false, true);
+        } else {
+            assert_eq!(h.allow_with(office, "alice@example.com", "old1").status, 0);
+            h.fail_with(office, "alice@example.com", "old1");
+        }
+        h.clock.advance(Duration::from_secs(60));
+        assert_eq!(
+            h.allow_with(office, "bob@example.com", "bob1").status,
+            0,
+            "a colleague logs in"
+        );
+    }
+    assert_eq!(
+        h.allow_with(office, "alice@example.com", "new1").status,
+        0,
+        "alice's new password is not affected"
+    );
+    assert!(h.warden.bans().is_empty(), "the office was never banned");
+    h.succeed(office, "alice@example.com", "new1");
+    assert_eq!(
+        h.allow_with(office, "alice@example.com", "old1").status,
+        0,
+        "a successful login lifts the quarantine"
+    );
+}
+
+#[test]
+fn the_quarantine_ends_on_its_own() {
+    let h = harness("[stale_passwords]\nquarantine_for = \"10m\"\n");
+    for _ in 0..3 {
+        h.fail_with("203.0.113.7", "alice@example.com", "old1");
+    }
+    assert_eq!(
+        h.allow_with("203.0.113.7", "alice@example.com", "old1")
+            .status,
+        -1
+    );
+    h.clock.advance(Duration::from_secs(10 * 60 + 1));
+    assert_eq!(
+        h.allow_with("203.0.113.7", "alice@example.com", "old1")
+            .status,
+        0
+    );
+}
+
+#[test]
+fn five_different_passwords_ban_on_the_fifth_like_before() {
+    let h = harness("");
+    for i in 0..4 {
+        h.fail_with("198.51.100.7", "alice@example.com", &format!("g{i}"));
+        assert_eq!(h.allow("198.51.100.7", "alice@example.com").status, 0);
+    }
+    h.fail_with("198.51.100.7", "alice@example.com", "g4");
+    assert_eq!(h.allow("198.51.100.7", "alice@example.com").status, -1);
+    let ban = &h.warden.bans()[0];
+    assert_eq!(
+        ban.cause.guesses.len(),
+        5,
+        "the ban remembers the guesses that led to it"
+    );
+}
+
+#[test]
+fn spraying_one_password_over_many_accounts_is_banned_as_fast() {
+    let h = harness("");
+    for user in ["a", "b", "c", "d", "e"] {
+        h.fail_with("198.51.100.7", &format!("{user}@example.com"), "Summer2026");
+    }
+    assert_eq!(h.allow("198.51.100.7", "f@example.com").status, -1);
+}
+
+#[test]
+fn an_account_failing_from_ten_sources_slows_new_sources_while_known_ones_log_in() {
+    let h = harness("");
+    h.succeed("192.0.2.50", "alice@example.com", "good");
+    h.warden.flush_journal();
+    for i in 1..=10 {
+        h.fail(&format!("198.18.0.{i}"), "alice@example.com");
+    }
+    let new_place = h.allow("198.18.1.1", "alice@example.com");
+    assert_eq!(
+        (new_place.status, new_place.msg.as_str()),
+        (5, ""),
+        "a new source is delayed 5 s"
+    );
+    assert_eq!(
+        h.allow("192.0.2.50", "alice@example.com").status,
+        0,
+        "the known source logs in as usual"
+    );
+    assert_eq!(
+        h.allow("198.18.1.1", "bob@example.com").status,
+        0,
+        "other accounts are not affected"
+    );
+    assert_eq!(h.warden.accounts_under_attack(), ["alice@example.com"]);
+    h.clock.advance(Duration::from_secs(3601));
+    assert_eq!(
+        h.allow("198.18.1.1", "alice@example.com").status,
+        0,
+        "the attack ends an hour after the failures stop"
+    );
+}
+
+#[test]
+fn an_account_under_attack_can_refuse_new_sources_instead() {
+    let h = harness("[account_protection]\naction = \"reject\"\nsources = 3\n");
+    for i in 1..=3 {
+        h.fail(&format!("198.18.0.{i}"), "alice@example.com");
+    }
+    let reply = h.allow("198.18.1.1", "alice@example.com");
+    assert_eq!(reply.status, -1);
+    assert!(
+        reply.msg.starts_with("alice@example.com is under attack"),
+        "{}",
+        reply.msg
+    );
+}
+
+#[test]
+fn repeat_offenders_are_banned_longer_when_escalation_is_on() {
+    let h = harness("[autoban]\nescalation_factor = 2.0\nmax_ban = \"90m\"\n");
+    let ban_length = |h: &Harness| {
+        let ban = &h.warden.bans()[0];
+        ban.created_at.until(ban.expires_at).as_secs() / 60
+    };
+    let mut lengths = Vec::new();
+    for _ in 0..3 {
+        for _ in 0..5 {
+            h.fail("198.51.100.7", "alice@example.com");
+        }
+        lengths.push(ban_length(&h));
+        let source = h.warden.source_for("198.51.100.7/32".parse().unwrap());
+        h.warden.unban(source).unwrap();
+        h.clock.advance(Duration::from_secs(3600));
+    }
+    assert_eq!(lengths, [30, 60, 90]);
+}
+
+#[test]
+fn why_explains_guesses_stale_devices_and_attacks_in_plain_words_without_hashes() {
+    let h = harness("[account_protection]\nsources = 2\n");
+    let office = "203.0.113.7";
+    for _ in 0..4 {
+        h.fail_with(office, "alice@example.com", "c0ffee");
+    }
+    h.fail_with(office, "bob@example.com", "beef01");
+    h.fail_with("198.18.0.1", "bob@example.com", "beef02");
+    let diagnosis = h.warden.why(office.parse().unwrap(), None);
+    let text = diagnosis.lines().join("\n");
+    assert!(
+        text.contains("allowed: 203.0.113.7 has 2 of 5 failed logins"),
+        "{text}"
+    );
+    assert!(text.contains("stale device: a mail app keeps using an old password for alice@example.com over imap: 4 tries"), "{text}");
+    assert!(
+        text.contains("that password is refused from here until"),
+        "{text}"
+    );
+    assert!(
+        text.contains("a wrong password for bob@example.com over imap: 1 try"),
+        "{text}"
+    );
+    assert!(
+        text.contains("bob@example.com is under attack from many addresses"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("c0ffee") && !text.contains("beef"),
+        "no password hashes: {text}"
+    );
 }

@@ -4,3 +4,4 @@
 pub mod dovecot;
 pub mod geoip;
 pub mod mailwarden;
+pub mod prometheus;

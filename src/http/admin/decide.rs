@@ -42,6 +42,7 @@ pub async fn decide(
         address: Some(address),
         real_remote: None,
         login: &login,
+        pwhash: None,
         protocol: Protocol::from_name(&protocol),
     };
     let explanation = warden.explain(&view, address);

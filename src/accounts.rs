@@ -1,0 +1,292 @@
+//! Accounts under a distributed attack: one login failing from many sources within a window.
+//! Kept in memory with a bound (moka), per login: the distinct sources that failed recently
+//! (at most the threshold: more are never needed), and, once the account is under attack, the
+//! sources it logged in from successfully lately (its "known sources", loaded from the store
+//! then), which keep logging in as usual while new sources are slowed down or refused.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::sync::Cache;
+
+use crate::clock::Timestamp;
+use crate::network::Source;
+
+/// The protection rules in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Protection {
+    /// Distinct failing sources within `window` that put an account under attack.
+    pub sources: u32,
+    pub window: Duration,
+}
+
+/// One login's recent failures and, under attack, its known sources.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountHistory {
+    /// Distinct sources that failed, with their last failure; at most `sources` entries.
+    pub failing: Vec<(Source, Timestamp)>,
+    /// Sources the account logged in from successfully, loaded when the attack began;
+    /// `None` until then.
+    pub known: Option<Vec<Source>>,
+    /// When the current attack was first noticed.
+    pub under_attack_since: Option<Timestamp>,
+}
+
+impl AccountHistory {
+    fn failing_in_window(&self, now: Timestamp, window: Duration) -> usize {
+        self.failing
+            .iter()
+            .filter(|(_, at)| *at > now.minus(window))
+            .count()
+    }
+
+    /// Whether the account is under attack at `now`.
+    pub fn under_attack(&self, now: Timestamp, protection: &Protection) -> bool {
+        self.under_attack_since.is_some()
+            && self.failing_in_window(now, protection.window) >= protection.sources as usize
+    }
+
+    /// Records a failure from `source`; returns whether this one put the account under attack.
+    fn record(&mut self, source: Source, now: Timestamp, protection: &Protection) -> bool {
+        let window = protection.window;
+        self.failing.retain(|(_, at)| *at > now.minus(window));
+        match self.failing.iter_mut().find(|(s, _)| *s == source) {
+            Some(entry) => entry.1 = now,
+            None => {
+                let cap = protection.sources.max(1) as usize;
+                if self.failing.len() >= cap {
+                    if let Some(oldest) = self
+                        .failing
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, (_, at))| *at)
+                        .map(|(i, _)| i)
+                    {
+                        self.failing.remove(oldest);
+                    }
+                }
+                self.failing.push((source, now));
+            }
+        }
+        let attacked = self.failing.len() >= protection.sources as usize;
+        match (attacked, self.under_attack_since) {
+            (true, None) => {
+                self.under_attack_since = Some(now);
+                true
+            }
+            (false, Some(_)) => {
+                self.under_attack_since = None;
+                self.known = None;
+                false
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Keeps an account's history for the window after its last failure.
+struct KeepForWindow(Duration);
+
+impl Expiry<Box<str>, Arc<AccountHistory>> for KeepForWindow {
+    fn expire_after_create(
+        &self,
+        _: &Box<str>,
+        _: &Arc<AccountHistory>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(self.0)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &Box<str>,
+        _: &Arc<AccountHistory>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.0)
+    }
+}
+
+/// Failing sources per login, bounded in accounts and in sources per account.
+pub struct AccountTracker {
+    accounts: Cache<Box<str>, Arc<AccountHistory>>,
+}
+
+/// The window counts from the last failure; an account under attack stays so while failures
+/// keep coming from enough sources, and ends a window after they stop.
+impl AccountTracker {
+    pub fn new(window: Duration, max_accounts: u64) -> AccountTracker {
+        let accounts = Cache::builder()
+            .max_capacity(max_accounts)
+            .expire_after(KeepForWindow(window))
+            .build();
+        AccountTracker { accounts }
+    }
+
+    /// Records a failure of `login` from `source`; returns whether it put the account under
+    /// attack (the caller then loads its known sources).
+    pub fn record_failure(
+        &self,
+        login: &str,
+        source: Source,
+        now: Timestamp,
+        protection: &Protection,
+    ) -> bool {
+        if login.is_empty() {
+            return false;
+        }
+        let mut started = false;
+        self.accounts
+            .entry(login.into())
+            .and_upsert_with(|existing| {
+                let mut history = existing
+                    .map(|e| AccountHistory::clone(&e.into_value()))
+                    .unwrap_or_default();
+                started = history.record(source, now, protection);
+                Arc::new(history)
+            });
+        started
+    }
+
+    /// The account's history if it is under attack at `now`.
+    pub fn under_attack(
+        &self,
+        login: &str,
+        now: Timestamp,
+        protection: &Protection,
+    ) -> Option<Arc<AccountHistory>> {
+        if login.is_empty() {
+            return None;
+        }
+        self.accounts
+            .get(login)
+            .filter(|h| h.under_attack(now, protection))
+    }
+
+    /// Sets the known sources of an account under attack (loaded from the store).
+    pub fn set_known(&self, login: &str, known: Vec<Source>) {
+        self.update(login, |history| history.known = Some(known));
+    }
+
+    /// Adds `source` to the known sources of `login` if it is under attack with its known
+    /// sources loaded (a login that just succeeded from there).
+    pub fn add_known(&self, login: &str, source: Source) {
+        let Some(current) = self.accounts.get(login) else {
+            return;
+        };
+        if current.known.as_ref().is_none_or(|k| k.contains(&source)) {
+            return;
+        }
+        self.update(login, |history| {
+            if let Some(known) = &mut history.known {
+                known.push(source);
+            }
+        });
+    }
+
+    fn update(&self, login: &str, change: impl FnOnce(&mut AccountHistory)) {
+        self.accounts
+            .entry(login.into())
+            .and_compute_with(|existing| {
+                use moka::ops::compute::Op;
+                let Some(entry) = existing else {
+                    return Op::Nop;
+                };
+                let mut history = AccountHistory::clone(&entry.into_value());
+                change(&mut history);
+                Op::Put(Arc::new(history))
+            });
+    }
+
+    /// Logins under attack at `now`.
+    pub fn attacked(&self, now: Timestamp, protection: &Protection) -> Vec<String> {
+        let mut logins: Vec<String> = self
+            .accounts
+            .iter()
+            .filter(|(_, h)| h.under_attack(now, protection))
+            .map(|(login, _)| login.to_string())
+            .collect();
+        logins.sort();
+        logins
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::{SourceGrouping, parse_ip};
+
+    const GROUPING: SourceGrouping = SourceGrouping {
+        ipv4_prefix: 32,
+        ipv6_prefix: 64,
+    };
+    const START: Timestamp = Timestamp(1_795_334_400_000);
+    const PROTECTION: Protection = Protection {
+        sources: 10,
+        window: Duration::from_secs(3600),
+    };
+
+    fn source(i: u32) -> Source {
+        GROUPING.source_of(parse_ip(&format!("198.18.0.{i}")).unwrap())
+    }
+
+    #[test]
+    fn ten_distinct_failing_sources_within_the_hour_put_an_account_under_attack() {
+        let tracker = AccountTracker::new(PROTECTION.window, 1000);
+        for i in 1..=9 {
+            assert!(!tracker.record_failure("alice", source(i), START, &PROTECTION));
+            assert!(
+                !tracker.record_failure("alice", source(i), START, &PROTECTION),
+                "the same source again does not count"
+            );
+        }
+        assert!(tracker.under_attack("alice", START, &PROTECTION).is_none());
+        assert!(
+            tracker.record_failure("alice", source(10), START, &PROTECTION),
+            "the tenth source starts the attack"
+        );
+        assert!(
+            !tracker.record_failure("alice", source(11), START, &PROTECTION),
+            "it is already under attack"
+        );
+        assert!(tracker.under_attack("alice", START, &PROTECTION).is_some());
+        assert!(tracker.under_attack("bob", START, &PROTECTION).is_none());
+        assert_eq!(tracker.attacked(START, &PROTECTION), ["alice"]);
+    }
+
+    #[test]
+    fn the_attack_ends_a_window_after_the_failures_stop() {
+        let tracker = AccountTracker::new(PROTECTION.window, 1000);
+        for i in 1..=10 {
+            tracker.record_failure("alice", source(i), START, &PROTECTION);
+        }
+        let later = START.plus(Duration::from_secs(3601));
+        assert!(tracker.under_attack("alice", later, &PROTECTION).is_none());
+        // Failures spread thinner than ten an hour never start one.
+        let slow = AccountTracker::new(PROTECTION.window, 1000);
+        for i in 1..=30u32 {
+            assert!(!slow.record_failure(
+                "bob",
+                source(i),
+                START.plus(Duration::from_secs(u64::from(i) * 400)),
+                &PROTECTION
+            ));
+        }
+    }
+
+    #[test]
+    fn known_sources_are_kept_only_while_under_attack() {
+        let tracker = AccountTracker::new(PROTECTION.window, 1000);
+        for i in 1..=10 {
+            tracker.record_failure("alice", source(i), START, &PROTECTION);
+        }
+        tracker.set_known("alice", vec![source(200)]);
+        tracker.add_known("alice", source(201));
+        let history = tracker.under_attack("alice", START, &PROTECTION).unwrap();
+        assert_eq!(history.known, Some(vec![source(200), source(201)]));
+        tracker.add_known("bob", source(1));
+        assert!(tracker.under_attack("bob", START, &PROTECTION).is_none());
+    }
+}

@@ -1,0 +1,238 @@
+//! Durable records written without holding up a login: block-log events and the sources each
+//! account logs in from successfully (its "known sources"). Both go through one bounded queue
+//! to a writer thread that stores them in batches, one transaction each, and prunes old ones.
+//! If a flood fills the queue, records are dropped and counted rather than slowing logins
+//! down; losing the last few of them in a crash is harmless (bans and admin changes are not
+//! written here).
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use prometheus::IntCounterVec;
+
+use crate::clock::{Clock, Timestamp};
+use crate::events::{Event, EventKind, Retention};
+use crate::network::Source;
+use crate::store::Store;
+
+/// A successful login of `login` from `source` at `at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownSource {
+    pub login: String,
+    pub source: Source,
+    pub at: Timestamp,
+}
+
+/// How long the records are kept (set on reload).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Keep {
+    pub events: Retention,
+    pub known_for: Duration,
+    pub known_per_account: usize,
+}
+
+enum Record {
+    Event(Event),
+    Known(KnownSource),
+    /// Answered once everything queued before it is stored.
+    Flush(SyncSender<()>),
+}
+
+/// Queue length between the request path and the writer.
+const QUEUE: usize = 10_000;
+/// Largest batch stored in one transaction.
+const BATCH: usize = 1_000;
+/// How often old records are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+pub struct Journal {
+    sender: Mutex<Option<SyncSender<Record>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Events by reason and result (`stored`, `dropped`).
+    events: IntCounterVec,
+    /// Known-source records by result.
+    known: IntCounterVec,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Journal {
+    /// Starts the writer thread.
+    pub fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        keep: Arc<Mutex<Keep>>,
+        events: IntCounterVec,
+        known: IntCounterVec,
+    ) -> Journal {
+        let (sender, receiver) = mpsc::sync_channel(QUEUE);
+        let counters = (events.clone(), known.clone());
+        let writer = std::thread::Builder::new()
+            .name("mailwarden-journal".into())
+            .spawn(move || write_forever(receiver, store, clock, keep, counters))
+            .ok();
+        if writer.is_none() {
+            tracing::error!("cannot start the journal writer; events are logged but not stored");
+        }
+        Journal {
+            sender: Mutex::new(Some(sender)),
+            writer: Mutex::new(writer),
+            events,
+            known,
+        }
+    }
+
+    fn queue(&self, record: Record) -> bool {
+        let guard = lock(&self.sender);
+        match guard.as_ref() {
+            Some(sender) => !matches!(
+                sender.try_send(record),
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_))
+            ),
+            None => false,
+        }
+    }
+
+    /// Logs the event and queues it for storage. Never blocks.
+    pub fn event(&self, event: Event) {
+        let ip = event.ip.map(|ip| ip.to_string()).unwrap_or_default();
+        macro_rules! log {
+            ($message:literal) => {
+                tracing::info!(
+                    target: "mailwarden::events",
+                    reason = event.kind.label(),
+                    login = %event.login,
+                    ip = %ip,
+                    protocol = %event.protocol,
+                    rule = event.rule,
+                    device_id = %event.device_id,
+                    detail = %event.detail,
+                    $message
+                )
+            };
+        }
+        match event.kind {
+            EventKind::BanPlaced => log!("source banned after repeated failed logins"),
+            EventKind::QuarantineStarted => {
+                log!("a device keeps trying an old password; quarantined")
+            }
+            EventKind::AttackStarted => log!("account under a distributed attack"),
+            EventKind::AccountUnderAttack if event.detail.starts_with("delayed") => {
+                log!("login delayed")
+            }
+            _ => log!("login refused"),
+        }
+        let kind = event.kind.label();
+        if !self.queue(Record::Event(event)) {
+            self.events.with_label_values(&[kind, "dropped"]).inc();
+        }
+    }
+
+    /// Queues a successful login for the known sources. Never blocks.
+    pub fn known_source(&self, known: KnownSource) {
+        if !self.queue(Record::Known(known)) {
+            self.known.with_label_values(&["dropped"]).inc();
+        }
+    }
+
+    /// Waits until everything queued so far is stored (at most a few seconds).
+    pub fn flush(&self) {
+        let (done, wait) = mpsc::sync_channel(1);
+        let queued = lock(&self.sender)
+            .as_ref()
+            .is_some_and(|sender| sender.send(Record::Flush(done)).is_ok());
+        if queued {
+            let _ = wait.recv_timeout(Duration::from_secs(10));
+        }
+    }
+
+    /// Stores what is queued and stops the writer (at shutdown).
+    pub fn close(&self) {
+        lock(&self.sender).take();
+        if let Some(writer) = lock(&self.writer).take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn write_forever(
+    receiver: Receiver<Record>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    keep: Arc<Mutex<Keep>>,
+    (event_counter, known_counter): (IntCounterVec, IntCounterVec),
+) {
+    let mut last_prune = Instant::now();
+    loop {
+        let first = match receiver.recv_timeout(PRUNE_EVERY) {
+            Ok(record) => Some(record),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let (mut events, mut known, mut flushes) = (Vec::new(), Vec::new(), Vec::new());
+        let mut take = |record| match record {
+            Record::Event(event) => events.push(event),
+            Record::Known(source) => known.push(source),
+            Record::Flush(done) => flushes.push(done),
+        };
+        if let Some(record) = first {
+            take(record);
+        }
+        for _ in 1..BATCH {
+            match receiver.try_recv() {
+                Ok(record) => take(record),
+                Err(_) => break,
+            }
+        }
+        if !events.is_empty() {
+            let result = store.save_events(&events);
+            let outcome = if result.is_ok() { "stored" } else { "dropped" };
+            for event in &events {
+                event_counter
+                    .with_label_values(&[event.kind.label(), outcome])
+                    .inc();
+            }
+            if let Err(e) = result {
+                tracing::error!(error = %e, events = events.len(), "could not store events");
+            }
+        }
+        if !known.is_empty() {
+            let result = store.save_known_sources(&known);
+            let outcome = if result.is_ok() { "stored" } else { "dropped" };
+            known_counter
+                .with_label_values(&[outcome])
+                .inc_by(known.len() as u64);
+            if let Err(e) = result {
+                tracing::error!(error = %e, records = known.len(), "could not store known sources");
+            }
+        }
+        for done in flushes {
+            let _ = done.send(());
+        }
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = Instant::now();
+            let keep = *lock(&keep);
+            let now = clock.now();
+            if let Err(e) =
+                store.prune_events(now.minus(keep.events.max_age), keep.events.max_count)
+            {
+                tracing::warn!(error = %e, "could not prune old events");
+            }
+            if let Err(e) =
+                store.prune_known_sources(now.minus(keep.known_for), keep.known_per_account)
+            {
+                tracing::warn!(error = %e, "could not prune old known sources");
+            }
+        }
+    }
+}

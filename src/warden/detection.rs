@@ -1,0 +1,526 @@
+//! Telling stale devices from attackers, on the `Warden`: `report` counts distinct wrong
+//! guesses per source (a repeated password counts once), quarantines a login and password that
+//! keeps failing from one source, notices an account failing from many sources, records the
+//! sources each account logs in from, and lengthens bans of repeat offenders. `why` explains
+//! all of it for one address in plain words.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{LoginView, Warden, gauge_value};
+use crate::accounts::Protection;
+use crate::bans::{Ban, BanCause, BanGuess, BanReason};
+use crate::clock::Timestamp;
+use crate::config::{AttackResponse, Policy};
+use crate::engine::{self, ReportKind};
+use crate::events::{Event, EventKind};
+use crate::failures::{Counting, FailedGuess, Guess};
+use crate::journal::{Keep, KnownSource};
+use crate::network::Source;
+use crate::store::StoreError;
+use crate::warden::Explanation;
+use crate::wire::{LoginAttempt, Outcome};
+
+/// A (login, source) pair recorded as known is not written again for this long.
+pub(super) const KNOWN_REWRITE_AFTER: Duration = Duration::from_secs(3600);
+
+/// How long the journal keeps its records, from the policy.
+pub(super) fn keep(policy: &Policy) -> Keep {
+    Keep {
+        events: policy.events,
+        known_for: policy.account_protection.known_for,
+        known_per_account: policy.account_protection.known_per_account,
+    }
+}
+
+fn counting(policy: &Policy) -> Counting {
+    let stale = &policy.stale_passwords;
+    Counting {
+        window: policy.autoban.window,
+        max_failures: policy.autoban.max_failures,
+        stale_after: stale.enabled.then_some(stale.after),
+        quarantine_for: stale.quarantine_for,
+    }
+}
+
+fn protection(policy: &Policy) -> Protection {
+    Protection {
+        sources: policy.account_protection.sources,
+        window: policy.account_protection.window,
+    }
+}
+
+/// What a `report` changed that the caller must finish off the request path.
+#[derive(Debug, Default)]
+pub struct ReportEffects {
+    /// A ban placed: the caller must `persist_ban` it.
+    pub ban: Option<Arc<Ban>>,
+    /// An account that just came under attack: the caller must `load_known_sources` for it.
+    pub attacked_login: Option<String>,
+}
+
+/// Everything known about an address, for `mailwarden why` and `/api/v1/why`.
+#[derive(Debug, Clone)]
+pub struct Diagnosis {
+    /// What `allow` would answer now (for the login asked about, if any).
+    pub explanation: Explanation,
+    /// The distinct wrong guesses still remembered from the address's source, newest first.
+    pub guesses: Vec<Guess>,
+    pub window: Duration,
+    /// Failures of one guess after which it is quarantined (`None`: quarantine off).
+    pub stale_after: Option<u32>,
+    /// Accounts seen at this address (or asked about) that are under attack now.
+    pub accounts_under_attack: Vec<String>,
+    /// What an account under attack answers to new addresses.
+    pub attack_response: AttackResponse,
+}
+
+fn readable(t: Timestamp) -> String {
+    t.rfc3339().replace('T', " ").replace('Z', " UTC")
+}
+
+/// The mail app's name from an IMAP ID string such as `"name" "Thunderbird" "version" "115"`.
+pub fn device_name(device_id: &str) -> Option<String> {
+    let fields: Vec<&str> = device_id.split('"').skip(1).step_by(2).collect();
+    let value = |key: &str| {
+        fields
+            .chunks(2)
+            .find(|pair| pair.first().is_some_and(|k| k.eq_ignore_ascii_case(key)))
+            .and_then(|pair| pair.get(1))
+    };
+    match (value("name"), value("version")) {
+        (Some(name), Some(version)) => Some(format!("{name} {version}")),
+        (Some(name), None) => Some(name.to_string()),
+        _ => None,
+    }
+}
+
+impl Diagnosis {
+    /// The diagnosis in plain words, one sentence a line. Never shows a password hash.
+    pub fn lines(&self) -> Vec<String> {
+        let e = &self.explanation;
+        let mut lines = vec![e.summary()];
+        if let Some(ban) = &e.ban {
+            for guess in &ban.cause.guesses {
+                let device = device_name(&guess.device_id)
+                    .map(|d| format!(" from {d}"))
+                    .unwrap_or_default();
+                let times = if guess.failures == 1 {
+                    "once".to_string()
+                } else {
+                    format!("{} times (the same password)", guess.failures)
+                };
+                lines.push(format!(
+                    "led to the ban: a wrong password for {} over {}{device}, {times}, {} to {}",
+                    guess.login,
+                    guess.protocol,
+                    readable(Timestamp(guess.first_seen)),
+                    readable(Timestamp(guess.last_seen))
+                ));
+            }
+        }
+        let minutes = self.window.as_secs() / 60;
+        for guess in &self.guesses {
+            let device = device_name(&guess.device_id)
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default();
+            let stale = self
+                .stale_after
+                .is_some_and(|after| guess.failures >= after)
+                || guess.quarantined_until.is_some();
+            let line = if stale {
+                let quarantine = guess
+                    .quarantined_until
+                    .map(|end| {
+                        format!(
+                            "; that password is refused from here until {}",
+                            readable(end)
+                        )
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "stale device: a mail app{device} keeps using an old password for {} over {}: {} tries since {}, last at {}{quarantine}",
+                    guess.login,
+                    guess.protocol.label(),
+                    guess.failures,
+                    readable(guess.first_seen),
+                    readable(guess.last_seen)
+                )
+            } else {
+                format!(
+                    "a wrong password for {} over {}{device}: {} {} in the last {minutes} minutes, first at {}, last at {}",
+                    guess.login,
+                    guess.protocol.label(),
+                    guess.failures,
+                    if guess.failures == 1 { "try" } else { "tries" },
+                    readable(guess.first_seen),
+                    readable(guess.last_seen)
+                )
+            };
+            lines.push(line);
+        }
+        for login in &self.accounts_under_attack {
+            let response = match self.attack_response {
+                AttackResponse::Delay(seconds) => format!("delayed {seconds} s"),
+                AttackResponse::Reject => "refused".to_string(),
+            };
+            lines.push(format!(
+                "{login} is under attack from many addresses: logins from addresses it has not logged in from lately are {response}"
+            ));
+        }
+        lines
+    }
+}
+
+impl Warden {
+    /// Whether this exact login and password is quarantined from the login's source.
+    pub(super) fn stale_guess(&self, view: &LoginView<'_>, now: Timestamp) -> bool {
+        let shared = &*self.shared;
+        let (Some(address), Some(pwhash)) = (view.address, view.pwhash) else {
+            return false;
+        };
+        let policy = shared.policy.load();
+        if !policy.stale_passwords.enabled {
+            return false;
+        }
+        let source = policy.autoban.grouping.source_of(address);
+        let key = shared.failures.guess_key(view.login, pwhash);
+        shared.failures.quarantined(source, key, now).is_some()
+    }
+
+    /// The response owed to this login when its account is under attack and its source is
+    /// not one the account logged in from lately.
+    pub(super) fn unknown_source_under_attack(
+        &self,
+        view: &LoginView<'_>,
+        now: Timestamp,
+    ) -> Option<AttackResponse> {
+        let shared = &*self.shared;
+        let policy = shared.policy.load();
+        let settings = &policy.account_protection;
+        if !settings.enabled || view.login.is_empty() {
+            return None;
+        }
+        let history = shared
+            .accounts
+            .under_attack(view.login, now, &protection(&policy))?;
+        let source = view.address.map(|ip| policy.autoban.grouping.source_of(ip));
+        let known = source.is_some_and(|s| history.known.as_ref().is_some_and(|k| k.contains(&s)));
+        (!known).then_some(settings.response)
+    }
+
+    /// Takes Dovecot's `report`.
+    pub fn report(&self, attempt: &LoginAttempt<'_>, outcome: Outcome) -> ReportEffects {
+        let shared = &*self.shared;
+        let policy = shared.policy.load();
+        let now = shared.clock.now();
+        let standing = self.standing(attempt.remote, now);
+        let kind = engine::classify_report(
+            outcome.success,
+            outcome.policy_reject,
+            attempt.remote.is_some(),
+            standing,
+        );
+        shared
+            .metrics
+            .reports
+            .with_label_values(&[kind.label()])
+            .inc();
+        let Some(address) = attempt.remote else {
+            return ReportEffects::default();
+        };
+        let source = policy.autoban.grouping.source_of(address);
+        match kind {
+            ReportKind::Success => {
+                self.record_success(&attempt.login, source, now);
+                ReportEffects::default()
+            }
+            ReportKind::Failure => self.record_failure(attempt, source, now, &policy),
+            _ => ReportEffects::default(),
+        }
+    }
+
+    /// A successful login: its guesses from this source are forgotten (and their quarantine
+    /// lifted), and the source becomes known to the account.
+    fn record_success(&self, login: &str, source: Source, now: Timestamp) {
+        let shared = &*self.shared;
+        if login.is_empty() {
+            return;
+        }
+        shared.failures.forget_login(source, login);
+        shared.accounts.add_known(login, source);
+        let pair = (Box::<str>::from(login), source);
+        if shared.known_recorded.contains_key(&pair) {
+            return;
+        }
+        shared.known_recorded.insert(pair, ());
+        shared.journal.known_source(KnownSource {
+            login: login.to_string(),
+            source,
+            at: now,
+        });
+    }
+
+    fn record_failure(
+        &self,
+        attempt: &LoginAttempt<'_>,
+        source: Source,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> ReportEffects {
+        let shared = &*self.shared;
+        let mut effects = ReportEffects::default();
+        let failed = FailedGuess {
+            key: shared.failures.guess_key(&attempt.login, &attempt.pwhash),
+            login: &attempt.login,
+            protocol: attempt.protocol,
+            device_id: &attempt.device_id,
+        };
+        let recorded = shared
+            .failures
+            .record_failure(source, failed, now, &counting(policy));
+        let guess_kind = if recorded.new_guess {
+            "new"
+        } else {
+            "repeated"
+        };
+        shared
+            .metrics
+            .failed_guesses
+            .with_label_values(&[guess_kind])
+            .inc();
+        let event = |kind, detail: String| Event {
+            at: now,
+            kind,
+            login: attempt.login.to_string(),
+            ip: attempt.remote,
+            protocol: attempt.protocol.label().to_string(),
+            device_id: attempt.device_id.to_string(),
+            rule: None,
+            detail,
+        };
+        if recorded.quarantined {
+            shared
+                .metrics
+                .quarantines
+                .with_label_values(&[attempt.protocol.label()])
+                .inc();
+            let detail = format!(
+                "the same wrong password failed {} times from {source}; refused from there for a while",
+                recorded.repeats
+            );
+            shared
+                .journal
+                .event(event(EventKind::QuarantineStarted, detail));
+        }
+        if policy.account_protection.enabled
+            && shared
+                .accounts
+                .record_failure(&attempt.login, source, now, &protection(policy))
+        {
+            shared
+                .metrics
+                .account_attacks
+                .with_label_values(&[attempt.protocol.label()])
+                .inc();
+            let detail = format!(
+                "{} addresses failed to log in within {}",
+                policy.account_protection.sources,
+                humantime::format_duration(policy.account_protection.window)
+            );
+            shared
+                .journal
+                .event(event(EventKind::AttackStarted, detail));
+            effects.attacked_login = Some(attempt.login.to_string());
+        }
+        let already_banned = shared.bans.active(source, now).is_some();
+        if engine::bans_source(recorded.distinct, already_banned, &policy.autoban) {
+            effects.ban = Some(self.place_ban(attempt, source, recorded.distinct, now, policy));
+        }
+        effects
+    }
+
+    fn place_ban(
+        &self,
+        attempt: &LoginAttempt<'_>,
+        source: Source,
+        failures: u32,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> Arc<Ban> {
+        let shared = &*self.shared;
+        let previous = shared.ban_history.get(&source);
+        let length = engine::ban_length(&policy.autoban, previous, now);
+        if length > policy.autoban.ban_for {
+            shared
+                .metrics
+                .ban_escalations
+                .with_label_values(&["repeat_offender"])
+                .inc();
+        }
+        shared.ban_history.insert(source, (now, length));
+        let window = policy.autoban.window;
+        let guesses = shared
+            .failures
+            .history(source)
+            .map(|h| {
+                h.guesses
+                    .iter()
+                    .filter(|g| g.last_seen > now.minus(window))
+                    .map(|g| BanGuess {
+                        login: g.login.to_string(),
+                        protocol: g.protocol.label().to_string(),
+                        device_id: g.device_id.to_string(),
+                        failures: g.failures,
+                        first_seen: g.first_seen.0,
+                        last_seen: g.last_seen.0,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ban = Arc::new(Ban {
+            source,
+            created_at: now,
+            expires_at: now.plus(length),
+            reason: BanReason::Autoban,
+            failures,
+            cause: BanCause {
+                login: attempt.login.to_string(),
+                protocol: attempt.protocol.label().to_string(),
+                device_id: attempt.device_id.to_string(),
+                guesses,
+            },
+        });
+        shared.bans.insert(ban.clone());
+        shared.failures.forget(source);
+        shared
+            .metrics
+            .bans_created
+            .with_label_values(&[ban.reason.label()])
+            .inc();
+        shared
+            .metrics
+            .active_bans
+            .set(gauge_value(shared.bans.len()));
+        let escalated = if length > policy.autoban.ban_for {
+            " (a repeat offender)"
+        } else {
+            ""
+        };
+        shared.journal.event(Event {
+            at: now,
+            kind: EventKind::BanPlaced,
+            login: ban.cause.login.clone(),
+            ip: attempt.remote,
+            protocol: ban.cause.protocol.clone(),
+            device_id: ban.cause.device_id.clone(),
+            rule: None,
+            detail: format!(
+                "{source} banned until {} after {failures} distinct wrong passwords{escalated}",
+                ban.expires_at.rfc3339()
+            ),
+        });
+        ban
+    }
+
+    /// Loads the known sources of an account that just came under attack. Blocking.
+    pub fn load_known_sources(&self, login: &str) -> Result<usize, StoreError> {
+        let shared = &*self.shared;
+        let policy = shared.policy.load();
+        let since = shared
+            .clock
+            .now()
+            .minus(policy.account_protection.known_for);
+        let known =
+            shared
+                .store
+                .known_sources(login, since, policy.account_protection.known_per_account);
+        shared.metrics.store_result("read_known_sources", &known);
+        let known = known?;
+        let count = known.len();
+        shared.accounts.set_known(login, known);
+        tracing::info!(
+            login,
+            known = count,
+            "account under attack; its known sources keep logging in as usual"
+        );
+        Ok(count)
+    }
+
+    /// Accounts under a distributed attack now.
+    pub fn accounts_under_attack(&self) -> Vec<String> {
+        let policy = self.shared.policy.load();
+        self.shared
+            .accounts
+            .attacked(self.shared.clock.now(), &protection(&policy))
+    }
+
+    /// Everything known about `address` (and `login`, when given): the decision, the ban and
+    /// what led to it, the wrong passwords still counted, stale devices, accounts under attack.
+    pub fn why(&self, address: IpAddr, login: Option<&str>) -> Diagnosis {
+        let shared = &*self.shared;
+        let policy = shared.policy.load();
+        let now = shared.clock.now();
+        let view = LoginView {
+            address: Some(address),
+            real_remote: None,
+            login: login.unwrap_or(""),
+            pwhash: None,
+            protocol: crate::wire::Protocol::Imap,
+        };
+        let explanation = self.explain(&view, address);
+        let source = policy.autoban.grouping.source_of(address);
+        let mut guesses: Vec<Guess> = shared
+            .failures
+            .history(source)
+            .map(|h| h.guesses.clone())
+            .unwrap_or_default();
+        if let Some(login) = login {
+            guesses.retain(|g| g.login.as_ref() == login);
+        }
+        guesses.sort_by_key(|g| std::cmp::Reverse(g.last_seen));
+        let protection = protection(&policy);
+        let mut logins: Vec<String> = guesses
+            .iter()
+            .map(|g| g.login.to_string())
+            .chain(login.map(str::to_string))
+            .collect();
+        logins.sort();
+        logins.dedup();
+        let accounts_under_attack = logins
+            .into_iter()
+            .filter(|l| shared.accounts.under_attack(l, now, &protection).is_some())
+            .collect();
+        Diagnosis {
+            explanation,
+            guesses,
+            window: policy.autoban.window,
+            stale_after: policy
+                .stale_passwords
+                .enabled
+                .then_some(policy.stale_passwords.after),
+            accounts_under_attack,
+            attack_response: policy.account_protection.response,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::device_name;
+
+    #[test]
+    fn device_names_come_from_the_imap_id_string() {
+        assert_eq!(
+            device_name(r#""name" "Thunderbird" "version" "115.3""#).as_deref(),
+            Some("Thunderbird 115.3")
+        );
+        assert_eq!(
+            device_name(r#""NAME" "iPhone Mail""#).as_deref(),
+            Some("iPhone Mail")
+        );
+        assert_eq!(device_name(""), None);
+        assert_eq!(device_name(r#""vendor" "Acme""#), None);
+    }
+}
