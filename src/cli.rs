@@ -122,6 +122,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Explain everything known about an address: ban and what led to it, wrong passwords
+    /// still counted, stale devices, accounts under attack. Changes nothing.
+    Why {
+        address: String,
+        /// Only this login.
+        #[arg(long)]
+        login: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show and change a mailbox's (or a domain's) email firewall.
     #[command(subcommand)]
     Firewall(FirewallCommand),
@@ -246,6 +256,11 @@ pub fn main() -> ExitCode {
         }),
         Command::Reload { json } => with_client(config, json, reload),
         Command::Firewall(command) => firewall(config, command),
+        Command::Why {
+            address,
+            login,
+            json,
+        } => with_client(config, json, |c| why(c, &address, login.as_deref())),
         Command::Events {
             ip,
             login,
@@ -766,4 +781,22 @@ fn events(client: &AdminClient, query: &[(&str, &str)]) -> Result<Answer, Client
         ));
     }
     Ok(Answer { json, text: out })
+}
+
+fn why(client: &AdminClient, address: &str, login: Option<&str>) -> Result<Answer, ClientError> {
+    let mut query = vec![("ip", address.trim())];
+    if let Some(login) = login {
+        query.push(("login", login));
+    }
+    let json = client.get("/api/v1/why", &query)?;
+    let mut text = String::new();
+    for line in json
+        .get("lines")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
+        text.push_str(&format!("- {}\n", line.as_str().unwrap_or_default()));
+    }
+    Ok(Answer { json, text })
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::mailwarden::{Mailwarden, login_body, report_body};
+use support::mailwarden::{Mailwarden, fresh_pwhash, login_body, report_body};
 
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
@@ -28,11 +28,11 @@ fn allow(mw: &Mailwarden, remote: &str) -> (i64, String) {
 }
 
 fn fail_n(mw: &Mailwarden, remote: &str, n: usize) {
-    for i in 0..n {
+    for _ in 0..n {
         assert_eq!(
             mw.policy(
                 "report",
-                &report_body(remote, "alice@example.com", &format!("{i:04x}"), false)
+                &report_body(remote, "alice@example.com", &fresh_pwhash(), false)
             )
             .0,
             200
@@ -578,6 +578,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/trusted"),
     ("delete", "/api/v1/trusted"),
     ("get", "/api/v1/events"),
+    ("get", "/api/v1/why"),
     ("get", "/api/v1/mailboxes"),
     ("get", "/api/v1/mailboxes/{login}/firewall"),
     ("put", "/api/v1/mailboxes/{login}/firewall"),
@@ -680,6 +681,7 @@ fn the_served_openapi_document_is_valid_and_every_route_answers_as_it_describes(
         ),
         ("delete", "/api/v1/trusted?network=192.0.2.0/24", None),
         ("get", "/api/v1/events?limit=5", None),
+        ("get", "/api/v1/why?ip=203.0.113.7", None),
         ("get", "/api/v1/mailboxes", None),
         ("get", "/api/v1/mailboxes/alice@example.com/firewall", None),
         (

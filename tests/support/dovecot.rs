@@ -25,10 +25,11 @@ const DOVEADM: &str = "/usr/bin/doveadm";
 const LOGIN_BINARIES: [&str; 2] = ["/usr/lib/dovecot/imap-login", "/usr/lib/dovecot/pop3-login"];
 
 /// Accounts in the test passdb, as (login, password).
-pub const USERS: [(&str, &str); 3] = [
+pub const USERS: [(&str, &str); 4] = [
     ("alice@example.com", "alice-secret"),
     ("bob@example.com", "bob-secret"),
     ("carol@example.com", "carol-secret"),
+    ("dave@example.com", "dave-secret"),
 ];
 
 /// The nonce substituted into the shipped snippet; any value works, it only salts pwhash.

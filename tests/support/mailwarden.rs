@@ -275,6 +275,14 @@ impl Drop for Mailwarden {
     }
 }
 
+/// A `pwhash` never used before in this test binary: an attacker's new guess (a repeated one
+/// counts once, like a stale device's).
+pub fn fresh_pwhash() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("{:08x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 /// A Dovecot-shaped request body.
 pub fn login_body(remote: &str, login: &str, pwhash: &str) -> String {
     format!(

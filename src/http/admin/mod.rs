@@ -11,6 +11,7 @@ mod firewall;
 mod lists;
 mod reload;
 mod views;
+mod why;
 
 use std::future::{Ready, ready};
 use std::sync::OnceLock;
@@ -54,6 +55,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/api/v1/trusted", web::post().to(lists::add_trusted))
         .route("/api/v1/trusted", web::delete().to(lists::remove_trusted))
         .route("/api/v1/events", web::get().to(events::list_events))
+        .route("/api/v1/why", web::get().to(why::why))
         .route("/api/v1/mailboxes", web::get().to(firewall::list_mailboxes))
         .route(
             "/api/v1/mailboxes/{login}/firewall",
@@ -333,14 +335,14 @@ impl utoipa::Modify for BearerAuth {
         bans::list_bans, bans::show_ban, bans::delete_ban,
         lists::list_blocks, lists::add_block, lists::remove_block,
         lists::list_trusted, lists::add_trusted, lists::remove_trusted,
-        events::list_events,
+        events::list_events, why::why,
         firewall::list_mailboxes, firewall::show, firewall::replace, firewall::reset,
         firewall::add_rule, firewall::move_rule, firewall::delete_rule, firewall::set_default,
     ),
     components(schemas(
         ErrorBody, views::Health, views::BanView, views::BanList, views::Unbanned, views::ListEntryView,
         views::ListEntries, views::NewListEntry, views::Removed, views::DecisionView, views::Reloaded,
-        events::EventView, events::EventList,
+        events::EventView, events::EventList, why::WhyView, why::GuessView, views::BanGuessView,
         firewall::RuleView, firewall::FirewallView, firewall::MailboxList, firewall::NewRule,
         firewall::MoveRule, firewall::DefaultAction, crate::firewall::StoredRuleSet, crate::firewall::RuleSpec,
         crate::firewall::AsnSpec,

@@ -47,6 +47,20 @@ pub struct BanView {
     pub last_login: String,
     pub protocol: String,
     pub device_id: String,
+    /// The distinct wrong passwords that led to the ban (never the passwords or their hashes).
+    pub guesses: Vec<BanGuessView>,
+}
+
+/// One distinct wrong password that counted toward a ban.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BanGuessView {
+    pub login: String,
+    pub protocol: String,
+    pub device_id: String,
+    /// Tries of this same password.
+    pub failures: u32,
+    pub first_seen: String,
+    pub last_seen: String,
 }
 
 impl BanView {
@@ -62,6 +76,19 @@ impl BanView {
             last_login: ban.cause.login.clone(),
             protocol: ban.cause.protocol.clone(),
             device_id: ban.cause.device_id.clone(),
+            guesses: ban
+                .cause
+                .guesses
+                .iter()
+                .map(|g| BanGuessView {
+                    login: g.login.clone(),
+                    protocol: g.protocol.clone(),
+                    device_id: g.device_id.clone(),
+                    failures: g.failures,
+                    first_seen: Timestamp(g.first_seen).rfc3339(),
+                    last_seen: Timestamp(g.last_seen).rfc3339(),
+                })
+                .collect(),
         }
     }
 }
