@@ -1,0 +1,93 @@
+//! Stale-device detection and account protection over HTTP against the real binary: the
+//! policy answers, `/api/v1/why`, the block log and the metrics.
+
+mod support;
+
+use serde_json::Value;
+use support::mailwarden::{Mailwarden, fresh_pwhash, login_body, report_body};
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn allow(mw: &Mailwarden, remote: &str, login: &str, pwhash: &str) -> Value {
+    let (status, body) = mw.policy("allow", &login_body(remote, login, pwhash));
+    assert_eq!(status, 200, "{body}");
+    json(&body)
+}
+
+fn fail(mw: &Mailwarden, remote: &str, login: &str, pwhash: &str) {
+    assert_eq!(mw.policy("report", &report_body(remote, login, pwhash, false)).0, 200);
+}
+
+#[test]
+fn a_repeated_password_is_quarantined_and_why_tells_the_story_without_hashes() {
+    let mw = Mailwarden::start();
+    for _ in 0..6 {
+        fail(&mw, "203.0.113.7", "alice@example.com", "00c0ffee");
+    }
+    let stale = allow(&mw, "203.0.113.7", "alice@example.com", "00c0ffee");
+    assert_eq!(stale["status"], -1);
+    assert_eq!(stale["msg"], "Your mail app keeps using an old password for alice@example.com; update it in the app's account settings");
+    assert_eq!(allow(&mw, "203.0.113.7", "alice@example.com", "0000beef")["status"], 0, "another password passes");
+    assert_eq!(allow(&mw, "203.0.113.7", "bob@example.com", "00c0ffee")["status"], 0, "another account passes");
+
+    let (status, body) = mw.admin("GET", "/api/v1/why?ip=203.0.113.7");
+    assert_eq!(status, 200, "{body}");
+    let why = json(&body);
+    let guess = &why["guesses"][0];
+    assert_eq!((guess["login"].as_str(), guess["failures"].as_u64(), guess["stale"].as_bool()), (Some("alice@example.com"), Some(6), Some(true)));
+    assert!(guess["quarantined_until"].is_string());
+    assert!(why["lines"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().starts_with("stale device:")), "{why}");
+    assert!(!body.contains("c0ffee"), "no password hashes: {body}");
+
+    let (status, body) = mw.admin("GET", "/api/v1/why?ip=nope");
+    assert_eq!((status, json(&body)["field"].as_str()), (400, Some("ip")));
+    let metrics = mw.admin("GET", "/metrics").1;
+    for expected in [
+        "mailwarden_failed_guesses_total{kind=\"new\"} 1",
+        "mailwarden_failed_guesses_total{kind=\"repeated\"} 5",
+        "mailwarden_stale_password_quarantines_total{protocol=\"imap\"} 1",
+        "mailwarden_decisions_total{protocol=\"imap\",reason=\"stale_password\",verdict=\"reject\"} 1",
+    ] {
+        assert!(metrics.contains(expected), "missing {expected}");
+    }
+}
+
+#[test]
+fn a_ban_shows_the_distinct_passwords_that_led_to_it() {
+    let mw = Mailwarden::start();
+    for _ in 0..5 {
+        fail(&mw, "198.51.100.7", "alice@example.com", &fresh_pwhash());
+    }
+    let ban = json(&mw.admin("GET", "/api/v1/bans/198.51.100.7").1);
+    assert_eq!(ban["guesses"].as_array().unwrap().len(), 5, "{ban}");
+    let why = json(&mw.admin("GET", "/api/v1/why?ip=198.51.100.7").1);
+    let lines: Vec<&str> = why["lines"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    assert!(lines[0].starts_with("refused: 198.51.100.7 is banned until"), "{lines:?}");
+    assert_eq!(lines.iter().filter(|l| l.starts_with("led to the ban:")).count(), 5, "{lines:?}");
+}
+
+#[test]
+fn an_account_under_attack_delays_new_sources_and_says_so_in_metrics_and_events() {
+    let mw = Mailwarden::start();
+    assert_eq!(mw.policy("report", &report_body("192.0.2.50", "carol@example.com", "0000aaaa", true)).0, 200);
+    for i in 1..=10 {
+        fail(&mw, &format!("198.18.0.{i}"), "carol@example.com", &fresh_pwhash());
+    }
+    assert_eq!(allow(&mw, "198.18.9.9", "carol@example.com", "0000aaaa")["status"], 5, "delayed 5 s");
+    assert_eq!(allow(&mw, "192.0.2.50", "carol@example.com", "0000aaaa")["status"], 0, "the known source");
+    let metrics = mw.admin("GET", "/metrics").1;
+    assert!(metrics.contains("mailwarden_accounts_under_attack 1"), "{metrics}");
+    assert!(metrics.contains("mailwarden_decisions_total{protocol=\"imap\",reason=\"account_under_attack\",verdict=\"delay\"} 1"));
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        events = json(&mw.admin("GET", "/api/v1/events?login=carol@example.com").1)["events"].as_array().unwrap().clone();
+        if events.len() >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let reasons: Vec<&str> = events.iter().map(|e| e["reason"].as_str().unwrap()).collect();
+    assert!(reasons.contains(&"attack_started") && reasons.contains(&"account_under_attack"), "{reasons:?}");
+}
