@@ -95,9 +95,7 @@ impl AccessLists {
         let mut lists = AccessLists::default();
         for entry in entries {
             let map = lists.map_mut(entry.list);
-            let keep_existing = map
-                .get(entry.network)
-                .is_some_and(|e| e.origin == Origin::PolicyFile);
+            let keep_existing = map.get(entry.network).is_some_and(|e| e.origin == Origin::PolicyFile);
             if !keep_existing {
                 map.insert(entry.network, entry);
             }
@@ -125,14 +123,8 @@ impl AccessLists {
             return Standing::Unlisted;
         }
         let active = |entry: &AccessEntry| entry.is_active(now);
-        let trusted = self
-            .trusted
-            .longest_match_where(ip, active)
-            .map(|(net, _)| net);
-        let blocked = self
-            .blocked
-            .longest_match_where(ip, active)
-            .map(|(net, _)| net);
+        let trusted = self.trusted.longest_match_where(ip, active).map(|(net, _)| net);
+        let blocked = self.blocked.longest_match_where(ip, active).map(|(net, _)| net);
         match (trusted, blocked) {
             (Some(t), Some(b)) if b.prefix_len() > t.prefix_len() => Standing::Blocked(b),
             (Some(t), _) => Standing::Trusted(t),
@@ -148,24 +140,15 @@ impl AccessLists {
 
     /// The entries of `list` in force at `now`, file entries first, then by network.
     pub fn entries(&self, list: ListKind, now: Timestamp) -> Vec<&AccessEntry> {
-        let mut entries: Vec<&AccessEntry> = self
-            .map(list)
-            .iter()
-            .map(|(_, e)| e)
-            .filter(|e| e.is_active(now))
-            .collect();
+        let mut entries: Vec<&AccessEntry> =
+            self.map(list).iter().map(|(_, e)| e).filter(|e| e.is_active(now)).collect();
         entries.sort_by_key(|e| (e.origin != Origin::PolicyFile, e.network));
         entries
     }
 
     /// The earliest expiry among all entries still in force: when the snapshot next changes.
     pub fn next_expiry(&self, now: Timestamp) -> Option<Timestamp> {
-        self.trusted
-            .iter()
-            .chain(self.blocked.iter())
-            .filter_map(|(_, e)| e.expires_at)
-            .filter(|end| *end > now)
-            .min()
+        self.trusted.iter().chain(self.blocked.iter()).filter_map(|(_, e)| e.expires_at).filter(|end| *end > now).min()
     }
 }
 
@@ -177,12 +160,7 @@ mod tests {
 
     const NOW: Timestamp = Timestamp(1_795_334_400_000);
 
-    fn entry(
-        list: ListKind,
-        network: &str,
-        origin: Origin,
-        expires_in: Option<u64>,
-    ) -> AccessEntry {
+    fn entry(list: ListKind, network: &str, origin: Origin, expires_in: Option<u64>) -> AccessEntry {
         AccessEntry {
             list,
             network: parse_network(network).unwrap(),
@@ -209,22 +187,10 @@ mod tests {
             entry(Blocked, "203.0.113.66", Origin::Api, None),
         ]);
         let net = |n: &str| parse_network(n).unwrap();
-        assert_eq!(
-            standing(&lists, "198.51.100.10", NOW),
-            Standing::Trusted(net("198.51.100.10"))
-        );
-        assert_eq!(
-            standing(&lists, "198.51.100.11", NOW),
-            Standing::Blocked(net("198.51.100.0/24"))
-        );
-        assert_eq!(
-            standing(&lists, "192.0.2.1", NOW),
-            Standing::Trusted(net("192.0.2.0/24"))
-        );
-        assert_eq!(
-            standing(&lists, "203.0.113.66", NOW),
-            Standing::Blocked(net("203.0.113.66"))
-        );
+        assert_eq!(standing(&lists, "198.51.100.10", NOW), Standing::Trusted(net("198.51.100.10")));
+        assert_eq!(standing(&lists, "198.51.100.11", NOW), Standing::Blocked(net("198.51.100.0/24")));
+        assert_eq!(standing(&lists, "192.0.2.1", NOW), Standing::Trusted(net("192.0.2.0/24")));
+        assert_eq!(standing(&lists, "203.0.113.66", NOW), Standing::Blocked(net("203.0.113.66")));
         assert_eq!(standing(&lists, "8.8.8.8", NOW), Standing::Unlisted);
     }
 
@@ -236,22 +202,10 @@ mod tests {
             entry(Trusted, "198.51.100.7", Origin::Api, Some(60)),
         ]);
         let later = NOW.plus(Duration::from_secs(61));
-        assert!(matches!(
-            standing(&lists, "198.51.100.7", NOW),
-            Standing::Trusted(_)
-        ));
-        assert!(matches!(
-            standing(&lists, "198.51.100.7", later),
-            Standing::Blocked(_)
-        ));
-        assert_eq!(
-            standing(&lists, "198.51.100.7", NOW.plus(Duration::from_secs(3600))),
-            Standing::Unlisted
-        );
-        assert_eq!(
-            lists.next_expiry(NOW),
-            Some(NOW.plus(Duration::from_secs(60)))
-        );
+        assert!(matches!(standing(&lists, "198.51.100.7", NOW), Standing::Trusted(_)));
+        assert!(matches!(standing(&lists, "198.51.100.7", later), Standing::Blocked(_)));
+        assert_eq!(standing(&lists, "198.51.100.7", NOW.plus(Duration::from_secs(3600))), Standing::Unlisted);
+        assert_eq!(lists.next_expiry(NOW), Some(NOW.plus(Duration::from_secs(60))));
         assert_eq!(lists.entries(Trusted, later).len(), 0);
     }
 
@@ -262,9 +216,7 @@ mod tests {
             entry(Blocked, "10.0.0.0/8", Origin::PolicyFile, None),
             entry(Blocked, "10.0.0.0/8", Origin::Api, Some(10)),
         ]);
-        let kept = lists
-            .entry(Blocked, parse_network("10.0.0.0/8").unwrap())
-            .unwrap();
+        let kept = lists.entry(Blocked, parse_network("10.0.0.0/8").unwrap()).unwrap();
         assert_eq!(kept.origin, Origin::PolicyFile);
         assert_eq!(kept.expires_at, None);
     }

@@ -35,10 +35,7 @@ pub struct AccountHistory {
 
 impl AccountHistory {
     fn failing_in_window(&self, now: Timestamp, window: Duration) -> usize {
-        self.failing
-            .iter()
-            .filter(|(_, at)| *at > now.minus(window))
-            .count()
+        self.failing.iter().filter(|(_, at)| *at > now.minus(window)).count()
     }
 
     /// Whether the account is under attack at `now`.
@@ -56,12 +53,7 @@ impl AccountHistory {
             None => {
                 let cap = protection.sources.max(1) as usize;
                 if self.failing.len() >= cap {
-                    if let Some(oldest) = self
-                        .failing
-                        .iter()
-                        .enumerate()
-                        .min_by_key(|(_, (_, at))| *at)
-                        .map(|(i, _)| i)
+                    if let Some(oldest) = self.failing.iter().enumerate().min_by_key(|(_, (_, at))| *at).map(|(i, _)| i)
                     {
                         self.failing.remove(oldest);
                     }
@@ -89,12 +81,7 @@ impl AccountHistory {
 struct KeepForWindow(Duration);
 
 impl Expiry<Box<str>, Arc<AccountHistory>> for KeepForWindow {
-    fn expire_after_create(
-        &self,
-        _: &Box<str>,
-        _: &Arc<AccountHistory>,
-        _: Instant,
-    ) -> Option<Duration> {
+    fn expire_after_create(&self, _: &Box<str>, _: &Arc<AccountHistory>, _: Instant) -> Option<Duration> {
         Some(self.0)
     }
 
@@ -118,51 +105,31 @@ pub struct AccountTracker {
 /// keep coming from enough sources, and ends a window after they stop.
 impl AccountTracker {
     pub fn new(window: Duration, max_accounts: u64) -> AccountTracker {
-        let accounts = Cache::builder()
-            .max_capacity(max_accounts)
-            .expire_after(KeepForWindow(window))
-            .build();
+        let accounts = Cache::builder().max_capacity(max_accounts).expire_after(KeepForWindow(window)).build();
         AccountTracker { accounts }
     }
 
     /// Records a failure of `login` from `source`; returns whether it put the account under
     /// attack (the caller then loads its known sources).
-    pub fn record_failure(
-        &self,
-        login: &str,
-        source: Source,
-        now: Timestamp,
-        protection: &Protection,
-    ) -> bool {
+    pub fn record_failure(&self, login: &str, source: Source, now: Timestamp, protection: &Protection) -> bool {
         if login.is_empty() {
             return false;
         }
         let mut started = false;
-        self.accounts
-            .entry(login.into())
-            .and_upsert_with(|existing| {
-                let mut history = existing
-                    .map(|e| AccountHistory::clone(&e.into_value()))
-                    .unwrap_or_default();
-                started = history.record(source, now, protection);
-                Arc::new(history)
-            });
+        self.accounts.entry(login.into()).and_upsert_with(|existing| {
+            let mut history = existing.map(|e| AccountHistory::clone(&e.into_value())).unwrap_or_default();
+            started = history.record(source, now, protection);
+            Arc::new(history)
+        });
         started
     }
 
     /// The account's history if it is under attack at `now`.
-    pub fn under_attack(
-        &self,
-        login: &str,
-        now: Timestamp,
-        protection: &Protection,
-    ) -> Option<Arc<AccountHistory>> {
+    pub fn under_attack(&self, login: &str, now: Timestamp, protection: &Protection) -> Option<Arc<AccountHistory>> {
         if login.is_empty() {
             return None;
         }
-        self.accounts
-            .get(login)
-            .filter(|h| h.under_attack(now, protection))
+        self.accounts.get(login).filter(|h| h.under_attack(now, protection))
     }
 
     /// Sets the known sources of an account under attack (loaded from the store).
@@ -187,17 +154,15 @@ impl AccountTracker {
     }
 
     fn update(&self, login: &str, change: impl FnOnce(&mut AccountHistory)) {
-        self.accounts
-            .entry(login.into())
-            .and_compute_with(|existing| {
-                use moka::ops::compute::Op;
-                let Some(entry) = existing else {
-                    return Op::Nop;
-                };
-                let mut history = AccountHistory::clone(&entry.into_value());
-                change(&mut history);
-                Op::Put(Arc::new(history))
-            });
+        self.accounts.entry(login.into()).and_compute_with(|existing| {
+            use moka::ops::compute::Op;
+            let Some(entry) = existing else {
+                return Op::Nop;
+            };
+            let mut history = AccountHistory::clone(&entry.into_value());
+            change(&mut history);
+            Op::Put(Arc::new(history))
+        });
     }
 
     /// Logins under attack at `now`.
@@ -218,15 +183,9 @@ mod tests {
     use super::*;
     use crate::network::{SourceGrouping, parse_ip};
 
-    const GROUPING: SourceGrouping = SourceGrouping {
-        ipv4_prefix: 32,
-        ipv6_prefix: 64,
-    };
+    const GROUPING: SourceGrouping = SourceGrouping { ipv4_prefix: 32, ipv6_prefix: 64 };
     const START: Timestamp = Timestamp(1_795_334_400_000);
-    const PROTECTION: Protection = Protection {
-        sources: 10,
-        window: Duration::from_secs(3600),
-    };
+    const PROTECTION: Protection = Protection { sources: 10, window: Duration::from_secs(3600) };
 
     fn source(i: u32) -> Source {
         GROUPING.source_of(parse_ip(&format!("198.18.0.{i}")).unwrap())
@@ -243,14 +202,8 @@ mod tests {
             );
         }
         assert!(tracker.under_attack("alice", START, &PROTECTION).is_none());
-        assert!(
-            tracker.record_failure("alice", source(10), START, &PROTECTION),
-            "the tenth source starts the attack"
-        );
-        assert!(
-            !tracker.record_failure("alice", source(11), START, &PROTECTION),
-            "it is already under attack"
-        );
+        assert!(tracker.record_failure("alice", source(10), START, &PROTECTION), "the tenth source starts the attack");
+        assert!(!tracker.record_failure("alice", source(11), START, &PROTECTION), "it is already under attack");
         assert!(tracker.under_attack("alice", START, &PROTECTION).is_some());
         assert!(tracker.under_attack("bob", START, &PROTECTION).is_none());
         assert_eq!(tracker.attacked(START, &PROTECTION), ["alice"]);

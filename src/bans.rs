@@ -80,15 +80,11 @@ pub struct BanIndex {
 
 impl BanIndex {
     fn read(&self) -> RwLockReadGuard<'_, HashMap<Source, Arc<Ban>>> {
-        self.by_source
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.by_source.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, HashMap<Source, Arc<Ban>>> {
-        self.by_source
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.by_source.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The ban on `source` if it is still active at `now`.
@@ -101,12 +97,7 @@ impl BanIndex {
     }
 
     /// The active ban covering `address` under `grouping`.
-    pub fn active_for_address(
-        &self,
-        address: IpAddr,
-        grouping: SourceGrouping,
-        now: Timestamp,
-    ) -> Option<Arc<Ban>> {
+    pub fn active_for_address(&self, address: IpAddr, grouping: SourceGrouping, now: Timestamp) -> Option<Arc<Ban>> {
         self.active(grouping.source_of(address), now)
     }
 
@@ -121,25 +112,13 @@ impl BanIndex {
     /// Removes and returns the bans that have ended by `now`.
     pub fn take_expired(&self, now: Timestamp) -> Vec<Arc<Ban>> {
         let mut map = self.write();
-        let ended: Vec<Source> = map
-            .values()
-            .filter(|b| !b.is_active(now))
-            .map(|b| b.source)
-            .collect();
-        ended
-            .into_iter()
-            .filter_map(|source| map.remove(&source))
-            .collect()
+        let ended: Vec<Source> = map.values().filter(|b| !b.is_active(now)).map(|b| b.source).collect();
+        ended.into_iter().filter_map(|source| map.remove(&source)).collect()
     }
 
     /// Active bans, soonest to end first.
     pub fn list(&self, now: Timestamp) -> Vec<Arc<Ban>> {
-        let mut bans: Vec<Arc<Ban>> = self
-            .read()
-            .values()
-            .filter(|b| b.is_active(now))
-            .cloned()
-            .collect();
+        let mut bans: Vec<Arc<Ban>> = self.read().values().filter(|b| b.is_active(now)).cloned().collect();
         bans.sort_by_key(|b| (b.expires_at, b.source));
         bans
     }
@@ -159,10 +138,7 @@ mod tests {
     use crate::network::parse_ip;
     use std::time::Duration;
 
-    const GROUPING: SourceGrouping = SourceGrouping {
-        ipv4_prefix: 32,
-        ipv6_prefix: 64,
-    };
+    const GROUPING: SourceGrouping = SourceGrouping { ipv4_prefix: 32, ipv6_prefix: 64 };
     const NOW: Timestamp = Timestamp(1_795_334_400_000);
 
     fn ban(address: &str, minutes_left: i64) -> Arc<Ban> {

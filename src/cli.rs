@@ -20,13 +20,7 @@ use crate::secrets::{self, Missing};
 )]
 struct Cli {
     /// The policy file.
-    #[arg(
-        long,
-        short = 'c',
-        global = true,
-        default_value = "policy.toml",
-        value_name = "FILE"
-    )]
+    #[arg(long, short = 'c', global = true, default_value = "policy.toml", value_name = "FILE")]
     config: PathBuf,
 
     /// Log format of the server: overrides log.format.
@@ -232,51 +226,22 @@ pub fn main() -> ExitCode {
         Command::CheckConfig => check_config(config),
         Command::Bans { json } => with_client(config, json, list_bans),
         Command::Unban { address, json } => with_client(config, json, |c| unban(c, &address)),
-        Command::Block(options) => {
-            with_client(config, options.json, |c| add_entry(c, BLOCKS, &options))
-        }
-        Command::Trust(options) => {
-            with_client(config, options.json, |c| add_entry(c, TRUSTED, &options))
-        }
-        Command::Unblock { network, json } => {
-            with_client(config, json, |c| remove_entry(c, BLOCKS, &network))
-        }
-        Command::Untrust { network, json } => {
-            with_client(config, json, |c| remove_entry(c, TRUSTED, &network))
-        }
+        Command::Block(options) => with_client(config, options.json, |c| add_entry(c, BLOCKS, &options)),
+        Command::Trust(options) => with_client(config, options.json, |c| add_entry(c, TRUSTED, &options)),
+        Command::Unblock { network, json } => with_client(config, json, |c| remove_entry(c, BLOCKS, &network)),
+        Command::Untrust { network, json } => with_client(config, json, |c| remove_entry(c, TRUSTED, &network)),
         Command::Blocks { json } => with_client(config, json, lists(BLOCKS)),
         Command::Trusted { json } => with_client(config, json, lists(TRUSTED)),
-        Command::Check {
-            address,
-            login,
-            protocol,
-            json,
-        } => with_client(config, json, |c| {
-            check(c, &address, login.as_deref(), &protocol)
-        }),
+        Command::Check { address, login, protocol, json } => {
+            with_client(config, json, |c| check(c, &address, login.as_deref(), &protocol))
+        }
         Command::Reload { json } => with_client(config, json, reload),
         Command::Firewall(command) => firewall(config, command),
-        Command::Why {
-            address,
-            login,
-            json,
-        } => with_client(config, json, |c| why(c, &address, login.as_deref())),
-        Command::Events {
-            ip,
-            login,
-            reason,
-            since,
-            limit,
-            json,
-        } => {
+        Command::Why { address, login, json } => with_client(config, json, |c| why(c, &address, login.as_deref())),
+        Command::Events { ip, login, reason, since, limit, json } => {
             let limit = limit.to_string();
             let mut query = vec![("limit", limit.as_str())];
-            for (key, value) in [
-                ("ip", &ip),
-                ("login", &login),
-                ("reason", &reason),
-                ("since", &since),
-            ] {
+            for (key, value) in [("ip", &ip), ("login", &login), ("reason", &reason), ("since", &since)] {
                 if let Some(value) = value {
                     query.push((key, value.as_str()));
                 }
@@ -320,10 +285,7 @@ fn init_logging(policy: &Policy) {
         .and_then(|directives| tracing_subscriber::EnvFilter::try_new(directives).ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(&policy.log.level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = match policy.log.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -331,29 +293,19 @@ fn init_logging(policy: &Policy) {
 }
 
 fn check_config(path: &std::path::Path) -> ExitCode {
-    let checked = Policy::load(path)
-        .map_err(|e| e.to_string())
-        .and_then(|policy| {
-            let metrics = crate::metrics::Metrics::new().map_err(|e| e.to_string())?;
-            let geoip = crate::geoip::GeoIp::open(&policy.geoip, metrics.geoip)
-                .map_err(|e| e.to_string())?;
-            let problems = crate::warden::file_rule_problems(&policy, &geoip);
-            if problems.is_empty() {
-                Ok(policy)
-            } else {
-                Err(format!(
-                    "invalid configuration {}\n  - {}",
-                    path.display(),
-                    problems.join("\n  - ")
-                ))
-            }
-        });
+    let checked = Policy::load(path).map_err(|e| e.to_string()).and_then(|policy| {
+        let metrics = crate::metrics::Metrics::new().map_err(|e| e.to_string())?;
+        let geoip = crate::geoip::GeoIp::open(&policy.geoip, metrics.geoip).map_err(|e| e.to_string())?;
+        let problems = crate::warden::file_rule_problems(&policy, &geoip);
+        if problems.is_empty() {
+            Ok(policy)
+        } else {
+            Err(format!("invalid configuration {}\n  - {}", path.display(), problems.join("\n  - ")))
+        }
+    });
     match checked {
         Ok(policy) => {
-            println!(
-                "# {} is valid; effective policy (environment overrides applied):\n",
-                path.display()
-            );
+            println!("# {} is valid; effective policy (environment overrides applied):\n", path.display());
             print!("{}", policy.describe());
             ExitCode::SUCCESS
         }
@@ -387,10 +339,7 @@ fn with_client(
     };
     match action(&client) {
         Ok(answer) if json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&answer.json).unwrap_or_default()
-            );
+            println!("{}", serde_json::to_string_pretty(&answer.json).unwrap_or_default());
             ExitCode::SUCCESS
         }
         Ok(answer) => {
@@ -415,11 +364,7 @@ fn readable_time(rfc3339: &str) -> String {
 
 fn list_bans(client: &AdminClient) -> Result<Answer, ClientError> {
     let json = client.get("/api/v1/bans", &[("limit", "1000")])?;
-    let bans = json
-        .get("bans")
-        .and_then(Json::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let bans = json.get("bans").and_then(Json::as_array).cloned().unwrap_or_default();
     let mut out = String::new();
     if bans.is_empty() {
         out.push_str("No active bans.\n");
@@ -429,10 +374,7 @@ fn list_bans(client: &AdminClient) -> Result<Answer, ClientError> {
             "SOURCE", "UNTIL", "LEFT", "FAILURES", "PROTOCOL"
         ));
         for ban in &bans {
-            let left = ban
-                .get("remaining_seconds")
-                .and_then(Json::as_u64)
-                .unwrap_or(0);
+            let left = ban.get("remaining_seconds").and_then(Json::as_u64).unwrap_or(0);
             let left = humantime::format_duration(std::time::Duration::from_secs(left)).to_string();
             let left: Vec<&str> = left.split(' ').take(2).collect();
             out.push_str(&format!(
@@ -450,10 +392,7 @@ fn list_bans(client: &AdminClient) -> Result<Answer, ClientError> {
 }
 
 fn unban(client: &AdminClient, address: &str) -> Result<Answer, ClientError> {
-    let json = client.delete(
-        &format!("/api/v1/bans/{}", path_segment(address.trim())),
-        &[],
-    )?;
+    let json = client.delete(&format!("/api/v1/bans/{}", path_segment(address.trim())), &[])?;
     let ban = json.get("unbanned").cloned().unwrap_or(Json::Null);
     let text = format!(
         "Unbanned {} (the ban would have ended at {}).\n",
@@ -475,11 +414,7 @@ fn describe_entry(entry: &Json) -> String {
     format!("{} {until}{comment}", text(entry, "network"))
 }
 
-fn add_entry(
-    client: &AdminClient,
-    (path, verb): (&str, &str),
-    options: &EntryOptions,
-) -> Result<Answer, ClientError> {
+fn add_entry(client: &AdminClient, (path, verb): (&str, &str), options: &EntryOptions) -> Result<Answer, ClientError> {
     let mut body = serde_json::json!({ "network": options.network.trim() });
     if let Some(duration) = &options.duration {
         body["for"] = Json::from(duration.as_str());
@@ -492,36 +427,21 @@ fn add_entry(
     Ok(Answer { json, text })
 }
 
-fn remove_entry(
-    client: &AdminClient,
-    (path, verb): (&str, &str),
-    network: &str,
-) -> Result<Answer, ClientError> {
+fn remove_entry(client: &AdminClient, (path, verb): (&str, &str), network: &str) -> Result<Answer, ClientError> {
     let json = client.delete(path, &[("network", network.trim())])?;
     let removed = json.get("removed").cloned().unwrap_or(Json::Null);
-    let text = format!(
-        "{} is no longer {}.\n",
-        text(&removed, "network"),
-        verb.to_lowercase()
-    );
+    let text = format!("{} is no longer {}.\n", text(&removed, "network"), verb.to_lowercase());
     Ok(Answer { json, text })
 }
 
 fn list_entries(client: &AdminClient, (path, verb): (&str, &str)) -> Result<Answer, ClientError> {
     let json = client.get(path, &[("limit", "1000")])?;
-    let entries = json
-        .get("entries")
-        .and_then(Json::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let entries = json.get("entries").and_then(Json::as_array).cloned().unwrap_or_default();
     let mut out = String::new();
     if entries.is_empty() {
         out.push_str(&format!("No {} networks.\n", verb.to_lowercase()));
     } else {
-        out.push_str(&format!(
-            "{:<40} {:<12} {:<24} COMMENT\n",
-            "NETWORK", "ORIGIN", "EXPIRES"
-        ));
+        out.push_str(&format!("{:<40} {:<12} {:<24} COMMENT\n", "NETWORK", "ORIGIN", "EXPIRES"));
         for entry in &entries {
             let origin = match text(entry, "origin") {
                 "policy_file" => "policy.toml",
@@ -543,12 +463,7 @@ fn list_entries(client: &AdminClient, (path, verb): (&str, &str)) -> Result<Answ
     Ok(Answer { json, text: out })
 }
 
-fn check(
-    client: &AdminClient,
-    address: &str,
-    login: Option<&str>,
-    protocol: &str,
-) -> Result<Answer, ClientError> {
+fn check(client: &AdminClient, address: &str, login: Option<&str>, protocol: &str) -> Result<Answer, ClientError> {
     let mut query = vec![("ip", address.trim()), ("protocol", protocol)];
     if let Some(login) = login {
         query.push(("login", login));
@@ -564,16 +479,10 @@ fn check(
         None => protocol.to_string(),
     };
     let status = json.get("status").and_then(Json::as_i64).unwrap_or(0);
-    let mut out = format!(
-        "{} ({who}): {verdict}\n  {}\n",
-        text(&json, "ip"),
-        text(&json, "summary")
-    );
+    let mut out = format!("{} ({who}): {verdict}\n  {}\n", text(&json, "ip"), text(&json, "summary"));
     match text(&json, "msg") {
         "" => out.push_str(&format!("  Dovecot would get status {status}\n")),
-        msg => out.push_str(&format!(
-            "  Dovecot would get status {status}; the mail app shows: {msg}\n"
-        )),
+        msg => out.push_str(&format!("  Dovecot would get status {status}; the mail app shows: {msg}\n")),
     }
     Ok(Answer { json, text: out })
 }
@@ -587,38 +496,20 @@ fn reload(client: &AdminClient) -> Result<Answer, ClientError> {
         .map(|a| a.iter().filter_map(Json::as_str).collect())
         .unwrap_or_default();
     if !pending.is_empty() {
-        text.push_str(&format!(
-            "Changed but only applied after a restart: {}\n",
-            pending.join(", ")
-        ));
+        text.push_str(&format!("Changed but only applied after a restart: {}\n", pending.join(", ")));
     }
     Ok(Answer { json, text })
 }
 
 fn firewall_path(login: &str, rest: &str) -> String {
-    format!(
-        "/api/v1/mailboxes/{}/firewall{rest}",
-        path_segment(login.trim())
-    )
+    format!("/api/v1/mailboxes/{}/firewall{rest}", path_segment(login.trim()))
 }
 
 fn firewall(config: &std::path::Path, command: FirewallCommand) -> ExitCode {
     use FirewallCommand::*;
     match command {
-        Show { login, json } => with_client(config, json, |c| {
-            firewall_answer(c.get(&firewall_path(&login, ""), &[])?)
-        }),
-        Add {
-            login,
-            action,
-            address,
-            network,
-            country,
-            asn,
-            non_residential,
-            position,
-            json,
-        } => {
+        Show { login, json } => with_client(config, json, |c| firewall_answer(c.get(&firewall_path(&login, ""), &[])?)),
+        Add { login, action, address, network, country, asn, non_residential, position, json } => {
             let mut body = serde_json::json!({ "action": action });
             if let Some(address) = address {
                 body["address"] = Json::from(address);
@@ -638,44 +529,24 @@ fn firewall(config: &std::path::Path, command: FirewallCommand) -> ExitCode {
             if let Some(position) = position {
                 body["position"] = Json::from(position);
             }
-            with_client(config, json, |c| {
-                firewall_answer(c.post(&firewall_path(&login, "/rules"), Some(&body))?)
-            })
+            with_client(config, json, |c| firewall_answer(c.post(&firewall_path(&login, "/rules"), Some(&body))?))
         }
-        Move {
-            login,
-            number,
-            direction,
-            json,
-        } => {
+        Move { login, number, direction, json } => {
             let body = serde_json::json!({ "direction": direction });
             with_client(config, json, |c| {
-                firewall_answer(c.post(
-                    &firewall_path(&login, &format!("/rules/{number}/move")),
-                    Some(&body),
-                )?)
+                firewall_answer(c.post(&firewall_path(&login, &format!("/rules/{number}/move")), Some(&body))?)
             })
         }
-        Delete {
-            login,
-            number,
-            json,
-        } => with_client(config, json, |c| {
+        Delete { login, number, json } => with_client(config, json, |c| {
             firewall_answer(c.delete(&firewall_path(&login, &format!("/rules/{number}")), &[])?)
         }),
-        Default {
-            login,
-            action,
-            json,
-        } => {
+        Default { login, action, json } => {
             let body = serde_json::json!({ "action": action });
-            with_client(config, json, |c| {
-                firewall_answer(c.put(&firewall_path(&login, "/default"), &body)?)
-            })
+            with_client(config, json, |c| firewall_answer(c.put(&firewall_path(&login, "/default"), &body)?))
         }
-        Reset { login, json } => with_client(config, json, |c| {
-            firewall_answer(c.delete(&firewall_path(&login, ""), &[])?)
-        }),
+        Reset { login, json } => {
+            with_client(config, json, |c| firewall_answer(c.delete(&firewall_path(&login, ""), &[])?))
+        }
     }
 }
 
@@ -685,11 +556,7 @@ fn describe_rule(rule: &Json) -> String {
         rule.get(key).and_then(Json::as_array).map(|items| {
             items
                 .iter()
-                .map(|i| {
-                    i.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| i.to_string())
-                })
+                .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string()))
                 .collect::<Vec<_>>()
                 .join(", ")
         })
@@ -718,28 +585,16 @@ fn firewall_answer(json: Json) -> Result<Answer, ClientError> {
             } else {
                 "its own rules".to_string()
             };
-            let origin = if text(&json, "origin") == "policy_file" {
-                "policy.toml"
-            } else {
-                "the admin API"
-            };
+            let origin = if text(&json, "origin") == "policy_file" { "policy.toml" } else { "the admin API" };
             let protocols: Vec<&str> = json
                 .get("protocols")
                 .and_then(Json::as_array)
                 .map(|a| a.iter().filter_map(Json::as_str).collect())
                 .unwrap_or_default();
-            format!(
-                "Email firewall of {login}: {whose}, from {origin}, for {}.\n",
-                protocols.join(", ")
-            )
+            format!("Email firewall of {login}: {whose}, from {origin}, for {}.\n", protocols.join(", "))
         }
     };
-    for rule in json
-        .get("rules")
-        .and_then(Json::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for rule in json.get("rules").and_then(Json::as_array).into_iter().flatten() {
         out.push_str(&format!(
             "  {:>2}. {}\n",
             rule.get("number").and_then(Json::as_u64).unwrap_or(0),
@@ -754,21 +609,13 @@ fn firewall_answer(json: Json) -> Result<Answer, ClientError> {
 
 fn events(client: &AdminClient, query: &[(&str, &str)]) -> Result<Answer, ClientError> {
     let json = client.get("/api/v1/events", query)?;
-    let events = json
-        .get("events")
-        .and_then(Json::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let events = json.get("events").and_then(Json::as_array).cloned().unwrap_or_default();
     let mut out = String::new();
     if events.is_empty() {
         out.push_str("No matching events.\n");
     }
     for event in &events {
-        let rule = event
-            .get("rule")
-            .and_then(Json::as_u64)
-            .map(|r| format!(" rule {r}"))
-            .unwrap_or_default();
+        let rule = event.get("rule").and_then(Json::as_u64).map(|r| format!(" rule {r}")).unwrap_or_default();
         out.push_str(&format!(
             "{}  {:<16}{}  {:<39} {:<6} {}\n    {}\n",
             readable_time(text(event, "at")),
@@ -790,12 +637,7 @@ fn why(client: &AdminClient, address: &str, login: Option<&str>) -> Result<Answe
     }
     let json = client.get("/api/v1/why", &query)?;
     let mut text = String::new();
-    for line in json
-        .get("lines")
-        .and_then(Json::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for line in json.get("lines").and_then(Json::as_array).into_iter().flatten() {
         text.push_str(&format!("- {}\n", line.as_str().unwrap_or_default()));
     }
     Ok(Answer { json, text })

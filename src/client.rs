@@ -9,19 +9,10 @@ use crate::secrets::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error(
-        "cannot reach mailwarden's admin API at {address} (is the server running? server.admin_listen): {message}"
-    )]
-    Unreachable {
-        address: SocketAddr,
-        message: String,
-    },
+    #[error("cannot reach mailwarden's admin API at {address} (is the server running? server.admin_listen): {message}")]
+    Unreachable { address: SocketAddr, message: String },
     #[error("the server answered {status}: {message}")]
-    Refused {
-        status: u16,
-        code: String,
-        message: String,
-    },
+    Refused { status: u16, code: String, message: String },
     #[error("the server's answer is not the JSON expected: {0}")]
     BadAnswer(String),
 }
@@ -53,11 +44,7 @@ impl AdminClient {
             .timeout_global(Some(Duration::from_secs(15)))
             .build()
             .into();
-        Some(AdminClient {
-            agent,
-            address,
-            token,
-        })
+        Some(AdminClient { agent, address, token })
     }
 
     fn url(&self, path: &str) -> String {
@@ -70,26 +57,19 @@ impl AdminClient {
 
     /// GET `path` with query parameters (encoded here).
     pub fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Json, ClientError> {
-        let request = query
-            .iter()
-            .fold(self.agent.get(self.url(path)), |r, (k, v)| r.query(k, v));
+        let request = query.iter().fold(self.agent.get(self.url(path)), |r, (k, v)| r.query(k, v));
         self.finish(self.authorised(request).call())
     }
 
     /// DELETE `path` with query parameters (encoded here).
     pub fn delete(&self, path: &str, query: &[(&str, &str)]) -> Result<Json, ClientError> {
-        let request = query
-            .iter()
-            .fold(self.agent.delete(self.url(path)), |r, (k, v)| r.query(k, v));
+        let request = query.iter().fold(self.agent.delete(self.url(path)), |r, (k, v)| r.query(k, v));
         self.finish(self.authorised(request).call())
     }
 
     /// PUT `path` with a JSON body.
     pub fn put(&self, path: &str, body: &Json) -> Result<Json, ClientError> {
-        self.finish(
-            self.authorised(self.agent.put(self.url(path)))
-                .send_json(body),
-        )
+        self.finish(self.authorised(self.agent.put(self.url(path))).send_json(body))
     }
 
     /// POST `path` with a JSON body, or none.
@@ -101,35 +81,18 @@ impl AdminClient {
         })
     }
 
-    fn finish(
-        &self,
-        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<Json, ClientError> {
-        let mut response = result.map_err(|e| ClientError::Unreachable {
-            address: self.address,
-            message: e.to_string(),
-        })?;
+    fn finish(&self, result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Json, ClientError> {
+        let mut response =
+            result.map_err(|e| ClientError::Unreachable { address: self.address, message: e.to_string() })?;
         let status = response.status().as_u16();
-        let text = response
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| ClientError::BadAnswer(e.to_string()))?;
-        let json: Json = serde_json::from_str(&text)
-            .map_err(|e| ClientError::BadAnswer(format!("{e}: {text:.200}")))?;
+        let text = response.body_mut().read_to_string().map_err(|e| ClientError::BadAnswer(e.to_string()))?;
+        let json: Json =
+            serde_json::from_str(&text).map_err(|e| ClientError::BadAnswer(format!("{e}: {text:.200}")))?;
         if (200..300).contains(&status) {
             Ok(json)
         } else {
-            let field = |name: &str| {
-                json.get(name)
-                    .and_then(Json::as_str)
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            Err(ClientError::Refused {
-                status,
-                code: field("error"),
-                message: field("message"),
-            })
+            let field = |name: &str| json.get(name).and_then(Json::as_str).unwrap_or_default().to_string();
+            Err(ClientError::Refused { status, code: field("error"), message: field("message") })
         }
     }
 }
@@ -139,9 +102,7 @@ impl AdminClient {
 pub fn path_segment(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b':' | b'-' | b'_' | b'/' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b':' | b'-' | b'_' | b'/' => (b as char).to_string(),
             other => format!("%{other:02X}"),
         })
         .collect()

@@ -59,19 +59,10 @@ impl Timestamp {
     /// for a mail app's alert line, unambiguous for long bans. Rounded up to the minute, so
     /// "try again after 14:05" is never too early.
     pub fn short_utc(self, now: Timestamp) -> String {
-        let rounded_up = Timestamp(
-            self.0
-                .saturating_add(59_999)
-                .div_euclid(60_000)
-                .saturating_mul(60_000),
-        );
+        let rounded_up = Timestamp(self.0.saturating_add(59_999).div_euclid(60_000).saturating_mul(60_000));
         let full = rounded_up.rfc3339();
         let (date, time) = (&full[..10], &full[11..16]);
-        if now.until(self) < Duration::from_secs(24 * 3600) {
-            time.to_string()
-        } else {
-            format!("{date} {time}")
-        }
+        if now.until(self) < Duration::from_secs(24 * 3600) { time.to_string() } else { format!("{date} {time}") }
     }
 }
 
@@ -102,9 +93,7 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn starting_at(start: Timestamp) -> ManualClock {
-        ManualClock {
-            millis: AtomicI64::new(start.0),
-        }
+        ManualClock { millis: AtomicI64::new(start.0) }
     }
 
     pub fn advance(&self, by: Duration) {
@@ -127,14 +116,8 @@ mod tests {
     fn short_form_is_time_of_day_within_a_day_and_dated_beyond() {
         let now = Timestamp(1_795_334_400_000); // 2026-11-22T08:00:00Z
         assert_eq!(now.rfc3339(), "2026-11-22T08:00:00Z");
-        assert_eq!(
-            now.plus(Duration::from_secs(30 * 60)).short_utc(now),
-            "08:30"
-        );
-        assert_eq!(
-            now.plus(Duration::from_secs(26 * 3600)).short_utc(now),
-            "2026-11-23 10:00"
-        );
+        assert_eq!(now.plus(Duration::from_secs(30 * 60)).short_utc(now), "08:30");
+        assert_eq!(now.plus(Duration::from_secs(26 * 3600)).short_utc(now), "2026-11-23 10:00");
     }
 
     #[test]

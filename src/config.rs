@@ -90,10 +90,7 @@ struct RawEvents {
 
 impl Default for RawEvents {
     fn default() -> Self {
-        RawEvents {
-            max_age: "30d".into(),
-            max_count: 1_000_000,
-        }
+        RawEvents { max_age: "30d".into(), max_count: 1_000_000 }
     }
 }
 
@@ -129,11 +126,7 @@ struct RawAuth {
 
 impl Default for RawAuth {
     fn default() -> Self {
-        RawAuth {
-            api_key: String::new(),
-            api_key_header: "X-API-Key".into(),
-            admin_token: String::new(),
-        }
+        RawAuth { api_key: String::new(), api_key_header: "X-API-Key".into(), admin_token: String::new() }
     }
 }
 
@@ -149,6 +142,7 @@ struct RawAutoban {
     escalation_factor: f64,
     escalation_within: String,
     max_ban: String,
+    unknown_accounts_count_double: bool,
 }
 
 impl Default for RawAutoban {
@@ -163,6 +157,7 @@ impl Default for RawAutoban {
             escalation_factor: 1.0,
             escalation_within: "24h".into(),
             max_ban: "24h".into(),
+            unknown_accounts_count_double: false,
         }
     }
 }
@@ -177,11 +172,7 @@ struct RawStalePasswords {
 
 impl Default for RawStalePasswords {
     fn default() -> Self {
-        RawStalePasswords {
-            enabled: true,
-            after: 3,
-            quarantine_for: "1h".into(),
-        }
+        RawStalePasswords { enabled: true, after: 3, quarantine_for: "1h".into() }
     }
 }
 
@@ -232,13 +223,14 @@ struct RawMessages {
     account_under_attack: String,
 }
 
-pub const DEFAULT_BANNED_MESSAGE: &str =
-    "Too many failed logins from {source}; try again after {until} UTC";
+pub const DEFAULT_BANNED_MESSAGE: &str = "Too many failed logins from {source}; try again after {until} UTC";
 pub const DEFAULT_BLOCKED_MESSAGE: &str = "Logins from {source} are blocked by the administrator";
 pub const DEFAULT_FIREWALL_RULE_MESSAGE: &str = "Access denied by email firewall rule no. {rule}";
 pub const DEFAULT_FIREWALL_DEFAULT_MESSAGE: &str = "Access denied by email firewall default action";
-pub const DEFAULT_STALE_PASSWORD_MESSAGE: &str = "Your mail app keeps using an old password for {login}; update it in the app's account settings";
-pub const DEFAULT_ACCOUNT_UNDER_ATTACK_MESSAGE: &str = "{login} is under attack; logins from new places are paused, so use a device you have used before";
+pub const DEFAULT_STALE_PASSWORD_MESSAGE: &str =
+    "Your mail app keeps using an old password for {login}; update it in the app's account settings";
+pub const DEFAULT_ACCOUNT_UNDER_ATTACK_MESSAGE: &str =
+    "{login} is under attack; logins from new places are paused, so use a device you have used before";
 
 impl Default for RawMessages {
     fn default() -> Self {
@@ -262,10 +254,7 @@ struct RawLog {
 
 impl Default for RawLog {
     fn default() -> Self {
-        RawLog {
-            level: "info".into(),
-            format: "text".into(),
-        }
+        RawLog { level: "info".into(), format: "text".into() }
     }
 }
 
@@ -336,6 +325,9 @@ pub struct Autoban {
     pub escalation_factor: f64,
     pub escalation_within: Duration,
     pub max_ban: Duration,
+    /// With Dovecot 2.4, a failure for a login that does not exist counts as two guesses:
+    /// spraying unknown logins is a strong sign of an attack.
+    pub unknown_accounts_count_double: bool,
 }
 
 /// The stale-password quarantine: a guess that failed `after` times is refused for
@@ -402,22 +394,14 @@ pub struct ConfigSource<'a> {
 impl Policy {
     /// Reads and validates `path` with environment overrides from the process.
     pub fn load(path: &Path) -> Result<Policy, ConfigError> {
-        Policy::load_from(ConfigSource {
-            path,
-            environment: None,
-        })
+        Policy::load_from(ConfigSource { path, environment: None })
     }
 
     pub fn load_from(source: ConfigSource<'_>) -> Result<Policy, ConfigError> {
         let origin = source.path.display().to_string();
-        let fail = |problem: String| ConfigError {
-            origin: origin.clone(),
-            problems: vec![problem],
-        };
+        let fail = |problem: String| ConfigError { origin: origin.clone(), problems: vec![problem] };
         if !source.path.is_file() {
-            return Err(fail(format!(
-                "the file {origin} does not exist or is not a file"
-            )));
+            return Err(fail(format!("the file {origin} does not exist or is not a file")));
         }
         let environment = config::Environment::with_prefix("MAILWARDEN")
             .prefix_separator("__")
@@ -428,28 +412,16 @@ impl Policy {
             .with_list_parse_key("networks.blocked")
             .source(source.environment);
         let layered = config::Config::builder()
-            .add_source(
-                config::File::from(source.path)
-                    .format(config::FileFormat::Toml)
-                    .required(true),
-            )
+            .add_source(config::File::from(source.path).format(config::FileFormat::Toml).required(true))
             .add_source(environment)
             .build()
             .map_err(|e| fail(e.to_string()))?;
         let raw: RawConfig = serde_path_to_error::deserialize(layered).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
-            if path.is_empty() || path == "." {
-                fail(inner)
-            } else {
-                fail(format!("{path}: {inner}"))
-            }
+            if path.is_empty() || path == "." { fail(inner) } else { fail(format!("{path}: {inner}")) }
         })?;
-        let base_dir = source
-            .path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let base_dir = source.path.parent().map(Path::to_path_buf).unwrap_or_default();
         validate(raw, &base_dir).map_err(|problems| ConfigError { origin, problems })
     }
 
@@ -466,21 +438,9 @@ impl Policy {
             None => quote("(generated into state_dir on first start)"),
         };
         let _ = writeln!(out, "[server]");
-        let _ = writeln!(
-            out,
-            "policy_listen = {}",
-            quote(&self.server.policy_listen.to_string())
-        );
-        let _ = writeln!(
-            out,
-            "admin_listen = {}",
-            quote(&self.server.admin_listen.to_string())
-        );
-        let _ = writeln!(
-            out,
-            "state_dir = {}",
-            quote(&self.server.state_dir.display().to_string())
-        );
+        let _ = writeln!(out, "policy_listen = {}", quote(&self.server.policy_listen.to_string()));
+        let _ = writeln!(out, "admin_listen = {}", quote(&self.server.admin_listen.to_string()));
+        let _ = writeln!(out, "state_dir = {}", quote(&self.server.state_dir.display().to_string()));
         let _ = writeln!(out, "max_body_bytes = {}", self.server.max_body_bytes);
         let _ = writeln!(out, "reload_on_change = {}", self.server.reload_on_change);
         let _ = writeln!(out, "\n[auth]");
@@ -490,16 +450,8 @@ impl Policy {
         let a = &self.autoban;
         let _ = writeln!(out, "\n[autoban]");
         let _ = writeln!(out, "max_failures = {}", a.max_failures);
-        let _ = writeln!(
-            out,
-            "window = {}",
-            quote(&humantime::format_duration(a.window).to_string())
-        );
-        let _ = writeln!(
-            out,
-            "ban_for = {}",
-            quote(&humantime::format_duration(a.ban_for).to_string())
-        );
+        let _ = writeln!(out, "window = {}", quote(&humantime::format_duration(a.window).to_string()));
+        let _ = writeln!(out, "ban_for = {}", quote(&humantime::format_duration(a.ban_for).to_string()));
         let _ = writeln!(out, "ipv4_prefix = {}", a.grouping.ipv4_prefix);
         let _ = writeln!(out, "ipv6_prefix = {}", a.grouping.ipv6_prefix);
         let _ = writeln!(out, "max_tracked_sources = {}", a.max_tracked_sources);
@@ -507,39 +459,18 @@ impl Policy {
         let _ = writeln!(out, "trusted = {}", list(&self.networks.trusted));
         let _ = writeln!(out, "blocked = {}", list(&self.networks.blocked));
         let _ = writeln!(out, "webmail = {}", list(&self.networks.webmail));
-        let path = |p: &Option<PathBuf>| {
-            quote(
-                &p.as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-            )
-        };
+        let path = |p: &Option<PathBuf>| quote(&p.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
         let g = &self.geoip;
         let _ = writeln!(out, "\n[geoip]");
         let _ = writeln!(out, "country_db = {}", path(&g.country_db));
         let _ = writeln!(out, "asn_db = {}", path(&g.asn_db));
         let _ = writeln!(out, "anonymous_db = {}", path(&g.anonymous_db));
-        let _ = writeln!(
-            out,
-            "non_residential_asns_file = {}",
-            path(&g.non_residential_asns_file)
-        );
-        let _ = writeln!(
-            out,
-            "non_residential_networks_file = {}",
-            path(&g.non_residential_networks_file)
-        );
-        let _ = writeln!(
-            out,
-            "check_every = {}",
-            quote(&humantime::format_duration(self.geoip_check_every).to_string())
-        );
+        let _ = writeln!(out, "non_residential_asns_file = {}", path(&g.non_residential_asns_file));
+        let _ = writeln!(out, "non_residential_networks_file = {}", path(&g.non_residential_networks_file));
+        let _ =
+            writeln!(out, "check_every = {}", quote(&humantime::format_duration(self.geoip_check_every).to_string()));
         let _ = writeln!(out, "\n[events]");
-        let _ = writeln!(
-            out,
-            "max_age = {}",
-            quote(&humantime::format_duration(self.events.max_age).to_string())
-        );
+        let _ = writeln!(out, "max_age = {}", quote(&humantime::format_duration(self.events.max_age).to_string()));
         let _ = writeln!(out, "max_count = {}", self.events.max_count);
         for mailbox in &self.mailboxes {
             let stored = StoredRuleSet::from(&mailbox.rule_set);
@@ -552,10 +483,7 @@ impl Policy {
                 let _ = writeln!(
                     out,
                     "  {},",
-                    serde_json::to_string(rule)
-                        .unwrap_or_default()
-                        .replace("\":", "\" = ")
-                        .replace(",\"", ", \"")
+                    serde_json::to_string(rule).unwrap_or_default().replace("\":", "\" = ").replace(",\"", ", \"")
                 );
             }
             let _ = writeln!(out, "]");
@@ -563,16 +491,8 @@ impl Policy {
         let _ = writeln!(out, "\n[messages]");
         let _ = writeln!(out, "banned = {}", quote(self.messages.banned.source()));
         let _ = writeln!(out, "blocked = {}", quote(self.messages.blocked.source()));
-        let _ = writeln!(
-            out,
-            "firewall_rule = {}",
-            quote(self.messages.firewall_rule.source())
-        );
-        let _ = writeln!(
-            out,
-            "firewall_default = {}",
-            quote(self.messages.firewall_default.source())
-        );
+        let _ = writeln!(out, "firewall_rule = {}", quote(self.messages.firewall_rule.source()));
+        let _ = writeln!(out, "firewall_default = {}", quote(self.messages.firewall_default.source()));
         let _ = writeln!(out, "\n[log]");
         let _ = writeln!(out, "level = {}", quote(&self.log.level));
         let format = match self.log.format {
@@ -588,19 +508,13 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
     let mut problems = Vec::new();
     let resolve = |text: &str| {
         let path = PathBuf::from(text.trim());
-        if path.is_absolute() {
-            path
-        } else {
-            base_dir.join(path)
-        }
+        if path.is_absolute() { path } else { base_dir.join(path) }
     };
 
     let mut listen = |key: &str, text: &str| match text.trim().parse::<SocketAddr>() {
         Ok(addr) => Some(addr),
         Err(_) => {
-            problems.push(format!(
-                "{key}: {text:?} is not an address and port such as \"127.0.0.1:8180\""
-            ));
+            problems.push(format!("{key}: {text:?} is not an address and port such as \"127.0.0.1:8180\""));
             None
         }
     };
@@ -608,9 +522,7 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
     let admin_listen = listen("server.admin_listen", &raw.server.admin_listen);
     if let (Some(p), Some(a)) = (policy_listen, admin_listen) {
         if p == a && p.port() != 0 {
-            problems.push(format!(
-                "server.admin_listen: {a} is also server.policy_listen; they must differ"
-            ));
+            problems.push(format!("server.admin_listen: {a} is also server.policy_listen; they must differ"));
         }
     }
     if raw.server.state_dir.trim().is_empty() {
@@ -618,21 +530,14 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
     }
     let state_dir = resolve(&raw.server.state_dir);
     if !(1024..=16 * 1024 * 1024).contains(&raw.server.max_body_bytes) {
-        problems.push(format!(
-            "server.max_body_bytes: {} is outside 1024..=16777216",
-            raw.server.max_body_bytes
-        ));
+        problems.push(format!("server.max_body_bytes: {} is outside 1024..=16777216", raw.server.max_body_bytes));
     }
 
     let header = raw.auth.api_key_header.trim().to_string();
-    let header_ok = !header.is_empty()
-        && header
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    let header_ok =
+        !header.is_empty() && header.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if !header_ok {
-        problems.push(format!(
-            "auth.api_key_header: {header:?} is not a valid HTTP header name"
-        ));
+        problems.push(format!("auth.api_key_header: {header:?} is not a valid HTTP header name"));
     }
     let mut secret = |key: &str, value: &str| {
         let value = value.trim();
@@ -640,10 +545,7 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
             return None;
         }
         if value.len() < 16 {
-            problems.push(format!(
-                "{key}: too short ({} characters); use at least 16 random characters",
-                value.len()
-            ));
+            problems.push(format!("{key}: too short ({} characters); use at least 16 random characters", value.len()));
         }
         Some(Secret::new(value))
     };
@@ -651,56 +553,18 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
     let admin_token = secret("auth.admin_token", &raw.auth.admin_token);
 
     let a = &raw.autoban;
-    let max_failures = ranged(
-        &mut problems,
-        "autoban.max_failures",
-        a.max_failures,
-        1..=1000,
-    );
+    let max_failures = ranged(&mut problems, "autoban.max_failures", a.max_failures, 1..=1000);
     let ipv4_prefix = ranged(&mut problems, "autoban.ipv4_prefix", a.ipv4_prefix, 8..=32);
-    let ipv6_prefix = ranged(
-        &mut problems,
-        "autoban.ipv6_prefix",
-        a.ipv6_prefix,
-        16..=128,
-    );
-    let max_tracked = ranged(
-        &mut problems,
-        "autoban.max_tracked_sources",
-        a.max_tracked_sources,
-        1_000..=1_000_000_000,
-    );
-    let max_events = ranged(
-        &mut problems,
-        "events.max_count",
-        raw.events.max_count,
-        1_000..=100_000_000,
-    );
+    let ipv6_prefix = ranged(&mut problems, "autoban.ipv6_prefix", a.ipv6_prefix, 16..=128);
+    let max_tracked =
+        ranged(&mut problems, "autoban.max_tracked_sources", a.max_tracked_sources, 1_000..=1_000_000_000);
+    let max_events = ranged(&mut problems, "events.max_count", raw.events.max_count, 1_000..=100_000_000);
     const DAY: u64 = 24 * 3600;
-    let window = duration(
-        &mut problems,
-        "autoban.window",
-        &a.window,
-        Duration::from_secs(30 * DAY),
-    );
-    let ban_for = duration(
-        &mut problems,
-        "autoban.ban_for",
-        &a.ban_for,
-        Duration::from_secs(366 * DAY),
-    );
-    let escalation_within = duration(
-        &mut problems,
-        "autoban.escalation_within",
-        &a.escalation_within,
-        Duration::from_secs(366 * DAY),
-    );
-    let max_ban = duration(
-        &mut problems,
-        "autoban.max_ban",
-        &a.max_ban,
-        Duration::from_secs(3660 * DAY),
-    );
+    let window = duration(&mut problems, "autoban.window", &a.window, Duration::from_secs(30 * DAY));
+    let ban_for = duration(&mut problems, "autoban.ban_for", &a.ban_for, Duration::from_secs(366 * DAY));
+    let escalation_within =
+        duration(&mut problems, "autoban.escalation_within", &a.escalation_within, Duration::from_secs(366 * DAY));
+    let max_ban = duration(&mut problems, "autoban.max_ban", &a.max_ban, Duration::from_secs(3660 * DAY));
     if !(1.0..=100.0).contains(&a.escalation_factor) {
         problems.push(format!(
             "autoban.escalation_factor: {} is outside 1.0..=100.0 (1.0 turns escalation off)",
@@ -709,97 +573,38 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
     }
     let sp = &raw.stale_passwords;
     let stale_after = ranged(&mut problems, "stale_passwords.after", sp.after, 2..=1000);
-    let quarantine_for = duration(
-        &mut problems,
-        "stale_passwords.quarantine_for",
-        &sp.quarantine_for,
-        Duration::from_secs(30 * DAY),
-    );
+    let quarantine_for =
+        duration(&mut problems, "stale_passwords.quarantine_for", &sp.quarantine_for, Duration::from_secs(30 * DAY));
     let ap = &raw.account_protection;
-    let attack_sources = ranged(
-        &mut problems,
-        "account_protection.sources",
-        ap.sources,
-        2..=10_000,
-    );
-    let known_per_account = ranged(
-        &mut problems,
-        "account_protection.known_per_account",
-        ap.known_per_account,
-        1..=1000,
-    );
-    let max_accounts = ranged(
-        &mut problems,
-        "account_protection.max_tracked_accounts",
-        ap.max_tracked_accounts,
-        100..=100_000_000,
-    );
-    let attack_window = duration(
-        &mut problems,
-        "account_protection.window",
-        &ap.window,
-        Duration::from_secs(7 * DAY),
-    );
-    let known_for = duration(
-        &mut problems,
-        "account_protection.known_for",
-        &ap.known_for,
-        Duration::from_secs(3660 * DAY),
-    );
-    let attack_delay = duration(
-        &mut problems,
-        "account_protection.delay",
-        &ap.delay,
-        Duration::from_secs(29),
-    );
+    let attack_sources = ranged(&mut problems, "account_protection.sources", ap.sources, 2..=10_000);
+    let known_per_account =
+        ranged(&mut problems, "account_protection.known_per_account", ap.known_per_account, 1..=1000);
+    let max_accounts =
+        ranged(&mut problems, "account_protection.max_tracked_accounts", ap.max_tracked_accounts, 100..=100_000_000);
+    let attack_window = duration(&mut problems, "account_protection.window", &ap.window, Duration::from_secs(7 * DAY));
+    let known_for =
+        duration(&mut problems, "account_protection.known_for", &ap.known_for, Duration::from_secs(3660 * DAY));
+    let attack_delay = duration(&mut problems, "account_protection.delay", &ap.delay, Duration::from_secs(29));
     let response = match ap.action.trim() {
-        "delay" => {
-            attack_delay.map(|d| AttackResponse::Delay(u32::try_from(d.as_secs()).unwrap_or(29)))
-        }
+        "delay" => attack_delay.map(|d| AttackResponse::Delay(u32::try_from(d.as_secs()).unwrap_or(29))),
         "reject" => Some(AttackResponse::Reject),
         other => {
-            problems.push(format!(
-                "account_protection.action: {other:?} is neither \"delay\" nor \"reject\""
-            ));
+            problems.push(format!("account_protection.action: {other:?} is neither \"delay\" nor \"reject\""));
             None
         }
     };
-    let events_age = duration(
-        &mut problems,
-        "events.max_age",
-        &raw.events.max_age,
-        Duration::from_secs(3660 * DAY),
-    );
-    let geoip_every = duration(
-        &mut problems,
-        "geoip.check_every",
-        &raw.geoip.check_every,
-        Duration::from_secs(DAY),
-    );
+    let events_age = duration(&mut problems, "events.max_age", &raw.events.max_age, Duration::from_secs(3660 * DAY));
+    let geoip_every = duration(&mut problems, "geoip.check_every", &raw.geoip.check_every, Duration::from_secs(DAY));
 
     let mut networks = FileNetworks::default();
     for (key, entries, list) in [
-        (
-            "networks.trusted",
-            &raw.networks.trusted,
-            &mut networks.trusted,
-        ),
-        (
-            "networks.blocked",
-            &raw.networks.blocked,
-            &mut networks.blocked,
-        ),
-        (
-            "networks.webmail",
-            &raw.networks.webmail,
-            &mut networks.webmail,
-        ),
+        ("networks.trusted", &raw.networks.trusted, &mut networks.trusted),
+        ("networks.blocked", &raw.networks.blocked, &mut networks.blocked),
+        ("networks.webmail", &raw.networks.webmail, &mut networks.webmail),
     ] {
         for (i, entry) in entries.iter().enumerate() {
             match parse_network(entry) {
-                Ok(net) if list.contains(&net) => {
-                    problems.push(format!("{key}[{i}]: {net} is listed twice"))
-                }
+                Ok(net) if list.contains(&net) => problems.push(format!("{key}[{i}]: {net} is listed twice")),
                 Ok(net) => list.push(net),
                 Err(e) => problems.push(format!("{key}[{i}]: {e}")),
             }
@@ -818,11 +623,7 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
             }
         };
         match raw.mailboxes[written].parse() {
-            Ok(rule_set) => mailboxes.push(KeyedRuleSet {
-                key,
-                origin: RuleSetOrigin::PolicyFile,
-                rule_set,
-            }),
+            Ok(rule_set) => mailboxes.push(KeyedRuleSet { key, origin: RuleSetOrigin::PolicyFile, rule_set }),
             Err(e) => problems.push(format!("mailboxes.{written:?}: {e}")),
         }
     }
@@ -836,37 +637,26 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
         non_residential_networks_file: optional_path(&raw.geoip.non_residential_networks_file),
     };
 
-    let mut template =
-        |key: &str, text: &str, allowed: &[&'static str]| match Template::parse(text, allowed) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                problems.push(format!("{key}: {e}"));
-                None
-            }
-        };
+    let mut template = |key: &str, text: &str, allowed: &[&'static str]| match Template::parse(text, allowed) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            problems.push(format!("{key}: {e}"));
+            None
+        }
+    };
     let m = &raw.messages;
     let banned = template("messages.banned", &m.banned, &["source", "until"]);
     let blocked = template("messages.blocked", &m.blocked, &["source"]);
-    let firewall_rule = template(
-        "messages.firewall_rule",
-        &m.firewall_rule,
-        &["rule", "login"],
-    );
+    let firewall_rule = template("messages.firewall_rule", &m.firewall_rule, &["rule", "login"]);
     let firewall_default = template("messages.firewall_default", &m.firewall_default, &["login"]);
     let stale_password = template("messages.stale_password", &m.stale_password, &["login"]);
-    let account_under_attack = template(
-        "messages.account_under_attack",
-        &m.account_under_attack,
-        &["login"],
-    );
+    let account_under_attack = template("messages.account_under_attack", &m.account_under_attack, &["login"]);
 
     let format = match raw.log.format.trim() {
         "text" => Some(LogFormat::Text),
         "json" => Some(LogFormat::Json),
         other => {
-            problems.push(format!(
-                "log.format: {other:?} is neither \"text\" nor \"json\""
-            ));
+            problems.push(format!("log.format: {other:?} is neither \"text\" nor \"json\""));
             None
         }
     };
@@ -887,11 +677,7 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
                 max_body_bytes: raw.server.max_body_bytes,
                 reload_on_change: raw.server.reload_on_change,
             },
-            auth: AuthSettings {
-                api_key,
-                api_key_header: header,
-                admin_token,
-            },
+            auth: AuthSettings { api_key, api_key_header: header, admin_token },
             autoban: Autoban {
                 max_failures: u32::try_from(max_failures?).ok()?,
                 window: window?,
@@ -904,6 +690,7 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
                 escalation_factor: a.escalation_factor,
                 escalation_within: escalation_within?,
                 max_ban: max_ban?,
+                unknown_accounts_count_double: a.unknown_accounts_count_double,
             },
             stale_passwords: StalePasswords {
                 enabled: sp.enabled,
@@ -923,10 +710,7 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
             mailboxes,
             geoip,
             geoip_check_every: geoip_every?,
-            events: Retention {
-                max_age: events_age?,
-                max_count: usize::try_from(max_events?).ok()?,
-            },
+            events: Retention { max_age: events_age?, max_count: usize::try_from(max_events?).ok()? },
             messages: Messages {
                 banned: banned?,
                 blocked: blocked?,
@@ -935,10 +719,7 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
                 stale_password: stale_password?,
                 account_under_attack: account_under_attack?,
             },
-            log: LogSettings {
-                level: raw.log.level.trim().to_string(),
-                format: format?,
-            },
+            log: LogSettings { level: raw.log.level.trim().to_string(), format: format? },
         })
     };
     match build() {
@@ -947,20 +728,11 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
     }
 }
 
-fn ranged(
-    problems: &mut Vec<String>,
-    key: &str,
-    value: i64,
-    range: std::ops::RangeInclusive<i64>,
-) -> Option<i64> {
+fn ranged(problems: &mut Vec<String>, key: &str, value: i64, range: std::ops::RangeInclusive<i64>) -> Option<i64> {
     if range.contains(&value) {
         Some(value)
     } else {
-        problems.push(format!(
-            "{key}: {value} is outside {}..={}",
-            range.start(),
-            range.end()
-        ));
+        problems.push(format!("{key}: {value} is outside {}..={}", range.start(), range.end()));
         None
     }
 }
@@ -969,16 +741,11 @@ fn duration(problems: &mut Vec<String>, key: &str, text: &str, max: Duration) ->
     match humantime::parse_duration(text.trim()) {
         Ok(d) if d >= Duration::from_secs(1) && d <= max => Some(d),
         Ok(_) => {
-            problems.push(format!(
-                "{key}: {text:?} is outside 1s..={}",
-                humantime::format_duration(max)
-            ));
+            problems.push(format!("{key}: {text:?} is outside 1s..={}", humantime::format_duration(max)));
             None
         }
         Err(e) => {
-            problems.push(format!(
-                "{key}: {text:?} is not a duration such as \"20m\" or \"1h 30m\" ({e})"
-            ));
+            problems.push(format!("{key}: {text:?} is not a duration such as \"20m\" or \"1h 30m\" ({e})"));
             None
         }
     }
@@ -992,14 +759,8 @@ mod tests {
     fn load(toml: &str, env: &[(&str, &str)]) -> Result<Policy, ConfigError> {
         let mut file = tempfile::NamedTempFile::new().expect("temp file");
         file.write_all(toml.as_bytes()).expect("write");
-        let environment = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Policy::load_from(ConfigSource {
-            path: file.path(),
-            environment: Some(environment),
-        })
+        let environment = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Policy::load_from(ConfigSource { path: file.path(), environment: Some(environment) })
     }
 
     fn problems(toml: &str) -> String {
@@ -1015,13 +776,7 @@ mod tests {
         assert_eq!(policy.autoban.max_failures, 5);
         assert_eq!(policy.autoban.window, Duration::from_secs(20 * 60));
         assert_eq!(policy.autoban.ban_for, Duration::from_secs(30 * 60));
-        assert_eq!(
-            policy.autoban.grouping,
-            SourceGrouping {
-                ipv4_prefix: 32,
-                ipv6_prefix: 64
-            }
-        );
+        assert_eq!(policy.autoban.grouping, SourceGrouping { ipv4_prefix: 32, ipv6_prefix: 64 });
         assert_eq!(policy.server.policy_listen.to_string(), "127.0.0.1:8180");
         assert_eq!(policy.auth.api_key_header, "X-API-Key");
         assert!(policy.auth.api_key.is_none());
@@ -1034,21 +789,12 @@ mod tests {
             &[
                 ("MAILWARDEN__AUTOBAN__MAX_FAILURES", "3"),
                 ("MAILWARDEN__AUTH__API_KEY", "env-key-0123456789"),
-                (
-                    "MAILWARDEN__NETWORKS__TRUSTED",
-                    "192.0.2.0/24,2001:db8::/32",
-                ),
+                ("MAILWARDEN__NETWORKS__TRUSTED", "192.0.2.0/24,2001:db8::/32"),
             ],
         )
         .expect("valid");
         assert_eq!(policy.autoban.max_failures, 3);
-        assert!(
-            policy
-                .auth
-                .api_key
-                .as_ref()
-                .is_some_and(|k| k.matches(b"env-key-0123456789"))
-        );
+        assert!(policy.auth.api_key.as_ref().is_some_and(|k| k.matches(b"env-key-0123456789")));
         assert_eq!(policy.networks.trusted.len(), 2);
     }
 
@@ -1057,18 +803,9 @@ mod tests {
         let text = problems(
             "[autoban]\nwindow = \"20x\"\nmax_failures = 0\n[networks]\nblocked = [\"10.0.0.0/8\", \"nonsense\"]\n",
         );
-        assert!(
-            text.contains("autoban.window: \"20x\" is not a duration"),
-            "{text}"
-        );
-        assert!(
-            text.contains("autoban.max_failures: 0 is outside 1..=1000"),
-            "{text}"
-        );
-        assert!(
-            text.contains("networks.blocked[1]: \"nonsense\" is not an IP address or network"),
-            "{text}"
-        );
+        assert!(text.contains("autoban.window: \"20x\" is not a duration"), "{text}");
+        assert!(text.contains("autoban.max_failures: 0 is outside 1..=1000"), "{text}");
+        assert!(text.contains("networks.blocked[1]: \"nonsense\" is not an IP address or network"), "{text}");
     }
 
     #[test]
@@ -1088,10 +825,7 @@ mod tests {
         );
         assert!(text.contains("auth.api_key: too short"), "{text}");
         assert!(text.contains("auth.api_key_header"), "{text}");
-        assert!(
-            text.contains("messages.banned: unknown placeholder {when}"),
-            "{text}"
-        );
+        assert!(text.contains("messages.banned: unknown placeholder {when}"), "{text}");
     }
 
     #[test]

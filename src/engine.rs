@@ -15,6 +15,7 @@ use crate::clock::Timestamp;
 use crate::config::{AttackResponse, Autoban};
 use crate::firewall::Outcome as FirewallOutcome;
 use crate::network::Source;
+use crate::wire::FailType;
 
 /// What `allow` answers, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,10 +83,7 @@ impl Decision {
             Decision::Reject(Refusal::FirewallDefault { .. }) => "firewall_default",
             Decision::Reject(Refusal::StalePassword { .. }) => "stale_password",
             Decision::Reject(Refusal::AccountUnderAttack { .. })
-            | Decision::Delay {
-                why: Delayed::AccountUnderAttack { .. },
-                ..
-            } => "account_under_attack",
+            | Decision::Delay { why: Delayed::AccountUnderAttack { .. }, .. } => "account_under_attack",
         }
     }
 }
@@ -123,10 +121,7 @@ pub fn decide_allow(facts: &AllowFacts<'_>) -> Decision {
     let login = || facts.login.to_string();
     match facts.firewall {
         Some(FirewallOutcome::BlockedByRule(rule)) => {
-            return Decision::Reject(Refusal::FirewallRule {
-                rule,
-                login: login(),
-            });
+            return Decision::Reject(Refusal::FirewallRule { rule, login: login() });
         }
         Some(FirewallOutcome::BlockedByDefault) => {
             return Decision::Reject(Refusal::FirewallDefault { login: login() });
@@ -137,22 +132,16 @@ pub fn decide_allow(facts: &AllowFacts<'_>) -> Decision {
         return Decision::Allow(Allowed::Trusted);
     }
     if let Some(ban) = facts.ban.filter(|ban| ban.is_active(facts.now)) {
-        return Decision::Reject(Refusal::Banned {
-            source: ban.source,
-            until: ban.expires_at,
-        });
+        return Decision::Reject(Refusal::Banned { source: ban.source, until: ban.expires_at });
     }
     if facts.stale_guess {
         return Decision::Reject(Refusal::StalePassword { login: login() });
     }
     match facts.unknown_source_under_attack {
-        Some(AttackResponse::Delay(seconds)) => Decision::Delay {
-            seconds,
-            why: Delayed::AccountUnderAttack { login: login() },
-        },
-        Some(AttackResponse::Reject) => {
-            Decision::Reject(Refusal::AccountUnderAttack { login: login() })
+        Some(AttackResponse::Delay(seconds)) => {
+            Decision::Delay { seconds, why: Delayed::AccountUnderAttack { login: login() } }
         }
+        Some(AttackResponse::Reject) => Decision::Reject(Refusal::AccountUnderAttack { login: login() }),
         None => Decision::Allow(Allowed::Clean),
     }
 }
@@ -168,8 +157,16 @@ pub enum ReportKind {
     TrustedFailure,
     /// A failed login with no usable source address: nothing to count it on.
     UnattributableFailure,
-    /// A failed login that counts toward a ban.
-    Failure,
+    /// Dovecot could not check the password (2.4 `fail_type=internal`): never counted.
+    InternalFailure,
+    /// The password was right but the account's password has expired (2.4): never counted,
+    /// recorded so the admin sees why the user cannot log in.
+    AccountExpired,
+    /// The account is disabled (2.4): never counted, recorded likewise.
+    AccountDisabled,
+    /// A failed login that counts toward a ban; `unknown_account` when 2.4 said the login does
+    /// not exist.
+    Failure { unknown_account: bool },
 }
 
 impl ReportKind {
@@ -180,27 +177,38 @@ impl ReportKind {
             ReportKind::RefusedByPolicy => "policy_reject",
             ReportKind::TrustedFailure => "failure_trusted",
             ReportKind::UnattributableFailure => "failure_no_source",
-            ReportKind::Failure => "failure",
+            ReportKind::InternalFailure => "failure_internal",
+            ReportKind::AccountExpired => "failure_expired",
+            ReportKind::AccountDisabled => "failure_disabled",
+            ReportKind::Failure { unknown_account: false } => "failure",
+            ReportKind::Failure { unknown_account: true } => "failure_unknown_account",
         }
     }
 }
 
+/// How a report counts. Dovecot 2.4's `fail_type` refines it: a failure Dovecot caused
+/// (`internal`) or a right password on an unusable account (`expired`, `disabled`) never
+/// counts; an unknown login (`account`) does. With 2.3 (`None`) every plain failure counts.
 pub fn classify_report(
     success: bool,
     policy_reject: bool,
+    fail_type: Option<FailType>,
     has_address: bool,
     standing: Standing,
 ) -> ReportKind {
     if success {
-        ReportKind::Success
-    } else if policy_reject {
-        ReportKind::RefusedByPolicy
-    } else if !has_address {
-        ReportKind::UnattributableFailure
-    } else if matches!(standing, Standing::Trusted(_)) {
-        ReportKind::TrustedFailure
-    } else {
-        ReportKind::Failure
+        return ReportKind::Success;
+    }
+    match fail_type {
+        _ if policy_reject => ReportKind::RefusedByPolicy,
+        Some(FailType::Policy) => ReportKind::RefusedByPolicy,
+        Some(FailType::Internal) => ReportKind::InternalFailure,
+        Some(FailType::Expired) => ReportKind::AccountExpired,
+        Some(FailType::Disabled) => ReportKind::AccountDisabled,
+        _ if !has_address => ReportKind::UnattributableFailure,
+        _ if matches!(standing, Standing::Trusted(_)) => ReportKind::TrustedFailure,
+        Some(FailType::Account) => ReportKind::Failure { unknown_account: true },
+        Some(FailType::Credentials | FailType::Other) | None => ReportKind::Failure { unknown_account: false },
     }
 }
 
@@ -214,15 +222,9 @@ pub fn bans_source(failures_in_window: u32, already_banned: bool, autoban: &Auto
 /// How long a ban placed now lasts: `ban_for`, or for a repeat offender (banned before, that
 /// ban placed within `escalation_within`) the previous length times `escalation_factor`, up
 /// to `max_ban`. `previous` is (when the last ban was placed, how long it was).
-pub fn ban_length(
-    autoban: &Autoban,
-    previous: Option<(Timestamp, Duration)>,
-    now: Timestamp,
-) -> Duration {
+pub fn ban_length(autoban: &Autoban, previous: Option<(Timestamp, Duration)>, now: Timestamp) -> Duration {
     match previous {
-        Some((placed, length))
-            if autoban.escalation_factor > 1.0 && placed > now.minus(autoban.escalation_within) =>
-        {
+        Some((placed, length)) if autoban.escalation_factor > 1.0 && placed > now.minus(autoban.escalation_within) => {
             let escalated = length.mul_f64(autoban.escalation_factor);
             escalated.min(autoban.max_ban.max(autoban.ban_for))
         }
@@ -244,14 +246,12 @@ mod tests {
             max_failures: 5,
             window: Duration::from_secs(1200),
             ban_for: Duration::from_secs(1800),
-            grouping: SourceGrouping {
-                ipv4_prefix: 32,
-                ipv6_prefix: 64,
-            },
+            grouping: SourceGrouping { ipv4_prefix: 32, ipv6_prefix: 64 },
             max_tracked_sources: 1000,
             escalation_factor: 1.0,
             escalation_within: Duration::from_secs(86400),
             max_ban: Duration::from_secs(86400),
+            unknown_accounts_count_double: false,
         }
     }
 
@@ -289,11 +289,7 @@ mod tests {
             now: NOW,
         };
         let decision = decide_allow(&facts);
-        assert_eq!(
-            format!("{}/{}", decision.verdict(), decision.reason()),
-            expect,
-            "{decision:?}"
-        );
+        assert_eq!(format!("{}/{}", decision.verdict(), decision.reason()), expect, "{decision:?}");
     }
 
     #[test]
@@ -302,36 +298,11 @@ mod tests {
         let live = ban("203.0.113.7", NOW.plus(Duration::from_secs(600)));
         let expired = ban("203.0.113.7", NOW.minus(Duration::from_secs(1)));
         check(Some("203.0.113.7"), Standing::Unlisted, None, "allow/none");
-        check(
-            Some("203.0.113.7"),
-            Standing::Unlisted,
-            Some(&live),
-            "reject/ban",
-        );
-        check(
-            Some("203.0.113.7"),
-            Standing::Unlisted,
-            Some(&expired),
-            "allow/none",
-        );
-        check(
-            Some("203.0.113.7"),
-            Standing::Blocked(net),
-            None,
-            "reject/blocked",
-        );
-        check(
-            Some("203.0.113.7"),
-            Standing::Blocked(net),
-            Some(&live),
-            "reject/blocked",
-        );
-        check(
-            Some("203.0.113.7"),
-            Standing::Trusted(net),
-            Some(&live),
-            "allow/trusted",
-        );
+        check(Some("203.0.113.7"), Standing::Unlisted, Some(&live), "reject/ban");
+        check(Some("203.0.113.7"), Standing::Unlisted, Some(&expired), "allow/none");
+        check(Some("203.0.113.7"), Standing::Blocked(net), None, "reject/blocked");
+        check(Some("203.0.113.7"), Standing::Blocked(net), Some(&live), "reject/blocked");
+        check(Some("203.0.113.7"), Standing::Trusted(net), Some(&live), "allow/trusted");
         check(None, Standing::Unlisted, None, "allow/no_source");
     }
 
@@ -341,48 +312,12 @@ mod tests {
         let net = parse_network("203.0.113.0/24").unwrap();
         let live = ban("203.0.113.7", NOW.plus(Duration::from_secs(600)));
         let ip = Some("203.0.113.7");
-        check_with_firewall(
-            ip,
-            Standing::Unlisted,
-            None,
-            Some(BlockedByRule(2)),
-            "reject/firewall_rule",
-        );
-        check_with_firewall(
-            ip,
-            Standing::Unlisted,
-            None,
-            Some(BlockedByDefault),
-            "reject/firewall_default",
-        );
-        check_with_firewall(
-            ip,
-            Standing::Trusted(net),
-            None,
-            Some(BlockedByRule(1)),
-            "reject/firewall_rule",
-        );
-        check_with_firewall(
-            ip,
-            Standing::Blocked(net),
-            None,
-            Some(AllowedByRule(1)),
-            "reject/blocked",
-        );
-        check_with_firewall(
-            ip,
-            Standing::Unlisted,
-            Some(&live),
-            Some(AllowedByRule(1)),
-            "reject/ban",
-        );
-        check_with_firewall(
-            ip,
-            Standing::Unlisted,
-            None,
-            Some(AllowedByDefault),
-            "allow/none",
-        );
+        check_with_firewall(ip, Standing::Unlisted, None, Some(BlockedByRule(2)), "reject/firewall_rule");
+        check_with_firewall(ip, Standing::Unlisted, None, Some(BlockedByDefault), "reject/firewall_default");
+        check_with_firewall(ip, Standing::Trusted(net), None, Some(BlockedByRule(1)), "reject/firewall_rule");
+        check_with_firewall(ip, Standing::Blocked(net), None, Some(AllowedByRule(1)), "reject/blocked");
+        check_with_firewall(ip, Standing::Unlisted, Some(&live), Some(AllowedByRule(1)), "reject/ban");
+        check_with_firewall(ip, Standing::Unlisted, None, Some(AllowedByDefault), "allow/none");
         check_with_firewall(None, Standing::Unlisted, None, None, "allow/no_source");
     }
 
@@ -403,26 +338,11 @@ mod tests {
             let decision = decide_allow(&facts);
             format!("{}/{}", decision.verdict(), decision.reason())
         };
-        assert_eq!(
-            decide(Standing::Unlisted, true, None),
-            "reject/stale_password"
-        );
-        assert_eq!(
-            decide(Standing::Unlisted, false, Some(AttackResponse::Delay(5))),
-            "delay/account_under_attack"
-        );
-        assert_eq!(
-            decide(Standing::Unlisted, false, Some(AttackResponse::Reject)),
-            "reject/account_under_attack"
-        );
-        assert_eq!(
-            decide(Standing::Unlisted, true, Some(AttackResponse::Delay(5))),
-            "reject/stale_password"
-        );
-        assert_eq!(
-            decide(Standing::Trusted(net), true, Some(AttackResponse::Reject)),
-            "allow/trusted"
-        );
+        assert_eq!(decide(Standing::Unlisted, true, None), "reject/stale_password");
+        assert_eq!(decide(Standing::Unlisted, false, Some(AttackResponse::Delay(5))), "delay/account_under_attack");
+        assert_eq!(decide(Standing::Unlisted, false, Some(AttackResponse::Reject)), "reject/account_under_attack");
+        assert_eq!(decide(Standing::Unlisted, true, Some(AttackResponse::Delay(5))), "reject/stale_password");
+        assert_eq!(decide(Standing::Trusted(net), true, Some(AttackResponse::Reject)), "allow/trusted");
     }
 
     #[test]
@@ -430,29 +350,14 @@ mod tests {
         let mut policy = autoban();
         let hour_ago = NOW.minus(Duration::from_secs(3600));
         let previous = Some((hour_ago, Duration::from_secs(1800)));
-        assert_eq!(
-            ban_length(&policy, previous, NOW),
-            Duration::from_secs(1800),
-            "off by default"
-        );
+        assert_eq!(ban_length(&policy, previous, NOW), Duration::from_secs(1800), "off by default");
         policy.escalation_factor = 4.0;
-        assert_eq!(
-            ban_length(&policy, previous, NOW),
-            Duration::from_secs(7200)
-        );
+        assert_eq!(ban_length(&policy, previous, NOW), Duration::from_secs(7200));
         let long = Some((hour_ago, Duration::from_secs(7200 * 4)));
-        assert_eq!(
-            ban_length(&policy, long, NOW),
-            Duration::from_secs(86400),
-            "capped"
-        );
+        assert_eq!(ban_length(&policy, long, NOW), Duration::from_secs(86400), "capped");
         let long_ago = NOW.minus(Duration::from_secs(2 * 86400));
         let stale = Some((long_ago, Duration::from_secs(7200)));
-        assert_eq!(
-            ban_length(&policy, stale, NOW),
-            Duration::from_secs(1800),
-            "a day later it starts over"
-        );
+        assert_eq!(ban_length(&policy, stale, NOW), Duration::from_secs(1800), "a day later it starts over");
     }
 
     #[test]
@@ -480,26 +385,26 @@ mod tests {
     #[test]
     fn only_plain_failures_count() {
         let trusted = Standing::Trusted(parse_network("192.0.2.0/24").unwrap());
+        assert_eq!(classify_report(true, false, None, true, Standing::Unlisted), ReportKind::Success);
+        assert_eq!(classify_report(false, true, None, true, Standing::Unlisted), ReportKind::RefusedByPolicy);
+        assert_eq!(classify_report(false, false, None, true, trusted), ReportKind::TrustedFailure);
+        assert_eq!(classify_report(false, false, None, false, Standing::Unlisted), ReportKind::UnattributableFailure);
         assert_eq!(
-            classify_report(true, false, true, Standing::Unlisted),
-            ReportKind::Success
+            classify_report(false, false, None, true, Standing::Unlisted),
+            ReportKind::Failure { unknown_account: false }
         );
-        assert_eq!(
-            classify_report(false, true, true, Standing::Unlisted),
-            ReportKind::RefusedByPolicy
-        );
-        assert_eq!(
-            classify_report(false, false, true, trusted),
-            ReportKind::TrustedFailure
-        );
-        assert_eq!(
-            classify_report(false, false, false, Standing::Unlisted),
-            ReportKind::UnattributableFailure
-        );
-        assert_eq!(
-            classify_report(false, false, true, Standing::Unlisted),
-            ReportKind::Failure
-        );
+    }
+
+    #[test]
+    fn dovecot_2_4_fail_types_decide_what_counts() {
+        let report = |fail_type| classify_report(false, false, Some(fail_type), true, Standing::Unlisted);
+        assert_eq!(report(FailType::Internal), ReportKind::InternalFailure);
+        assert_eq!(report(FailType::Expired), ReportKind::AccountExpired);
+        assert_eq!(report(FailType::Disabled), ReportKind::AccountDisabled);
+        assert_eq!(report(FailType::Policy), ReportKind::RefusedByPolicy);
+        assert_eq!(report(FailType::Account), ReportKind::Failure { unknown_account: true });
+        assert_eq!(report(FailType::Credentials), ReportKind::Failure { unknown_account: false });
+        assert_eq!(report(FailType::Other), ReportKind::Failure { unknown_account: false });
     }
 
     #[test]

@@ -29,10 +29,14 @@ pub enum EventKind {
     QuarantineStarted,
     /// An account came under a distributed attack.
     AttackStarted,
+    /// A right password on an account whose password has expired (Dovecot 2.4).
+    AccountExpired,
+    /// A login to a disabled account (Dovecot 2.4).
+    AccountDisabled,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::Ban,
         EventKind::Blocked,
         EventKind::FirewallRule,
@@ -42,6 +46,8 @@ impl EventKind {
         EventKind::AccountUnderAttack,
         EventKind::QuarantineStarted,
         EventKind::AttackStarted,
+        EventKind::AccountExpired,
+        EventKind::AccountDisabled,
     ];
 
     pub fn label(self) -> &'static str {
@@ -55,6 +61,8 @@ impl EventKind {
             EventKind::AccountUnderAttack => "account_under_attack",
             EventKind::QuarantineStarted => "quarantine_started",
             EventKind::AttackStarted => "attack_started",
+            EventKind::AccountExpired => "account_expired",
+            EventKind::AccountDisabled => "account_disabled",
         }
     }
 

@@ -53,6 +53,8 @@ pub struct Guess {
     /// Set once the guess failed `stale_after` times: later attempts with it are refused
     /// until then.
     pub quarantined_until: Option<Timestamp>,
+    /// How much the guess counts toward a ban: 2 for an unknown login when so configured.
+    pub weight: u32,
 }
 
 /// A failed login as the history records it.
@@ -62,6 +64,8 @@ pub struct FailedGuess<'a> {
     pub login: &'a str,
     pub protocol: Protocol,
     pub device_id: &'a str,
+    /// How much it counts toward a ban (1, or 2 for an unknown login when so configured).
+    pub weight: u32,
 }
 
 /// The counting rules in force (from the policy; a reload replaces them).
@@ -107,9 +111,7 @@ impl SourceHistory {
 
     /// Drops guesses out of the window and out of quarantine.
     fn prune(&mut self, now: Timestamp, window: Duration) {
-        self.guesses.retain(|g| {
-            Self::in_window(g, now, window) || g.quarantined_until.is_some_and(|end| end > now)
-        });
+        self.guesses.retain(|g| Self::in_window(g, now, window) || g.quarantined_until.is_some_and(|end| end > now));
         for guess in &mut self.guesses {
             if !Self::in_window(guess, now, window) {
                 guess.failures = 0;
@@ -117,22 +119,13 @@ impl SourceHistory {
         }
     }
 
+    /// Distinct guesses in the window, each counted by its weight.
     pub fn distinct_in_window(&self, now: Timestamp, window: Duration) -> u32 {
-        let n = self
-            .guesses
-            .iter()
-            .filter(|g| Self::in_window(g, now, window))
-            .count();
-        u32::try_from(n).unwrap_or(u32::MAX)
+        self.guesses.iter().filter(|g| Self::in_window(g, now, window)).map(|g| g.weight.max(1)).sum()
     }
 
     /// Records a failure.
-    pub fn record(
-        &mut self,
-        failed: FailedGuess<'_>,
-        now: Timestamp,
-        counting: &Counting,
-    ) -> Recorded {
+    pub fn record(&mut self, failed: FailedGuess<'_>, now: Timestamp, counting: &Counting) -> Recorded {
         self.prune(now, counting.window);
         self.updated_at = now;
         let (new_guess, index) = match self.guesses.iter().position(|g| g.key == failed.key) {
@@ -143,12 +136,7 @@ impl SourceHistory {
             None => {
                 let cap = counting.max_failures.max(1) as usize + EXTRA;
                 if self.guesses.len() >= cap {
-                    let oldest = self
-                        .guesses
-                        .iter()
-                        .enumerate()
-                        .min_by_key(|(_, g)| g.last_seen)
-                        .map(|(i, _)| i);
+                    let oldest = self.guesses.iter().enumerate().min_by_key(|(_, g)| g.last_seen).map(|(i, _)| i);
                     if let Some(oldest) = oldest {
                         self.guesses.remove(oldest);
                     }
@@ -162,6 +150,7 @@ impl SourceHistory {
                     last_seen: now,
                     failures: 0,
                     quarantined_until: None,
+                    weight: failed.weight.max(1),
                 });
                 (true, self.guesses.len() - 1)
             }
@@ -174,29 +163,19 @@ impl SourceHistory {
             guess.device_id = label(failed.device_id);
         }
         let quarantined = match counting.stale_after {
-            Some(after)
-                if guess.failures >= after
-                    && guess.quarantined_until.is_none_or(|end| end <= now) =>
-            {
+            Some(after) if guess.failures >= after && guess.quarantined_until.is_none_or(|end| end <= now) => {
                 guess.quarantined_until = Some(now.plus(counting.quarantine_for));
                 true
             }
             _ => false,
         };
         let repeats = guess.failures;
-        Recorded {
-            distinct: self.distinct_in_window(now, counting.window),
-            new_guess,
-            repeats,
-            quarantined,
-        }
+        Recorded { distinct: self.distinct_in_window(now, counting.window), new_guess, repeats, quarantined }
     }
 
     /// The guess `key` if it is in quarantine at `now`.
     pub fn quarantined(&self, key: GuessKey, now: Timestamp) -> Option<&Guess> {
-        self.guesses
-            .iter()
-            .find(|g| g.key == key && g.quarantined_until.is_some_and(|end| end > now))
+        self.guesses.iter().find(|g| g.key == key && g.quarantined_until.is_some_and(|end| end > now))
     }
 
     /// Forgets the guesses of `login` (after it logged in successfully from this source).
@@ -210,12 +189,8 @@ impl SourceHistory {
 
     /// How long after its last change the history is still needed.
     fn keep_for(&self, window: Duration) -> Duration {
-        let quarantine = self
-            .guesses
-            .iter()
-            .filter_map(|g| g.quarantined_until)
-            .max()
-            .map(|end| self.updated_at.until(end));
+        let quarantine =
+            self.guesses.iter().filter_map(|g| g.quarantined_until).max().map(|end| self.updated_at.until(end));
         quarantine.map_or(window, |q| q.max(window))
     }
 }
@@ -227,19 +202,12 @@ struct KeepWhileNeeded {
 
 impl KeepWhileNeeded {
     fn keep(&self, history: &SourceHistory) -> Option<Duration> {
-        Some(history.keep_for(Duration::from_millis(
-            self.window_millis.load(Ordering::Relaxed),
-        )))
+        Some(history.keep_for(Duration::from_millis(self.window_millis.load(Ordering::Relaxed))))
     }
 }
 
 impl Expiry<Source, Arc<SourceHistory>> for KeepWhileNeeded {
-    fn expire_after_create(
-        &self,
-        _: &Source,
-        history: &Arc<SourceHistory>,
-        _: Instant,
-    ) -> Option<Duration> {
+    fn expire_after_create(&self, _: &Source, history: &Arc<SourceHistory>, _: Instant) -> Option<Duration> {
         self.keep(history)
     }
 
@@ -271,9 +239,7 @@ impl FailureTracker {
         let window_millis = Arc::new(AtomicU64::new(0));
         let histories = Cache::builder()
             .max_capacity(max_sources)
-            .expire_after(KeepWhileNeeded {
-                window_millis: window_millis.clone(),
-            })
+            .expire_after(KeepWhileNeeded { window_millis: window_millis.clone() })
             .eviction_listener(move |_, _, cause| {
                 let label = match cause {
                     RemovalCause::Size => "capacity",
@@ -283,11 +249,7 @@ impl FailureTracker {
                 evictions.with_label_values(&[label]).inc();
             })
             .build();
-        let tracker = FailureTracker {
-            histories,
-            window_millis,
-            fingerprints: Default::default(),
-        };
+        let tracker = FailureTracker { histories, window_millis, fingerprints: Default::default() };
         tracker.set_window(window);
         tracker
     }
@@ -316,18 +278,11 @@ impl FailureTracker {
     ) -> Recorded {
         let mut outcome = None;
         self.histories.entry(source).and_upsert_with(|existing| {
-            let mut history = existing
-                .map(|e| SourceHistory::clone(&e.into_value()))
-                .unwrap_or_default();
+            let mut history = existing.map(|e| SourceHistory::clone(&e.into_value())).unwrap_or_default();
             outcome = Some(history.record(failed, now, counting));
             Arc::new(history)
         });
-        outcome.unwrap_or(Recorded {
-            distinct: 1,
-            new_guess: true,
-            repeats: 1,
-            quarantined: false,
-        })
+        outcome.unwrap_or(Recorded { distinct: 1, new_guess: true, repeats: 1, quarantined: false })
     }
 
     /// The quarantined guess `key` of `source`, if any: a cheap lookup for every `allow`.
@@ -338,10 +293,7 @@ impl FailureTracker {
     /// Distinct guesses of `source` in the window ending at `now`.
     pub fn failures_in_window(&self, source: Source, now: Timestamp) -> u32 {
         let window = Duration::from_millis(self.window_millis.load(Ordering::Relaxed));
-        self.histories
-            .get(&source)
-            .map(|h| h.distinct_in_window(now, window))
-            .unwrap_or(0)
+        self.histories.get(&source).map(|h| h.distinct_in_window(now, window)).unwrap_or(0)
     }
 
     /// The history of `source`, for diagnosis.
@@ -364,11 +316,7 @@ impl FailureTracker {
             };
             let mut history = SourceHistory::clone(&entry.into_value());
             history.forget_login(login);
-            if history.guesses.is_empty() {
-                Op::Remove
-            } else {
-                Op::Put(Arc::new(history))
-            }
+            if history.guesses.is_empty() { Op::Remove } else { Op::Put(Arc::new(history)) }
         });
     }
 
@@ -390,10 +338,7 @@ mod tests {
     use super::*;
     use crate::network::{SourceGrouping, parse_ip};
 
-    const GROUPING: SourceGrouping = SourceGrouping {
-        ipv4_prefix: 32,
-        ipv6_prefix: 64,
-    };
+    const GROUPING: SourceGrouping = SourceGrouping { ipv4_prefix: 32, ipv6_prefix: 64 };
     const START: Timestamp = Timestamp(1_795_334_400_000);
 
     fn source(address: &str) -> Source {
@@ -405,37 +350,19 @@ mod tests {
     }
 
     fn counting() -> Counting {
-        Counting {
-            window: minutes(20),
-            max_failures: 5,
-            stale_after: Some(3),
-            quarantine_for: minutes(60),
-        }
+        Counting { window: minutes(20), max_failures: 5, stale_after: Some(3), quarantine_for: minutes(60) }
     }
 
     fn evictions() -> IntCounterVec {
-        crate::metrics::Metrics::new()
-            .unwrap()
-            .tracked_source_evictions
+        crate::metrics::Metrics::new().unwrap().tracked_source_evictions
     }
 
     fn tracker() -> FailureTracker {
         FailureTracker::new(minutes(20), 10_000, evictions())
     }
 
-    fn fail(
-        t: &FailureTracker,
-        from: &str,
-        login: &str,
-        password: &str,
-        at: Timestamp,
-    ) -> Recorded {
-        let failed = FailedGuess {
-            key: t.guess_key(login, password),
-            login,
-            protocol: Protocol::Imap,
-            device_id: "",
-        };
+    fn fail(t: &FailureTracker, from: &str, login: &str, password: &str, at: Timestamp) -> Recorded {
+        let failed = FailedGuess { key: t.guess_key(login, password), login, protocol: Protocol::Imap, device_id: "", weight: 1 };
         t.record_failure(source(from), failed, at, &counting())
     }
 
@@ -443,13 +370,8 @@ mod tests {
     fn repeating_one_wrong_password_is_one_guess_and_new_passwords_each_count() {
         let t = tracker();
         for i in 0..50 {
-            let r = fail(
-                &t,
-                "203.0.113.7",
-                "alice@example.com",
-                "old-password",
-                START.plus(Duration::from_secs(i * 10)),
-            );
+            let r =
+                fail(&t, "203.0.113.7", "alice@example.com", "old-password", START.plus(Duration::from_secs(i * 10)));
             assert_eq!(r.distinct, 1, "attempt {i}");
         }
         for (i, password) in ["a", "b", "c", "d"].iter().enumerate() {
@@ -473,44 +395,25 @@ mod tests {
         let t = tracker();
         fail(&t, "203.0.113.7", "alice", "p1", START);
         fail(&t, "203.0.113.7", "alice", "p2", START.plus(minutes(5)));
-        assert_eq!(
-            fail(&t, "203.0.113.7", "alice", "p3", START.plus(minutes(21))).distinct,
-            2,
-            "p1 left the window"
-        );
-        assert_eq!(
-            t.failures_in_window(source("203.0.113.7"), START.plus(minutes(30))),
-            1
-        );
-        assert_eq!(
-            t.failures_in_window(source("203.0.113.7"), START.plus(minutes(45))),
-            0
-        );
+        assert_eq!(fail(&t, "203.0.113.7", "alice", "p3", START.plus(minutes(21))).distinct, 2, "p1 left the window");
+        assert_eq!(t.failures_in_window(source("203.0.113.7"), START.plus(minutes(30))), 1);
+        assert_eq!(t.failures_in_window(source("203.0.113.7"), START.plus(minutes(45))), 0);
     }
 
     #[test]
     fn the_third_failure_of_one_guess_quarantines_it_and_only_it_until_the_time_is_up() {
         let t = tracker();
         let key = t.guess_key("alice", "old");
-        let r: Vec<Recorded> = (0..3)
-            .map(|i| fail(&t, "203.0.113.7", "alice", "old", START.plus(minutes(i))))
-            .collect();
-        assert_eq!(
-            r.iter().map(|r| r.quarantined).collect::<Vec<_>>(),
-            [false, false, true]
-        );
+        let r: Vec<Recorded> =
+            (0..3).map(|i| fail(&t, "203.0.113.7", "alice", "old", START.plus(minutes(i)))).collect();
+        assert_eq!(r.iter().map(|r| r.quarantined).collect::<Vec<_>>(), [false, false, true]);
         let src = source("203.0.113.7");
         assert!(t.quarantined(src, key, START.plus(minutes(3))).is_some());
         assert!(
-            t.quarantined(src, t.guess_key("alice", "new"), START.plus(minutes(3)))
-                .is_none(),
+            t.quarantined(src, t.guess_key("alice", "new"), START.plus(minutes(3))).is_none(),
             "another password is not affected"
         );
-        assert!(
-            t.quarantined(source("203.0.113.8"), key, START.plus(minutes(3)))
-                .is_none(),
-            "nor another address"
-        );
+        assert!(t.quarantined(source("203.0.113.8"), key, START.plus(minutes(3))).is_none(), "nor another address");
         // Quarantine outlives the 20-minute window: it lasts its own hour.
         assert!(t.quarantined(src, key, START.plus(minutes(50))).is_some());
         assert!(t.quarantined(src, key, START.plus(minutes(63))).is_none());
@@ -525,15 +428,8 @@ mod tests {
         fail(&t, "203.0.113.7", "bob", "typo", START);
         let src = source("203.0.113.7");
         t.forget_login(src, "alice");
-        assert!(
-            t.quarantined(src, t.guess_key("alice", "old"), START.plus(minutes(4)))
-                .is_none()
-        );
-        assert_eq!(
-            t.failures_in_window(src, START.plus(minutes(4))),
-            1,
-            "bob's guess stays"
-        );
+        assert!(t.quarantined(src, t.guess_key("alice", "old"), START.plus(minutes(4))).is_none());
+        assert_eq!(t.failures_in_window(src, START.plus(minutes(4))), 1, "bob's guess stays");
     }
 
     #[test]
@@ -544,28 +440,17 @@ mod tests {
         let src = source("203.0.113.7");
         for i in 0..5000 {
             let login = format!("user{i}");
-            let failed = FailedGuess {
-                key: t.guess_key(&login, "x"),
-                login: &login,
-                protocol: Protocol::Imap,
-                device_id: "",
-            };
+            let failed =
+                FailedGuess { key: t.guess_key(&login, "x"), login: &login, protocol: Protocol::Imap, device_id: "", weight: 1 };
             t.record_failure(src, failed, START, &c);
         }
         assert!(t.history(src).unwrap().guesses.len() <= 1000 + EXTRA);
         let long = "x".repeat(10_000);
-        let failed = FailedGuess {
-            key: t.guess_key(&long, "x"),
-            login: &long,
-            protocol: Protocol::Imap,
-            device_id: &long,
-        };
+        let failed =
+            FailedGuess { key: t.guess_key(&long, "x"), login: &long, protocol: Protocol::Imap, device_id: &long, weight: 1 };
         t.record_failure(source("203.0.113.9"), failed, START, &counting());
         let guess = &t.history(source("203.0.113.9")).unwrap().guesses[0];
-        assert_eq!(
-            (guess.login.len(), guess.device_id.len()),
-            (LABEL_MAX, LABEL_MAX)
-        );
+        assert_eq!((guess.login.len(), guess.device_id.len()), (LABEL_MAX, LABEL_MAX));
     }
 
     #[test]
@@ -574,19 +459,11 @@ mod tests {
         let tracker = FailureTracker::new(minutes(20), 100, evicted.clone());
         for i in 0..1_000u32 {
             let ip = std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
-            let failed = FailedGuess {
-                key: tracker.guess_key("a", "b"),
-                login: "a",
-                protocol: Protocol::Imap,
-                device_id: "",
-            };
+            let failed =
+                FailedGuess { key: tracker.guess_key("a", "b"), login: "a", protocol: Protocol::Imap, device_id: "", weight: 1 };
             tracker.record_failure(GROUPING.source_of(ip), failed, START, &counting());
         }
-        assert!(
-            tracker.tracked_sources() <= 110,
-            "{} held",
-            tracker.tracked_sources()
-        );
+        assert!(tracker.tracked_sources() <= 110, "{} held", tracker.tracked_sources());
         assert!(evicted.with_label_values(&["capacity"]).get() >= 800);
     }
 
@@ -596,10 +473,6 @@ mod tests {
         assert_ne!(t.guess_key("alice", "0f96"), t.guess_key("bob", "0f96"));
         assert_eq!(t.guess_key("alice", "0f96"), t.guess_key("alice", "0f96"));
         let other = tracker();
-        assert_ne!(
-            t.guess_key("alice", "0f96"),
-            other.guess_key("alice", "0f96"),
-            "keyed per process"
-        );
+        assert_ne!(t.guess_key("alice", "0f96"), other.guess_key("alice", "0f96"), "keyed per process");
     }
 }

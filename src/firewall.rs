@@ -107,10 +107,7 @@ impl fmt::Display for RuleError {
 }
 
 fn rule_error(field: &'static str, message: impl Into<String>) -> RuleError {
-    RuleError {
-        field,
-        message: message.into(),
-    }
+    RuleError { field, message: message.into() }
 }
 
 fn parse_asn(spec: &AsnSpec) -> Option<u32> {
@@ -118,10 +115,7 @@ fn parse_asn(spec: &AsnSpec) -> Option<u32> {
         AsnSpec::Number(n) => Some(*n),
         AsnSpec::Text(text) => {
             let digits = text.trim();
-            let digits = digits
-                .strip_prefix("AS")
-                .or_else(|| digits.strip_prefix("as"))
-                .unwrap_or(digits);
+            let digits = digits.strip_prefix("AS").or_else(|| digits.strip_prefix("as")).unwrap_or(digits);
             digits.parse().ok()
         }
     }
@@ -130,12 +124,8 @@ fn parse_asn(spec: &AsnSpec) -> Option<u32> {
 impl RuleSpec {
     /// Validates the written rule.
     pub fn parse(&self) -> Result<Rule, RuleError> {
-        let action = Action::parse(&self.action).ok_or_else(|| {
-            rule_error(
-                "action",
-                format!("{:?} is neither \"allow\" nor \"block\"", self.action),
-            )
-        })?;
+        let action = Action::parse(&self.action)
+            .ok_or_else(|| rule_error("action", format!("{:?} is neither \"allow\" nor \"block\"", self.action)))?;
         let given = [
             self.address.is_some(),
             self.network.is_some(),
@@ -153,9 +143,7 @@ impl RuleSpec {
             let ip = parse_ip(address).map_err(|e| rule_error("address", e.to_string()))?;
             Criterion::Network(IpNet::from(ip))
         } else if let Some(network) = &self.network {
-            Criterion::Network(
-                parse_network(network).map_err(|e| rule_error("network", e.to_string()))?,
-            )
+            Criterion::Network(parse_network(network).map_err(|e| rule_error("network", e.to_string()))?)
         } else if let Some(countries) = &self.country {
             if countries.is_empty() {
                 return Err(rule_error("country", "the list is empty"));
@@ -164,10 +152,7 @@ impl RuleSpec {
                 .iter()
                 .map(|c| {
                     CountryCode::parse(c).ok_or_else(|| {
-                        rule_error(
-                            "country",
-                            format!("{c:?} is not a two-letter ISO 3166 country code"),
-                        )
+                        rule_error("country", format!("{c:?} is not a two-letter ISO 3166 country code"))
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -180,10 +165,7 @@ impl RuleSpec {
                 .iter()
                 .map(|a| {
                     parse_asn(a).ok_or_else(|| {
-                        rule_error(
-                            "asn",
-                            format!("{a:?} is not an AS number such as 64500 or \"AS64500\""),
-                        )
+                        rule_error("asn", format!("{a:?} is not an AS number such as 64500 or \"AS64500\""))
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -191,10 +173,7 @@ impl RuleSpec {
         } else if self.non_residential == Some(true) {
             Criterion::NonResidential
         } else {
-            return Err(rule_error(
-                "non_residential",
-                "only `non_residential = true` is a criterion",
-            ));
+            return Err(rule_error("non_residential", "only `non_residential = true` is a criterion"));
         };
         Ok(Rule { action, criterion })
     }
@@ -203,21 +182,14 @@ impl RuleSpec {
 impl Rule {
     /// The written form, normalised (what the API shows and the store keeps).
     pub fn spec(&self) -> RuleSpec {
-        let mut spec = RuleSpec {
-            action: self.action.label().to_string(),
-            ..RuleSpec::default()
-        };
+        let mut spec = RuleSpec { action: self.action.label().to_string(), ..RuleSpec::default() };
         match &self.criterion {
             Criterion::Network(net) if net.prefix_len() == net.max_prefix_len() => {
                 spec.address = Some(net.addr().to_string())
             }
             Criterion::Network(net) => spec.network = Some(net.to_string()),
-            Criterion::Countries(codes) => {
-                spec.country = Some(codes.iter().map(|c| c.to_string()).collect())
-            }
-            Criterion::Asns(asns) => {
-                spec.asn = Some(asns.iter().map(|a| AsnSpec::Number(*a)).collect())
-            }
+            Criterion::Countries(codes) => spec.country = Some(codes.iter().map(|c| c.to_string()).collect()),
+            Criterion::Asns(asns) => spec.asn = Some(asns.iter().map(|a| AsnSpec::Number(*a)).collect()),
             Criterion::NonResidential => spec.non_residential = Some(true),
         }
         spec
@@ -229,9 +201,7 @@ impl Rule {
             Criterion::Network(_) => None,
             Criterion::Countries(_) => Some("geoip.country_db"),
             Criterion::Asns(_) => Some("geoip.asn_db"),
-            Criterion::NonResidential => {
-                Some("geoip.anonymous_db or a geoip.non_residential_* list")
-            }
+            Criterion::NonResidential => Some("geoip.anonymous_db or a geoip.non_residential_* list"),
         }
     }
 }
@@ -278,17 +248,11 @@ impl Protocols {
     }
 
     pub fn names(self) -> Vec<String> {
-        [
-            Protocol::Imap,
-            Protocol::Pop3,
-            Protocol::Smtp,
-            Protocol::Submission,
-            Protocol::Sieve,
-        ]
-        .into_iter()
-        .filter(|p| self.covers(*p))
-        .map(|p| p.label().to_string())
-        .collect()
+        [Protocol::Imap, Protocol::Pop3, Protocol::Smtp, Protocol::Submission, Protocol::Sieve]
+            .into_iter()
+            .filter(|p| self.covers(*p))
+            .map(|p| p.label().to_string())
+            .collect()
     }
 }
 
@@ -428,11 +392,7 @@ impl StoredRuleSet {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(RuleSet {
-            rules,
-            default,
-            protocols,
-        })
+        Ok(RuleSet { rules, default, protocols })
     }
 }
 
@@ -477,19 +437,13 @@ pub fn parse_key(text: &str) -> Result<String, String> {
     let key = text.trim().to_lowercase();
     let valid = !key.is_empty()
         && key.len() <= 320
-        && key.chars().all(|c| {
-            c.is_ascii_graphic() && !"\"\\/,;()<>[]".contains(c) || !c.is_ascii() && !c.is_control()
-        })
+        && key
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !"\"\\/,;()<>[]".contains(c) || !c.is_ascii() && !c.is_control())
         && key.matches('@').count() <= 1
         && !key.ends_with('@')
         && (key != "@");
-    if valid {
-        Ok(key)
-    } else {
-        Err(format!(
-            "{text:?} is not a login (alice@example.com) or a domain (@example.com)"
-        ))
-    }
+    if valid { Ok(key) } else { Err(format!("{text:?} is not a login (alice@example.com) or a domain (@example.com)")) }
 }
 
 /// Every rule set in force (the policy file's, overridden by the API's) and the webmail
@@ -519,10 +473,7 @@ impl Firewall {
         for net in webmail {
             networks.insert(*net, ());
         }
-        Firewall {
-            by_key,
-            webmail: networks,
-        }
+        Firewall { by_key, webmail: networks }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -542,16 +493,10 @@ impl Firewall {
             login
         };
         if let Some(own) = self.by_key.get(login) {
-            return Some(Applicable {
-                keyed: own.clone(),
-                via_domain: false,
-            });
+            return Some(Applicable { keyed: own.clone(), via_domain: false });
         }
         let domain = &login[login.rfind('@')?..];
-        self.by_key.get(domain).map(|set| Applicable {
-            keyed: set.clone(),
-            via_domain: true,
-        })
+        self.by_key.get(domain).map(|set| Applicable { keyed: set.clone(), via_domain: true })
     }
 
     /// The set stored under exactly `key`.
@@ -584,18 +529,8 @@ mod tests {
         spec(json).parse().unwrap()
     }
 
-    fn facts(
-        ip: &str,
-        country: Option<&str>,
-        asn: Option<u32>,
-        non_residential: bool,
-    ) -> AddressFacts {
-        AddressFacts {
-            ip: ip.parse().unwrap(),
-            country: country.and_then(CountryCode::parse),
-            asn,
-            non_residential,
-        }
+    fn facts(ip: &str, country: Option<&str>, asn: Option<u32>, non_residential: bool) -> AddressFacts {
+        AddressFacts { ip: ip.parse().unwrap(), country: country.and_then(CountryCode::parse), asn, non_residential }
     }
 
     fn alice_rules() -> RuleSet {
@@ -615,26 +550,11 @@ mod tests {
     fn rules_apply_top_to_bottom_and_the_first_match_decides() {
         let set = alice_rules();
         // The office network is allowed even from a hosting provider: rule 1 comes first.
-        assert_eq!(
-            set.evaluate(&facts("198.51.100.7", Some("CN"), None, true)),
-            Outcome::AllowedByRule(1)
-        );
-        assert_eq!(
-            set.evaluate(&facts("203.0.113.7", Some("FR"), None, true)),
-            Outcome::BlockedByRule(2)
-        );
-        assert_eq!(
-            set.evaluate(&facts("203.0.113.7", Some("FR"), None, false)),
-            Outcome::AllowedByRule(3)
-        );
-        assert_eq!(
-            set.evaluate(&facts("203.0.113.7", Some("BE"), None, false)),
-            Outcome::AllowedByRule(3)
-        );
-        assert_eq!(
-            set.evaluate(&facts("203.0.113.7", Some("CN"), None, false)),
-            Outcome::BlockedByDefault
-        );
+        assert_eq!(set.evaluate(&facts("198.51.100.7", Some("CN"), None, true)), Outcome::AllowedByRule(1));
+        assert_eq!(set.evaluate(&facts("203.0.113.7", Some("FR"), None, true)), Outcome::BlockedByRule(2));
+        assert_eq!(set.evaluate(&facts("203.0.113.7", Some("FR"), None, false)), Outcome::AllowedByRule(3));
+        assert_eq!(set.evaluate(&facts("203.0.113.7", Some("BE"), None, false)), Outcome::AllowedByRule(3));
+        assert_eq!(set.evaluate(&facts("203.0.113.7", Some("CN"), None, false)), Outcome::BlockedByDefault);
         assert_eq!(
             set.evaluate(&facts("203.0.113.7", None, None, false)),
             Outcome::BlockedByDefault,
@@ -654,34 +574,12 @@ mod tests {
             default: Action::Allow,
             protocols: Protocols::MAIL_APPS,
         };
-        assert_eq!(
-            set.evaluate(&facts("2001:db8::7", None, None, false)),
-            Outcome::BlockedByRule(1)
-        );
-        assert_eq!(
-            set.evaluate(&facts("2001:db8::8", None, None, false)),
-            Outcome::AllowedByRule(2)
-        );
-        assert_eq!(
-            set.evaluate(&facts("192.0.2.9", None, Some(64501), false)),
-            Outcome::AllowedByRule(3)
-        );
-        assert_eq!(
-            set.evaluate(&facts("192.0.2.1", None, Some(1), false)),
-            Outcome::BlockedByRule(4)
-        );
-        assert_eq!(
-            set.evaluate(&facts("192.0.2.2", None, None, false)),
-            Outcome::AllowedByDefault
-        );
-        assert_eq!(
-            set.needs(),
-            Needs {
-                country: false,
-                asn: true,
-                non_residential: false
-            }
-        );
+        assert_eq!(set.evaluate(&facts("2001:db8::7", None, None, false)), Outcome::BlockedByRule(1));
+        assert_eq!(set.evaluate(&facts("2001:db8::8", None, None, false)), Outcome::AllowedByRule(2));
+        assert_eq!(set.evaluate(&facts("192.0.2.9", None, Some(64501), false)), Outcome::AllowedByRule(3));
+        assert_eq!(set.evaluate(&facts("192.0.2.1", None, Some(1), false)), Outcome::BlockedByRule(4));
+        assert_eq!(set.evaluate(&facts("192.0.2.2", None, None, false)), Outcome::AllowedByDefault);
+        assert_eq!(set.needs(), Needs { country: false, asn: true, non_residential: false });
     }
 
     #[test]
@@ -694,23 +592,16 @@ mod tests {
         assert!(err(r#"{"action":"allow"}"#).contains("exactly one of"));
         assert!(err(r#"{"action":"allow","country":["FR"],"asn":[1]}"#).contains("exactly one of"));
         assert!(
-            err(r#"{"action":"allow","country":["France"]}"#)
-                .starts_with("country: \"France\" is not a two-letter")
+            err(r#"{"action":"allow","country":["France"]}"#).starts_with("country: \"France\" is not a two-letter")
         );
         assert!(err(r#"{"action":"allow","asn":["ASX"]}"#).starts_with("asn:"));
         assert!(err(r#"{"action":"allow","network":"10.0.0.0/40"}"#).starts_with("network:"));
-        assert!(
-            err(r#"{"action":"allow","non_residential":false}"#).starts_with("non_residential:")
-        );
+        assert!(err(r#"{"action":"allow","non_residential":false}"#).starts_with("non_residential:"));
         assert!(serde_json::from_str::<RuleSpec>(r#"{"action":"allow","contry":["FR"]}"#).is_err());
         let normalised = rule(r#"{"action":"allow","asn":["as64500"]}"#).spec();
+        assert_eq!(serde_json::to_string(&normalised).unwrap(), r#"{"action":"allow","asn":[64500]}"#);
         assert_eq!(
-            serde_json::to_string(&normalised).unwrap(),
-            r#"{"action":"allow","asn":[64500]}"#
-        );
-        assert_eq!(
-            serde_json::to_string(&rule(r#"{"action":"block","network":"192.0.2.7/32"}"#).spec())
-                .unwrap(),
+            serde_json::to_string(&rule(r#"{"action":"block","network":"192.0.2.7/32"}"#).spec()).unwrap(),
             r#"{"action":"block","address":"192.0.2.7"}"#
         );
         assert_eq!(
@@ -724,29 +615,14 @@ mod tests {
         let set = |key: &str, default| KeyedRuleSet {
             key: key.into(),
             origin: RuleSetOrigin::PolicyFile,
-            rule_set: RuleSet {
-                rules: vec![],
-                default,
-                protocols: Protocols::MAIL_APPS,
-            },
+            rule_set: RuleSet { rules: vec![], default, protocols: Protocols::MAIL_APPS },
         };
-        let firewall = Firewall::build(
-            [
-                set("@example.com", Action::Block),
-                set("alice@example.com", Action::Allow),
-            ],
-            &[],
-        );
+        let firewall =
+            Firewall::build([set("@example.com", Action::Block), set("alice@example.com", Action::Allow)], &[]);
         let alice = firewall.applicable("Alice@Example.com").unwrap();
-        assert_eq!(
-            (alice.keyed.key.as_str(), alice.via_domain),
-            ("alice@example.com", false)
-        );
+        assert_eq!((alice.keyed.key.as_str(), alice.via_domain), ("alice@example.com", false));
         let bob = firewall.applicable("bob@example.com").unwrap();
-        assert_eq!(
-            (bob.keyed.key.as_str(), bob.via_domain),
-            ("@example.com", true)
-        );
+        assert_eq!((bob.keyed.key.as_str(), bob.via_domain), ("@example.com", true));
         assert!(firewall.applicable("carol@example.org").is_none());
         assert!(firewall.applicable("nodomain").is_none());
         assert!(firewall.applicable("").is_none());
@@ -757,29 +633,15 @@ mod tests {
         let file = KeyedRuleSet {
             key: "alice@example.com".into(),
             origin: RuleSetOrigin::PolicyFile,
-            rule_set: RuleSet {
-                rules: vec![],
-                default: Action::Block,
-                protocols: Protocols::MAIL_APPS,
-            },
+            rule_set: RuleSet { rules: vec![], default: Action::Block, protocols: Protocols::MAIL_APPS },
         };
         let api = KeyedRuleSet {
             origin: RuleSetOrigin::Api,
-            rule_set: RuleSet {
-                default: Action::Allow,
-                ..file.rule_set.clone()
-            },
+            rule_set: RuleSet { default: Action::Allow, ..file.rule_set.clone() },
             ..file.clone()
         };
         let firewall = Firewall::build([file, api], &[]);
-        assert_eq!(
-            firewall
-                .applicable("alice@example.com")
-                .unwrap()
-                .keyed
-                .origin,
-            RuleSetOrigin::Api
-        );
+        assert_eq!(firewall.applicable("alice@example.com").unwrap().keyed.origin, RuleSetOrigin::Api);
     }
 
     #[test]
@@ -787,18 +649,9 @@ mod tests {
         let firewall = Firewall::build([], &[parse_network("10.9.0.0/24").unwrap()]);
         assert!(firewall.is_webmail("10.9.0.5".parse().unwrap()));
         assert!(!firewall.is_webmail("10.9.1.5".parse().unwrap()));
-        assert!(
-            Protocols::MAIL_APPS.covers(Protocol::Imap)
-                && Protocols::MAIL_APPS.covers(Protocol::Pop3)
-        );
+        assert!(Protocols::MAIL_APPS.covers(Protocol::Imap) && Protocols::MAIL_APPS.covers(Protocol::Pop3));
         assert!(!Protocols::MAIL_APPS.covers(Protocol::Submission));
-        let all = Protocols::parse(&[
-            "imap".into(),
-            "pop3".into(),
-            "submission".into(),
-            "smtp".into(),
-        ])
-        .unwrap();
+        let all = Protocols::parse(&["imap".into(), "pop3".into(), "submission".into(), "smtp".into()]).unwrap();
         assert!(all.covers(Protocol::Submission) && all.covers(Protocol::Smtp));
         assert_eq!(all.names(), ["imap", "pop3", "smtp", "submission"]);
         assert!(Protocols::parse(&["webmail".into()]).is_err());
@@ -806,10 +659,7 @@ mod tests {
 
     #[test]
     fn keys_are_logins_or_domains() {
-        assert_eq!(
-            parse_key(" Alice@Example.COM ").unwrap(),
-            "alice@example.com"
-        );
+        assert_eq!(parse_key(" Alice@Example.COM ").unwrap(), "alice@example.com");
         assert_eq!(parse_key("@example.com").unwrap(), "@example.com");
         assert_eq!(parse_key("alice").unwrap(), "alice");
         for bad in ["", "@", "a@b@c", "alice@", "with space@x", "a\nb"] {

@@ -58,10 +58,7 @@ impl CountryCode {
     pub fn parse(text: &str) -> Option<CountryCode> {
         match *text.as_bytes() {
             [first, second] if first.is_ascii_alphabetic() && second.is_ascii_alphabetic() => {
-                Some(CountryCode([
-                    first.to_ascii_uppercase(),
-                    second.to_ascii_uppercase(),
-                ]))
+                Some(CountryCode([first.to_ascii_uppercase(), second.to_ascii_uppercase()]))
             }
             _ => None,
         }
@@ -128,17 +125,9 @@ impl fmt::Display for NonResidential {
 #[derive(Debug, thiserror::Error)]
 pub enum GeoIpError {
     #[error("{setting}: cannot read {}: {source}", path.display())]
-    Unreadable {
-        setting: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
+    Unreadable { setting: &'static str, path: PathBuf, source: io::Error },
     #[error("{setting}: {} is not a MaxMind DB (.mmdb) file: {source}", path.display())]
-    NotAnMmdb {
-        setting: &'static str,
-        path: PathBuf,
-        source: MaxMindDbError,
-    },
+    NotAnMmdb { setting: &'static str, path: PathBuf, source: MaxMindDbError },
     #[error(
         "{setting}: {} is a {database_type:?} database ({holds}), not {expected}",
         path.display()
@@ -200,14 +189,8 @@ impl fmt::Debug for GeoIp {
             .field("country_db", &path(&self.country))
             .field("asn_db", &path(&self.asn))
             .field("anonymous_db", &path(&self.anonymous))
-            .field(
-                "non_residential_asns_file",
-                &self.listed_asns.as_ref().map(|list| &list.path),
-            )
-            .field(
-                "non_residential_networks_file",
-                &self.listed_networks.as_ref().map(|list| &list.path),
-            )
+            .field("non_residential_asns_file", &self.listed_asns.as_ref().map(|list| &list.path))
+            .field("non_residential_networks_file", &self.listed_networks.as_ref().map(|list| &list.path))
             .finish()
     }
 }
@@ -220,9 +203,7 @@ impl GeoIp {
             return Err(GeoIpError::AsnListWithoutAsnDb { path: path.clone() });
         }
         let database = |role: Role, path: &Option<PathBuf>| {
-            path.as_deref()
-                .map(|path| Database::open(role, path, &metrics))
-                .transpose()
+            path.as_deref().map(|path| Database::open(role, path, &metrics)).transpose()
         };
         let country = database(Role::Country, &settings.country_db)?;
         let asn = database(Role::Asn, &settings.asn_db)?;
@@ -235,35 +216,14 @@ impl GeoIp {
         let listed_networks = settings
             .non_residential_networks_file
             .as_deref()
-            .map(|path| {
-                Watched::open(
-                    NETWORK_LIST_SETTING,
-                    "network_list",
-                    path,
-                    read_network_list,
-                )
-            })
+            .map(|path| Watched::open(NETWORK_LIST_SETTING, "network_list", path, read_network_list))
             .transpose()?;
-        Ok(GeoIp {
-            country,
-            asn,
-            anonymous,
-            listed_asns,
-            listed_networks,
-            metrics,
-        })
+        Ok(GeoIp { country, asn, anonymous, listed_asns, listed_networks, metrics })
     }
 
     /// No GeoIP data at all: every lookup answers "unknown".
     pub fn disabled(metrics: GeoIpMetrics) -> GeoIp {
-        GeoIp {
-            country: None,
-            asn: None,
-            anonymous: None,
-            listed_asns: None,
-            listed_networks: None,
-            metrics,
-        }
+        GeoIp { country: None, asn: None, anonymous: None, listed_asns: None, listed_networks: None, metrics }
     }
 
     pub fn has_country(&self) -> bool {
@@ -284,25 +244,23 @@ impl GeoIp {
     /// flat `country_code` (ip-location-db). `None` if no country database is configured, the
     /// address is not in it, or the lookup failed (counted as an error).
     pub fn country(&self, ip: IpAddr) -> Option<CountryCode> {
-        self.country.as_ref()?.lookup(|reader| {
-            Ok(decode::<CountryRecord>(reader, ip)?.and_then(|record| record.country()))
-        })
+        self.country
+            .as_ref()?
+            .lookup(|reader| Ok(decode::<CountryRecord>(reader, ip)?.and_then(|record| record.country())))
     }
 
     /// The AS number `ip` is announced from, like `country`.
     pub fn asn(&self, ip: IpAddr) -> Option<u32> {
-        self.asn.as_ref()?.lookup(|reader| {
-            Ok(decode::<AsnRecord>(reader, ip)?.and_then(|record| record.autonomous_system_number))
-        })
+        self.asn
+            .as_ref()?
+            .lookup(|reader| Ok(decode::<AsnRecord>(reader, ip)?.and_then(|record| record.autonomous_system_number)))
     }
 
     /// Why `ip` is not residential, checking the anonymous-IP database, then the AS list (with
     /// the ASN database), then the network list. `None`: residential, or nothing is known.
     pub fn non_residential(&self, ip: IpAddr) -> Option<NonResidential> {
         let flagged = self.anonymous.as_ref().and_then(|database| {
-            database.lookup(|reader| {
-                Ok(decode::<AnonymousRecord>(reader, ip)?.and_then(|record| record.kind()))
-            })
+            database.lookup(|reader| Ok(decode::<AnonymousRecord>(reader, ip)?.and_then(|record| record.kind())))
         });
         if let Some(kind) = flagged {
             return Some(NonResidential::Anonymous(kind));
@@ -330,11 +288,7 @@ impl GeoIp {
     /// again until it changes.
     pub fn refresh(&self) -> usize {
         let databases = [&self.country, &self.asn, &self.anonymous];
-        let reopened = databases
-            .into_iter()
-            .flatten()
-            .filter(|database| database.refresh(&self.metrics))
-            .count();
+        let reopened = databases.into_iter().flatten().filter(|database| database.refresh(&self.metrics)).count();
         let asns_reread = self.listed_asns.as_ref().is_some_and(|list| {
             list.refresh(read_asn_list, &self.metrics.reloads)
                 .inspect(|asns| log_list_reread(list, asns.len()))
@@ -452,15 +406,15 @@ impl Role {
         };
         networks.flatten().take(RECORDS_TRIED).any(|found| {
             let answered = match self {
-                Role::Country => found
-                    .decode::<CountryRecord>()
-                    .map(|record| record.and_then(|r| r.country()).is_some()),
-                Role::Asn => found
-                    .decode::<AsnRecord>()
-                    .map(|record| record.and_then(|r| r.autonomous_system_number).is_some()),
-                Role::Anonymous => found
-                    .decode::<AnonymousRecord>()
-                    .map(|record| record.and_then(|r| r.kind()).is_some()),
+                Role::Country => {
+                    found.decode::<CountryRecord>().map(|record| record.and_then(|r| r.country()).is_some())
+                }
+                Role::Asn => {
+                    found.decode::<AsnRecord>().map(|record| record.and_then(|r| r.autonomous_system_number).is_some())
+                }
+                Role::Anonymous => {
+                    found.decode::<AnonymousRecord>().map(|record| record.and_then(|r| r.kind()).is_some())
+                }
             };
             answered.unwrap_or(false)
         })
@@ -488,14 +442,10 @@ struct IsoCode<'a> {
 impl<'a> CountryRecord<'a> {
     fn country(&self) -> Option<CountryCode> {
         let iso_code = |field: Option<&IsoCode<'a>>| field.and_then(|c| c.iso_code);
-        [
-            iso_code(self.country.as_ref()),
-            iso_code(self.registered_country.as_ref()),
-            self.country_code,
-        ]
-        .into_iter()
-        .flatten()
-        .find_map(CountryCode::parse)
+        [iso_code(self.country.as_ref()), iso_code(self.registered_country.as_ref()), self.country_code]
+            .into_iter()
+            .flatten()
+            .find_map(CountryCode::parse)
     }
 }
 
@@ -558,10 +508,7 @@ impl AnonymousRecord {
 /// Looks `ip` up and decodes its record, borrowing from the mapped file. An IPv4-mapped IPv6
 /// address is looked up as IPv4 (it is one client), and an IPv6 address in an IPv4-only
 /// database (ip-location-db ships those) is simply not there.
-fn decode<'de, R: Deserialize<'de>>(
-    reader: &'de Reader<Mmap>,
-    ip: IpAddr,
-) -> Result<Option<R>, MaxMindDbError> {
+fn decode<'de, R: Deserialize<'de>>(reader: &'de Reader<Mmap>, ip: IpAddr) -> Result<Option<R>, MaxMindDbError> {
     let ip = ip.to_canonical();
     if ip.is_ipv6() && reader.metadata().ip_version == 4 {
         return Ok(None);
@@ -581,17 +528,10 @@ struct Database {
 
 impl Database {
     fn open(role: Role, path: &Path, metrics: &GeoIpMetrics) -> Result<Database, GeoIpError> {
-        let file = Watched::open(role.setting(), role.name(), path, |path| {
-            open_database(role, path)
-        })?;
+        let file = Watched::open(role.setting(), role.name(), path, |path| open_database(role, path))?;
         let counter = |result| metrics.lookups.with_label_values(&[role.name(), result]);
-        let database = Database {
-            role,
-            found: counter("found"),
-            not_found: counter("not_found"),
-            error: counter("error"),
-            file,
-        };
+        let database =
+            Database { role, found: counter("found"), not_found: counter("not_found"), error: counter("error"), file };
         database.opened(metrics, "GeoIP database opened");
         Ok(database)
     }
@@ -621,10 +561,7 @@ impl Database {
     }
 
     fn refresh(&self, metrics: &GeoIpMetrics) -> bool {
-        let reopened = self
-            .file
-            .refresh(|path| open_database(self.role, path), &metrics.reloads)
-            .is_some();
+        let reopened = self.file.refresh(|path| open_database(self.role, path), &metrics.reloads).is_some();
         if reopened {
             self.opened(metrics, "GeoIP database re-opened after it changed on disk");
         }
@@ -633,10 +570,7 @@ impl Database {
 
     /// Runs one lookup against the database in use and counts its outcome. A failed lookup
     /// (a corrupt record) is logged at debug level only, as it may repeat on every login.
-    fn lookup<T>(
-        &self,
-        find: impl FnOnce(&Reader<Mmap>) -> Result<Option<T>, MaxMindDbError>,
-    ) -> Option<T> {
+    fn lookup<T>(&self, find: impl FnOnce(&Reader<Mmap>) -> Result<Option<T>, MaxMindDbError>) -> Option<T> {
         let reader = self.file.current.load();
         match find(&reader) {
             Ok(Some(answer)) => {
@@ -691,10 +625,7 @@ fn open_database(role: Role, path: &Path) -> Result<Loaded<Reader<Mmap>>, GeoIpE
             expected: role.expected(),
         });
     }
-    Ok(Loaded {
-        value: reader,
-        version,
-    })
+    Ok(Loaded { value: reader, version })
 }
 
 fn read_asn_list(path: &Path) -> Result<Loaded<HashSet<u32>>, GeoIpError> {
@@ -713,10 +644,7 @@ fn read_asn_list(path: &Path) -> Result<Loaded<HashSet<u32>>, GeoIpError> {
         })?;
         asns.insert(asn);
     }
-    Ok(Loaded {
-        value: asns,
-        version,
-    })
+    Ok(Loaded { value: asns, version })
 }
 
 fn read_network_list(path: &Path) -> Result<Loaded<NetworkMap<()>>, GeoIpError> {
@@ -731,21 +659,17 @@ fn read_network_list(path: &Path) -> Result<Loaded<NetworkMap<()>>, GeoIpError> 
         })?;
         networks.insert(network, ());
     }
-    Ok(Loaded {
-        value: networks,
-        version,
-    })
+    Ok(Loaded { value: networks, version })
 }
 
 fn read_list(setting: &'static str, path: &Path) -> Result<(String, FileVersion), GeoIpError> {
     let (mut file, version) = open_file(setting, path)?;
     let mut text = String::new();
-    file.read_to_string(&mut text)
-        .map_err(|source| GeoIpError::Unreadable {
-            setting,
-            path: path.to_path_buf(),
-            source,
-        })?;
+    file.read_to_string(&mut text).map_err(|source| GeoIpError::Unreadable {
+        setting,
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok((text, version))
 }
 
@@ -760,18 +684,11 @@ fn list_entries(text: &str) -> impl Iterator<Item = (usize, &str)> {
 /// Opens a file and tells which version of it was opened: taken from the open file, not the
 /// path, so a replacement that lands in between is seen by the next refresh.
 fn open_file(setting: &'static str, path: &Path) -> Result<(File, FileVersion), GeoIpError> {
-    let unreadable = |source| GeoIpError::Unreadable {
-        setting,
-        path: path.to_path_buf(),
-        source,
-    };
+    let unreadable = |source| GeoIpError::Unreadable { setting, path: path.to_path_buf(), source };
     let file = File::open(path).map_err(unreadable)?;
     let metadata = file.metadata().map_err(unreadable)?;
     if metadata.is_dir() {
-        return Err(unreadable(io::Error::new(
-            io::ErrorKind::IsADirectory,
-            "it is a directory",
-        )));
+        return Err(unreadable(io::Error::new(io::ErrorKind::IsADirectory, "it is a directory")));
     }
     Ok((file, FileVersion::of(&metadata)))
 }
@@ -797,9 +714,7 @@ impl FileVersion {
     }
 
     fn of_path(path: &Path) -> Option<FileVersion> {
-        fs::metadata(path)
-            .ok()
-            .map(|metadata| FileVersion::of(&metadata))
+        fs::metadata(path).ok().map(|metadata| FileVersion::of(&metadata))
     }
 }
 
@@ -848,10 +763,7 @@ impl<T> Watched<T> {
         load: impl FnOnce(&Path) -> Result<Loaded<T>, GeoIpError>,
         reloads: &IntCounterVec,
     ) -> Option<Arc<T>> {
-        let mut last_tried = self
-            .last_tried
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut last_tried = self.last_tried.lock().unwrap_or_else(PoisonError::into_inner);
         let on_disk = FileVersion::of_path(&self.path);
         if on_disk == *last_tried {
             return None;
@@ -915,12 +827,7 @@ mod tests {
         let paths = fixtures::write_fixtures(dir.path());
         let metrics = metrics();
         let geoip = GeoIp::open(&fixtures::settings(&paths), metrics.clone()).unwrap();
-        Fixture {
-            _dir: dir,
-            paths,
-            geoip,
-            metrics,
-        }
+        Fixture { _dir: dir, paths, geoip, metrics }
     }
 
     fn ip(text: &str) -> IpAddr {
@@ -968,11 +875,7 @@ mod tests {
             ("127.0.0.5", "CN"),
             ("127.0.0.6", "FR"),
         ] {
-            assert_eq!(
-                country(geoip, address).as_deref(),
-                Some(expected),
-                "{address}"
-            );
+            assert_eq!(country(geoip, address).as_deref(), Some(expected), "{address}");
         }
     }
 
@@ -1002,10 +905,7 @@ mod tests {
             geoip.non_residential(ip("::ffff:192.0.2.1")),
             Some(NonResidential::Anonymous(AnonymousKind::Hosting))
         );
-        assert_eq!(
-            geoip.non_residential(ip("::ffff:100.64.1.7")),
-            Some(NonResidential::ListedNetwork)
-        );
+        assert_eq!(geoip.non_residential(ip("::ffff:100.64.1.7")), Some(NonResidential::ListedNetwork));
     }
 
     #[test]
@@ -1013,21 +913,13 @@ mod tests {
         // ip-location-db ships separate IPv4 and IPv6 files with a flat country_code.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ipv4-country.mmdb");
-        let mut writer = Writer::builder("ip-location-db-country")
-            .ip_version(IpVersion::V4)
-            .build();
+        let mut writer = Writer::builder("ip-location-db-country").ip_version(IpVersion::V4).build();
         writer
-            .insert_value(
-                "203.0.113.0/24".parse::<ipnet::IpNet>().unwrap(),
-                Value::map([("country_code", "FR")]),
-            )
+            .insert_value("203.0.113.0/24".parse::<ipnet::IpNet>().unwrap(), Value::map([("country_code", "FR")]))
             .unwrap();
         std::fs::write(&path, writer.to_bytes().unwrap()).unwrap();
         let metrics = metrics();
-        let settings = GeoIpSettings {
-            country_db: Some(path),
-            ..GeoIpSettings::default()
-        };
+        let settings = GeoIpSettings { country_db: Some(path), ..GeoIpSettings::default() };
         let geoip = GeoIp::open(&settings, metrics.clone()).unwrap();
         assert_eq!(country(&geoip, "203.0.113.9").as_deref(), Some("FR"));
         assert_eq!(country(&geoip, "::ffff:203.0.113.9").as_deref(), Some("FR"));
@@ -1039,18 +931,9 @@ mod tests {
     fn a_record_without_a_country_falls_back_to_the_registered_country() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("GeoIP2-Country.mmdb");
-        let registered_only =
-            Value::map([("registered_country", Value::map([("iso_code", "SE")]))]);
-        fixtures::write_mmdb(
-            &path,
-            "GeoIP2-Country",
-            &[("198.18.0.0/24", registered_only)],
-            1,
-        );
-        let settings = GeoIpSettings {
-            country_db: Some(path),
-            ..GeoIpSettings::default()
-        };
+        let registered_only = Value::map([("registered_country", Value::map([("iso_code", "SE")]))]);
+        fixtures::write_mmdb(&path, "GeoIP2-Country", &[("198.18.0.0/24", registered_only)], 1);
+        let settings = GeoIpSettings { country_db: Some(path), ..GeoIpSettings::default() };
         let geoip = GeoIp::open(&settings, metrics()).unwrap();
         assert_eq!(country(&geoip, "198.18.0.1").as_deref(), Some("SE"));
     }
@@ -1070,10 +953,7 @@ mod tests {
     fn the_anonymous_database_flags_a_hosting_provider() {
         let fixture = fixture();
         let geoip = &fixture.geoip;
-        assert_eq!(
-            geoip.non_residential(ip("192.0.2.77")),
-            Some(NonResidential::Anonymous(AnonymousKind::Hosting))
-        );
+        assert_eq!(geoip.non_residential(ip("192.0.2.77")), Some(NonResidential::Anonymous(AnonymousKind::Hosting)));
     }
 
     #[test]
@@ -1085,27 +965,15 @@ mod tests {
             &path,
             "GeoIP2-Anonymous-IP",
             &[
-                (
-                    "198.18.0.0/24",
-                    flags(&["is_anonymous", "is_hosting_provider", "is_tor_exit_node"]),
-                ),
-                (
-                    "198.18.1.0/24",
-                    flags(&["is_anonymous", "is_hosting_provider", "is_anonymous_vpn"]),
-                ),
+                ("198.18.0.0/24", flags(&["is_anonymous", "is_hosting_provider", "is_tor_exit_node"])),
+                ("198.18.1.0/24", flags(&["is_anonymous", "is_hosting_provider", "is_anonymous_vpn"])),
                 ("198.18.2.0/24", flags(&["is_anonymous", "is_public_proxy"])),
-                (
-                    "198.18.3.0/24",
-                    flags(&["is_anonymous", "is_residential_proxy"]),
-                ),
+                ("198.18.3.0/24", flags(&["is_anonymous", "is_residential_proxy"])),
                 ("198.18.4.0/24", flags(&["is_anonymous"])),
             ],
             1,
         );
-        let settings = GeoIpSettings {
-            anonymous_db: Some(path),
-            ..GeoIpSettings::default()
-        };
+        let settings = GeoIpSettings { anonymous_db: Some(path), ..GeoIpSettings::default() };
         let geoip = GeoIp::open(&settings, metrics()).unwrap();
         for (address, kind) in [
             ("198.18.0.1", AnonymousKind::TorExit),
@@ -1114,11 +982,7 @@ mod tests {
             ("198.18.3.1", AnonymousKind::ResidentialProxy),
             ("198.18.4.1", AnonymousKind::Anonymous),
         ] {
-            assert_eq!(
-                geoip.non_residential(ip(address)),
-                Some(NonResidential::Anonymous(kind)),
-                "{address}"
-            );
+            assert_eq!(geoip.non_residential(ip(address)), Some(NonResidential::Anonymous(kind)), "{address}");
         }
     }
 
@@ -1126,20 +990,14 @@ mod tests {
     fn an_address_whose_as_number_is_listed_is_non_residential() {
         let fixture = fixture();
         let geoip = &fixture.geoip;
-        assert_eq!(
-            geoip.non_residential(ip("100.64.0.7")),
-            Some(NonResidential::ListedAsn(64510))
-        );
+        assert_eq!(geoip.non_residential(ip("100.64.0.7")), Some(NonResidential::ListedAsn(64510)));
     }
 
     #[test]
     fn an_address_in_a_listed_network_is_non_residential() {
         let fixture = fixture();
         let geoip = &fixture.geoip;
-        assert_eq!(
-            geoip.non_residential(ip("100.64.1.200")),
-            Some(NonResidential::ListedNetwork)
-        );
+        assert_eq!(geoip.non_residential(ip("100.64.1.200")), Some(NonResidential::ListedNetwork));
     }
 
     #[test]
@@ -1157,14 +1015,8 @@ mod tests {
         let paths = &fixture.paths;
         fixtures::write_file(&paths.asn_list, "# comment\nAS64510\n\nAmazon\n");
         let message = open_error(&fixtures::settings(paths));
-        assert!(
-            message.starts_with("geoip.non_residential_asns_file: "),
-            "{message}"
-        );
-        assert!(
-            message.contains(&paths.asn_list.display().to_string()),
-            "{message}"
-        );
+        assert!(message.starts_with("geoip.non_residential_asns_file: "), "{message}");
+        assert!(message.contains(&paths.asn_list.display().to_string()), "{message}");
         assert!(message.contains("line 4"), "{message}");
         assert!(message.contains("\"Amazon\""), "{message}");
     }
@@ -1175,14 +1027,8 @@ mod tests {
         let paths = &fixture.paths;
         fixtures::write_file(&paths.network_list, "100.64.1.0/24\n100.64.2.0/33 # typo\n");
         let message = open_error(&fixtures::settings(paths));
-        assert!(
-            message.starts_with("geoip.non_residential_networks_file: "),
-            "{message}"
-        );
-        assert!(
-            message.contains(&paths.network_list.display().to_string()),
-            "{message}"
-        );
+        assert!(message.starts_with("geoip.non_residential_networks_file: "), "{message}");
+        assert!(message.contains(&paths.network_list.display().to_string()), "{message}");
         assert!(message.contains("line 2"), "{message}");
     }
 
@@ -1198,16 +1044,10 @@ mod tests {
     fn an_asn_database_given_as_country_db_is_refused_naming_the_key() {
         let fixture = fixture();
         let paths = &fixture.paths;
-        let settings = GeoIpSettings {
-            country_db: Some(paths.asn.clone()),
-            ..GeoIpSettings::default()
-        };
+        let settings = GeoIpSettings { country_db: Some(paths.asn.clone()), ..GeoIpSettings::default() };
         let message = open_error(&settings);
         assert!(message.starts_with("geoip.country_db: "), "{message}");
-        assert!(
-            message.contains(&paths.asn.display().to_string()),
-            "{message}"
-        );
+        assert!(message.contains(&paths.asn.display().to_string()), "{message}");
         assert!(message.contains("\"GeoLite2-ASN\""), "{message}");
         assert!(message.contains("not a country database"), "{message}");
     }
@@ -1216,15 +1056,9 @@ mod tests {
     fn a_country_database_given_as_asn_db_or_anonymous_db_is_refused() {
         let fixture = fixture();
         let paths = &fixture.paths;
-        let as_asn = GeoIpSettings {
-            asn_db: Some(paths.country.clone()),
-            ..GeoIpSettings::default()
-        };
+        let as_asn = GeoIpSettings { asn_db: Some(paths.country.clone()), ..GeoIpSettings::default() };
         assert!(open_error(&as_asn).starts_with("geoip.asn_db: "));
-        let as_anonymous = GeoIpSettings {
-            anonymous_db: Some(paths.country.clone()),
-            ..GeoIpSettings::default()
-        };
+        let as_anonymous = GeoIpSettings { anonymous_db: Some(paths.country.clone()), ..GeoIpSettings::default() };
         assert!(open_error(&as_anonymous).starts_with("geoip.anonymous_db: "));
     }
 
@@ -1232,21 +1066,10 @@ mod tests {
     fn a_database_of_unknown_type_is_judged_by_its_records() {
         let dir = tempfile::tempdir().unwrap();
         let countries = dir.path().join("countries.mmdb");
-        fixtures::write_mmdb(
-            &countries,
-            "Homemade",
-            &[("203.0.113.0/24", Value::map([("country_code", "FR")]))],
-            1,
-        );
-        let settings = GeoIpSettings {
-            country_db: Some(countries.clone()),
-            ..GeoIpSettings::default()
-        };
+        fixtures::write_mmdb(&countries, "Homemade", &[("203.0.113.0/24", Value::map([("country_code", "FR")]))], 1);
+        let settings = GeoIpSettings { country_db: Some(countries.clone()), ..GeoIpSettings::default() };
         assert!(GeoIp::open(&settings, metrics()).is_ok());
-        let as_asn = GeoIpSettings {
-            asn_db: Some(countries),
-            ..GeoIpSettings::default()
-        };
+        let as_asn = GeoIpSettings { asn_db: Some(countries), ..GeoIpSettings::default() };
         let message = open_error(&as_asn);
         assert!(message.contains("no autonomous_system_number"), "{message}");
     }
@@ -1269,25 +1092,16 @@ mod tests {
         let paths = &fixture.paths;
         std::fs::remove_file(&paths.network_list).unwrap();
         let message = open_error(&fixtures::settings(paths));
-        assert!(
-            message.starts_with("geoip.non_residential_networks_file: cannot read "),
-            "{message}"
-        );
+        assert!(message.starts_with("geoip.non_residential_networks_file: cannot read "), "{message}");
     }
 
     #[test]
     fn an_asn_list_without_an_asn_database_is_refused() {
         let fixture = fixture();
         let paths = &fixture.paths;
-        let settings = GeoIpSettings {
-            asn_db: None,
-            ..fixtures::settings(paths)
-        };
+        let settings = GeoIpSettings { asn_db: None, ..fixtures::settings(paths) };
         let message = open_error(&settings);
-        assert!(
-            message.starts_with("geoip.non_residential_asns_file: "),
-            "{message}"
-        );
+        assert!(message.starts_with("geoip.non_residential_asns_file: "), "{message}");
         assert!(message.contains("geoip.asn_db is not set"), "{message}");
     }
 
@@ -1303,10 +1117,7 @@ mod tests {
         assert_eq!(country(geoip, "203.0.113.9").as_deref(), Some("DE"));
         assert_eq!(country(geoip, "198.51.100.1"), None);
         assert_eq!(reloads(metrics, "country", "success"), 1);
-        let build_time = metrics
-            .build_timestamp
-            .with_label_values(&["country"])
-            .get();
+        let build_time = metrics.build_timestamp.with_label_values(&["country"]).get();
         assert_eq!(build_time, 1_800_000_000);
         assert_eq!(geoip.databases()[0].build_epoch, 1_800_000_000);
         assert_eq!(geoip.refresh(), 0);
@@ -1344,23 +1155,14 @@ mod tests {
         fixtures::write_file(&paths.network_list, "198.51.100.0/24\n");
         fixtures::write_file(&paths.asn_list, "AS64500\n");
         assert_eq!(geoip.refresh(), 2);
-        assert_eq!(
-            geoip.non_residential(ip("198.51.100.1")),
-            Some(NonResidential::ListedNetwork)
-        );
+        assert_eq!(geoip.non_residential(ip("198.51.100.1")), Some(NonResidential::ListedNetwork));
         assert_eq!(geoip.non_residential(ip("100.64.1.1")), None);
-        assert_eq!(
-            geoip.non_residential(ip("203.0.113.9")),
-            Some(NonResidential::ListedAsn(64500))
-        );
+        assert_eq!(geoip.non_residential(ip("203.0.113.9")), Some(NonResidential::ListedAsn(64500)));
         assert_eq!(reloads(metrics, "network_list", "success"), 1);
 
         fixtures::write_file(&paths.network_list, "not a network\n");
         assert_eq!(geoip.refresh(), 0);
-        assert_eq!(
-            geoip.non_residential(ip("198.51.100.1")),
-            Some(NonResidential::ListedNetwork)
-        );
+        assert_eq!(geoip.non_residential(ip("198.51.100.1")), Some(NonResidential::ListedNetwork));
         assert_eq!(reloads(metrics, "network_list", "failure"), 1);
     }
 
@@ -1377,10 +1179,7 @@ mod tests {
                     let mut answered = 0_u64;
                     while !stop.load(Ordering::Relaxed) {
                         let found = geoip.country(ip("203.0.113.9"));
-                        assert!(matches!(
-                            found.map(|c| c.to_string()).as_deref(),
-                            Some("FR" | "DE")
-                        ));
+                        assert!(matches!(found.map(|c| c.to_string()).as_deref(), Some("FR" | "DE")));
                         answered += 1;
                     }
                     answered
@@ -1440,19 +1239,9 @@ mod tests {
         assert_eq!(
             described,
             [
-                (
-                    "country",
-                    paths.country.clone(),
-                    "GeoLite2-Country".into(),
-                    epoch
-                ),
+                ("country", paths.country.clone(), "GeoLite2-Country".into(), epoch),
                 ("asn", paths.asn.clone(), "GeoLite2-ASN".into(), epoch),
-                (
-                    "anonymous",
-                    paths.anonymous.clone(),
-                    "GeoIP2-Anonymous-IP".into(),
-                    epoch
-                ),
+                ("anonymous", paths.anonymous.clone(), "GeoIP2-Anonymous-IP".into(), epoch),
             ]
         );
     }
@@ -1471,9 +1260,7 @@ mod tests {
     fn country_lookup_cost() {
         const NETWORKS: u32 = 100_000;
         const LOOKUPS: u32 = 1_000_000;
-        let names = |name: &str| {
-            Value::map(["de", "en", "es", "fr", "ja", "pt-BR", "ru", "zh-CN"].map(|l| (l, name)))
-        };
+        let names = |name: &str| Value::map(["de", "en", "es", "fr", "ja", "pt-BR", "ru", "zh-CN"].map(|l| (l, name)));
         let place = |iso_code: &str| {
             Value::map([
                 ("geoname_id", Value::from(3_017_382_u32)),
@@ -1484,10 +1271,7 @@ mod tests {
         };
         let record = |iso_code: &str| {
             Value::map([
-                (
-                    "continent",
-                    Value::map([("code", Value::from("EU")), ("names", names("Europe"))]),
-                ),
+                ("continent", Value::map([("code", Value::from("EU")), ("names", names("Europe"))])),
                 ("country", place(iso_code)),
                 ("registered_country", place(iso_code)),
             ])
@@ -1498,39 +1282,23 @@ mod tests {
         let network = |i: u32| std::net::Ipv4Addr::from((i * 41) << 8);
         for i in 0..NETWORKS {
             let net = ipnet::Ipv4Net::new(network(i), 24).unwrap();
-            writer
-                .insert_value(net, record(codes[i as usize % codes.len()]))
-                .unwrap();
+            writer.insert_value(net, record(codes[i as usize % codes.len()])).unwrap();
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("GeoLite2-Country.mmdb");
         std::fs::write(&path, writer.to_bytes().unwrap()).unwrap();
-        let settings = GeoIpSettings {
-            country_db: Some(path),
-            ..GeoIpSettings::default()
-        };
+        let settings = GeoIpSettings { country_db: Some(path), ..GeoIpSettings::default() };
         let geoip = GeoIp::open(&settings, metrics()).unwrap();
         let addresses: Vec<IpAddr> = (0..1024_u32)
-            .map(|i| {
-                IpAddr::V4(std::net::Ipv4Addr::from(
-                    u32::from(network(i * 97 % NETWORKS)) | 7,
-                ))
-            })
+            .map(|i| IpAddr::V4(std::net::Ipv4Addr::from(u32::from(network(i * 97 % NETWORKS)) | 7)))
             .collect();
         let started = Instant::now();
         let mut found = 0_u32;
         for i in 0..LOOKUPS {
-            found += u32::from(
-                geoip
-                    .country(addresses[i as usize % addresses.len()])
-                    .is_some(),
-            );
+            found += u32::from(geoip.country(addresses[i as usize % addresses.len()]).is_some());
         }
         let elapsed = started.elapsed();
         assert_eq!(found, LOOKUPS);
-        println!(
-            "{LOOKUPS} country lookups in {elapsed:?}: {} ns/lookup",
-            elapsed.as_nanos() / u128::from(LOOKUPS)
-        );
+        println!("{LOOKUPS} country lookups in {elapsed:?}: {} ns/lookup", elapsed.as_nanos() / u128::from(LOOKUPS));
     }
 }

@@ -78,21 +78,15 @@ impl Journal {
         if writer.is_none() {
             tracing::error!("cannot start the journal writer; events are logged but not stored");
         }
-        Journal {
-            sender: Mutex::new(Some(sender)),
-            writer: Mutex::new(writer),
-            events,
-            known,
-        }
+        Journal { sender: Mutex::new(Some(sender)), writer: Mutex::new(writer), events, known }
     }
 
     fn queue(&self, record: Record) -> bool {
         let guard = lock(&self.sender);
         match guard.as_ref() {
-            Some(sender) => !matches!(
-                sender.try_send(record),
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_))
-            ),
+            Some(sender) => {
+                !matches!(sender.try_send(record), Err(TrySendError::Full(_) | TrySendError::Disconnected(_)))
+            }
             None => false,
         }
     }
@@ -121,6 +115,7 @@ impl Journal {
                 log!("a device keeps trying an old password; quarantined")
             }
             EventKind::AttackStarted => log!("account under a distributed attack"),
+            EventKind::AccountExpired | EventKind::AccountDisabled => log!("login to an unusable account"),
             EventKind::AccountUnderAttack if event.detail.starts_with("delayed") => {
                 log!("login delayed")
             }
@@ -142,9 +137,7 @@ impl Journal {
     /// Waits until everything queued so far is stored (at most a few seconds).
     pub fn flush(&self) {
         let (done, wait) = mpsc::sync_channel(1);
-        let queued = lock(&self.sender)
-            .as_ref()
-            .is_some_and(|sender| sender.send(Record::Flush(done)).is_ok());
+        let queued = lock(&self.sender).as_ref().is_some_and(|sender| sender.send(Record::Flush(done)).is_ok());
         if queued {
             let _ = wait.recv_timeout(Duration::from_secs(10));
         }
@@ -198,9 +191,7 @@ fn write_forever(
             let result = store.save_events(&events);
             let outcome = if result.is_ok() { "stored" } else { "dropped" };
             for event in &events {
-                event_counter
-                    .with_label_values(&[event.kind.label(), outcome])
-                    .inc();
+                event_counter.with_label_values(&[event.kind.label(), outcome]).inc();
             }
             if let Err(e) = result {
                 tracing::error!(error = %e, events = events.len(), "could not store events");
@@ -209,9 +200,7 @@ fn write_forever(
         if !known.is_empty() {
             let result = store.save_known_sources(&known);
             let outcome = if result.is_ok() { "stored" } else { "dropped" };
-            known_counter
-                .with_label_values(&[outcome])
-                .inc_by(known.len() as u64);
+            known_counter.with_label_values(&[outcome]).inc_by(known.len() as u64);
             if let Err(e) = result {
                 tracing::error!(error = %e, records = known.len(), "could not store known sources");
             }
@@ -223,14 +212,10 @@ fn write_forever(
             last_prune = Instant::now();
             let keep = *lock(&keep);
             let now = clock.now();
-            if let Err(e) =
-                store.prune_events(now.minus(keep.events.max_age), keep.events.max_count)
-            {
+            if let Err(e) = store.prune_events(now.minus(keep.events.max_age), keep.events.max_count) {
                 tracing::warn!(error = %e, "could not prune old events");
             }
-            if let Err(e) =
-                store.prune_known_sources(now.minus(keep.known_for), keep.known_per_account)
-            {
+            if let Err(e) = store.prune_known_sources(now.minus(keep.known_for), keep.known_per_account) {
                 tracing::warn!(error = %e, "could not prune old known sources");
             }
         }

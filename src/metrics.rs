@@ -3,14 +3,13 @@
 //! from small fixed sets (never an address, a login or anything else a peer chooses).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Request-duration buckets: tens of microseconds (an in-memory decision) up to a second.
 const DURATION_BUCKETS: &[f64] = &[
-    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
-    0.05, 0.1, 0.25, 0.5, 1.0,
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0,
 ];
 
 #[derive(Clone)]
@@ -66,12 +65,7 @@ pub struct GeoIpMetrics {
     pub reloads: IntCounterVec,
 }
 
-fn counter(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> prometheus::Result<IntCounterVec> {
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
     let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
     registry.register(Box::new(metric.clone()))?;
     Ok(metric)
@@ -87,29 +81,19 @@ impl Metrics {
     pub fn new() -> prometheus::Result<Metrics> {
         let registry = Registry::new();
         let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "mailwarden_request_duration_seconds",
-                "Time to answer a policy request.",
-            )
-            .buckets(DURATION_BUCKETS.to_vec()),
+            HistogramOpts::new("mailwarden_request_duration_seconds", "Time to answer a policy request.")
+                .buckets(DURATION_BUCKETS.to_vec()),
             &["command"],
         )?;
         registry.register(Box::new(request_duration.clone()))?;
         let build_info = IntGaugeVec::new(
-            Opts::new(
-                "mailwarden_build_info",
-                "Always 1; the version label says which build is running.",
-            ),
+            Opts::new("mailwarden_build_info", "Always 1; the version label says which build is running."),
             &["version"],
         )?;
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
 
         Ok(Metrics {
             requests: counter(
@@ -131,18 +115,8 @@ impl Metrics {
                 "Login reports by how they were counted.",
                 &["result"],
             )?,
-            bans_created: counter(
-                &registry,
-                "mailwarden_bans_created_total",
-                "Bans placed, by reason.",
-                &["reason"],
-            )?,
-            bans_lifted: counter(
-                &registry,
-                "mailwarden_bans_lifted_total",
-                "Bans ended, by cause.",
-                &["cause"],
-            )?,
+            bans_created: counter(&registry, "mailwarden_bans_created_total", "Bans placed, by reason.", &["reason"])?,
+            bans_lifted: counter(&registry, "mailwarden_bans_lifted_total", "Bans ended, by cause.", &["cause"])?,
             active_bans: gauge(&registry, "mailwarden_active_bans", "Bans in force.")?,
             tracked_sources: gauge(
                 &registry,
@@ -157,10 +131,7 @@ impl Metrics {
             )?,
             list_entries: {
                 let metric = IntGaugeVec::new(
-                    Opts::new(
-                        "mailwarden_list_entries",
-                        "Entries in force on the admin lists, by list.",
-                    ),
+                    Opts::new("mailwarden_list_entries", "Entries in force on the admin lists, by list."),
                     &["list"],
                 )?;
                 registry.register(Box::new(metric.clone()))?;
@@ -251,9 +222,7 @@ impl Metrics {
     /// Counts a store operation's result.
     pub fn store_result<T, E>(&self, operation: &str, result: &Result<T, E>) {
         let outcome = if result.is_ok() { "ok" } else { "error" };
-        self.store_operations
-            .with_label_values(&[operation, outcome])
-            .inc();
+        self.store_operations.with_label_values(&[operation, outcome]).inc();
     }
 
     /// The text exposition format.

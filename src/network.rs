@@ -13,9 +13,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 pub enum AddressError {
     #[error("{0:?} is not an IP address")]
     NotAnAddress(String),
-    #[error(
-        "{0:?} is not an IP address or network (expected e.g. 192.0.2.7, 192.0.2.0/24 or 2001:db8::/48)"
-    )]
+    #[error("{0:?} is not an IP address or network (expected e.g. 192.0.2.7, 192.0.2.0/24 or 2001:db8::/48)")]
     NotANetwork(String),
 }
 
@@ -26,10 +24,7 @@ pub fn parse_ip(text: &str) -> Result<IpAddr, AddressError> {
     let trimmed = text.trim();
     let without_zone = trimmed.split('%').next().unwrap_or(trimmed);
     let without_brackets = without_zone.trim_start_matches('[').trim_end_matches(']');
-    without_brackets
-        .parse::<IpAddr>()
-        .map(canonical_ip)
-        .map_err(|_| AddressError::NotAnAddress(text.to_string()))
+    without_brackets.parse::<IpAddr>().map(canonical_ip).map_err(|_| AddressError::NotAnAddress(text.to_string()))
 }
 
 /// Parses `192.0.2.7`, `192.0.2.0/24` or `2001:db8::/48`. Host bits below the prefix are
@@ -37,14 +32,9 @@ pub fn parse_ip(text: &str) -> Result<IpAddr, AddressError> {
 pub fn parse_network(text: &str) -> Result<IpNet, AddressError> {
     let trimmed = text.trim();
     if trimmed.contains('/') {
-        trimmed
-            .parse::<IpNet>()
-            .map(|net| net.trunc())
-            .map_err(|_| AddressError::NotANetwork(text.to_string()))
+        trimmed.parse::<IpNet>().map(|net| net.trunc()).map_err(|_| AddressError::NotANetwork(text.to_string()))
     } else {
-        parse_ip(trimmed)
-            .map(IpNet::from)
-            .map_err(|_| AddressError::NotANetwork(text.to_string()))
+        parse_ip(trimmed).map(IpNet::from).map_err(|_| AddressError::NotANetwork(text.to_string()))
     }
 }
 
@@ -99,12 +89,8 @@ pub struct SourceGrouping {
 impl SourceGrouping {
     pub fn source_of(self, ip: IpAddr) -> Source {
         let net = match ip {
-            IpAddr::V4(v4) => {
-                IpNet::V4(Ipv4Net::new(v4, self.ipv4_prefix).unwrap_or_else(|_| Ipv4Net::from(v4)))
-            }
-            IpAddr::V6(v6) => {
-                IpNet::V6(Ipv6Net::new(v6, self.ipv6_prefix).unwrap_or_else(|_| Ipv6Net::from(v6)))
-            }
+            IpAddr::V4(v4) => IpNet::V4(Ipv4Net::new(v4, self.ipv4_prefix).unwrap_or_else(|_| Ipv4Net::from(v4))),
+            IpAddr::V6(v6) => IpNet::V6(Ipv6Net::new(v6, self.ipv6_prefix).unwrap_or_else(|_| Ipv6Net::from(v6))),
         };
         Source(net.trunc())
     }
@@ -122,30 +108,18 @@ pub struct NetworkMap<T> {
 
 impl<T> Default for NetworkMap<T> {
     fn default() -> Self {
-        NetworkMap {
-            v4: Vec::new(),
-            v6: Vec::new(),
-            len: 0,
-        }
+        NetworkMap { v4: Vec::new(), v6: Vec::new(), len: 0 }
     }
 }
 
 fn v4_bits(addr: Ipv4Addr, prefix: u8) -> u32 {
     let bits = u32::from(addr);
-    if prefix == 0 {
-        0
-    } else {
-        bits & (u32::MAX << (32 - u32::from(prefix)))
-    }
+    if prefix == 0 { 0 } else { bits & (u32::MAX << (32 - u32::from(prefix))) }
 }
 
 fn v6_bits(addr: Ipv6Addr, prefix: u8) -> u128 {
     let bits = u128::from(addr);
-    if prefix == 0 {
-        0
-    } else {
-        bits & (u128::MAX << (128 - u32::from(prefix)))
-    }
+    if prefix == 0 { 0 } else { bits & (u128::MAX << (128 - u32::from(prefix))) }
 }
 
 fn bucket<K, V>(buckets: &mut Vec<(u8, HashMap<K, V>)>, prefix: u8) -> &mut HashMap<K, V> {
@@ -168,10 +142,12 @@ impl<T> NetworkMap<T> {
     pub fn insert(&mut self, net: IpNet, value: T) {
         let net = net.trunc();
         let previous = match net {
-            IpNet::V4(n) => bucket(&mut self.v4, n.prefix_len())
-                .insert(v4_bits(n.addr(), n.prefix_len()), (net, value)),
-            IpNet::V6(n) => bucket(&mut self.v6, n.prefix_len())
-                .insert(v6_bits(n.addr(), n.prefix_len()), (net, value)),
+            IpNet::V4(n) => {
+                bucket(&mut self.v4, n.prefix_len()).insert(v4_bits(n.addr(), n.prefix_len()), (net, value))
+            }
+            IpNet::V6(n) => {
+                bucket(&mut self.v6, n.prefix_len()).insert(v6_bits(n.addr(), n.prefix_len()), (net, value))
+            }
         };
         if previous.is_none() {
             self.len += 1;
@@ -185,11 +161,7 @@ impl<T> NetworkMap<T> {
 
     /// The most specific network containing `ip` whose value satisfies `usable` (for example,
     /// has not expired); less specific networks are tried when a more specific one is not.
-    pub fn longest_match_where(
-        &self,
-        ip: IpAddr,
-        usable: impl Fn(&T) -> bool,
-    ) -> Option<(IpNet, &T)> {
+    pub fn longest_match_where(&self, ip: IpAddr, usable: impl Fn(&T) -> bool) -> Option<(IpNet, &T)> {
         let found = match canonical_ip(ip) {
             IpAddr::V4(v4) => self
                 .v4
@@ -256,14 +228,8 @@ mod tests {
         assert_eq!(ip("203.0.113.7"), "203.0.113.7".parse::<IpAddr>().unwrap());
         assert_eq!(ip("::ffff:203.0.113.7"), ip("203.0.113.7"));
         assert_eq!(ip("fe80::1%eth0"), "fe80::1".parse::<IpAddr>().unwrap());
-        assert_eq!(
-            ip(" 2001:db8::1 "),
-            "2001:db8::1".parse::<IpAddr>().unwrap()
-        );
-        assert!(matches!(
-            parse_ip("not-an-ip"),
-            Err(AddressError::NotAnAddress(_))
-        ));
+        assert_eq!(ip(" 2001:db8::1 "), "2001:db8::1".parse::<IpAddr>().unwrap());
+        assert!(matches!(parse_ip("not-an-ip"), Err(AddressError::NotAnAddress(_))));
         assert!(parse_ip("").is_err());
         assert!(parse_ip("203.0.113.256").is_err());
     }
@@ -279,28 +245,16 @@ mod tests {
 
     #[test]
     fn sources_group_ipv4_per_host_and_ipv6_per_64() {
-        let grouping = SourceGrouping {
-            ipv4_prefix: 32,
-            ipv6_prefix: 64,
-        };
+        let grouping = SourceGrouping { ipv4_prefix: 32, ipv6_prefix: 64 };
         let a = grouping.source_of(ip("2001:db8:1:2:aaaa::1"));
         let b = grouping.source_of(ip("2001:db8:1:2:bbbb::2"));
         let c = grouping.source_of(ip("2001:db8:1:3::1"));
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_eq!(a.to_string(), "2001:db8:1:2::/64");
-        assert_eq!(
-            grouping.source_of(ip("203.0.113.7")).to_string(),
-            "203.0.113.7"
-        );
-        let wide = SourceGrouping {
-            ipv4_prefix: 24,
-            ipv6_prefix: 48,
-        };
-        assert_eq!(
-            wide.source_of(ip("203.0.113.7")).to_string(),
-            "203.0.113.0/24"
-        );
+        assert_eq!(grouping.source_of(ip("203.0.113.7")).to_string(), "203.0.113.7");
+        let wide = SourceGrouping { ipv4_prefix: 24, ipv6_prefix: 48 };
+        assert_eq!(wide.source_of(ip("203.0.113.7")).to_string(), "203.0.113.0/24");
     }
 
     #[test]
@@ -316,23 +270,11 @@ mod tests {
         map.insert(net("10.0.0.0/8"), "wide");
         map.insert(net("10.1.0.0/16"), "narrow");
         map.insert(net("2001:db8::/32"), "v6");
-        assert_eq!(
-            map.longest_match(ip("10.1.2.3")).map(|(_, v)| *v),
-            Some("narrow")
-        );
-        assert_eq!(
-            map.longest_match(ip("10.2.2.3")).map(|(_, v)| *v),
-            Some("wide")
-        );
+        assert_eq!(map.longest_match(ip("10.1.2.3")).map(|(_, v)| *v), Some("narrow"));
+        assert_eq!(map.longest_match(ip("10.2.2.3")).map(|(_, v)| *v), Some("wide"));
         assert_eq!(map.longest_match(ip("11.0.0.1")), None);
-        assert_eq!(
-            map.longest_match(ip("2001:db8:ffff::1")).map(|(_, v)| *v),
-            Some("v6")
-        );
-        assert_eq!(
-            map.longest_match(ip("::ffff:10.1.0.1")).map(|(_, v)| *v),
-            Some("narrow")
-        );
+        assert_eq!(map.longest_match(ip("2001:db8:ffff::1")).map(|(_, v)| *v), Some("v6"));
+        assert_eq!(map.longest_match(ip("::ffff:10.1.0.1")).map(|(_, v)| *v), Some("narrow"));
         assert_eq!(map.len(), 3);
         map.insert(net("10.1.0.0/16"), "replaced");
         assert_eq!(map.len(), 3);

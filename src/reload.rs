@@ -39,11 +39,7 @@ pub struct Reloader {
 
 impl Reloader {
     pub fn new(path: &Path, warden: Warden) -> Reloader {
-        Reloader {
-            path: path.to_path_buf(),
-            warden,
-            running: Mutex::new(()),
-        }
+        Reloader { path: path.to_path_buf(), warden, running: Mutex::new(()) }
     }
 
     pub fn path(&self) -> &Path {
@@ -58,15 +54,9 @@ impl Reloader {
             let geoip = if policy.geoip == self.warden.policy().geoip {
                 None
             } else {
-                Some(GeoIp::open(
-                    &policy.geoip,
-                    self.warden.metrics().geoip.clone(),
-                )?)
+                Some(GeoIp::open(&policy.geoip, self.warden.metrics().geoip.clone())?)
             };
-            let restart_required = self
-                .warden
-                .apply_policy(policy, geoip)
-                .map_err(ReloadError::Rules)?;
+            let restart_required = self.warden.apply_policy(policy, geoip).map_err(ReloadError::Rules)?;
             Ok(Reloaded { restart_required })
         });
         let metrics = self.warden.metrics();

@@ -77,10 +77,7 @@ pub fn resolve(policy: &mut Policy, missing: Missing) -> Result<(), SecretError>
 
 fn load_or_create(dir: &Path, name: &'static str, missing: Missing) -> Result<Secret, SecretError> {
     let path = secret_path(dir, name);
-    let io_error = |source| SecretError::Io {
-        path: path.clone(),
-        source,
-    };
+    let io_error = |source| SecretError::Io { path: path.clone(), source };
     match fs::read_to_string(&path) {
         Ok(text) => {
             let value = text.trim();
@@ -105,11 +102,7 @@ fn load_or_create(dir: &Path, name: &'static str, missing: Missing) -> Result<Se
 
 fn write_private(path: &Path, value: &str) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     file.write_all(value.as_bytes())?;
     file.write_all(b"\n")?;
     file.sync_all()
@@ -137,15 +130,9 @@ mod tests {
         let second = load_or_create(dir.path(), "api_key", Missing::Fail).unwrap();
         assert_eq!(first.expose(), second.expose());
         assert_eq!(first.expose().len(), 48);
-        let mode = fs::metadata(dir.path().join("api_key"))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = fs::metadata(dir.path().join("api_key")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let err = load_or_create(dir.path(), "admin_token", Missing::Fail).unwrap_err();
-        assert!(
-            err.to_string().contains("auth.admin_token is empty"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("auth.admin_token is empty"), "{err}");
     }
 }

@@ -37,11 +37,7 @@ pub enum ServeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{key}: cannot listen on {address}: {source}")]
-    Bind {
-        key: &'static str,
-        address: SocketAddr,
-        source: io::Error,
-    },
+    Bind { key: &'static str, address: SocketAddr, source: io::Error },
     #[error(transparent)]
     Open(#[from] OpenError),
     #[error(transparent)]
@@ -65,45 +61,27 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
     let geoip = GeoIp::open(&policy.geoip, metrics.geoip.clone())?;
     let geoip_every = policy.geoip_check_every;
     let warden = Warden::open(policy, store, Arc::new(SystemClock), metrics, geoip)?;
-    tracing::info!(
-        bans = warden.bans().len(),
-        store = warden.store_backend(),
-        "state loaded"
-    );
+    tracing::info!(bans = warden.bans().len(), store = warden.store_backend(), "state loaded");
     let data = web::Data::new(warden.clone());
     let reloader = web::Data::new(Reloader::new(config_path, warden.clone()));
 
     let policy_data = data.clone();
-    let policy_server = HttpServer::new(move || {
-        App::new()
-            .app_data(policy_data.clone())
-            .configure(http::policy::configure)
-    })
-    .keep_alive(KEEP_ALIVE)
-    .shutdown_timeout(10)
-    .bind(policy_address)
-    .map_err(|source| ServeError::Bind {
-        key: "server.policy_listen",
-        address: policy_address,
-        source,
-    })?
-    .run();
+    let policy_server =
+        HttpServer::new(move || App::new().app_data(policy_data.clone()).configure(http::policy::configure))
+            .keep_alive(KEEP_ALIVE)
+            .shutdown_timeout(10)
+            .bind(policy_address)
+            .map_err(|source| ServeError::Bind { key: "server.policy_listen", address: policy_address, source })?
+            .run();
     let admin_data = data.clone();
     let admin_reloader = reloader.clone();
     let admin_server = HttpServer::new(move || {
-        App::new()
-            .app_data(admin_data.clone())
-            .app_data(admin_reloader.clone())
-            .configure(http::admin::configure)
+        App::new().app_data(admin_data.clone()).app_data(admin_reloader.clone()).configure(http::admin::configure)
     })
     .workers(1)
     .shutdown_timeout(10)
     .bind(admin_address)
-    .map_err(|source| ServeError::Bind {
-        key: "server.admin_listen",
-        address: admin_address,
-        source,
-    })?
+    .map_err(|source| ServeError::Bind { key: "server.admin_listen", address: admin_address, source })?
     .run();
     tracing::info!(policy = %policy_address, admin = %admin_address, version = env!("CARGO_PKG_VERSION"), "mailwarden listening");
 
@@ -113,12 +91,9 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
         actix_web::rt::spawn(refresh_geoip_forever(warden.clone(), geoip_every)),
     ];
     if watch_file {
-        tasks.push(actix_web::rt::spawn(reload_on_change(
-            reloader.into_inner(),
-        )));
+        tasks.push(actix_web::rt::spawn(reload_on_change(reloader.into_inner())));
     }
-    let (policy_result, admin_result) =
-        futures_util::future::join(policy_server, admin_server).await;
+    let (policy_result, admin_result) = futures_util::future::join(policy_server, admin_server).await;
     for task in tasks {
         task.abort();
     }

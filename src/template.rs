@@ -19,10 +19,7 @@ pub struct Template {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TemplateError {
-    UnknownPlaceholder {
-        name: String,
-        allowed: Vec<&'static str>,
-    },
+    UnknownPlaceholder { name: String, allowed: Vec<&'static str> },
     Unclosed,
     NotPrintableAscii,
     TooLong,
@@ -33,18 +30,11 @@ impl fmt::Display for TemplateError {
         match self {
             TemplateError::UnknownPlaceholder { name, allowed } => {
                 let allowed: Vec<String> = allowed.iter().map(|a| format!("{{{a}}}")).collect();
-                write!(
-                    f,
-                    "unknown placeholder {{{name}}}; this message can use {}",
-                    allowed.join(", ")
-                )
+                write!(f, "unknown placeholder {{{name}}}; this message can use {}", allowed.join(", "))
             }
             TemplateError::Unclosed => write!(f, "a '{{' is not closed by '}}'"),
             TemplateError::NotPrintableAscii => {
-                write!(
-                    f,
-                    "must be one line of printable ASCII (mail apps show it verbatim)"
-                )
+                write!(f, "must be one line of printable ASCII (mail apps show it verbatim)")
             }
             TemplateError::TooLong => write!(f, "longer than 200 characters"),
         }
@@ -69,11 +59,9 @@ impl Template {
             let after = &rest[open + 1..];
             let close = after.find('}').ok_or(TemplateError::Unclosed)?;
             let name = &after[..close];
-            let known = allowed.iter().find(|a| **a == name).ok_or_else(|| {
-                TemplateError::UnknownPlaceholder {
-                    name: name.to_string(),
-                    allowed: allowed.to_vec(),
-                }
+            let known = allowed.iter().find(|a| **a == name).ok_or_else(|| TemplateError::UnknownPlaceholder {
+                name: name.to_string(),
+                allowed: allowed.to_vec(),
             })?;
             pieces.push(Piece::Placeholder(known));
             rest = &after[close + 1..];
@@ -81,10 +69,7 @@ impl Template {
         if !rest.is_empty() {
             pieces.push(Piece::Text(rest.to_string()));
         }
-        Ok(Template {
-            source: text.to_string(),
-            pieces,
-        })
+        Ok(Template { source: text.to_string(), pieces })
     }
 
     /// The text as written in policy.toml.
@@ -122,25 +107,10 @@ mod tests {
     #[test]
     fn bad_templates_say_what_is_wrong() {
         let unknown = Template::parse("{who}", &["source"]).unwrap_err();
-        assert_eq!(
-            unknown.to_string(),
-            "unknown placeholder {who}; this message can use {source}"
-        );
-        assert_eq!(
-            Template::parse("oops {source", &["source"]),
-            Err(TemplateError::Unclosed)
-        );
-        assert_eq!(
-            Template::parse("two\nlines", &[]),
-            Err(TemplateError::NotPrintableAscii)
-        );
-        assert_eq!(
-            Template::parse("caf\u{e9}", &[]),
-            Err(TemplateError::NotPrintableAscii)
-        );
-        assert_eq!(
-            Template::parse(&"x".repeat(201), &[]),
-            Err(TemplateError::TooLong)
-        );
+        assert_eq!(unknown.to_string(), "unknown placeholder {who}; this message can use {source}");
+        assert_eq!(Template::parse("oops {source", &["source"]), Err(TemplateError::Unclosed));
+        assert_eq!(Template::parse("two\nlines", &[]), Err(TemplateError::NotPrintableAscii));
+        assert_eq!(Template::parse("caf\u{e9}", &[]), Err(TemplateError::NotPrintableAscii));
+        assert_eq!(Template::parse(&"x".repeat(201), &[]), Err(TemplateError::TooLong));
     }
 }

@@ -41,10 +41,7 @@ pub enum WireError {
     #[error("request body is not a JSON object of login attributes: {0}")]
     Malformed(String),
     #[error("{field}: {problem}")]
-    BadField {
-        field: &'static str,
-        problem: String,
-    },
+    BadField { field: &'static str, problem: String },
 }
 
 impl WireError {
@@ -153,8 +150,43 @@ pub struct LoginAttempt<'a> {
     pub protocol: Protocol,
     pub session_id: Cow<'a, str>,
     /// Dovecot 2.4's failure kind; absent with 2.3.
-    pub fail_type: Option<Cow<'a, str>>,
+    pub fail_type: Option<FailType>,
     pub tls: bool,
+}
+
+/// Why a login failed, as Dovecot 2.4 says in `fail_type` (2.3 does not send it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailType {
+    /// A wrong password.
+    Credentials,
+    /// An unknown login.
+    Account,
+    /// The account's password has expired (the password itself was right).
+    Expired,
+    /// The account is disabled.
+    Disabled,
+    /// Dovecot could not check (the passdb was down): not the user's failure.
+    Internal,
+    /// A policy refused it.
+    Policy,
+    /// A kind this version does not know: treated as a wrong password.
+    Other,
+}
+
+impl FailType {
+    /// `None` for an empty value (the login did not fail, or 2.3's absent attribute).
+    pub fn from_name(name: &str) -> Option<FailType> {
+        Some(match name.trim() {
+            "" => return None,
+            "credentials" => FailType::Credentials,
+            "account" => FailType::Account,
+            "expired" => FailType::Expired,
+            "disabled" => FailType::Disabled,
+            "internal" => FailType::Internal,
+            "policy" => FailType::Policy,
+            _ => FailType::Other,
+        })
+    }
 }
 
 /// What a `report` adds to the attempt.
@@ -164,46 +196,31 @@ pub struct Outcome {
     pub policy_reject: bool,
 }
 
-fn optional_address(
-    field: &'static str,
-    value: &Option<Cow<'_, str>>,
-) -> Result<Option<IpAddr>, WireError> {
+fn optional_address(field: &'static str, value: &Option<Cow<'_, str>>) -> Result<Option<IpAddr>, WireError> {
     match value.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
-        Some(text) => parse_ip(text).map(Some).map_err(|e| WireError::BadField {
-            field,
-            problem: e.to_string(),
-        }),
+        Some(text) => parse_ip(text).map(Some).map_err(|e| WireError::BadField { field, problem: e.to_string() }),
     }
 }
 
 /// Parses an `allow` or `report` body. Reports must carry `success`.
-pub fn parse_attempt(
-    body: &[u8],
-    command: Command,
-) -> Result<(LoginAttempt<'_>, Option<Outcome>), WireError> {
+pub fn parse_attempt(body: &[u8], command: Command) -> Result<(LoginAttempt<'_>, Option<Outcome>), WireError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let raw: RawAttempt<'_> = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         match KNOWN_FIELDS.iter().find(|f| **f == path) {
-            Some(field) => WireError::BadField {
-                field,
-                problem: inner.to_string(),
-            },
+            Some(field) => WireError::BadField { field, problem: inner.to_string() },
             None => WireError::Malformed(inner.to_string()),
         }
     })?;
-    deserializer
-        .end()
-        .map_err(|e| WireError::Malformed(e.to_string()))?;
+    deserializer.end().map_err(|e| WireError::Malformed(e.to_string()))?;
     let remote = optional_address("remote", &raw.remote)?;
     let real_remote = optional_address("real_remote", &raw.real_remote)?;
     let outcome = match (command, raw.success) {
-        (Command::Report, Some(success)) => Some(Outcome {
-            success,
-            policy_reject: raw.policy_reject.unwrap_or(false),
-        }),
+        (Command::Report, Some(success)) => {
+            Some(Outcome { success, policy_reject: raw.policy_reject.unwrap_or(false) })
+        }
         (Command::Report, None) => {
             return Err(WireError::BadField {
                 field: "success",
@@ -221,7 +238,7 @@ pub fn parse_attempt(
         device_id: raw.device_id.unwrap_or_else(empty),
         protocol: Protocol::from_name(raw.protocol.as_deref().unwrap_or("")),
         session_id: raw.session_id.unwrap_or_else(empty),
-        fail_type: raw.fail_type.filter(|f| !f.is_empty()),
+        fail_type: raw.fail_type.as_deref().and_then(FailType::from_name),
         tls: raw.tls.unwrap_or(false),
     };
     Ok((attempt, outcome))
@@ -258,20 +275,15 @@ impl Reply {
 /// The reply to `allow` for a decision, with the message rendered from the templates.
 pub fn allow_reply(decision: &Decision, messages: &Messages, now: Timestamp) -> Reply {
     match decision {
-        Decision::Allow(_) => Reply {
-            status: 0,
-            msg: String::new(),
-        },
+        Decision::Allow(_) => Reply { status: 0, msg: String::new() },
         // Dovecot tarpits for `status` seconds; 150 s or more would drop the login, and over
         // 30 s the client sees a "waiting" line, so delays are kept well below (config checks).
-        Decision::Delay { seconds, .. } => Reply {
-            status: i32::try_from((*seconds).min(29)).unwrap_or(29),
-            msg: String::new(),
-        },
-        Decision::Reject(refusal) => Reply {
-            status: -1,
-            msg: sanitize_message(&refusal_message(refusal, messages, now)),
-        },
+        Decision::Delay { seconds, .. } => {
+            Reply { status: i32::try_from((*seconds).min(29)).unwrap_or(29), msg: String::new() }
+        }
+        Decision::Reject(refusal) => {
+            Reply { status: -1, msg: sanitize_message(&refusal_message(refusal, messages, now)) }
+        }
     }
 }
 
@@ -288,18 +300,13 @@ fn refusal_message(refusal: &Refusal, messages: &Messages, now: Timestamp) -> St
         }),
         Refusal::FirewallDefault { login } => messages.firewall_default.render(|_| login.clone()),
         Refusal::StalePassword { login } => messages.stale_password.render(|_| login.clone()),
-        Refusal::AccountUnderAttack { login } => {
-            messages.account_under_attack.render(|_| login.clone())
-        }
+        Refusal::AccountUnderAttack { login } => messages.account_under_attack.render(|_| login.clone()),
     }
 }
 
 /// The reply to `report`: Dovecot ignores the body but logs non-2xx answers.
 pub fn report_reply() -> Reply {
-    Reply {
-        status: 0,
-        msg: String::new(),
-    }
+    Reply { status: 0, msg: String::new() }
 }
 
 /// Makes `text` safe for Dovecot to pass to a mail client: whitespace and control characters
@@ -329,8 +336,7 @@ mod tests {
     use super::*;
     use crate::config::{
         DEFAULT_ACCOUNT_UNDER_ATTACK_MESSAGE, DEFAULT_BANNED_MESSAGE, DEFAULT_BLOCKED_MESSAGE,
-        DEFAULT_FIREWALL_DEFAULT_MESSAGE, DEFAULT_FIREWALL_RULE_MESSAGE,
-        DEFAULT_STALE_PASSWORD_MESSAGE,
+        DEFAULT_FIREWALL_DEFAULT_MESSAGE, DEFAULT_FIREWALL_RULE_MESSAGE, DEFAULT_STALE_PASSWORD_MESSAGE,
     };
     use crate::engine::Allowed;
     use crate::network::{SourceGrouping, parse_network};
@@ -343,32 +349,20 @@ mod tests {
         Messages {
             banned: Template::parse(DEFAULT_BANNED_MESSAGE, &["source", "until"]).unwrap(),
             blocked: Template::parse(DEFAULT_BLOCKED_MESSAGE, &["source"]).unwrap(),
-            firewall_rule: Template::parse(DEFAULT_FIREWALL_RULE_MESSAGE, &["rule", "login"])
-                .unwrap(),
-            firewall_default: Template::parse(DEFAULT_FIREWALL_DEFAULT_MESSAGE, &["login"])
-                .unwrap(),
+            firewall_rule: Template::parse(DEFAULT_FIREWALL_RULE_MESSAGE, &["rule", "login"]).unwrap(),
+            firewall_default: Template::parse(DEFAULT_FIREWALL_DEFAULT_MESSAGE, &["login"]).unwrap(),
             stale_password: Template::parse(DEFAULT_STALE_PASSWORD_MESSAGE, &["login"]).unwrap(),
-            account_under_attack: Template::parse(DEFAULT_ACCOUNT_UNDER_ATTACK_MESSAGE, &["login"])
-                .unwrap(),
+            account_under_attack: Template::parse(DEFAULT_ACCOUNT_UNDER_ATTACK_MESSAGE, &["login"]).unwrap(),
         }
     }
 
     #[test]
     fn the_command_comes_from_the_last_command_parameter() {
         assert_eq!(command_from_query("command=allow"), Ok(Command::Allow));
-        assert_eq!(
-            command_from_query("a=1&command=report"),
-            Ok(Command::Report)
-        );
-        assert_eq!(
-            command_from_query("command=report&command=allow"),
-            Ok(Command::Allow)
-        );
+        assert_eq!(command_from_query("a=1&command=report"), Ok(Command::Report));
+        assert_eq!(command_from_query("command=report&command=allow"), Ok(Command::Allow));
         assert_eq!(command_from_query(""), Err(WireError::MissingCommand));
-        assert_eq!(
-            command_from_query("command=reset"),
-            Err(WireError::UnknownCommand("reset".into()))
-        );
+        assert_eq!(command_from_query("command=reset"), Err(WireError::UnknownCommand("reset".into())));
     }
 
     #[test]
@@ -385,20 +379,11 @@ mod tests {
         let report = br#"{"device_id":"","login":"testuser","protocol":"pop3","pwhash":"0350","remote":"127.0.0.1","session_id":"AXp/FNlg/KJ/AAAB","success":false,"policy_reject":false,"tls":false}"#;
         let (attempt, outcome) = parse_attempt(report, Command::Report).unwrap();
         assert_eq!(attempt.protocol, Protocol::Pop3);
-        assert_eq!(
-            outcome,
-            Some(Outcome {
-                success: false,
-                policy_reject: false
-            })
-        );
+        assert_eq!(outcome, Some(Outcome { success: false, policy_reject: false }));
 
         let nested = br#"{"attrs":{"foo":"bar","orig":"TestUser","sub/lport":"10143"},"device_id":"\"name\" \"MyClient\" \"version\" \"1.2\"","login":"testuser","protocol":"imap","pwhash":"f963","real_remote":"127.0.0.1","remote":"203.0.113.7","session_id":"abc123","zz_domain":"","zz_mech":"PLAIN","tls":false}"#;
         let (attempt, _) = parse_attempt(nested, Command::Allow).unwrap();
-        assert_eq!(
-            attempt.device_id,
-            "\"name\" \"MyClient\" \"version\" \"1.2\""
-        );
+        assert_eq!(attempt.device_id, "\"name\" \"MyClient\" \"version\" \"1.2\"");
         assert_eq!(attempt.remote, Some("203.0.113.7".parse().unwrap()));
         assert_eq!(attempt.real_remote, Some("127.0.0.1".parse().unwrap()));
     }
@@ -408,20 +393,27 @@ mod tests {
         let err = |body: &[u8], command| parse_attempt(body, command).unwrap_err().to_string();
         assert!(err(b"not json", Command::Allow).starts_with("request body is not a JSON object"));
         assert!(err(b"[1,2]", Command::Allow).starts_with("request body is not a JSON object"));
-        assert!(
-            err(br#"{"login":"a"} trailing"#, Command::Allow).starts_with("request body is not")
-        );
-        assert_eq!(
-            err(br#"{"remote":"300.1.1.1"}"#, Command::Allow),
-            "remote: \"300.1.1.1\" is not an IP address"
-        );
+        assert!(err(br#"{"login":"a"} trailing"#, Command::Allow).starts_with("request body is not"));
+        assert_eq!(err(br#"{"remote":"300.1.1.1"}"#, Command::Allow), "remote: \"300.1.1.1\" is not an IP address");
         assert!(err(br#"{"login":5}"#, Command::Allow).starts_with("login: invalid type"));
-        assert!(
-            err(br#"{"success":"false"}"#, Command::Report).starts_with("success: invalid type")
-        );
-        assert!(
-            err(br#"{"login":"a"}"#, Command::Report).starts_with("success: a report must say")
-        );
+        assert!(err(br#"{"success":"false"}"#, Command::Report).starts_with("success: invalid type"));
+        assert!(err(br#"{"login":"a"}"#, Command::Report).starts_with("success: a report must say"));
+    }
+
+    #[test]
+    fn dovecot_2_4_fail_types_are_read_and_2_3_has_none() {
+        let body = |ft: &str| {
+            format!(
+                r#"{{"login":"a","remote":"203.0.113.7","fail_type":"{ft}","success":false,"policy_reject":false}}"#
+            )
+        };
+        let kind = |ft: &str| parse_attempt(body(ft).as_bytes(), Command::Report).map(|(a, _)| a.fail_type).unwrap();
+        assert_eq!(kind("credentials"), Some(FailType::Credentials));
+        assert_eq!(kind("account"), Some(FailType::Account));
+        assert_eq!(kind("internal"), Some(FailType::Internal));
+        assert_eq!(kind("expired"), Some(FailType::Expired));
+        assert_eq!(kind("something-new"), Some(FailType::Other));
+        assert_eq!(kind(""), None);
     }
 
     #[test]
@@ -433,25 +425,12 @@ mod tests {
     #[test]
     fn replies_carry_dovecot_integers_and_the_rendered_message() {
         let allow = allow_reply(&Decision::Allow(Allowed::Clean), &messages(), NOW);
-        assert_eq!(
-            String::from_utf8(allow.to_json()).unwrap(),
-            r#"{"status":0,"msg":""}"#
-        );
-        let source = SourceGrouping {
-            ipv4_prefix: 32,
-            ipv6_prefix: 64,
-        }
-        .source_of("203.0.113.7".parse().unwrap());
-        let banned = Decision::Reject(Refusal::Banned {
-            source,
-            until: NOW.plus(Duration::from_secs(65 * 60)),
-        });
+        assert_eq!(String::from_utf8(allow.to_json()).unwrap(), r#"{"status":0,"msg":""}"#);
+        let source = SourceGrouping { ipv4_prefix: 32, ipv6_prefix: 64 }.source_of("203.0.113.7".parse().unwrap());
+        let banned = Decision::Reject(Refusal::Banned { source, until: NOW.plus(Duration::from_secs(65 * 60)) });
         assert_eq!(
             allow_reply(&banned, &messages(), NOW),
-            Reply {
-                status: -1,
-                msg: "Too many failed logins from 203.0.113.7; try again after 09:05 UTC".into()
-            }
+            Reply { status: -1, msg: "Too many failed logins from 203.0.113.7; try again after 09:05 UTC".into() }
         );
         let blocked = Decision::Reject(Refusal::Blocked {
             address: "198.51.100.9".parse().unwrap(),
@@ -462,32 +441,18 @@ mod tests {
             "Logins from 198.51.100.9 are blocked by the administrator"
         );
         let login = "alice@example.com".to_string();
-        let by_rule = Decision::Reject(Refusal::FirewallRule {
-            rule: 2,
-            login: login.clone(),
-        });
-        let expected = Reply {
-            status: -1,
-            msg: "Access denied by email firewall rule no. 2".into(),
-        };
+        let by_rule = Decision::Reject(Refusal::FirewallRule { rule: 2, login: login.clone() });
+        let expected = Reply { status: -1, msg: "Access denied by email firewall rule no. 2".into() };
         assert_eq!(allow_reply(&by_rule, &messages(), NOW), expected);
         let by_default = Decision::Reject(Refusal::FirewallDefault { login });
-        assert_eq!(
-            allow_reply(&by_default, &messages(), NOW).msg,
-            "Access denied by email firewall default action"
-        );
+        assert_eq!(allow_reply(&by_default, &messages(), NOW).msg, "Access denied by email firewall default action");
     }
 
     #[test]
     fn delays_are_positive_seconds_and_stale_passwords_tell_the_user_what_to_do() {
         use crate::engine::Delayed;
         let login = "alice@example.com".to_string();
-        let delay = Decision::Delay {
-            seconds: 5,
-            why: Delayed::AccountUnderAttack {
-                login: login.clone(),
-            },
-        };
+        let delay = Decision::Delay { seconds: 5, why: Delayed::AccountUnderAttack { login: login.clone() } };
         assert_eq!(
             String::from_utf8(allow_reply(&delay, &messages(), NOW).to_json()).unwrap(),
             r#"{"status":5,"msg":""}"#
@@ -501,14 +466,8 @@ mod tests {
 
     #[test]
     fn messages_never_carry_line_breaks_or_non_ascii_and_stay_short() {
-        assert_eq!(
-            sanitize_message("line1\r\n* BYE injected\r\nx OK fake"),
-            "line1 * BYE injected x OK fake"
-        );
-        assert_eq!(
-            sanitize_message("j\u{f6}rg\u{0}@example.com"),
-            "j?rg @example.com"
-        );
+        assert_eq!(sanitize_message("line1\r\n* BYE injected\r\nx OK fake"), "line1 * BYE injected x OK fake");
+        assert_eq!(sanitize_message("j\u{f6}rg\u{0}@example.com"), "j?rg @example.com");
         assert_eq!(sanitize_message(&"a".repeat(500)).len(), MAX_MESSAGE_LEN);
         assert_eq!(sanitize_message("\t tabs\tand  spaces "), "tabs and spaces");
     }

@@ -18,10 +18,7 @@ struct ErrorBody<'a> {
 
 /// A JSON error response: `{"error": "<stable code>", "message": "<for humans>"}`.
 pub fn json_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
-    HttpResponse::build(status).json(ErrorBody {
-        error: code,
-        message,
-    })
+    HttpResponse::build(status).json(ErrorBody { error: code, message })
 }
 
 /// Reads a request body up to `limit` bytes; `None` when it is larger.

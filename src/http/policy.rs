@@ -15,24 +15,14 @@ pub fn configure(config: &mut web::ServiceConfig) {
     config.default_service(web::to(handle));
 }
 
-async fn handle(
-    request: HttpRequest,
-    payload: web::Payload,
-    warden: web::Data<Warden>,
-) -> HttpResponse {
+async fn handle(request: HttpRequest, payload: web::Payload, warden: web::Data<Warden>) -> HttpResponse {
     let started = Instant::now();
     let command = wire::command_from_query(request.query_string());
     let label = command.as_ref().map_or("unknown", |c| c.label());
     let response = answer(&request, payload, &warden, command).await;
     let metrics = warden.metrics();
-    metrics
-        .requests
-        .with_label_values(&[label, response.status().as_str()])
-        .inc();
-    metrics
-        .request_duration
-        .with_label_values(&[label])
-        .observe(started.elapsed().as_secs_f64());
+    metrics.requests.with_label_values(&[label, response.status().as_str()]).inc();
+    metrics.request_duration.with_label_values(&[label]).observe(started.elapsed().as_secs_f64());
     response
 }
 
@@ -43,17 +33,10 @@ async fn answer(
     command: Result<Command, WireError>,
 ) -> HttpResponse {
     if request.method() != Method::POST {
-        return json_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "Dovecot's policy requests are POST",
-        );
+        return json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Dovecot's policy requests are POST");
     }
     let policy = warden.policy();
-    let presented = request
-        .headers()
-        .get(policy.auth.api_key_header.as_str())
-        .map(|v| v.as_bytes().trim_ascii());
+    let presented = request.headers().get(policy.auth.api_key_header.as_str()).map(|v| v.as_bytes().trim_ascii());
     let authorised = match (&policy.auth.api_key, presented) {
         (Some(key), Some(presented)) => key.matches(presented),
         _ => false,
@@ -102,7 +85,5 @@ async fn answer(
         // parse_attempt always yields an outcome for reports.
         (Command::Report, None) => wire::report_reply(),
     };
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(reply.to_json())
+    HttpResponse::Ok().content_type("application/json").body(reply.to_json())
 }

@@ -22,18 +22,12 @@ pub enum StoreError {
     #[error("cannot open the state database {path}: {message}")]
     Open { path: String, message: String },
     #[error("state database error during {operation}: {message}")]
-    Operation {
-        operation: &'static str,
-        message: String,
-    },
+    Operation { operation: &'static str, message: String },
 }
 
 impl StoreError {
     pub fn operation(operation: &'static str, error: impl std::fmt::Display) -> StoreError {
-        StoreError::Operation {
-            operation,
-            message: error.to_string(),
-        }
+        StoreError::Operation { operation, message: error.to_string() }
     }
 }
 
@@ -61,8 +55,7 @@ pub trait Store: Send + Sync {
     /// Events matching `filter`, newest first.
     fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError>;
     /// Removes events older than `older_than`, then all but the newest `keep_at_most`.
-    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize)
-    -> Result<usize, StoreError>;
+    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize) -> Result<usize, StoreError>;
     /// Firewall rule sets made through the API.
     fn firewall_rule_sets(&self) -> Result<Vec<KeyedRuleSet>, StoreError>;
     /// Creates or replaces the API's rule set for `key`; durable when this returns.
@@ -72,19 +65,10 @@ pub trait Store: Send + Sync {
     /// Records successful logins (login, source, time), keeping the latest time per pair.
     fn save_known_sources(&self, known: &[KnownSource]) -> Result<(), StoreError>;
     /// The sources `login` logged in from since `since`, most recent first, at most `limit`.
-    fn known_sources(
-        &self,
-        login: &str,
-        since: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<Source>, StoreError>;
+    fn known_sources(&self, login: &str, since: Timestamp, limit: usize) -> Result<Vec<Source>, StoreError>;
     /// Removes known sources older than `older_than`, then all but the newest `per_account` of
     /// each account.
-    fn prune_known_sources(
-        &self,
-        older_than: Timestamp,
-        per_account: usize,
-    ) -> Result<usize, StoreError>;
+    fn prune_known_sources(&self, older_than: Timestamp, per_account: usize) -> Result<usize, StoreError>;
     /// Makes the on-disk state compact and self-contained before the process exits.
     fn close(&self) -> Result<(), StoreError>;
     /// A short name for metrics and logs.

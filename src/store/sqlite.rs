@@ -78,10 +78,7 @@ impl SqliteStore {
     /// Opens (creating if needed) `mailwarden.db` in `state_dir` and brings its schema up to date.
     pub fn open(state_dir: &Path) -> Result<SqliteStore, StoreError> {
         let path = state_dir.join("mailwarden.db");
-        let open_error = |message: String| StoreError::Open {
-            path: path.display().to_string(),
-            message,
-        };
+        let open_error = |message: String| StoreError::Open { path: path.display().to_string(), message };
         std::fs::create_dir_all(state_dir)
             .map_err(|e| open_error(format!("cannot create {}: {e}", state_dir.display())))?;
         let connection = Connection::open(&path).map_err(|e| open_error(e.to_string()))?;
@@ -90,14 +87,9 @@ impl SqliteStore {
 
     /// An in-memory database, for tests.
     pub fn in_memory() -> Result<SqliteStore, StoreError> {
-        let connection = Connection::open_in_memory().map_err(|e| StoreError::Open {
-            path: ":memory:".into(),
-            message: e.to_string(),
-        })?;
-        Self::prepare(connection).map_err(|e| StoreError::Open {
-            path: ":memory:".into(),
-            message: e.to_string(),
-        })
+        let connection = Connection::open_in_memory()
+            .map_err(|e| StoreError::Open { path: ":memory:".into(), message: e.to_string() })?;
+        Self::prepare(connection).map_err(|e| StoreError::Open { path: ":memory:".into(), message: e.to_string() })
     }
 
     fn prepare(mut connection: Connection) -> rusqlite::Result<SqliteStore> {
@@ -109,22 +101,14 @@ impl SqliteStore {
         for (number, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
             let transaction = connection.transaction()?;
             transaction.execute_batch(migration)?;
-            transaction.pragma_update(
-                None,
-                "user_version",
-                i64::try_from(number + 1).unwrap_or(i64::MAX),
-            )?;
+            transaction.pragma_update(None, "user_version", i64::try_from(number + 1).unwrap_or(i64::MAX))?;
             transaction.commit()?;
         }
-        Ok(SqliteStore {
-            connection: Mutex::new(connection),
-        })
+        Ok(SqliteStore { connection: Mutex::new(connection) })
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.connection
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -134,8 +118,7 @@ fn ban_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Ban>> {
     let failures: i64 = row.get(4)?;
     // A row this version cannot read (a newer reason, a corrupted source) is skipped rather than
     // stopping start-up; it is logged by the caller's count.
-    let (Ok(source), Some(reason)) = (Source::parse(&source), BanReason::from_label(&reason))
-    else {
+    let (Ok(source), Some(reason)) = (Source::parse(&source), BanReason::from_label(&reason)) else {
         return Ok(None);
     };
     Ok(Some(Ban {
@@ -175,9 +158,8 @@ impl Store for SqliteStore {
         let mut statement = connection
             .prepare("SELECT source, created_at, expires_at, reason, failures, login, protocol, device_id, guesses FROM bans WHERE expires_at > ?1")
             .map_err(|e| StoreError::operation("reading bans", e))?;
-        let rows = statement
-            .query_map(params![now.0], ban_from_row)
-            .map_err(|e| StoreError::operation("reading bans", e))?;
+        let rows =
+            statement.query_map(params![now.0], ban_from_row).map_err(|e| StoreError::operation("reading bans", e))?;
         let mut bans = Vec::new();
         for row in rows {
             match row.map_err(|e| StoreError::operation("reading bans", e))? {
@@ -211,10 +193,7 @@ impl Store for SqliteStore {
 
     fn delete_ban(&self, source: Source) -> Result<bool, StoreError> {
         self.lock()
-            .execute(
-                "DELETE FROM bans WHERE source = ?1",
-                params![source.network().to_string()],
-            )
+            .execute("DELETE FROM bans WHERE source = ?1", params![source.network().to_string()])
             .map(|n| n > 0)
             .map_err(|e| StoreError::operation("deleting a ban", e))
     }
@@ -271,10 +250,7 @@ impl Store for SqliteStore {
 
     fn delete_expired_access_entries(&self, now: Timestamp) -> Result<usize, StoreError> {
         self.lock()
-            .execute(
-                "DELETE FROM access_entries WHERE expires_at IS NOT NULL AND expires_at <= ?1",
-                params![now.0],
-            )
+            .execute("DELETE FROM access_entries WHERE expires_at IS NOT NULL AND expires_at <= ?1", params![now.0])
             .map_err(|e| StoreError::operation("deleting expired list entries", e))
     }
 
@@ -306,9 +282,8 @@ impl Store for SqliteStore {
 
     fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
         let error = |e: rusqlite::Error| StoreError::operation("reading events", e);
-        let mut sql = String::from(
-            "SELECT at, kind, login, ip, protocol, device_id, rule, detail FROM events WHERE 1=1",
-        );
+        let mut sql =
+            String::from("SELECT at, kind, login, ip, protocol, device_id, rule, detail FROM events WHERE 1=1");
         let mut values: Vec<rusqlite::types::Value> = Vec::new();
         if let Some(ip) = filter.ip {
             sql.push_str(" AND ip = ?");
@@ -355,16 +330,10 @@ impl Store for SqliteStore {
         Ok(events)
     }
 
-    fn prune_events(
-        &self,
-        older_than: Timestamp,
-        keep_at_most: usize,
-    ) -> Result<usize, StoreError> {
+    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize) -> Result<usize, StoreError> {
         let error = |e: rusqlite::Error| StoreError::operation("pruning events", e);
         let connection = self.lock();
-        let aged = connection
-            .execute("DELETE FROM events WHERE at < ?1", params![older_than.0])
-            .map_err(error)?;
+        let aged = connection.execute("DELETE FROM events WHERE at < ?1", params![older_than.0]).map_err(error)?;
         let surplus = connection
             .execute(
                 "DELETE FROM events WHERE id <= (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?1)",
@@ -377,14 +346,9 @@ impl Store for SqliteStore {
     fn firewall_rule_sets(&self) -> Result<Vec<KeyedRuleSet>, StoreError> {
         let error = |e: rusqlite::Error| StoreError::operation("reading firewall rules", e);
         let connection = self.lock();
-        let mut statement = connection
-            .prepare("SELECT key, rule_set FROM firewall_rule_sets")
-            .map_err(error)?;
-        let rows = statement
-            .query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-            })
-            .map_err(error)?;
+        let mut statement = connection.prepare("SELECT key, rule_set FROM firewall_rule_sets").map_err(error)?;
+        let rows =
+            statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))).map_err(error)?;
         let mut sets = Vec::new();
         for row in rows {
             let (key, json) = row.map_err(error)?;
@@ -392,11 +356,7 @@ impl Store for SqliteStore {
                 .map_err(|e| e.to_string())
                 .and_then(|s| s.parse().map_err(|e| e.to_string()))
             {
-                Ok(rule_set) => sets.push(KeyedRuleSet {
-                    key,
-                    origin: RuleSetOrigin::Api,
-                    rule_set,
-                }),
+                Ok(rule_set) => sets.push(KeyedRuleSet { key, origin: RuleSetOrigin::Api, rule_set }),
                 Err(e) => {
                     tracing::warn!(key, error = %e, "skipped a stored firewall rule set this version cannot read")
                 }
@@ -419,10 +379,7 @@ impl Store for SqliteStore {
 
     fn delete_firewall_rule_set(&self, key: &str) -> Result<bool, StoreError> {
         self.lock()
-            .execute(
-                "DELETE FROM firewall_rule_sets WHERE key = ?1",
-                params![key],
-            )
+            .execute("DELETE FROM firewall_rule_sets WHERE key = ?1", params![key])
             .map(|n| n > 0)
             .map_err(|e| StoreError::operation("deleting firewall rules", e))
     }
@@ -440,33 +397,21 @@ impl Store for SqliteStore {
                 .map_err(error)?;
             for record in known {
                 upsert
-                    .execute(params![
-                        record.login,
-                        record.source.network().to_string(),
-                        record.at.0
-                    ])
+                    .execute(params![record.login, record.source.network().to_string(), record.at.0])
                     .map_err(error)?;
             }
         }
         transaction.commit().map_err(error)
     }
 
-    fn known_sources(
-        &self,
-        login: &str,
-        since: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<Source>, StoreError> {
+    fn known_sources(&self, login: &str, since: Timestamp, limit: usize) -> Result<Vec<Source>, StoreError> {
         let error = |e: rusqlite::Error| StoreError::operation("reading known sources", e);
         let connection = self.lock();
         let mut statement = connection
             .prepare_cached("SELECT source FROM known_sources WHERE login = ?1 AND last_success >= ?2 ORDER BY last_success DESC LIMIT ?3")
             .map_err(error)?;
         let rows = statement
-            .query_map(
-                params![login, since.0, i64::try_from(limit).unwrap_or(i64::MAX)],
-                |row| row.get::<_, String>(0),
-            )
+            .query_map(params![login, since.0, i64::try_from(limit).unwrap_or(i64::MAX)], |row| row.get::<_, String>(0))
             .map_err(error)?;
         let mut sources = Vec::new();
         for row in rows {
@@ -477,18 +422,11 @@ impl Store for SqliteStore {
         Ok(sources)
     }
 
-    fn prune_known_sources(
-        &self,
-        older_than: Timestamp,
-        per_account: usize,
-    ) -> Result<usize, StoreError> {
+    fn prune_known_sources(&self, older_than: Timestamp, per_account: usize) -> Result<usize, StoreError> {
         let error = |e: rusqlite::Error| StoreError::operation("pruning known sources", e);
         let connection = self.lock();
         let aged = connection
-            .execute(
-                "DELETE FROM known_sources WHERE last_success < ?1",
-                params![older_than.0],
-            )
+            .execute("DELETE FROM known_sources WHERE last_success < ?1", params![older_than.0])
             .map_err(error)?;
         let surplus = connection
             .execute(
@@ -537,11 +475,7 @@ mod tests {
 
     fn ban(address: &str, expires_in_ms: i64) -> Ban {
         Ban {
-            source: SourceGrouping {
-                ipv4_prefix: 32,
-                ipv6_prefix: 64,
-            }
-            .source_of(parse_ip(address).unwrap()),
+            source: SourceGrouping { ipv4_prefix: 32, ipv6_prefix: 64 }.source_of(parse_ip(address).unwrap()),
             created_at: NOW,
             expires_at: Timestamp(NOW.0 + expires_in_ms),
             reason: BanReason::Autoban,
@@ -604,22 +538,9 @@ mod tests {
         let mut entries = store.access_entries().unwrap();
         entries.sort_by_key(|e| e.list);
         assert_eq!(entries, vec![forever.clone(), brief.clone()]);
-        assert_eq!(
-            store
-                .delete_expired_access_entries(Timestamp(NOW.0 + 1000))
-                .unwrap(),
-            1
-        );
-        assert!(
-            store
-                .delete_access_entry(ListKind::Trusted, forever.network)
-                .unwrap()
-        );
-        assert!(
-            !store
-                .delete_access_entry(ListKind::Blocked, forever.network)
-                .unwrap()
-        );
+        assert_eq!(store.delete_expired_access_entries(Timestamp(NOW.0 + 1000)).unwrap(), 1);
+        assert!(store.delete_access_entry(ListKind::Trusted, forever.network).unwrap());
+        assert!(!store.delete_access_entry(ListKind::Blocked, forever.network).unwrap());
         store.close().unwrap();
     }
 
@@ -639,68 +560,18 @@ mod tests {
         store
             .save_events(&[
                 event(1, EventKind::Ban, "203.0.113.7", "alice@example.com"),
-                event(
-                    2,
-                    EventKind::FirewallRule,
-                    "198.51.100.7",
-                    "alice@example.com",
-                ),
+                event(2, EventKind::FirewallRule, "198.51.100.7", "alice@example.com"),
                 event(3, EventKind::Ban, "203.0.113.7", "bob@example.com"),
             ])
             .unwrap();
-        let query = |filter: EventFilter| {
-            store
-                .events(&EventFilter {
-                    limit: 10,
-                    ..filter
-                })
-                .unwrap()
-        };
+        let query = |filter: EventFilter| store.events(&EventFilter { limit: 10, ..filter }).unwrap();
         let all = query(EventFilter::default());
         assert_eq!(all.iter().map(|e| e.at.0).collect::<Vec<_>>(), [3, 2, 1]);
-        assert_eq!(
-            query(EventFilter {
-                ip: "203.0.113.7".parse().ok(),
-                ..Default::default()
-            })
-            .len(),
-            2
-        );
-        assert_eq!(
-            query(EventFilter {
-                login: Some("alice@example.com".into()),
-                ..Default::default()
-            })
-            .len(),
-            2
-        );
-        assert_eq!(
-            query(EventFilter {
-                kind: Some(EventKind::FirewallRule),
-                ..Default::default()
-            })
-            .len(),
-            1
-        );
-        assert_eq!(
-            query(EventFilter {
-                since: Some(Timestamp(2)),
-                ..Default::default()
-            })
-            .len(),
-            2
-        );
-        assert_eq!(
-            store
-                .events(&EventFilter {
-                    limit: 1,
-                    ..Default::default()
-                })
-                .unwrap()[0]
-                .at
-                .0,
-            3
-        );
+        assert_eq!(query(EventFilter { ip: "203.0.113.7".parse().ok(), ..Default::default() }).len(), 2);
+        assert_eq!(query(EventFilter { login: Some("alice@example.com".into()), ..Default::default() }).len(), 2);
+        assert_eq!(query(EventFilter { kind: Some(EventKind::FirewallRule), ..Default::default() }).len(), 1);
+        assert_eq!(query(EventFilter { since: Some(Timestamp(2)), ..Default::default() }).len(), 2);
+        assert_eq!(store.events(&EventFilter { limit: 1, ..Default::default() }).unwrap()[0].at.0, 3);
         assert_eq!(store.prune_events(Timestamp(2), 10).unwrap(), 1);
         assert_eq!(store.prune_events(Timestamp(0), 1).unwrap(), 1);
         assert_eq!(query(EventFilter::default()).len(), 1);
@@ -709,25 +580,15 @@ mod tests {
     #[test]
     fn firewall_rule_sets_round_trip() {
         let store = SqliteStore::in_memory().unwrap();
-        let spec: crate::firewall::RuleSpec =
-            serde_json::from_str(r#"{"action":"block","country":["CN"]}"#).unwrap();
+        let spec: crate::firewall::RuleSpec = serde_json::from_str(r#"{"action":"block","country":["CN"]}"#).unwrap();
         let rule_set = RuleSet {
             rules: vec![spec.parse().unwrap()],
             default: crate::firewall::Action::Allow,
             protocols: crate::firewall::Protocols::MAIL_APPS,
         };
-        store
-            .save_firewall_rule_set("alice@example.com", &rule_set)
-            .unwrap();
+        store.save_firewall_rule_set("alice@example.com", &rule_set).unwrap();
         let sets = store.firewall_rule_sets().unwrap();
-        assert_eq!(
-            sets,
-            vec![KeyedRuleSet {
-                key: "alice@example.com".into(),
-                origin: RuleSetOrigin::Api,
-                rule_set
-            }]
-        );
+        assert_eq!(sets, vec![KeyedRuleSet { key: "alice@example.com".into(), origin: RuleSetOrigin::Api, rule_set }]);
         assert!(store.delete_firewall_rule_set("alice@example.com").unwrap());
         assert!(store.firewall_rule_sets().unwrap().is_empty());
     }
@@ -754,20 +615,10 @@ mod tests {
             store.known_sources("alice", Timestamp(0), 10).unwrap(),
             vec![source("203.0.113.7"), source("198.51.100.7")]
         );
-        assert_eq!(
-            store.known_sources("alice", Timestamp(25), 10).unwrap(),
-            vec![source("203.0.113.7")]
-        );
+        assert_eq!(store.known_sources("alice", Timestamp(25), 10).unwrap(), vec![source("203.0.113.7")]);
         assert_eq!(store.prune_known_sources(Timestamp(0), 1).unwrap(), 1);
-        assert_eq!(
-            store.known_sources("alice", Timestamp(0), 10).unwrap(),
-            vec![source("203.0.113.7")]
-        );
-        assert_eq!(
-            store.prune_known_sources(Timestamp(16), 10).unwrap(),
-            1,
-            "bob's is too old"
-        );
+        assert_eq!(store.known_sources("alice", Timestamp(0), 10).unwrap(), vec![source("203.0.113.7")]);
+        assert_eq!(store.prune_known_sources(Timestamp(16), 10).unwrap(), 1, "bob's is too old");
     }
 
     #[test]
@@ -775,10 +626,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(SqliteStore::open(dir.path()).unwrap());
         let store = SqliteStore::open(dir.path()).unwrap();
-        let version: i64 = store
-            .lock()
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .unwrap();
+        let version: i64 = store.lock().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
     }
 }

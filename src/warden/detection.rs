@@ -45,10 +45,7 @@ fn counting(policy: &Policy) -> Counting {
 }
 
 fn protection(policy: &Policy) -> Protection {
-    Protection {
-        sources: policy.account_protection.sources,
-        window: policy.account_protection.window,
-    }
+    Protection { sources: policy.account_protection.sources, window: policy.account_protection.window }
 }
 
 /// What a `report` changed that the caller must finish off the request path.
@@ -103,9 +100,7 @@ impl Diagnosis {
         let mut lines = vec![e.summary()];
         if let Some(ban) = &e.ban {
             for guess in &ban.cause.guesses {
-                let device = device_name(&guess.device_id)
-                    .map(|d| format!(" from {d}"))
-                    .unwrap_or_default();
+                let device = device_name(&guess.device_id).map(|d| format!(" from {d}")).unwrap_or_default();
                 let times = if guess.failures == 1 {
                     "once".to_string()
                 } else {
@@ -122,22 +117,13 @@ impl Diagnosis {
         }
         let minutes = self.window.as_secs() / 60;
         for guess in &self.guesses {
-            let device = device_name(&guess.device_id)
-                .map(|d| format!(" ({d})"))
-                .unwrap_or_default();
-            let stale = self
-                .stale_after
-                .is_some_and(|after| guess.failures >= after)
-                || guess.quarantined_until.is_some();
+            let device = device_name(&guess.device_id).map(|d| format!(" ({d})")).unwrap_or_default();
+            let stale =
+                self.stale_after.is_some_and(|after| guess.failures >= after) || guess.quarantined_until.is_some();
             let line = if stale {
                 let quarantine = guess
                     .quarantined_until
-                    .map(|end| {
-                        format!(
-                            "; that password is refused from here until {}",
-                            readable(end)
-                        )
-                    })
+                    .map(|end| format!("; that password is refused from here until {}", readable(end)))
                     .unwrap_or_default();
                 format!(
                     "stale device: a mail app{device} keeps using an old password for {} over {}: {} tries since {}, last at {}{quarantine}",
@@ -191,20 +177,14 @@ impl Warden {
 
     /// The response owed to this login when its account is under attack and its source is
     /// not one the account logged in from lately.
-    pub(super) fn unknown_source_under_attack(
-        &self,
-        view: &LoginView<'_>,
-        now: Timestamp,
-    ) -> Option<AttackResponse> {
+    pub(super) fn unknown_source_under_attack(&self, view: &LoginView<'_>, now: Timestamp) -> Option<AttackResponse> {
         let shared = &*self.shared;
         let policy = shared.policy.load();
         let settings = &policy.account_protection;
         if !settings.enabled || view.login.is_empty() {
             return None;
         }
-        let history = shared
-            .accounts
-            .under_attack(view.login, now, &protection(&policy))?;
+        let history = shared.accounts.under_attack(view.login, now, &protection(&policy))?;
         let source = view.address.map(|ip| policy.autoban.grouping.source_of(ip));
         let known = source.is_some_and(|s| history.known.as_ref().is_some_and(|k| k.contains(&s)));
         (!known).then_some(settings.response)
@@ -219,14 +199,11 @@ impl Warden {
         let kind = engine::classify_report(
             outcome.success,
             outcome.policy_reject,
+            attempt.fail_type,
             attempt.remote.is_some(),
             standing,
         );
-        shared
-            .metrics
-            .reports
-            .with_label_values(&[kind.label()])
-            .inc();
+        shared.metrics.reports.with_label_values(&[kind.label()]).inc();
         let Some(address) = attempt.remote else {
             return ReportEffects::default();
         };
@@ -236,7 +213,29 @@ impl Warden {
                 self.record_success(&attempt.login, source, now);
                 ReportEffects::default()
             }
-            ReportKind::Failure => self.record_failure(attempt, source, now, &policy),
+            ReportKind::Failure { unknown_account } => {
+                let weight = if unknown_account && policy.autoban.unknown_accounts_count_double { 2 } else { 1 };
+                self.record_failure(attempt, source, weight, now, &policy)
+            }
+            ReportKind::AccountExpired | ReportKind::AccountDisabled => {
+                let login = &attempt.login;
+                let (event, detail) = if kind == ReportKind::AccountExpired {
+                    (EventKind::AccountExpired, format!("{login}'s password has expired: the user needs a new password, not an unban"))
+                } else {
+                    (EventKind::AccountDisabled, format!("{login} is disabled: logins fail whatever the password; not counted toward a ban"))
+                };
+                shared.journal.event(Event {
+                    at: now,
+                    kind: event,
+                    login: login.to_string(),
+                    ip: attempt.remote,
+                    protocol: attempt.protocol.label().to_string(),
+                    device_id: attempt.device_id.to_string(),
+                    rule: None,
+                    detail,
+                });
+                ReportEffects::default()
+            }
             _ => ReportEffects::default(),
         }
     }
@@ -255,17 +254,14 @@ impl Warden {
             return;
         }
         shared.known_recorded.insert(pair, ());
-        shared.journal.known_source(KnownSource {
-            login: login.to_string(),
-            source,
-            at: now,
-        });
+        shared.journal.known_source(KnownSource { login: login.to_string(), source, at: now });
     }
 
     fn record_failure(
         &self,
         attempt: &LoginAttempt<'_>,
         source: Source,
+        weight: u32,
         now: Timestamp,
         policy: &Policy,
     ) -> ReportEffects {
@@ -276,20 +272,11 @@ impl Warden {
             login: &attempt.login,
             protocol: attempt.protocol,
             device_id: &attempt.device_id,
+            weight,
         };
-        let recorded = shared
-            .failures
-            .record_failure(source, failed, now, &counting(policy));
-        let guess_kind = if recorded.new_guess {
-            "new"
-        } else {
-            "repeated"
-        };
-        shared
-            .metrics
-            .failed_guesses
-            .with_label_values(&[guess_kind])
-            .inc();
+        let recorded = shared.failures.record_failure(source, failed, now, &counting(policy));
+        let guess_kind = if recorded.new_guess { "new" } else { "repeated" };
+        shared.metrics.failed_guesses.with_label_values(&[guess_kind]).inc();
         let event = |kind, detail: String| Event {
             at: now,
             kind,
@@ -301,37 +288,23 @@ impl Warden {
             detail,
         };
         if recorded.quarantined {
-            shared
-                .metrics
-                .quarantines
-                .with_label_values(&[attempt.protocol.label()])
-                .inc();
+            shared.metrics.quarantines.with_label_values(&[attempt.protocol.label()]).inc();
             let detail = format!(
                 "the same wrong password failed {} times from {source}; refused from there for a while",
                 recorded.repeats
             );
-            shared
-                .journal
-                .event(event(EventKind::QuarantineStarted, detail));
+            shared.journal.event(event(EventKind::QuarantineStarted, detail));
         }
         if policy.account_protection.enabled
-            && shared
-                .accounts
-                .record_failure(&attempt.login, source, now, &protection(policy))
+            && shared.accounts.record_failure(&attempt.login, source, now, &protection(policy))
         {
-            shared
-                .metrics
-                .account_attacks
-                .with_label_values(&[attempt.protocol.label()])
-                .inc();
+            shared.metrics.account_attacks.with_label_values(&[attempt.protocol.label()]).inc();
             let detail = format!(
                 "{} addresses failed to log in within {}",
                 policy.account_protection.sources,
                 humantime::format_duration(policy.account_protection.window)
             );
-            shared
-                .journal
-                .event(event(EventKind::AttackStarted, detail));
+            shared.journal.event(event(EventKind::AttackStarted, detail));
             effects.attacked_login = Some(attempt.login.to_string());
         }
         let already_banned = shared.bans.active(source, now).is_some();
@@ -353,11 +326,7 @@ impl Warden {
         let previous = shared.ban_history.get(&source);
         let length = engine::ban_length(&policy.autoban, previous, now);
         if length > policy.autoban.ban_for {
-            shared
-                .metrics
-                .ban_escalations
-                .with_label_values(&["repeat_offender"])
-                .inc();
+            shared.metrics.ban_escalations.with_label_values(&["repeat_offender"]).inc();
         }
         shared.ban_history.insert(source, (now, length));
         let window = policy.autoban.window;
@@ -394,20 +363,9 @@ impl Warden {
         });
         shared.bans.insert(ban.clone());
         shared.failures.forget(source);
-        shared
-            .metrics
-            .bans_created
-            .with_label_values(&[ban.reason.label()])
-            .inc();
-        shared
-            .metrics
-            .active_bans
-            .set(gauge_value(shared.bans.len()));
-        let escalated = if length > policy.autoban.ban_for {
-            " (a repeat offender)"
-        } else {
-            ""
-        };
+        shared.metrics.bans_created.with_label_values(&[ban.reason.label()]).inc();
+        shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
+        let escalated = if length > policy.autoban.ban_for { " (a repeat offender)" } else { "" };
         shared.journal.event(Event {
             at: now,
             kind: EventKind::BanPlaced,
@@ -428,32 +386,20 @@ impl Warden {
     pub fn load_known_sources(&self, login: &str) -> Result<usize, StoreError> {
         let shared = &*self.shared;
         let policy = shared.policy.load();
-        let since = shared
-            .clock
-            .now()
-            .minus(policy.account_protection.known_for);
-        let known =
-            shared
-                .store
-                .known_sources(login, since, policy.account_protection.known_per_account);
+        let since = shared.clock.now().minus(policy.account_protection.known_for);
+        let known = shared.store.known_sources(login, since, policy.account_protection.known_per_account);
         shared.metrics.store_result("read_known_sources", &known);
         let known = known?;
         let count = known.len();
         shared.accounts.set_known(login, known);
-        tracing::info!(
-            login,
-            known = count,
-            "account under attack; its known sources keep logging in as usual"
-        );
+        tracing::info!(login, known = count, "account under attack; its known sources keep logging in as usual");
         Ok(count)
     }
 
     /// Accounts under a distributed attack now.
     pub fn accounts_under_attack(&self) -> Vec<String> {
         let policy = self.shared.policy.load();
-        self.shared
-            .accounts
-            .attacked(self.shared.clock.now(), &protection(&policy))
+        self.shared.accounts.attacked(self.shared.clock.now(), &protection(&policy))
     }
 
     /// Everything known about `address` (and `login`, when given): the decision, the ban and
@@ -471,35 +417,23 @@ impl Warden {
         };
         let explanation = self.explain(&view, address);
         let source = policy.autoban.grouping.source_of(address);
-        let mut guesses: Vec<Guess> = shared
-            .failures
-            .history(source)
-            .map(|h| h.guesses.clone())
-            .unwrap_or_default();
+        let mut guesses: Vec<Guess> = shared.failures.history(source).map(|h| h.guesses.clone()).unwrap_or_default();
         if let Some(login) = login {
             guesses.retain(|g| g.login.as_ref() == login);
         }
         guesses.sort_by_key(|g| std::cmp::Reverse(g.last_seen));
         let protection = protection(&policy);
-        let mut logins: Vec<String> = guesses
-            .iter()
-            .map(|g| g.login.to_string())
-            .chain(login.map(str::to_string))
-            .collect();
+        let mut logins: Vec<String> =
+            guesses.iter().map(|g| g.login.to_string()).chain(login.map(str::to_string)).collect();
         logins.sort();
         logins.dedup();
-        let accounts_under_attack = logins
-            .into_iter()
-            .filter(|l| shared.accounts.under_attack(l, now, &protection).is_some())
-            .collect();
+        let accounts_under_attack =
+            logins.into_iter().filter(|l| shared.accounts.under_attack(l, now, &protection).is_some()).collect();
         Diagnosis {
             explanation,
             guesses,
             window: policy.autoban.window,
-            stale_after: policy
-                .stale_passwords
-                .enabled
-                .then_some(policy.stale_passwords.after),
+            stale_after: policy.stale_passwords.enabled.then_some(policy.stale_passwords.after),
             accounts_under_attack,
             attack_response: policy.account_protection.response,
         }
@@ -512,14 +446,8 @@ mod tests {
 
     #[test]
     fn device_names_come_from_the_imap_id_string() {
-        assert_eq!(
-            device_name(r#""name" "Thunderbird" "version" "115.3""#).as_deref(),
-            Some("Thunderbird 115.3")
-        );
-        assert_eq!(
-            device_name(r#""NAME" "iPhone Mail""#).as_deref(),
-            Some("iPhone Mail")
-        );
+        assert_eq!(device_name(r#""name" "Thunderbird" "version" "115.3""#).as_deref(), Some("Thunderbird 115.3"));
+        assert_eq!(device_name(r#""NAME" "iPhone Mail""#).as_deref(), Some("iPhone Mail"));
         assert_eq!(device_name(""), None);
         assert_eq!(device_name(r#""vendor" "Acme""#), None);
     }

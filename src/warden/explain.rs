@@ -39,15 +39,8 @@ fn entry_note(e: &AccessEntry) -> String {
         Origin::PolicyFile => "policy.toml",
         Origin::Api => "the admin API",
     };
-    let comment = if e.comment.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", e.comment)
-    };
-    let expiry = e
-        .expires_at
-        .map(|t| format!(" until {}", readable(t)))
-        .unwrap_or_default();
+    let comment = if e.comment.is_empty() { String::new() } else { format!(" ({})", e.comment) };
+    let expiry = e.expires_at.map(|t| format!(" until {}", readable(t))).unwrap_or_default();
     format!("{} in {origin}{comment}{expiry}", e.network)
 }
 
@@ -62,30 +55,19 @@ fn facts_note(facts: &AddressFacts) -> String {
     if facts.non_residential {
         known.push("non-residential".to_string());
     }
-    if known.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", known.join(", "))
-    }
+    if known.is_empty() { String::new() } else { format!(" ({})", known.join(", ")) }
 }
 
 impl Explanation {
     /// The firewall's part of the story, when one applied.
     fn firewall_note(&self) -> Option<String> {
         let set_name = |key: &str, via_domain: bool, origin: &str| {
-            let whose = if via_domain {
-                format!("the domain rules {key}")
-            } else {
-                format!("the email firewall of {key}")
-            };
+            let whose =
+                if via_domain { format!("the domain rules {key}") } else { format!("the email firewall of {key}") };
             format!("{whose} (from {origin})")
         };
         match &self.firewall {
-            FirewallCheck::Evaluated {
-                applied,
-                facts,
-                outcome,
-            } => {
+            FirewallCheck::Evaluated { applied, facts, outcome } => {
                 let origin = match applied.keyed.origin {
                     RuleSetOrigin::PolicyFile => "policy.toml",
                     RuleSetOrigin::Api => "the admin API",
@@ -103,14 +85,10 @@ impl Explanation {
                     }
                 })
             }
-            FirewallCheck::Webmail(set) => Some(format!(
-                "the email firewall of {} does not apply to webmail",
-                set.key
-            )),
-            FirewallCheck::ProtocolNotCovered(set) => Some(format!(
-                "the email firewall of {} does not cover this protocol",
-                set.key
-            )),
+            FirewallCheck::Webmail(set) => Some(format!("the email firewall of {} does not apply to webmail", set.key)),
+            FirewallCheck::ProtocolNotCovered(set) => {
+                Some(format!("the email firewall of {} does not cover this protocol", set.key))
+            }
             FirewallCheck::NoRules | FirewallCheck::NoAddress(_) => None,
         }
     }
@@ -120,27 +98,16 @@ impl Explanation {
         let firewall = self.firewall_note();
         match (&self.decision, &self.list_entry, &self.ban) {
             (Decision::Reject(Refusal::Blocked { .. }), Some(entry), _) => {
-                format!(
-                    "refused: {} is blocked by {}",
-                    self.address,
-                    entry_note(entry)
-                )
+                format!("refused: {} is blocked by {}", self.address, entry_note(entry))
             }
-            (
-                Decision::Reject(Refusal::FirewallRule { .. } | Refusal::FirewallDefault { .. }),
-                _,
-                _,
-            ) => {
+            (Decision::Reject(Refusal::FirewallRule { .. } | Refusal::FirewallDefault { .. }), _, _) => {
                 format!("refused: {}", firewall.unwrap_or_default())
             }
             (Decision::Reject(Refusal::Banned { .. }), _, Some(ban)) => {
                 let last = if ban.cause.login.is_empty() {
                     String::new()
                 } else {
-                    format!(
-                        "; last failed login {} over {}",
-                        ban.cause.login, ban.cause.protocol
-                    )
+                    format!("; last failed login {} over {}", ban.cause.login, ban.cause.protocol)
                 };
                 format!(
                     "refused: {} is banned until {} after {} failed logins{last}",
@@ -151,11 +118,7 @@ impl Explanation {
             }
             (Decision::Allow(Allowed::Trusted), Some(entry), _) => {
                 let also = firewall.map(|f| format!("; {f}")).unwrap_or_default();
-                format!(
-                    "allowed: {} is trusted by {}; it is never banned{also}",
-                    self.address,
-                    entry_note(entry)
-                )
+                format!("allowed: {} is trusted by {}; it is never banned{also}", self.address, entry_note(entry))
             }
             _ => {
                 let also = firewall.map(|f| format!("; {f}")).unwrap_or_default();

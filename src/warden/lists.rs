@@ -36,11 +36,7 @@ pub struct ListChange {
 type ApiEntries = HashMap<(ListKind, IpNet), AccessEntry>;
 
 /// The combined snapshot of the policy file's entries and the API's.
-pub(super) fn build_access(
-    policy: &Policy,
-    api_entries: &ApiEntries,
-    now: Timestamp,
-) -> AccessLists {
+pub(super) fn build_access(policy: &Policy, api_entries: &ApiEntries, now: Timestamp) -> AccessLists {
     let entry = move |list, network: &IpNet| AccessEntry {
         list,
         network: *network,
@@ -49,16 +45,8 @@ pub(super) fn build_access(
         expires_at: None,
         origin: Origin::PolicyFile,
     };
-    let trusted = policy
-        .networks
-        .trusted
-        .iter()
-        .map(move |n| entry(ListKind::Trusted, n));
-    let blocked = policy
-        .networks
-        .blocked
-        .iter()
-        .map(move |n| entry(ListKind::Blocked, n));
+    let trusted = policy.networks.trusted.iter().map(move |n| entry(ListKind::Trusted, n));
+    let blocked = policy.networks.blocked.iter().map(move |n| entry(ListKind::Blocked, n));
     AccessLists::build(trusted.chain(blocked).chain(api_entries.values().cloned()))
 }
 
@@ -70,11 +58,7 @@ impl Warden {
     /// Rebuilds the combined lists; called with the API entries locked, so concurrent changes
     /// rebuild in order.
     fn rebuild_access(&self, api_entries: &ApiEntries) {
-        let lists = build_access(
-            &self.shared.policy.load(),
-            api_entries,
-            self.shared.clock.now(),
-        );
+        let lists = build_access(&self.shared.policy.load(), api_entries, self.shared.clock.now());
         self.shared.access.store(Arc::new(lists));
     }
 
@@ -123,28 +107,18 @@ impl Warden {
     }
 
     /// Removes the API's entry for `network` from `list`, durably. Blocking.
-    pub fn remove_from_list(
-        &self,
-        list: ListKind,
-        network: IpNet,
-    ) -> Result<AccessEntry, ListError> {
+    pub fn remove_from_list(&self, list: ListKind, network: IpNet) -> Result<AccessEntry, ListError> {
         let network = network.trunc();
         if self.in_policy_file(list, network) {
             return Err(ListError::DefinedInPolicyFile { list, network });
         }
         let now = self.shared.clock.now();
         let mut entries = self.api_entries();
-        let Some(existing) = entries
-            .get(&(list, network))
-            .filter(|e| e.is_active(now))
-            .cloned()
-        else {
+        let Some(existing) = entries.get(&(list, network)).filter(|e| e.is_active(now)).cloned() else {
             return Err(ListError::NotListed { list, network });
         };
         let deleted = self.shared.store.delete_access_entry(list, network);
-        self.shared
-            .metrics
-            .store_result("delete_list_entry", &deleted);
+        self.shared.metrics.store_result("delete_list_entry", &deleted);
         deleted?;
         entries.remove(&(list, network));
         self.rebuild_access(&entries);
@@ -155,13 +129,7 @@ impl Warden {
     /// The entries of `list` in force, from the policy file and the API.
     pub fn list_entries(&self, list: ListKind) -> Vec<AccessEntry> {
         let now = self.shared.clock.now();
-        self.shared
-            .access
-            .load()
-            .entries(list, now)
-            .into_iter()
-            .cloned()
-            .collect()
+        self.shared.access.load().entries(list, now).into_iter().cloned().collect()
     }
 
     /// Drops the API's entries that have ended, from memory and the store. Blocking.
@@ -173,9 +141,7 @@ impl Warden {
             return Ok(0);
         }
         let deleted = self.shared.store.delete_expired_access_entries(now);
-        self.shared
-            .metrics
-            .store_result("delete_expired_list_entries", &deleted);
+        self.shared.metrics.store_result("delete_expired_list_entries", &deleted);
         deleted?;
         self.rebuild_access(&entries);
         Ok(before - entries.len())

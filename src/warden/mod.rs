@@ -168,15 +168,11 @@ impl Warden {
         }
         let entries = store.access_entries();
         metrics.store_result("load_list_entries", &entries);
-        let api_entries: HashMap<_, _> = entries?
-            .into_iter()
-            .map(|e| ((e.list, e.network), e))
-            .collect();
+        let api_entries: HashMap<_, _> = entries?.into_iter().map(|e| ((e.list, e.network), e)).collect();
         let access = lists::build_access(&policy, &api_entries, now);
         let sets = store.firewall_rule_sets();
         metrics.store_result("load_firewall_rules", &sets);
-        let api_rule_sets: HashMap<String, RuleSet> =
-            sets?.into_iter().map(|s| (s.key, s.rule_set)).collect();
+        let api_rule_sets: HashMap<String, RuleSet> = sets?.into_iter().map(|s| (s.key, s.rule_set)).collect();
         let problems = rules::check_sources(&policy, &api_rule_sets, &geoip);
         if !problems.is_empty() {
             return Err(OpenError::Rules(problems));
@@ -196,10 +192,8 @@ impl Warden {
             .max_capacity(100_000)
             .time_to_live(std::time::Duration::from_secs(30 * 24 * 3600))
             .build();
-        let known_recorded = moka::sync::Cache::builder()
-            .max_capacity(200_000)
-            .time_to_live(detection::KNOWN_REWRITE_AFTER)
-            .build();
+        let known_recorded =
+            moka::sync::Cache::builder().max_capacity(200_000).time_to_live(detection::KNOWN_REWRITE_AFTER).build();
         metrics.active_bans.set(gauge_value(bans.len()));
         let shared = Shared {
             policy: ArcSwap::from_pointee(policy),
@@ -219,9 +213,7 @@ impl Warden {
             store,
             metrics,
         };
-        Ok(Warden {
-            shared: Arc::new(shared),
-        })
+        Ok(Warden { shared: Arc::new(shared) })
     }
 
     pub fn policy(&self) -> Arc<Policy> {
@@ -253,9 +245,7 @@ impl Warden {
         let now = shared.clock.now();
         let standing = self.standing(view.address, now);
         let grouping = shared.policy.load().autoban.grouping;
-        let ban = view
-            .address
-            .and_then(|ip| shared.bans.active_for_address(ip, grouping, now));
+        let ban = view.address.and_then(|ip| shared.bans.active_for_address(ip, grouping, now));
         engine::decide_allow(&AllowFacts {
             address: view.address,
             standing,
@@ -274,11 +264,7 @@ impl Warden {
         self.shared
             .metrics
             .decisions
-            .with_label_values(&[
-                decision.verdict(),
-                decision.reason(),
-                attempt.protocol.label(),
-            ])
+            .with_label_values(&[decision.verdict(), decision.reason(), attempt.protocol.label()])
             .inc();
         let now = self.shared.clock.now();
         let reply = wire::allow_reply(&decision, &self.shared.policy.load().messages, now);
@@ -290,21 +276,15 @@ impl Warden {
             Decision::Reject(Refusal::FirewallRule { rule, .. }) => {
                 Some((EventKind::FirewallRule, u32::try_from(*rule).ok()))
             }
-            Decision::Reject(Refusal::FirewallDefault { .. }) => {
-                Some((EventKind::FirewallDefault, None))
-            }
-            Decision::Reject(Refusal::StalePassword { .. }) => {
-                Some((EventKind::StalePassword, None))
-            }
-            Decision::Reject(Refusal::AccountUnderAttack { .. }) => {
-                Some((EventKind::AccountUnderAttack, None))
-            }
+            Decision::Reject(Refusal::FirewallDefault { .. }) => Some((EventKind::FirewallDefault, None)),
+            Decision::Reject(Refusal::StalePassword { .. }) => Some((EventKind::StalePassword, None)),
+            Decision::Reject(Refusal::AccountUnderAttack { .. }) => Some((EventKind::AccountUnderAttack, None)),
         };
         if let Some((kind, rule)) = recorded {
             let detail = match &decision {
-                Decision::Delay { seconds, .. } => format!(
-                    "delayed {seconds}s: the account is under attack and this address is new to it"
-                ),
+                Decision::Delay { seconds, .. } => {
+                    format!("delayed {seconds}s: the account is under attack and this address is new to it")
+                }
                 _ => reply.msg.clone(),
             };
             self.shared.journal.event(Event {
@@ -336,11 +316,7 @@ impl Warden {
     pub fn source_for(&self, target: IpNet) -> Source {
         let grouping = self.shared.policy.load().autoban.grouping;
         let host = target.prefix_len() == target.max_prefix_len();
-        if host {
-            grouping.source_of(target.addr())
-        } else {
-            grouping.source_of(target.network())
-        }
+        if host { grouping.source_of(target.addr()) } else { grouping.source_of(target.network()) }
     }
 
     /// The active ban on `source`.
@@ -361,18 +337,11 @@ impl Warden {
         let deleted = deleted?;
         let removed = shared.bans.remove(source);
         shared.failures.forget(source);
-        shared
-            .metrics
-            .active_bans
-            .set(gauge_value(shared.bans.len()));
+        shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
         let now = shared.clock.now();
         let lifted = removed.filter(|b| b.is_active(now));
         if lifted.is_some() || deleted {
-            shared
-                .metrics
-                .bans_lifted
-                .with_label_values(&["admin"])
-                .inc();
+            shared.metrics.bans_lifted.with_label_values(&["admin"]).inc();
             tracing::info!(source = %source, "ban lifted by an administrator");
         }
         Ok(lifted)
@@ -391,15 +360,8 @@ impl Warden {
         let now = shared.clock.now();
         let ended = shared.bans.take_expired(now);
         if !ended.is_empty() {
-            shared
-                .metrics
-                .bans_lifted
-                .with_label_values(&["expired"])
-                .inc_by(ended.len() as u64);
-            shared
-                .metrics
-                .active_bans
-                .set(gauge_value(shared.bans.len()));
+            shared.metrics.bans_lifted.with_label_values(&["expired"]).inc_by(ended.len() as u64);
+            shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
             for ban in &ended {
                 tracing::info!(source = %ban.source, "ban expired");
             }
@@ -419,11 +381,7 @@ impl Warden {
     /// changed. Counters, bans, list entries and API rule sets carry over; settings only a
     /// restart can change keep their old values and are named in the result. Refused, with
     /// nothing changed, when a rule set would need GeoIP data the new policy does not provide.
-    pub fn apply_policy(
-        &self,
-        mut new: Policy,
-        geoip: Option<GeoIp>,
-    ) -> Result<Vec<&'static str>, Vec<String>> {
+    pub fn apply_policy(&self, mut new: Policy, geoip: Option<GeoIp>) -> Result<Vec<&'static str>, Vec<String>> {
         let old = self.shared.policy.load_full();
         let mut kept = Vec::new();
         let changed = [
@@ -459,14 +417,8 @@ impl Warden {
         }
         self.shared.failures.set_window(new.autoban.window);
         *lock(&self.shared.keep) = detection::keep(&new);
-        self.shared.access.store(Arc::new(lists::build_access(
-            &new,
-            &entries,
-            self.shared.clock.now(),
-        )));
-        self.shared
-            .firewall
-            .store(Arc::new(rules::build_firewall(&new, &rule_sets)));
+        self.shared.access.store(Arc::new(lists::build_access(&new, &entries, self.shared.clock.now())));
+        self.shared.firewall.store(Arc::new(rules::build_firewall(&new, &rule_sets)));
         self.shared.policy.store(Arc::new(new));
         Ok(kept)
     }
@@ -474,18 +426,9 @@ impl Warden {
     /// Brings gauges that are cheaper to read than to maintain up to date (before a scrape).
     pub fn refresh_gauges(&self) {
         let shared = &*self.shared;
-        shared
-            .metrics
-            .accounts_under_attack
-            .set(gauge_value(self.accounts_under_attack().len()));
-        shared
-            .metrics
-            .tracked_sources
-            .set(i64::try_from(shared.failures.tracked_sources()).unwrap_or(i64::MAX));
-        shared
-            .metrics
-            .active_bans
-            .set(gauge_value(shared.bans.len()));
+        shared.metrics.accounts_under_attack.set(gauge_value(self.accounts_under_attack().len()));
+        shared.metrics.tracked_sources.set(i64::try_from(shared.failures.tracked_sources()).unwrap_or(i64::MAX));
+        shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
         let access = shared.access.load();
         let now = shared.clock.now();
         for list in [ListKind::Trusted, ListKind::Blocked] {

@@ -10,8 +10,8 @@ use std::sync::{Arc, MutexGuard};
 use super::{LoginView, Warden, lock};
 use crate::config::Policy;
 use crate::firewall::{
-    Action, AddressFacts, Applicable, Firewall, KeyedRuleSet, Outcome, Protocols, Rule, RuleSet,
-    RuleSetOrigin, parse_key,
+    Action, AddressFacts, Applicable, Firewall, KeyedRuleSet, Outcome, Protocols, Rule, RuleSet, RuleSetOrigin,
+    parse_key,
 };
 use crate::geoip::GeoIp;
 use crate::store::StoreError;
@@ -24,21 +24,12 @@ pub enum FirewallError {
     #[error("{0}")]
     InvalidKey(String),
     #[error("{field}: {message}")]
-    Invalid {
-        field: &'static str,
-        message: String,
-    },
+    Invalid { field: &'static str, message: String },
     #[error("{0} has no firewall rules")]
     NoRuleSet(String),
     #[error("{key} has no rule no. {number} (it has {count})")]
-    NoSuchRule {
-        key: String,
-        number: usize,
-        count: usize,
-    },
-    #[error(
-        "{0} has no firewall rules set through the API (rules from policy.toml are changed in the file)"
-    )]
+    NoSuchRule { key: String, number: usize, count: usize },
+    #[error("{0} has no firewall rules set through the API (rules from policy.toml are changed in the file)")]
     NoApiRuleSet(String),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -114,10 +105,7 @@ fn missing_source(set: &RuleSet, geoip: &GeoIp) -> Option<(usize, &'static str)>
 /// Every rule set (the file's and the API's) whose rules need GeoIP data not configured, as
 /// messages naming the mailbox and the rule.
 pub(super) fn check_sources(policy: &Policy, api: &ApiRuleSets, geoip: &GeoIp) -> Vec<String> {
-    let file = policy
-        .mailboxes
-        .iter()
-        .map(|s| (&s.key, &s.rule_set, "policy.toml"));
+    let file = policy.mailboxes.iter().map(|s| (&s.key, &s.rule_set, "policy.toml"));
     let from_api = api.iter().map(|(key, set)| (key, set, "the admin API"));
     let mut problems: Vec<String> = file
         .chain(from_api)
@@ -136,11 +124,7 @@ fn existing_rule(key: &str, number: usize, set: &RuleSet) -> Result<usize, Firew
     if (1..=count).contains(&number) {
         Ok(count)
     } else {
-        Err(FirewallError::NoSuchRule {
-            key: key.to_string(),
-            number,
-            count,
-        })
+        Err(FirewallError::NoSuchRule { key: key.to_string(), number, count })
     }
 }
 
@@ -163,11 +147,7 @@ impl Warden {
         if !set.protocols.covers(view.protocol) {
             return FirewallCheck::ProtocolNotCovered(applied.keyed.clone());
         }
-        if view
-            .real_remote
-            .or(view.address)
-            .is_some_and(|peer| firewall.is_webmail(peer))
-        {
+        if view.real_remote.or(view.address).is_some_and(|peer| firewall.is_webmail(peer)) {
             return FirewallCheck::Webmail(applied.keyed.clone());
         }
         let Some(ip) = view.address else {
@@ -177,20 +157,12 @@ impl Warden {
         let geoip = self.shared.geoip.load();
         let facts = AddressFacts {
             ip,
-            country: if needs.country {
-                geoip.country(ip)
-            } else {
-                None
-            },
+            country: if needs.country { geoip.country(ip) } else { None },
             asn: if needs.asn { geoip.asn(ip) } else { None },
             non_residential: needs.non_residential && geoip.non_residential(ip).is_some(),
         };
         let outcome = set.evaluate(&facts);
-        FirewallCheck::Evaluated {
-            applied,
-            facts,
-            outcome,
-        }
+        FirewallCheck::Evaluated { applied, facts, outcome }
     }
 
     /// The rule set that applies to `key` (a login or `@domain`). `Err` only for a bad key.
@@ -198,10 +170,7 @@ impl Warden {
         let key = parse_key(key).map_err(FirewallError::InvalidKey)?;
         let firewall = self.shared.firewall.load();
         let applied = match firewall.get(&key) {
-            Some(own) => Some(Applicable {
-                keyed: own.clone(),
-                via_domain: false,
-            }),
+            Some(own) => Some(Applicable { keyed: own.clone(), via_domain: false }),
             None if !key.starts_with('@') => firewall.applicable(&key),
             None => None,
         };
@@ -210,13 +179,7 @@ impl Warden {
 
     /// Every rule set in force, by key.
     pub fn rule_sets(&self) -> Vec<Arc<KeyedRuleSet>> {
-        self.shared
-            .firewall
-            .load()
-            .keys()
-            .into_iter()
-            .cloned()
-            .collect()
+        self.shared.firewall.load().keys().into_iter().cloned().collect()
     }
 
     /// Applies `change` to the API's set for `key` (starting from the set in force for it),
@@ -232,11 +195,7 @@ impl Warden {
             Some(own) => own.clone(),
             None => match self.mailbox_firewall(&key)?.applied {
                 Some(applied) => applied.keyed.rule_set.clone(),
-                None => RuleSet {
-                    rules: Vec::new(),
-                    default: Action::Allow,
-                    protocols: Protocols::MAIL_APPS,
-                },
+                None => RuleSet { rules: Vec::new(), default: Action::Allow, protocols: Protocols::MAIL_APPS },
             },
         };
         change(&mut set)?;
@@ -247,9 +206,7 @@ impl Warden {
             });
         }
         let saved = self.shared.store.save_firewall_rule_set(&key, &set);
-        self.shared
-            .metrics
-            .store_result("save_firewall_rules", &saved);
+        self.shared.metrics.store_result("save_firewall_rules", &saved);
         saved?;
         sets.insert(key.clone(), set);
         let firewall = build_firewall(&self.shared.policy.load(), &sets);
@@ -260,11 +217,7 @@ impl Warden {
     }
 
     /// Replaces the API's set for `key` whole. Blocking.
-    pub fn replace_rule_set(
-        &self,
-        key: &str,
-        new: RuleSet,
-    ) -> Result<Arc<KeyedRuleSet>, FirewallError> {
+    pub fn replace_rule_set(&self, key: &str, new: RuleSet) -> Result<Arc<KeyedRuleSet>, FirewallError> {
         self.edit(key, |set| {
             *set = new;
             Ok(())
@@ -272,12 +225,7 @@ impl Warden {
     }
 
     /// Inserts `rule` at `position` (from 1; default: last). Blocking.
-    pub fn add_rule(
-        &self,
-        key: &str,
-        rule: Rule,
-        position: Option<usize>,
-    ) -> Result<Arc<KeyedRuleSet>, FirewallError> {
+    pub fn add_rule(&self, key: &str, rule: Rule, position: Option<usize>) -> Result<Arc<KeyedRuleSet>, FirewallError> {
         self.edit(key, |set| {
             let last = set.rules.len() + 1;
             let position = position.unwrap_or(last);
@@ -293,12 +241,7 @@ impl Warden {
     }
 
     /// Moves rule `number` up, down, or to a position. Blocking.
-    pub fn move_rule(
-        &self,
-        key: &str,
-        number: usize,
-        movement: RuleMove,
-    ) -> Result<Arc<KeyedRuleSet>, FirewallError> {
+    pub fn move_rule(&self, key: &str, number: usize, movement: RuleMove) -> Result<Arc<KeyedRuleSet>, FirewallError> {
         let owner = key.to_string();
         self.edit(key, |set| {
             let count = existing_rule(&owner, number, set)?;
@@ -332,11 +275,7 @@ impl Warden {
     }
 
     /// Deletes rule `number`. Blocking.
-    pub fn delete_rule(
-        &self,
-        key: &str,
-        number: usize,
-    ) -> Result<Arc<KeyedRuleSet>, FirewallError> {
+    pub fn delete_rule(&self, key: &str, number: usize) -> Result<Arc<KeyedRuleSet>, FirewallError> {
         let owner = key.to_string();
         self.edit(key, |set| {
             existing_rule(&owner, number, set)?;
@@ -346,11 +285,7 @@ impl Warden {
     }
 
     /// Sets the default action. Blocking.
-    pub fn set_default(
-        &self,
-        key: &str,
-        default: Action,
-    ) -> Result<Arc<KeyedRuleSet>, FirewallError> {
+    pub fn set_default(&self, key: &str, default: Action) -> Result<Arc<KeyedRuleSet>, FirewallError> {
         self.edit(key, |set| {
             set.default = default;
             Ok(())
@@ -366,14 +301,10 @@ impl Warden {
             return Err(FirewallError::NoApiRuleSet(key));
         }
         let deleted = self.shared.store.delete_firewall_rule_set(&key);
-        self.shared
-            .metrics
-            .store_result("delete_firewall_rules", &deleted);
+        self.shared.metrics.store_result("delete_firewall_rules", &deleted);
         deleted?;
         sets.remove(&key);
-        self.shared
-            .firewall
-            .store(Arc::new(build_firewall(&self.shared.policy.load(), &sets)));
+        self.shared.firewall.store(Arc::new(build_firewall(&self.shared.policy.load(), &sets)));
         tracing::info!(key, "firewall rules from the API removed");
         Ok(())
     }

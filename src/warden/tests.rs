@@ -44,20 +44,11 @@ fn harness(toml: &str) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("policy.toml");
     std::fs::write(&path, toml).unwrap();
-    let policy = Policy::load_from(ConfigSource {
-        path: &path,
-        environment: Some(Default::default()),
-    })
-    .unwrap();
+    let policy = Policy::load_from(ConfigSource { path: &path, environment: Some(Default::default()) }).unwrap();
     let clock = Arc::new(ManualClock::starting_at(START));
     let store = Arc::new(SqliteStore::in_memory().unwrap());
     let warden = open(policy, store.clone(), clock.clone());
-    Harness {
-        warden,
-        clock,
-        store,
-        guesses: Default::default(),
-    }
+    Harness { warden, clock, store, guesses: Default::default() }
 }
 
 fn body(remote: &str, login: &str, pwhash: &str, extra: &str) -> String {
@@ -81,20 +72,13 @@ impl Harness {
 
     /// A failed login with a password never used before (an attacker's guess).
     fn fail(&self, remote: &str, login: &str) {
-        let n = self
-            .guesses
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self.guesses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.fail_with(remote, login, &format!("{n:04x}"));
     }
 
     /// A failed login with this password hash (a stale device repeats one).
     fn fail_with(&self, remote: &str, login: &str, pwhash: &str) {
-        let text = body(
-            remote,
-            login,
-            pwhash,
-            r#","success":false,"policy_reject":false"#,
-        );
+        let text = body(remote, login, pwhash, r#","success":false,"policy_reject":false"#);
         let (attempt, outcome) = parse_attempt(text.as_bytes(), Command::Report).unwrap();
         let effects = self.warden.report(&attempt, outcome.unwrap());
         if let Some(ban) = effects.ban {
@@ -114,12 +98,7 @@ impl Harness {
 
     /// A successful login.
     fn succeed(&self, remote: &str, login: &str, pwhash: &str) {
-        let text = body(
-            remote,
-            login,
-            pwhash,
-            r#","success":true,"policy_reject":false"#,
-        );
+        let text = body(remote, login, pwhash, r#","success":true,"policy_reject":false"#);
         let (attempt, outcome) = parse_attempt(text.as_bytes(), Command::Report).unwrap();
         let effects = self.warden.report(&attempt, outcome.unwrap());
         assert!(effects.ban.is_none());
@@ -139,23 +118,12 @@ fn five_failures_ban_the_source_for_every_account_and_the_message_says_until_whe
     for _ in 0..4 {
         h.fail("203.0.113.7", "alice@example.com");
     }
-    assert_eq!(
-        h.allow("203.0.113.7", "alice@example.com").status,
-        0,
-        "four failures do not ban"
-    );
+    assert_eq!(h.allow("203.0.113.7", "alice@example.com").status, 0, "four failures do not ban");
     h.fail("203.0.113.7", "alice@example.com");
     let refused = h.allow("203.0.113.7", "bob@example.com");
     assert_eq!(refused.status, -1);
-    assert_eq!(
-        refused.msg,
-        "Too many failed logins from 203.0.113.7; try again after 08:30 UTC"
-    );
-    assert_eq!(
-        h.allow("203.0.113.8", "alice@example.com").status,
-        0,
-        "another address is not affected"
-    );
+    assert_eq!(refused.msg, "Too many failed logins from 203.0.113.7; try again after 08:30 UTC");
+    assert_eq!(h.allow("203.0.113.8", "alice@example.com").status, 0, "another address is not affected");
     let stored = h.store.active_bans(START).unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].cause.login, "alice@example.com");
@@ -203,10 +171,7 @@ fn blocked_networks_are_refused_with_their_own_message_and_trusted_hosts_inside_
     let h = harness("[networks]\nblocked = [\"198.51.100.0/24\"]\ntrusted = [\"198.51.100.10\"]\n");
     let refused = h.allow("198.51.100.9", "alice@example.com");
     assert_eq!(refused.status, -1);
-    assert_eq!(
-        refused.msg,
-        "Logins from 198.51.100.9 are blocked by the administrator"
-    );
+    assert_eq!(refused.msg, "Logins from 198.51.100.9 are blocked by the administrator");
     assert_eq!(h.allow("198.51.100.10", "alice@example.com").status, 0);
 }
 
@@ -233,11 +198,7 @@ fn unban_lifts_the_ban_and_clears_the_history() {
     assert_eq!(h.allow("203.0.113.7", "alice@example.com").status, 0);
     assert!(h.store.active_bans(START).unwrap().is_empty());
     h.fail("203.0.113.7", "alice@example.com");
-    assert_eq!(
-        h.allow("203.0.113.7", "alice@example.com").status,
-        0,
-        "one new failure after an unban does not re-ban"
-    );
+    assert_eq!(h.allow("203.0.113.7", "alice@example.com").status, 0, "one new failure after an unban does not re-ban");
     assert!(h.warden.unban(source).unwrap().is_none());
 }
 
@@ -249,37 +210,16 @@ fn network(text: &str) -> IpNet {
 fn runtime_list_entries_decide_until_they_expire_and_survive_a_restart() {
     let h = harness("");
     let hour = Duration::from_secs(3600);
-    h.warden
-        .add_to_list(
-            ListKind::Blocked,
-            network("198.51.100.0/24"),
-            Some(START.plus(hour)),
-            "spam run",
-        )
-        .unwrap();
-    h.warden
-        .add_to_list(
-            ListKind::Trusted,
-            network("198.51.100.10"),
-            None,
-            "monitoring",
-        )
-        .unwrap();
+    h.warden.add_to_list(ListKind::Blocked, network("198.51.100.0/24"), Some(START.plus(hour)), "spam run").unwrap();
+    h.warden.add_to_list(ListKind::Trusted, network("198.51.100.10"), None, "monitoring").unwrap();
     assert_eq!(h.allow("198.51.100.9", "alice@example.com").status, -1);
     assert_eq!(h.allow("198.51.100.10", "alice@example.com").status, 0);
 
     let reopened = h.restarted();
-    assert!(matches!(
-        reopened.decide(&view("198.51.100.9").0),
-        Decision::Reject(_)
-    ));
+    assert!(matches!(reopened.decide(&view("198.51.100.9").0), Decision::Reject(_)));
 
     h.clock.advance(hour);
-    assert_eq!(
-        h.allow("198.51.100.9", "alice@example.com").status,
-        0,
-        "expired at once, before any sweep"
-    );
+    assert_eq!(h.allow("198.51.100.9", "alice@example.com").status, 0, "expired at once, before any sweep");
     assert_eq!(h.warden.sweep_expired().unwrap(), 1);
     assert_eq!(h.store.access_entries().unwrap().len(), 1);
     assert_eq!(h.warden.list_entries(ListKind::Blocked).len(), 0);
@@ -289,22 +229,17 @@ fn runtime_list_entries_decide_until_they_expire_and_survive_a_restart() {
 fn policy_file_entries_cannot_be_changed_through_the_api() {
     let h = harness("[networks]\nblocked = [\"10.0.0.0/8\"]\n");
     let net = network("10.0.0.0/8");
-    assert!(matches!(
-        h.warden.remove_from_list(ListKind::Blocked, net),
-        Err(ListError::DefinedInPolicyFile { .. })
-    ));
+    assert!(matches!(h.warden.remove_from_list(ListKind::Blocked, net), Err(ListError::DefinedInPolicyFile { .. })));
     assert!(matches!(
         h.warden.add_to_list(ListKind::Blocked, net, None, ""),
         Err(ListError::DefinedInPolicyFile { .. })
     ));
     assert!(matches!(
-        h.warden
-            .remove_from_list(ListKind::Blocked, network("10.1.0.0/16")),
+        h.warden.remove_from_list(ListKind::Blocked, network("10.1.0.0/16")),
         Err(ListError::NotListed { .. })
     ));
     assert!(matches!(
-        h.warden
-            .add_to_list(ListKind::Blocked, network("10.1.0.0/16"), Some(START), ""),
+        h.warden.add_to_list(ListKind::Blocked, network("10.1.0.0/16"), Some(START), ""),
         Err(ListError::ExpiryInPast)
     ));
     let entries = h.warden.list_entries(ListKind::Blocked);
@@ -320,9 +255,7 @@ fn a_reloaded_policy_changes_thresholds_and_file_lists_but_keeps_counts_bans_and
     }
     h.fail("203.0.113.8", "alice@example.com");
     h.fail("203.0.113.8", "alice@example.com");
-    h.warden
-        .add_to_list(ListKind::Blocked, network("198.51.100.0/24"), None, "")
-        .unwrap();
+    h.warden.add_to_list(ListKind::Blocked, network("198.51.100.0/24"), None, "").unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("policy.toml");
@@ -332,46 +265,26 @@ fn a_reloaded_policy_changes_thresholds_and_file_lists_but_keeps_counts_bans_and
          [autoban]\nmax_failures = 3\n[networks]\ntrusted = [\"192.0.2.0/24\"]\n"
     );
     std::fs::write(&path, text).unwrap();
-    let new = Policy::load_from(ConfigSource {
-        path: &path,
-        environment: Some(Default::default()),
-    })
-    .unwrap();
+    let new = Policy::load_from(ConfigSource { path: &path, environment: Some(Default::default()) }).unwrap();
     let kept = h.warden.apply_policy(new, None).unwrap();
     assert_eq!(kept, vec!["server.policy_listen"]);
-    assert_eq!(
-        h.warden.policy().server.policy_listen.to_string(),
-        "127.0.0.1:8180"
-    );
+    assert_eq!(h.warden.policy().server.policy_listen.to_string(), "127.0.0.1:8180");
 
-    assert_eq!(
-        h.allow("203.0.113.7", "alice@example.com").status,
-        -1,
-        "the ban carried over"
-    );
+    assert_eq!(h.allow("203.0.113.7", "alice@example.com").status, -1, "the ban carried over");
     h.fail("203.0.113.8", "alice@example.com");
     assert_eq!(
         h.allow("203.0.113.8", "alice@example.com").status,
         -1,
         "two counted before the reload plus one reach the new threshold of 3"
     );
-    assert_eq!(
-        h.allow("198.51.100.1", "alice@example.com").status,
-        -1,
-        "API entries carried over"
-    );
-    assert_eq!(
-        h.warden.list_entries(ListKind::Trusted)[0].network,
-        network("192.0.2.0/24")
-    );
+    assert_eq!(h.allow("198.51.100.1", "alice@example.com").status, -1, "API entries carried over");
+    assert_eq!(h.warden.list_entries(ListKind::Trusted)[0].network, network("192.0.2.0/24"));
 }
 
 #[test]
 fn the_explanation_names_what_decided_without_changing_anything() {
     let h = harness("[networks]\nblocked = [\"198.51.100.0/24\"]\n");
-    h.warden
-        .add_to_list(ListKind::Trusted, network("192.0.2.7"), None, "monitoring")
-        .unwrap();
+    h.warden.add_to_list(ListKind::Trusted, network("192.0.2.7"), None, "monitoring").unwrap();
     for _ in 0..5 {
         h.fail("203.0.113.7", "alice@example.com");
     }
@@ -383,27 +296,17 @@ fn the_explanation_names_what_decided_without_changing_anything() {
     let banned = explain("203.0.113.7");
     assert_eq!(banned.reply.status, -1);
     assert!(banned.summary().starts_with("refused: 203.0.113.7 is banned until 2026-11-22 08:30:00 UTC after 5 failed logins; last failed login alice@example.com over imap"), "{}", banned.summary());
-    assert_eq!(
-        explain("198.51.100.3").summary(),
-        "refused: 198.51.100.3 is blocked by 198.51.100.0/24 in policy.toml"
-    );
+    assert_eq!(explain("198.51.100.3").summary(), "refused: 198.51.100.3 is blocked by 198.51.100.0/24 in policy.toml");
     assert_eq!(
         explain("192.0.2.7").summary(),
         "allowed: 192.0.2.7 is trusted by 192.0.2.7/32 in the admin API (monitoring); it is never banned"
     );
-    assert_eq!(
-        explain("203.0.113.8").summary(),
-        "allowed: 203.0.113.8 has 1 of 5 failed logins in the current window"
-    );
+    assert_eq!(explain("203.0.113.8").summary(), "allowed: 203.0.113.8 has 1 of 5 failed logins in the current window");
     for _ in 0..10 {
         explain("203.0.113.8");
     }
     assert_eq!(
-        h.warden
-            .metrics()
-            .decisions
-            .with_label_values(&["allow", "none", "imap"])
-            .get(),
+        h.warden.metrics().decisions.with_label_values(&["allow", "none", "imap"]).get(),
         0,
         "no metrics from a dry run"
     );
@@ -418,13 +321,11 @@ fn bans_in_the_store_are_in_force_after_a_restart() {
     }
     let reopened = h.restarted();
     assert_eq!(reopened.bans().len(), 1);
-    assert!(matches!(
-        reopened.decide(&view("203.0.113.7").0),
-        Decision::Reject(_)
-    ));
+    assert!(matches!(reopened.decide(&view("203.0.113.7").0), Decision::Reject(_)));
 }
 
-const STALE_MESSAGE: &str = "Your mail app keeps using an old password for alice@example.com; update it in the app's account settings";
+const STALE_MESSAGE: &str =
+    "Your mail app keeps using an old password for alice@example.com; update it in the app's account settings";
 
 #[test]
 fn a_stale_device_retrying_one_password_is_quarantined_but_never_bans_the_office() {
@@ -433,35 +334,19 @@ fn a_stale_device_retrying_one_password_is_quarantined_but_never_bans_the_office
     for attempt in 0..50 {
         if attempt >= 3 {
             let reply = h.allow_with(office, "alice@example.com", "old1");
-            assert_eq!(
-                (reply.status, reply.msg.as_str()),
-                (-1, STALE_MESSAGE),
-                "attempt {attempt}"
-            );
+            assert_eq!((reply.status, reply.msg.as_str()), (-1, STALE_MESSAGE), "attempt {attempt}");
             h.report(office, false, true);
         } else {
             assert_eq!(h.allow_with(office, "alice@example.com", "old1").status, 0);
             h.fail_with(office, "alice@example.com", "old1");
         }
         h.clock.advance(Duration::from_secs(60));
-        assert_eq!(
-            h.allow_with(office, "bob@example.com", "bob1").status,
-            0,
-            "a colleague logs in"
-        );
+        assert_eq!(h.allow_with(office, "bob@example.com", "bob1").status, 0, "a colleague logs in");
     }
-    assert_eq!(
-        h.allow_with(office, "alice@example.com", "new1").status,
-        0,
-        "alice's new password is not affected"
-    );
+    assert_eq!(h.allow_with(office, "alice@example.com", "new1").status, 0, "alice's new password is not affected");
     assert!(h.warden.bans().is_empty(), "the office was never banned");
     h.succeed(office, "alice@example.com", "new1");
-    assert_eq!(
-        h.allow_with(office, "alice@example.com", "old1").status,
-        0,
-        "a successful login lifts the quarantine"
-    );
+    assert_eq!(h.allow_with(office, "alice@example.com", "old1").status, 0, "a successful login lifts the quarantine");
 }
 
 #[test]
@@ -470,17 +355,9 @@ fn the_quarantine_ends_on_its_own() {
     for _ in 0..3 {
         h.fail_with("203.0.113.7", "alice@example.com", "old1");
     }
-    assert_eq!(
-        h.allow_with("203.0.113.7", "alice@example.com", "old1")
-            .status,
-        -1
-    );
+    assert_eq!(h.allow_with("203.0.113.7", "alice@example.com", "old1").status, -1);
     h.clock.advance(Duration::from_secs(10 * 60 + 1));
-    assert_eq!(
-        h.allow_with("203.0.113.7", "alice@example.com", "old1")
-            .status,
-        0
-    );
+    assert_eq!(h.allow_with("203.0.113.7", "alice@example.com", "old1").status, 0);
 }
 
 #[test]
@@ -493,11 +370,7 @@ fn five_different_passwords_ban_on_the_fifth_like_before() {
     h.fail_with("198.51.100.7", "alice@example.com", "g4");
     assert_eq!(h.allow("198.51.100.7", "alice@example.com").status, -1);
     let ban = &h.warden.bans()[0];
-    assert_eq!(
-        ban.cause.guesses.len(),
-        5,
-        "the ban remembers the guesses that led to it"
-    );
+    assert_eq!(ban.cause.guesses.len(), 5, "the ban remembers the guesses that led to it");
 }
 
 #[test]
@@ -518,28 +391,12 @@ fn an_account_failing_from_ten_sources_slows_new_sources_while_known_ones_log_in
         h.fail(&format!("198.18.0.{i}"), "alice@example.com");
     }
     let new_place = h.allow("198.18.1.1", "alice@example.com");
-    assert_eq!(
-        (new_place.status, new_place.msg.as_str()),
-        (5, ""),
-        "a new source is delayed 5 s"
-    );
-    assert_eq!(
-        h.allow("192.0.2.50", "alice@example.com").status,
-        0,
-        "the known source logs in as usual"
-    );
-    assert_eq!(
-        h.allow("198.18.1.1", "bob@example.com").status,
-        0,
-        "other accounts are not affected"
-    );
+    assert_eq!((new_place.status, new_place.msg.as_str()), (5, ""), "a new source is delayed 5 s");
+    assert_eq!(h.allow("192.0.2.50", "alice@example.com").status, 0, "the known source logs in as usual");
+    assert_eq!(h.allow("198.18.1.1", "bob@example.com").status, 0, "other accounts are not affected");
     assert_eq!(h.warden.accounts_under_attack(), ["alice@example.com"]);
     h.clock.advance(Duration::from_secs(3601));
-    assert_eq!(
-        h.allow("198.18.1.1", "alice@example.com").status,
-        0,
-        "the attack ends an hour after the failures stop"
-    );
+    assert_eq!(h.allow("198.18.1.1", "alice@example.com").status, 0, "the attack ends an hour after the failures stop");
 }
 
 #[test]
@@ -550,11 +407,7 @@ fn an_account_under_attack_can_refuse_new_sources_instead() {
     }
     let reply = h.allow("198.18.1.1", "alice@example.com");
     assert_eq!(reply.status, -1);
-    assert!(
-        reply.msg.starts_with("alice@example.com is under attack"),
-        "{}",
-        reply.msg
-    );
+    assert!(reply.msg.starts_with("alice@example.com is under attack"), "{}", reply.msg);
 }
 
 #[test]
@@ -588,25 +441,58 @@ fn why_explains_guesses_stale_devices_and_attacks_in_plain_words_without_hashes(
     h.fail_with("198.18.0.1", "bob@example.com", "beef02");
     let diagnosis = h.warden.why(office.parse().unwrap(), None);
     let text = diagnosis.lines().join("\n");
+    assert!(text.contains("allowed: 203.0.113.7 has 2 of 5 failed logins"), "{text}");
     assert!(
-        text.contains("allowed: 203.0.113.7 has 2 of 5 failed logins"),
+        text.contains("stale device: a mail app keeps using an old password for alice@example.com over imap: 4 tries"),
         "{text}"
     );
-    assert!(text.contains("stale device: a mail app keeps using an old password for alice@example.com over imap: 4 tries"), "{text}");
-    assert!(
-        text.contains("that password is refused from here until"),
-        "{text}"
-    );
-    assert!(
-        text.contains("a wrong password for bob@example.com over imap: 1 try"),
-        "{text}"
-    );
-    assert!(
-        text.contains("bob@example.com is under attack from many addresses"),
-        "{text}"
-    );
-    assert!(
-        !text.contains("c0ffee") && !text.contains("beef"),
-        "no password hashes: {text}"
-    );
+    assert!(text.contains("that password is refused from here until"), "{text}");
+    assert!(text.contains("a wrong password for bob@example.com over imap: 1 try"), "{text}");
+    assert!(text.contains("bob@example.com is under attack from many addresses"), "{text}");
+    assert!(!text.contains("c0ffee") && !text.contains("beef"), "no password hashes: {text}");
+}
+
+impl Harness {
+    /// A failed report as Dovecot 2.4 sends it, with `fail_type`.
+    fn fail_typed(&self, remote: &str, login: &str, fail_type: &str) {
+        let n = self.guesses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let extra = format!(r#","success":false,"policy_reject":false,"fail_type":"{fail_type}""#);
+        let text = body(remote, login, &format!("{n:04x}"), &extra);
+        let (attempt, outcome) = parse_attempt(text.as_bytes(), Command::Report).unwrap();
+        if let Some(ban) = self.warden.report(&attempt, outcome.unwrap()).ban {
+            self.warden.persist_ban(&ban).unwrap();
+        }
+    }
+}
+
+#[test]
+fn internal_failures_never_count_and_unusable_accounts_are_logged_not_counted() {
+    let h = harness("");
+    for _ in 0..10 {
+        h.fail_typed("203.0.113.7", "alice@example.com", "internal");
+        h.fail_typed("203.0.113.7", "alice@example.com", "expired");
+        h.fail_typed("203.0.113.7", "bob@example.com", "disabled");
+    }
+    assert_eq!(h.allow("203.0.113.7", "alice@example.com").status, 0);
+    h.warden.flush_journal();
+    let events = h.warden.events(&crate::events::EventFilter { limit: 100, ..Default::default() }).unwrap();
+    let expired = events.iter().find(|e| e.kind == EventKind::AccountExpired).expect("an expired event");
+    assert!(expired.detail.contains("password has expired"), "{}", expired.detail);
+    assert!(events.iter().any(|e| e.kind == EventKind::AccountDisabled));
+}
+
+#[test]
+fn unknown_logins_count_and_can_count_double() {
+    let h = harness("");
+    for _ in 0..3 {
+        h.fail_typed("203.0.113.7", "nobody@example.com", "account");
+    }
+    assert_eq!(h.allow("203.0.113.7", "alice@example.com").status, 0, "three count as three");
+    let double = harness("[autoban]\nunknown_accounts_count_double = true\n");
+    for _ in 0..3 {
+        double.fail_typed("203.0.113.7", "nobody@example.com", "account");
+    }
+    assert_eq!(double.allow("203.0.113.7", "alice@example.com").status, -1, "three unknown logins count as six");
+    double.fail_typed("198.51.100.7", "alice@example.com", "credentials");
+    assert_eq!(double.allow("198.51.100.7", "alice@example.com").status, 0, "a wrong password still counts once");
 }

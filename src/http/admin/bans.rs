@@ -16,20 +16,11 @@ fn source_of(warden: &Warden, addr: &str) -> Result<Source, ApiError> {
     responses((status = 200, description = "Active bans, soonest to end first.", body = BanList),
               (status = 400, description = "A bad `limit` or `offset`.", body = ErrorBody),
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody)))]
-pub async fn list_bans(
-    _: Admin,
-    warden: web::Data<Warden>,
-    page: web::Query<Page>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn list_bans(_: Admin, warden: web::Data<Warden>, page: web::Query<Page>) -> Result<HttpResponse, ApiError> {
     let now = warden.now();
     let (bans, total, limit, offset) = page.slice(warden.bans())?;
     let bans = bans.iter().map(|b| BanView::new(b, now)).collect();
-    Ok(HttpResponse::Ok().json(BanList {
-        bans,
-        total,
-        limit,
-        offset,
-    }))
+    Ok(HttpResponse::Ok().json(BanList { bans, total, limit, offset }))
 }
 
 #[utoipa::path(get, path = "/api/v1/bans/{addr}", tag = "bans",
@@ -38,15 +29,9 @@ pub async fn list_bans(
               (status = 400, description = "Not an address.", body = ErrorBody),
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
               (status = 404, description = "Not banned.", body = ErrorBody)))]
-pub async fn show_ban(
-    _: Admin,
-    warden: web::Data<Warden>,
-    addr: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn show_ban(_: Admin, warden: web::Data<Warden>, addr: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let source = source_of(&warden, &addr)?;
-    let ban = warden
-        .ban(source)
-        .ok_or_else(|| ApiError::NotBanned(source.to_string()))?;
+    let ban = warden.ban(source).ok_or_else(|| ApiError::NotBanned(source.to_string()))?;
     Ok(HttpResponse::Ok().json(BanView::new(&ban, warden.now())))
 }
 
@@ -66,7 +51,5 @@ pub async fn delete_ban(
     let handle = warden.get_ref().clone();
     let lifted = blocking(move || handle.unban(source)).await?;
     let ban = lifted.ok_or_else(|| ApiError::NotBanned(source.to_string()))?;
-    Ok(HttpResponse::Ok().json(Unbanned {
-        unbanned: BanView::new(&ban, warden.now()),
-    }))
+    Ok(HttpResponse::Ok().json(Unbanned { unbanned: BanView::new(&ban, warden.now()) }))
 }

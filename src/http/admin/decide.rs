@@ -32,10 +32,8 @@ pub async fn decide(
     warden: web::Data<Warden>,
     query: web::Query<DecideQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let address = parse_ip(&query.ip).map_err(|e| ApiError::InvalidField {
-        field: "ip",
-        message: format!("ip: {e}"),
-    })?;
+    let address =
+        parse_ip(&query.ip).map_err(|e| ApiError::InvalidField { field: "ip", message: format!("ip: {e}") })?;
     let login = query.login.clone().unwrap_or_default();
     let protocol = query.protocol.clone().unwrap_or_else(|| "imap".into());
     let view = LoginView {
@@ -46,10 +44,5 @@ pub async fn decide(
         protocol: Protocol::from_name(&protocol),
     };
     let explanation = warden.explain(&view, address);
-    Ok(HttpResponse::Ok().json(DecisionView::new(
-        &explanation,
-        login,
-        protocol,
-        warden.now(),
-    )))
+    Ok(HttpResponse::Ok().json(DecisionView::new(&explanation, login, protocol, warden.now())))
 }

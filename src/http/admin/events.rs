@@ -76,10 +76,7 @@ fn filter(query: &EventQuery, now: Timestamp) -> Result<EventFilter, ApiError> {
     let kind = match &query.reason {
         Some(text) => Some(EventKind::from_label(text.trim()).ok_or_else(|| {
             let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.label()).collect();
-            invalid(
-                "reason",
-                format!("reason: {text:?} is not one of {}", known.join(", ")),
-            )
+            invalid("reason", format!("reason: {text:?} is not one of {}", known.join(", ")))
         })?),
         None => None,
     };
@@ -87,25 +84,21 @@ fn filter(query: &EventQuery, now: Timestamp) -> Result<EventFilter, ApiError> {
         Some(text) => Some(
             Timestamp::parse_rfc3339(text)
                 .or_else(|| humantime::parse_duration(text.trim()).ok().map(|back| now.minus(back)))
-                .ok_or_else(|| invalid("since", format!("since: {text:?} is neither an RFC 3339 time nor a duration such as \"2h\"")))?,
+                .ok_or_else(|| {
+                    invalid(
+                        "since",
+                        format!("since: {text:?} is neither an RFC 3339 time nor a duration such as \"2h\""),
+                    )
+                })?,
         ),
         None => None,
     };
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(invalid(
-            "limit",
-            format!("limit: {limit} is outside 1..=1000"),
-        ));
+        return Err(invalid("limit", format!("limit: {limit} is outside 1..=1000")));
     }
     let login = query.login.as_ref().map(|l| l.trim().to_lowercase());
-    Ok(EventFilter {
-        ip,
-        login,
-        kind,
-        since,
-        limit,
-    })
+    Ok(EventFilter { ip, login, kind, since, limit })
 }
 
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventQuery),
@@ -121,7 +114,5 @@ pub async fn list_events(
     let filter = filter(&query, warden.now())?;
     let handle = warden.get_ref().clone();
     let events = blocking(move || handle.events(&filter)).await?;
-    Ok(HttpResponse::Ok().json(EventList {
-        events: events.iter().map(EventView::new).collect(),
-    }))
+    Ok(HttpResponse::Ok().json(EventList { events: events.iter().map(EventView::new).collect() }))
 }

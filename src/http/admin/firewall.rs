@@ -45,11 +45,7 @@ impl FirewallView {
         match &view.applied {
             Some(applied) => {
                 let mut shown = FirewallView::of_set(&view.key, &applied.keyed);
-                shown.applies = if applied.via_domain {
-                    "domain".into()
-                } else {
-                    "own".into()
-                };
+                shown.applies = if applied.via_domain { "domain".into() } else { "own".into() };
                 shown
             }
             None => FirewallView {
@@ -73,15 +69,7 @@ impl FirewallView {
             origin: Some(keyed.origin.label().to_string()),
             default: Some(stored.default),
             protocols: stored.protocols,
-            rules: stored
-                .rules
-                .into_iter()
-                .enumerate()
-                .map(|(i, rule)| RuleView {
-                    number: i + 1,
-                    rule,
-                })
-                .collect(),
+            rules: stored.rules.into_iter().enumerate().map(|(i, rule)| RuleView { number: i + 1, rule }).collect(),
         }
     }
 }
@@ -145,10 +133,7 @@ fn answer(
 ) -> Result<FirewallView, ApiError> {
     let keyed = result?;
     let mut view = FirewallView::of_set(login, &keyed);
-    view.login = warden
-        .mailbox_firewall(login)
-        .map(|m| m.key)
-        .unwrap_or_else(|_| login.to_string());
+    view.login = warden.mailbox_firewall(login).map(|m| m.key).unwrap_or_else(|_| login.to_string());
     Ok(view)
 }
 
@@ -162,16 +147,8 @@ pub async fn list_mailboxes(
     page: web::Query<Page>,
 ) -> Result<HttpResponse, ApiError> {
     let (sets, total, limit, offset) = page.slice(warden.rule_sets())?;
-    let mailboxes = sets
-        .iter()
-        .map(|keyed| FirewallView::of_set(&keyed.key, keyed))
-        .collect();
-    Ok(HttpResponse::Ok().json(MailboxList {
-        mailboxes,
-        total,
-        limit,
-        offset,
-    }))
+    let mailboxes = sets.iter().map(|keyed| FirewallView::of_set(&keyed.key, keyed)).collect();
+    Ok(HttpResponse::Ok().json(MailboxList { mailboxes, total, limit, offset }))
 }
 
 #[utoipa::path(get, path = "/api/v1/mailboxes/{login}/firewall", tag = "firewall",
@@ -179,11 +156,7 @@ pub async fn list_mailboxes(
     responses((status = 200, description = "The rules in force for it: its own, its domain's, or none.", body = FirewallView),
               (status = 400, description = "Not a login or domain.", body = ErrorBody),
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody)))]
-pub async fn show(
-    _: Admin,
-    warden: web::Data<Warden>,
-    login: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn show(_: Admin, warden: web::Data<Warden>, login: web::Path<String>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(FirewallView::new(&warden.mailbox_firewall(&login)?)))
 }
 
@@ -212,11 +185,7 @@ pub async fn replace(
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
               (status = 404, description = "It has no rules set through the API.", body = ErrorBody),
               (status = 503, description = "The state store failed; nothing changed.", body = ErrorBody)))]
-pub async fn reset(
-    _: Admin,
-    warden: web::Data<Warden>,
-    login: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn reset(_: Admin, warden: web::Data<Warden>, login: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let (handle, key) = (warden.get_ref().clone(), login.clone());
     blocking(move || handle.reset_rule_set(&key)).await?;
     Ok(HttpResponse::Ok().json(FirewallView::new(&warden.mailbox_firewall(&login)?)))
@@ -234,23 +203,8 @@ pub async fn add_rule(
     login: web::Path<String>,
     body: web::Json<NewRule>,
 ) -> Result<HttpResponse, ApiError> {
-    let NewRule {
-        action,
-        address,
-        network,
-        country,
-        asn,
-        non_residential,
-        position,
-    } = body.into_inner();
-    let spec = RuleSpec {
-        action,
-        address,
-        network,
-        country,
-        asn,
-        non_residential,
-    };
+    let NewRule { action, address, network, country, asn, non_residential, position } = body.into_inner();
+    let spec = RuleSpec { action, address, network, country, asn, non_residential };
     let rule = spec.parse().map_err(|e| invalid(e.field, e.to_string()))?;
     let (handle, key) = (warden.get_ref().clone(), login.clone());
     let result = blocking(move || Ok::<_, ApiError>(handle.add_rule(&key, rule, position))).await?;
@@ -277,21 +231,14 @@ pub async fn move_rule(
         (Some("down"), None) => RuleMove::Down,
         (None, Some(to)) => RuleMove::To(to),
         (Some(other), None) => {
-            return Err(invalid(
-                "direction",
-                format!("direction: {other:?} is neither \"up\" nor \"down\""),
-            ));
+            return Err(invalid("direction", format!("direction: {other:?} is neither \"up\" nor \"down\"")));
         }
         _ => {
-            return Err(invalid(
-                "direction",
-                "give either direction (up or down) or to (a position)".into(),
-            ));
+            return Err(invalid("direction", "give either direction (up or down) or to (a position)".into()));
         }
     };
     let (handle, key) = (warden.get_ref().clone(), login.clone());
-    let result =
-        blocking(move || Ok::<_, ApiError>(handle.move_rule(&key, number, movement))).await?;
+    let result = blocking(move || Ok::<_, ApiError>(handle.move_rule(&key, number, movement))).await?;
     Ok(HttpResponse::Ok().json(answer(&warden, &login, result)?))
 }
 
@@ -326,15 +273,8 @@ pub async fn set_default(
     login: web::Path<String>,
     body: web::Json<DefaultAction>,
 ) -> Result<HttpResponse, ApiError> {
-    let action = Action::parse(&body.action).ok_or_else(|| {
-        invalid(
-            "action",
-            format!(
-                "action: {:?} is neither \"allow\" nor \"block\"",
-                body.action
-            ),
-        )
-    })?;
+    let action = Action::parse(&body.action)
+        .ok_or_else(|| invalid("action", format!("action: {:?} is neither \"allow\" nor \"block\"", body.action)))?;
     let (handle, key) = (warden.get_ref().clone(), login.clone());
     let result = blocking(move || Ok::<_, ApiError>(handle.set_default(&key, action))).await?;
     Ok(HttpResponse::Ok().json(answer(&warden, &login, result)?))

@@ -33,25 +33,16 @@ fn network_field(text: &str) -> Result<ipnet::IpNet, ApiError> {
 
 /// Validates a new entry: the network, at most one of `for` and `expires_at` (in the future),
 /// and a short one-line comment.
-fn checked(
-    entry: &NewListEntry,
-    now: Timestamp,
-) -> Result<(ipnet::IpNet, Option<Timestamp>, String), ApiError> {
+fn checked(entry: &NewListEntry, now: Timestamp) -> Result<(ipnet::IpNet, Option<Timestamp>, String), ApiError> {
     let network = network_field(&entry.network)?;
     let expires_at = match (&entry.duration, &entry.expires_at) {
         (Some(_), Some(_)) => {
-            return Err(invalid(
-                "for",
-                "for: give either for or expires_at, not both".into(),
-            ));
+            return Err(invalid("for", "for: give either for or expires_at, not both".into()));
         }
         (Some(text), None) => match humantime::parse_duration(text.trim()) {
             Ok(d) if d >= Duration::from_secs(1) => Some(now.plus(d)),
             Ok(_) => {
-                return Err(invalid(
-                    "for",
-                    format!("for: {text:?} is shorter than one second"),
-                ));
+                return Err(invalid("for", format!("for: {text:?} is shorter than one second")));
             }
             Err(e) => {
                 return Err(invalid(
@@ -61,13 +52,14 @@ fn checked(
             }
         },
         (None, Some(text)) => {
-            let end = Timestamp::parse_rfc3339(text)
-                .ok_or_else(|| invalid("expires_at", format!("expires_at: {text:?} is not an RFC 3339 time such as \"2026-12-01T00:00:00Z\"")))?;
-            if end <= now {
-                return Err(invalid(
+            let end = Timestamp::parse_rfc3339(text).ok_or_else(|| {
+                invalid(
                     "expires_at",
-                    format!("expires_at: {text} is not in the future"),
-                ));
+                    format!("expires_at: {text:?} is not an RFC 3339 time such as \"2026-12-01T00:00:00Z\""),
+                )
+            })?;
+            if end <= now {
+                return Err(invalid("expires_at", format!("expires_at: {text} is not in the future")));
             }
             Some(end)
         }
@@ -75,16 +67,10 @@ fn checked(
     };
     let comment = entry.comment.clone().unwrap_or_default();
     if comment.chars().count() > 200 {
-        return Err(invalid(
-            "comment",
-            "comment: longer than 200 characters".into(),
-        ));
+        return Err(invalid("comment", "comment: longer than 200 characters".into()));
     }
     if comment.chars().any(char::is_control) {
-        return Err(invalid(
-            "comment",
-            "comment: must be one line without control characters".into(),
-        ));
+        return Err(invalid("comment", "comment: must be one line without control characters".into()));
     }
     Ok((network, expires_at, comment))
 }
@@ -92,41 +78,22 @@ fn checked(
 async fn list(list: ListKind, warden: &Warden, page: &Page) -> Result<HttpResponse, ApiError> {
     let (entries, total, limit, offset) = page.slice(warden.list_entries(list))?;
     let entries = entries.iter().map(ListEntryView::new).collect();
-    Ok(HttpResponse::Ok().json(ListEntries {
-        entries,
-        total,
-        limit,
-        offset,
-    }))
+    Ok(HttpResponse::Ok().json(ListEntries { entries, total, limit, offset }))
 }
 
-async fn add(
-    list: ListKind,
-    warden: &Warden,
-    entry: &NewListEntry,
-) -> Result<HttpResponse, ApiError> {
+async fn add(list: ListKind, warden: &Warden, entry: &NewListEntry) -> Result<HttpResponse, ApiError> {
     let (network, expires_at, comment) = checked(entry, warden.now())?;
     let handle = warden.clone();
     let change = blocking(move || handle.add_to_list(list, network, expires_at, &comment)).await?;
     let view = ListEntryView::new(&change.entry);
-    Ok(if change.created {
-        HttpResponse::Created().json(view)
-    } else {
-        HttpResponse::Ok().json(view)
-    })
+    Ok(if change.created { HttpResponse::Created().json(view) } else { HttpResponse::Ok().json(view) })
 }
 
-async fn remove(
-    list: ListKind,
-    warden: &Warden,
-    query: &NetworkQuery,
-) -> Result<HttpResponse, ApiError> {
+async fn remove(list: ListKind, warden: &Warden, query: &NetworkQuery) -> Result<HttpResponse, ApiError> {
     let network = network_field(&query.network)?;
     let handle = warden.clone();
     let removed = blocking(move || handle.remove_from_list(list, network)).await?;
-    Ok(HttpResponse::Ok().json(Removed {
-        removed: ListEntryView::new(&removed),
-    }))
+    Ok(HttpResponse::Ok().json(Removed { removed: ListEntryView::new(&removed) }))
 }
 
 #[utoipa::path(get, path = "/api/v1/blocks", tag = "lists", params(Page),

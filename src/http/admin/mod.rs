@@ -30,10 +30,7 @@ pub use views::ErrorBody;
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config
-        .app_data(
-            web::QueryConfig::default()
-                .error_handler(|e, _| ApiError::InvalidQuery(e.to_string()).into()),
-        )
+        .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::InvalidQuery(e.to_string()).into()))
         .app_data(
             web::JsonConfig::default()
                 .limit(64 * 1024)
@@ -57,34 +54,13 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/api/v1/events", web::get().to(events::list_events))
         .route("/api/v1/why", web::get().to(why::why))
         .route("/api/v1/mailboxes", web::get().to(firewall::list_mailboxes))
-        .route(
-            "/api/v1/mailboxes/{login}/firewall",
-            web::get().to(firewall::show),
-        )
-        .route(
-            "/api/v1/mailboxes/{login}/firewall",
-            web::put().to(firewall::replace),
-        )
-        .route(
-            "/api/v1/mailboxes/{login}/firewall",
-            web::delete().to(firewall::reset),
-        )
-        .route(
-            "/api/v1/mailboxes/{login}/firewall/default",
-            web::put().to(firewall::set_default),
-        )
-        .route(
-            "/api/v1/mailboxes/{login}/firewall/rules",
-            web::post().to(firewall::add_rule),
-        )
-        .route(
-            "/api/v1/mailboxes/{login}/firewall/rules/{number}/move",
-            web::post().to(firewall::move_rule),
-        )
-        .route(
-            "/api/v1/mailboxes/{login}/firewall/rules/{number}",
-            web::delete().to(firewall::delete_rule),
-        )
+        .route("/api/v1/mailboxes/{login}/firewall", web::get().to(firewall::show))
+        .route("/api/v1/mailboxes/{login}/firewall", web::put().to(firewall::replace))
+        .route("/api/v1/mailboxes/{login}/firewall", web::delete().to(firewall::reset))
+        .route("/api/v1/mailboxes/{login}/firewall/default", web::put().to(firewall::set_default))
+        .route("/api/v1/mailboxes/{login}/firewall/rules", web::post().to(firewall::add_rule))
+        .route("/api/v1/mailboxes/{login}/firewall/rules/{number}/move", web::post().to(firewall::move_rule))
+        .route("/api/v1/mailboxes/{login}/firewall/rules/{number}", web::delete().to(firewall::delete_rule))
         .default_service(web::to(not_found));
 }
 
@@ -93,10 +69,7 @@ pub enum ApiError {
     #[error("missing or wrong bearer token (Authorization: Bearer <auth.admin_token>)")]
     Unauthorized,
     #[error("{message}")]
-    InvalidField {
-        field: &'static str,
-        message: String,
-    },
+    InvalidField { field: &'static str, message: String },
     #[error("{0}")]
     InvalidAddress(String),
     #[error("invalid query: {0}")]
@@ -132,9 +105,7 @@ impl ApiError {
             ApiError::List(ListError::NotListed { .. }) => "not_listed",
             ApiError::List(ListError::ExpiryInPast) => "invalid_field",
             ApiError::List(ListError::Store(_)) | ApiError::Store(_) => "store_unavailable",
-            ApiError::Firewall(FirewallError::InvalidKey(_) | FirewallError::Invalid { .. }) => {
-                "invalid_field"
-            }
+            ApiError::Firewall(FirewallError::InvalidKey(_) | FirewallError::Invalid { .. }) => "invalid_field",
             ApiError::Firewall(FirewallError::NoRuleSet(_)) => "no_rules",
             ApiError::Firewall(FirewallError::NoSuchRule { .. }) => "no_such_rule",
             ApiError::Firewall(FirewallError::NoApiRuleSet(_)) => "no_api_rules",
@@ -172,9 +143,7 @@ impl ResponseError for ApiError {
             | ApiError::NoRoute
             | ApiError::List(ListError::NotListed { .. })
             | ApiError::Firewall(
-                FirewallError::NoRuleSet(_)
-                | FirewallError::NoSuchRule { .. }
-                | FirewallError::NoApiRuleSet(_),
+                FirewallError::NoRuleSet(_) | FirewallError::NoSuchRule { .. } | FirewallError::NoApiRuleSet(_),
             ) => StatusCode::NOT_FOUND,
             ApiError::List(ListError::DefinedInPolicyFile { .. }) => StatusCode::CONFLICT,
             ApiError::InvalidConfig(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -193,9 +162,7 @@ impl ResponseError for ApiError {
         };
         let mut response = HttpResponse::build(self.status_code()).json(body);
         if matches!(self, ApiError::Unauthorized) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -224,11 +191,7 @@ impl FromRequest for Admin {
             (Some(token), Some(presented)) => token.matches(presented.as_bytes()),
             _ => false,
         };
-        ready(if ok {
-            Ok(Admin)
-        } else {
-            Err(ApiError::Unauthorized)
-        })
+        ready(if ok { Ok(Admin) } else { Err(ApiError::Unauthorized) })
     }
 }
 
@@ -269,10 +232,7 @@ impl Page {
 async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
     call: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, ApiError> {
-    web::block(call)
-        .await
-        .map_err(|_| ApiError::ShuttingDown)?
-        .map_err(Into::into)
+    web::block(call).await.map_err(|_| ApiError::ShuttingDown)?.map_err(Into::into)
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "service",
@@ -293,9 +253,7 @@ async fn healthz(_: Admin, warden: web::Data<Warden>) -> HttpResponse {
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody)))]
 async fn metrics(_: Admin, warden: web::Data<Warden>) -> HttpResponse {
     warden.refresh_gauges();
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(warden.metrics().render())
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(warden.metrics().render())
 }
 
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "service",
@@ -303,11 +261,8 @@ async fn metrics(_: Admin, warden: web::Data<Warden>) -> HttpResponse {
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody)))]
 async fn openapi(_: Admin) -> HttpResponse {
     static DOCUMENT: OnceLock<String> = OnceLock::new();
-    let document =
-        DOCUMENT.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into()));
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(document.as_str())
+    let document = DOCUMENT.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into()));
+    HttpResponse::Ok().content_type("application/json").body(document.as_str())
 }
 
 async fn not_found(_: Admin) -> Result<HttpResponse, ApiError> {

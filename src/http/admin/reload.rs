@@ -12,17 +12,11 @@ use crate::reload::Reloader;
               (status = 422, description = "The file is invalid; the previous policy stays in force.", body = ErrorBody)))]
 pub async fn reload(_: Admin, reloader: web::Data<Reloader>) -> Result<HttpResponse, ApiError> {
     let handle = reloader.into_inner();
-    let result = web::block(move || handle.reload("admin API"))
-        .await
-        .map_err(|_| ApiError::ShuttingDown)?;
+    let result = web::block(move || handle.reload("admin API")).await.map_err(|_| ApiError::ShuttingDown)?;
     match result {
         Ok(reloaded) => Ok(HttpResponse::Ok().json(Reloaded {
             status: "reloaded".into(),
-            restart_required: reloaded
-                .restart_required
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            restart_required: reloaded.restart_required.iter().map(|s| s.to_string()).collect(),
         })),
         Err(e) => Err(ApiError::InvalidConfig(e.to_string())),
     }

@@ -194,12 +194,7 @@ pub struct DecisionView {
 }
 
 impl DecisionView {
-    pub fn new(
-        explanation: &Explanation,
-        login: String,
-        protocol: String,
-        now: Timestamp,
-    ) -> DecisionView {
+    pub fn new(explanation: &Explanation, login: String, protocol: String, now: Timestamp) -> DecisionView {
         DecisionView {
             ip: explanation.address.to_string(),
             login,

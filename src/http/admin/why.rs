@@ -53,15 +53,9 @@ pub struct WhyView {
     responses((status = 200, description = "What is known about the address, in plain words and as data.", body = WhyView),
               (status = 400, description = "`ip` is missing or not an address.", body = ErrorBody),
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody)))]
-pub async fn why(
-    _: Admin,
-    warden: web::Data<Warden>,
-    query: web::Query<WhyQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let address = parse_ip(&query.ip).map_err(|e| ApiError::InvalidField {
-        field: "ip",
-        message: format!("ip: {e}"),
-    })?;
+pub async fn why(_: Admin, warden: web::Data<Warden>, query: web::Query<WhyQuery>) -> Result<HttpResponse, ApiError> {
+    let address =
+        parse_ip(&query.ip).map_err(|e| ApiError::InvalidField { field: "ip", message: format!("ip: {e}") })?;
     let login = query.login.as_deref().map(|l| l.trim().to_lowercase());
     let diagnosis = warden.why(address, login.as_deref());
     let now = warden.now();
@@ -73,21 +67,12 @@ pub async fn why(
         failures: g.failures,
         first_seen: g.first_seen.rfc3339(),
         last_seen: g.last_seen.rfc3339(),
-        stale: stale_after.is_some_and(|after| g.failures >= after)
-            || g.quarantined_until.is_some(),
-        quarantined_until: g
-            .quarantined_until
-            .filter(|end| *end > now)
-            .map(|end| end.rfc3339()),
+        stale: stale_after.is_some_and(|after| g.failures >= after) || g.quarantined_until.is_some(),
+        quarantined_until: g.quarantined_until.filter(|end| *end > now).map(|end| end.rfc3339()),
     };
     let view = WhyView {
         lines: diagnosis.lines(),
-        decision: DecisionView::new(
-            &diagnosis.explanation,
-            login.unwrap_or_default(),
-            "imap".into(),
-            now,
-        ),
+        decision: DecisionView::new(&diagnosis.explanation, login.unwrap_or_default(), "imap".into(), now),
         guesses: diagnosis.guesses.iter().map(guess).collect(),
         accounts_under_attack: diagnosis.accounts_under_attack.clone(),
     };
