@@ -25,32 +25,22 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Outside CI a machine without Prometheus skips the test with a note on stderr. In CI
 /// (`CI=true`) a missing component is a failure, never a silent skip, so this panics.
 pub fn require_prometheus() -> bool {
-    let missing: Vec<&str> = ["prometheus", "promtool"]
-        .into_iter()
-        .filter(|name| find_program(name).is_none())
-        .collect();
+    let missing: Vec<&str> =
+        ["prometheus", "promtool"].into_iter().filter(|name| find_program(name).is_none()).collect();
     if missing.is_empty() {
         return true;
     }
     if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "CI=true but {} not on PATH: install Debian's prometheus package",
-            missing.join(" and ")
-        );
+        panic!("CI=true but {} not on PATH: install Debian's prometheus package", missing.join(" and "));
     }
-    eprintln!(
-        "SKIP: {} not installed (Debian package prometheus)",
-        missing.join(" and ")
-    );
+    eprintln!("SKIP: {} not installed (Debian package prometheus)", missing.join(" and "));
     false
 }
 
 /// The program's path in `PATH`, so a Prometheus unpacked from a release tarball works too.
 fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
 }
 
 fn program(name: &str) -> PathBuf {
@@ -69,6 +59,7 @@ pub struct ScrapeTarget<'a> {
 /// A running Prometheus whose configuration, token file, storage and log live in one
 /// temporary folder. Killed on drop.
 pub struct Prometheus {
+    /// Holds prometheus.yml, the token file, the storage and the log; deleted on drop.
     dir: tempfile::TempDir,
     pub address: SocketAddr,
     log_path: PathBuf,
@@ -78,13 +69,9 @@ pub struct Prometheus {
 impl Prometheus {
     /// Starts Prometheus scraping `target`, and waits until its API is ready.
     pub fn start(target: &ScrapeTarget) -> Prometheus {
-        let dir = tempfile::Builder::new()
-            .prefix("mailwarden-prometheus-")
-            .tempdir()
-            .expect("create Prometheus temp folder");
-        let address: SocketAddr = format!("127.0.0.1:{}", free_port())
-            .parse()
-            .expect("address");
+        let dir =
+            tempfile::Builder::new().prefix("mailwarden-prometheus-").tempdir().expect("create Prometheus temp folder");
+        let address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
         let token_path = dir.path().join("admin_token");
         fs::write(&token_path, target.bearer_token).expect("write the token file");
         let config_path = dir.path().join("prometheus.yml");
@@ -95,22 +82,14 @@ impl Prometheus {
         let log = fs::File::create(&log_path).expect("create prometheus.log");
         let child = Command::new(program("prometheus"))
             .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
             .arg(format!("--web.listen-address={address}"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone prometheus.log"))
             .stderr(log)
             .spawn()
             .expect("start prometheus");
-        let mut prometheus = Prometheus {
-            dir,
-            address,
-            log_path,
-            child: Some(child),
-        };
+        let mut prometheus = Prometheus { dir, address, log_path, child: Some(child) };
         prometheus.wait_until_ready();
         prometheus
     }
@@ -120,32 +99,16 @@ impl Prometheus {
         fs::read_to_string(&self.log_path).unwrap_or_else(|e| format!("(no Prometheus log: {e})"))
     }
 
-    /// The folder holding prometheus.yml, the token file, the storage and the log.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     fn wait_until_ready(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|child| child.try_wait().ok().flatten())
-            {
-                panic!(
-                    "prometheus exited at start-up with {status}:\n{}",
-                    self.log()
-                );
+            if let Some(status) = self.child.as_mut().and_then(|child| child.try_wait().ok().flatten()) {
+                panic!("prometheus exited at start-up with {status}:\n{}", self.log());
             }
             if matches!(self.get("/-/ready", &[]), Ok((200, _))) {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "prometheus was not ready within {START_TIMEOUT:?}:\n{}",
-                self.log()
-            );
+            assert!(Instant::now() < deadline, "prometheus was not ready within {START_TIMEOUT:?}:\n{}", self.log());
             thread::sleep(Duration::from_millis(100));
         }
     }
@@ -163,18 +126,15 @@ impl Prometheus {
         }
         let mut response = request.call().map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
-        let body = response
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| e.to_string())?;
+        let body = response.body_mut().read_to_string().map_err(|e| e.to_string())?;
         Ok((status, body))
     }
 
     /// An API call (`/api/v1/...`): its `data`, or the error Prometheus gave.
     pub fn api(&self, path: &str, params: &[(&str, &str)]) -> Result<Value, String> {
         let (status, body) = self.get(path, params)?;
-        let answer: Value = serde_json::from_str(&body)
-            .map_err(|e| format!("HTTP {status}, not JSON ({e}): {body}"))?;
+        let answer: Value =
+            serde_json::from_str(&body).map_err(|e| format!("HTTP {status}, not JSON ({e}): {body}"))?;
         if answer["status"] == "success" {
             Ok(answer["data"].clone())
         } else {
@@ -203,18 +163,10 @@ impl Prometheus {
     /// The values of `label` on the series that `selector` matches (Grafana's
     /// `label_values(selector, label)`).
     pub fn label_values(&self, label: &str, selector: &str) -> Result<Vec<String>, String> {
-        let data = self.api(
-            &format!("/api/v1/label/{label}/values"),
-            &[("match[]", selector)],
-        )?;
+        let data = self.api(&format!("/api/v1/label/{label}/values"), &[("match[]", selector)])?;
         Ok(data
             .as_array()
-            .map(|values| {
-                values
-                    .iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            })
+            .map(|values| values.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
             .unwrap_or_default())
     }
 
@@ -296,11 +248,7 @@ pub fn promtool_check_metrics(exposition: &str) -> PromtoolVerdict {
     let _ = writer.join();
     PromtoolVerdict {
         success: output.status.success(),
-        output: format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
+        output: format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
     }
 }
 
@@ -314,10 +262,6 @@ pub fn promtool_check_config(path: &Path) -> PromtoolVerdict {
         .expect("run promtool check config");
     PromtoolVerdict {
         success: output.status.success(),
-        output: format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
+        output: format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
     }
 }
