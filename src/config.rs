@@ -44,6 +44,7 @@ impl fmt::Display for ConfigError {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 struct RawConfig {
+    self_service: RawSelfService,
     server: RawServer,
     auth: RawAuth,
     autoban: RawAutoban,
@@ -102,6 +103,8 @@ struct RawServer {
     state_dir: String,
     max_body_bytes: usize,
     reload_on_change: bool,
+    public_listen: String,
+    trusted_proxies: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -112,6 +115,32 @@ impl Default for RawServer {
             state_dir: "state".into(),
             max_body_bytes: 64 * 1024,
             reload_on_change: false,
+            public_listen: String::new(),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSelfService {
+    max_unblocks_per_day: i64,
+    difficulty: i64,
+    challenge_expires: String,
+    provider_name: String,
+    support_contact: String,
+    text: HashMap<String, String>,
+}
+
+impl Default for RawSelfService {
+    fn default() -> Self {
+        RawSelfService {
+            max_unblocks_per_day: 3,
+            difficulty: 50_000,
+            challenge_expires: "5m".into(),
+            provider_name: "your mail provider".into(),
+            support_contact: String::new(),
+            text: HashMap::new(),
         }
     }
 }
@@ -270,6 +299,7 @@ pub struct Policy {
     pub stale_passwords: StalePasswords,
     pub account_protection: AccountProtection,
     pub networks: FileNetworks,
+    pub self_service: SelfService,
     /// The mailbox and domain firewall rule sets written in the file.
     pub mailboxes: Vec<KeyedRuleSet>,
     pub geoip: GeoIpSettings,
@@ -291,6 +321,27 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Reload the policy when the file changes on disk (as well as on SIGHUP and the API).
     pub reload_on_change: bool,
+    /// The self-service unblock page's listener; `None`: off.
+    pub public_listen: Option<SocketAddr>,
+    /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` headers name the visitor.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// The self-service unblock page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelfService {
+    /// Self-unblocks allowed per address per day; then the page sends people to support.
+    pub max_unblocks_per_day: u32,
+    /// The proof-of-work's size: the largest number the browser may have to try.
+    pub difficulty: u64,
+    /// How long a challenge may be solved in; each is good for one unblock.
+    pub challenge_expires: Duration,
+    /// Who runs the mail service, as the page names it.
+    pub provider_name: String,
+    /// Where people go when self-service is not enough (an address, a phone number, a URL).
+    pub support_contact: String,
+    /// Every text on the page, by key; policy.toml's `[self_service.text]` overrides defaults.
+    pub text: std::collections::BTreeMap<String, String>,
 }
 
 /// The `[networks]` lists as written in the file; `access` combines them with the API's.
@@ -596,6 +647,40 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
     let events_age = duration(&mut problems, "events.max_age", &raw.events.max_age, Duration::from_secs(3660 * DAY));
     let geoip_every = duration(&mut problems, "geoip.check_every", &raw.geoip.check_every, Duration::from_secs(DAY));
 
+    let public_listen = match raw.server.public_listen.trim() {
+        "" => None,
+        text => match text.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                problems.push(format!("server.public_listen: {text:?} is not an address and port such as \"0.0.0.0:8182\" (leave it empty to turn the page off)"));
+                None
+            }
+        },
+    };
+    let mut trusted_proxies = Vec::new();
+    for (i, entry) in raw.server.trusted_proxies.iter().enumerate() {
+        match parse_network(entry) {
+            Ok(net) => trusted_proxies.push(net),
+            Err(e) => problems.push(format!("server.trusted_proxies[{i}]: {e}")),
+        }
+    }
+    let ss = &raw.self_service;
+    let max_unblocks = ranged(&mut problems, "self_service.max_unblocks_per_day", ss.max_unblocks_per_day, 0..=100);
+    let difficulty = ranged(&mut problems, "self_service.difficulty", ss.difficulty, 1_000..=10_000_000);
+    let challenge_expires =
+        duration(&mut problems, "self_service.challenge_expires", &ss.challenge_expires, Duration::from_secs(3600));
+    let mut text = crate::selfservice::default_texts();
+    for (key, value) in &ss.text {
+        if !text.contains_key(key) {
+            let known: Vec<&String> = text.keys().collect();
+            problems.push(format!("self_service.text.{key}: not a text of the page; the texts are {known:?}"));
+        } else if value.chars().any(char::is_control) {
+            problems.push(format!("self_service.text.{key}: must be one line"));
+        } else {
+            text.insert(key.clone(), value.clone());
+        }
+    }
+
     let mut networks = FileNetworks::default();
     for (key, entries, list) in [
         ("networks.trusted", &raw.networks.trusted, &mut networks.trusted),
@@ -676,6 +761,16 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
                 state_dir,
                 max_body_bytes: raw.server.max_body_bytes,
                 reload_on_change: raw.server.reload_on_change,
+                public_listen,
+                trusted_proxies,
+            },
+            self_service: SelfService {
+                max_unblocks_per_day: u32::try_from(max_unblocks?).ok()?,
+                difficulty: u64::try_from(difficulty?).ok()?,
+                challenge_expires: challenge_expires?,
+                provider_name: raw.self_service.provider_name.trim().to_string(),
+                support_contact: raw.self_service.support_contact.trim().to_string(),
+                text,
             },
             auth: AuthSettings { api_key, api_key_header: header, admin_token },
             autoban: Autoban {

@@ -33,10 +33,12 @@ pub enum EventKind {
     AccountExpired,
     /// A login to a disabled account (Dovecot 2.4).
     AccountDisabled,
+    /// A visitor unblocked its own address on the self-service page.
+    SelfUnblock,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::Ban,
         EventKind::Blocked,
         EventKind::FirewallRule,
@@ -48,6 +50,7 @@ impl EventKind {
         EventKind::AttackStarted,
         EventKind::AccountExpired,
         EventKind::AccountDisabled,
+        EventKind::SelfUnblock,
     ];
 
     pub fn label(self) -> &'static str {
@@ -63,6 +66,7 @@ impl EventKind {
             EventKind::AttackStarted => "attack_started",
             EventKind::AccountExpired => "account_expired",
             EventKind::AccountDisabled => "account_disabled",
+            EventKind::SelfUnblock => "self_unblock",
         }
     }
 

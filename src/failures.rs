@@ -362,7 +362,13 @@ mod tests {
     }
 
     fn fail(t: &FailureTracker, from: &str, login: &str, password: &str, at: Timestamp) -> Recorded {
-        let failed = FailedGuess { key: t.guess_key(login, password), login, protocol: Protocol::Imap, device_id: "", weight: 1 };
+        let failed = FailedGuess {
+            key: t.guess_key(login, password),
+            login,
+            protocol: Protocol::Imap,
+            device_id: "",
+            weight: 1,
+        };
         t.record_failure(source(from), failed, at, &counting())
     }
 
@@ -440,14 +446,24 @@ mod tests {
         let src = source("203.0.113.7");
         for i in 0..5000 {
             let login = format!("user{i}");
-            let failed =
-                FailedGuess { key: t.guess_key(&login, "x"), login: &login, protocol: Protocol::Imap, device_id: "", weight: 1 };
+            let failed = FailedGuess {
+                key: t.guess_key(&login, "x"),
+                login: &login,
+                protocol: Protocol::Imap,
+                device_id: "",
+                weight: 1,
+            };
             t.record_failure(src, failed, START, &c);
         }
         assert!(t.history(src).unwrap().guesses.len() <= 1000 + EXTRA);
         let long = "x".repeat(10_000);
-        let failed =
-            FailedGuess { key: t.guess_key(&long, "x"), login: &long, protocol: Protocol::Imap, device_id: &long, weight: 1 };
+        let failed = FailedGuess {
+            key: t.guess_key(&long, "x"),
+            login: &long,
+            protocol: Protocol::Imap,
+            device_id: &long,
+            weight: 1,
+        };
         t.record_failure(source("203.0.113.9"), failed, START, &counting());
         let guess = &t.history(source("203.0.113.9")).unwrap().guesses[0];
         assert_eq!((guess.login.len(), guess.device_id.len()), (LABEL_MAX, LABEL_MAX));
@@ -459,8 +475,13 @@ mod tests {
         let tracker = FailureTracker::new(minutes(20), 100, evicted.clone());
         for i in 0..1_000u32 {
             let ip = std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
-            let failed =
-                FailedGuess { key: tracker.guess_key("a", "b"), login: "a", protocol: Protocol::Imap, device_id: "", weight: 1 };
+            let failed = FailedGuess {
+                key: tracker.guess_key("a", "b"),
+                login: "a",
+                protocol: Protocol::Imap,
+                device_id: "",
+                weight: 1,
+            };
             tracker.record_failure(GROUPING.source_of(ip), failed, START, &counting());
         }
         assert!(tracker.tracked_sources() <= 110, "{} held", tracker.tracked_sources());

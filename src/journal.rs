@@ -116,6 +116,7 @@ impl Journal {
             }
             EventKind::AttackStarted => log!("account under a distributed attack"),
             EventKind::AccountExpired | EventKind::AccountDisabled => log!("login to an unusable account"),
+            EventKind::SelfUnblock => log!("address unblocked by its user"),
             EventKind::AccountUnderAttack if event.detail.starts_with("delayed") => {
                 log!("login delayed")
             }

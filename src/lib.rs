@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod network;
 pub mod reload;
 pub mod secrets;
+pub mod selfservice;
 pub mod server;
 pub mod store;
 pub mod template;

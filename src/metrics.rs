@@ -52,6 +52,8 @@ pub struct Metrics {
     pub known_sources: IntCounterVec,
     /// Bans lengthened for repeat offenders.
     pub ban_escalations: IntCounterVec,
+    /// Self-service unblock attempts by result.
+    pub self_unblocks: IntCounterVec,
 }
 
 /// The GeoIP databases' metrics, handed to `geoip::GeoIp`.
@@ -189,6 +191,12 @@ impl Metrics {
                 "mailwarden_ban_escalations_total",
                 "Bans lengthened because the source was banned again soon after its last ban.",
                 &["reason"],
+            )?,
+            self_unblocks: counter(
+                &registry,
+                "mailwarden_self_unblocks_total",
+                "Self-service unblock attempts by result (unblocked, limit_reached, challenge_failed, not_banned, admin_block).",
+                &["result"],
             )?,
             geoip: GeoIpMetrics {
                 lookups: counter(

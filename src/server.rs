@@ -57,6 +57,7 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
     let store = Arc::new(SqliteStore::open(&policy.server.state_dir)?);
     let (policy_address, admin_address) = (policy.server.policy_listen, policy.server.admin_listen);
     let watch_file = policy.server.reload_on_change;
+    let public_address = policy.server.public_listen;
     let metrics = Metrics::new()?;
     let geoip = GeoIp::open(&policy.geoip, metrics.geoip.clone())?;
     let geoip_every = policy.geoip_check_every;
@@ -83,6 +84,21 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
     .bind(admin_address)
     .map_err(|source| ServeError::Bind { key: "server.admin_listen", address: admin_address, source })?
     .run();
+    let public_server = match public_address {
+        Some(address) => {
+            let public_data = data.clone();
+            let server =
+                HttpServer::new(move || App::new().app_data(public_data.clone()).configure(http::public::configure))
+                    .workers(1)
+                    .shutdown_timeout(10)
+                    .bind(address)
+                    .map_err(|source| ServeError::Bind { key: "server.public_listen", address, source })?
+                    .run();
+            tracing::info!(public = %address, "self-service unblock page listening");
+            Some(server)
+        }
+        None => None,
+    };
     tracing::info!(policy = %policy_address, admin = %admin_address, version = env!("CARGO_PKG_VERSION"), "mailwarden listening");
 
     let mut tasks = vec![
@@ -93,7 +109,14 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
     if watch_file {
         tasks.push(actix_web::rt::spawn(reload_on_change(reloader.into_inner())));
     }
-    let (policy_result, admin_result) = futures_util::future::join(policy_server, admin_server).await;
+    let public_run = async {
+        match public_server {
+            Some(server) => server.await,
+            None => Ok(()),
+        }
+    };
+    let (policy_result, admin_result, public_result) =
+        futures_util::future::join3(policy_server, admin_server, public_run).await;
     for task in tasks {
         task.abort();
     }
@@ -103,7 +126,7 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
         Ok(Ok(())) | Err(_) => {}
     }
     tracing::info!("mailwarden stopped");
-    policy_result.and(admin_result).map_err(ServeError::Runtime)
+    policy_result.and(admin_result).and(public_result).map_err(ServeError::Runtime)
 }
 
 async fn sweep_forever(warden: Warden) {

@@ -1,9 +1,10 @@
 //! HTTP glue: the only place that knows actix-web. `policy` serves Dovecot's listener,
-//! `admin` the admin API and `/metrics`; both translate between HTTP and `Warden` and keep no
-//! state of their own.
+//! `admin` the admin API and `/metrics`, `public` the self-service unblock page; all translate
+//! between HTTP and `Warden` and keep no state of their own.
 
 pub mod admin;
 pub mod policy;
+pub mod public;
 
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;

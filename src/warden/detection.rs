@@ -220,9 +220,15 @@ impl Warden {
             ReportKind::AccountExpired | ReportKind::AccountDisabled => {
                 let login = &attempt.login;
                 let (event, detail) = if kind == ReportKind::AccountExpired {
-                    (EventKind::AccountExpired, format!("{login}'s password has expired: the user needs a new password, not an unban"))
+                    (
+                        EventKind::AccountExpired,
+                        format!("{login}'s password has expired: the user needs a new password, not an unban"),
+                    )
                 } else {
-                    (EventKind::AccountDisabled, format!("{login} is disabled: logins fail whatever the password; not counted toward a ban"))
+                    (
+                        EventKind::AccountDisabled,
+                        format!("{login} is disabled: logins fail whatever the password; not counted toward a ban"),
+                    )
                 };
                 shared.journal.event(Event {
                     at: now,

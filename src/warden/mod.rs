@@ -16,6 +16,7 @@ mod lists;
 mod rules;
 #[cfg(test)]
 mod tests;
+mod unblock;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -24,10 +25,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
-pub use detection::{Diagnosis, ReportEffects};
+pub use detection::{Diagnosis, ReportEffects, device_name};
 pub use explain::Explanation;
 pub use lists::{ListChange, ListError};
 pub use rules::{FirewallCheck, FirewallError, MailboxFirewall, RuleMove};
+pub use unblock::{SelfUnblockError, VisitorStatus};
 
 use crate::access::{AccessEntry, AccessLists, ListKind, Standing};
 use crate::accounts::AccountTracker;
@@ -76,6 +78,8 @@ struct Shared {
     /// (login, source) pairs recorded as known lately, so a busy account is not written on
     /// every successful login (memory only, bounded).
     known_recorded: moka::sync::Cache<(Box<str>, Source), ()>,
+    /// Self-service challenges and the daily count of self-unblocks.
+    self_service: crate::selfservice::SelfServiceChecks,
     clock: Arc<dyn Clock>,
     /// Failed-login history per source (memory only, bounded).
     failures: FailureTracker,
@@ -207,6 +211,7 @@ impl Warden {
             accounts,
             ban_history,
             known_recorded,
+            self_service: crate::selfservice::SelfServiceChecks::new(),
             clock,
             failures,
             bans,
@@ -331,6 +336,11 @@ impl Warden {
 
     /// Lifts the ban on `source` and forgets its failure history. Blocking.
     pub fn unban(&self, source: Source) -> Result<Option<Arc<Ban>>, StoreError> {
+        self.lift_ban(source, "admin")
+    }
+
+    /// Lifts the ban on `source`, counting it under `cause` (`admin`, `self_service`). Blocking.
+    fn lift_ban(&self, source: Source, cause: &'static str) -> Result<Option<Arc<Ban>>, StoreError> {
         let shared = &*self.shared;
         let deleted = shared.store.delete_ban(source);
         shared.metrics.store_result("delete_ban", &deleted);
@@ -341,8 +351,8 @@ impl Warden {
         let now = shared.clock.now();
         let lifted = removed.filter(|b| b.is_active(now));
         if lifted.is_some() || deleted {
-            shared.metrics.bans_lifted.with_label_values(&["admin"]).inc();
-            tracing::info!(source = %source, "ban lifted by an administrator");
+            shared.metrics.bans_lifted.with_label_values(&[cause]).inc();
+            tracing::info!(source = %source, cause, "ban lifted");
         }
         Ok(lifted)
     }
