@@ -30,6 +30,7 @@ pub fn default_texts() -> BTreeMap<String, String> {
         ),
         ("cause_heading", "What caused it"),
         ("cause_guess", "{count} failed logins to {login} over {protocol}{device}"),
+        ("cause_guess_one", "1 failed login to {login} over {protocol}{device}"),
         ("cause_stale", "a saved password that is no longer valid"),
         ("steps_heading", "How to get back in"),
         ("step_find", "Find the device (phone, tablet or computer) whose mail app still uses an old password."),

@@ -381,7 +381,8 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus_after_an_attack() {
     fs::create_dir_all(&geoip_dir).expect("create the GeoIP folder");
     let paths = write_fixtures(&geoip_dir);
     let policy = format!("{}\n{POLICY}", geoip_section(&paths));
-    mw.write_config("", &policy);
+    let public_port = support::mailwarden::free_port();
+    mw.write_config(&format!("public_listen = \"127.0.0.1:{public_port}\"\n"), &policy);
     mw.restart();
 
     let prometheus = Prometheus::start(&ScrapeTarget {
@@ -394,6 +395,14 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus_after_an_attack() {
     prometheus.wait_until_target_up(JOB, Duration::from_secs(15));
 
     drive_an_attack_and_its_handling(&mw, &paths, &policy);
+    // A visitor who is not banned tries the self-service page's unblock.
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let attempt = r#"{"algorithm":"SHA-256","challenge":"00","number":1,"salt":"00","signature":"00"}"#;
+    let answered = agent
+        .post(format!("http://127.0.0.1:{public_port}/unblock"))
+        .header("Content-Type", "application/json")
+        .send(attempt);
+    assert_eq!(answered.expect("the public page answers").status().as_u16(), 400);
 
     // Rates need two samples of every series inside their window: wait for three more
     // scrapes, each of which holds every series the traffic created, keeping a trickle of

@@ -81,7 +81,7 @@ fn the_page_shows_the_ban_its_cause_and_the_steps_then_unblocks_after_the_check(
     ban(&mw, "127.0.0.1");
     let (_, page, _) = get(&format!("{base}/"), &[]);
     assert!(page.contains("It is blocked until"), "{page}");
-    assert!(page.contains("failed logins to a***e@example.com over IMAP"), "a masked login: {page}");
+    assert!(page.contains("5 failed logins to a***e@example.com over IMAP"), "a masked login and the count: {page}");
     assert!(!page.contains("alice@example.com"), "never the full login");
     assert!(
         page.contains("Find the device") && page.contains("<button type=\"submit\">Unblock my address</button>"),
@@ -169,4 +169,30 @@ fn behind_a_trusted_proxy_the_forwarded_address_is_the_visitor() {
 fn the_page_is_off_unless_configured() {
     let mw = Mailwarden::start();
     assert!(!mw.log().contains("self-service unblock page listening"));
+}
+
+#[test]
+fn the_page_names_the_mail_app_and_a_saved_password_that_is_no_longer_valid() {
+    let (mw, base) = start("", "");
+    let report = |pwhash: &str, device: &str| {
+        let body = format!(
+            r#"{{"login":"alice@example.com","pwhash":"{pwhash}","remote":"127.0.0.1","protocol":"imap","device_id":"{device}","success":false,"policy_reject":false}}"#
+        );
+        assert_eq!(mw.policy("report", &body).0, 200);
+    };
+    let phone = r#"\"name\" \"iPhone Mail\" \"version\" \"17\""#;
+    for _ in 0..3 {
+        report("0000aaaa", phone);
+    }
+    for _ in 0..4 {
+        report(&fresh_pwhash(), "");
+    }
+    let (_, page, _) = get(&format!("{base}/"), &[]);
+    assert!(
+        page.contains(
+            "3 failed logins to a***e@example.com over IMAP (iPhone Mail 17): a saved password that is no longer valid"
+        ),
+        "{page}"
+    );
+    assert!(page.contains("4 failed logins to a***e@example.com over IMAP</li>"), "{page}");
 }

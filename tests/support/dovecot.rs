@@ -65,19 +65,12 @@ pub fn require_dovecot() -> bool {
             missing.join(", ")
         );
     }
-    eprintln!(
-        "SKIP: dovecot not installed (missing {})",
-        missing.join(", ")
-    );
+    eprintln!("SKIP: dovecot not installed (missing {})", missing.join(", "));
     false
 }
 
 fn missing_binaries() -> Vec<&'static str> {
-    [DOVECOT, DOVEADM]
-        .into_iter()
-        .chain(LOGIN_BINARIES)
-        .filter(|path| !Path::new(path).exists())
-        .collect()
+    [DOVECOT, DOVEADM].into_iter().chain(LOGIN_BINARIES).filter(|path| !Path::new(path).exists()).collect()
 }
 
 /// A running Dovecot instance whose files all live in one temporary folder. Stopped on drop.
@@ -94,14 +87,10 @@ impl Dovecot {
     /// Starts Dovecot asking the policy server at `policy_url` with header `X-API-Key: <api_key>`,
     /// and waits until its IMAP and POP3 ports accept connections.
     pub fn start(policy_url: &str, api_key: &str) -> Dovecot {
-        let dir = tempfile::Builder::new()
-            .prefix("mailwarden-dovecot-")
-            .tempdir()
-            .expect("create Dovecot temp folder");
+        let dir = tempfile::Builder::new().prefix("mailwarden-dovecot-").tempdir().expect("create Dovecot temp folder");
         // mkdtemp makes the folder 0700, and the auth process (user `dovecot`) could not read
         // the passwd-file inside it: every login would fail with "Temporary authentication failure".
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
-            .expect("chmod 0755 the Dovecot temp folder");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod 0755 the Dovecot temp folder");
         let root = dir.path();
 
         let (uid, gid) = system_user_ids(MAIL_USER);
@@ -109,30 +98,19 @@ impl Dovecot {
         for (login, password) in USERS {
             let home = root.join("home").join(login);
             fs::create_dir_all(&home).expect("create mail home");
-            std::os::unix::fs::chown(&home, Some(uid), Some(gid)).unwrap_or_else(|e| {
-                panic!(
-                    "chown {} to {MAIL_USER} (the tests need root): {e}",
-                    home.display()
-                )
-            });
-            passwd_file.push_str(&format!(
-                "{login}:{{PLAIN}}{password}:{uid}:{gid}::{}::\n",
-                home.display()
-            ));
+            std::os::unix::fs::chown(&home, Some(uid), Some(gid))
+                .unwrap_or_else(|e| panic!("chown {} to {MAIL_USER} (the tests need root): {e}", home.display()));
+            passwd_file.push_str(&format!("{login}:{{PLAIN}}{password}:{uid}:{gid}::{}::\n", home.display()));
         }
         fs::write(root.join("users"), passwd_file).expect("write passwd-file");
-        fs::write(
-            root.join("95-mailwarden.conf"),
-            shipped_snippet(policy_url, api_key),
-        )
-        .expect("write the policy snippet");
+        fs::write(root.join("95-mailwarden.conf"), shipped_snippet(policy_url, api_key))
+            .expect("write the policy snippet");
 
         let imap_port = free_port();
         let pop3_port = free_port();
         let config_path = root.join("dovecot.conf");
         let log_path = root.join("dovecot.log");
-        fs::write(&config_path, test_config(root, imap_port, pop3_port))
-            .expect("write dovecot.conf");
+        fs::write(&config_path, test_config(root, imap_port, pop3_port)).expect("write dovecot.conf");
 
         // `dovecot` daemonizes and the daemon keeps the stdout/stderr it inherited: a pipe here
         // would never reach EOF, so both go to a file.
@@ -154,14 +132,7 @@ impl Dovecot {
                 fs::read_to_string(&log_path).unwrap_or_default()
             );
         }
-        let dovecot = Dovecot {
-            dir,
-            config_path,
-            log_path,
-            imap_port,
-            pop3_port,
-            stopped: false,
-        };
+        let dovecot = Dovecot { dir, config_path, log_path, imap_port, pop3_port, stopped: false };
         dovecot.wait_for_port(imap_port);
         dovecot.wait_for_port(pop3_port);
         dovecot
@@ -229,33 +200,19 @@ impl Drop for Dovecot {
 /// placeholder line is not there exactly once: the shipped file and this harness must not drift.
 fn shipped_snippet(policy_url: &str, api_key: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dovecot/2.3/95-mailwarden.conf");
-    let snippet =
-        fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let snippet = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let replacements = [
-        (
-            "auth_policy_server_url = http://127.0.0.1:8180/",
-            format!("auth_policy_server_url = {policy_url}"),
-        ),
+        ("auth_policy_server_url = http://127.0.0.1:8180/", format!("auth_policy_server_url = {policy_url}")),
         (
             "auth_policy_server_api_header = X-API-Key: CHANGE-ME",
             format!("auth_policy_server_api_header = X-API-Key: {api_key}"),
         ),
-        (
-            "auth_policy_hash_nonce = CHANGE-ME-",
-            format!("auth_policy_hash_nonce = {TEST_NONCE}"),
-        ),
+        ("auth_policy_hash_nonce = CHANGE-ME-", format!("auth_policy_hash_nonce = {TEST_NONCE}")),
     ];
     let mut lines: Vec<String> = snippet.lines().map(str::to_owned).collect();
     for (placeholder, replacement) in replacements {
-        let matching: Vec<usize> = (0..lines.len())
-            .filter(|&i| lines[i].starts_with(placeholder))
-            .collect();
-        assert_eq!(
-            matching.len(),
-            1,
-            "{} must contain exactly one line starting {placeholder:?}",
-            path.display()
-        );
+        let matching: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].starts_with(placeholder)).collect();
+        assert_eq!(matching.len(), 1, "{} must contain exactly one line starting {placeholder:?}", path.display());
         lines[matching[0]] = replacement;
     }
     lines.join("\n") + "\n"
@@ -355,41 +312,26 @@ pub fn imap_login_with_id(
 ) -> LoginOutcome {
     let mut conn = LineConnection::open(from, dovecot.imap_port(), "IMAP");
     let greeting = conn.read_line();
-    assert!(
-        greeting.starts_with("* OK"),
-        "unexpected IMAP greeting: {greeting:?}"
-    );
+    assert!(greeting.starts_with("* OK"), "unexpected IMAP greeting: {greeting:?}");
     if !id_fields.is_empty() {
-        let list: Vec<String> = id_fields
-            .iter()
-            .map(|(key, value)| format!("{} {}", imap_quote(key), imap_quote(value)))
-            .collect();
+        let list: Vec<String> =
+            id_fields.iter().map(|(key, value)| format!("{} {}", imap_quote(key), imap_quote(value))).collect();
         conn.send(&format!("i ID ({})", list.join(" ")));
         let reply = conn.read_tagged("i");
         assert!(reply.starts_with("i OK"), "IMAP ID refused: {reply:?}");
     }
-    conn.send(&format!(
-        "a LOGIN {} {}",
-        imap_quote(user),
-        imap_quote(pass)
-    ));
+    conn.send(&format!("a LOGIN {} {}", imap_quote(user), imap_quote(pass)));
     let line = conn.read_tagged("a");
     conn.send("z LOGOUT");
     conn.drain();
-    LoginOutcome {
-        ok: line.starts_with("a OK"),
-        line,
-    }
+    LoginOutcome { ok: line.starts_with("a OK"), line }
 }
 
 /// POP3 `USER`/`PASS` from source address `from`.
 pub fn pop3_login(dovecot: &Dovecot, from: Ipv4Addr, user: &str, pass: &str) -> LoginOutcome {
     let mut conn = LineConnection::open(from, dovecot.pop3_port(), "POP3");
     let greeting = conn.read_line();
-    assert!(
-        greeting.starts_with("+OK"),
-        "unexpected POP3 greeting: {greeting:?}"
-    );
+    assert!(greeting.starts_with("+OK"), "unexpected POP3 greeting: {greeting:?}");
     conn.send(&format!("USER {user}"));
     let reply = conn.read_line();
     assert!(reply.starts_with("+OK"), "POP3 USER refused: {reply:?}");
@@ -397,10 +339,7 @@ pub fn pop3_login(dovecot: &Dovecot, from: Ipv4Addr, user: &str, pass: &str) -> 
     let line = conn.read_line();
     conn.send("QUIT");
     conn.drain();
-    LoginOutcome {
-        ok: line.starts_with("+OK"),
-        line,
-    }
+    LoginOutcome { ok: line.starts_with("+OK"), line }
 }
 
 fn imap_quote(text: &str) -> String {
@@ -422,26 +361,13 @@ impl LineConnection {
             .bind(&SocketAddr::from((from, 0)).into())
             .unwrap_or_else(|e| panic!("bind {protocol} client to {from}: {e}"));
         socket
-            .connect_timeout(
-                &SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into(),
-                IO_TIMEOUT,
-            )
-            .unwrap_or_else(|e| {
-                panic!("connect {protocol} client from {from} to port {port}: {e}")
-            });
+            .connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into(), IO_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect {protocol} client from {from} to port {port}: {e}"));
         let stream: TcpStream = socket.into();
-        stream
-            .set_read_timeout(Some(IO_TIMEOUT))
-            .expect("set read timeout");
-        stream
-            .set_write_timeout(Some(IO_TIMEOUT))
-            .expect("set write timeout");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("set read timeout");
+        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("set write timeout");
         let writer = stream.try_clone().expect("clone client socket");
-        LineConnection {
-            reader: BufReader::new(stream),
-            writer,
-            protocol,
-        }
+        LineConnection { reader: BufReader::new(stream), writer, protocol }
     }
 
     fn send(&mut self, line: &str) {
@@ -456,10 +382,7 @@ impl LineConnection {
         match self.reader.read_line(&mut line) {
             Ok(0) => panic!("{} server closed the connection", self.protocol),
             Ok(_) => line.trim_end_matches(['\r', '\n']).to_owned(),
-            Err(e) => panic!(
-                "{} read failed after {IO_TIMEOUT:?} at most: {e}",
-                self.protocol
-            ),
+            Err(e) => panic!("{} read failed after {IO_TIMEOUT:?} at most: {e}", self.protocol),
         }
     }
 

@@ -99,12 +99,7 @@ pub fn write_fixtures(dir: &Path) -> FixturePaths {
         .collect();
     write_mmdb(&paths.asn, "GeoLite2-ASN", &as_numbers, FIXTURE_BUILD_EPOCH);
     let hosting = Value::map([("is_anonymous", true), ("is_hosting_provider", true)]);
-    write_mmdb(
-        &paths.anonymous,
-        "GeoIP2-Anonymous-IP",
-        &[("192.0.2.0/24", hosting)],
-        FIXTURE_BUILD_EPOCH,
-    );
+    write_mmdb(&paths.anonymous, "GeoIP2-Anonymous-IP", &[("192.0.2.0/24", hosting)], FIXTURE_BUILD_EPOCH);
     write_file(
         &paths.asn_list,
         "# AS numbers whose addresses are not residential (mailwarden test fixture)\n\
@@ -112,10 +107,7 @@ pub fn write_fixtures(dir: &Path) -> FixturePaths {
          \n\
          64511   # the AS prefix is optional\n",
     );
-    write_file(
-        &paths.network_list,
-        "# Networks that are not residential (mailwarden test fixture)\n100.64.1.0/24\n",
-    );
+    write_file(&paths.network_list, "# Networks that are not residential (mailwarden test fixture)\n100.64.1.0/24\n");
     paths
 }
 
@@ -134,30 +126,20 @@ pub fn settings(paths: &FixturePaths) -> mailwarden::geoip::GeoIpSettings {
 /// replacing `path` the way geoipupdate does: written under a temporary name, then renamed
 /// over the old file, so a reader that has the old one mapped keeps it intact.
 pub fn write_country_db(path: &Path, entries: &[(&str, &str)], build_epoch: u64) {
-    let records: Vec<(&str, Value)> = entries
-        .iter()
-        .map(|&(network, iso_code)| (network, country_record(iso_code)))
-        .collect();
+    let records: Vec<(&str, Value)> =
+        entries.iter().map(|&(network, iso_code)| (network, country_record(iso_code))).collect();
     write_mmdb(path, "GeoLite2-Country", &records, build_epoch);
 }
 
 /// Writes a MaxMind DB of `database_type` with one record per network (CIDR), replacing
 /// `path` by rename.
 pub fn write_mmdb(path: &Path, database_type: &str, records: &[(&str, Value)], build_epoch: u64) {
-    let mut writer = Writer::builder(database_type)
-        .build_epoch(UNIX_EPOCH + Duration::from_secs(build_epoch))
-        .build();
+    let mut writer = Writer::builder(database_type).build_epoch(UNIX_EPOCH + Duration::from_secs(build_epoch)).build();
     for (network, record) in records {
-        let network: IpNet = network
-            .parse()
-            .unwrap_or_else(|e| panic!("fixture network {network:?}: {e}"));
-        writer
-            .insert_value(network, record.clone())
-            .unwrap_or_else(|e| panic!("fixture network {network}: {e}"));
+        let network: IpNet = network.parse().unwrap_or_else(|e| panic!("fixture network {network:?}: {e}"));
+        writer.insert_value(network, record.clone()).unwrap_or_else(|e| panic!("fixture network {network}: {e}"));
     }
-    let bytes = writer
-        .to_bytes()
-        .unwrap_or_else(|e| panic!("cannot build {database_type} fixture: {e}"));
+    let bytes = writer.to_bytes().unwrap_or_else(|e| panic!("cannot build {database_type} fixture: {e}"));
     write_file_bytes(path, &bytes);
 }
 
@@ -171,10 +153,8 @@ fn write_file_bytes(path: &Path, contents: &[u8]) {
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(format!(".tmp-{}-{}", std::process::id(), unique_suffix()));
     let temporary = PathBuf::from(temporary);
-    fs::write(&temporary, contents)
-        .unwrap_or_else(|e| panic!("cannot write {}: {e}", temporary.display()));
-    fs::rename(&temporary, path)
-        .unwrap_or_else(|e| panic!("cannot rename over {}: {e}", path.display()));
+    fs::write(&temporary, contents).unwrap_or_else(|e| panic!("cannot write {}: {e}", temporary.display()));
+    fs::rename(&temporary, path).unwrap_or_else(|e| panic!("cannot rename over {}: {e}", path.display()));
 }
 
 /// Distinguishes temporary names when tests replace files from several threads.
@@ -194,18 +174,9 @@ fn country_record(iso_code: &str) -> Value {
         "US" => ("NA", "North America", "United States"),
         _ => ("AN", "Antarctica", iso_code),
     };
-    let country = Value::map([
-        ("iso_code", Value::from(iso_code)),
-        ("names", Value::map([("en", name)])),
-    ]);
+    let country = Value::map([("iso_code", Value::from(iso_code)), ("names", Value::map([("en", name)]))]);
     Value::map([
-        (
-            "continent",
-            Value::map([
-                ("code", Value::from(continent)),
-                ("names", Value::map([("en", continent_name)])),
-            ]),
-        ),
+        ("continent", Value::map([("code", Value::from(continent)), ("names", Value::map([("en", continent_name)]))])),
         ("country", country.clone()),
         ("registered_country", country),
     ])

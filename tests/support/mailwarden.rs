@@ -23,10 +23,7 @@ pub struct Mailwarden {
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
 }
 
 fn agent() -> ureq::Agent {
@@ -53,12 +50,8 @@ impl Mailwarden {
     /// Writes the configuration without starting the server.
     pub fn configure(extra_toml: &str) -> Mailwarden {
         let dir = tempfile::tempdir().expect("temp dir");
-        let policy_addr: SocketAddr = format!("127.0.0.1:{}", free_port())
-            .parse()
-            .expect("address");
-        let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port())
-            .parse()
-            .expect("address");
+        let policy_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
+        let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
         let config_path = dir.path().join("policy.toml");
         let log_path = dir.path().join("mailwarden.log");
         let mw = Mailwarden {
@@ -89,11 +82,7 @@ impl Mailwarden {
     /// Sends a signal (e.g. "HUP") to the running server.
     pub fn signal(&self, name: &str) {
         let pid = self.child.as_ref().map(Child::id).expect("server running");
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(pid.to_string())
-            .status()
-            .expect("kill");
+        let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().expect("kill");
         assert!(status.success());
     }
 
@@ -105,11 +94,7 @@ impl Mailwarden {
     /// until its admin API answers.
     pub fn restart(&mut self) {
         self.stop();
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .expect("log file");
+        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_mailwarden"))
             .arg("--config")
             .arg(&self.config_path)
@@ -122,24 +107,13 @@ impl Mailwarden {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "mailwarden exited at start-up with {status}:\n{}",
-                    self.log()
-                );
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("mailwarden exited at start-up with {status}:\n{}", self.log());
             }
             if self.admin("GET", "/healthz").0 == 200 {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "mailwarden did not become ready:\n{}",
-                self.log()
-            );
+            assert!(Instant::now() < deadline, "mailwarden did not become ready:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -161,10 +135,7 @@ impl Mailwarden {
         let Some(mut child) = self.child.take() else {
             return false;
         };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
@@ -205,10 +176,7 @@ impl Mailwarden {
         }
         let mut response = request.send(body).expect("policy request");
         let status = response.status().as_u16();
-        (
-            status,
-            response.body_mut().read_to_string().unwrap_or_default(),
-        )
+        (status, response.body_mut().read_to_string().unwrap_or_default())
     }
 
     /// An admin API call with the right token; returns (HTTP status, body).
@@ -260,10 +228,7 @@ fn answer(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16
     match result {
         Ok(mut response) => {
             let status = response.status().as_u16();
-            (
-                status,
-                response.body_mut().read_to_string().unwrap_or_default(),
-            )
+            (status, response.body_mut().read_to_string().unwrap_or_default())
         }
         Err(_) => (0, String::new()),
     }

@@ -107,6 +107,11 @@ struct Texts<'a> {
 }
 
 impl Texts<'_> {
+    /// The text as configured, placeholders left for the caller.
+    fn raw(&self, key: &str) -> String {
+        self.texts.get(key).cloned().unwrap_or_default()
+    }
+
     fn get(&self, key: &str) -> String {
         let mut text = self.texts.get(key).cloned().unwrap_or_default();
         for (name, value) in &self.values {
@@ -155,31 +160,35 @@ fn render(t: &Texts<'_>, status: &VisitorStatus) -> String {
         (Some(ban), false) => {
             body.push_str(&format!("<p id=\"state\" class=\"blocked\">{}</p>\n", e("banned")));
             body.push_str(&format!("<h2>{}</h2>\n<ul>\n", e("cause_heading")));
-            let mut causes: Vec<String> = ban
-                .cause
-                .guesses
-                .iter()
-                .map(|g| {
-                    let device = device_name(&g.device_id).map(|d| format!(" ({d})")).unwrap_or_default();
-                    let stale = if g.failures > 1 { format!(": {}", t.get("cause_stale")) } else { String::new() };
+            // One line per (login, protocol, mail app), however many passwords it tried.
+            let mut groups: Vec<(String, String, String, u32, bool)> = Vec::new();
+            for g in &ban.cause.guesses {
+                let key = (mask_login(&g.login), g.protocol.to_uppercase(), device_name(&g.device_id).unwrap_or_default());
+                match groups.iter_mut().find(|(l, p, d, _, _)| (l, p, d) == (&key.0, &key.1, &key.2)) {
+                    Some(group) => {
+                        group.3 += g.failures;
+                        group.4 |= g.failures > 1;
+                    }
+                    None => groups.push((key.0, key.1, key.2, g.failures, g.failures > 1)),
+                }
+            }
+            if groups.is_empty() {
+                groups.push((mask_login(&ban.cause.login), ban.cause.protocol.to_uppercase(), String::new(), ban.failures, false));
+            }
+            let causes: Vec<String> = groups
+                .into_iter()
+                .map(|(login, protocol, device, count, stale)| {
+                    let key = if count == 1 { "cause_guess_one" } else { "cause_guess" };
+                    let device = if device.is_empty() { String::new() } else { format!(" ({device})") };
                     let line = t
-                        .get("cause_guess")
-                        .replace("{count}", &g.failures.to_string())
-                        .replace("{login}", &mask_login(&g.login))
-                        .replace("{protocol}", &g.protocol.to_uppercase())
+                        .raw(key)
+                        .replace("{count}", &count.to_string())
+                        .replace("{login}", &login)
+                        .replace("{protocol}", &protocol)
                         .replace("{device}", &device);
-                    format!("{line}{stale}")
+                    if stale { format!("{line}: {}", t.get("cause_stale")) } else { line }
                 })
                 .collect();
-            if causes.is_empty() {
-                let line = t
-                    .get("cause_guess")
-                    .replace("{count}", &ban.failures.to_string())
-                    .replace("{login}", &mask_login(&ban.cause.login))
-                    .replace("{protocol}", &ban.cause.protocol.to_uppercase())
-                    .replace("{device}", "");
-                causes.push(line);
-            }
             for cause in causes {
                 body.push_str(&format!("  <li>{}</li>\n", escape(&cause)));
             }
