@@ -2,7 +2,6 @@
 #![allow(dead_code)]
 
 pub mod dovecot;
-pub mod dovecot24;
 pub mod geoip;
 pub mod mailwarden;
 pub mod prometheus;
