@@ -296,7 +296,23 @@ pub struct LoginOutcome {
 }
 
 /// IMAP `LOGIN` from source address `from` (any 127.0.0.x works on Linux without setup).
-pub fn imap_login(dovecot: &Dovecot, from: Ipv4Addr, user: &str, pass: &str) -> LoginOutcome {
+/// Any Dovecot the raw clients can log in to: 2.3 here, 2.4 in `dovecot24`.
+pub trait LoginPorts {
+    fn imap_port(&self) -> u16;
+    fn pop3_port(&self) -> u16;
+}
+
+impl LoginPorts for Dovecot {
+    fn imap_port(&self) -> u16 {
+        Dovecot::imap_port(self)
+    }
+
+    fn pop3_port(&self) -> u16 {
+        Dovecot::pop3_port(self)
+    }
+}
+
+pub fn imap_login(dovecot: &impl LoginPorts, from: Ipv4Addr, user: &str, pass: &str) -> LoginOutcome {
     imap_login_with_id(dovecot, from, &[], user, pass)
 }
 
@@ -304,7 +320,7 @@ pub fn imap_login(dovecot: &Dovecot, from: Ipv4Addr, user: &str, pass: &str) -> 
 /// `login_trusted_networks`, an `x-originating-ip` field replaces the client address Dovecot
 /// reports as `remote`; a `name` field shows up in `device_id`.
 pub fn imap_login_with_id(
-    dovecot: &Dovecot,
+    dovecot: &impl LoginPorts,
     from: Ipv4Addr,
     id_fields: &[(&str, &str)],
     user: &str,
@@ -328,7 +344,7 @@ pub fn imap_login_with_id(
 }
 
 /// POP3 `USER`/`PASS` from source address `from`.
-pub fn pop3_login(dovecot: &Dovecot, from: Ipv4Addr, user: &str, pass: &str) -> LoginOutcome {
+pub fn pop3_login(dovecot: &impl LoginPorts, from: Ipv4Addr, user: &str, pass: &str) -> LoginOutcome {
     let mut conn = LineConnection::open(from, dovecot.pop3_port(), "POP3");
     let greeting = conn.read_line();
     assert!(greeting.starts_with("+OK"), "unexpected POP3 greeting: {greeting:?}");

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod dovecot;
+pub mod dovecot24;
 pub mod geoip;
 pub mod mailwarden;
 pub mod prometheus;
