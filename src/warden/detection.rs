@@ -116,11 +116,26 @@ impl Diagnosis {
             }
         }
         let minutes = self.window.as_secs() / 60;
+        // Different wrong passwords for one login, protocol and app read as one line.
+        let mut attempts: Vec<(&str, &str, String, u32, u32, Timestamp, Timestamp)> = Vec::new();
         for guess in &self.guesses {
             let device = device_name(&guess.device_id).map(|d| format!(" ({d})")).unwrap_or_default();
             let stale =
                 self.stale_after.is_some_and(|after| guess.failures >= after) || guess.quarantined_until.is_some();
-            let line = if stale {
+            if !stale {
+                let key = (guess.login.as_ref(), guess.protocol.label(), device);
+                match attempts.iter_mut().find(|a| (a.0, a.1, &a.2) == (key.0, key.1, &key.2)) {
+                    Some(a) => {
+                        a.3 += 1;
+                        a.4 += guess.failures;
+                        a.5 = a.5.min(guess.first_seen);
+                        a.6 = a.6.max(guess.last_seen);
+                    }
+                    None => attempts.push((key.0, key.1, key.2, 1, guess.failures, guess.first_seen, guess.last_seen)),
+                }
+                continue;
+            }
+            let line = {
                 let quarantine = guess
                     .quarantined_until
                     .map(|end| format!("; that password is refused from here until {}", readable(end)))
@@ -133,18 +148,21 @@ impl Diagnosis {
                     readable(guess.first_seen),
                     readable(guess.last_seen)
                 )
-            } else {
-                format!(
-                    "a wrong password for {} over {}{device}: {} {} in the last {minutes} minutes, first at {}, last at {}",
-                    guess.login,
-                    guess.protocol.label(),
-                    guess.failures,
-                    if guess.failures == 1 { "try" } else { "tries" },
-                    readable(guess.first_seen),
-                    readable(guess.last_seen)
-                )
             };
             lines.push(line);
+        }
+        for (login, protocol, device, passwords, tries, first, last) in attempts {
+            let what = if passwords == 1 {
+                "a wrong password".to_string()
+            } else {
+                format!("{passwords} different wrong passwords")
+            };
+            lines.push(format!(
+                "{what} for {login} over {protocol}{device}: {tries} {} in the last {minutes} minutes, first at {}, last at {}",
+                if tries == 1 { "try" } else { "tries" },
+                readable(first),
+                readable(last)
+            ));
         }
         for login in &self.accounts_under_attack {
             let response = match self.attack_response {
@@ -230,6 +248,13 @@ impl Warden {
                         format!("{login} is disabled: logins fail whatever the password; not counted toward a ban"),
                     )
                 };
+                // Once per login, source and kind within the window: a disabled account tried
+                // forever must not push everything else out of the block log.
+                let seen = (Box::<str>::from(login.as_ref()), source, event.label());
+                if shared.unusable_noted.contains_key(&seen) {
+                    return ReportEffects::default();
+                }
+                shared.unusable_noted.insert(seen, ());
                 shared.journal.event(Event {
                     at: now,
                     kind: event,

@@ -78,6 +78,9 @@ struct Shared {
     /// (login, source) pairs recorded as known lately, so a busy account is not written on
     /// every successful login (memory only, bounded).
     known_recorded: moka::sync::Cache<(Box<str>, Source), ()>,
+    /// (login, source, kind) of expired or disabled accounts already in the block log within
+    /// the window, so repeats are not written again (memory only, bounded).
+    unusable_noted: moka::sync::Cache<(Box<str>, Source, &'static str), ()>,
     /// Self-service challenges and the daily count of self-unblocks.
     self_service: crate::selfservice::SelfServiceChecks,
     clock: Arc<dyn Clock>,
@@ -191,6 +194,7 @@ impl Warden {
             metrics.known_sources.clone(),
         );
         let protection = &policy.account_protection;
+        let policy_window = policy.autoban.window;
         let accounts = AccountTracker::new(protection.window, protection.max_tracked_accounts);
         let ban_history = moka::sync::Cache::builder()
             .max_capacity(100_000)
@@ -211,6 +215,10 @@ impl Warden {
             accounts,
             ban_history,
             known_recorded,
+            unusable_noted: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(policy_window)
+                .build(),
             self_service: crate::selfservice::SelfServiceChecks::new(),
             clock,
             failures,

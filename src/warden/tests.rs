@@ -496,3 +496,27 @@ fn unknown_logins_count_and_can_count_double() {
     double.fail_typed("198.51.100.7", "alice@example.com", "credentials");
     assert_eq!(double.allow("198.51.100.7", "alice@example.com").status, 0, "a wrong password still counts once");
 }
+
+#[test]
+fn why_reads_different_wrong_passwords_of_one_login_as_one_line() {
+    let h = harness("");
+    for _ in 0..4 {
+        h.fail("203.0.113.7", "alice@example.com");
+    }
+    let lines = h.warden.why("203.0.113.7".parse().unwrap(), None).lines();
+    let about_alice: Vec<&String> = lines.iter().filter(|l| l.contains("alice@example.com")).collect();
+    assert_eq!(about_alice.len(), 1, "{lines:?}");
+    assert!(about_alice[0].starts_with("4 different wrong passwords for alice@example.com over imap: 4 tries"), "{lines:?}");
+}
+
+#[test]
+fn an_unusable_account_tried_again_and_again_is_logged_once_per_window() {
+    let h = harness("");
+    for _ in 0..20 {
+        h.fail_typed("203.0.113.7", "old@example.com", "disabled");
+    }
+    h.fail_typed("203.0.113.8", "old@example.com", "disabled");
+    h.warden.flush_journal();
+    let filter = crate::events::EventFilter { kind: Some(EventKind::AccountDisabled), limit: 100, ..Default::default() };
+    assert_eq!(h.warden.events(&filter).unwrap().len(), 2, "one per source");
+}
