@@ -105,6 +105,8 @@ struct RawServer {
     reload_on_change: bool,
     public_listen: String,
     trusted_proxies: Vec<String>,
+    client_timeout: String,
+    max_connections: i64,
 }
 
 impl Default for RawServer {
@@ -117,6 +119,8 @@ impl Default for RawServer {
             reload_on_change: false,
             public_listen: String::new(),
             trusted_proxies: Vec::new(),
+            client_timeout: "5s".into(),
+            max_connections: 10_000,
         }
     }
 }
@@ -125,6 +129,7 @@ impl Default for RawServer {
 #[serde(deny_unknown_fields, default)]
 struct RawSelfService {
     max_unblocks_per_day: i64,
+    max_requests_per_minute: i64,
     difficulty: i64,
     challenge_expires: String,
     provider_name: String,
@@ -136,6 +141,7 @@ impl Default for RawSelfService {
     fn default() -> Self {
         RawSelfService {
             max_unblocks_per_day: 3,
+            max_requests_per_minute: 60,
             difficulty: 50_000,
             challenge_expires: "5m".into(),
             provider_name: "your mail provider".into(),
@@ -325,6 +331,11 @@ pub struct ServerSettings {
     pub public_listen: Option<SocketAddr>,
     /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` headers name the visitor.
     pub trusted_proxies: Vec<IpNet>,
+    /// How long a client may take to send a request's headers, and its body: slow senders are
+    /// cut off.
+    pub client_timeout: Duration,
+    /// Open connections each listener accepts; past it new ones wait.
+    pub max_connections: usize,
 }
 
 /// The self-service unblock page.
@@ -332,6 +343,8 @@ pub struct ServerSettings {
 pub struct SelfService {
     /// Self-unblocks allowed per address per day; then the page sends people to support.
     pub max_unblocks_per_day: u32,
+    /// Requests one address may make to the page per minute; more get 429.
+    pub max_requests_per_minute: u32,
     /// The proof-of-work's size: the largest number the browser may have to try.
     pub difficulty: u64,
     /// How long a challenge may be solved in; each is good for one unblock.
@@ -664,7 +677,10 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
             Err(e) => problems.push(format!("server.trusted_proxies[{i}]: {e}")),
         }
     }
+    let client_timeout = duration(&mut problems, "server.client_timeout", &raw.server.client_timeout, Duration::from_secs(300));
+    let max_connections = ranged(&mut problems, "server.max_connections", raw.server.max_connections, 16..=1_000_000);
     let ss = &raw.self_service;
+    let max_requests = ranged(&mut problems, "self_service.max_requests_per_minute", ss.max_requests_per_minute, 1..=100_000);
     let max_unblocks = ranged(&mut problems, "self_service.max_unblocks_per_day", ss.max_unblocks_per_day, 0..=100);
     let difficulty = ranged(&mut problems, "self_service.difficulty", ss.difficulty, 1_000..=10_000_000);
     let challenge_expires =
@@ -763,9 +779,12 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
                 reload_on_change: raw.server.reload_on_change,
                 public_listen,
                 trusted_proxies,
+                client_timeout: client_timeout?,
+                max_connections: usize::try_from(max_connections?).ok()?,
             },
             self_service: SelfService {
                 max_unblocks_per_day: u32::try_from(max_unblocks?).ok()?,
+                max_requests_per_minute: u32::try_from(max_requests?).ok()?,
                 difficulty: u64::try_from(difficulty?).ok()?,
                 challenge_expires: challenge_expires?,
                 provider_name: raw.self_service.provider_name.trim().to_string(),

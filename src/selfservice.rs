@@ -8,6 +8,8 @@
 //! unblocked is `warden`'s; serving the page is `http::public`'s.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -86,6 +88,8 @@ pub struct SelfServiceChecks {
     used: Cache<String, ()>,
     /// Self-unblocks per source in the last day.
     unblocks: Cache<Source, u32>,
+    /// Page requests per address in the current minute (from its first request).
+    requests: Cache<IpAddr, Arc<AtomicU32>>,
 }
 
 /// Separates the random part of a salt from the address it was issued to.
@@ -101,6 +105,7 @@ impl SelfServiceChecks {
             hmac_key: key.iter().map(|b| format!("{b:02x}")).collect(),
             used: Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(3600)).build(),
             unblocks: Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(24 * 3600)).build(),
+            requests: Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build(),
         }
     }
 
@@ -142,6 +147,12 @@ impl SelfServiceChecks {
         if replayed { Err(ChallengeError::Replayed) } else { Ok(()) }
     }
 
+    /// Counts a page request from `visitor`; `false` once it made `per_minute` this minute.
+    pub fn request_allowed(&self, visitor: IpAddr, per_minute: u32) -> bool {
+        let count = self.requests.get_with(visitor, || Arc::new(AtomicU32::new(0)));
+        count.fetch_add(1, Ordering::Relaxed) < per_minute
+    }
+
     /// Self-unblocks of `source` in the last day.
     pub fn unblocks_today(&self, source: Source) -> u32 {
         self.unblocks.get(&source).unwrap_or(0)
@@ -166,6 +177,7 @@ mod tests {
     fn settings() -> config::SelfService {
         config::SelfService {
             max_unblocks_per_day: 3,
+            max_requests_per_minute: 60,
             difficulty: 1_000,
             challenge_expires: Duration::from_secs(60),
             provider_name: "Example".into(),
@@ -236,6 +248,15 @@ mod tests {
         checks.count_unblock(a);
         assert_eq!(checks.unblocks_today(a), 2);
         assert_eq!(checks.unblocks_today(grouping.source_of("203.0.113.8".parse().unwrap())), 0);
+    }
+
+    #[test]
+    fn page_requests_are_limited_per_address_and_minute() {
+        let checks = SelfServiceChecks::new();
+        let me: IpAddr = "203.0.113.7".parse().unwrap();
+        assert!((0..5).all(|_| checks.request_allowed(me, 5)));
+        assert!(!checks.request_allowed(me, 5));
+        assert!(checks.request_allowed("203.0.113.8".parse().unwrap(), 5), "other addresses are not affected");
     }
 
     #[test]

@@ -24,6 +24,25 @@ use crate::warden::{OpenError, Warden};
 /// ignored by `allow` before then; this only tidies and counts them.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
+/// Worker threads of the policy listener: one per core, as Dovecot's requests are many and
+/// short.
+const POLICY_WORKERS: usize = 2;
+
+/// Raises the soft limit on open files to the hard limit, so thousands of idle connections
+/// (Dovecot keeps up to 100 per auth process, attackers more) do not starve the listeners.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit read and write only the struct passed in.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                tracing::warn!("could not raise the open-file limit");
+            }
+        }
+    }
+}
+
 /// How often the policy file is checked for changes when `server.reload_on_change` is set.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
 
@@ -57,6 +76,10 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
     let store = Arc::new(SqliteStore::open(&policy.server.state_dir)?);
     let (policy_address, admin_address) = (policy.server.policy_listen, policy.server.admin_listen);
     let watch_file = policy.server.reload_on_change;
+    let client_timeout = policy.server.client_timeout;
+    let max_connections = policy.server.max_connections;
+    let per_worker = |workers: usize| (max_connections / workers).max(1);
+    raise_open_file_limit();
     let public_address = policy.server.public_listen;
     let metrics = Metrics::new()?;
     let geoip = GeoIp::open(&policy.geoip, metrics.geoip.clone())?;
@@ -70,6 +93,10 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
     let policy_server =
         HttpServer::new(move || App::new().app_data(policy_data.clone()).configure(http::policy::configure))
             .keep_alive(KEEP_ALIVE)
+            .workers(POLICY_WORKERS)
+            .max_connections(per_worker(POLICY_WORKERS))
+            .client_request_timeout(client_timeout)
+            .client_disconnect_timeout(Duration::from_secs(1))
             .shutdown_timeout(10)
             .bind(policy_address)
             .map_err(|source| ServeError::Bind { key: "server.policy_listen", address: policy_address, source })?
@@ -80,6 +107,8 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
         App::new().app_data(admin_data.clone()).app_data(admin_reloader.clone()).configure(http::admin::configure)
     })
     .workers(1)
+    .max_connections(per_worker(1))
+    .client_request_timeout(client_timeout)
     .shutdown_timeout(10)
     .bind(admin_address)
     .map_err(|source| ServeError::Bind { key: "server.admin_listen", address: admin_address, source })?
@@ -90,6 +119,9 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
             let server =
                 HttpServer::new(move || App::new().app_data(public_data.clone()).configure(http::public::configure))
                     .workers(1)
+                    .max_connections(per_worker(1))
+                    .client_request_timeout(client_timeout)
+                    .client_disconnect_timeout(Duration::from_secs(1))
                     .shutdown_timeout(10)
                     .bind(address)
                     .map_err(|source| ServeError::Bind { key: "server.public_listen", address, source })?

@@ -50,7 +50,14 @@ async fn answer(
         Err(e) => return json_error(StatusCode::BAD_REQUEST, e.code(), &e.to_string()),
     };
     let limit = policy.server.max_body_bytes;
-    let body = match read_limited(payload, limit).await {
+    let body = match tokio::time::timeout(policy.server.client_timeout, read_limited(payload, limit)).await {
+        Err(_) => {
+            let message = format!("the request body did not arrive within server.client_timeout ({})", humantime::format_duration(policy.server.client_timeout));
+            return json_error(StatusCode::REQUEST_TIMEOUT, "body_timeout", &message);
+        }
+        Ok(read) => read,
+    };
+    let body = match body {
         Ok(Some(body)) => body,
         Ok(None) => {
             let message = format!("request body larger than server.max_body_bytes ({limit} bytes)");

@@ -71,6 +71,16 @@ impl Warden {
         }
     }
 
+    /// Counts a page request from `visitor`: `false` when it is over the per-minute limit.
+    pub fn self_service_request_allowed(&self, visitor: IpAddr) -> bool {
+        let per_minute = self.shared.policy.load().self_service.max_requests_per_minute;
+        let allowed = self.shared.self_service.request_allowed(visitor, per_minute);
+        if !allowed {
+            self.shared.metrics.self_unblocks.with_label_values(&["rate_limited"]).inc();
+        }
+        allowed
+    }
+
     /// A proof-of-work challenge for `visitor`.
     pub fn self_service_challenge(&self, visitor: IpAddr) -> Option<altcha_lib_rs::Challenge> {
         self.shared.self_service.challenge(visitor, &self.shared.policy.load().self_service)

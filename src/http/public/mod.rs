@@ -46,6 +46,19 @@ fn secure(mut response: HttpResponse) -> HttpResponse {
     response
 }
 
+/// The visitor's address, or the answer to give instead: no address, or too many requests.
+fn admitted(request: &HttpRequest, warden: &Warden) -> Result<IpAddr, HttpResponse> {
+    let policy = warden.policy();
+    let address = visitor_address(request, &policy.server.trusted_proxies).ok_or_else(|| HttpResponse::BadRequest().finish())?;
+    if warden.self_service_request_allowed(address) {
+        Ok(address)
+    } else {
+        let mut response = HttpResponse::TooManyRequests().content_type("text/plain; charset=utf-8").body("Too many requests from your address; wait a minute.");
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        Err(secure(response))
+    }
+}
+
 fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
     secure(HttpResponse::Ok().content_type(content_type).body(body))
 }
@@ -126,10 +139,11 @@ fn readable(t: Timestamp) -> String {
 }
 
 async fn page(request: HttpRequest, warden: web::Data<Warden>) -> HttpResponse {
-    let policy = warden.policy();
-    let Some(address) = visitor_address(&request, &policy.server.trusted_proxies) else {
-        return HttpResponse::BadRequest().body("no client address");
+    let address = match admitted(&request, &warden) {
+        Ok(address) => address,
+        Err(response) => return response,
     };
+    let policy = warden.policy();
     let status = warden.visitor_status(address);
     let settings = &policy.self_service;
     let support = if settings.support_contact.is_empty() {
@@ -221,9 +235,9 @@ fn render(t: &Texts<'_>, status: &VisitorStatus) -> String {
 }
 
 async fn challenge(request: HttpRequest, warden: web::Data<Warden>) -> HttpResponse {
-    let policy = warden.policy();
-    let Some(address) = visitor_address(&request, &policy.server.trusted_proxies) else {
-        return HttpResponse::BadRequest().finish();
+    let address = match admitted(&request, &warden) {
+        Ok(address) => address,
+        Err(response) => return response,
     };
     match warden.self_service_challenge(address) {
         Some(challenge) => secure(HttpResponse::Ok().json(challenge)),
@@ -242,10 +256,11 @@ async fn unblock(
     warden: web::Data<Warden>,
     payload: web::Json<altcha_lib_rs::Payload>,
 ) -> HttpResponse {
-    let policy = warden.policy();
-    let Some(address) = visitor_address(&request, &policy.server.trusted_proxies) else {
-        return HttpResponse::BadRequest().finish();
+    let address = match admitted(&request, &warden) {
+        Ok(address) => address,
+        Err(response) => return response,
     };
+    let policy = warden.policy();
     let settings = &policy.self_service;
     let support = if settings.support_contact.is_empty() {
         settings.text.get("support_fallback").cloned().unwrap_or_default()

@@ -1,0 +1,127 @@
+//! Connection abuse against the real binary: slow senders, thousands of idle connections, and
+//! a request flood on the public page. While each runs, a normal client (Dovecot's allow
+//! requests) must keep its p99 within twice its quiet value (with a floor of 10 ms, so a busy
+//! 2-core CI machine does not turn scheduling noise into a failure). The tests run one at a
+//! time so they do not measure each other.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
+use support::mailwarden::{Mailwarden, free_port, login_body};
+
+/// p99 of `n` allow requests from a normal client over one keep-alive connection.
+fn normal_client_p99(mw: &Mailwarden, n: usize) -> Duration {
+    let mut times: Vec<Duration> = (0..n)
+        .map(|i| {
+            let started = Instant::now();
+            let (status, _) = mw.policy("allow", &login_body(&format!("198.18.{}.{}", i / 250, i % 250 + 1), "alice@example.com", "0f96"));
+            assert_eq!(status, 200);
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[(n * 99 / 100).min(n - 1)]
+}
+
+fn assert_within_twice(quiet: Duration, during: Duration, what: &str) {
+    let allowed = (quiet * 2).max(quiet + Duration::from_millis(10));
+    assert!(during <= allowed, "{what}: p99 {during:?} against {quiet:?} quiet (allowed {allowed:?})");
+    eprintln!("{what}: p99 {during:?} (quiet {quiet:?})");
+}
+
+/// Held by each test so they measure one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn connect_from(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    socket.bind(&SocketAddr::from((from, 0)).into()).expect("bind");
+    socket.connect(&to.into()).expect("connect");
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream
+}
+
+#[test]
+fn slow_senders_are_cut_off_and_do_not_slow_dovecot_down() {
+    let _serial = serial();
+    let mw = Mailwarden::start_with("");
+    let mut config = std::fs::read_to_string(&mw.config_path).unwrap();
+    config = config.replacen("state_dir = \"state\"", "state_dir = \"state\"\nclient_timeout = \"1s\"", 1);
+    std::fs::write(&mw.config_path, config).unwrap();
+    let mut mw = mw;
+    mw.restart();
+    let quiet = normal_client_p99(&mw, 300);
+
+    // Half a request line and headers, then nothing; and a body that never arrives.
+    let mut slow: Vec<TcpStream> = (0..200)
+        .map(|i| {
+            let mut stream = TcpStream::connect(mw.policy_addr).unwrap();
+            let partial: &[u8] = if i % 2 == 0 {
+                b"POST /?command=allow HTTP/1.1\r\nHost: x\r\n"
+            } else {
+                b"POST /?command=allow HTTP/1.1\r\nHost: x\r\nX-API-Key: test-api-key-0123456789\r\nContent-Length: 100\r\n\r\n{\"lo"
+            };
+            stream.write_all(partial).unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            stream
+        })
+        .collect();
+    let during = normal_client_p99(&mw, 300);
+    assert_within_twice(quiet, during, "with 200 slow senders");
+
+    let started = Instant::now();
+    for stream in &mut slow {
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "a slow sender got {text:?}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(8), "slow senders were cut off after about client_timeout");
+}
+
+#[test]
+fn thousands_of_idle_connections_do_not_lock_dovecot_out() {
+    let _serial = serial();
+    let mw = Mailwarden::start();
+    let quiet = normal_client_p99(&mw, 300);
+    let idle: Vec<TcpStream> = (0..3000).map(|_| TcpStream::connect(mw.policy_addr).expect("an idle connection")).collect();
+    let during = normal_client_p99(&mw, 300);
+    assert_within_twice(quiet, during, "with 3000 idle connections");
+    drop(idle);
+    assert!(mw.admin("GET", "/healthz").0 == 200);
+}
+
+#[test]
+fn a_flood_on_the_public_page_is_limited_per_address_while_others_are_served() {
+    let _serial = serial();
+    let mut mw = Mailwarden::configure("");
+    let port = free_port();
+    mw.write_config(&format!("public_listen = \"127.0.0.1:{port}\"\n"), "[self_service]\nmax_requests_per_minute = 30\n");
+    mw.restart();
+    let page: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let get = move |from: Ipv4Addr| {
+        let mut stream = connect_from(from, page);
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer.split(' ').nth(1).unwrap_or("").to_string()
+    };
+    let quiet = normal_client_p99(&mw, 300);
+    let flooder = Ipv4Addr::new(127, 0, 0, 2);
+    let handle = std::thread::spawn(move || (0..400).map(|_| get(flooder)).collect::<Vec<String>>());
+    let during = normal_client_p99(&mw, 300);
+    let statuses = handle.join().unwrap();
+    assert_eq!(statuses.iter().filter(|s| *s == "200").count(), 30, "{statuses:?}");
+    assert!(statuses.iter().skip(30).all(|s| s == "429"));
+    assert_eq!(get(Ipv4Addr::new(127, 0, 0, 3)), "200", "another visitor is served");
+    assert_within_twice(quiet, during, "while one address floods the public page");
+    assert!(mw.admin("GET", "/metrics").1.contains("mailwarden_self_unblocks_total{result=\"rate_limited\"} 370"));
+}
