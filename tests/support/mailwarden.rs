@@ -79,6 +79,11 @@ impl Mailwarden {
         fs::write(&self.config_path, toml).expect("write policy.toml");
     }
 
+    /// The running server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("server running")
+    }
+
     /// Sends a signal (e.g. "HUP") to the running server.
     pub fn signal(&self, name: &str) {
         let pid = self.child.as_ref().map(Child::id).expect("server running");
