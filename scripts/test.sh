@@ -20,5 +20,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# schemathesis (PyPI) fuzzes the admin API from its OpenAPI document.
+if ! command -v schemathesis >/dev/null 2>&1; then
+  echo "Installing schemathesis"
+  python3 -m pip install --quiet --disable-pip-version-check schemathesis
+fi
+
 cargo build --locked --all-targets
 cargo test --locked --all-targets

@@ -475,18 +475,34 @@ impl Policy {
             .with_list_parse_key("networks.trusted")
             .with_list_parse_key("networks.blocked")
             .source(source.environment);
-        let layered = config::Config::builder()
-            .add_source(config::File::from(source.path).format(config::FileFormat::Toml).required(true))
-            .add_source(environment)
-            .build()
-            .map_err(|e| fail(e.to_string()))?;
+        let file = config::File::from(source.path).format(config::FileFormat::Toml).required(true);
+        let base_dir = source.path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Policy::build(file, environment, &origin, &base_dir)
+    }
+
+    /// Validates policy text (no environment overrides); relative paths are relative to
+    /// `base_dir`. For fuzzing and tools that hold the text already.
+    pub fn parse_str(text: &str, base_dir: &Path) -> Result<Policy, ConfigError> {
+        let file = config::File::from_str(text, config::FileFormat::Toml);
+        let environment = config::Environment::with_prefix("MAILWARDEN").source(Some(Default::default()));
+        Policy::build(file, environment, "(text)", base_dir)
+    }
+
+    fn build<F: config::Source + Send + Sync + 'static>(
+        file: F,
+        environment: config::Environment,
+        origin: &str,
+        base_dir: &Path,
+    ) -> Result<Policy, ConfigError> {
+        let fail = |problem: String| ConfigError { origin: origin.to_string(), problems: vec![problem] };
+        let layered =
+            config::Config::builder().add_source(file).add_source(environment).build().map_err(|e| fail(e.to_string()))?;
         let raw: RawConfig = serde_path_to_error::deserialize(layered).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
             if path.is_empty() || path == "." { fail(inner) } else { fail(format!("{path}: {inner}")) }
         })?;
-        let base_dir = source.path.parent().map(Path::to_path_buf).unwrap_or_default();
-        validate(raw, &base_dir).map_err(|problems| ConfigError { origin, problems })
+        validate(raw, base_dir).map_err(|problems| ConfigError { origin: origin.to_string(), problems })
     }
 
     /// The effective policy as TOML, secrets masked: what `check-config` prints.

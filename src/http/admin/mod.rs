@@ -31,6 +31,9 @@ pub use views::ErrorBody;
 pub fn configure(config: &mut web::ServiceConfig) {
     config
         .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::InvalidQuery(e.to_string()).into()))
+        .app_data(web::PathConfig::default().error_handler(|e, _| {
+            ApiError::InvalidField { field: "number", message: format!("number: a rule number from 1 ({e})") }.into()
+        }))
         .app_data(
             web::JsonConfig::default()
                 .limit(64 * 1024)
