@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, runnable on a fresh Debian machine: installs the system packages the
-# tests drive (a real Dovecot), then runs unit, HTTP and end-to-end tests.
+# tests drive (a real Dovecot, Prometheus, Chromium, schemathesis, cargo-fuzz), then runs a
+# short fuzzing run and the unit, HTTP, end-to-end and reliability tests.
 # With CI=true a missing component fails the run instead of skipping tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +24,13 @@ fi
 # schemathesis (PyPI) fuzzes the admin API from its OpenAPI document.
 if ! command -v schemathesis >/dev/null 2>&1; then
   echo "Installing schemathesis"
-  python3 -m pip install --quiet --disable-pip-version-check schemathesis
+  python3 -m pip install --quiet --disable-pip-version-check schemathesis \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages schemathesis
 fi
+
+# A short coverage-guided fuzzing run of each target (cargo-fuzz; scripts/fuzz.sh full runs
+# the long campaign). Before cargo test so that its summary stays the last thing printed.
+scripts/fuzz.sh smoke
 
 cargo build --locked --all-targets
 cargo test --locked --all-targets
