@@ -18,7 +18,10 @@ fn normal_client_p99(mw: &Mailwarden, n: usize) -> Duration {
     let mut times: Vec<Duration> = (0..n)
         .map(|i| {
             let started = Instant::now();
-            let (status, _) = mw.policy("allow", &login_body(&format!("198.18.{}.{}", i / 250, i % 250 + 1), "alice@example.com", "0f96"));
+            let (status, _) = mw.policy(
+                "allow",
+                &login_body(&format!("198.18.{}.{}", i / 250, i % 250 + 1), "alice@example.com", "0f96"),
+            );
             assert_eq!(status, 200);
             started.elapsed()
         })
@@ -134,7 +137,8 @@ fn thousands_of_idle_connections_do_not_lock_dovecot_out() {
     let _serial = serial();
     let mw = Mailwarden::start();
     let quiet = normal_client_p99(&mw, 300);
-    let idle: Vec<TcpStream> = (0..3000).map(|_| TcpStream::connect(mw.policy_addr).expect("an idle connection")).collect();
+    let idle: Vec<TcpStream> =
+        (0..3000).map(|_| TcpStream::connect(mw.policy_addr).expect("an idle connection")).collect();
     let during = normal_client_p99(&mw, 300);
     assert_within_twice(quiet, during, "with 3000 idle connections");
     drop(idle);
@@ -146,7 +150,10 @@ fn a_flood_on_the_public_page_is_limited_per_address_while_others_are_served() {
     let _serial = serial();
     let mut mw = Mailwarden::configure("");
     let port = free_port();
-    mw.write_config(&format!("public_listen = \"127.0.0.1:{port}\"\n"), "[self_service]\nmax_requests_per_minute = 30\n");
+    mw.write_config(
+        &format!("public_listen = \"127.0.0.1:{port}\"\n"),
+        "[self_service]\nmax_requests_per_minute = 30\n",
+    );
     mw.restart();
     let page: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let get = move |from: Ipv4Addr| {

@@ -40,7 +40,8 @@ fn schemathesis(mw: &Mailwarden, mode: &str, checks: &str) -> String {
         .output()
         .expect("run schemathesis");
     let report = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    let tail: String = report.lines().rev().take(80).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    let tail: String =
+        report.lines().rev().take(80).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
     assert!(output.status.success(), "schemathesis ({mode}) found problems:\n{tail}\n--- server log ---\n{}", mw.log());
     eprintln!("{tail}");
     assert!(mw.admin("GET", "/healthz").0 == 200, "the server still answers");
@@ -63,7 +64,8 @@ fn schemathesis_finds_no_server_error_and_no_response_off_the_schema() {
 /// Everything an admin can see of the stored state.
 fn state(mw: &Mailwarden) -> Vec<String> {
     let mut seen = Vec::new();
-    for path in ["/api/v1/bans", "/api/v1/blocks", "/api/v1/trusted", "/api/v1/mailboxes", "/api/v1/events?limit=1000"] {
+    for path in ["/api/v1/bans", "/api/v1/blocks", "/api/v1/trusted", "/api/v1/mailboxes", "/api/v1/events?limit=1000"]
+    {
         let (status, body) = mw.admin("GET", path);
         assert_eq!(status, 200, "{path}: {body}");
         // Only the countdown may move.
@@ -86,12 +88,24 @@ fn rejected_input_is_refused_with_4xx_and_changes_nothing() {
     let mw = Mailwarden::start();
     // Some state for malformed requests to damage: a ban, a block, a trusted network, a rule set.
     for _ in 0..5 {
-        mw.policy("report", &support::mailwarden::report_body("203.0.113.9", "bob@example.com", &support::mailwarden::fresh_pwhash(), false));
+        mw.policy(
+            "report",
+            &support::mailwarden::report_body(
+                "203.0.113.9",
+                "bob@example.com",
+                &support::mailwarden::fresh_pwhash(),
+                false,
+            ),
+        );
     }
     assert_eq!(mw.admin_post("/api/v1/blocks", Some(r#"{"network":"198.51.100.0/24","comment":"spam run"}"#)).0, 201);
     assert_eq!(mw.admin_post("/api/v1/trusted", Some(r#"{"network":"192.0.2.0/28","comment":"office"}"#)).0, 201);
     assert_eq!(
-        mw.admin_post("/api/v1/mailboxes/alice@example.com/firewall/rules", Some(r#"{"action":"block","network":"198.18.0.0/15"}"#)).0,
+        mw.admin_post(
+            "/api/v1/mailboxes/alice@example.com/firewall/rules",
+            Some(r#"{"action":"block","network":"198.18.0.0/15"}"#)
+        )
+        .0,
         201
     );
     let before = state(&mw);

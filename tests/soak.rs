@@ -18,7 +18,12 @@ const CAP: u64 = 5_000;
 
 fn resident_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn open_files(pid: u32) -> usize {
@@ -46,9 +51,22 @@ fn hammer(address: std::net::SocketAddr, key: String, worker: u64, stop: Arc<Ato
         };
         let (command, body) = if i % 3 == 0 {
             let pwhash = if failing { format!("{i:08x}") } else { "0f96".into() };
-            ("report", format!(r#"{{"login":"user{}@example.com","pwhash":"{pwhash}","remote":"{ip}","protocol":"imap","success":{},"policy_reject":false,"tls":true}}"#, i % 5000, !failing))
+            (
+                "report",
+                format!(
+                    r#"{{"login":"user{}@example.com","pwhash":"{pwhash}","remote":"{ip}","protocol":"imap","success":{},"policy_reject":false,"tls":true}}"#,
+                    i % 5000,
+                    !failing
+                ),
+            )
         } else {
-            ("allow", format!(r#"{{"login":"user{}@example.com","pwhash":"0f96","remote":"{ip}","protocol":"imap","tls":true}}"#, i % 5000))
+            (
+                "allow",
+                format!(
+                    r#"{{"login":"user{}@example.com","pwhash":"0f96","remote":"{ip}","protocol":"imap","tls":true}}"#,
+                    i % 5000
+                ),
+            )
         };
         let request = format!(
             "POST /?command={command} HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -82,7 +100,10 @@ fn p99_of_a_normal_client(mw: &Mailwarden) -> Duration {
     let mut times: Vec<Duration> = (0..100)
         .map(|_| {
             let started = Instant::now();
-            assert_eq!(mw.policy("allow", &support::mailwarden::login_body("192.0.2.9", "bob@example.com", "0f96")).0, 200);
+            assert_eq!(
+                mw.policy("allow", &support::mailwarden::login_body("192.0.2.9", "bob@example.com", "0f96")).0,
+                200
+            );
             started.elapsed()
         })
         .collect();
@@ -94,7 +115,8 @@ fn p99_of_a_normal_client(mw: &Mailwarden) -> Duration {
 fn a_steady_load_grows_nothing_beyond_its_caps() {
     let seconds: u64 = std::env::var("MAILWARDEN_SOAK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(120);
     let every = Duration::from_secs((seconds / 12).clamp(5, 60));
-    let mw = Mailwarden::start_with(&format!("[autoban]\nmax_tracked_sources = {CAP}\nwindow = \"2m\"\nban_for = \"1m\"\n"));
+    let mw =
+        Mailwarden::start_with(&format!("[autoban]\nmax_tracked_sources = {CAP}\nwindow = \"2m\"\nban_for = \"1m\"\n"));
     let pid = mw.pid();
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
@@ -109,7 +131,8 @@ fn a_steady_load_grows_nothing_beyond_its_caps() {
     let mut samples = Vec::new();
     while started.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(every);
-        let health: serde_json::Value = serde_json::from_str(&mw.admin("GET", "/healthz").1).expect("the server answers");
+        let health: serde_json::Value =
+            serde_json::from_str(&mw.admin("GET", "/healthz").1).expect("the server answers");
         let sample = (
             started.elapsed().as_secs(),
             resident_kib(pid),
@@ -137,7 +160,10 @@ fn a_steady_load_grows_nothing_beyond_its_caps() {
     }
     let warm = &samples[samples.len() / 3..];
     let (first_rss, last_rss) = (warm[0].1, warm[warm.len() - 1].1);
-    assert!(last_rss <= first_rss + first_rss / 4 + 16 * 1024, "memory kept growing: {first_rss} KiB -> {last_rss} KiB");
+    assert!(
+        last_rss <= first_rss + first_rss / 4 + 16 * 1024,
+        "memory kept growing: {first_rss} KiB -> {last_rss} KiB"
+    );
     let (first_fds, last_fds) = (warm[0].2, warm[warm.len() - 1].2);
     assert!(last_fds <= first_fds + 16, "open files kept growing: {first_fds} -> {last_fds}");
     assert!(samples.iter().any(|s| s.4 > 0), "bans were placed during the soak");

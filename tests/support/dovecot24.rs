@@ -19,7 +19,6 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
-
 use super::dovecot::USERS;
 use super::mailwarden::free_port;
 
