@@ -81,17 +81,21 @@ impl Stack {
     /// `count` IMAP logins as alice from `from`, each with a different wrong password (a
     /// repeated one could count as a single guess).
     fn fail_imap_logins(&self, from: Ipv4Addr, count: usize) {
+        let before = self.mailwarden.reports_answered();
         for attempt in 1..=count {
             let outcome = imap_login(&self.dovecot, from, ALICE, &format!("wrong-{attempt}"));
             self.assert_wrong_password(&outcome, &format!("wrong IMAP password {attempt} from {from}"));
         }
+        self.mailwarden.wait_for_reports(before + count as u64);
     }
 
     fn fail_pop3_logins(&self, from: Ipv4Addr, count: usize) {
+        let before = self.mailwarden.reports_answered();
         for attempt in 1..=count {
             let outcome = pop3_login(&self.dovecot, from, ALICE, &format!("wrong-{attempt}"));
             self.assert_wrong_password(&outcome, &format!("wrong POP3 password {attempt} from {from}"));
         }
+        self.mailwarden.wait_for_reports(before + count as u64);
     }
 
     /// With `auth_policy_reject_on_fail = no` a policy request that fails (refused, timed out,
@@ -256,11 +260,13 @@ fn the_address_a_trusted_proxy_forwards_is_banned_instead_of_the_proxy() {
     let proxy = Ipv4Addr::LOCALHOST;
     let forwarded = [("name", "mailwarden-e2e-webmail"), ("x-originating-ip", "203.0.113.9")];
 
+    let before = stack.mailwarden.reports_answered();
     for attempt in 1..=MAX_FAILURES {
         let outcome = imap_login_with_id(&stack.dovecot, proxy, &forwarded, ALICE, &format!("wrong-{attempt}"));
         stack.assert_wrong_password(&outcome, &format!("wrong password {attempt} forwarded for 203.0.113.9"));
     }
 
+    stack.mailwarden.wait_for_reports(before + MAX_FAILURES as u64);
     let forwarded_again = imap_login_with_id(&stack.dovecot, proxy, &forwarded, ALICE, ALICE_PASSWORD);
     stack.assert_banned(&forwarded_again, "203.0.113.9", "alice's right password forwarded for 203.0.113.9");
     let proxy_itself = imap_login(&stack.dovecot, proxy, ALICE, ALICE_PASSWORD);
@@ -383,18 +389,22 @@ fn unknown_accounts_count_once_by_default() {
     let sprayer = Ipv4Addr::new(127, 0, 0, 8);
     let attacker = Ipv4Addr::new(127, 0, 0, 9);
 
+    let before = stack.mailwarden.reports_answered();
     for number in 1..=3 {
         let outcome = imap_login(&stack.dovecot, sprayer, &format!("nobody{number}@example.com"), "guess");
         stack.assert_wrong_password(&outcome, &format!("unknown login {number} from {sprayer}"));
     }
+    stack.mailwarden.wait_for_reports(before + 3);
     let right_password = imap_login(&stack.dovecot, sprayer, ALICE, ALICE_PASSWORD);
     stack.assert_logged_in(&right_password, "alice after three unknown logins from her address");
 
+    let before = stack.mailwarden.reports_answered();
     for number in 1..=MAX_FAILURES {
         let outcome = pop3_login(&stack.dovecot, attacker, &format!("nobody{number}@example.com"), "guess");
         stack.assert_wrong_password(&outcome, &format!("unknown login {number} from {attacker}"));
     }
     stack.assert_reported("nobody1@example.com", &["account", "account"]);
+    stack.mailwarden.wait_for_reports(before + MAX_FAILURES as u64);
     let after_five = imap_login(&stack.dovecot, attacker, ALICE, ALICE_PASSWORD);
     stack.assert_banned(&after_five, "127.0.0.9", "alice after five unknown logins from her address");
     stack.assert_no_policy_errors();
@@ -410,6 +420,7 @@ fn unknown_accounts_count_double_when_the_policy_says_so() {
     };
     let sprayer = Ipv4Addr::new(127, 0, 0, 10);
 
+    let before = stack.mailwarden.reports_answered();
     for number in 1..=3 {
         let outcome = if number == 2 {
             pop3_login(&stack.dovecot, sprayer, &format!("nobody{number}@example.com"), "guess")
@@ -419,6 +430,7 @@ fn unknown_accounts_count_double_when_the_policy_says_so() {
         stack.assert_wrong_password(&outcome, &format!("unknown login {number} from {sprayer}"));
     }
     stack.assert_reported("nobody3@example.com", &["account"]);
+    stack.mailwarden.wait_for_reports(before + 3);
 
     let right_password = imap_login(&stack.dovecot, sprayer, ALICE, ALICE_PASSWORD);
     stack.assert_banned(&right_password, "127.0.0.10", "alice after three unknown logins counted double");

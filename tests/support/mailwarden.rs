@@ -185,6 +185,27 @@ impl Mailwarden {
     }
 
     /// An admin API call with the right token; returns (HTTP status, body).
+    /// Reports answered so far (`mailwarden_requests_total{command="report"}`, every status).
+    pub fn reports_answered(&self) -> u64 {
+        let (_, metrics) = self.admin("GET", "/metrics");
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("mailwarden_requests_total{") && line.contains("command=\"report\""))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
+    /// Dovecot sends a login's report without waiting for the answer, so with
+    /// `auth_failure_delay = 0` the client can try again before mailwarden has counted the
+    /// failure. Waits (up to 10 s) until `count` reports in all have been answered.
+    pub fn wait_for_reports(&self, count: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.reports_answered() < count {
+            assert!(Instant::now() < deadline, "mailwarden answered {} of {count} reports", self.reports_answered());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn admin(&self, method: &str, path: &str) -> (u16, String) {
         self.admin_with_token(method, path, Some(&self.admin_token))
     }
