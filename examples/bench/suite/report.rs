@@ -1,0 +1,375 @@
+//! The figures a run produced, and the report printed at the end, with each target of issue 8
+//! and whether it holds.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::load::{Answers, LoadResult};
+
+/// One load run against one server.
+#[derive(Debug, Clone, Default)]
+pub struct RunFigures {
+    pub requests: u64,
+    /// Logins (or flood reports) completed.
+    pub units: u64,
+    pub seconds: f64,
+    pub requests_per_second: f64,
+    pub units_per_second: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub p999: Duration,
+    pub max: Duration,
+    pub answers: Answers,
+    /// CPU time the server used during the run, and the generator.
+    pub server_cpu: Duration,
+    pub generator_cpu: Duration,
+}
+
+impl RunFigures {
+    pub fn from_result(result: &LoadResult, server_cpu: Duration) -> RunFigures {
+        RunFigures {
+            requests: result.answers.requests(),
+            units: result.answers.units,
+            seconds: result.elapsed.as_secs_f64(),
+            requests_per_second: result.requests_per_second(),
+            units_per_second: result.units_per_second(),
+            p50: result.quantile(0.50),
+            p99: result.quantile(0.99),
+            p999: result.quantile(0.999),
+            max: result.max_latency(),
+            answers: result.answers.clone(),
+            server_cpu,
+            generator_cpu: result.generator_cpu,
+        }
+    }
+
+    /// Server CPU per request, microseconds.
+    pub fn server_cpu_per_request_us(&self) -> f64 {
+        self.server_cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
+    }
+
+    /// One line for progress output.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} requests ({} logins) in {:.1} s: {:.0} req/s, {:.0} logins/s; latency p50 {} p99 {} p99.9 {} max {}; \
+             server CPU {:.1} s ({:.1} us/request, {:.0}% of a core), generator CPU {:.1} s; allow: {} allowed, {} delayed, \
+             {} refused; {} HTTP errors, {} reconnects",
+            self.requests,
+            self.units,
+            self.seconds,
+            self.requests_per_second,
+            self.units_per_second,
+            us(self.p50),
+            us(self.p99),
+            us(self.p999),
+            us(self.max),
+            self.server_cpu.as_secs_f64(),
+            self.server_cpu_per_request_us(),
+            100.0 * self.server_cpu.as_secs_f64() / self.seconds.max(1e-9),
+            self.generator_cpu.as_secs_f64(),
+            self.answers.allowed,
+            self.answers.delayed,
+            self.answers.refused,
+            self.answers.http_errors,
+            self.answers.connection_errors,
+        )
+    }
+}
+
+fn us(d: Duration) -> String {
+    if d >= Duration::from_millis(10) {
+        format!("{:.1} ms", d.as_secs_f64() * 1e3)
+    } else {
+        format!("{:.0} us", d.as_secs_f64() * 1e6)
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// The mix: peak throughput and fixed-rate latency, mailwarden and the baseline.
+#[derive(Debug, Clone, Default)]
+pub struct MixFigures {
+    pub firewalled: usize,
+    pub bans_before: u64,
+    /// Rounds alternating between the servers, and mailwarden's throughput as a share of the
+    /// baseline's in each.
+    pub rounds: usize,
+    pub round_ratios: Vec<f64>,
+    pub connections: usize,
+    pub mailwarden: Option<RunFigures>,
+    pub baseline: Option<RunFigures>,
+    pub rate: f64,
+    pub rate_seconds: f64,
+    pub rate_mailwarden: Option<RunFigures>,
+    pub rate_baseline: Option<RunFigures>,
+    pub rss_start_kib: u64,
+    pub rss_after_kib: u64,
+    pub rss_end_kib: u64,
+    /// Lines mailwarden logged (one per refusal).
+    pub log_lines: usize,
+    /// `perf report` lines: the hottest functions of mailwarden's throughput run.
+    pub perf_top: Vec<String>,
+}
+
+/// Resident size under many sources.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryFigures {
+    pub cap: u64,
+    pub rss_idle_kib: u64,
+    pub bans_placed: u64,
+    pub first_sources: u64,
+    pub first: Option<RunFigures>,
+    pub rss_after_first_kib: u64,
+    pub tracked_after_first: u64,
+    pub flood_sources: u64,
+    pub flood: Option<RunFigures>,
+    /// (seconds into the flood, sources sent so far, RSS KiB).
+    pub samples: Vec<(f64, u64, u64)>,
+    pub rss_end_kib: u64,
+    pub tracked_end: u64,
+    /// Bans checked after the flood: still listed by the admin API, and still refused.
+    pub bans_listed_after: u64,
+    pub bans_refused_after: u64,
+}
+
+impl MemoryFigures {
+    /// RSS at the sample nearest to `share` of the flood.
+    fn rss_at(&self, share: f64) -> u64 {
+        let target = (self.flood_sources as f64 * share) as u64;
+        self.samples.iter().min_by_key(|s| s.1.abs_diff(target)).map_or(0, |s| s.2)
+    }
+
+    /// Growth of RSS over the second half of the flood, as a share of RSS at its middle.
+    pub fn second_half_growth(&self) -> f64 {
+        let middle = self.rss_at(0.5).max(1);
+        let peak = self.samples.iter().filter(|s| s.1 >= self.flood_sources / 2).map(|s| s.2).max().unwrap_or(middle);
+        (peak.max(self.rss_end_kib) as f64 - middle as f64) / middle as f64
+    }
+}
+
+/// Logins through a real Dovecot.
+#[derive(Debug, Clone, Default)]
+pub struct DovecotFigures {
+    pub logins: usize,
+    /// Sequential logins, connect to the tagged OK: mean and percentiles.
+    pub with_mean: Duration,
+    pub without_mean: Duration,
+    pub with_p50: Duration,
+    pub without_p50: Duration,
+    pub with_p99: Duration,
+    pub without_p99: Duration,
+    pub concurrency: usize,
+    /// Whole sessions (connect, LOGIN, LOGOUT) per second with `concurrency` clients.
+    pub with_rate: f64,
+    pub without_rate: f64,
+    pub failed: usize,
+}
+
+impl DovecotFigures {
+    pub fn sequential_ratio(&self) -> f64 {
+        self.with_mean.as_secs_f64() / self.without_mean.as_secs_f64().max(1e-12)
+    }
+
+    pub fn concurrent_ratio(&self) -> f64 {
+        self.without_rate / self.with_rate.max(1e-12)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    pub mix: Option<MixFigures>,
+    pub memory: Option<MemoryFigures>,
+    pub dovecot: Option<DovecotFigures>,
+}
+
+/// Everything a run found.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub cpus: usize,
+    pub pinned: bool,
+    pub figures: Figures,
+    pub notes: Vec<String>,
+    pub seconds: f64,
+}
+
+fn verdict(holds: bool) -> &'static str {
+    if holds { "HOLDS" } else { "MISSED" }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "== mailwarden benchmark ==")?;
+        writeln!(
+            f,
+            "machine: {} CPUs; {}",
+            self.cpus,
+            if self.pinned { "load generator pinned to CPU 0, server to CPU 1" } else { "not pinned" }
+        )?;
+        if let Some(mix) = &self.figures.mix {
+            writeln!(
+                f,
+                "\n-- login mix ({} connections; {} mailboxes with firewall rules; {} sources banned first) --",
+                mix.connections, mix.firewalled, mix.bans_before
+            )?;
+            if let Some(run) = &mix.mailwarden {
+                writeln!(f, "mailwarden peak: {}", run.summary())?;
+            }
+            if let Some(run) = &mix.baseline {
+                writeln!(f, "baseline peak:   {}", run.summary())?;
+            }
+            if let (Some(m), Some(b)) = (&mix.mailwarden, &mix.baseline) {
+                let ratio = m.requests_per_second / b.requests_per_second.max(1e-9);
+                let cpu_ratio = b.server_cpu_per_request_us() / m.server_cpu_per_request_us().max(1e-9);
+                let (low, high) =
+                    mix.round_ratios.iter().fold((f64::MAX, f64::MIN), |(low, high), r| (low.min(*r), high.max(*r)));
+                if !mix.round_ratios.is_empty() {
+                    writeln!(
+                        f,
+                        "per round ({} rounds alternating between the servers): {:.1}% to {:.1}% of the baseline",
+                        mix.rounds,
+                        100.0 * low,
+                        100.0 * high
+                    )?;
+                }
+                writeln!(
+                    f,
+                    "throughput ratio: {:.1}% of the baseline ({:.0} vs {:.0} req/s); by server CPU per request {:.1}% \
+                     ({:.1} vs {:.1} us) -- target >= 60%: {}",
+                    100.0 * ratio,
+                    m.requests_per_second,
+                    b.requests_per_second,
+                    100.0 * cpu_ratio,
+                    m.server_cpu_per_request_us(),
+                    b.server_cpu_per_request_us(),
+                    verdict(ratio >= 0.6)
+                )?;
+            }
+            if let Some(run) = &mix.rate_mailwarden {
+                writeln!(f, "mailwarden at {} req/s for {} s: {}", mix.rate, mix.rate_seconds, run.summary())?;
+                writeln!(
+                    f,
+                    "latency at {} req/s: p50 {}, p99 {}, p99.9 {} -- target p99 < 1 ms: {}",
+                    mix.rate,
+                    us(run.p50),
+                    us(run.p99),
+                    us(run.p999),
+                    verdict(run.p99 < Duration::from_millis(1))
+                )?;
+            }
+            if let Some(run) = &mix.rate_baseline {
+                writeln!(f, "baseline at {} req/s for {} s: {}", mix.rate, mix.rate_seconds, run.summary())?;
+            }
+            writeln!(
+                f,
+                "mailwarden RSS: {:.1} MiB after start and bans, {:.1} MiB after the peak run, {:.1} MiB at the end; {} log lines",
+                mib(mix.rss_start_kib),
+                mib(mix.rss_after_kib),
+                mib(mix.rss_end_kib),
+                mix.log_lines
+            )?;
+            if !mix.perf_top.is_empty() {
+                writeln!(f, "hottest functions (perf, self time, mailwarden's peak run):")?;
+                for line in &mix.perf_top {
+                    writeln!(f, "  {line}")?;
+                }
+            }
+        }
+        if let Some(memory) = &self.figures.memory {
+            writeln!(f, "\n-- memory (autoban.max_tracked_sources = {}) --", memory.cap)?;
+            writeln!(f, "idle with {} bans: {:.1} MiB", memory.bans_placed, mib(memory.rss_idle_kib))?;
+            if let Some(run) = &memory.first {
+                writeln!(f, "{} distinct sources failing once: {}", memory.first_sources, run.summary())?;
+            }
+            writeln!(
+                f,
+                "RSS after {} distinct sources failed once: {:.1} MiB ({} tracked) -- target <= 256 MiB for 1,000,000: {}",
+                memory.first_sources,
+                mib(memory.rss_after_first_kib),
+                memory.tracked_after_first,
+                if memory.first_sources >= 1_000_000 {
+                    verdict(memory.rss_after_first_kib <= 256 * 1024)
+                } else {
+                    "not measured at 1,000,000"
+                }
+            )?;
+            if let Some(run) = &memory.flood {
+                writeln!(f, "flood of {} more distinct sources: {}", memory.flood_sources, run.summary())?;
+            }
+            let shown: Vec<String> = thin(&memory.samples, 12)
+                .iter()
+                .map(|(seconds, sent, rss)| format!("{:.0}s/{:.1}M/{:.0}MiB", seconds, *sent as f64 / 1e6, mib(*rss)))
+                .collect();
+            writeln!(f, "RSS during the flood (time/sources sent/RSS): {}", shown.join(" "))?;
+            let growth = memory.second_half_growth();
+            writeln!(
+                f,
+                "RSS at the end {:.1} MiB ({} tracked); growth over the flood's second half {:+.1}% -- target flat plateau (< 5%): {}",
+                mib(memory.rss_end_kib),
+                memory.tracked_end,
+                100.0 * growth,
+                verdict(growth < 0.05)
+            )?;
+            writeln!(
+                f,
+                "bans after the flood: {} of {} still listed, {} of {} still refused -- target none lost: {}",
+                memory.bans_listed_after,
+                memory.bans_placed,
+                memory.bans_refused_after,
+                memory.bans_placed,
+                verdict(
+                    memory.bans_listed_after == memory.bans_placed && memory.bans_refused_after == memory.bans_placed
+                )
+            )?;
+        }
+        if let Some(dovecot) = &self.figures.dovecot {
+            writeln!(f, "\n-- Dovecot 2.3 IMAP logins ({} per configuration) --", dovecot.logins)?;
+            writeln!(
+                f,
+                "sequential, connect to LOGIN OK: with mailwarden mean {} (p50 {}, p99 {}), without mean {} (p50 {}, p99 {})",
+                us(dovecot.with_mean),
+                us(dovecot.with_p50),
+                us(dovecot.with_p99),
+                us(dovecot.without_mean),
+                us(dovecot.without_p50),
+                us(dovecot.without_p99)
+            )?;
+            let sequential = dovecot.sequential_ratio() - 1.0;
+            writeln!(
+                f,
+                "added cost of a login, sequential: {:+.1}% -- target < 5%: {}",
+                100.0 * sequential,
+                verdict(sequential < 0.05)
+            )?;
+            writeln!(
+                f,
+                "{} concurrent clients, whole sessions: {:.0}/s with, {:.0}/s without mailwarden: {:+.1}% per login",
+                dovecot.concurrency,
+                dovecot.with_rate,
+                dovecot.without_rate,
+                100.0 * (dovecot.concurrent_ratio() - 1.0)
+            )?;
+            if dovecot.failed > 0 {
+                writeln!(f, "failed logins: {}", dovecot.failed)?;
+            }
+        }
+        for note in &self.notes {
+            writeln!(f, "note: {note}")?;
+        }
+        writeln!(f, "\nthe run took {:.0} s", self.seconds)
+    }
+}
+
+/// At most `n` of `samples`, evenly spread, always with the last.
+fn thin<T: Clone>(samples: &[T], n: usize) -> Vec<T> {
+    if samples.len() <= n {
+        return samples.to_vec();
+    }
+    let step = samples.len() as f64 / n as f64;
+    let mut out: Vec<T> = (0..n).map(|i| samples[(i as f64 * step) as usize].clone()).collect();
+    if let Some(last) = samples.last() {
+        out.push(last.clone());
+    }
+    out
+}

@@ -1,0 +1,51 @@
+//! A smoke run of the benchmark (`examples/bench`, `scripts/bench.sh`) with tiny numbers, so
+//! the machinery keeps working: the login mix against mailwarden and the baseline, the
+//! fixed-rate run, the memory runs with their ban check, and Dovecot logins with and without
+//! mailwarden (where Dovecot can run). It asserts that every part completes and prints its
+//! figures, never how fast anything was.
+
+#[allow(dead_code)]
+#[path = "../examples/bench/suite/mod.rs"]
+mod suite;
+
+#[test]
+fn the_benchmark_runs_every_part_with_tiny_numbers_and_prints_its_figures() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = suite::Settings::smoke(dir.path().join("bench"), env!("CARGO_BIN_EXE_mailwarden").into());
+    let report = suite::run(&settings).unwrap_or_else(|e| panic!("the benchmark failed: {e}"));
+    let text = report.to_string();
+    println!("{text}");
+    for figure in [
+        "mailwarden peak:",
+        "baseline peak:",
+        "throughput ratio:",
+        "latency at 400 req/s: p50",
+        "RSS after 1500 distinct sources failed once",
+        "RSS during the flood",
+        "bans after the flood",
+    ] {
+        assert!(text.contains(figure), "the report lacks {figure:?}:\n{text}");
+    }
+
+    let mix = report.figures.mix.as_ref().expect("mix figures");
+    assert_eq!(mix.bans_before, settings.mix.banned as u64, "the mix's sources are banned first");
+    for run in [&mix.mailwarden, &mix.baseline, &mix.rate_mailwarden, &mix.rate_baseline] {
+        let run = run.as_ref().expect("every run of the mix has figures");
+        assert!(run.requests > 0 && run.answers.http_errors == 0, "{}", run.summary());
+    }
+    let peak = mix.mailwarden.as_ref().expect("mailwarden's peak run");
+    assert_eq!(peak.units, settings.mix.logins as u64, "every login of the plan is replayed");
+    assert!(peak.answers.refused > 0, "banned sources and firewall rules refuse some logins: {}", peak.summary());
+
+    let memory = report.figures.memory.as_ref().expect("memory figures");
+    assert_eq!(memory.bans_placed, settings.memory_bans as u64);
+    assert_eq!(memory.bans_listed_after, memory.bans_placed, "no ban is lost to the flood");
+    assert_eq!(memory.bans_refused_after, memory.bans_placed, "every ban still refuses");
+    assert!(memory.samples.len() >= 2 && memory.rss_end_kib > 0);
+
+    if report.figures.dovecot.is_none() {
+        assert!(report.notes.iter().any(|n| n.contains("Dovecot part skipped")), "{text}");
+    } else {
+        assert!(text.contains("added cost of a login, sequential:"), "{text}");
+    }
+}
