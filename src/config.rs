@@ -495,8 +495,11 @@ impl Policy {
         base_dir: &Path,
     ) -> Result<Policy, ConfigError> {
         let fail = |problem: String| ConfigError { origin: origin.to_string(), problems: vec![problem] };
-        let layered =
-            config::Config::builder().add_source(file).add_source(environment).build().map_err(|e| fail(e.to_string()))?;
+        let layered = config::Config::builder()
+            .add_source(file)
+            .add_source(environment)
+            .build()
+            .map_err(|e| fail(e.to_string()))?;
         let raw: RawConfig = serde_path_to_error::deserialize(layered).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
@@ -693,10 +696,12 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
             Err(e) => problems.push(format!("server.trusted_proxies[{i}]: {e}")),
         }
     }
-    let client_timeout = duration(&mut problems, "server.client_timeout", &raw.server.client_timeout, Duration::from_secs(300));
+    let client_timeout =
+        duration(&mut problems, "server.client_timeout", &raw.server.client_timeout, Duration::from_secs(300));
     let max_connections = ranged(&mut problems, "server.max_connections", raw.server.max_connections, 16..=1_000_000);
     let ss = &raw.self_service;
-    let max_requests = ranged(&mut problems, "self_service.max_requests_per_minute", ss.max_requests_per_minute, 1..=100_000);
+    let max_requests =
+        ranged(&mut problems, "self_service.max_requests_per_minute", ss.max_requests_per_minute, 1..=100_000);
     let max_unblocks = ranged(&mut problems, "self_service.max_unblocks_per_day", ss.max_unblocks_per_day, 0..=100);
     let difficulty = ranged(&mut problems, "self_service.difficulty", ss.difficulty, 1_000..=10_000_000);
     let challenge_expires =

@@ -8,9 +8,9 @@
 //! unblocked is `warden`'s; serving the page is `http::public`'s.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::net::IpAddr;
 use std::time::Duration;
 
 use altcha_lib_rs::{ChallengeOptions, Payload};

@@ -21,22 +21,12 @@ fn allow(mw: &Mailwarden, remote: &str) -> (i64, String) {
     let (status, body) = mw.policy("allow", &login_body(remote, "alice@example.com", "0f96"));
     assert_eq!(status, 200, "{body}");
     let reply = json(&body);
-    (
-        reply["status"].as_i64().unwrap(),
-        reply["msg"].as_str().unwrap().to_string(),
-    )
+    (reply["status"].as_i64().unwrap(), reply["msg"].as_str().unwrap().to_string())
 }
 
 fn fail_n(mw: &Mailwarden, remote: &str, n: usize) {
     for _ in 0..n {
-        assert_eq!(
-            mw.policy(
-                "report",
-                &report_body(remote, "alice@example.com", &fresh_pwhash(), false)
-            )
-            .0,
-            200
-        );
+        assert_eq!(mw.policy("report", &report_body(remote, "alice@example.com", &fresh_pwhash(), false)).0, 200);
     }
 }
 
@@ -60,10 +50,8 @@ fn eventually(seconds: u64, what: &str, mut check: impl FnMut() -> bool) {
 #[test]
 fn blocked_and_trusted_entries_apply_at_once_survive_a_restart_and_expire_on_time() {
     let mut mw = Mailwarden::start();
-    let (status, body) = mw.admin_post(
-        "/api/v1/blocks",
-        Some(r#"{"network":"198.51.100.0/24","for":"3s","comment":"spam run"}"#),
-    );
+    let (status, body) =
+        mw.admin_post("/api/v1/blocks", Some(r#"{"network":"198.51.100.0/24","for":"3s","comment":"spam run"}"#));
     assert_eq!(status, 201, "{body}");
     let entry = json(&body);
     assert_eq!(entry["network"], "198.51.100.0/24");
@@ -72,32 +60,14 @@ fn blocked_and_trusted_entries_apply_at_once_survive_a_restart_and_expire_on_tim
     assert!(entry["expires_at"].as_str().is_some());
 
     let (status, msg) = allow(&mw, "198.51.100.7");
-    assert_eq!(
-        (status, msg.as_str()),
-        (
-            -1,
-            "Logins from 198.51.100.7 are blocked by the administrator"
-        )
-    );
-    assert_eq!(
-        mw.admin_post("/api/v1/trusted", Some(r#"{"network":"198.51.100.7"}"#))
-            .0,
-        201
-    );
-    assert_eq!(
-        allow(&mw, "198.51.100.7").0,
-        0,
-        "a trusted /32 inside a blocked /24 wins"
-    );
+    assert_eq!((status, msg.as_str()), (-1, "Logins from 198.51.100.7 are blocked by the administrator"));
+    assert_eq!(mw.admin_post("/api/v1/trusted", Some(r#"{"network":"198.51.100.7"}"#)).0, 201);
+    assert_eq!(allow(&mw, "198.51.100.7").0, 0, "a trusted /32 inside a blocked /24 wins");
     assert_eq!(allow(&mw, "198.51.100.8").0, -1);
 
     mw.kill9();
     mw.restart();
-    assert_eq!(
-        allow(&mw, "198.51.100.8").0,
-        -1,
-        "the block survived kill -9"
-    );
+    assert_eq!(allow(&mw, "198.51.100.8").0, -1, "the block survived kill -9");
     let listed = json(&mw.admin("GET", "/api/v1/blocks").1);
     assert_eq!(listed["total"], 1);
 
@@ -115,44 +85,24 @@ fn blocked_and_trusted_entries_apply_at_once_survive_a_restart_and_expire_on_tim
 #[test]
 fn a_trusted_source_is_never_banned() {
     let mw = Mailwarden::start();
-    assert_eq!(
-        mw.admin_post(
-            "/api/v1/trusted",
-            Some(r#"{"network":"203.0.113.0/24","comment":"office"}"#)
-        )
-        .0,
-        201
-    );
+    assert_eq!(mw.admin_post("/api/v1/trusted", Some(r#"{"network":"203.0.113.0/24","comment":"office"}"#)).0, 201);
     fail_n(&mw, "203.0.113.7", 10);
     assert_eq!(allow(&mw, "203.0.113.7").0, 0);
-    assert!(
-        json(&mw.admin("GET", "/api/v1/bans").1)["bans"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(json(&mw.admin("GET", "/api/v1/bans").1)["bans"].as_array().unwrap().is_empty());
 }
 
 #[test]
 fn policy_file_entries_are_shown_and_cannot_be_changed_through_the_api() {
-    let mw = Mailwarden::start_with(
-        "[networks]\nblocked = [\"10.0.0.0/8\"]\ntrusted = [\"192.0.2.1\"]\n",
-    );
+    let mw = Mailwarden::start_with("[networks]\nblocked = [\"10.0.0.0/8\"]\ntrusted = [\"192.0.2.1\"]\n");
     let listed = json(&mw.admin("GET", "/api/v1/blocks").1);
     assert_eq!(listed["entries"][0]["network"], "10.0.0.0/8");
     assert_eq!(listed["entries"][0]["origin"], "policy_file");
     let (status, body) = mw.admin("DELETE", "/api/v1/blocks?network=10.0.0.0/8");
     assert_eq!(status, 409, "{body}");
     assert_eq!(json(&body)["error"], "defined_in_policy_file");
-    let (status, body) = mw.admin_post(
-        "/api/v1/blocks",
-        Some(r#"{"network":"10.0.0.0/8","for":"1h"}"#),
-    );
+    let (status, body) = mw.admin_post("/api/v1/blocks", Some(r#"{"network":"10.0.0.0/8","for":"1h"}"#));
     assert_eq!(status, 409, "{body}");
-    assert_eq!(
-        json(&mw.admin("GET", "/api/v1/trusted").1)["entries"][0]["origin"],
-        "policy_file"
-    );
+    assert_eq!(json(&mw.admin("GET", "/api/v1/trusted").1)["entries"][0]["origin"], "policy_file");
     assert_eq!(allow(&mw, "10.1.2.3").0, -1);
 }
 
@@ -161,36 +111,12 @@ fn bad_list_input_gets_400_naming_the_field_and_changes_nothing() {
     let mw = Mailwarden::start();
     let cases: &[(&str, &str, Option<&str>)] = &[
         (r#"{"network":"banana"}"#, "invalid_field", Some("network")),
-        (
-            r#"{"network":"10.0.0.0/33"}"#,
-            "invalid_field",
-            Some("network"),
-        ),
-        (
-            r#"{"network":"10.0.0.0/8","for":"2 fortnights"}"#,
-            "invalid_field",
-            Some("for"),
-        ),
-        (
-            r#"{"network":"10.0.0.0/8","expires_at":"2001-01-01T00:00:00Z"}"#,
-            "invalid_field",
-            Some("expires_at"),
-        ),
-        (
-            r#"{"network":"10.0.0.0/8","expires_at":"next tuesday"}"#,
-            "invalid_field",
-            Some("expires_at"),
-        ),
-        (
-            r#"{"network":"10.0.0.0/8","for":"1h","expires_at":"2099-01-01T00:00:00Z"}"#,
-            "invalid_field",
-            Some("for"),
-        ),
-        (
-            r#"{"network":"10.0.0.0/8","comment":"two\nlines"}"#,
-            "invalid_field",
-            Some("comment"),
-        ),
+        (r#"{"network":"10.0.0.0/33"}"#, "invalid_field", Some("network")),
+        (r#"{"network":"10.0.0.0/8","for":"2 fortnights"}"#, "invalid_field", Some("for")),
+        (r#"{"network":"10.0.0.0/8","expires_at":"2001-01-01T00:00:00Z"}"#, "invalid_field", Some("expires_at")),
+        (r#"{"network":"10.0.0.0/8","expires_at":"next tuesday"}"#, "invalid_field", Some("expires_at")),
+        (r#"{"network":"10.0.0.0/8","for":"1h","expires_at":"2099-01-01T00:00:00Z"}"#, "invalid_field", Some("for")),
+        (r#"{"network":"10.0.0.0/8","comment":"two\nlines"}"#, "invalid_field", Some("comment")),
         (r#"{"netwrk":"10.0.0.0/8"}"#, "invalid_body", None),
         (r#"{"network":"10.0.0.0/8""#, "invalid_body", None),
         (r#"{"network":7}"#, "invalid_body", None),
@@ -205,23 +131,11 @@ fn bad_list_input_gets_400_naming_the_field_and_changes_nothing() {
         }
     }
     let (_, answer) = mw.admin_post("/api/v1/blocks", Some(r#"{"netwrk":"10.0.0.0/8"}"#));
-    assert!(
-        json(&answer)["message"]
-            .as_str()
-            .unwrap()
-            .contains("netwrk"),
-        "{answer}"
-    );
+    assert!(json(&answer)["message"].as_str().unwrap().contains("netwrk"), "{answer}");
     let (status, answer) = mw.admin("DELETE", "/api/v1/blocks");
-    assert_eq!(
-        (status, json(&answer)["error"].as_str()),
-        (400, Some("invalid_query"))
-    );
+    assert_eq!((status, json(&answer)["error"].as_str()), (400, Some("invalid_query")));
     let (status, answer) = mw.admin("DELETE", "/api/v1/blocks?network=nope");
-    assert_eq!(
-        (status, json(&answer)["field"].as_str()),
-        (400, Some("network"))
-    );
+    assert_eq!((status, json(&answer)["field"].as_str()), (400, Some("network")));
     assert_eq!(json(&mw.admin("GET", "/api/v1/blocks").1)["total"], 0);
     assert_eq!(json(&mw.admin("GET", "/api/v1/trusted").1)["total"], 0);
 }
@@ -230,38 +144,18 @@ fn bad_list_input_gets_400_naming_the_field_and_changes_nothing() {
 fn lists_are_paginated() {
     let mw = Mailwarden::start();
     for i in 1..=5 {
-        assert_eq!(
-            mw.admin_post(
-                "/api/v1/blocks",
-                Some(&format!(r#"{{"network":"198.51.100.{i}"}}"#))
-            )
-            .0,
-            201
-        );
+        assert_eq!(mw.admin_post("/api/v1/blocks", Some(&format!(r#"{{"network":"198.51.100.{i}"}}"#))).0, 201);
     }
     let page = json(&mw.admin("GET", "/api/v1/blocks?limit=2&offset=1").1);
     assert_eq!(page["total"], 5);
-    let networks: Vec<&str> = page["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["network"].as_str().unwrap())
-        .collect();
+    let networks: Vec<&str> =
+        page["entries"].as_array().unwrap().iter().map(|e| e["network"].as_str().unwrap()).collect();
     assert_eq!(networks, ["198.51.100.2/32", "198.51.100.3/32"]);
     let (status, body) = mw.admin("GET", "/api/v1/blocks?limit=0");
-    assert_eq!(
-        (status, json(&body)["field"].as_str()),
-        (400, Some("limit"))
-    );
+    assert_eq!((status, json(&body)["field"].as_str()), (400, Some("limit")));
     let (status, body) = mw.admin("GET", "/api/v1/bans?limit=lots");
-    assert_eq!(
-        (status, json(&body)["error"].as_str()),
-        (400, Some("invalid_query"))
-    );
-    assert_eq!(
-        json(&mw.admin("GET", "/api/v1/bans?limit=10&offset=3").1)["total"],
-        0
-    );
+    assert_eq!((status, json(&body)["error"].as_str()), (400, Some("invalid_query")));
+    assert_eq!(json(&mw.admin("GET", "/api/v1/bans?limit=10&offset=3").1)["total"], 0);
 }
 
 #[test]
@@ -271,30 +165,13 @@ fn the_dry_run_says_what_allow_would_answer_and_why_without_changing_anything() 
     fail_n(&mw, "203.0.113.8", 2);
     let before = mw.admin("GET", "/metrics").1;
 
-    let banned = json(
-        &mw.admin(
-            "GET",
-            "/api/v1/decide?ip=203.0.113.7&login=alice@example.com&protocol=pop3",
-        )
-        .1,
-    );
+    let banned = json(&mw.admin("GET", "/api/v1/decide?ip=203.0.113.7&login=alice@example.com&protocol=pop3").1);
     assert_eq!(banned["status"], -1);
     assert_eq!(banned["verdict"], "reject");
     assert_eq!(banned["reason"], "ban");
     assert_eq!(banned["protocol"], "pop3");
-    assert!(
-        banned["msg"]
-            .as_str()
-            .unwrap()
-            .starts_with("Too many failed logins from 203.0.113.7")
-    );
-    assert!(
-        banned["summary"]
-            .as_str()
-            .unwrap()
-            .contains("after 5 failed logins"),
-        "{banned}"
-    );
+    assert!(banned["msg"].as_str().unwrap().starts_with("Too many failed logins from 203.0.113.7"));
+    assert!(banned["summary"].as_str().unwrap().contains("after 5 failed logins"), "{banned}");
     assert_eq!(banned["ban"]["failures"], 5);
 
     let blocked = json(&mw.admin("GET", "/api/v1/decide?ip=198.51.100.9").1);
@@ -303,26 +180,13 @@ fn the_dry_run_says_what_allow_would_answer_and_why_without_changing_anything() 
 
     for _ in 0..5 {
         let counting = json(&mw.admin("GET", "/api/v1/decide?ip=203.0.113.8").1);
-        assert_eq!(
-            (
-                counting["verdict"].as_str(),
-                counting["failures_in_window"].as_u64()
-            ),
-            (Some("allow"), Some(2))
-        );
+        assert_eq!((counting["verdict"].as_str(), counting["failures_in_window"].as_u64()), (Some("allow"), Some(2)));
     }
     let after = mw.admin("GET", "/metrics").1;
     let decisions = |text: &str| {
-        text.lines()
-            .filter(|l| l.starts_with("mailwarden_decisions_total"))
-            .map(str::to_string)
-            .collect::<Vec<_>>()
+        text.lines().filter(|l| l.starts_with("mailwarden_decisions_total")).map(str::to_string).collect::<Vec<_>>()
     };
-    assert_eq!(
-        decisions(&before),
-        decisions(&after),
-        "the dry run counted no decisions"
-    );
+    assert_eq!(decisions(&before), decisions(&after), "the dry run counted no decisions");
     assert_eq!(allow(&mw, "203.0.113.8").0, 0, "and counted no failures");
 
     let (status, body) = mw.admin("GET", "/api/v1/decide?ip=not-an-ip");
@@ -339,37 +203,21 @@ fn the_cli_manages_lists_checks_addresses_and_reloads() {
         stdout(&output)
     };
     assert!(
-        run(&[
-            "block",
-            "198.51.100.0/24",
-            "--for",
-            "2h",
-            "--comment",
-            "spam run"
-        ])
-        .starts_with("Blocked 198.51.100.0/24 until ")
+        run(&["block", "198.51.100.0/24", "--for", "2h", "--comment", "spam run"])
+            .starts_with("Blocked 198.51.100.0/24 until ")
     );
     assert!(
         run(&["trust", "198.51.100.7", "--comment", "monitoring"])
             .contains("Trusted 198.51.100.7/32 until removed (monitoring)")
     );
     let blocks = run(&["blocks"]);
-    assert!(
-        blocks.contains("198.51.100.0/24") && blocks.contains("spam run") && blocks.contains("api"),
-        "{blocks}"
-    );
+    assert!(blocks.contains("198.51.100.0/24") && blocks.contains("spam run") && blocks.contains("api"), "{blocks}");
     let trusted: Value = json(&run(&["trusted", "--json"]));
     assert_eq!(trusted["entries"][0]["comment"], "monitoring");
 
     let check = run(&["check", "198.51.100.9", "--login", "alice@example.com"]);
-    assert!(
-        check.contains("198.51.100.9 (alice@example.com over imap): REFUSED"),
-        "{check}"
-    );
-    assert!(
-        check.contains("blocked by 198.51.100.0/24 in the admin API (spam run)"),
-        "{check}"
-    );
+    assert!(check.contains("198.51.100.9 (alice@example.com over imap): REFUSED"), "{check}");
+    assert!(check.contains("blocked by 198.51.100.0/24 in the admin API (spam run)"), "{check}");
     assert!(run(&["check", "198.51.100.7"]).contains("ALLOWED"));
     let checked: Value = json(&run(&["check", "203.0.113.1", "--json"]));
     assert_eq!(checked["verdict"], "allow");
@@ -380,27 +228,15 @@ fn the_cli_manages_lists_checks_addresses_and_reloads() {
 
     let again = mw.cli(&["unblock", "198.51.100.0/24"]);
     assert_eq!(again.status.code(), Some(1));
-    assert!(
-        stderr(&again).contains("198.51.100.0/24 is not on the blocked list"),
-        "{}",
-        stderr(&again)
-    );
+    assert!(stderr(&again).contains("198.51.100.0/24 is not on the blocked list"), "{}", stderr(&again));
     let bad = mw.cli(&["block", "198.51.100.0/24", "--for", "forever"]);
     assert_eq!(bad.status.code(), Some(1));
-    assert!(
-        stderr(&bad).contains("for: \"forever\" is not a duration"),
-        "{}",
-        stderr(&bad)
-    );
+    assert!(stderr(&bad).contains("for: \"forever\" is not a duration"), "{}", stderr(&bad));
 
     mw.write_config("", "[autoban]\nmax_failures = 2\n");
     assert!(run(&["reload"]).contains("Policy reloaded."));
     fail_n(&mw, "203.0.113.5", 2);
-    assert_eq!(
-        allow(&mw, "203.0.113.5").0,
-        -1,
-        "the reloaded threshold of 2 applies"
-    );
+    assert_eq!(allow(&mw, "203.0.113.5").0, -1, "the reloaded threshold of 2 applies");
 }
 
 #[test]
@@ -411,35 +247,18 @@ fn a_broken_policy_file_is_refused_on_reload_and_the_old_policy_keeps_serving() 
     assert_eq!(status, 422, "{body}");
     let error = json(&body);
     assert_eq!(error["error"], "invalid_config");
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains("autoban.window: \"soon\" is not a duration"),
-        "{body}"
-    );
+    assert!(error["message"].as_str().unwrap().contains("autoban.window: \"soon\" is not a duration"), "{body}");
     // The CLI reads the same file to find the server, so it names the problem itself.
     let cli = mw.cli(&["reload"]);
     assert_eq!(cli.status.code(), Some(2));
-    assert!(
-        stderr(&cli).contains("autoban.window: \"soon\" is not a duration"),
-        "{}",
-        stderr(&cli)
-    );
+    assert!(stderr(&cli).contains("autoban.window: \"soon\" is not a duration"), "{}", stderr(&cli));
 
     fail_n(&mw, "203.0.113.5", 2);
-    assert_eq!(
-        allow(&mw, "203.0.113.5").0,
-        0,
-        "still the old threshold of 3"
-    );
+    assert_eq!(allow(&mw, "203.0.113.5").0, 0, "still the old threshold of 3");
     fail_n(&mw, "203.0.113.5", 1);
     assert_eq!(allow(&mw, "203.0.113.5").0, -1);
     let metrics = mw.admin("GET", "/metrics").1;
-    assert!(
-        metrics.contains("mailwarden_config_reloads_total{result=\"failure\"} 1"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("mailwarden_config_reloads_total{result=\"failure\"} 1"), "{metrics}");
     assert!(mw.log().contains("policy reload refused"));
 }
 
@@ -449,26 +268,13 @@ fn sighup_reloads_the_policy_and_names_settings_that_need_a_restart() {
     mw.write_config("", "[messages]\nbanned = \"Blocked for now, {source}\"\n");
     // Move the policy listener too: a running server cannot, and must say so.
     let text = std::fs::read_to_string(&mw.config_path).unwrap();
-    let text = text.replacen(
-        &format!("policy_listen = \"{}\"", mw.policy_addr),
-        "policy_listen = \"127.0.0.1:1\"",
-        1,
-    );
+    let text = text.replacen(&format!("policy_listen = \"{}\"", mw.policy_addr), "policy_listen = \"127.0.0.1:1\"", 1);
     std::fs::write(&mw.config_path, text).unwrap();
     mw.signal("HUP");
     fail_n(&mw, "203.0.113.9", 5);
-    eventually(5, "SIGHUP applied the new message", || {
-        allow(&mw, "203.0.113.9").1 == "Blocked for now, 203.0.113.9"
-    });
-    assert!(
-        mw.log().contains("server.policy_listen"),
-        "the log names the setting that needs a restart"
-    );
-    assert_eq!(
-        mw.policy("allow", &login_body("203.0.113.1", "a", "1")).0,
-        200,
-        "still serving on the old port"
-    );
+    eventually(5, "SIGHUP applied the new message", || allow(&mw, "203.0.113.9").1 == "Blocked for now, 203.0.113.9");
+    assert!(mw.log().contains("server.policy_listen"), "the log names the setting that needs a restart");
+    assert_eq!(mw.policy("allow", &login_body("203.0.113.1", "a", "1")).0, 200, "still serving on the old port");
 }
 
 #[test]
@@ -478,18 +284,9 @@ fn with_reload_on_change_an_edited_file_applies_by_itself() {
     let mut mw = mw;
     mw.restart();
     std::thread::sleep(Duration::from_millis(1100)); // a new modification time
-    mw.write_config(
-        "reload_on_change = true\n",
-        "[networks]\nblocked = [\"192.0.2.0/24\"]\n",
-    );
-    eventually(10, "the edited file is in force", || {
-        allow(&mw, "192.0.2.5").0 == -1
-    });
-    assert!(
-        mw.log().contains("trigger=\"file change\"") || mw.log().contains("file change"),
-        "{}",
-        mw.log()
-    );
+    mw.write_config("reload_on_change = true\n", "[networks]\nblocked = [\"192.0.2.0/24\"]\n");
+    eventually(10, "the edited file is in force", || allow(&mw, "192.0.2.5").0 == -1);
+    assert!(mw.log().contains("trigger=\"file change\"") || mw.log().contains("file change"), "{}", mw.log());
 }
 
 #[test]
@@ -500,22 +297,15 @@ fn reloading_under_load_drops_no_request_and_loses_no_ban() {
     let (answered, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let workers: Vec<_> = (0..2)
         .map(|w| {
-            let (mw, stop, answered, failed) =
-                (mw.clone(), stop.clone(), answered.clone(), failed.clone());
+            let (mw, stop, answered, failed) = (mw.clone(), stop.clone(), answered.clone(), failed.clone());
             std::thread::spawn(move || {
                 let mut i = 0u32;
                 while !stop.load(Ordering::Relaxed) {
                     i += 1;
                     let remote = format!("198.18.{w}.{}", i % 250);
-                    let (status, body) =
-                        mw.policy("allow", &login_body(&remote, "bob@example.com", "0f96"));
+                    let (status, body) = mw.policy("allow", &login_body(&remote, "bob@example.com", "0f96"));
                     let ok = status == 200 && body.starts_with("{\"status\":");
-                    let reported =
-                        mw.policy(
-                            "report",
-                            &report_body(&remote, "bob@example.com", "0f96", true),
-                        )
-                        .0 == 200;
+                    let reported = mw.policy("report", &report_body(&remote, "bob@example.com", "0f96", true)).0 == 200;
                     let counter = if ok && reported { &answered } else { &failed };
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
@@ -534,31 +324,16 @@ fn reloading_under_load_drops_no_request_and_loses_no_ban() {
         worker.join().unwrap();
     }
     assert!(answered.load(Ordering::Relaxed) > 100, "the load ran");
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "no request failed during 20 reloads"
-    );
-    assert_eq!(
-        allow(&mw, "203.0.113.200").0,
-        -1,
-        "the ban survived the reloads"
-    );
-    assert!(
-        mw.admin("GET", "/metrics")
-            .1
-            .contains("mailwarden_config_reloads_total{result=\"success\"} 20")
-    );
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "no request failed during 20 reloads");
+    assert_eq!(allow(&mw, "203.0.113.200").0, -1, "the ban survived the reloads");
+    assert!(mw.admin("GET", "/metrics").1.contains("mailwarden_config_reloads_total{result=\"success\"} 20"));
 }
 
 /// Whether `url` (with a query, perhaps) is an instance of the OpenAPI path `template`.
 fn matches_template(template: &str, url: &str) -> bool {
     let path = url.split('?').next().unwrap_or(url);
     let (a, b): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
-    a.len() == b.len()
-        && a.iter()
-            .zip(&b)
-            .all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}')))
+    a.len() == b.len() && a.iter().zip(&b).all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}')))
 }
 
 /// Every operation the API serves, as (method, OpenAPI path).
@@ -585,14 +360,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/v1/mailboxes/{login}/firewall"),
     ("put", "/api/v1/mailboxes/{login}/firewall/default"),
     ("post", "/api/v1/mailboxes/{login}/firewall/rules"),
-    (
-        "post",
-        "/api/v1/mailboxes/{login}/firewall/rules/{number}/move",
-    ),
-    (
-        "delete",
-        "/api/v1/mailboxes/{login}/firewall/rules/{number}",
-    ),
+    ("post", "/api/v1/mailboxes/{login}/firewall/rules/{number}/move"),
+    ("delete", "/api/v1/mailboxes/{login}/firewall/rules/{number}"),
 ];
 
 #[test]
@@ -601,45 +370,26 @@ fn the_served_openapi_document_is_valid_and_every_route_answers_as_it_describes(
     let (status, text) = mw.admin("GET", "/api/v1/openapi.json");
     assert_eq!(status, 200);
     let document = oas3::from_json(&text).expect("a valid OpenAPI 3.1 document");
-    let version = document
-        .validate_version()
-        .expect("a supported OpenAPI version");
+    let version = document.validate_version().expect("a supported OpenAPI version");
     assert_eq!((version.major, version.minor), (3, 1));
     let raw = json(&text);
-    assert!(
-        raw["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer",
-        "bearer auth is declared"
-    );
+    assert!(raw["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer", "bearer auth is declared");
 
     let mut described = BTreeSet::new();
     for (path, item) in raw["paths"].as_object().expect("paths") {
         for (method, operation) in item.as_object().expect("a path item") {
             described.insert((method.clone(), path.clone()));
-            assert!(
-                operation["responses"]["401"].is_object(),
-                "{method} {path} documents 401"
-            );
+            assert!(operation["responses"]["401"].is_object(), "{method} {path} documents 401");
         }
     }
-    let served: BTreeSet<(String, String)> = ROUTES
-        .iter()
-        .map(|(m, p)| (m.to_string(), p.to_string()))
-        .collect();
-    assert_eq!(
-        described, served,
-        "the document lists exactly the routes served"
-    );
+    let served: BTreeSet<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    assert_eq!(described, served, "the document lists exactly the routes served");
 
     // Every operation refuses a missing token, as it documents.
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     for (method, path) in ROUTES {
-        let filled = path
-            .replace("{addr}", "203.0.113.7")
-            .replace("{login}", "alice@example.com")
-            .replace("{number}", "1");
+        let filled =
+            path.replace("{addr}", "203.0.113.7").replace("{login}", "alice@example.com").replace("{number}", "1");
         let url = format!("http://{}{}", mw.admin_addr, filled);
         let response = match *method {
             "get" => agent.get(&url).call(),
@@ -647,11 +397,7 @@ fn the_served_openapi_document_is_valid_and_every_route_answers_as_it_describes(
             "put" => agent.put(&url).send_empty(),
             _ => agent.post(&url).send_empty(),
         };
-        assert_eq!(
-            response.expect("answered").status().as_u16(),
-            401,
-            "{method} {path} without a token"
-        );
+        assert_eq!(response.expect("answered").status().as_u16(), 401, "{method} {path} without a token");
     }
 
     // Call each operation as documented and check the status is one it documents and the body
@@ -667,18 +413,10 @@ fn the_served_openapi_document_is_valid_and_every_route_answers_as_it_describes(
         ("get", "/api/v1/bans/203.0.113.7", None),
         ("delete", "/api/v1/bans/203.0.113.7", None),
         ("get", "/api/v1/blocks", None),
-        (
-            "post",
-            "/api/v1/blocks",
-            Some(r#"{"network":"198.51.100.0/24","for":"1h"}"#),
-        ),
+        ("post", "/api/v1/blocks", Some(r#"{"network":"198.51.100.0/24","for":"1h"}"#)),
         ("delete", "/api/v1/blocks?network=198.51.100.0/24", None),
         ("get", "/api/v1/trusted", None),
-        (
-            "post",
-            "/api/v1/trusted",
-            Some(r#"{"network":"192.0.2.0/24"}"#),
-        ),
+        ("post", "/api/v1/trusted", Some(r#"{"network":"192.0.2.0/24"}"#)),
         ("delete", "/api/v1/trusted?network=192.0.2.0/24", None),
         ("get", "/api/v1/events?limit=5", None),
         ("get", "/api/v1/why?ip=203.0.113.7", None),
@@ -689,31 +427,15 @@ fn the_served_openapi_document_is_valid_and_every_route_answers_as_it_describes(
             "/api/v1/mailboxes/alice@example.com/firewall",
             Some(r#"{"default":"allow","rules":[{"action":"block","network":"198.51.100.0/24"}]}"#),
         ),
-        (
-            "put",
-            "/api/v1/mailboxes/alice@example.com/firewall/default",
-            Some(r#"{"action":"block"}"#),
-        ),
+        ("put", "/api/v1/mailboxes/alice@example.com/firewall/default", Some(r#"{"action":"block"}"#)),
         (
             "post",
             "/api/v1/mailboxes/alice@example.com/firewall/rules",
             Some(r#"{"action":"allow","address":"198.51.100.7","position":1}"#),
         ),
-        (
-            "post",
-            "/api/v1/mailboxes/alice@example.com/firewall/rules/2/move",
-            Some(r#"{"direction":"up"}"#),
-        ),
-        (
-            "delete",
-            "/api/v1/mailboxes/alice@example.com/firewall/rules/2",
-            None,
-        ),
-        (
-            "delete",
-            "/api/v1/mailboxes/alice@example.com/firewall",
-            None,
-        ),
+        ("post", "/api/v1/mailboxes/alice@example.com/firewall/rules/2/move", Some(r#"{"direction":"up"}"#)),
+        ("delete", "/api/v1/mailboxes/alice@example.com/firewall/rules/2", None),
+        ("delete", "/api/v1/mailboxes/alice@example.com/firewall", None),
     ];
     assert_eq!(calls.len(), ROUTES.len());
     for (method, url, body) in calls {
@@ -722,16 +444,9 @@ fn the_served_openapi_document_is_valid_and_every_route_answers_as_it_describes(
             "put" => mw.admin_put(url, body.unwrap_or("{}")),
             other => mw.admin(&other.to_uppercase(), url),
         };
-        let path = ROUTES
-            .iter()
-            .find(|(m, p)| m == method && matches_template(p, url))
-            .map(|(_, p)| *p)
-            .unwrap();
+        let path = ROUTES.iter().find(|(m, p)| m == method && matches_template(p, url)).map(|(_, p)| *p).unwrap();
         let documented = &raw["paths"][path][*method]["responses"][status.to_string()];
-        assert!(
-            documented.is_object(),
-            "{method} {url} answered {status}, which it does not document: {answer}"
-        );
+        assert!(documented.is_object(), "{method} {url} answered {status}, which it does not document: {answer}");
         if documented["content"]["application/json"].is_object() {
             json(&answer);
         } else {
@@ -744,68 +459,30 @@ fn the_served_openapi_document_is_valid_and_every_route_answers_as_it_describes(
 fn json_logs_are_one_object_per_line_and_never_carry_secrets_or_password_hashes() {
     let mw = Mailwarden::start_with("[log]\nformat = \"json\"\n");
     for i in 0..5 {
-        let body = report_body(
-            "203.0.113.7",
-            "alice@example.com",
-            &format!("c0ffee{i:02}"),
-            false,
-        );
+        let body = report_body("203.0.113.7", "alice@example.com", &format!("c0ffee{i:02}"), false);
         assert_eq!(mw.policy("report", &body).0, 200);
     }
-    assert_eq!(
-        mw.policy_with_key(
-            "allow",
-            &login_body("203.0.113.7", "a", "1"),
-            Some("wrong-key-0123456789")
-        )
-        .0,
-        401
-    );
-    assert_eq!(
-        mw.admin_post("/api/v1/blocks", Some(r#"{"network":"198.51.100.0/24"}"#))
-            .0,
-        201
-    );
+    assert_eq!(mw.policy_with_key("allow", &login_body("203.0.113.7", "a", "1"), Some("wrong-key-0123456789")).0, 401);
+    assert_eq!(mw.admin_post("/api/v1/blocks", Some(r#"{"network":"198.51.100.0/24"}"#)).0, 201);
     assert_eq!(mw.admin_post("/api/v1/reload", None).0, 200);
     let log = mw.log();
     let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(lines.len() >= 4, "{log}");
     for line in &lines {
-        let entry: Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
-        assert!(
-            entry["level"].is_string() && entry["timestamp"].is_string(),
-            "{line}"
-        );
+        let entry: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(entry["level"].is_string() && entry["timestamp"].is_string(), "{line}");
     }
-    assert!(
-        log.contains("source banned after repeated failed logins"),
-        "{log}"
-    );
-    for secret in [
-        mw.api_key.as_str(),
-        mw.admin_token.as_str(),
-        "c0ffee",
-        "wrong-key-0123456789",
-    ] {
+    assert!(log.contains("source banned after repeated failed logins"), "{log}");
+    for secret in [mw.api_key.as_str(), mw.admin_token.as_str(), "c0ffee", "wrong-key-0123456789"] {
         assert!(!log.contains(secret), "the log contains {secret:?}:\n{log}");
     }
 }
 
 #[test]
 fn the_version_is_printed_and_exported() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mailwarden"))
-        .arg("--version")
-        .output()
-        .unwrap();
-    assert_eq!(
-        stdout(&output).trim(),
-        format!("mailwarden {}", env!("CARGO_PKG_VERSION"))
-    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mailwarden")).arg("--version").output().unwrap();
+    assert_eq!(stdout(&output).trim(), format!("mailwarden {}", env!("CARGO_PKG_VERSION")));
     let mw = Mailwarden::start();
     let metrics = mw.admin("GET", "/metrics").1;
-    assert!(metrics.contains(&format!(
-        "mailwarden_build_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
-    )));
+    assert!(metrics.contains(&format!("mailwarden_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
 }

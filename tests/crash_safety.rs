@@ -92,13 +92,17 @@ fn verify(mw: &Mailwarden, acknowledged: &Acknowledged, round: usize) {
         assert_eq!(status, 200, "round {round}: the acknowledged ban on {ip} is gone: {body}\n{}", mw.log());
     }
     let blocks: Value = serde_json::from_str(&mw.admin("GET", "/api/v1/blocks?limit=1000").1).unwrap();
-    let listed: Vec<&str> = blocks["entries"].as_array().unwrap().iter().map(|e| e["network"].as_str().unwrap()).collect();
+    let listed: Vec<&str> =
+        blocks["entries"].as_array().unwrap().iter().map(|e| e["network"].as_str().unwrap()).collect();
     for block in &acknowledged.blocks {
         assert!(listed.contains(&block.as_str()), "round {round}: the acknowledged block {block} is gone");
     }
     for (mailbox, rule) in &acknowledged.rules {
         let firewall = mw.admin("GET", &format!("/api/v1/mailboxes/{mailbox}/firewall")).1;
-        assert!(firewall.contains(&format!("\"address\":\"{rule}\"")), "round {round}: the rule {rule} of {mailbox} is gone");
+        assert!(
+            firewall.contains(&format!("\"address\":\"{rule}\"")),
+            "round {round}: the rule {rule} of {mailbox} is gone"
+        );
     }
 }
 

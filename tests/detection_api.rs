@@ -28,7 +28,10 @@ fn a_repeated_password_is_quarantined_and_why_tells_the_story_without_hashes() {
     }
     let stale = allow(&mw, "203.0.113.7", "alice@example.com", "00c0ffee");
     assert_eq!(stale["status"], -1);
-    assert_eq!(stale["msg"], "Your mail app keeps using an old password for alice@example.com; update it in the app's account settings");
+    assert_eq!(
+        stale["msg"],
+        "Your mail app keeps using an old password for alice@example.com; update it in the app's account settings"
+    );
     assert_eq!(allow(&mw, "203.0.113.7", "alice@example.com", "0000beef")["status"], 0, "another password passes");
     assert_eq!(allow(&mw, "203.0.113.7", "bob@example.com", "00c0ffee")["status"], 0, "another account passes");
 
@@ -36,7 +39,10 @@ fn a_repeated_password_is_quarantined_and_why_tells_the_story_without_hashes() {
     assert_eq!(status, 200, "{body}");
     let why = json(&body);
     let guess = &why["guesses"][0];
-    assert_eq!((guess["login"].as_str(), guess["failures"].as_u64(), guess["stale"].as_bool()), (Some("alice@example.com"), Some(6), Some(true)));
+    assert_eq!(
+        (guess["login"].as_str(), guess["failures"].as_u64(), guess["stale"].as_bool()),
+        (Some("alice@example.com"), Some(6), Some(true))
+    );
     assert!(guess["quarantined_until"].is_string());
     assert!(why["lines"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().starts_with("stale device:")), "{why}");
     assert!(!body.contains("c0ffee"), "no password hashes: {body}");
@@ -79,10 +85,15 @@ fn an_account_under_attack_delays_new_sources_and_says_so_in_metrics_and_events(
     assert_eq!(allow(&mw, "192.0.2.50", "carol@example.com", "0000aaaa")["status"], 0, "the known source");
     let metrics = mw.admin("GET", "/metrics").1;
     assert!(metrics.contains("mailwarden_accounts_under_attack 1"), "{metrics}");
-    assert!(metrics.contains("mailwarden_decisions_total{protocol=\"imap\",reason=\"account_under_attack\",verdict=\"delay\"} 1"));
+    assert!(
+        metrics.contains(
+            "mailwarden_decisions_total{protocol=\"imap\",reason=\"account_under_attack\",verdict=\"delay\"} 1"
+        )
+    );
     let mut events = Vec::new();
     for _ in 0..50 {
-        events = json(&mw.admin("GET", "/api/v1/events?login=carol@example.com").1)["events"].as_array().unwrap().clone();
+        events =
+            json(&mw.admin("GET", "/api/v1/events?login=carol@example.com").1)["events"].as_array().unwrap().clone();
         if events.len() >= 2 {
             break;
         }

@@ -51,26 +51,15 @@ fn json(text: &str) -> Value {
 }
 
 /// `allow` for `login` from `remote` (and `real_remote`, the TCP peer, when given).
-fn allow_full(
-    mw: &Mailwarden,
-    login: &str,
-    remote: &str,
-    real_remote: Option<&str>,
-    protocol: &str,
-) -> (i64, String) {
-    let real = real_remote
-        .map(|r| format!(r#","real_remote":"{r}""#))
-        .unwrap_or_default();
+fn allow_full(mw: &Mailwarden, login: &str, remote: &str, real_remote: Option<&str>, protocol: &str) -> (i64, String) {
+    let real = real_remote.map(|r| format!(r#","real_remote":"{r}""#)).unwrap_or_default();
     let body = format!(
         r#"{{"login":"{login}","pwhash":"0f96","remote":"{remote}"{real},"protocol":"{protocol}","device_id":"\"name\" \"Thunderbird\"","session_id":"s","tls":true}}"#
     );
     let (status, answer) = mw.policy("allow", &body);
     assert_eq!(status, 200, "{answer}");
     let reply = json(&answer);
-    (
-        reply["status"].as_i64().unwrap(),
-        reply["msg"].as_str().unwrap().to_string(),
-    )
+    (reply["status"].as_i64().unwrap(), reply["msg"].as_str().unwrap().to_string())
 }
 
 fn allow(mw: &Mailwarden, login: &str, remote: &str) -> (i64, String) {
@@ -100,63 +89,27 @@ const DEFAULT: &str = "Access denied by email firewall default action";
 fn rules_apply_top_to_bottom_with_every_criterion_and_the_message_names_the_rule() {
     let (mw, _) = start(RULES);
     let alice = "alice@example.com";
-    assert_eq!(
-        allow(&mw, alice, "203.0.113.7").0,
-        0,
-        "FR residential: rule 3 allows"
-    );
+    assert_eq!(allow(&mw, alice, "203.0.113.7").0, 0, "FR residential: rule 3 allows");
     assert_eq!(allow(&mw, alice, "2001:db8:f::7").0, 0, "FR over IPv6");
-    assert_eq!(
-        allow(&mw, alice, "100.64.1.5"),
-        (-1, RULE_2.to_string()),
-        "a listed network is non-residential"
-    );
-    assert_eq!(
-        allow(&mw, alice, "100.64.0.5"),
-        (-1, RULE_2.to_string()),
-        "a listed AS is non-residential"
-    );
-    assert_eq!(
-        allow(&mw, alice, "192.0.2.7"),
-        (-1, RULE_2.to_string()),
-        "a hosting provider"
-    );
-    assert_eq!(
-        allow(&mw, alice, "198.51.100.7").0,
-        0,
-        "the office network (rule 1) comes before everything"
-    );
-    assert_eq!(
-        allow(&mw, alice, "2001:db8:c::1"),
-        (-1, DEFAULT.to_string()),
-        "CN: no rule matches"
-    );
+    assert_eq!(allow(&mw, alice, "100.64.1.5"), (-1, RULE_2.to_string()), "a listed network is non-residential");
+    assert_eq!(allow(&mw, alice, "100.64.0.5"), (-1, RULE_2.to_string()), "a listed AS is non-residential");
+    assert_eq!(allow(&mw, alice, "192.0.2.7"), (-1, RULE_2.to_string()), "a hosting provider");
+    assert_eq!(allow(&mw, alice, "198.51.100.7").0, 0, "the office network (rule 1) comes before everything");
+    assert_eq!(allow(&mw, alice, "2001:db8:c::1"), (-1, DEFAULT.to_string()), "CN: no rule matches");
     assert_eq!(
         allow(&mw, alice, "10.1.2.3"),
         (-1, DEFAULT.to_string()),
         "unknown to the databases: no country rule matches"
     );
-    assert_eq!(
-        allow(&mw, "Alice@Example.COM", "203.0.113.7").0,
-        0,
-        "logins are matched case-insensitively"
-    );
+    assert_eq!(allow(&mw, "Alice@Example.COM", "203.0.113.7").0, 0, "logins are matched case-insensitively");
 
     assert_eq!(
         allow(&mw, "bob@example.com", "198.51.100.7"),
         (-1, "Access denied by email firewall rule no. 1".to_string()),
         "the domain's rules"
     );
-    assert_eq!(
-        allow(&mw, "bob@example.com", "192.0.2.7").0,
-        0,
-        "the domain's default allows"
-    );
-    assert_eq!(
-        allow(&mw, "carol@example.org", "198.51.100.7").0,
-        0,
-        "no rules for other domains"
-    );
+    assert_eq!(allow(&mw, "bob@example.com", "192.0.2.7").0, 0, "the domain's default allows");
+    assert_eq!(allow(&mw, "carol@example.org", "198.51.100.7").0, 0, "no rules for other domains");
 }
 
 #[test]
@@ -167,120 +120,58 @@ fn firewall_refusals_never_count_as_failed_logins() {
         let body = r#"{"login":"alice@example.com","pwhash":"0350","remote":"192.0.2.7","protocol":"imap","success":false,"policy_reject":true}"#;
         assert_eq!(mw.policy("report", body).0, 200);
     }
-    assert_eq!(
-        allow(&mw, "bob@example.com", "192.0.2.7").0,
-        0,
-        "the address was not banned"
-    );
+    assert_eq!(allow(&mw, "bob@example.com", "192.0.2.7").0, 0, "the address was not banned");
 }
 
 #[test]
 fn webmail_and_protocols_outside_the_rule_set_are_exempt() {
     let (mw, _) = start(RULES);
     let alice = "alice@example.com";
-    assert_eq!(
-        allow_full(&mw, alice, "192.0.2.7", Some("10.9.0.5"), "imap").0,
-        0,
-        "through webmail"
-    );
-    assert_eq!(
-        allow_full(&mw, alice, "192.0.2.7", Some("10.8.0.5"), "imap").0,
-        -1,
-        "through another proxy"
-    );
-    assert_eq!(
-        allow_full(&mw, alice, "192.0.2.7", None, "pop3").0,
-        -1,
-        "POP3 is covered"
-    );
-    assert_eq!(
-        allow_full(&mw, alice, "192.0.2.7", None, "submission").0,
-        0,
-        "submission is not covered by default"
-    );
+    assert_eq!(allow_full(&mw, alice, "192.0.2.7", Some("10.9.0.5"), "imap").0, 0, "through webmail");
+    assert_eq!(allow_full(&mw, alice, "192.0.2.7", Some("10.8.0.5"), "imap").0, -1, "through another proxy");
+    assert_eq!(allow_full(&mw, alice, "192.0.2.7", None, "pop3").0, -1, "POP3 is covered");
+    assert_eq!(allow_full(&mw, alice, "192.0.2.7", None, "submission").0, 0, "submission is not covered by default");
 }
 
 #[test]
-fn api_rules_override_the_file_change_outcomes_at_once_survive_restarts_and_reset_to_the_baseline()
-{
+fn api_rules_override_the_file_change_outcomes_at_once_survive_restarts_and_reset_to_the_baseline() {
     let (mut mw, _) = start(RULES);
     let path = "/api/v1/mailboxes/alice@example.com/firewall";
     let shown = json(&mw.admin("GET", path).1);
-    assert_eq!(
-        (shown["applies"].as_str(), shown["origin"].as_str()),
-        (Some("own"), Some("policy_file"))
-    );
+    assert_eq!((shown["applies"].as_str(), shown["origin"].as_str()), (Some("own"), Some("policy_file")));
     assert_eq!(shown["rules"].as_array().unwrap().len(), 3);
-    assert_eq!(
-        shown["rules"][2]["country"],
-        serde_json::json!(["FR", "BE"])
-    );
+    assert_eq!(shown["rules"][2]["country"], serde_json::json!(["FR", "BE"]));
 
-    let (status, body) = mw.admin_post(
-        &format!("{path}/rules"),
-        Some(r#"{"action":"block","country":["FR"],"position":1}"#),
-    );
+    let (status, body) =
+        mw.admin_post(&format!("{path}/rules"), Some(r#"{"action":"block","country":["FR"],"position":1}"#));
     assert_eq!(status, 201, "{body}");
     let changed = json(&body);
-    assert_eq!(
-        (
-            changed["origin"].as_str(),
-            changed["rules"].as_array().unwrap().len()
-        ),
-        (Some("api"), 4)
-    );
+    assert_eq!((changed["origin"].as_str(), changed["rules"].as_array().unwrap().len()), (Some("api"), 4));
     assert_eq!(
         allow(&mw, "alice@example.com", "203.0.113.7"),
         (-1, "Access denied by email firewall rule no. 1".into())
     );
 
-    let (status, body) = mw.admin_post(
-        &format!("{path}/rules/1/move"),
-        Some(r#"{"direction":"down"}"#),
-    );
+    let (status, body) = mw.admin_post(&format!("{path}/rules/1/move"), Some(r#"{"direction":"down"}"#));
     assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        allow(&mw, "alice@example.com", "203.0.113.7"),
-        (-1, RULE_2.into()),
-        "moved down one place"
-    );
-    assert_eq!(
-        mw.admin_post(&format!("{path}/rules/2/move"), Some(r#"{"to":4}"#))
-            .0,
-        200
-    );
-    assert_eq!(
-        allow(&mw, "alice@example.com", "203.0.113.7").0,
-        0,
-        "now below the FR allow rule"
-    );
+    assert_eq!(allow(&mw, "alice@example.com", "203.0.113.7"), (-1, RULE_2.into()), "moved down one place");
+    assert_eq!(mw.admin_post(&format!("{path}/rules/2/move"), Some(r#"{"to":4}"#)).0, 200);
+    assert_eq!(allow(&mw, "alice@example.com", "203.0.113.7").0, 0, "now below the FR allow rule");
 
     let (status, body) = mw.admin("DELETE", &format!("{path}/rules/4"));
     assert_eq!(status, 200, "{body}");
     assert_eq!(json(&body)["rules"].as_array().unwrap().len(), 3);
     let default = mw.admin_put(&format!("{path}/default"), r#"{"action":"allow"}"#);
     assert_eq!(default.0, 200, "{}", default.1);
-    assert_eq!(
-        allow(&mw, "alice@example.com", "2001:db8:c::1").0,
-        0,
-        "default now allows"
-    );
+    assert_eq!(allow(&mw, "alice@example.com", "2001:db8:c::1").0, 0, "default now allows");
 
     mw.kill9();
     mw.restart();
-    assert_eq!(
-        allow(&mw, "alice@example.com", "2001:db8:c::1").0,
-        0,
-        "the API's rules survived kill -9"
-    );
+    assert_eq!(allow(&mw, "alice@example.com", "2001:db8:c::1").0, 0, "the API's rules survived kill -9");
 
     let (status, body) = mw.admin("DELETE", path);
     assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        json(&body)["origin"],
-        "policy_file",
-        "back to the file's baseline"
-    );
+    assert_eq!(json(&body)["origin"], "policy_file", "back to the file's baseline");
     assert_eq!(allow(&mw, "alice@example.com", "2001:db8:c::1").1, DEFAULT);
     assert_eq!(mw.admin("DELETE", path).0, 404, "nothing left to reset");
 }
@@ -290,33 +181,14 @@ fn adding_a_rule_for_a_mailbox_that_follows_its_domain_keeps_the_domain_rules() 
     let (mw, _) = start(RULES);
     let bob = "/api/v1/mailboxes/bob@example.com/firewall";
     let shown = json(&mw.admin("GET", bob).1);
+    assert_eq!((shown["applies"].as_str(), shown["rules_of"].as_str()), (Some("domain"), Some("@example.com")));
     assert_eq!(
-        (shown["applies"].as_str(), shown["rules_of"].as_str()),
-        (Some("domain"), Some("@example.com"))
-    );
-    assert_eq!(
-        mw.admin_post(
-            &format!("{bob}/rules"),
-            Some(r#"{"action":"allow","address":"198.51.100.9","position":1}"#)
-        )
-        .0,
+        mw.admin_post(&format!("{bob}/rules"), Some(r#"{"action":"allow","address":"198.51.100.9","position":1}"#)).0,
         201
     );
-    assert_eq!(
-        allow(&mw, "bob@example.com", "198.51.100.9").0,
-        0,
-        "bob's own exception"
-    );
-    assert_eq!(
-        allow(&mw, "bob@example.com", "198.51.100.8").0,
-        -1,
-        "the company's CN block still holds for bob"
-    );
-    assert_eq!(
-        allow(&mw, "dave@example.com", "198.51.100.9").0,
-        -1,
-        "and for everyone else"
-    );
+    assert_eq!(allow(&mw, "bob@example.com", "198.51.100.9").0, 0, "bob's own exception");
+    assert_eq!(allow(&mw, "bob@example.com", "198.51.100.8").0, -1, "the company's CN block still holds for bob");
+    assert_eq!(allow(&mw, "dave@example.com", "198.51.100.9").0, -1, "and for everyone else");
     let listed = json(&mw.admin("GET", "/api/v1/mailboxes").1);
     assert_eq!(listed["total"], 3);
 }
@@ -326,28 +198,12 @@ fn bad_firewall_input_gets_400_naming_the_field_and_changes_nothing() {
     let (mw, _) = start(RULES);
     let path = "/api/v1/mailboxes/alice@example.com/firewall";
     let cases: &[(&str, &str, &str)] = &[
-        (
-            "/rules",
-            r#"{"action":"block","country":["France"]}"#,
-            "country",
-        ),
-        (
-            "/rules",
-            r#"{"action":"block","country":["FR"],"asn":[1]}"#,
-            "action",
-        ),
+        ("/rules", r#"{"action":"block","country":["France"]}"#, "country"),
+        ("/rules", r#"{"action":"block","country":["FR"],"asn":[1]}"#, "action"),
         ("/rules", r#"{"action":"deny","country":["FR"]}"#, "action"),
-        (
-            "/rules",
-            r#"{"action":"block","network":"10.0.0.0/33"}"#,
-            "network",
-        ),
+        ("/rules", r#"{"action":"block","network":"10.0.0.0/33"}"#, "network"),
         ("/rules", r#"{"action":"block","asn":["ASX"]}"#, "asn"),
-        (
-            "/rules",
-            r#"{"action":"block","address":"10.0.0.1","position":9}"#,
-            "position",
-        ),
+        ("/rules", r#"{"action":"block","address":"10.0.0.1","position":9}"#, "position"),
         ("/rules/1/move", r#"{"direction":"up"}"#, "direction"),
         ("/rules/3/move", r#"{"direction":"sideways"}"#, "direction"),
         ("/rules/1/move", r#"{"to":7}"#, "to"),
@@ -357,64 +213,24 @@ fn bad_firewall_input_gets_400_naming_the_field_and_changes_nothing() {
         assert_eq!(status, 400, "{suffix} {body}: {answer}");
         assert_eq!(json(&answer)["field"], *field, "{suffix} {body}: {answer}");
     }
-    let (status, answer) = mw.admin_post(
-        &format!("{path}/rules"),
-        Some(r#"{"action":"block","contry":["FR"]}"#),
-    );
-    assert_eq!(
-        (status, json(&answer)["error"].as_str()),
-        (400, Some("invalid_body")),
-        "{answer}"
-    );
-    let (status, answer) = mw.admin_post(
-        &format!("{path}/rules/9/move"),
-        Some(r#"{"direction":"up"}"#),
-    );
-    assert_eq!(
-        (status, json(&answer)["error"].as_str()),
-        (404, Some("no_such_rule")),
-        "{answer}"
-    );
+    let (status, answer) = mw.admin_post(&format!("{path}/rules"), Some(r#"{"action":"block","contry":["FR"]}"#));
+    assert_eq!((status, json(&answer)["error"].as_str()), (400, Some("invalid_body")), "{answer}");
+    let (status, answer) = mw.admin_post(&format!("{path}/rules/9/move"), Some(r#"{"direction":"up"}"#));
+    assert_eq!((status, json(&answer)["error"].as_str()), (404, Some("no_such_rule")), "{answer}");
     let (status, answer) = mw.admin_put(&format!("{path}/default"), r#"{"action":"deny"}"#);
-    assert_eq!(
-        (status, json(&answer)["field"].as_str()),
-        (400, Some("action")),
-        "{answer}"
-    );
-    let (status, answer) = mw.admin_put(
-        path,
-        r#"{"default":"block","protocols":["imap","webmail"],"rules":[]}"#,
-    );
-    assert_eq!(
-        (status, json(&answer)["field"].as_str()),
-        (400, Some("protocols")),
-        "{answer}"
-    );
-    let (status, answer) = mw.admin_put(
-        path,
-        r#"{"default":"block","rules":[{"action":"allow","country":["FR"]},{"action":"allow"}]}"#,
-    );
+    assert_eq!((status, json(&answer)["field"].as_str()), (400, Some("action")), "{answer}");
+    let (status, answer) = mw.admin_put(path, r#"{"default":"block","protocols":["imap","webmail"],"rules":[]}"#);
+    assert_eq!((status, json(&answer)["field"].as_str()), (400, Some("protocols")), "{answer}");
+    let (status, answer) =
+        mw.admin_put(path, r#"{"default":"block","rules":[{"action":"allow","country":["FR"]},{"action":"allow"}]}"#);
     assert_eq!(status, 400, "{answer}");
-    assert!(
-        json(&answer)["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("rule no. 2"),
-        "{answer}"
-    );
+    assert!(json(&answer)["message"].as_str().unwrap().starts_with("rule no. 2"), "{answer}");
     let (status, answer) = mw.admin("GET", "/api/v1/mailboxes/not%20a%20login/firewall");
-    assert_eq!(
-        (status, json(&answer)["field"].as_str()),
-        (400, Some("login")),
-        "{answer}"
-    );
+    assert_eq!((status, json(&answer)["field"].as_str()), (400, Some("login")), "{answer}");
 
     let shown = json(&mw.admin("GET", path).1);
     assert_eq!(
-        (
-            shown["origin"].as_str(),
-            shown["rules"].as_array().unwrap().len()
-        ),
+        (shown["origin"].as_str(), shown["rules"].as_array().unwrap().len()),
         (Some("policy_file"), 3),
         "nothing changed"
     );
@@ -428,38 +244,21 @@ fn rules_that_need_an_unconfigured_database_are_refused_at_start_reload_and_in_t
     let output = mw.cli(&["serve"]);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(
-        stderr(&output).contains(
-            "mailboxes.\"alice@example.com\" (from policy.toml) rule no. 1: needs geoip.country_db"
-        ),
+        stderr(&output)
+            .contains("mailboxes.\"alice@example.com\" (from policy.toml) rule no. 1: needs geoip.country_db"),
         "{}",
         stderr(&output)
     );
     let check = mw.cli(&["check-config"]);
     assert_eq!(check.status.code(), Some(2));
-    assert!(
-        stderr(&check).contains("rule no. 1: needs geoip.country_db"),
-        "{}",
-        stderr(&check)
-    );
+    assert!(stderr(&check).contains("rule no. 1: needs geoip.country_db"), "{}", stderr(&check));
 
     mw.write_config("", "");
     mw.restart();
-    let (status, answer) = mw.admin_post(
-        "/api/v1/mailboxes/alice@example.com/firewall/rules",
-        Some(r#"{"action":"block","asn":[64501]}"#),
-    );
-    assert_eq!(
-        (status, json(&answer)["field"].as_str()),
-        (400, Some("rules")),
-        "{answer}"
-    );
-    assert!(
-        json(&answer)["message"]
-            .as_str()
-            .unwrap()
-            .contains("needs geoip.asn_db"),
-        "{answer}"
-    );
+    let (status, answer) = mw
+        .admin_post("/api/v1/mailboxes/alice@example.com/firewall/rules", Some(r#"{"action":"block","asn":[64501]}"#));
+    assert_eq!((status, json(&answer)["field"].as_str()), (400, Some("rules")), "{answer}");
+    assert!(json(&answer)["message"].as_str().unwrap().contains("needs geoip.asn_db"), "{answer}");
     assert_eq!(
         mw.admin_post(
             "/api/v1/mailboxes/alice@example.com/firewall/rules",
@@ -473,9 +272,10 @@ fn rules_that_need_an_unconfigured_database_are_refused_at_start_reload_and_in_t
     let (status, answer) = mw.admin_post("/api/v1/reload", None);
     assert_eq!(status, 422, "{answer}");
     assert!(
-        json(&answer)["message"].as_str().unwrap().contains(
-            "mailboxes.\"@example.com\" (from policy.toml) rule no. 1: needs geoip.anonymous_db"
-        ),
+        json(&answer)["message"]
+            .as_str()
+            .unwrap()
+            .contains("mailboxes.\"@example.com\" (from policy.toml) rule no. 1: needs geoip.anonymous_db"),
         "{answer}"
     );
 }
@@ -487,82 +287,37 @@ fn refusals_and_bans_go_to_the_block_log_which_the_api_and_cli_filter() {
     allow(&mw, "alice@example.com", "2001:db8:c::1");
     for i in 0..5 {
         assert_eq!(
-            mw.policy(
-                "report",
-                &report_body(
-                    "203.0.113.50",
-                    "carol@example.org",
-                    &format!("{i:04x}"),
-                    false
-                )
-            )
-            .0,
+            mw.policy("report", &report_body("203.0.113.50", "carol@example.org", &format!("{i:04x}"), false)).0,
             200
         );
     }
     allow(&mw, "carol@example.org", "203.0.113.50");
     let path = "/api/v1/events?limit=100";
-    eventually(5, "four events are stored", || {
-        json(&mw.admin("GET", path).1)["events"]
-            .as_array()
-            .unwrap()
-            .len()
-            == 4
-    });
+    eventually(5, "four events are stored", || json(&mw.admin("GET", path).1)["events"].as_array().unwrap().len() == 4);
 
     let by_rule = json(&mw.admin("GET", "/api/v1/events?ip=192.0.2.7").1);
     let event = &by_rule["events"][0];
-    assert_eq!(
-        (event["reason"].as_str(), event["rule"].as_u64()),
-        (Some("firewall_rule"), Some(2)),
-        "{by_rule}"
-    );
-    assert_eq!(
-        (event["login"].as_str(), event["protocol"].as_str()),
-        (Some("alice@example.com"), Some("imap"))
-    );
+    assert_eq!((event["reason"].as_str(), event["rule"].as_u64()), (Some("firewall_rule"), Some(2)), "{by_rule}");
+    assert_eq!((event["login"].as_str(), event["protocol"].as_str()), (Some("alice@example.com"), Some("imap")));
     assert_eq!(event["device_id"], "\"name\" \"Thunderbird\"");
     assert_eq!(event["detail"], RULE_2);
     let defaults = json(&mw.admin("GET", "/api/v1/events?reason=firewall_default").1);
     assert_eq!(defaults["events"][0]["ip"], "2001:db8:c::1");
     let carol = json(&mw.admin("GET", "/api/v1/events?login=Carol@Example.org").1);
-    let reasons: Vec<&str> = carol["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["reason"].as_str().unwrap())
-        .collect();
+    let reasons: Vec<&str> =
+        carol["events"].as_array().unwrap().iter().map(|e| e["reason"].as_str().unwrap()).collect();
     assert_eq!(reasons, ["ban", "ban_placed"], "newest first");
     assert_eq!(
-        json(
-            &mw.admin("GET", "/api/v1/events?since=2099-01-01T00:00:00Z")
-                .1
-        )["events"]
-            .as_array()
-            .unwrap()
-            .len(),
+        json(&mw.admin("GET", "/api/v1/events?since=2099-01-01T00:00:00Z").1)["events"].as_array().unwrap().len(),
         0
     );
-    assert_eq!(
-        json(&mw.admin("GET", "/api/v1/events?since=1h&limit=1").1)["events"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(json(&mw.admin("GET", "/api/v1/events?since=1h&limit=1").1)["events"].as_array().unwrap().len(), 1);
 
-    for (query, field) in [
-        ("ip=banana", "ip"),
-        ("reason=naughty", "reason"),
-        ("since=yesterdayish", "since"),
-        ("limit=0", "limit"),
-    ] {
+    for (query, field) in
+        [("ip=banana", "ip"), ("reason=naughty", "reason"), ("since=yesterdayish", "since"), ("limit=0", "limit")]
+    {
         let (status, answer) = mw.admin("GET", &format!("/api/v1/events?{query}"));
-        assert_eq!(
-            (status, json(&answer)["field"].as_str()),
-            (400, Some(field)),
-            "{query}: {answer}"
-        );
+        assert_eq!((status, json(&answer)["field"].as_str()), (400, Some(field)), "{query}: {answer}");
     }
 
     let cli = mw.cli(&["events", "--ip", "192.0.2.7"]);
@@ -575,17 +330,9 @@ fn refusals_and_bans_go_to_the_block_log_which_the_api_and_cli_filter() {
             && text.contains(RULE_2),
         "{text}"
     );
-    let cli_json: Value = json(&stdout(&mw.cli(&[
-        "events",
-        "--login",
-        "carol@example.org",
-        "--json",
-    ])));
+    let cli_json: Value = json(&stdout(&mw.cli(&["events", "--login", "carol@example.org", "--json"])));
     assert_eq!(cli_json["events"].as_array().unwrap().len(), 2);
-    assert!(
-        mw.log().contains("login refused"),
-        "refusals are log lines too"
-    );
+    assert!(mw.log().contains("login refused"), "refusals are log lines too");
 }
 
 #[test]
@@ -598,9 +345,7 @@ fn the_cli_shows_and_edits_a_mailbox_firewall() {
     };
     let shown = run(&["firewall", "show", "alice@example.com"]);
     assert!(
-        shown.contains(
-            "Email firewall of alice@example.com: its own rules, from policy.toml, for imap, pop3."
-        ),
+        shown.contains("Email firewall of alice@example.com: its own rules, from policy.toml, for imap, pop3."),
         "{shown}"
     );
     assert!(
@@ -613,17 +358,8 @@ fn the_cli_shows_and_edits_a_mailbox_firewall() {
     assert!(run(&["firewall", "show", "bob@example.com"]).contains("the rules of @example.com"));
     assert!(run(&["firewall", "show", "carol@example.org"]).contains("has no email firewall"));
 
-    let added = run(&[
-        "firewall",
-        "add",
-        "alice@example.com",
-        "--action",
-        "block",
-        "--country",
-        "BE",
-        "--position",
-        "3",
-    ]);
+    let added =
+        run(&["firewall", "add", "alice@example.com", "--action", "block", "--country", "BE", "--position", "3"]);
     assert!(
         added.contains("from the admin API")
             && added.contains(" 3. block country BE")
@@ -631,15 +367,7 @@ fn the_cli_shows_and_edits_a_mailbox_firewall() {
         "{added}"
     );
     assert_eq!(allow(&mw, "alice@example.com", "203.0.113.7").0, 0);
-    run(&[
-        "firewall",
-        "add",
-        "alice@example.com",
-        "--action",
-        "block",
-        "--asn",
-        "AS64500",
-    ]);
+    run(&["firewall", "add", "alice@example.com", "--action", "block", "--asn", "AS64500"]);
     run(&["firewall", "move", "alice@example.com", "5", "up"]);
     assert_eq!(
         allow(&mw, "alice@example.com", "203.0.113.7"),
@@ -651,59 +379,28 @@ fn the_cli_shows_and_edits_a_mailbox_firewall() {
     let as_json: Value = json(&run(&["firewall", "show", "alice@example.com", "--json"]));
     assert_eq!(as_json["default"], "allow");
     assert!(run(&["firewall", "reset", "alice@example.com"]).contains("from policy.toml"));
-    let bad = mw.cli(&[
-        "firewall",
-        "add",
-        "alice@example.com",
-        "--action",
-        "block",
-        "--country",
-        "Narnia",
-    ]);
+    let bad = mw.cli(&["firewall", "add", "alice@example.com", "--action", "block", "--country", "Narnia"]);
     assert_eq!(bad.status.code(), Some(1));
-    assert!(
-        stderr(&bad).contains("country: \"Narnia\" is not a two-letter"),
-        "{}",
-        stderr(&bad)
-    );
+    assert!(stderr(&bad).contains("country: \"Narnia\" is not a two-letter"), "{}", stderr(&bad));
 }
 
 #[test]
 fn the_dry_run_explains_firewall_decisions() {
     let (mw, _) = start(RULES);
-    let decided = json(
-        &mw.admin("GET", "/api/v1/decide?ip=192.0.2.7&login=alice@example.com")
-            .1,
-    );
-    assert_eq!(
-        (decided["reason"].as_str(), decided["status"].as_i64()),
-        (Some("firewall_rule"), Some(-1))
-    );
+    let decided = json(&mw.admin("GET", "/api/v1/decide?ip=192.0.2.7&login=alice@example.com").1);
+    assert_eq!((decided["reason"].as_str(), decided["status"].as_i64()), (Some("firewall_rule"), Some(-1)));
     assert_eq!(decided["msg"], RULE_2);
     let summary = decided["summary"].as_str().unwrap();
     assert!(summary.contains("rule no. 2 of the email firewall of alice@example.com (from policy.toml) blocks 192.0.2.7 (country US, non-residential)"), "{summary}");
-    let by_domain = json(
-        &mw.admin(
-            "GET",
-            "/api/v1/decide?ip=198.51.100.7&login=bob@example.com",
-        )
-        .1,
-    );
+    let by_domain = json(&mw.admin("GET", "/api/v1/decide?ip=198.51.100.7&login=bob@example.com").1);
+    assert!(by_domain["summary"].as_str().unwrap().contains("the domain rules @example.com"), "{by_domain}");
+    let allowed = json(&mw.admin("GET", "/api/v1/decide?ip=203.0.113.7&login=alice@example.com").1);
     assert!(
-        by_domain["summary"]
-            .as_str()
-            .unwrap()
-            .contains("the domain rules @example.com"),
-        "{by_domain}"
+        allowed["summary"].as_str().unwrap().contains(
+            "rule no. 3 of the email firewall of alice@example.com (from policy.toml) allows 203.0.113.7 (country FR)"
+        ),
+        "{allowed}"
     );
-    let allowed = json(
-        &mw.admin(
-            "GET",
-            "/api/v1/decide?ip=203.0.113.7&login=alice@example.com",
-        )
-        .1,
-    );
-    assert!(allowed["summary"].as_str().unwrap().contains("rule no. 3 of the email firewall of alice@example.com (from policy.toml) allows 203.0.113.7 (country FR)"), "{allowed}");
 }
 
 #[test]
@@ -714,22 +411,16 @@ fn a_replaced_country_database_is_used_without_a_restart() {
     let fresh = paths.dir.join("country.mmdb.new");
     write_country_db(&fresh, &[("203.0.113.0/24", "CN")], 1_800_000_000);
     std::fs::rename(&fresh, &paths.country).unwrap();
-    eventually(10, "the new database answers", || {
-        allow(&mw, "alice@example.com", "203.0.113.7").1 == DEFAULT
-    });
+    eventually(10, "the new database answers", || allow(&mw, "alice@example.com", "203.0.113.7").1 == DEFAULT);
     let metrics = mw.admin("GET", "/metrics").1;
     assert!(
-        metrics.contains(
-            "mailwarden_geoip_database_build_timestamp_seconds{database=\"country\"} 1800000000"
-        ),
+        metrics.contains("mailwarden_geoip_database_build_timestamp_seconds{database=\"country\"} 1800000000"),
         "{metrics}"
     );
+    assert!(metrics.contains("mailwarden_geoip_reloads_total{database=\"country\",result=\"success\"}"), "{metrics}");
     assert!(
-        metrics.contains("mailwarden_geoip_reloads_total{database=\"country\",result=\"success\"}"),
-        "{metrics}"
+        metrics
+            .contains("mailwarden_decisions_total{protocol=\"imap\",reason=\"firewall_default\",verdict=\"reject\"}")
     );
-    assert!(metrics.contains("mailwarden_decisions_total{protocol=\"imap\",reason=\"firewall_default\",verdict=\"reject\"}"));
-    assert!(
-        metrics.contains("mailwarden_geoip_lookups_total{database=\"country\",result=\"found\"}")
-    );
+    assert!(metrics.contains("mailwarden_geoip_lookups_total{database=\"country\",result=\"found\"}"));
 }

@@ -3,10 +3,7 @@
 use std::process::Command;
 
 fn systemd_analyze_available() -> bool {
-    let found = Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let found = Command::new("systemd-analyze").arg("--version").output().is_ok_and(|o| o.status.success());
     if !found && std::env::var("CI").as_deref() == Ok("true") {
         panic!("systemd-analyze is missing; scripts/test.sh installs systemd");
     }
@@ -19,18 +16,10 @@ fn systemd_analyze_available() -> bool {
 /// The shipped unit with ExecStart pointing at the binary under test (verify checks it exists).
 fn unit_under_test() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    let unit = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/dist/mailwarden.service"
-    ))
-    .expect("the unit");
-    assert!(unit.contains(
-        "ExecStart=/usr/local/bin/mailwarden --config /etc/mailwarden/policy.toml serve"
-    ));
-    let unit = unit.replace(
-        "/usr/local/bin/mailwarden",
-        env!("CARGO_BIN_EXE_mailwarden"),
-    );
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/dist/mailwarden.service")).expect("the unit");
+    assert!(unit.contains("ExecStart=/usr/local/bin/mailwarden --config /etc/mailwarden/policy.toml serve"));
+    let unit = unit.replace("/usr/local/bin/mailwarden", env!("CARGO_BIN_EXE_mailwarden"));
     std::fs::write(dir.path().join("mailwarden.service"), unit).expect("write unit");
     dir
 }
@@ -41,17 +30,11 @@ fn the_systemd_unit_verifies_cleanly() {
         return;
     }
     let dir = unit_under_test();
-    let output = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(dir.path().join("mailwarden.service"))
-        .output()
-        .unwrap();
+    let output =
+        Command::new("systemd-analyze").arg("verify").arg(dir.path().join("mailwarden.service")).output().unwrap();
     let messages = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{messages}");
-    assert!(
-        !messages.contains("mailwarden.service:"),
-        "systemd complains about the unit: {messages}"
-    );
+    assert!(!messages.contains("mailwarden.service:"), "systemd complains about the unit: {messages}");
 }
 
 #[test]
@@ -68,15 +51,9 @@ fn the_systemd_unit_scores_as_well_hardened() {
     let text = String::from_utf8_lossy(&output.stdout);
     let score: f64 = text
         .lines()
-        .find_map(|l| {
-            l.split("Overall exposure level for mailwarden.service:")
-                .nth(1)
-        })
+        .find_map(|l| l.split("Overall exposure level for mailwarden.service:").nth(1))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no exposure score in: {text}"));
-    assert!(
-        score <= 2.0,
-        "exposure {score} is above 2.0 (systemd calls up to 2.0 OK):\n{text}"
-    );
+    assert!(score <= 2.0, "exposure {score} is above 2.0 (systemd calls up to 2.0 OK):\n{text}");
 }

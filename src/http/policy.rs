@@ -52,7 +52,10 @@ async fn answer(
     let limit = policy.server.max_body_bytes;
     let body = match tokio::time::timeout(policy.server.client_timeout, read_limited(payload, limit)).await {
         Err(_) => {
-            let message = format!("the request body did not arrive within server.client_timeout ({})", humantime::format_duration(policy.server.client_timeout));
+            let message = format!(
+                "the request body did not arrive within server.client_timeout ({})",
+                humantime::format_duration(policy.server.client_timeout)
+            );
             return json_error(StatusCode::REQUEST_TIMEOUT, "body_timeout", &message);
         }
         Ok(read) => read,

@@ -215,10 +215,7 @@ impl Warden {
             accounts,
             ban_history,
             known_recorded,
-            unusable_noted: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(policy_window)
-                .build(),
+            unusable_noted: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(policy_window).build(),
             self_service: crate::selfservice::SelfServiceChecks::new(),
             clock,
             failures,

@@ -506,7 +506,10 @@ fn why_reads_different_wrong_passwords_of_one_login_as_one_line() {
     let lines = h.warden.why("203.0.113.7".parse().unwrap(), None).lines();
     let about_alice: Vec<&String> = lines.iter().filter(|l| l.contains("alice@example.com")).collect();
     assert_eq!(about_alice.len(), 1, "{lines:?}");
-    assert!(about_alice[0].starts_with("4 different wrong passwords for alice@example.com over imap: 4 tries"), "{lines:?}");
+    assert!(
+        about_alice[0].starts_with("4 different wrong passwords for alice@example.com over imap: 4 tries"),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -517,6 +520,7 @@ fn an_unusable_account_tried_again_and_again_is_logged_once_per_window() {
     }
     h.fail_typed("203.0.113.8", "old@example.com", "disabled");
     h.warden.flush_journal();
-    let filter = crate::events::EventFilter { kind: Some(EventKind::AccountDisabled), limit: 100, ..Default::default() };
+    let filter =
+        crate::events::EventFilter { kind: Some(EventKind::AccountDisabled), limit: 100, ..Default::default() };
     assert_eq!(h.warden.events(&filter).unwrap().len(), 2, "one per source");
 }

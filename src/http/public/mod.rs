@@ -49,11 +49,14 @@ fn secure(mut response: HttpResponse) -> HttpResponse {
 /// The visitor's address, or the answer to give instead: no address, or too many requests.
 fn admitted(request: &HttpRequest, warden: &Warden) -> Result<IpAddr, HttpResponse> {
     let policy = warden.policy();
-    let address = visitor_address(request, &policy.server.trusted_proxies).ok_or_else(|| HttpResponse::BadRequest().finish())?;
+    let address =
+        visitor_address(request, &policy.server.trusted_proxies).ok_or_else(|| HttpResponse::BadRequest().finish())?;
     if warden.self_service_request_allowed(address) {
         Ok(address)
     } else {
-        let mut response = HttpResponse::TooManyRequests().content_type("text/plain; charset=utf-8").body("Too many requests from your address; wait a minute.");
+        let mut response = HttpResponse::TooManyRequests()
+            .content_type("text/plain; charset=utf-8")
+            .body("Too many requests from your address; wait a minute.");
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
         Err(secure(response))
     }
@@ -177,7 +180,8 @@ fn render(t: &Texts<'_>, status: &VisitorStatus) -> String {
             // One line per (login, protocol, mail app), however many passwords it tried.
             let mut groups: Vec<(String, String, String, u32, bool)> = Vec::new();
             for g in &ban.cause.guesses {
-                let key = (mask_login(&g.login), g.protocol.to_uppercase(), device_name(&g.device_id).unwrap_or_default());
+                let key =
+                    (mask_login(&g.login), g.protocol.to_uppercase(), device_name(&g.device_id).unwrap_or_default());
                 match groups.iter_mut().find(|(l, p, d, _, _)| (l, p, d) == (&key.0, &key.1, &key.2)) {
                     Some(group) => {
                         group.3 += g.failures;
@@ -187,7 +191,13 @@ fn render(t: &Texts<'_>, status: &VisitorStatus) -> String {
                 }
             }
             if groups.is_empty() {
-                groups.push((mask_login(&ban.cause.login), ban.cause.protocol.to_uppercase(), String::new(), ban.failures, false));
+                groups.push((
+                    mask_login(&ban.cause.login),
+                    ban.cause.protocol.to_uppercase(),
+                    String::new(),
+                    ban.failures,
+                    false,
+                ));
             }
             let causes: Vec<String> = groups
                 .into_iter()
