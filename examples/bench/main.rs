@@ -47,6 +47,9 @@ struct Cli {
     /// Keep-alive connections in the throughput run.
     #[arg(long)]
     connections: Option<usize>,
+    /// Rounds the throughput and latency runs are cut into, alternating between the servers.
+    #[arg(long)]
+    rounds: Option<usize>,
     /// Requests per second in the latency run.
     #[arg(long)]
     rate: Option<f64>,
@@ -68,6 +71,10 @@ struct Cli {
     /// Do not pin the load generator and the servers to separate cores.
     #[arg(long)]
     no_pin: bool,
+    /// Niceness for the servers and load threads of the mix and memory parts, e.g. -10 on a
+    /// machine shared with other work (needs root).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    nice: i32,
     /// Record mailwarden's throughput run with `perf record` and print its hottest functions.
     #[arg(long)]
     perf: bool,
@@ -126,6 +133,7 @@ fn apply(cli: &Cli, s: &mut suite::Settings) {
     s.mix.banned = cli.banned.unwrap_or(s.mix.banned);
     s.mix.firewall_share = cli.firewall_share.unwrap_or(s.mix.firewall_share);
     s.connections = cli.connections.unwrap_or(s.connections);
+    s.rounds = cli.rounds.unwrap_or(s.rounds);
     s.rate = cli.rate.unwrap_or(s.rate);
     s.rate_seconds = cli.rate_seconds.unwrap_or(s.rate_seconds);
     s.memory_sources = cli.memory_sources.unwrap_or(s.memory_sources);
@@ -134,4 +142,5 @@ fn apply(cli: &Cli, s: &mut suite::Settings) {
     s.dovecot_logins = cli.dovecot_logins.unwrap_or(s.dovecot_logins);
     s.pin = s.pin && !cli.no_pin;
     s.perf = cli.perf;
+    s.nice = cli.nice;
 }

@@ -202,9 +202,7 @@ fn generator_thread(
     connections: Vec<usize>,
     progress: Progress,
 ) -> io::Result<(Answers, Vec<u32>)> {
-    if let Some(cpu) = shared.spec.pin_cpu {
-        process::pin_this_thread(cpu);
-    }
+    process::place_this_thread(shared.spec.pin_cpu);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let tasks: Vec<_> = connections

@@ -101,6 +101,9 @@ pub struct Settings {
     pub pin: bool,
     /// Record mailwarden's throughput run with `perf record`.
     pub perf: bool,
+    /// Niceness of the servers and load threads of the mix and memory parts (0: unchanged;
+    /// -10 keeps other tenants of a shared machine from distorting them).
+    pub nice: i32,
 }
 
 impl Settings {
@@ -133,6 +136,7 @@ impl Settings {
             dovecot_concurrency: 8,
             pin: true,
             perf: false,
+            nice: 0,
         }
     }
 
@@ -166,6 +170,7 @@ impl Settings {
             dovecot_concurrency: 2,
             pin: false,
             perf: false,
+            nice: 0,
         }
     }
 }
@@ -189,12 +194,20 @@ pub fn run(settings: &Settings) -> io::Result<Report> {
     if settings.pin && !pinned {
         report.notes.push("not pinned: taskset is missing or there is only one CPU".into());
     }
+    process::set_nice(settings.nice);
+    if settings.nice != 0 {
+        report
+            .notes
+            .push(format!("servers and load threads of the mix and memory parts ran at niceness {}", settings.nice));
+    }
     if settings.parts.mix || settings.parts.latency {
         run_mix(settings, pinned, &mut report)?;
     }
     if settings.parts.memory {
         report.figures.memory = Some(memory::run(settings, &settings.out.join("memory"))?);
     }
+    // Dovecot runs at its usual priority, and so does the mailwarden it asks.
+    process::set_nice(0);
     if settings.parts.dovecot {
         match dovecot::run(settings, &settings.out.join("dovecot"))? {
             Ok(figures) => report.figures.dovecot = Some(figures),

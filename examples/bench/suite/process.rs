@@ -8,6 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 /// A server under test, stopped on drop.
@@ -234,12 +235,29 @@ fn read_answer(answer: Result<ureq::http::Response<ureq::Body>, ureq::Error>) ->
     Ok((status, response.body_mut().read_to_string().unwrap_or_default()))
 }
 
-/// `program` run through `taskset -c CPU` when a CPU is given.
+/// Niceness of the measured processes from now on: servers started and load threads.
+static NICE: AtomicI32 = AtomicI32::new(0);
+
+/// Sets the niceness of the servers started and load threads run from now on (0: unchanged).
+pub fn set_nice(nice: i32) {
+    NICE.store(nice, Ordering::Relaxed);
+}
+
+/// `program` run through `nice -n N` when a niceness is set, and `taskset -c CPU` when a CPU
+/// is given.
 fn pinned_command(program: &Path, cpu: Option<usize>) -> Command {
-    match cpu {
-        Some(cpu) => {
-            let mut command = Command::new("taskset");
-            command.arg("-c").arg(cpu.to_string()).arg(program);
+    let mut words: Vec<String> = Vec::new();
+    let nice = NICE.load(Ordering::Relaxed);
+    if nice != 0 {
+        words.extend(["nice".into(), "-n".into(), nice.to_string()]);
+    }
+    if let Some(cpu) = cpu {
+        words.extend(["taskset".into(), "-c".into(), cpu.to_string()]);
+    }
+    match words.split_first() {
+        Some((first, rest)) => {
+            let mut command = Command::new(first);
+            command.args(rest).arg(program);
             command
         }
         None => Command::new(program),
@@ -266,13 +284,25 @@ pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
-/// Pins the calling thread to `cpu` (taskset on the thread's own id).
-pub fn pin_this_thread(cpu: usize) {
+/// Pins the calling thread to `cpu` when given (taskset on the thread's own id) and gives it
+/// the niceness set with `set_nice`.
+pub fn place_this_thread(cpu: Option<usize>) {
+    let nice = NICE.load(Ordering::Relaxed);
+    if cpu.is_none() && nice == 0 {
+        return;
+    }
     let Some(tid) = fs::read_link("/proc/thread-self").ok().and_then(|p| p.file_name().map(|n| n.to_os_string()))
     else {
         return;
     };
-    let _ = Command::new("taskset").arg("-p").arg("-c").arg(cpu.to_string()).arg(tid).stdout(Stdio::null()).status();
+    if let Some(cpu) = cpu {
+        let _ =
+            Command::new("taskset").arg("-p").arg("-c").arg(cpu.to_string()).arg(&tid).stdout(Stdio::null()).status();
+    }
+    if nice != 0 {
+        let _ =
+            Command::new("renice").arg("-n").arg(nice.to_string()).arg("-p").arg(&tid).stdout(Stdio::null()).status();
+    }
 }
 
 fn clock_ticks_per_second() -> u64 {
