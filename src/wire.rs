@@ -107,24 +107,25 @@ impl Protocol {
 
 /// The body as Dovecot sends it. Every configured attribute is a string; `success`,
 /// `policy_reject` and `tls` are booleans; unknown keys and one-level nested objects are
-/// ignored. Strings borrow from the body unless they contain escapes.
+/// ignored. Strings borrow from the body unless they contain escapes (serde's own
+/// `Option<Cow<str>>` would copy every one: see `borrowed_string`).
 #[derive(Debug, Deserialize)]
 struct RawAttempt<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_string")]
     login: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_string")]
     pwhash: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_string")]
     remote: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_string")]
     real_remote: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_string")]
     device_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_string")]
     protocol: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_string")]
     session_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_string")]
     fail_type: Option<Cow<'a, str>>,
     #[serde(default)]
     success: Option<bool>,
@@ -196,6 +197,46 @@ pub struct Outcome {
     pub policy_reject: bool,
 }
 
+/// An optional string that borrows from the body when it can. Parsing is a third of the
+/// policy handler's own work, and most of that was copying strings (docs/BENCHMARKS.md).
+fn borrowed_string<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    struct Borrowing;
+
+    impl<'de> serde::de::Visitor<'de> for Borrowing {
+        type Value = Option<Cow<'de, str>>;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            formatter.write_str("a string")
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+            deserializer.deserialize_str(self)
+        }
+
+        fn visit_borrowed_str<E: serde::de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(text)))
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(text.to_owned())))
+        }
+
+        fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(text)))
+        }
+    }
+
+    deserializer.deserialize_option(Borrowing)
+}
+
 fn optional_address(field: &'static str, value: &Option<Cow<'_, str>>) -> Result<Option<IpAddr>, WireError> {
     match value.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
@@ -205,16 +246,11 @@ fn optional_address(field: &'static str, value: &Option<Cow<'_, str>>) -> Result
 
 /// Parses an `allow` or `report` body. Reports must carry `success`.
 pub fn parse_attempt(body: &[u8], command: Command) -> Result<(LoginAttempt<'_>, Option<Outcome>), WireError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let raw: RawAttempt<'_> = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        match KNOWN_FIELDS.iter().find(|f| **f == path) {
-            Some(field) => WireError::BadField { field, problem: inner.to_string() },
-            None => WireError::Malformed(inner.to_string()),
-        }
-    })?;
-    deserializer.end().map_err(|e| WireError::Malformed(e.to_string()))?;
+    // The fast parse; only a body it refuses is parsed again, tracking the path, to name the field.
+    let raw: RawAttempt<'_> = match serde_json::from_slice(body) {
+        Ok(raw) => raw,
+        Err(_) => return Err(explain_refused_body(body)),
+    };
     let remote = optional_address("remote", &raw.remote)?;
     let real_remote = optional_address("real_remote", &raw.real_remote)?;
     let outcome = match (command, raw.success) {
@@ -242,6 +278,26 @@ pub fn parse_attempt(body: &[u8], command: Command) -> Result<(LoginAttempt<'_>,
         tls: raw.tls.unwrap_or(false),
     };
     Ok((attempt, outcome))
+}
+
+/// Why `body` is not an attempt, naming the field when one is at fault.
+fn explain_refused_body(body: &[u8]) -> WireError {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let parsed: Result<RawAttempt<'_>, _> = serde_path_to_error::deserialize(&mut deserializer);
+    match parsed {
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            match KNOWN_FIELDS.iter().find(|f| **f == path) {
+                Some(field) => WireError::BadField { field, problem: inner.to_string() },
+                None => WireError::Malformed(inner.to_string()),
+            }
+        }
+        Ok(_) => match deserializer.end() {
+            Err(e) => WireError::Malformed(e.to_string()),
+            Ok(()) => WireError::Malformed("the body is not a JSON object of Dovecot's attributes".into()),
+        },
+    }
 }
 
 const KNOWN_FIELDS: [&str; 11] = [
@@ -386,6 +442,16 @@ mod tests {
         assert_eq!(attempt.device_id, "\"name\" \"MyClient\" \"version\" \"1.2\"");
         assert_eq!(attempt.remote, Some("203.0.113.7".parse().unwrap()));
         assert_eq!(attempt.real_remote, Some("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn plain_strings_are_borrowed_from_the_body_escaped_ones_unescaped_and_null_is_absent() {
+        let body = br#"{"login":"alice","device_id":"\"name\" \"K-9\"","session_id":null,"pwhash":"0f96"}"#;
+        let (attempt, _) = parse_attempt(body, Command::Allow).unwrap();
+        assert!(matches!(attempt.login, Cow::Borrowed("alice")));
+        assert!(matches!(attempt.pwhash, Cow::Borrowed("0f96")));
+        assert_eq!(attempt.device_id, "\"name\" \"K-9\"");
+        assert_eq!(attempt.session_id, "");
     }
 
     #[test]
