@@ -44,6 +44,11 @@ enum Record {
 const QUEUE: usize = 10_000;
 /// Largest batch stored in one transaction.
 const BATCH: usize = 1_000;
+/// How long the writer gathers records after the first of a batch before storing them: under
+/// load one transaction (and one fsync) then covers a busy moment instead of a few records
+/// each, which halved the writer's share of the CPU (docs/BENCHMARKS.md). A flush ends the
+/// wait at once.
+const GATHER: Duration = Duration::from_millis(50);
 /// How often old records are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -180,12 +185,22 @@ fn write_forever(
             Record::Flush(done) => flushes.push(done),
         };
         if let Some(record) = first {
+            let gather_until = Instant::now() + GATHER;
+            let mut flushing = matches!(record, Record::Flush(_));
             take(record);
-        }
-        for _ in 1..BATCH {
-            match receiver.try_recv() {
-                Ok(record) => take(record),
-                Err(_) => break,
+            for _ in 1..BATCH {
+                let next = if flushing {
+                    receiver.try_recv().ok()
+                } else {
+                    receiver.recv_timeout(gather_until.saturating_duration_since(Instant::now())).ok()
+                };
+                match next {
+                    Some(record) => {
+                        flushing |= matches!(record, Record::Flush(_));
+                        take(record);
+                    }
+                    None => break,
+                }
             }
         }
         if !events.is_empty() {
