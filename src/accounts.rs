@@ -1,15 +1,12 @@
 //! Accounts under a distributed attack: one login failing from many sources within a window.
-//! Kept in memory with a bound (moka), per login: the distinct sources that failed recently
+//! Kept in memory with a bound (`bounded`), per login: the distinct sources that failed recently
 //! (at most the threshold: more are never needed), and, once the account is under attack, the
 //! sources it logged in from successfully lately (its "known sources", loaded from the store
 //! then), which keep logging in as usual while new sources are slowed down or refused.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use moka::Expiry;
-use moka::sync::Cache;
-
+use crate::bounded::{BoundedMap, Then};
 use crate::clock::Timestamp;
 use crate::network::Source;
 
@@ -58,6 +55,8 @@ impl AccountHistory {
                         self.failing.remove(oldest);
                     }
                 }
+                // Most logins fail from one source: room for one more at a time.
+                self.failing.reserve_exact(1);
                 self.failing.push((source, now));
             }
         }
@@ -77,36 +76,16 @@ impl AccountHistory {
     }
 }
 
-/// Keeps an account's history for the window after its last failure.
-struct KeepForWindow(Duration);
-
-impl Expiry<Box<str>, Arc<AccountHistory>> for KeepForWindow {
-    fn expire_after_create(&self, _: &Box<str>, _: &Arc<AccountHistory>, _: Instant) -> Option<Duration> {
-        Some(self.0)
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &Box<str>,
-        _: &Arc<AccountHistory>,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(self.0)
-    }
-}
-
 /// Failing sources per login, bounded in accounts and in sources per account.
 pub struct AccountTracker {
-    accounts: Cache<Box<str>, Arc<AccountHistory>>,
+    accounts: BoundedMap<Box<str>, AccountHistory>,
 }
 
 /// The window counts from the last failure; an account under attack stays so while failures
 /// keep coming from enough sources, and ends a window after they stop.
 impl AccountTracker {
-    pub fn new(window: Duration, max_accounts: u64) -> AccountTracker {
-        let accounts = Cache::builder().max_capacity(max_accounts).expire_after(KeepForWindow(window)).build();
-        AccountTracker { accounts }
+    pub fn new(max_accounts: u64) -> AccountTracker {
+        AccountTracker { accounts: BoundedMap::new(max_accounts, |_| {}) }
     }
 
     /// Records a failure of `login` from `source`; returns whether it put the account under
@@ -115,64 +94,51 @@ impl AccountTracker {
         if login.is_empty() {
             return false;
         }
-        let mut started = false;
-        self.accounts.entry(login.into()).and_upsert_with(|existing| {
-            let mut history = existing.map(|e| AccountHistory::clone(&e.into_value())).unwrap_or_default();
-            started = history.record(source, now, protection);
-            Arc::new(history)
-        });
-        started
+        let deadline = now.plus(protection.window);
+        self.accounts.upsert(login.into(), now, |history| (history.record(source, now, protection), deadline))
     }
 
     /// The account's history if it is under attack at `now`.
-    pub fn under_attack(&self, login: &str, now: Timestamp, protection: &Protection) -> Option<Arc<AccountHistory>> {
+    pub fn under_attack(&self, login: &str, now: Timestamp, protection: &Protection) -> Option<AccountHistory> {
         if login.is_empty() {
             return None;
         }
-        self.accounts.get(login).filter(|h| h.under_attack(now, protection))
+        self.accounts
+            .get(login, now, |history| history.under_attack(now, protection).then(|| history.clone()))
+            .flatten()
     }
 
     /// Sets the known sources of an account under attack (loaded from the store).
-    pub fn set_known(&self, login: &str, known: Vec<Source>) {
-        self.update(login, |history| history.known = Some(known));
+    pub fn set_known(&self, login: &str, known: Vec<Source>, now: Timestamp) {
+        self.accounts.update(login, now, |history| {
+            history.known = Some(known);
+            ((), Then::Unchanged)
+        });
     }
 
     /// Adds `source` to the known sources of `login` if it is under attack with its known
     /// sources loaded (a login that just succeeded from there).
-    pub fn add_known(&self, login: &str, source: Source) {
-        let Some(current) = self.accounts.get(login) else {
-            return;
-        };
-        if current.known.as_ref().is_none_or(|k| k.contains(&source)) {
-            return;
-        }
-        self.update(login, |history| {
-            if let Some(known) = &mut history.known {
+    pub fn add_known(&self, login: &str, source: Source, now: Timestamp) {
+        self.accounts.update(login, now, |history| {
+            if let Some(known) = &mut history.known
+                && !known.contains(&source)
+            {
                 known.push(source);
             }
+            ((), Then::Unchanged)
         });
     }
 
-    fn update(&self, login: &str, change: impl FnOnce(&mut AccountHistory)) {
-        self.accounts.entry(login.into()).and_compute_with(|existing| {
-            use moka::ops::compute::Op;
-            let Some(entry) = existing else {
-                return Op::Nop;
-            };
-            let mut history = AccountHistory::clone(&entry.into_value());
-            change(&mut history);
-            Op::Put(Arc::new(history))
-        });
+    /// Drops part of the histories no longer needed at `now`.
+    pub fn sweep(&self, now: Timestamp) -> usize {
+        self.accounts.sweep(now)
     }
 
     /// Logins under attack at `now`.
     pub fn attacked(&self, now: Timestamp, protection: &Protection) -> Vec<String> {
-        let mut logins: Vec<String> = self
+        let mut logins = self
             .accounts
-            .iter()
-            .filter(|(_, h)| h.under_attack(now, protection))
-            .map(|(login, _)| login.to_string())
-            .collect();
+            .collect(now, |login, history| history.under_attack(now, protection).then(|| login.to_string()));
         logins.sort();
         logins
     }
@@ -193,7 +159,7 @@ mod tests {
 
     #[test]
     fn ten_distinct_failing_sources_within_the_hour_put_an_account_under_attack() {
-        let tracker = AccountTracker::new(PROTECTION.window, 1000);
+        let tracker = AccountTracker::new(1000);
         for i in 1..=9 {
             assert!(!tracker.record_failure("alice", source(i), START, &PROTECTION));
             assert!(
@@ -211,14 +177,14 @@ mod tests {
 
     #[test]
     fn the_attack_ends_a_window_after_the_failures_stop() {
-        let tracker = AccountTracker::new(PROTECTION.window, 1000);
+        let tracker = AccountTracker::new(1000);
         for i in 1..=10 {
             tracker.record_failure("alice", source(i), START, &PROTECTION);
         }
         let later = START.plus(Duration::from_secs(3601));
         assert!(tracker.under_attack("alice", later, &PROTECTION).is_none());
         // Failures spread thinner than ten an hour never start one.
-        let slow = AccountTracker::new(PROTECTION.window, 1000);
+        let slow = AccountTracker::new(1000);
         for i in 1..=30u32 {
             assert!(!slow.record_failure(
                 "bob",
@@ -231,15 +197,16 @@ mod tests {
 
     #[test]
     fn known_sources_are_kept_only_while_under_attack() {
-        let tracker = AccountTracker::new(PROTECTION.window, 1000);
+        let tracker = AccountTracker::new(1000);
         for i in 1..=10 {
             tracker.record_failure("alice", source(i), START, &PROTECTION);
         }
-        tracker.set_known("alice", vec![source(200)]);
-        tracker.add_known("alice", source(201));
+        tracker.set_known("alice", vec![source(200)], START);
+        tracker.add_known("alice", source(201), START);
+        tracker.add_known("alice", source(201), START);
         let history = tracker.under_attack("alice", START, &PROTECTION).unwrap();
         assert_eq!(history.known, Some(vec![source(200), source(201)]));
-        tracker.add_known("bob", source(1));
+        tracker.add_known("bob", source(1), START);
         assert!(tracker.under_attack("bob", START, &PROTECTION).is_none());
     }
 }

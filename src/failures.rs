@@ -1,4 +1,4 @@
-//! Failed-login history per source, in memory with a bound (moka). A source's history is the
+//! Failed-login history per source, in memory with a bound (`bounded`). A source's history is the
 //! set of distinct wrong guesses it made, a guess being (login, password) as Dovecot's
 //! `pwhash` identifies it: a stale device repeating one old password is one guess however
 //! often it retries, while an attacker never repeats one. The auto-ban counts distinct guesses
@@ -10,15 +10,12 @@
 //! only loses counting history, never a ban (bans live in `bans`).
 
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use moka::Expiry;
-use moka::notification::RemovalCause;
-use moka::sync::Cache;
 use prometheus::IntCounterVec;
 
+use crate::bounded::{BoundedMap, Eviction, Then};
 use crate::clock::Timestamp;
 use crate::network::Source;
 use crate::wire::Protocol;
@@ -51,10 +48,24 @@ pub struct Guess {
     /// Failures of this guess while it stayed in the window.
     pub failures: u32,
     /// Set once the guess failed `stale_after` times: later attempts with it are refused
-    /// until then.
-    pub quarantined_until: Option<Timestamp>,
+    /// until then. `NOT_QUARANTINED` rather than an `Option`, which would take 8 bytes more
+    /// in each of a million histories.
+    quarantine_ends: Timestamp,
     /// How much the guess counts toward a ban: 2 for an unknown login when so configured.
-    pub weight: u32,
+    pub weight: u8,
+}
+
+const NOT_QUARANTINED: Timestamp = Timestamp(i64::MIN);
+
+impl Guess {
+    /// When the guess's quarantine ends (or ended), if it was ever quarantined.
+    pub fn quarantined_until(&self) -> Option<Timestamp> {
+        (self.quarantine_ends != NOT_QUARANTINED).then_some(self.quarantine_ends)
+    }
+
+    fn quarantined_at(&self, now: Timestamp) -> bool {
+        self.quarantine_ends > now
+    }
 }
 
 /// A failed login as the history records it.
@@ -111,7 +122,7 @@ impl SourceHistory {
 
     /// Drops guesses out of the window and out of quarantine.
     fn prune(&mut self, now: Timestamp, window: Duration) {
-        self.guesses.retain(|g| Self::in_window(g, now, window) || g.quarantined_until.is_some_and(|end| end > now));
+        self.guesses.retain(|g| Self::in_window(g, now, window) || g.quarantined_at(now));
         for guess in &mut self.guesses {
             if !Self::in_window(guess, now, window) {
                 guess.failures = 0;
@@ -121,7 +132,7 @@ impl SourceHistory {
 
     /// Distinct guesses in the window, each counted by its weight.
     pub fn distinct_in_window(&self, now: Timestamp, window: Duration) -> u32 {
-        self.guesses.iter().filter(|g| Self::in_window(g, now, window)).map(|g| g.weight.max(1)).sum()
+        self.guesses.iter().filter(|g| Self::in_window(g, now, window)).map(|g| u32::from(g.weight.max(1))).sum()
     }
 
     /// Records a failure.
@@ -141,6 +152,9 @@ impl SourceHistory {
                         self.guesses.remove(oldest);
                     }
                 }
+                // Most sources fail once or twice: room for exactly one more guess at a time
+                // keeps a million histories in a third of the memory `push`'s doubling took.
+                self.guesses.reserve_exact(1);
                 self.guesses.push(Guess {
                     key: failed.key,
                     login: label(failed.login),
@@ -149,8 +163,8 @@ impl SourceHistory {
                     first_seen: now,
                     last_seen: now,
                     failures: 0,
-                    quarantined_until: None,
-                    weight: failed.weight.max(1),
+                    quarantine_ends: NOT_QUARANTINED,
+                    weight: u8::try_from(failed.weight).unwrap_or(u8::MAX).max(1),
                 });
                 (true, self.guesses.len() - 1)
             }
@@ -163,8 +177,8 @@ impl SourceHistory {
             guess.device_id = label(failed.device_id);
         }
         let quarantined = match counting.stale_after {
-            Some(after) if guess.failures >= after && guess.quarantined_until.is_none_or(|end| end <= now) => {
-                guess.quarantined_until = Some(now.plus(counting.quarantine_for));
+            Some(after) if guess.failures >= after && !guess.quarantined_at(now) => {
+                guess.quarantine_ends = now.plus(counting.quarantine_for);
                 true
             }
             _ => false,
@@ -175,7 +189,7 @@ impl SourceHistory {
 
     /// The guess `key` if it is in quarantine at `now`.
     pub fn quarantined(&self, key: GuessKey, now: Timestamp) -> Option<&Guess> {
-        self.guesses.iter().find(|g| g.key == key && g.quarantined_until.is_some_and(|end| end > now))
+        self.guesses.iter().find(|g| g.key == key && g.quarantined_at(now))
     }
 
     /// Forgets the guesses of `login` (after it logged in successfully from this source).
@@ -187,46 +201,19 @@ impl SourceHistory {
         self.guesses.len() != before
     }
 
-    /// How long after its last change the history is still needed.
-    fn keep_for(&self, window: Duration) -> Duration {
-        let quarantine =
-            self.guesses.iter().filter_map(|g| g.quarantined_until).max().map(|end| self.updated_at.until(end));
-        quarantine.map_or(window, |q| q.max(window))
-    }
-}
-
-/// Keeps a history for the window or its quarantine, whichever is longer.
-struct KeepWhileNeeded {
-    window_millis: Arc<AtomicU64>,
-}
-
-impl KeepWhileNeeded {
-    fn keep(&self, history: &SourceHistory) -> Option<Duration> {
-        Some(history.keep_for(Duration::from_millis(self.window_millis.load(Ordering::Relaxed))))
-    }
-}
-
-impl Expiry<Source, Arc<SourceHistory>> for KeepWhileNeeded {
-    fn expire_after_create(&self, _: &Source, history: &Arc<SourceHistory>, _: Instant) -> Option<Duration> {
-        self.keep(history)
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &Source,
-        history: &Arc<SourceHistory>,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        self.keep(history)
+    /// Until when the history is needed: the window after its last change, or the end of a
+    /// quarantine if later.
+    fn needed_until(&self, window: Duration) -> Timestamp {
+        let window_ends = self.updated_at.plus(window);
+        self.guesses.iter().filter_map(Guess::quarantined_until).fold(window_ends, Timestamp::max)
     }
 }
 
 /// Failed-login histories of every source, bounded.
 pub struct FailureTracker {
-    histories: Cache<Source, Arc<SourceHistory>>,
-    /// The window in force, shared with the expiry policy so a reload applies to both.
-    window_millis: Arc<AtomicU64>,
+    histories: BoundedMap<Source, SourceHistory>,
+    /// The window in force; a reload changes it.
+    window_millis: AtomicU64,
     /// Keys guesses so that remembered fingerprints reveal nothing of the password hashes.
     fingerprints: std::collections::hash_map::RandomState,
 }
@@ -236,22 +223,19 @@ impl FailureTracker {
     /// counts histories dropped, by cause (`capacity`: the bound was reached; `expired`: no
     /// longer needed).
     pub fn new(window: Duration, max_sources: u64, evictions: IntCounterVec) -> FailureTracker {
-        let window_millis = Arc::new(AtomicU64::new(0));
-        let histories = Cache::builder()
-            .max_capacity(max_sources)
-            .expire_after(KeepWhileNeeded { window_millis: window_millis.clone() })
-            .eviction_listener(move |_, _, cause| {
-                let label = match cause {
-                    RemovalCause::Size => "capacity",
-                    RemovalCause::Expired => "expired",
-                    RemovalCause::Explicit | RemovalCause::Replaced => return,
-                };
-                evictions.with_label_values(&[label]).inc();
-            })
-            .build();
-        let tracker = FailureTracker { histories, window_millis, fingerprints: Default::default() };
+        let by_capacity = evictions.with_label_values(&["capacity"]);
+        let by_expiry = evictions.with_label_values(&["expired"]);
+        let histories = BoundedMap::new(max_sources, move |why| match why {
+            Eviction::Capacity => by_capacity.inc(),
+            Eviction::Expired => by_expiry.inc(),
+        });
+        let tracker = FailureTracker { histories, window_millis: AtomicU64::new(0), fingerprints: Default::default() };
         tracker.set_window(window);
         tracker
+    }
+
+    fn window(&self) -> Duration {
+        Duration::from_millis(self.window_millis.load(Ordering::Relaxed))
     }
 
     /// Applies a reloaded window; histories already held keep their failures.
@@ -276,60 +260,59 @@ impl FailureTracker {
         now: Timestamp,
         counting: &Counting,
     ) -> Recorded {
-        let mut outcome = None;
-        self.histories.entry(source).and_upsert_with(|existing| {
-            let mut history = existing.map(|e| SourceHistory::clone(&e.into_value())).unwrap_or_default();
-            outcome = Some(history.record(failed, now, counting));
-            Arc::new(history)
-        });
-        outcome.unwrap_or(Recorded { distinct: 1, new_guess: true, repeats: 1, quarantined: false })
+        let window = self.window();
+        self.histories.upsert(source, now, |history| {
+            let recorded = history.record(failed, now, counting);
+            (recorded, history.needed_until(window))
+        })
     }
 
     /// The quarantined guess `key` of `source`, if any: a cheap lookup for every `allow`.
     pub fn quarantined(&self, source: Source, key: GuessKey, now: Timestamp) -> Option<Guess> {
-        self.histories.get(&source)?.quarantined(key, now).cloned()
+        self.histories.get(&source, now, |history| history.quarantined(key, now).cloned()).flatten()
     }
 
     /// Distinct guesses of `source` in the window ending at `now`.
     pub fn failures_in_window(&self, source: Source, now: Timestamp) -> u32 {
-        let window = Duration::from_millis(self.window_millis.load(Ordering::Relaxed));
-        self.histories.get(&source).map(|h| h.distinct_in_window(now, window)).unwrap_or(0)
+        let window = self.window();
+        self.histories.get(&source, now, |history| history.distinct_in_window(now, window)).unwrap_or(0)
     }
 
-    /// The history of `source`, for diagnosis.
-    pub fn history(&self, source: Source) -> Option<Arc<SourceHistory>> {
-        self.histories.get(&source)
+    /// The guesses of `source` still held at `now`, for diagnosis.
+    pub fn guesses(&self, source: Source, now: Timestamp) -> Vec<Guess> {
+        self.histories.get(&source, now, |history| history.guesses.clone()).unwrap_or_default()
     }
 
     /// Forgets `login`'s guesses from `source` (it just logged in successfully from there).
-    pub fn forget_login(&self, source: Source, login: &str) {
-        let Some(current) = self.histories.get(&source) else {
-            return;
-        };
-        if !current.guesses.iter().any(|g| g.login.as_ref() == login) {
-            return;
-        }
-        self.histories.entry(source).and_compute_with(|existing| {
-            use moka::ops::compute::Op;
-            let Some(entry) = existing else {
-                return Op::Nop;
+    pub fn forget_login(&self, source: Source, login: &str, now: Timestamp) {
+        let window = self.window();
+        self.histories.update(&source, now, |history| {
+            let then = if !history.forget_login(login) {
+                Then::Unchanged
+            } else if history.guesses.is_empty() {
+                Then::Remove
+            } else {
+                Then::KeepUntil(history.needed_until(window))
             };
-            let mut history = SourceHistory::clone(&entry.into_value());
-            history.forget_login(login);
-            if history.guesses.is_empty() { Op::Remove } else { Op::Put(Arc::new(history)) }
+            ((), then)
         });
     }
 
     /// Drops the history of `source` (after it is banned, or unbanned by an admin, so it
     /// starts afresh).
     pub fn forget(&self, source: Source) {
-        self.histories.invalidate(&source);
+        self.histories.remove(&source);
     }
 
-    /// Sources currently remembered (approximate, as moka counts lazily).
+    /// Drops part of the histories no longer needed at `now` (all of them over a minute of
+    /// calls every 5 s); returns how many.
+    pub fn sweep(&self, now: Timestamp) -> usize {
+        self.histories.sweep(now)
+    }
+
+    /// Sources currently remembered (histories expired since the last sweep included).
     pub fn tracked_sources(&self) -> u64 {
-        self.histories.run_pending_tasks();
-        self.histories.entry_count()
+        self.histories.len() as u64
     }
 }
 
@@ -433,7 +416,7 @@ mod tests {
         }
         fail(&t, "203.0.113.7", "bob", "typo", START);
         let src = source("203.0.113.7");
-        t.forget_login(src, "alice");
+        t.forget_login(src, "alice", START.plus(minutes(3)));
         assert!(t.quarantined(src, t.guess_key("alice", "old"), START.plus(minutes(4))).is_none());
         assert_eq!(t.failures_in_window(src, START.plus(minutes(4))), 1, "bob's guess stays");
     }
@@ -455,7 +438,7 @@ mod tests {
             };
             t.record_failure(src, failed, START, &c);
         }
-        assert!(t.history(src).unwrap().guesses.len() <= 1000 + EXTRA);
+        assert!(t.guesses(src, START).len() <= 1000 + EXTRA);
         let long = "x".repeat(10_000);
         let failed = FailedGuess {
             key: t.guess_key(&long, "x"),
@@ -465,7 +448,7 @@ mod tests {
             weight: 1,
         };
         t.record_failure(source("203.0.113.9"), failed, START, &counting());
-        let guess = &t.history(source("203.0.113.9")).unwrap().guesses[0];
+        let guess = &t.guesses(source("203.0.113.9"), START)[0];
         assert_eq!((guess.login.len(), guess.device_id.len()), (LABEL_MAX, LABEL_MAX));
     }
 

@@ -3,6 +3,7 @@
 pub mod access;
 pub mod accounts;
 pub mod bans;
+pub mod bounded;
 pub mod cli;
 pub mod client;
 pub mod clock;

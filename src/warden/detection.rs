@@ -121,7 +121,7 @@ impl Diagnosis {
         for guess in &self.guesses {
             let device = device_name(&guess.device_id).map(|d| format!(" ({d})")).unwrap_or_default();
             let stale =
-                self.stale_after.is_some_and(|after| guess.failures >= after) || guess.quarantined_until.is_some();
+                self.stale_after.is_some_and(|after| guess.failures >= after) || guess.quarantined_until().is_some();
             if !stale {
                 let key = (guess.login.as_ref(), guess.protocol.label(), device);
                 match attempts.iter_mut().find(|a| (a.0, a.1, &a.2) == (key.0, key.1, &key.2)) {
@@ -137,7 +137,7 @@ impl Diagnosis {
             }
             let line = {
                 let quarantine = guess
-                    .quarantined_until
+                    .quarantined_until()
                     .map(|end| format!("; that password is refused from here until {}", readable(end)))
                     .unwrap_or_default();
                 format!(
@@ -278,8 +278,8 @@ impl Warden {
         if login.is_empty() {
             return;
         }
-        shared.failures.forget_login(source, login);
-        shared.accounts.add_known(login, source);
+        shared.failures.forget_login(source, login, now);
+        shared.accounts.add_known(login, source, now);
         let pair = (Box::<str>::from(login), source);
         if shared.known_recorded.contains_key(&pair) {
             return;
@@ -363,22 +363,18 @@ impl Warden {
         let window = policy.autoban.window;
         let guesses = shared
             .failures
-            .history(source)
-            .map(|h| {
-                h.guesses
-                    .iter()
-                    .filter(|g| g.last_seen > now.minus(window))
-                    .map(|g| BanGuess {
-                        login: g.login.to_string(),
-                        protocol: g.protocol.label().to_string(),
-                        device_id: g.device_id.to_string(),
-                        failures: g.failures,
-                        first_seen: g.first_seen.0,
-                        last_seen: g.last_seen.0,
-                    })
-                    .collect()
+            .guesses(source, now)
+            .iter()
+            .filter(|g| g.last_seen > now.minus(window))
+            .map(|g| BanGuess {
+                login: g.login.to_string(),
+                protocol: g.protocol.label().to_string(),
+                device_id: g.device_id.to_string(),
+                failures: g.failures,
+                first_seen: g.first_seen.0,
+                last_seen: g.last_seen.0,
             })
-            .unwrap_or_default();
+            .collect();
         let ban = Arc::new(Ban {
             source,
             created_at: now,
@@ -417,12 +413,13 @@ impl Warden {
     pub fn load_known_sources(&self, login: &str) -> Result<usize, StoreError> {
         let shared = &*self.shared;
         let policy = shared.policy.load();
-        let since = shared.clock.now().minus(policy.account_protection.known_for);
+        let now = shared.clock.now();
+        let since = now.minus(policy.account_protection.known_for);
         let known = shared.store.known_sources(login, since, policy.account_protection.known_per_account);
         shared.metrics.store_result("read_known_sources", &known);
         let known = known?;
         let count = known.len();
-        shared.accounts.set_known(login, known);
+        shared.accounts.set_known(login, known, now);
         tracing::info!(login, known = count, "account under attack; its known sources keep logging in as usual");
         Ok(count)
     }
@@ -448,7 +445,7 @@ impl Warden {
         };
         let explanation = self.explain(&view, address);
         let source = policy.autoban.grouping.source_of(address);
-        let mut guesses: Vec<Guess> = shared.failures.history(source).map(|h| h.guesses.clone()).unwrap_or_default();
+        let mut guesses: Vec<Guess> = shared.failures.guesses(source, now);
         if let Some(login) = login {
             guesses.retain(|g| g.login.as_ref() == login);
         }

@@ -195,7 +195,7 @@ impl Warden {
         );
         let protection = &policy.account_protection;
         let policy_window = policy.autoban.window;
-        let accounts = AccountTracker::new(protection.window, protection.max_tracked_accounts);
+        let accounts = AccountTracker::new(protection.max_tracked_accounts);
         let ban_history = moka::sync::Cache::builder()
             .max_capacity(100_000)
             .time_to_live(std::time::Duration::from_secs(30 * 24 * 3600))
@@ -369,7 +369,8 @@ impl Warden {
         result
     }
 
-    /// Ends bans and list entries whose time is up, in memory and in the store. Blocking.
+    /// Ends bans and list entries whose time is up, in memory and in the store, and drops part
+    /// of the failure and account histories no longer needed. Blocking.
     pub fn sweep_expired(&self) -> Result<usize, StoreError> {
         let shared = &*self.shared;
         let now = shared.clock.now();
@@ -384,6 +385,8 @@ impl Warden {
         let deleted = shared.store.delete_expired_bans(now);
         shared.metrics.store_result("delete_expired_bans", &deleted);
         deleted?;
+        shared.failures.sweep(now);
+        shared.accounts.sweep(now);
         Ok(ended.len() + self.sweep_expired_entries(now)?)
     }
 

@@ -67,8 +67,8 @@ pub async fn why(_: Admin, warden: web::Data<Warden>, query: web::Query<WhyQuery
         failures: g.failures,
         first_seen: g.first_seen.rfc3339(),
         last_seen: g.last_seen.rfc3339(),
-        stale: stale_after.is_some_and(|after| g.failures >= after) || g.quarantined_until.is_some(),
-        quarantined_until: g.quarantined_until.filter(|end| *end > now).map(|end| end.rfc3339()),
+        stale: stale_after.is_some_and(|after| g.failures >= after) || g.quarantined_until().is_some(),
+        quarantined_until: g.quarantined_until().filter(|end| *end > now).map(|end| end.rfc3339()),
     };
     let view = WhyView {
         lines: diagnosis.lines(),
