@@ -280,11 +280,20 @@ impl Warden {
         }
         shared.failures.forget_login(source, login, now);
         shared.accounts.add_known(login, source, now);
-        let pair = (Box::<str>::from(login), source);
-        if shared.known_recorded.contains_key(&pair) {
+        // Keyed by a hash of the pair, so the check allocates nothing on every successful
+        // login; a collision only skips one rewrite of a record.
+        let pair = std::hash::BuildHasher::hash_one(&shared.known_recorded_keys, (login, source));
+        let rewrite_after = now.plus(KNOWN_REWRITE_AFTER);
+        let already_recorded = shared.known_recorded.upsert(pair, now, |recorded_until| match *recorded_until {
+            Some(until) => (true, until),
+            None => {
+                *recorded_until = Some(rewrite_after);
+                (false, rewrite_after)
+            }
+        });
+        if already_recorded {
             return;
         }
-        shared.known_recorded.insert(pair, ());
         shared.journal.known_source(KnownSource { login: login.to_string(), source, at: now });
     }
 

@@ -34,6 +34,7 @@ pub use unblock::{SelfUnblockError, VisitorStatus};
 use crate::access::{AccessEntry, AccessLists, ListKind, Standing};
 use crate::accounts::AccountTracker;
 use crate::bans::{Ban, BanIndex};
+use crate::bounded::BoundedMap;
 use crate::clock::{Clock, Timestamp};
 use crate::config::Policy;
 use crate::engine::{self, AllowFacts, Decision, Refusal};
@@ -77,7 +78,9 @@ struct Shared {
     ban_history: moka::sync::Cache<Source, (Timestamp, std::time::Duration)>,
     /// (login, source) pairs recorded as known lately, so a busy account is not written on
     /// every successful login (memory only, bounded).
-    known_recorded: moka::sync::Cache<(Box<str>, Source), ()>,
+    known_recorded: BoundedMap<u64, Option<Timestamp>>,
+    /// Keys the hashes of `known_recorded`.
+    known_recorded_keys: std::collections::hash_map::RandomState,
     /// (login, source, kind) of expired or disabled accounts already in the block log within
     /// the window, so repeats are not written again (memory only, bounded).
     unusable_noted: moka::sync::Cache<(Box<str>, Source, &'static str), ()>,
@@ -200,8 +203,7 @@ impl Warden {
             .max_capacity(100_000)
             .time_to_live(std::time::Duration::from_secs(30 * 24 * 3600))
             .build();
-        let known_recorded =
-            moka::sync::Cache::builder().max_capacity(200_000).time_to_live(detection::KNOWN_REWRITE_AFTER).build();
+        let known_recorded = BoundedMap::new(200_000, |_| {});
         metrics.active_bans.set(gauge_value(bans.len()));
         let shared = Shared {
             policy: ArcSwap::from_pointee(policy),
@@ -215,6 +217,7 @@ impl Warden {
             accounts,
             ban_history,
             known_recorded,
+            known_recorded_keys: Default::default(),
             unusable_noted: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(policy_window).build(),
             self_service: crate::selfservice::SelfServiceChecks::new(),
             clock,
@@ -387,6 +390,7 @@ impl Warden {
         deleted?;
         shared.failures.sweep(now);
         shared.accounts.sweep(now);
+        shared.known_recorded.sweep(now);
         Ok(ended.len() + self.sweep_expired_entries(now)?)
     }
 
