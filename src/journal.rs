@@ -47,8 +47,7 @@ const BATCH: usize = 1_000;
 /// How long the writer sleeps after the first record of a batch before storing what has come:
 /// under load one transaction (and one fsync) then covers a busy moment instead of a few
 /// records each, and a sleeping writer is not woken (a futex call and a context switch on the
-/// request path) by every record queued meanwhile (docs/BENCHMARKS.md). A batch that starts
-/// with a flush is stored at once.
+/// request path) by every record queued meanwhile (docs/BENCHMARKS.md). A flush wakes it.
 const GATHER: Duration = Duration::from_millis(50);
 /// How often old records are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -146,6 +145,10 @@ impl Journal {
         let (done, wait) = mpsc::sync_channel(1);
         let queued = lock(&self.sender).as_ref().is_some_and(|sender| sender.send(Record::Flush(done)).is_ok());
         if queued {
+            // Cut the writer's gathering sleep short.
+            if let Some(writer) = lock(&self.writer).as_ref() {
+                writer.thread().unpark();
+            }
             let _ = wait.recv_timeout(Duration::from_secs(10));
         }
     }
@@ -154,6 +157,7 @@ impl Journal {
     pub fn close(&self) {
         lock(&self.sender).take();
         if let Some(writer) = lock(&self.writer).take() {
+            writer.thread().unpark();
             let _ = writer.join();
         }
     }
@@ -187,7 +191,8 @@ fn write_forever(
         };
         if let Some(record) = first {
             if !matches!(record, Record::Flush(_)) {
-                std::thread::sleep(GATHER);
+                // Woken early by a flush (or spuriously): the batch is only smaller.
+                std::thread::park_timeout(GATHER);
             }
             take(record);
             for _ in 1..BATCH {

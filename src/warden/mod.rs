@@ -367,6 +367,9 @@ impl Warden {
 
     /// Block-log events matching `filter`, newest first. Blocking.
     pub fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        // Whatever was refused before the query is in its answer, though the writer gathers
+        // records for a moment before storing them.
+        self.shared.journal.flush();
         let result = self.shared.store.events(filter);
         self.shared.metrics.store_result("read_events", &result);
         result

@@ -524,3 +524,15 @@ fn an_unusable_account_tried_again_and_again_is_logged_once_per_window() {
         crate::events::EventFilter { kind: Some(EventKind::AccountDisabled), limit: 100, ..Default::default() };
     assert_eq!(h.warden.events(&filter).unwrap().len(), 2, "one per source");
 }
+
+#[test]
+fn a_refusal_is_in_the_block_log_as_soon_as_it_is_answered() {
+    let h = harness("");
+    for _ in 0..5 {
+        h.fail("203.0.113.7", "alice@example.com");
+    }
+    assert_eq!(h.allow("203.0.113.7", "alice@example.com").status, -1);
+    let events = h.warden.events(&crate::events::EventFilter { limit: 100, ..Default::default() }).unwrap();
+    assert!(events.iter().any(|e| e.kind == EventKind::Ban), "the refusal is listed without waiting: {events:?}");
+    assert!(events.iter().any(|e| e.kind == EventKind::BanPlaced));
+}
