@@ -422,6 +422,8 @@ impl Warden {
     pub fn load_known_sources(&self, login: &str) -> Result<usize, StoreError> {
         let shared = &*self.shared;
         let policy = shared.policy.load();
+        // Successful logins still being gathered by the journal count too.
+        shared.journal.flush();
         let now = shared.clock.now();
         let since = now.minus(policy.account_protection.known_for);
         let known = shared.store.known_sources(login, since, policy.account_protection.known_per_account);

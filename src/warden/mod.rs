@@ -473,11 +473,6 @@ impl Warden {
         self.shared.store.backend()
     }
 
-    /// Waits until the block log and known sources queued so far are stored.
-    pub fn flush_journal(&self) {
-        self.shared.journal.flush();
-    }
-
     /// Stores the queued events and leaves the store compact before the process exits.
     /// Blocking.
     pub fn close(&self) -> Result<(), StoreError> {
