@@ -27,12 +27,17 @@ pub struct GuessKey(u64);
 /// Longest login or device string kept per guess (for diagnosis only).
 const LABEL_MAX: usize = 96;
 
-fn label(text: &str) -> Box<str> {
+/// `text` cut to `LABEL_MAX` bytes at a character boundary, as a guess keeps it.
+fn label_of(text: &str) -> &str {
     let mut end = text.len().min(LABEL_MAX);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    text[..end].into()
+    &text[..end]
+}
+
+fn label(text: &str) -> Box<str> {
+    label_of(text).into()
 }
 
 /// One distinct wrong guess of a source.
@@ -173,7 +178,7 @@ impl SourceHistory {
         guess.failures = guess.failures.saturating_add(1);
         guess.last_seen = now;
         guess.protocol = failed.protocol;
-        if guess.device_id.as_ref() != failed.device_id {
+        if guess.device_id.as_ref() != label_of(failed.device_id) {
             guess.device_id = label(failed.device_id);
         }
         let quarantined = match counting.stale_after {
@@ -196,8 +201,9 @@ impl SourceHistory {
     /// Returns whether any were held.
     pub fn forget_login(&mut self, login: &str) -> bool {
         let before = self.guesses.len();
-        let login = label(login);
-        self.guesses.retain(|g| g.login != login);
+        // Compared as kept, without allocating: this runs on successful logins.
+        let login = label_of(login);
+        self.guesses.retain(|g| g.login.as_ref() != login);
         self.guesses.len() != before
     }
 
