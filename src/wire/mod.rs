@@ -14,6 +14,8 @@ use crate::config::Messages;
 use crate::engine::{Decision, Refusal};
 use crate::network::parse_ip;
 
+mod scan;
+
 /// Longest `msg` we send; Dovecot puts it on the IMAP `NO [ALERT]` or POP3 `-ERR` line.
 pub const MAX_MESSAGE_LEN: usize = 200;
 
@@ -109,7 +111,7 @@ impl Protocol {
 /// `policy_reject` and `tls` are booleans; unknown keys and one-level nested objects are
 /// ignored. Strings borrow from the body unless they contain escapes (serde's own
 /// `Option<Cow<str>>` would copy every one: see `borrowed_string`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 struct RawAttempt<'a> {
     #[serde(borrow, default, deserialize_with = "borrowed_string")]
     login: Option<Cow<'a, str>>,
@@ -246,10 +248,18 @@ fn optional_address(field: &'static str, value: &Option<Cow<'_, str>>) -> Result
 
 /// Parses an `allow` or `report` body. Reports must carry `success`.
 pub fn parse_attempt(body: &[u8], command: Command) -> Result<(LoginAttempt<'_>, Option<Outcome>), WireError> {
-    // The fast parse; only a body it refuses is parsed again, tracking the path, to name the field.
-    let raw: RawAttempt<'_> = match serde_json::from_slice(body) {
-        Ok(raw) => raw,
-        Err(_) => return Err(explain_refused_body(body)),
+    // Dovecot's plain bodies take the one-pass scan; anything else goes through serde_json, and
+    // only a body that refuses is parsed a third time, tracking the path, to name the field.
+    let raw: RawAttempt<'_> = match scan::scan(body) {
+        Some(raw) => {
+            #[cfg(fuzzing)]
+            assert_eq!(Some(&raw), serde_json::from_slice::<RawAttempt<'_>>(body).ok().as_ref(), "scan and serde differ");
+            raw
+        }
+        None => match serde_json::from_slice(body) {
+            Ok(raw) => raw,
+            Err(_) => return Err(explain_refused_body(body)),
+        },
     };
     let remote = optional_address("remote", &raw.remote)?;
     let real_remote = optional_address("real_remote", &raw.real_remote)?;

@@ -1,0 +1,248 @@
+//! A single-pass reader for the body Dovecot actually sends: one flat JSON object of plain
+//! strings and booleans, with at most a small nested `attrs` object (reference §2.4). It
+//! fills `RawAttempt` in one walk over the bytes, borrowing every string.
+//!
+//! It is not a JSON parser and never the only one: it answers only when it is sure serde_json
+//! would give the same attempt, and gives up (returns `None`) on anything unusual — an escape,
+//! a number, a repeated field, a control character, invalid UTF-8, deep nesting. The caller then
+//! parses with serde_json, which also words the error for a bad body. Under `cfg(fuzzing)` every
+//! answer is checked against serde_json.
+
+use std::borrow::Cow;
+
+use super::RawAttempt;
+
+/// Deeper values than this in an ignored attribute are left to serde_json.
+const MAX_DEPTH: u32 = 8;
+
+/// The attempt in `body`, or `None` when serde_json must decide.
+pub(super) fn scan(body: &[u8]) -> Option<RawAttempt<'_>> {
+    let mut reader = Reader { body, at: 0 };
+    let mut raw = RawAttempt::default();
+    // One bit per known attribute: serde refuses a repeated one, so the scan gives up on it.
+    let mut seen = 0u16;
+    reader.skip_space();
+    reader.expect(b'{')?;
+    reader.skip_space();
+    if reader.peek()? == b'}' {
+        reader.at += 1;
+    } else {
+        loop {
+            let key = reader.string()?;
+            reader.skip_space();
+            reader.expect(b':')?;
+            reader.skip_space();
+            let slot = match key {
+                "login" => Slot::Text(&mut raw.login, 0),
+                "pwhash" => Slot::Text(&mut raw.pwhash, 1),
+                "remote" => Slot::Text(&mut raw.remote, 2),
+                "real_remote" => Slot::Text(&mut raw.real_remote, 3),
+                "device_id" => Slot::Text(&mut raw.device_id, 4),
+                "protocol" => Slot::Text(&mut raw.protocol, 5),
+                "session_id" => Slot::Text(&mut raw.session_id, 6),
+                "fail_type" => Slot::Text(&mut raw.fail_type, 7),
+                "success" => Slot::Flag(&mut raw.success, 8),
+                "policy_reject" => Slot::Flag(&mut raw.policy_reject, 9),
+                "tls" => Slot::Flag(&mut raw.tls, 10),
+                _ => Slot::Ignored,
+            };
+            match slot {
+                Slot::Text(field, bit) => {
+                    mark(&mut seen, bit)?;
+                    *field = if reader.literal(b"null") { None } else { Some(Cow::Borrowed(reader.string()?)) };
+                }
+                Slot::Flag(field, bit) => {
+                    mark(&mut seen, bit)?;
+                    *field = if reader.literal(b"true") {
+                        Some(true)
+                    } else if reader.literal(b"false") {
+                        Some(false)
+                    } else if reader.literal(b"null") {
+                        None
+                    } else {
+                        return None;
+                    };
+                }
+                Slot::Ignored => reader.skip_value(0)?,
+            }
+            reader.skip_space();
+            match reader.next()? {
+                b',' => reader.skip_space(),
+                b'}' => break,
+                _ => return None,
+            }
+        }
+    }
+    reader.skip_space();
+    (reader.at == body.len()).then_some(raw)
+}
+
+/// Where a known attribute's value goes, and its bit in `seen`.
+enum Slot<'s, 'a> {
+    Text(&'s mut Option<Cow<'a, str>>, u16),
+    Flag(&'s mut Option<bool>, u16),
+    Ignored,
+}
+
+fn mark(seen: &mut u16, bit: u16) -> Option<()> {
+    let mask = 1 << bit;
+    if *seen & mask != 0 {
+        return None;
+    }
+    *seen |= mask;
+    Some(())
+}
+
+struct Reader<'a> {
+    body: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.body.get(self.at).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let byte = self.peek()?;
+        self.at += 1;
+        Some(byte)
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        (self.next()? == byte).then_some(())
+    }
+
+    /// JSON's four whitespace bytes, and nothing else.
+    fn skip_space(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    /// Consumes `word` (`true`, `false`, `null`) when it comes next.
+    fn literal(&mut self, word: &[u8]) -> bool {
+        let found = self.body[self.at..].starts_with(word);
+        if found {
+            self.at += word.len();
+        }
+        found
+    }
+
+    /// A string without escapes or control characters, borrowed from the body.
+    fn string(&mut self) -> Option<&'a str> {
+        self.expect(b'"')?;
+        let start = self.at;
+        loop {
+            match self.next()? {
+                b'"' => break,
+                b'\\' | 0x00..=0x1f => return None,
+                _ => {}
+            }
+        }
+        std::str::from_utf8(&self.body[start..self.at - 1]).ok()
+    }
+
+    /// An ignored attribute's value: strings, literals, and objects or arrays of them.
+    fn skip_value(&mut self, depth: u32) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b't' => self.literal(b"true").then_some(()),
+            b'f' => self.literal(b"false").then_some(()),
+            b'n' => self.literal(b"null").then_some(()),
+            open @ (b'{' | b'[') if depth < MAX_DEPTH => {
+                let close = if open == b'{' { b'}' } else { b']' };
+                self.at += 1;
+                self.skip_space();
+                if self.peek()? == close {
+                    self.at += 1;
+                    return Some(());
+                }
+                loop {
+                    if open == b'{' {
+                        self.string()?;
+                        self.skip_space();
+                        self.expect(b':')?;
+                        self.skip_space();
+                    }
+                    self.skip_value(depth + 1)?;
+                    self.skip_space();
+                    match self.next()? {
+                        b',' => self.skip_space(),
+                        byte if byte == close => return Some(()),
+                        _ => return None,
+                    }
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scan answers for `body` exactly as serde_json does, or leaves it to serde_json.
+    fn check(body: &str, scanned: bool) {
+        let scan = scan(body.as_bytes());
+        assert_eq!(scan.is_some(), scanned, "scanned {body}");
+        if let Some(scan) = scan {
+            let serde: RawAttempt<'_> = serde_json::from_str(body).expect("serde_json accepts what the scan accepts");
+            assert_eq!(scan, serde, "{body}");
+        }
+    }
+
+    #[test]
+    fn dovecot_bodies_are_read_in_one_pass_and_agree_with_serde() {
+        check(
+            r#"{"device_id":"","login":"testuser","protocol":"imap","pwhash":"0f96","remote":"127.0.0.1","session_id":"VmEkE9lgRrh/AAAB","tls":false}"#,
+            true,
+        );
+        check(
+            r#"{"device_id":"","login":"t","protocol":"pop3","pwhash":"0350","remote":"127.0.0.1","session_id":"AXp","success":false,"policy_reject":true,"tls":true}"#,
+            true,
+        );
+        check(
+            r#"{"attrs":{"foo":"bar","orig":"TestUser","sub/lport":"10143"},"login":"testuser","real_remote":"127.0.0.1","zz_mech":"PLAIN","fail_type":"credentials"}"#,
+            true,
+        );
+        check(" {\n\t\"login\" : \"a\" ,\r\n \"success\":null , \"remote\":null } \n", true);
+        check(r#"{}"#, true);
+        check(r#"{"x":[],"y":{},"z":[true,false,null,"s",{"a":["b"]}]}"#, true);
+        check(r#"{"login":"jürgen@bücher.example"}"#, true);
+        check(r#"{"unknown":"x","unknown":"y"}"#, true);
+    }
+
+    #[test]
+    fn anything_unusual_is_left_to_serde() {
+        // An escape, a number, a repeat, a wrong type: serde_json decides (and words the error).
+        check(r#"{"device_id":"\"name\" \"K-9\""}"#, false);
+        check(r#"{"login\u0041":"a"}"#, false);
+        check(r#"{"port":143}"#, false);
+        check(r#"{"login":"a","login":"b"}"#, false);
+        check(r#"{"tls":null,"tls":true}"#, false);
+        check(r#"{"login":5}"#, false);
+        check(r#"{"success":"false"}"#, false);
+        check(r#"{"a":[[[[[[[[[["deep"]]]]]]]]]]}"#, false);
+        // And what serde_json refuses, the scan never accepts.
+        for refused in [
+            "",
+            "{",
+            "[1]",
+            "{\"login\":\"a\",}",
+            "{\"login\":\"a\"} x",
+            "{\"login\":\"a\"}{}",
+            "{\"login\":\"tab\there\"}",
+            "{\"login\" \"a\"}",
+            "{\"a\":tru}",
+            "{\"a\":[\"x\",]}",
+            "{\"a\":{\"b\"}}",
+            "\u{feff}{}",
+        ] {
+            check(refused, false);
+            assert!(serde_json::from_str::<RawAttempt<'_>>(refused).is_err(), "{refused:?}");
+        }
+        assert!(scan(b"{\"login\":\"\xff\"}").is_none());
+    }
+}
