@@ -1,10 +1,13 @@
 //! Durable state behind a narrow interface: what must survive `kill -9` and a restart. The
-//! embedded SQLite backend is the default; a Redis backend (cluster mode) implements the same
-//! trait. The per-login path never calls the store: `warden` keeps what `allow` reads in
-//! memory and writes through here only when state changes (a ban placed or lifted).
+//! embedded SQLite backend is the default; the Redis backend (cluster mode, `redis_store`)
+//! implements the same trait and announces each change to the other nodes (`Announcement`).
+//! The per-login path never calls the store: `warden` keeps what `allow` reads in memory and
+//! writes through here only when state changes (a ban placed or lifted).
 
+mod redis_store;
 mod sqlite;
 
+pub use redis_store::{RedisSettings, RedisStore};
 pub use sqlite::SqliteStore;
 
 use ipnet::IpNet;
@@ -23,12 +26,50 @@ pub enum StoreError {
     Open { path: String, message: String },
     #[error("state database error during {operation}: {message}")]
     Operation { operation: &'static str, message: String },
+    /// The Redis backend could not reach Redis, or is marked down since it last could not (its
+    /// calls then fail at once until a probe reaches Redis again).
+    #[error("the shared store (Redis) is unreachable: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {
     pub fn operation(operation: &'static str, error: impl std::fmt::Display) -> StoreError {
         StoreError::Operation { operation, message: error.to_string() }
     }
+
+    /// Whether the store could not be reached (an outage, logged once by the store) rather
+    /// than refused the call.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// What a node tells the others through Redis after changing the shared state: published by
+/// `RedisStore` on its `channel()` with every successful write (except the block log, known
+/// sources and sweeps of ended items, which every node does for itself), and by the cluster
+/// code for quarantines. As JSON: `{"node":"<id>","change":"ban_saved","source":"203.0.113.7"}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Announcement {
+    /// `RedisStore::node_id` of the sender, so a node can ignore its own announcements.
+    pub node: String,
+    #[serde(flatten)]
+    pub change: Change,
+}
+
+/// What changed; the receivers reread the item from Redis.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum Change {
+    /// A ban was saved for this source (display form of `Source`, e.g. "203.0.113.7" or "2001:db8::/64").
+    BanSaved { source: String },
+    /// The ban on this source was lifted (deleted). (Ended bans are swept by every node itself.)
+    BanDeleted { source: String },
+    /// A list entry was saved or deleted (nodes reload all list entries; they are few).
+    AccessEntries,
+    /// The API's rule set for this key was saved or deleted.
+    RuleSet { key: String },
+    /// Sent by the cluster code, not the store: a guess was quarantined cluster-wide.
+    Quarantine { source: String, guess: u64, login: String, protocol: String, device_id: String, until: i64 },
 }
 
 /// Calls are blocking and may take milliseconds (a disk sync, a network round trip): callers
@@ -73,4 +114,9 @@ pub trait Store: Send + Sync {
     fn close(&self) -> Result<(), StoreError>;
     /// A short name for metrics and logs.
     fn backend(&self) -> &'static str;
+    /// Whether the store answered its last call: always for the embedded store; the Redis
+    /// store is down from a failed call until a probe reaches Redis again.
+    fn is_up(&self) -> bool {
+        true
+    }
 }

@@ -1,0 +1,1228 @@
+//! The shared store of cluster mode: Redis, one server or a Redis Cluster, behind `Store`, so
+//! that every node reads and writes the same bans, list entries, rule sets and block log. Calls
+//! are blocking, each Redis round trip bounded by the configured budget (connect, write and read
+//! timeouts). An unreachable Redis never stops the server: the store is marked down (logged
+//! once), every call then fails at once with `StoreError::Unavailable` without touching the
+//! network, and `probe` (which the cluster code calls every second while down) brings it back.
+//!
+//! Every successful write publishes an `Announcement` of what changed on `{prefix}changes`, in
+//! the same round trip as the write on a single server, right after it on a cluster (where
+//! PUBLISH cannot join a pipeline), so the other nodes reread the item within milliseconds.
+//!
+//! # Keys (all under the configured prefix, e.g. `mailwarden:`)
+//!
+//! | key | type | content |
+//! | --- | --- | --- |
+//! | `{prefix}bans` | hash | field: the source as displayed (`203.0.113.7`, `2001:db8::/64`); value: the ban as JSON (times, reason, failures, and its cause with the guesses) |
+//! | `{prefix}fail:{<source>}` | (written by `cluster`) | the source's shared failure history; deleted here when a ban on the source is saved or lifted, so an unbanned source starts afresh. The braces make the source a hash tag. |
+//! | `{prefix}lists` | hash | field: `<blocked\|trusted>\|<network>`; value: the API's list entry as JSON |
+//! | `{prefix}rules` | hash | field: the rule set's key (`alice@example.com`, `@example.com`); value: the API's rule set as written (`StoredRuleSet` JSON) |
+//! | `{prefix}events` | stream | the block log: one field `event`, the event as JSON. Entry ids are `<event time in ms>-<n>`, raised to the newest id when an event arrives late, so an id is never older than its event: reads newest first stop early, and pruning by age never drops a younger event. |
+//! | `{prefix}known:{<login>}` | sorted set | the sources `login` logged in from; score: the latest success in ms |
+//! | `{prefix}known-logins` | sorted set | every login with known sources; score: its latest success in ms (so pruning needs no SCAN, which a cluster cannot do across nodes) |
+//! | `{prefix}secret` | string | 32 hex digits shared by every node (set once with NX) |
+//! | `{prefix}epoch` | string | a random id of Redis's data set (set once with NX): a new one means Redis lost its data |
+//! | `{prefix}changes` | pub/sub channel | the announcements |
+//!
+//! Values a version cannot read (a malformed JSON, an unknown reason) are skipped with a
+//! warning, never a panic, like the SQLite backend's unreadable rows.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use redis::{Cmd, ConnectionLike, ErrorKind, IntoConnectionInfo, RedisError, RedisResult, ServerErrorKind, Value};
+use serde::{Deserialize, Serialize};
+
+use super::{Announcement, Change, Store, StoreError};
+use crate::access::{AccessEntry, ListKind, Origin};
+use crate::bans::{Ban, BanCause, BanGuess, BanReason};
+use crate::clock::Timestamp;
+use crate::events::{Event, EventFilter, EventKind};
+use crate::firewall::{KeyedRuleSet, RuleSet, RuleSetOrigin, StoredRuleSet};
+use crate::journal::KnownSource;
+use crate::network::Source;
+
+/// Hash fields read per HSCAN round trip, and stream entries per XREVRANGE.
+const SCAN_BATCH: usize = 500;
+/// A block-log query reads at most this many stream entries, whatever it has found.
+const EVENT_SCAN_CAP: usize = 50_000;
+/// Events appended per script call, and records or logins per pipeline.
+const WRITE_BATCH: usize = 1000;
+/// Idle connections kept for reuse; more are closed when returned.
+const IDLE_CONNECTIONS: usize = 8;
+/// A connection idle this long is checked with a PING before use: the server (its `timeout`
+/// setting) or a firewall on the way may have dropped it meanwhile.
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(5);
+
+/// Appends events to the stream with ids from their own times: `ARGV` is (time in ms, JSON)
+/// pairs. An event older than the newest entry gets the newest entry's time (Redis ids only
+/// grow), and if even that is refused (the stream's last id is ahead of its newest entry) Redis
+/// picks the id; so an id is never older than its event.
+const APPEND_EVENTS: &str = r"
+local newest = 0
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #top > 0 then newest = tonumber(string.match(top[1][1], '^(%d+)')) end
+for i = 1, #ARGV, 2 do
+  local at = tonumber(ARGV[i]) or 0
+  if at < newest then at = newest end
+  local id = redis.pcall('XADD', KEYS[1], string.format('%.0f', at) .. '-*', 'event', ARGV[i + 1])
+  if type(id) == 'table' and id.err then
+    id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[i + 1])
+  end
+  newest = tonumber(string.match(id, '^(%d+)'))
+end
+return #ARGV / 2
+";
+
+/// Deletes hash fields whose value is still the one read: `ARGV` is (field, value) pairs. So a
+/// sweep of ended bans never deletes a ban another node placed on the same source meanwhile.
+const DELETE_UNCHANGED: &str = r"
+local deleted = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    deleted = deleted + redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return deleted
+";
+
+/// How to reach Redis (from policy.toml's [store] section; the config code builds this).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// One URL (`redis://127.0.0.1:6379/0`, `redis://:password@host:port`) for a standalone
+    /// server, or several node URLs of a Redis Cluster.
+    pub urls: Vec<String>,
+    /// Whether `urls` are Redis Cluster nodes (then the cluster client is used, even for one URL).
+    pub cluster: bool,
+    /// Prepended to every key and the channel, e.g. "mailwarden:".
+    pub prefix: String,
+    /// Time budget of every call: connect, write and read timeouts (default 50 ms in config).
+    pub budget: Duration,
+}
+
+enum Target {
+    Server(redis::Client),
+    /// The cluster client, and a plain client per configured node for SUBSCRIBE.
+    Cluster(redis::cluster::ClusterClient, Vec<redis::Client>),
+}
+
+enum Connection {
+    Server(redis::Connection),
+    /// Boxed: a cluster connection is four times the size of a plain one.
+    Cluster(Box<redis::cluster::ClusterConnection>),
+}
+
+impl Connection {
+    fn like(&mut self) -> &mut dyn ConnectionLike {
+        match self {
+            Connection::Server(connection) => connection,
+            Connection::Cluster(connection) => connection,
+        }
+    }
+
+    /// Sends `commands` in one round trip per node (a cluster pipeline splits them by slot) and
+    /// returns their replies in order.
+    fn pipeline(&mut self, commands: &[Cmd]) -> RedisResult<Vec<Value>> {
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self {
+            Connection::Server(connection) => {
+                let mut pipe = redis::pipe();
+                for command in commands {
+                    pipe.add_command(command.clone());
+                }
+                pipe.query(connection)
+            }
+            Connection::Cluster(connection) => {
+                let mut pipe = redis::cluster::cluster_pipe();
+                for command in commands {
+                    pipe.add_command(command.clone());
+                }
+                pipe.query(connection)
+            }
+        }
+    }
+
+    /// `commands`, then PUBLISH `announcement` on `channel`: in the same round trip on a single
+    /// server; right after on a cluster, whose pipelines refuse PUBLISH. Returns the replies
+    /// of `commands`.
+    fn write_and_publish(&mut self, commands: &[Cmd], channel: &str, announcement: &str) -> RedisResult<Vec<Value>> {
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(channel).arg(announcement);
+        if let Connection::Server(_) = self {
+            let mut all = commands.to_vec();
+            all.push(publish);
+            let mut replies = self.pipeline(&all)?;
+            replies.pop();
+            Ok(replies)
+        } else {
+            let replies = self.pipeline(commands)?;
+            let _: Value = publish.query(self.like())?;
+            Ok(replies)
+        }
+    }
+}
+
+struct Pooled {
+    connection: Connection,
+    /// The store's generation when the connection was made: a connection from before an outage
+    /// that fails afterwards says nothing about Redis now.
+    generation: u64,
+    last_used: Instant,
+}
+
+fn ping(connection: &mut Connection) -> RedisResult<Value> {
+    connection.like().req_command(&redis::cmd("PING"))
+}
+
+/// The Redis backend of `Store`; see the module documentation for the keys.
+pub struct RedisStore {
+    target: Target,
+    /// The URLs with any password masked, for logs and errors.
+    shown: String,
+    prefix: String,
+    budget: Duration,
+    node_id: String,
+    up: AtomicBool,
+    /// Raised each time the store is marked down.
+    generation: AtomicU64,
+    /// Why the store was last marked down, for the errors of the calls refused meanwhile.
+    last_failure: Mutex<String>,
+    idle: Mutex<Vec<Pooled>>,
+    append_events: redis::Script,
+    delete_unchanged: redis::Script,
+}
+
+impl RedisStore {
+    /// Connects and checks with PING within the budget. An unreachable Redis at start is not an
+    /// error: the store is returned marked down (the server starts and serves from local
+    /// state). Only malformed settings are an error, naming the URL with its password masked.
+    pub fn open(settings: &RedisSettings) -> Result<RedisStore, StoreError> {
+        let shown = settings.urls.iter().map(|url| mask_url(url)).collect::<Vec<_>>().join(", ");
+        let invalid = |path: String, message: String| StoreError::Open {
+            path: if path.is_empty() { "(no Redis URL)".into() } else { path },
+            message,
+        };
+        if settings.urls.is_empty() {
+            return Err(invalid(shown, "no Redis URL given".into()));
+        }
+        if !settings.cluster && settings.urls.len() > 1 {
+            return Err(invalid(
+                shown,
+                "several URLs for one Redis server: list Redis Cluster nodes in cluster mode".into(),
+            ));
+        }
+        if settings.budget.is_zero() {
+            return Err(invalid(shown, "the time budget of a Redis call must be more than zero".into()));
+        }
+        let mut node_clients = Vec::with_capacity(settings.urls.len());
+        for url in &settings.urls {
+            let info = url.as_str().into_connection_info().map_err(|e| invalid(mask_url(url), e.to_string()))?;
+            node_clients.push(redis::Client::open(info).map_err(|e| invalid(mask_url(url), e.to_string()))?);
+        }
+        let target = if settings.cluster {
+            let budget_ms = u64::try_from(settings.budget.as_millis()).unwrap_or(u64::MAX);
+            // One retry, without the default waits of seconds: enough to follow a MOVED after a
+            // failover, while a dead node still fails the call within about twice the budget.
+            let client = redis::cluster::ClusterClient::builder(settings.urls.iter().map(String::as_str))
+                .connection_timeout(settings.budget)
+                .response_timeout(settings.budget)
+                .retries(1)
+                .min_retry_wait(0)
+                .max_retry_wait(budget_ms.div_ceil(2).max(1))
+                .build()
+                .map_err(|e| invalid(shown.clone(), e.to_string()))?;
+            Target::Cluster(client, node_clients)
+        } else {
+            Target::Server(node_clients.remove(0))
+        };
+        let store = RedisStore {
+            target,
+            shown,
+            prefix: settings.prefix.clone(),
+            budget: settings.budget,
+            node_id: random_hex(8),
+            up: AtomicBool::new(true),
+            generation: AtomicU64::new(0),
+            last_failure: Mutex::new(String::new()),
+            idle: Mutex::new(Vec::new()),
+            append_events: redis::Script::new(APPEND_EVENTS),
+            delete_unchanged: redis::Script::new(DELETE_UNCHANGED),
+        };
+        if store.probe() {
+            tracing::info!(
+                redis = %store.shown,
+                cluster = settings.cluster,
+                node = %store.node_id,
+                "connected to the shared store (Redis)"
+            );
+        }
+        Ok(store)
+    }
+
+    /// A random id of this process (16 hex digits), put in every announcement so a node can
+    /// ignore its own.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Whether the last call (or probe) reached Redis.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::SeqCst)
+    }
+
+    /// PINGs within the budget (every master of a cluster) on an idle connection, or on a new
+    /// one if there is none or the idle one has gone stale (Redis restarted); marks the store
+    /// up or down accordingly and returns whether it is up.
+    pub fn probe(&self) -> bool {
+        let idle = self.idle().pop();
+        if let Some(mut pooled) = idle
+            && ping(&mut pooled.connection).is_ok()
+        {
+            self.check_in(pooled);
+            self.mark_up();
+            return true;
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let result = self.connect().and_then(|mut connection| ping(&mut connection).map(|_| connection));
+        match result {
+            Ok(connection) => {
+                self.check_in(Pooled { connection, generation, last_used: Instant::now() });
+                self.mark_up();
+                true
+            }
+            Err(e) => {
+                // Reached but refused even a PING (an ACL, a protocol error) is down all the same.
+                self.mark_down(&format!("probing: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Runs `f` on a pooled connection (a single server's or the cluster's) whose every round
+    /// trip is bounded by the budget. While the store is down this fails at once with
+    /// `StoreError::Unavailable`, without touching the network. A connection, timeout or
+    /// cluster-state error marks the store down and is returned as `Unavailable`; any other
+    /// error (a script's, a wrong type) as `StoreError::Operation`; either way the connection
+    /// is closed rather than reused.
+    ///
+    /// On a cluster connection single commands and scripts are routed by their first key;
+    /// `redis::Pipeline` is refused (commands of several slots cannot share one).
+    pub fn with_connection<T>(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(&mut dyn ConnectionLike) -> RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        self.call(operation, |connection| f(connection.like()))
+    }
+
+    /// A plain connection for SUBSCRIBE: to the server, or to the first configured cluster
+    /// node that answers (a classic PUBLISH reaches the subscribers of every node). Connecting
+    /// and writing are bounded by the budget; reads by `read_timeout` (zero: reads block until
+    /// a message comes). Tried even while the store is down; failing marks it down.
+    pub fn pubsub_connection(&self, read_timeout: Duration) -> Result<redis::Connection, StoreError> {
+        let clients: &[redis::Client] = match &self.target {
+            Target::Server(client) => std::slice::from_ref(client),
+            Target::Cluster(_, nodes) => nodes,
+        };
+        let read_timeout = (!read_timeout.is_zero()).then_some(read_timeout);
+        let mut last_error = None;
+        for client in clients {
+            let connected = client.get_connection_with_timeout(self.budget).and_then(|connection| {
+                connection.set_write_timeout(Some(self.budget))?;
+                connection.set_read_timeout(read_timeout)?;
+                Ok(connection)
+            });
+            match connected {
+                Ok(connection) => return Ok(connection),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        let error = last_error.unwrap_or_else(|| RedisError::from((ErrorKind::Io, "no Redis node configured")));
+        Err(self.failed("subscribing to announcements", error, None))
+    }
+
+    /// The pub/sub channel of announcements: `{prefix}changes`.
+    pub fn channel(&self) -> String {
+        self.key("changes")
+    }
+
+    /// The full key for `suffix`: `{prefix}{suffix}`.
+    pub fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
+    }
+
+    /// The key of `source`'s shared failure history, which `save_ban` and `delete_ban` delete:
+    /// `{prefix}fail:{<source>}` (a hash tag, so a cluster keeps it in one slot).
+    pub fn failures_key(&self, source: Source) -> String {
+        self.key(&format!("fail:{{{source}}}"))
+    }
+
+    /// A 16-byte secret shared by every node: the first node stores a random one
+    /// (`SET {prefix}secret <32 hex digits> NX`), every node reads the stored one.
+    pub fn shared_secret(&self) -> Result<[u8; 16], StoreError> {
+        let key = self.key("secret");
+        let stored = self.set_once("reading the shared secret", &key, &random_hex(16))?;
+        parse_secret(&stored).ok_or_else(|| {
+            StoreError::operation("reading the shared secret", format!("{key} does not hold 32 hex digits"))
+        })
+    }
+
+    /// A random id of Redis's data set (`SET {prefix}epoch <random> NX`, then GET). If Redis
+    /// restarts empty the epoch changes, which tells the nodes to restore what they hold.
+    pub fn epoch(&self) -> Result<String, StoreError> {
+        self.set_once("reading the epoch", &self.key("epoch"), &random_hex(8))
+    }
+
+    /// The stored ban on `source`, whatever its expiry; `None` also for a value this version
+    /// cannot read (logged).
+    pub fn ban(&self, source: Source) -> Result<Option<Ban>, StoreError> {
+        let field = source.to_string();
+        let value: Option<Vec<u8>> = self.call("reading a ban", |connection| {
+            redis::cmd("HGET").arg(self.key("bans")).arg(&field).query(connection.like())
+        })?;
+        Ok(value.and_then(|value| match parse_ban(&value) {
+            Ok(ban) => Some(ban),
+            Err(e) => {
+                tracing::warn!(source = %field, error = %e, "skipped a stored ban this version cannot read");
+                None
+            }
+        }))
+    }
+
+    // ----- connections and health -----
+
+    fn idle(&self) -> MutexGuard<'_, Vec<Pooled>> {
+        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn connect(&self) -> RedisResult<Connection> {
+        match &self.target {
+            Target::Server(client) => {
+                let connection = client.get_connection_with_timeout(self.budget)?;
+                connection.set_read_timeout(Some(self.budget))?;
+                connection.set_write_timeout(Some(self.budget))?;
+                Ok(Connection::Server(connection))
+            }
+            Target::Cluster(client, _) => {
+                let connection = client.get_connection()?;
+                connection.set_read_timeout(Some(self.budget))?;
+                connection.set_write_timeout(Some(self.budget))?;
+                Ok(Connection::Cluster(Box::new(connection)))
+            }
+        }
+    }
+
+    /// `f` on a connection, unless the store is down.
+    fn call<T>(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(&mut Connection) -> RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        if !self.is_up() {
+            return Err(StoreError::Unavailable(self.last_failure()));
+        }
+        self.attempt(operation, f)
+    }
+
+    /// `f` on an idle connection or a new one; the connection goes back to the pool only if
+    /// `f` succeeded.
+    fn attempt<T>(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(&mut Connection) -> RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let mut pooled = match self.check_out() {
+            Ok(pooled) => pooled,
+            Err(e) => return Err(self.failed(operation, e, None)),
+        };
+        match f(&mut pooled.connection) {
+            Ok(value) => {
+                self.check_in(pooled);
+                Ok(value)
+            }
+            Err(e) => Err(self.failed(operation, e, Some(pooled.generation))),
+        }
+    }
+
+    /// An idle connection (checked first if it has been idle long), or a new one.
+    fn check_out(&self) -> RedisResult<Pooled> {
+        let idle = self.idle().pop();
+        if let Some(mut pooled) = idle
+            && (pooled.last_used.elapsed() < CHECK_AFTER_IDLE || ping(&mut pooled.connection).is_ok())
+        {
+            return Ok(pooled);
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        Ok(Pooled { connection: self.connect()?, generation, last_used: Instant::now() })
+    }
+
+    /// Keeps `pooled` for reuse, unless it dates from before the last outage or enough are idle.
+    fn check_in(&self, mut pooled: Pooled) {
+        if pooled.generation != self.generation.load(Ordering::SeqCst) {
+            return;
+        }
+        pooled.last_used = Instant::now();
+        let mut idle = self.idle();
+        if idle.len() < IDLE_CONNECTIONS {
+            idle.push(pooled);
+        }
+    }
+
+    /// The error to return for `error`; marks the store down if Redis could not be reached,
+    /// unless the connection dates from before the last outage.
+    fn failed(&self, operation: &'static str, error: RedisError, generation: Option<u64>) -> StoreError {
+        if !is_outage(&error) {
+            return StoreError::operation(operation, error);
+        }
+        let cause = format!("{operation}: {error}");
+        if generation.is_none_or(|g| g == self.generation.load(Ordering::SeqCst)) {
+            self.mark_down(&cause);
+        }
+        StoreError::Unavailable(cause)
+    }
+
+    fn mark_down(&self, cause: &str) {
+        *self.last_failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = cause.to_string();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.idle().clear();
+        if self.up.swap(false, Ordering::SeqCst) {
+            tracing::warn!(
+                redis = %self.shown,
+                cause,
+                "the shared store (Redis) is unreachable; serving from local state until it answers"
+            );
+        }
+    }
+
+    fn mark_up(&self) {
+        if !self.up.swap(true, Ordering::SeqCst) {
+            tracing::info!(redis = %self.shown, "the shared store (Redis) answers again");
+        }
+    }
+
+    fn last_failure(&self) -> String {
+        let cause = self.last_failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        if cause.is_empty() { "marked down".into() } else { cause }
+    }
+
+    // ----- helpers for the Store methods -----
+
+    /// `commands` and the announcement of `change` (see `Connection::write_and_publish`).
+    fn write(&self, operation: &'static str, commands: &[Cmd], change: Change) -> Result<Vec<Value>, StoreError> {
+        let announcement = serde_json::to_string(&Announcement { node: self.node_id.clone(), change })
+            .map_err(|e| StoreError::operation(operation, e))?;
+        let channel = self.channel();
+        self.call(operation, |connection| connection.write_and_publish(commands, &channel, &announcement))
+    }
+
+    /// `SET key value NX`, then GET: the value the first caller stored.
+    fn set_once(&self, operation: &'static str, key: &str, value: &str) -> Result<String, StoreError> {
+        let mut set = redis::cmd("SET");
+        set.arg(key).arg(value).arg("NX");
+        let mut get = redis::cmd("GET");
+        get.arg(key);
+        let replies = self.call(operation, |connection| connection.pipeline(&[set, get]))?;
+        match replies.get(1) {
+            Some(Value::BulkString(bytes)) => Ok(String::from_utf8_lossy(bytes).into_owned()),
+            Some(Value::SimpleString(text)) => Ok(text.clone()),
+            other => Err(StoreError::operation(operation, format!("{key} holds no string ({other:?})"))),
+        }
+    }
+
+    /// Every (field, value) of the hash at `key`, read with HSCAN so that no round trip carries
+    /// more than a few hundred fields. Fields or values that are not UTF-8 are skipped.
+    fn hash_entries(&self, operation: &'static str, key: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let raw = self.call(operation, |connection| {
+            let mut entries: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+            let mut cursor = String::from("0");
+            loop {
+                let (next, items): (String, Vec<Vec<u8>>) =
+                    redis::cmd("HSCAN").arg(key).arg(&cursor).arg("COUNT").arg(SCAN_BATCH).query(connection.like())?;
+                for pair in items.chunks_exact(2) {
+                    entries.insert(pair[0].clone(), pair[1].clone());
+                }
+                if next == "0" {
+                    return Ok(entries);
+                }
+                cursor = next;
+            }
+        })?;
+        let mut entries = Vec::with_capacity(raw.len());
+        for (field, value) in raw {
+            match (String::from_utf8(field), String::from_utf8(value)) {
+                (Ok(field), Ok(value)) => entries.push((field, value)),
+                (field, _) => tracing::warn!(
+                    key,
+                    field = field.as_deref().unwrap_or("(not UTF-8)"),
+                    "skipped a stored value that is not UTF-8"
+                ),
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Deletes the (field, value) pairs of the hash at `key` whose value is unchanged.
+    fn delete_unchanged(
+        &self,
+        operation: &'static str,
+        key: &str,
+        pairs: &[(String, String)],
+    ) -> Result<usize, StoreError> {
+        let mut deleted = 0;
+        for chunk in pairs.chunks(WRITE_BATCH) {
+            let count: i64 = self.call(operation, |connection| {
+                let mut invocation = self.delete_unchanged.key(key);
+                for (field, value) in chunk {
+                    invocation.arg(field).arg(value);
+                }
+                invocation.invoke(connection.like())
+            })?;
+            deleted += usize::try_from(count).unwrap_or(0);
+        }
+        Ok(deleted)
+    }
+
+    fn known_key(&self, login: &str) -> String {
+        self.key(&format!("known:{{{login}}}"))
+    }
+}
+
+/// Whether `error` means Redis cannot be used now (as opposed to a refused command).
+fn is_outage(error: &RedisError) -> bool {
+    error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_refusal()
+        || error.is_connection_dropped()
+        || error.is_cluster_error()
+        || matches!(
+            error.kind(),
+            ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::AuthenticationFailed
+                | ErrorKind::Server(
+                    ServerErrorKind::BusyLoading | ServerErrorKind::MasterDown | ServerErrorKind::ReadOnly
+                )
+        )
+}
+
+/// `url` with any password replaced by `***` (`redis://user:***@host:6379/0`, and the `pass=`
+/// parameter of a Unix-socket URL): for logs and errors.
+pub(crate) fn mask_url(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(at) => url.split_at(at + 3),
+        None => ("", url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rfind('@') {
+        Some(at) => {
+            let user = match authority[..at].split_once(':') {
+                Some((user, _)) => format!("{user}:***"),
+                None => "***".into(),
+            };
+            format!("{user}@{}", &authority[at + 1..])
+        }
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, _)) if name == "pass" || name == "password" => format!("{name}=***"),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}{authority}{tail}")
+}
+
+/// `bytes` random bytes as lowercase hex. Should the system's generator fail, the time and
+/// process id stand in (ids must differ between nodes; they are not secrets then).
+fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    if getrandom::fill(&mut buffer).is_err() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let seed = nanos ^ (u128::from(std::process::id()) << 64);
+        for (i, byte) in buffer.iter_mut().enumerate() {
+            *byte = (seed >> ((i % 16) * 8)) as u8;
+        }
+    }
+    buffer.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn parse_secret(text: &str) -> Option<[u8; 16]> {
+    let text = text.trim();
+    if text.len() != 32 || !text.is_ascii() {
+        return None;
+    }
+    let mut secret = [0u8; 16];
+    for (i, byte) in secret.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[i * 2..i * 2 + 2], 16).ok()?;
+    }
+    Some(secret)
+}
+
+fn integer(value: &Value) -> i64 {
+    match value {
+        Value::Int(n) => *n,
+        _ => 0,
+    }
+}
+
+fn count(value: &Value) -> usize {
+    usize::try_from(integer(value)).unwrap_or(0)
+}
+
+// ----- stored records -----
+
+/// A ban as stored in `{prefix}bans`.
+#[derive(Serialize, Deserialize)]
+struct BanRecord {
+    source: String,
+    created_at: i64,
+    expires_at: i64,
+    reason: String,
+    failures: u32,
+    #[serde(default)]
+    login: String,
+    #[serde(default)]
+    protocol: String,
+    #[serde(default)]
+    device_id: String,
+    #[serde(default)]
+    guesses: Vec<BanGuess>,
+}
+
+impl From<&Ban> for BanRecord {
+    fn from(ban: &Ban) -> BanRecord {
+        BanRecord {
+            source: ban.source.to_string(),
+            created_at: ban.created_at.0,
+            expires_at: ban.expires_at.0,
+            reason: ban.reason.label().to_string(),
+            failures: ban.failures,
+            login: ban.cause.login.clone(),
+            protocol: ban.cause.protocol.clone(),
+            device_id: ban.cause.device_id.clone(),
+            guesses: ban.cause.guesses.clone(),
+        }
+    }
+}
+
+fn parse_ban(json: &[u8]) -> Result<Ban, String> {
+    let record: BanRecord = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    let source = Source::parse(&record.source).map_err(|e| e.to_string())?;
+    let reason = BanReason::from_label(&record.reason).ok_or_else(|| format!("unknown reason {:?}", record.reason))?;
+    Ok(Ban {
+        source,
+        created_at: Timestamp(record.created_at),
+        expires_at: Timestamp(record.expires_at),
+        reason,
+        failures: record.failures,
+        cause: BanCause {
+            login: record.login,
+            protocol: record.protocol,
+            device_id: record.device_id,
+            guesses: record.guesses,
+        },
+    })
+}
+
+/// An API list entry as stored in `{prefix}lists`.
+#[derive(Serialize, Deserialize)]
+struct AccessEntryRecord {
+    list: String,
+    network: String,
+    #[serde(default)]
+    comment: String,
+    created_at: i64,
+    #[serde(default)]
+    expires_at: Option<i64>,
+}
+
+fn access_field(list: ListKind, network: IpNet) -> String {
+    format!("{}|{network}", list.label())
+}
+
+fn parse_access_entry(json: &str) -> Result<AccessEntry, String> {
+    let record: AccessEntryRecord = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let list = ListKind::from_label(&record.list).ok_or_else(|| format!("unknown list {:?}", record.list))?;
+    let network = record.network.parse::<IpNet>().map_err(|e| format!("{:?}: {e}", record.network))?;
+    Ok(AccessEntry {
+        list,
+        network,
+        comment: record.comment,
+        created_at: Timestamp(record.created_at),
+        expires_at: record.expires_at.map(Timestamp),
+        origin: Origin::Api,
+    })
+}
+
+/// A block-log event as stored in the stream's `event` field.
+#[derive(Serialize, Deserialize)]
+struct EventRecord {
+    at: i64,
+    kind: String,
+    #[serde(default)]
+    login: String,
+    /// The address, or empty.
+    #[serde(default)]
+    ip: String,
+    #[serde(default)]
+    protocol: String,
+    #[serde(default)]
+    device_id: String,
+    #[serde(default)]
+    rule: Option<u32>,
+    #[serde(default)]
+    detail: String,
+}
+
+impl From<&Event> for EventRecord {
+    fn from(event: &Event) -> EventRecord {
+        EventRecord {
+            at: event.at.0,
+            kind: event.kind.label().to_string(),
+            login: event.login.clone(),
+            ip: event.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            protocol: event.protocol.clone(),
+            device_id: event.device_id.clone(),
+            rule: event.rule,
+            detail: event.detail.clone(),
+        }
+    }
+}
+
+fn parse_event(json: &[u8]) -> Option<Event> {
+    let record: EventRecord = serde_json::from_slice(json).ok()?;
+    Some(Event {
+        at: Timestamp(record.at),
+        kind: EventKind::from_label(&record.kind)?,
+        login: record.login,
+        ip: record.ip.parse::<IpAddr>().ok(),
+        protocol: record.protocol,
+        device_id: record.device_id,
+        rule: record.rule,
+        detail: record.detail,
+    })
+}
+
+fn event_matches(event: &Event, filter: &EventFilter) -> bool {
+    filter.ip.is_none_or(|ip| event.ip == Some(ip))
+        && filter.login.as_ref().is_none_or(|login| event.login == *login)
+        && filter.kind.is_none_or(|kind| event.kind == kind)
+        && filter.since.is_none_or(|since| event.at >= since)
+}
+
+/// The time part of a stream id (`1700000000000-3`).
+fn id_millis(id: &str) -> i64 {
+    id.split('-').next().and_then(|ms| ms.parse().ok()).unwrap_or(0)
+}
+
+impl Store for RedisStore {
+    fn active_bans(&self, now: Timestamp) -> Result<Vec<Ban>, StoreError> {
+        let mut bans = Vec::new();
+        for (field, value) in self.hash_entries("reading bans", &self.key("bans"))? {
+            match parse_ban(value.as_bytes()) {
+                Ok(ban) if ban.is_active(now) => bans.push(ban),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(source = %field, error = %e, "skipped a stored ban this version cannot read"),
+            }
+        }
+        Ok(bans)
+    }
+
+    fn save_ban(&self, ban: &Ban) -> Result<(), StoreError> {
+        let json =
+            serde_json::to_string(&BanRecord::from(ban)).map_err(|e| StoreError::operation("saving a ban", e))?;
+        let source = ban.source.to_string();
+        let mut set = redis::cmd("HSET");
+        set.arg(self.key("bans")).arg(&source).arg(json);
+        let mut forget = redis::cmd("DEL");
+        forget.arg(self.failures_key(ban.source));
+        self.write("saving a ban", &[set, forget], Change::BanSaved { source }).map(|_| ())
+    }
+
+    fn delete_ban(&self, source: Source) -> Result<bool, StoreError> {
+        let field = source.to_string();
+        let mut delete = redis::cmd("HDEL");
+        delete.arg(self.key("bans")).arg(&field);
+        let mut forget = redis::cmd("DEL");
+        forget.arg(self.failures_key(source));
+        let replies = self.write("deleting a ban", &[delete, forget], Change::BanDeleted { source: field })?;
+        Ok(replies.first().is_some_and(|reply| integer(reply) > 0))
+    }
+
+    fn delete_expired_bans(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let key = self.key("bans");
+        let ended: Vec<(String, String)> = self
+            .hash_entries("deleting expired bans", &key)?
+            .into_iter()
+            .filter(|(_, value)| parse_ban(value.as_bytes()).is_ok_and(|ban| !ban.is_active(now)))
+            .collect();
+        self.delete_unchanged("deleting expired bans", &key, &ended)
+    }
+
+    fn access_entries(&self) -> Result<Vec<AccessEntry>, StoreError> {
+        let mut entries = Vec::new();
+        for (field, value) in self.hash_entries("reading list entries", &self.key("lists"))? {
+            match parse_access_entry(&value) {
+                Ok(entry) => entries.push(entry),
+                Err(e) => {
+                    tracing::warn!(entry = %field, error = %e, "skipped a stored list entry this version cannot read")
+                }
+            }
+        }
+        Ok(entries)
+    }
+
+    fn save_access_entry(&self, entry: &AccessEntry) -> Result<(), StoreError> {
+        let record = AccessEntryRecord {
+            list: entry.list.label().to_string(),
+            network: entry.network.to_string(),
+            comment: entry.comment.clone(),
+            created_at: entry.created_at.0,
+            expires_at: entry.expires_at.map(|t| t.0),
+        };
+        let json = serde_json::to_string(&record).map_err(|e| StoreError::operation("saving a list entry", e))?;
+        let mut set = redis::cmd("HSET");
+        set.arg(self.key("lists")).arg(access_field(entry.list, entry.network)).arg(json);
+        self.write("saving a list entry", &[set], Change::AccessEntries).map(|_| ())
+    }
+
+    fn delete_access_entry(&self, list: ListKind, network: IpNet) -> Result<bool, StoreError> {
+        let mut delete = redis::cmd("HDEL");
+        delete.arg(self.key("lists")).arg(access_field(list, network));
+        let replies = self.write("deleting a list entry", &[delete], Change::AccessEntries)?;
+        Ok(replies.first().is_some_and(|reply| integer(reply) > 0))
+    }
+
+    fn delete_expired_access_entries(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let key = self.key("lists");
+        let ended: Vec<(String, String)> = self
+            .hash_entries("deleting expired list entries", &key)?
+            .into_iter()
+            .filter(|(_, value)| {
+                parse_access_entry(value).is_ok_and(|entry| entry.expires_at.is_some_and(|end| end <= now))
+            })
+            .collect();
+        self.delete_unchanged("deleting expired list entries", &key, &ended)
+    }
+
+    fn save_events(&self, events: &[Event]) -> Result<(), StoreError> {
+        let key = self.key("events");
+        for chunk in events.chunks(WRITE_BATCH) {
+            let mut args = Vec::with_capacity(chunk.len() * 2);
+            for event in chunk {
+                let json = serde_json::to_string(&EventRecord::from(event))
+                    .map_err(|e| StoreError::operation("saving events", e))?;
+                args.push(event.at.0.to_string());
+                args.push(json);
+            }
+            self.call("saving events", |connection| {
+                self.append_events.key(&key).arg(&args).invoke::<i64>(connection.like())
+            })?;
+        }
+        Ok(())
+    }
+
+    fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        if filter.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let key = self.key("events");
+        self.call("reading events", |connection| {
+            // Matches so far, newest first (by time, then by id); never more than `limit`.
+            let mut found: Vec<Event> = Vec::new();
+            let mut end = String::from("+");
+            let mut scanned = 0;
+            'scan: while scanned < EVENT_SCAN_CAP {
+                let batch: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XREVRANGE")
+                    .arg(&key)
+                    .arg(&end)
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(SCAN_BATCH)
+                    .query(connection.like())?;
+                let Some((last_id, _)) = batch.last() else { break };
+                end = format!("({last_id}");
+                // An entry's id is never older than its event, so once the ids reach back past
+                // `since`, or below the oldest of `limit` matches found, nothing older can enter.
+                let floor = (found.len() >= filter.limit).then(|| found[filter.limit - 1].at.0);
+                for (id, fields) in &batch {
+                    scanned += 1;
+                    let position = id_millis(id);
+                    if filter.since.is_some_and(|since| position < since.0) || floor.is_some_and(|m| position <= m) {
+                        break 'scan;
+                    }
+                    let json = fields.chunks_exact(2).find(|pair| pair[0] == b"event").map(|pair| pair[1].as_slice());
+                    if let Some(event) = json.and_then(parse_event)
+                        && event_matches(&event, filter)
+                    {
+                        found.push(event);
+                    }
+                }
+                // Stable: among equal times the later entry (found earlier) stays first.
+                found.sort_by_key(|event| std::cmp::Reverse(event.at));
+                found.truncate(filter.limit);
+                if batch.len() < SCAN_BATCH {
+                    break;
+                }
+            }
+            found.sort_by_key(|event| std::cmp::Reverse(event.at));
+            found.truncate(filter.limit);
+            Ok(found)
+        })
+    }
+
+    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize) -> Result<usize, StoreError> {
+        let key = self.key("events");
+        let mut by_age = redis::cmd("XTRIM");
+        by_age.arg(&key).arg("MINID").arg(older_than.0.max(0));
+        let mut by_count = redis::cmd("XTRIM");
+        by_count.arg(&key).arg("MAXLEN").arg(keep_at_most);
+        let replies = self.call("pruning events", |connection| connection.pipeline(&[by_age, by_count]))?;
+        Ok(replies.iter().map(count).sum())
+    }
+
+    fn firewall_rule_sets(&self) -> Result<Vec<KeyedRuleSet>, StoreError> {
+        let mut sets = Vec::new();
+        for (key, json) in self.hash_entries("reading firewall rules", &self.key("rules"))? {
+            match serde_json::from_str::<StoredRuleSet>(&json)
+                .map_err(|e| e.to_string())
+                .and_then(|stored| stored.parse().map_err(|e| e.to_string()))
+            {
+                Ok(rule_set) => sets.push(KeyedRuleSet { key, origin: RuleSetOrigin::Api, rule_set }),
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "skipped a stored firewall rule set this version cannot read")
+                }
+            }
+        }
+        Ok(sets)
+    }
+
+    fn save_firewall_rule_set(&self, key: &str, rule_set: &RuleSet) -> Result<(), StoreError> {
+        let json = serde_json::to_string(&StoredRuleSet::from(rule_set))
+            .map_err(|e| StoreError::operation("saving firewall rules", e))?;
+        let mut set = redis::cmd("HSET");
+        set.arg(self.key("rules")).arg(key).arg(json);
+        self.write("saving firewall rules", &[set], Change::RuleSet { key: key.to_string() }).map(|_| ())
+    }
+
+    fn delete_firewall_rule_set(&self, key: &str) -> Result<bool, StoreError> {
+        let mut delete = redis::cmd("HDEL");
+        delete.arg(self.key("rules")).arg(key);
+        let replies = self.write("deleting firewall rules", &[delete], Change::RuleSet { key: key.to_string() })?;
+        Ok(replies.first().is_some_and(|reply| integer(reply) > 0))
+    }
+
+    fn save_known_sources(&self, known: &[KnownSource]) -> Result<(), StoreError> {
+        let logins_key = self.key("known-logins");
+        for chunk in known.chunks(WRITE_BATCH) {
+            let mut latest: HashMap<&str, i64> = HashMap::new();
+            let mut commands = Vec::with_capacity(chunk.len() * 2);
+            for record in chunk {
+                let mut add = redis::cmd("ZADD");
+                add.arg(self.known_key(&record.login)).arg("GT").arg(record.at.0).arg(record.source.to_string());
+                commands.push(add);
+                let at = latest.entry(record.login.as_str()).or_insert(record.at.0);
+                *at = (*at).max(record.at.0);
+            }
+            for (login, at) in latest {
+                let mut add = redis::cmd("ZADD");
+                add.arg(&logins_key).arg("GT").arg(at).arg(login);
+                commands.push(add);
+            }
+            self.call("saving known sources", |connection| connection.pipeline(&commands))?;
+        }
+        Ok(())
+    }
+
+    fn known_sources(&self, login: &str, since: Timestamp, limit: usize) -> Result<Vec<Source>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let members: Vec<String> = self.call("reading known sources", |connection| {
+            redis::cmd("ZREVRANGEBYSCORE")
+                .arg(self.known_key(login))
+                .arg("+inf")
+                .arg(since.0)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .query(connection.like())
+        })?;
+        Ok(members.iter().filter_map(|member| Source::parse(member).ok()).collect())
+    }
+
+    fn prune_known_sources(&self, older_than: Timestamp, per_account: usize) -> Result<usize, StoreError> {
+        let operation = "pruning known sources";
+        let logins_key = self.key("known-logins");
+        let older = format!("({}", older_than.0);
+        let mut removed = 0;
+        // Logins without a success since `older_than`: all their sources go.
+        loop {
+            let stale: Vec<String> = self.call(operation, |connection| {
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(&logins_key)
+                    .arg("-inf")
+                    .arg(&older)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(SCAN_BATCH)
+                    .query(connection.like())
+            })?;
+            if stale.is_empty() {
+                break;
+            }
+            let mut commands = Vec::with_capacity(stale.len() + 1);
+            for login in &stale {
+                let mut clear = redis::cmd("ZREMRANGEBYSCORE");
+                clear.arg(self.known_key(login)).arg("-inf").arg(&older);
+                commands.push(clear);
+            }
+            let mut forget = redis::cmd("ZREM");
+            forget.arg(&logins_key).arg(&stale);
+            commands.push(forget);
+            let replies = self.call(operation, |connection| connection.pipeline(&commands))?;
+            removed += replies[..stale.len().min(replies.len())].iter().map(count).sum::<usize>();
+        }
+        // The others: their old sources, then all but the newest `per_account`.
+        let mut offset = 0;
+        loop {
+            let recent: Vec<String> = self.call(operation, |connection| {
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(&logins_key)
+                    .arg(older_than.0)
+                    .arg("+inf")
+                    .arg("LIMIT")
+                    .arg(offset)
+                    .arg(SCAN_BATCH)
+                    .query(connection.like())
+            })?;
+            if recent.is_empty() {
+                break;
+            }
+            offset += recent.len();
+            let keep_rank = -1 - i64::try_from(per_account).unwrap_or(i64::MAX - 1);
+            let mut commands = Vec::with_capacity(recent.len() * 2);
+            for login in &recent {
+                let key = self.known_key(login);
+                let mut aged = redis::cmd("ZREMRANGEBYSCORE");
+                aged.arg(&key).arg("-inf").arg(&older);
+                commands.push(aged);
+                let mut surplus = redis::cmd("ZREMRANGEBYRANK");
+                surplus.arg(&key).arg(0).arg(keep_rank);
+                commands.push(surplus);
+            }
+            let replies = self.call(operation, |connection| connection.pipeline(&commands))?;
+            removed += replies.iter().map(count).sum::<usize>();
+            if recent.len() < SCAN_BATCH {
+                break;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    fn is_up(&self) -> bool {
+        RedisStore::is_up(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_masked() {
+        assert_eq!(mask_url("redis://:hunter2@10.0.0.5:6379/2"), "redis://:***@10.0.0.5:6379/2");
+        assert_eq!(mask_url("redis://app:s3cret@host:7000"), "redis://app:***@host:7000");
+        assert_eq!(mask_url("redis://tokenonly@host"), "redis://***@host");
+        assert_eq!(mask_url("redis://host:6379/0"), "redis://host:6379/0");
+        assert_eq!(
+            mask_url("redis+unix:///run/redis.sock?db=1&pass=hunter2"),
+            "redis+unix:///run/redis.sock?db=1&pass=***"
+        );
+        assert_eq!(mask_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn malformed_settings_are_an_error_naming_the_url_without_its_password() {
+        let settings = |urls: &[&str], cluster: bool| RedisSettings {
+            urls: urls.iter().map(|u| u.to_string()).collect(),
+            cluster,
+            prefix: "mw:".into(),
+            budget: Duration::from_millis(50),
+        };
+        let message = |s: RedisSettings| match RedisStore::open(&s) {
+            Err(e @ StoreError::Open { .. }) => e.to_string(),
+            Err(e) => panic!("expected an Open error, got {e}"),
+            Ok(_) => panic!("expected an error"),
+        };
+        let text = message(settings(&["http://:hunter2@host:6379"], false));
+        assert!(text.contains("http://:***@host:6379") && !text.contains("hunter2"), "{text}");
+        assert!(message(settings(&[], false)).contains("no Redis URL"));
+        assert!(message(settings(&["redis://a:1", "redis://b:2"], false)).contains("cluster mode"));
+        let zero = RedisSettings { budget: Duration::ZERO, ..settings(&["redis://127.0.0.1:1"], false) };
+        assert!(message(zero).contains("budget"));
+    }
+
+    #[test]
+    fn announcements_are_flat_json_tagged_by_change() {
+        let announcement = Announcement {
+            node: "0123456789abcdef".into(),
+            change: Change::BanSaved { source: "2001:db8::/64".into() },
+        };
+        let json = serde_json::to_string(&announcement).unwrap();
+        assert_eq!(json, r#"{"node":"0123456789abcdef","change":"ban_saved","source":"2001:db8::/64"}"#);
+        assert_eq!(serde_json::from_str::<Announcement>(&json).unwrap(), announcement);
+        let lists = serde_json::to_string(&Announcement { node: "n".into(), change: Change::AccessEntries }).unwrap();
+        assert_eq!(lists, r#"{"node":"n","change":"access_entries"}"#);
+        let quarantine = Announcement {
+            node: "n".into(),
+            change: Change::Quarantine {
+                source: "203.0.113.7".into(),
+                guess: u64::MAX,
+                login: "alice@example.com".into(),
+                protocol: "imap".into(),
+                device_id: String::new(),
+                until: 1_795_334_400_000,
+            },
+        };
+        let json = serde_json::to_string(&quarantine).unwrap();
+        assert!(json.contains(r#""change":"quarantine""#) && json.contains("18446744073709551615"), "{json}");
+        assert_eq!(serde_json::from_str::<Announcement>(&json).unwrap(), quarantine);
+    }
+
+    #[test]
+    fn ids_secrets_and_stream_times_parse() {
+        let id = random_hex(8);
+        assert_eq!(id.len(), 16);
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(random_hex(8), id);
+        assert_eq!(
+            parse_secret("000102030405060708090a0b0c0d0e0f"),
+            Some([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15])
+        );
+        assert_eq!(parse_secret("short"), None);
+        assert_eq!(parse_secret("zz0102030405060708090a0b0c0d0e0f"), None);
+        assert_eq!(id_millis("1795334400000-7"), 1_795_334_400_000);
+    }
+}
