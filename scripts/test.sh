@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(dovecot-core dovecot-imapd dovecot-pop3d systemd prometheus debootstrap chromium chromium-driver)
+packages=(dovecot-core dovecot-imapd dovecot-pop3d systemd prometheus debootstrap chromium chromium-driver redis-server redis-tools)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -16,8 +16,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "Installing test dependencies: ${missing[*]}"
   $sudo apt-get update -q
-  # Debian starts the system Dovecot on install where it can; the tests run their own
-  # instances on free loopback ports and do not need or touch it.
+  # Debian starts the system Dovecot (and Redis) on install where it can; the tests run their
+  # own instances on free loopback ports and do not need or touch them.
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 

@@ -1,4 +1,5 @@
-//! Shared test harness: the real mailwarden binary and a real Dovecot, both on loopback.
+//! Shared test harness: the real mailwarden binary and a real Dovecot, both on loopback, and
+//! the real services they use (Prometheus, Redis).
 #![allow(dead_code)]
 
 pub mod dovecot;
@@ -6,3 +7,4 @@ pub mod dovecot24;
 pub mod geoip;
 pub mod mailwarden;
 pub mod prometheus;
+pub mod redis;
