@@ -19,6 +19,7 @@ use crate::firewall::{KeyedRuleSet, RuleSetOrigin, StoredRuleSet, parse_key};
 use crate::geoip::GeoIpSettings;
 use crate::network::{SourceGrouping, parse_network};
 use crate::secrets::Secret;
+use crate::store::RedisSettings;
 use crate::template::Template;
 
 /// Everything that went wrong with a configuration, all at once, each naming its key.
@@ -56,6 +57,7 @@ struct RawConfig {
     events: RawEvents,
     messages: RawMessages,
     log: RawLog,
+    store: RawStore,
 }
 
 #[derive(Debug, Deserialize)]
@@ -293,6 +295,32 @@ impl Default for RawLog {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStore {
+    backend: String,
+    url: String,
+    cluster_urls: Vec<String>,
+    prefix: String,
+    timeout: String,
+    on_store_error: String,
+    refresh_every: String,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore {
+            backend: "embedded".into(),
+            url: String::new(),
+            cluster_urls: Vec::new(),
+            prefix: "mailwarden:".into(),
+            timeout: "50ms".into(),
+            on_store_error: "local".into(),
+            refresh_every: "30s".into(),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Stage two: the validated policy.
 
@@ -315,6 +343,33 @@ pub struct Policy {
     pub events: Retention,
     pub messages: Messages,
     pub log: LogSettings,
+    pub store: StoreSettings,
+}
+
+/// Where durable and shared state lives (`[store]`). Only a restart changes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    pub backend: StoreBackend,
+    /// What a node answers while the shared store is unreachable.
+    pub on_store_error: OnStoreError,
+    /// How often a node rereads the shared bans, lists and rules, under the announcements.
+    pub refresh_every: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// The SQLite database in `server.state_dir`: one node.
+    Embedded,
+    /// Redis (or Valkey), standalone or a cluster, shared by every node.
+    Redis(RedisSettings),
+}
+
+/// `store.on_store_error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// Keep answering from what the node knows: bans, lists and rules already loaded, and
+    /// failures counted by this node alone.
+    Local,
 }
 
 #[derive(Debug, Clone)]
@@ -474,6 +529,9 @@ impl Policy {
             .list_separator(",")
             .with_list_parse_key("networks.trusted")
             .with_list_parse_key("networks.blocked")
+            .with_list_parse_key("networks.webmail")
+            .with_list_parse_key("server.trusted_proxies")
+            .with_list_parse_key("store.cluster_urls")
             .source(source.environment);
         let file = config::File::from(source.path).format(config::FileFormat::Toml).required(true);
         let base_dir = source.path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -576,6 +634,32 @@ impl Policy {
         let _ = writeln!(out, "blocked = {}", quote(self.messages.blocked.source()));
         let _ = writeln!(out, "firewall_rule = {}", quote(self.messages.firewall_rule.source()));
         let _ = writeln!(out, "firewall_default = {}", quote(self.messages.firewall_default.source()));
+        let _ = writeln!(out, "\n[store]");
+        match &self.store.backend {
+            StoreBackend::Embedded => {
+                let _ = writeln!(out, "backend = \"embedded\"");
+            }
+            StoreBackend::Redis(redis) => {
+                let _ = writeln!(out, "backend = \"redis\"");
+                let urls: Vec<String> = redis.urls.iter().map(|u| quote(&mask_url_password(u))).collect();
+                if redis.cluster {
+                    let _ = writeln!(out, "cluster_urls = [{}]", urls.join(", "));
+                } else {
+                    let _ = writeln!(out, "url = {}", urls.join(", "));
+                }
+                let _ = writeln!(out, "prefix = {}", quote(&redis.prefix));
+                let _ = writeln!(out, "timeout = {}", quote(&humantime::format_duration(redis.budget).to_string()));
+            }
+        }
+        let on_error = match self.store.on_store_error {
+            OnStoreError::Local => "local",
+        };
+        let _ = writeln!(out, "on_store_error = {}", quote(on_error));
+        let _ = writeln!(
+            out,
+            "refresh_every = {}",
+            quote(&humantime::format_duration(self.store.refresh_every).to_string())
+        );
         let _ = writeln!(out, "\n[log]");
         let _ = writeln!(out, "level = {}", quote(&self.log.level));
         let format = match self.log.format {
@@ -676,6 +760,7 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
             None
         }
     };
+    let store = store_settings(&mut problems, &raw.store);
     let events_age = duration(&mut problems, "events.max_age", &raw.events.max_age, Duration::from_secs(3660 * DAY));
     let geoip_every = duration(&mut problems, "geoip.check_every", &raw.geoip.check_every, Duration::from_secs(DAY));
 
@@ -855,11 +940,106 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
                 account_under_attack: account_under_attack?,
             },
             log: LogSettings { level: raw.log.level.trim().to_string(), format: format? },
+            store: store?,
         })
     };
     match build() {
         Some(policy) if problems.is_empty() => Ok(policy),
         _ => Err(problems),
+    }
+}
+
+/// `[store]`: the backend, and for Redis where it is and how long a call may take.
+fn store_settings(problems: &mut Vec<String>, raw: &RawStore) -> Option<StoreSettings> {
+    let timeout =
+        duration_within(problems, "store.timeout", &raw.timeout, Duration::from_millis(1), Duration::from_secs(1));
+    let refresh_every = duration(problems, "store.refresh_every", &raw.refresh_every, Duration::from_secs(3600));
+    let on_store_error = match raw.on_store_error.trim() {
+        "local" => Some(OnStoreError::Local),
+        other => {
+            problems.push(format!("store.on_store_error: {other:?} is not \"local\""));
+            None
+        }
+    };
+    let url = raw.url.trim();
+    let cluster: Vec<&str> = raw.cluster_urls.iter().map(|u| u.trim()).collect();
+    let mut check_url = |key: String, url: &str| {
+        let scheme = url.split("://").next().unwrap_or_default();
+        if !url.contains("://") || scheme != "redis" {
+            let shown = mask_url_password(url);
+            let hint = if scheme == "rediss" {
+                "TLS to Redis is not built in; reach Redis over a private network or a TLS tunnel (stunnel)"
+            } else {
+                "write it as redis://host:port/db or redis://:password@host:port"
+            };
+            problems.push(format!("{key}: {shown:?} is not a Redis URL; {hint}"));
+        }
+    };
+    let backend = match raw.backend.trim() {
+        "embedded" => {
+            if !url.is_empty() || !cluster.is_empty() {
+                problems.push(
+                    "store.backend: \"embedded\" does not use store.url or store.cluster_urls; set backend = \"redis\" to share state through Redis".into(),
+                );
+            }
+            Some(StoreBackend::Embedded)
+        }
+        "redis" => {
+            match (url.is_empty(), cluster.is_empty()) {
+                (true, true) => problems.push(
+                    "store.url: backend = \"redis\" needs the server's URL (or store.cluster_urls for a Redis Cluster)"
+                        .into(),
+                ),
+                (false, false) => problems.push(
+                    "store.cluster_urls: give either store.url (one server) or store.cluster_urls, not both".into(),
+                ),
+                (false, true) => check_url("store.url".into(), url),
+                (true, false) => {
+                    for (i, node) in cluster.iter().enumerate() {
+                        check_url(format!("store.cluster_urls[{i}]"), node);
+                    }
+                }
+            }
+            let prefix = raw.prefix.trim();
+            if prefix.is_empty() || prefix.len() > 64 || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                problems.push(format!(
+                    "store.prefix: {prefix:?} must be 1 to 64 characters without spaces, such as \"mailwarden:\""
+                ));
+            }
+            let urls: Vec<String> = if cluster.is_empty() {
+                vec![url.to_string()]
+            } else {
+                cluster.iter().map(|u| u.to_string()).collect()
+            };
+            timeout.map(|budget| {
+                StoreBackend::Redis(RedisSettings {
+                    urls,
+                    cluster: !cluster.is_empty(),
+                    prefix: prefix.to_string(),
+                    budget,
+                })
+            })
+        }
+        other => {
+            problems.push(format!("store.backend: {other:?} is neither \"embedded\" nor \"redis\""));
+            None
+        }
+    };
+    Some(StoreSettings { backend: backend?, on_store_error: on_store_error?, refresh_every: refresh_every? })
+}
+
+/// `url` with any password replaced by `********`, for messages and `check-config`.
+pub fn mask_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            let masked = if credentials.contains(':') { format!("{user}:********") } else { "********".to_string() };
+            format!("{scheme}://{masked}@{host}")
+        }
+        None => url.to_string(),
     }
 }
 
@@ -873,10 +1053,21 @@ fn ranged(problems: &mut Vec<String>, key: &str, value: i64, range: std::ops::Ra
 }
 
 fn duration(problems: &mut Vec<String>, key: &str, text: &str, max: Duration) -> Option<Duration> {
+    duration_within(problems, key, text, Duration::from_secs(1), max)
+}
+
+fn duration_within(
+    problems: &mut Vec<String>,
+    key: &str,
+    text: &str,
+    min: Duration,
+    max: Duration,
+) -> Option<Duration> {
     match humantime::parse_duration(text.trim()) {
-        Ok(d) if d >= Duration::from_secs(1) && d <= max => Some(d),
+        Ok(d) if d >= min && d <= max => Some(d),
         Ok(_) => {
-            problems.push(format!("{key}: {text:?} is outside 1s..={}", humantime::format_duration(max)));
+            let (min, max) = (humantime::format_duration(min), humantime::format_duration(max));
+            problems.push(format!("{key}: {text:?} is outside {min}..={max}"));
             None
         }
         Err(e) => {
@@ -976,5 +1167,49 @@ mod tests {
         assert!(!text.contains("very-secret-api-key-123"));
         assert!(text.contains("api_key = \"********\""));
         assert!(text.contains("max_failures = 5"));
+    }
+
+    #[test]
+    fn the_store_is_embedded_unless_redis_is_named_with_a_url() {
+        let policy = load("", &[]).expect("defaults are valid");
+        assert_eq!(policy.store.backend, StoreBackend::Embedded);
+        assert_eq!(policy.store.on_store_error, OnStoreError::Local);
+
+        let policy = load("[store]\nbackend = \"redis\"\nurl = \"redis://:hunter2hunter2@10.0.0.5:6379/2\"\n", &[])
+            .expect("valid");
+        let StoreBackend::Redis(redis) = &policy.store.backend else { panic!("redis expected") };
+        assert_eq!(redis.urls, ["redis://:hunter2hunter2@10.0.0.5:6379/2"]);
+        assert!(!redis.cluster);
+        assert_eq!(redis.prefix, "mailwarden:");
+        assert_eq!(redis.budget, Duration::from_millis(50));
+        let shown = policy.describe();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("url = \"redis://:********@10.0.0.5:6379/2\""), "{shown}");
+
+        let env = [
+            ("MAILWARDEN__STORE__BACKEND", "redis"),
+            ("MAILWARDEN__STORE__CLUSTER_URLS", "redis://a:7000,redis://b:7001"),
+        ];
+        let policy = load("", &env).expect("valid");
+        let StoreBackend::Redis(redis) = &policy.store.backend else { panic!("redis expected") };
+        assert_eq!(redis.urls, ["redis://a:7000", "redis://b:7001"]);
+        assert!(redis.cluster);
+    }
+
+    #[test]
+    fn store_mistakes_are_named() {
+        assert!(problems("[store]\nbackend = \"redis\"\n").contains("store.url: backend = \"redis\" needs"));
+        assert!(problems("[store]\nbackend = \"etcd\"\n").contains("store.backend: \"etcd\" is neither"));
+        assert!(problems("[store]\nurl = \"redis://x\"\n").contains("store.backend: \"embedded\" does not use"));
+        let tls = problems("[store]\nbackend = \"redis\"\nurl = \"rediss://:pw-secret@x:6380\"\n");
+        assert!(tls.contains("store.url: \"rediss://:********@x:6380\" is not a Redis URL; TLS"), "{tls}");
+        assert!(!tls.contains("pw-secret"));
+        let both = "[store]\nbackend = \"redis\"\nurl = \"redis://x\"\ncluster_urls = [\"redis://y\"]\n";
+        assert!(problems(both).contains("store.cluster_urls: give either"));
+        assert!(problems("[store]\ntimeout = \"5s\"\n").contains("store.timeout: \"5s\" is outside 1ms..=1s"));
+        assert!(problems("[store]\non_store_error = \"panic\"\n").contains("store.on_store_error: \"panic\""));
+        assert!(
+            problems("[store]\nbackend = \"redis\"\nurl = \"redis://x\"\nprefix = \"a b\"\n").contains("store.prefix")
+        );
     }
 }

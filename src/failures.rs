@@ -9,7 +9,7 @@
 //! ends) are dropped; at the bound the least useful sources are forgotten first. Forgetting
 //! only loses counting history, never a ban (bans live in `bans`).
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -22,13 +22,13 @@ use crate::wire::Protocol;
 
 /// A guess, identified without its password hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct GuessKey(u64);
+pub struct GuessKey(pub u64);
 
 /// Longest login or device string kept per guess (for diagnosis only).
 const LABEL_MAX: usize = 96;
 
 /// `text` cut to `LABEL_MAX` bytes at a character boundary, as a guess keeps it.
-fn label_of(text: &str) -> &str {
+pub(crate) fn label_of(text: &str) -> &str {
     let mut end = text.len().min(LABEL_MAX);
     while !text.is_char_boundary(end) {
         end -= 1;
@@ -63,6 +63,21 @@ pub struct Guess {
 const NOT_QUARANTINED: Timestamp = Timestamp(i64::MIN);
 
 impl Guess {
+    /// A guess first seen at `now`.
+    fn first(failed: FailedGuess<'_>, now: Timestamp, failures: u32, quarantine_ends: Timestamp) -> Guess {
+        Guess {
+            key: failed.key,
+            login: label(failed.login),
+            protocol: failed.protocol,
+            device_id: label(failed.device_id),
+            first_seen: now,
+            last_seen: now,
+            failures,
+            quarantine_ends,
+            weight: u8::try_from(failed.weight).unwrap_or(u8::MAX).max(1),
+        }
+    }
+
     /// When the guess's quarantine ends (or ended), if it was ever quarantined.
     pub fn quarantined_until(&self) -> Option<Timestamp> {
         (self.quarantine_ends != NOT_QUARANTINED).then_some(self.quarantine_ends)
@@ -160,17 +175,7 @@ impl SourceHistory {
                 // Most sources fail once or twice: room for exactly one more guess at a time
                 // keeps a million histories in a third of the memory `push`'s doubling took.
                 self.guesses.reserve_exact(1);
-                self.guesses.push(Guess {
-                    key: failed.key,
-                    login: label(failed.login),
-                    protocol: failed.protocol,
-                    device_id: label(failed.device_id),
-                    first_seen: now,
-                    last_seen: now,
-                    failures: 0,
-                    quarantine_ends: NOT_QUARANTINED,
-                    weight: u8::try_from(failed.weight).unwrap_or(u8::MAX).max(1),
-                });
+                self.guesses.push(Guess::first(failed, now, 0, NOT_QUARANTINED));
                 (true, self.guesses.len() - 1)
             }
         };
@@ -190,6 +195,24 @@ impl SourceHistory {
         };
         let repeats = guess.failures;
         Recorded { distinct: self.distinct_in_window(now, counting.window), new_guess, repeats, quarantined }
+    }
+
+    /// Puts `guess` in quarantine until `until` (another node saw it fail too often), adding
+    /// it when this node has not seen it.
+    fn quarantine(&mut self, failed: FailedGuess<'_>, failures: u32, now: Timestamp, until: Timestamp) {
+        self.updated_at = now;
+        match self.guesses.iter_mut().find(|g| g.key == failed.key) {
+            Some(guess) => {
+                guess.quarantine_ends = guess.quarantine_ends.max(until);
+                guess.failures = guess.failures.max(failures);
+            }
+            None => {
+                if self.guesses.len() >= EXTRA * 2 {
+                    return;
+                }
+                self.guesses.push(Guess::first(failed, now, failures, until));
+            }
+        }
     }
 
     /// The guess `key` if it is in quarantine at `now`.
@@ -220,8 +243,11 @@ pub struct FailureTracker {
     histories: BoundedMap<Source, SourceHistory>,
     /// The window in force; a reload changes it.
     window_millis: AtomicU64,
-    /// Keys guesses so that remembered fingerprints reveal nothing of the password hashes.
-    fingerprints: std::collections::hash_map::RandomState,
+    /// Keys guesses (SipHash-1-3) so that remembered fingerprints reveal nothing of the
+    /// password hashes: random per process, or the cluster's shared secret so that every node
+    /// names a guess alike.
+    /// Two atomics rather than a lock: every `allow` reads them.
+    fingerprint_key: [AtomicU64; 2],
 }
 
 impl FailureTracker {
@@ -235,7 +261,14 @@ impl FailureTracker {
             Eviction::Capacity => by_capacity.inc(),
             Eviction::Expired => by_expiry.inc(),
         });
-        let tracker = FailureTracker { histories, window_millis: AtomicU64::new(0), fingerprints: Default::default() };
+        let mut key = [0u8; 16];
+        if getrandom::fill(&mut key).is_err() {
+            // Without the OS's randomness the fingerprints are still one-way, only predictable.
+            tracing::warn!("no random key for failure fingerprints; using a fixed one");
+        }
+        let tracker =
+            FailureTracker { histories, window_millis: AtomicU64::new(0), fingerprint_key: Default::default() };
+        tracker.share_fingerprint_key(key);
         tracker.set_window(window);
         tracker
     }
@@ -250,11 +283,27 @@ impl FailureTracker {
         self.window_millis.store(millis, Ordering::Relaxed);
     }
 
-    /// The key of the guess (login, pwhash).
+    /// Uses the cluster's shared secret for fingerprints from now on (set once, at start,
+    /// before any failure is counted), so a guess has the same key on every node.
+    pub fn share_fingerprint_key(&self, key: [u8; 16]) {
+        let (k0, k1) = key.split_at(8);
+        for (half, bytes) in self.fingerprint_key.iter().zip([k0, k1]) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(bytes);
+            half.store(u64::from_le_bytes(word), Ordering::Relaxed);
+        }
+    }
+
+    /// The key of the guess (login, pwhash): stable across builds and machines, as nodes of
+    /// a cluster compare them.
     pub fn guess_key(&self, login: &str, pwhash: &str) -> GuessKey {
-        let mut hasher = self.fingerprints.build_hasher();
-        login.hash(&mut hasher);
-        pwhash.hash(&mut hasher);
+        let [k0, k1] = &self.fingerprint_key;
+        let mut hasher =
+            siphasher::sip::SipHasher13::new_with_keys(k0.load(Ordering::Relaxed), k1.load(Ordering::Relaxed));
+        hasher.write(login.as_bytes());
+        // No login contains 0xff (not UTF-8), so (login, pwhash) pairs cannot run together.
+        hasher.write_u8(0xff);
+        hasher.write(pwhash.as_bytes());
         GuessKey(hasher.finish())
     }
 
@@ -270,6 +319,22 @@ impl FailureTracker {
         self.histories.upsert(source, now, |history| {
             let recorded = history.record(failed, now, counting);
             (recorded, history.needed_until(window))
+        })
+    }
+
+    /// Quarantines a guess of `source` that another node counted `failures` times.
+    pub fn adopt_quarantine(
+        &self,
+        source: Source,
+        guess: FailedGuess<'_>,
+        failures: u32,
+        now: Timestamp,
+        until: Timestamp,
+    ) {
+        let window = self.window();
+        self.histories.upsert(source, now, |history| {
+            history.quarantine(guess, failures, now, until);
+            ((), history.needed_until(window))
         })
     }
 

@@ -208,7 +208,10 @@ fn write_forever(
             for event in &events {
                 event_counter.with_label_values(&[event.kind.label(), outcome]).inc();
             }
-            if let Err(e) = result {
+            // An unreachable store (cluster mode) is logged once, by the store.
+            if let Err(e) = result
+                && !e.is_unavailable()
+            {
                 tracing::error!(error = %e, events = events.len(), "could not store events");
             }
         }
@@ -216,7 +219,9 @@ fn write_forever(
             let result = store.save_known_sources(&known);
             let outcome = if result.is_ok() { "stored" } else { "dropped" };
             known_counter.with_label_values(&[outcome]).inc_by(known.len() as u64);
-            if let Err(e) = result {
+            if let Err(e) = result
+                && !e.is_unavailable()
+            {
                 tracing::error!(error = %e, records = known.len(), "could not store known sources");
             }
         }
@@ -227,11 +232,13 @@ fn write_forever(
             last_prune = Instant::now();
             let keep = *lock(&keep);
             let now = clock.now();
-            if let Err(e) = store.prune_events(now.minus(keep.events.max_age), keep.events.max_count) {
-                tracing::warn!(error = %e, "could not prune old events");
+            match store.prune_events(now.minus(keep.events.max_age), keep.events.max_count) {
+                Err(e) if !e.is_unavailable() => tracing::warn!(error = %e, "could not prune old events"),
+                _ => {}
             }
-            if let Err(e) = store.prune_known_sources(now.minus(keep.known_for), keep.known_per_account) {
-                tracing::warn!(error = %e, "could not prune old known sources");
+            match store.prune_known_sources(now.minus(keep.known_for), keep.known_per_account) {
+                Err(e) if !e.is_unavailable() => tracing::warn!(error = %e, "could not prune old known sources"),
+                _ => {}
             }
         }
     }

@@ -54,6 +54,12 @@ pub struct Metrics {
     pub ban_escalations: IntCounterVec,
     /// Self-service unblock attempts by result.
     pub self_unblocks: IntCounterVec,
+    /// 1 while the durable store answers, 0 while it is unreachable (cluster mode: Redis).
+    pub store_up: IntGauge,
+    /// Counted logins sent to the cluster's shared count, by result (`sent`, `dropped`).
+    pub cluster_shared_counts: IntCounterVec,
+    /// Changes announced by other nodes and applied here, by kind.
+    pub cluster_announcements: IntCounterVec,
 }
 
 /// The GeoIP databases' metrics, handed to `geoip::GeoIp`.
@@ -97,7 +103,7 @@ impl Metrics {
         #[cfg(target_os = "linux")]
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
 
-        Ok(Metrics {
+        let metrics = Metrics {
             requests: counter(
                 &registry,
                 "mailwarden_requests_total",
@@ -124,6 +130,27 @@ impl Metrics {
                 &registry,
                 "mailwarden_tracked_sources",
                 "Sources whose failed-login history is held in memory.",
+            )?,
+            store_up: {
+                let metric = gauge(
+                    &registry,
+                    "mailwarden_store_up",
+                    "1 while the durable store answers, 0 while it is unreachable (the node answers from memory).",
+                )?;
+                metric.set(1);
+                metric
+            },
+            cluster_shared_counts: counter(
+                &registry,
+                "mailwarden_cluster_shared_counts_total",
+                "Counted logins sent to the cluster-wide failure count, by result.",
+                &["result"],
+            )?,
+            cluster_announcements: counter(
+                &registry,
+                "mailwarden_cluster_announcements_total",
+                "Changes made on other nodes and applied on this one, by kind.",
+                &["change"],
             )?,
             store_operations: counter(
                 &registry,
@@ -224,7 +251,15 @@ impl Metrics {
                 )?,
             },
             registry,
-        })
+        };
+        // Cluster series exist from the start, so dashboards show a flat zero rather than no data.
+        for result in ["sent", "dropped"] {
+            metrics.cluster_shared_counts.with_label_values(&[result]);
+        }
+        for change in ["ban_saved", "ban_deleted", "access_entries", "rule_set", "quarantine"] {
+            metrics.cluster_announcements.with_label_values(&[change]);
+        }
+        Ok(metrics)
     }
 
     /// Counts a store operation's result.

@@ -12,12 +12,13 @@ use std::time::{Duration, SystemTime};
 use actix_web::{App, HttpServer, web};
 
 use crate::clock::SystemClock;
-use crate::config::Policy;
+use crate::cluster::Cluster;
+use crate::config::{Policy, StoreBackend};
 use crate::geoip::{GeoIp, GeoIpError};
 use crate::http;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
-use crate::store::{SqliteStore, StoreError};
+use crate::store::{RedisStore, SqliteStore, Store, StoreError};
 use crate::warden::{OpenError, Warden};
 
 /// How often ended bans are swept from memory and the store. Expired bans are already
@@ -73,7 +74,19 @@ pub fn run(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
 }
 
 async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
-    let store = Arc::new(SqliteStore::open(&policy.server.state_dir)?);
+    let (store, redis): (Arc<dyn Store>, Option<Arc<RedisStore>>) = match &policy.store.backend {
+        StoreBackend::Embedded => (Arc::new(SqliteStore::open(&policy.server.state_dir)?), None),
+        StoreBackend::Redis(settings) => {
+            let redis = Arc::new(RedisStore::open(settings)?);
+            if !redis.is_up() {
+                tracing::warn!(
+                    "Redis is unreachable at start: answering from the policy file alone until it answers, then loading the shared state"
+                );
+            }
+            (redis.clone(), Some(redis))
+        }
+    };
+    let refresh_every = policy.store.refresh_every;
     let (policy_address, admin_address) = (policy.server.policy_listen, policy.server.admin_listen);
     let watch_file = policy.server.reload_on_change;
     let client_timeout = policy.server.client_timeout;
@@ -86,6 +99,7 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
     let geoip_every = policy.geoip_check_every;
     let warden = Warden::open(policy, store, Arc::new(SystemClock), metrics, geoip)?;
     tracing::info!(bans = warden.bans().len(), store = warden.store_backend(), "state loaded");
+    let cluster = redis.map(|redis| Arc::new(Cluster::start(&warden, redis, refresh_every)));
     let data = web::Data::new(warden.clone());
     let reloader = web::Data::new(Reloader::new(config_path, warden.clone()));
 
@@ -152,6 +166,9 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
     for task in tasks {
         task.abort();
     }
+    if let Some(cluster) = cluster {
+        let _ = web::block(move || cluster.stop()).await;
+    }
     let closing = warden.clone();
     match web::block(move || closing.close()).await {
         Ok(Err(e)) => tracing::warn!(error = %e, "could not compact the state database on exit"),
@@ -168,6 +185,8 @@ async fn sweep_forever(warden: Warden) {
         let handle = warden.clone();
         match web::block(move || handle.sweep_expired()).await {
             Ok(Ok(_)) => {}
+            // An unreachable store (cluster mode) is logged once by the store itself.
+            Ok(Err(e)) if e.is_unavailable() => {}
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "could not remove expired bans from the store")
             }

@@ -15,12 +15,12 @@ use crate::clock::Timestamp;
 use crate::config::{AttackResponse, Policy};
 use crate::engine::{self, ReportKind};
 use crate::events::{Event, EventKind};
-use crate::failures::{Counting, FailedGuess, Guess};
+use crate::failures::{Counting, FailedGuess, Guess, GuessKey};
 use crate::journal::{Keep, KnownSource};
 use crate::network::Source;
 use crate::store::StoreError;
 use crate::warden::Explanation;
-use crate::wire::{LoginAttempt, Outcome};
+use crate::wire::{LoginAttempt, Outcome, Protocol};
 
 /// A (login, source) pair recorded as known is not written again for this long.
 pub(super) const KNOWN_REWRITE_AFTER: Duration = Duration::from_secs(3600);
@@ -34,7 +34,7 @@ pub(super) fn keep(policy: &Policy) -> Keep {
     }
 }
 
-fn counting(policy: &Policy) -> Counting {
+pub(super) fn counting(policy: &Policy) -> Counting {
     let stale = &policy.stale_passwords;
     Counting {
         window: policy.autoban.window,
@@ -46,6 +46,38 @@ fn counting(policy: &Policy) -> Counting {
 
 fn protection(policy: &Policy) -> Protection {
     Protection { sources: policy.account_protection.sources, window: policy.account_protection.window }
+}
+
+/// The failure that completes a ban, as the ban records it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BanTrigger<'a> {
+    pub login: &'a str,
+    pub protocol: Protocol,
+    pub device_id: &'a str,
+    pub address: Option<IpAddr>,
+}
+
+/// What a report told this node, for the other nodes (cluster mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Counted {
+    /// A failure counted toward a ban.
+    Failure(CountedFailure),
+    /// `login` logged in from `source`: its guesses from there are forgotten everywhere.
+    Success { source: Source, login: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountedFailure {
+    pub source: Source,
+    pub key: GuessKey,
+    pub login: String,
+    pub protocol: Protocol,
+    pub device_id: String,
+    /// 1, or 2 for an unknown login when so configured.
+    pub weight: u32,
+    /// The client's address (the source may be a whole /64).
+    pub address: Option<IpAddr>,
+    pub at: Timestamp,
 }
 
 /// What a `report` changed that the caller must finish off the request path.
@@ -279,6 +311,9 @@ impl Warden {
             return;
         }
         shared.failures.forget_login(source, login, now);
+        if let Some(share) = shared.count_sharing.get() {
+            share(Counted::Success { source, login: login.to_string() });
+        }
         shared.accounts.add_known(login, source, now);
         // Keyed by a hash of the pair, so the check allocates nothing on every successful
         // login; a collision only skips one rewrite of a record.
@@ -347,18 +382,53 @@ impl Warden {
             shared.journal.event(event(EventKind::AttackStarted, detail));
             effects.attacked_login = Some(attempt.login.to_string());
         }
+        if let Some(share) = shared.count_sharing.get() {
+            share(Counted::Failure(CountedFailure {
+                source,
+                key: failed.key,
+                login: attempt.login.to_string(),
+                protocol: attempt.protocol,
+                device_id: attempt.device_id.to_string(),
+                weight,
+                address: attempt.remote,
+                at: now,
+            }));
+        }
         let already_banned = shared.bans.active(source, now).is_some();
         if engine::bans_source(recorded.distinct, already_banned, &policy.autoban) {
-            effects.ban = Some(self.place_ban(attempt, source, recorded.distinct, now, policy));
+            let window = policy.autoban.window;
+            let guesses = shared
+                .failures
+                .guesses(source, now)
+                .iter()
+                .filter(|g| g.last_seen > now.minus(window))
+                .map(|g| BanGuess {
+                    login: g.login.to_string(),
+                    protocol: g.protocol.label().to_string(),
+                    device_id: g.device_id.to_string(),
+                    failures: g.failures,
+                    first_seen: g.first_seen.0,
+                    last_seen: g.last_seen.0,
+                })
+                .collect();
+            let trigger = BanTrigger {
+                login: &attempt.login,
+                protocol: attempt.protocol,
+                device_id: &attempt.device_id,
+                address: attempt.remote,
+            };
+            effects.ban = Some(self.place_ban(trigger, source, recorded.distinct, guesses, now, policy));
         }
         effects
     }
 
-    fn place_ban(
+    /// Bans `source` after `failures` distinct guesses (counted here or across the cluster).
+    pub(super) fn place_ban(
         &self,
-        attempt: &LoginAttempt<'_>,
+        trigger: BanTrigger<'_>,
         source: Source,
         failures: u32,
+        guesses: Vec<BanGuess>,
         now: Timestamp,
         policy: &Policy,
     ) -> Arc<Ban> {
@@ -369,21 +439,6 @@ impl Warden {
             shared.metrics.ban_escalations.with_label_values(&["repeat_offender"]).inc();
         }
         shared.ban_history.insert(source, (now, length));
-        let window = policy.autoban.window;
-        let guesses = shared
-            .failures
-            .guesses(source, now)
-            .iter()
-            .filter(|g| g.last_seen > now.minus(window))
-            .map(|g| BanGuess {
-                login: g.login.to_string(),
-                protocol: g.protocol.label().to_string(),
-                device_id: g.device_id.to_string(),
-                failures: g.failures,
-                first_seen: g.first_seen.0,
-                last_seen: g.last_seen.0,
-            })
-            .collect();
         let ban = Arc::new(Ban {
             source,
             created_at: now,
@@ -391,9 +446,9 @@ impl Warden {
             reason: BanReason::Autoban,
             failures,
             cause: BanCause {
-                login: attempt.login.to_string(),
-                protocol: attempt.protocol.label().to_string(),
-                device_id: attempt.device_id.to_string(),
+                login: trigger.login.to_string(),
+                protocol: trigger.protocol.label().to_string(),
+                device_id: trigger.device_id.to_string(),
                 guesses,
             },
         });
@@ -406,7 +461,7 @@ impl Warden {
             at: now,
             kind: EventKind::BanPlaced,
             login: ban.cause.login.clone(),
-            ip: attempt.remote,
+            ip: trigger.address,
             protocol: ban.cause.protocol.clone(),
             device_id: ban.cause.device_id.clone(),
             rule: None,

@@ -57,7 +57,7 @@ impl Warden {
 
     /// Rebuilds the combined lists; called with the API entries locked, so concurrent changes
     /// rebuild in order.
-    fn rebuild_access(&self, api_entries: &ApiEntries) {
+    pub(super) fn rebuild_access(&self, api_entries: &ApiEntries) {
         let lists = build_access(&self.shared.policy.load(), api_entries, self.shared.clock.now());
         self.shared.access.store(Arc::new(lists));
     }

@@ -14,21 +14,23 @@ mod detection;
 mod explain;
 mod lists;
 mod rules;
+mod sync;
 #[cfg(test)]
 mod tests;
 mod unblock;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
-pub use detection::{Diagnosis, ReportEffects, device_name};
+pub use detection::{Counted, CountedFailure, Diagnosis, ReportEffects, device_name};
 pub use explain::Explanation;
 pub use lists::{ListChange, ListError};
 pub use rules::{FirewallCheck, FirewallError, MailboxFirewall, RuleMove};
+pub use sync::{Restored, Resynced};
 pub use unblock::{SelfUnblockError, VisitorStatus};
 
 use crate::access::{AccessEntry, AccessLists, ListKind, Standing};
@@ -92,6 +94,11 @@ struct Shared {
     /// Active bans (memory mirror of the store, unbounded).
     bans: BanIndex,
     store: Arc<dyn Store>,
+    /// Bans in force that the store could not take (it was unreachable); `cluster` stores
+    /// them when it is back.
+    unsaved_bans: Mutex<HashMap<Source, Arc<Ban>>>,
+    /// Where counted failures and successes go for the other nodes (cluster mode only).
+    count_sharing: OnceLock<Box<dyn Fn(Counted) + Send + Sync>>,
     metrics: Metrics,
 }
 
@@ -113,6 +120,7 @@ const RESTART_ONLY: &[&str] = &[
     "autoban.max_tracked_sources",
     "log.level",
     "log.format",
+    "store",
 ];
 
 /// A login as `allow` sees it: from Dovecot, or described by the dry run.
@@ -150,6 +158,15 @@ fn gauge_value(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// What the store holds, or nothing when it is unreachable (a cluster's Redis down at start):
+/// the node then starts from the policy file and loads the shared state once Redis answers.
+fn unless_unreachable<T>(loaded: Result<Vec<T>, StoreError>) -> Result<Vec<T>, StoreError> {
+    match loaded {
+        Err(StoreError::Unavailable(_)) => Ok(Vec::new()),
+        other => other,
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -173,16 +190,18 @@ impl Warden {
         let bans = BanIndex::default();
         let loaded = store.active_bans(now);
         metrics.store_result("load_bans", &loaded);
-        for ban in loaded? {
+        for ban in unless_unreachable(loaded)? {
             bans.insert(Arc::new(ban));
         }
         let entries = store.access_entries();
         metrics.store_result("load_list_entries", &entries);
-        let api_entries: HashMap<_, _> = entries?.into_iter().map(|e| ((e.list, e.network), e)).collect();
+        let api_entries: HashMap<_, _> =
+            unless_unreachable(entries)?.into_iter().map(|e| ((e.list, e.network), e)).collect();
         let access = lists::build_access(&policy, &api_entries, now);
         let sets = store.firewall_rule_sets();
         metrics.store_result("load_firewall_rules", &sets);
-        let api_rule_sets: HashMap<String, RuleSet> = sets?.into_iter().map(|s| (s.key, s.rule_set)).collect();
+        let api_rule_sets: HashMap<String, RuleSet> =
+            unless_unreachable(sets)?.into_iter().map(|s| (s.key, s.rule_set)).collect();
         let problems = rules::check_sources(&policy, &api_rule_sets, &geoip);
         if !problems.is_empty() {
             return Err(OpenError::Rules(problems));
@@ -224,6 +243,8 @@ impl Warden {
             failures,
             bans,
             store,
+            unsaved_bans: Mutex::new(HashMap::new()),
+            count_sharing: OnceLock::new(),
             metrics,
         };
         Ok(Warden { shared: Arc::new(shared) })
@@ -318,8 +339,14 @@ impl Warden {
     pub fn persist_ban(&self, ban: &Ban) -> Result<(), StoreError> {
         let result = self.shared.store.save_ban(ban);
         self.shared.metrics.store_result("save_ban", &result);
-        if let Err(e) = &result {
-            tracing::error!(source = %ban.source, error = %e, "ban is in force but could not be stored durably");
+        match &result {
+            Err(e) => {
+                tracing::error!(source = %ban.source, error = %e, "ban is in force but could not be stored durably");
+                lock(&self.shared.unsaved_bans).insert(ban.source, Arc::new(ban.clone()));
+            }
+            Ok(()) => {
+                lock(&self.shared.unsaved_bans).remove(&ban.source);
+            }
         }
         result
     }
@@ -353,6 +380,7 @@ impl Warden {
         let deleted = shared.store.delete_ban(source);
         shared.metrics.store_result("delete_ban", &deleted);
         let deleted = deleted?;
+        lock(&shared.unsaved_bans).remove(&source);
         let removed = shared.bans.remove(source);
         shared.failures.forget(source);
         shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
@@ -388,12 +416,13 @@ impl Warden {
                 tracing::info!(source = %ban.source, "ban expired");
             }
         }
-        let deleted = shared.store.delete_expired_bans(now);
-        shared.metrics.store_result("delete_expired_bans", &deleted);
-        deleted?;
+        // Memory first: an unreachable store must not keep histories from expiring.
         shared.failures.sweep(now);
         shared.accounts.sweep(now);
         shared.known_recorded.sweep(now);
+        let deleted = shared.store.delete_expired_bans(now);
+        shared.metrics.store_result("delete_expired_bans", &deleted);
+        deleted?;
         Ok(ended.len() + self.sweep_expired_entries(now)?)
     }
 
@@ -416,6 +445,7 @@ impl Warden {
             new.autoban.max_tracked_sources != old.autoban.max_tracked_sources,
             new.log.level != old.log.level,
             new.log.format != old.log.format,
+            new.store != old.store,
         ];
         for (name, changed) in RESTART_ONLY.iter().zip(changed) {
             if changed {
@@ -427,6 +457,7 @@ impl Warden {
         new.server.state_dir = old.server.state_dir.clone();
         new.autoban.max_tracked_sources = old.autoban.max_tracked_sources;
         new.log = old.log.clone();
+        new.store = old.store.clone();
 
         let entries = self.api_entries();
         let rule_sets = self.api_rule_sets();
@@ -471,6 +502,11 @@ impl Warden {
 
     pub fn store_backend(&self) -> &'static str {
         self.shared.store.backend()
+    }
+
+    /// Whether the store answers now (cluster mode: Redis); `allow` never needs it.
+    pub fn store_reachable(&self) -> bool {
+        self.shared.store.is_up()
     }
 
     /// Stores the queued events and leaves the store compact before the process exits.

@@ -133,6 +133,12 @@ impl Warden {
         lock(&self.shared.api_rule_sets)
     }
 
+    /// Puts the file's sets and `api`'s in force; called with the API's sets locked, so
+    /// concurrent changes rebuild in order.
+    pub(super) fn rebuild_firewall(&self, api: &ApiRuleSets) {
+        self.shared.firewall.store(Arc::new(build_firewall(&self.shared.policy.load(), api)));
+    }
+
     /// How the firewall treats `view`: which set applies and, when it is evaluated, the facts
     /// looked up for it (only those its rules need) and the outcome.
     pub fn firewall_check(&self, view: &LoginView<'_>) -> FirewallCheck {
@@ -209,9 +215,8 @@ impl Warden {
         self.shared.metrics.store_result("save_firewall_rules", &saved);
         saved?;
         sets.insert(key.clone(), set);
-        let firewall = build_firewall(&self.shared.policy.load(), &sets);
-        let in_force = firewall.get(&key).cloned();
-        self.shared.firewall.store(Arc::new(firewall));
+        self.rebuild_firewall(&sets);
+        let in_force = self.shared.firewall.load().get(&key).cloned();
         tracing::info!(key, "firewall rules changed");
         in_force.ok_or(FirewallError::NoRuleSet(key))
     }

@@ -242,10 +242,12 @@ async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
     responses((status = 200, description = "The server is up.", body = views::Health),
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody)))]
 async fn healthz(_: Admin, warden: web::Data<Warden>) -> HttpResponse {
+    let store_reachable = warden.store_reachable();
     HttpResponse::Ok().json(views::Health {
-        status: "ok".into(),
+        status: if store_reachable { "ok" } else { "degraded" }.into(),
         version: env!("CARGO_PKG_VERSION").into(),
         store: warden.store_backend().into(),
+        store_reachable,
         active_bans: warden.bans().len(),
         tracked_sources: warden.tracked_sources(),
     })

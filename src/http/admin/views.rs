@@ -22,10 +22,13 @@ pub struct ErrorBody {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
+    /// `ok`, or `degraded` while the store is unreachable (the node answers from memory).
     pub status: String,
     pub version: String,
-    /// The durable-store backend (`sqlite`).
+    /// The durable-store backend (`sqlite`, or `redis` in cluster mode).
     pub store: String,
+    /// Whether the store answers now.
+    pub store_reachable: bool,
     pub active_bans: usize,
     pub tracked_sources: u64,
 }

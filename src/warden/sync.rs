@@ -1,0 +1,228 @@
+//! Keeping a node in step with the others (cluster mode): what `cluster` calls when another
+//! node changed the shared store, the full reread under the announcements (and after an
+//! outage), putting back what a store that lost its data no longer holds, and the bans and
+//! quarantines that the cluster-wide failure counts call for. Never on the per-login path;
+//! the methods that read or write the store block.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::detection::{self, BanTrigger, Counted, CountedFailure};
+use super::{Warden, gauge_value, lock};
+use crate::access::AccessEntry;
+use crate::bans::{Ban, BanGuess};
+use crate::clock::Timestamp;
+use crate::failures::{Counting, FailedGuess};
+use crate::firewall::RuleSet;
+use crate::network::Source;
+use crate::store::StoreError;
+
+/// A ban in memory that the store does not hold is kept by a reread when it is younger than
+/// this: it may still be on its way to the store.
+const IN_FLIGHT: Duration = Duration::from_secs(10);
+
+/// What a full reread changed in memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resynced {
+    pub bans_added: usize,
+    pub bans_removed: usize,
+    pub list_entries: usize,
+    pub rule_sets: usize,
+}
+
+/// What putting back the node's state into an emptied store wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Restored {
+    pub bans: usize,
+    pub list_entries: usize,
+    pub rule_sets: usize,
+}
+
+impl Warden {
+    /// Hands every counted failure and success to `share` from now on (set once, at start).
+    pub fn share_counts(&self, share: Box<dyn Fn(Counted) + Send + Sync>) {
+        if self.shared.count_sharing.set(share).is_err() {
+            tracing::warn!("failure counts are already shared");
+        }
+    }
+
+    /// Names guesses with the cluster's secret, so every node gives a guess the same key.
+    pub fn share_fingerprint_key(&self, key: [u8; 16]) {
+        self.shared.failures.share_fingerprint_key(key);
+    }
+
+    /// The counting rules in force.
+    pub fn counting(&self) -> Counting {
+        detection::counting(&self.shared.policy.load())
+    }
+
+    /// A ban another node placed (or that a reread found): in force here from now on.
+    pub fn adopt_ban(&self, ban: Ban) {
+        let shared = &*self.shared;
+        if !ban.is_active(shared.clock.now()) {
+            return;
+        }
+        let source = ban.source;
+        shared.bans.insert(Arc::new(ban));
+        shared.failures.forget(source);
+        shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
+    }
+
+    /// The ban on `source` was lifted on another node.
+    pub fn drop_ban(&self, source: Source) {
+        let shared = &*self.shared;
+        let removed = shared.bans.remove(source);
+        shared.failures.forget(source);
+        shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
+        if removed.is_some_and(|ban| ban.is_active(shared.clock.now())) {
+            shared.metrics.bans_lifted.with_label_values(&["other_node"]).inc();
+            tracing::info!(source = %source, "ban lifted on another node");
+        }
+    }
+
+    /// The API's list entries as the store holds them now.
+    pub fn adopt_access_entries(&self, entries: Vec<AccessEntry>) {
+        let mut api_entries = self.api_entries();
+        *api_entries = entries.into_iter().map(|e| ((e.list, e.network), e)).collect();
+        self.rebuild_access(&api_entries);
+    }
+
+    /// The API's rule set for `key` as the store holds it now (`None`: there is none).
+    pub fn adopt_rule_set(&self, key: &str, rule_set: Option<RuleSet>) {
+        let mut sets = self.api_rule_sets();
+        let unchanged = sets.get(key) == rule_set.as_ref();
+        if unchanged {
+            return;
+        }
+        match rule_set {
+            Some(set) => sets.insert(key.to_string(), set),
+            None => sets.remove(key),
+        };
+        self.rebuild_firewall(&sets);
+        tracing::info!(key, "firewall rules changed on another node");
+    }
+
+    /// Rereads the bans, list entries and rule sets from the store and makes memory match it,
+    /// keeping bans placed here a moment ago that may still be on their way. Blocking.
+    pub fn resync(&self) -> Result<Resynced, StoreError> {
+        let shared = &*self.shared;
+        let now = shared.clock.now();
+        let stored = shared.store.active_bans(now);
+        shared.metrics.store_result("load_bans", &stored);
+        let stored: HashMap<Source, Ban> = stored?.into_iter().map(|b| (b.source, b)).collect();
+        let entries = shared.store.access_entries();
+        shared.metrics.store_result("load_list_entries", &entries);
+        let entries = entries?;
+        let sets = shared.store.firewall_rule_sets();
+        shared.metrics.store_result("load_firewall_rules", &sets);
+        let sets: HashMap<String, RuleSet> = sets?.into_iter().map(|s| (s.key, s.rule_set)).collect();
+
+        let mut resynced = Resynced { list_entries: entries.len(), rule_sets: sets.len(), ..Resynced::default() };
+        let unsaved = lock(&shared.unsaved_bans);
+        for held in shared.bans.list(now) {
+            let in_flight = held.created_at > now.minus(IN_FLIGHT) || unsaved.contains_key(&held.source);
+            if !stored.contains_key(&held.source) && !in_flight {
+                shared.bans.remove(held.source);
+                resynced.bans_removed += 1;
+            }
+        }
+        drop(unsaved);
+        for (source, ban) in stored {
+            let known = shared.bans.active(source, now);
+            if known.as_deref() != Some(&ban) {
+                resynced.bans_added += usize::from(known.is_none());
+                shared.bans.insert(Arc::new(ban));
+                shared.failures.forget(source);
+            }
+        }
+        shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
+        self.adopt_access_entries(entries);
+        let mut api_sets = self.api_rule_sets();
+        if *api_sets != sets {
+            *api_sets = sets;
+            self.rebuild_firewall(&api_sets);
+        }
+        Ok(resynced)
+    }
+
+    /// Stores the bans placed while the store could not take them. Blocking.
+    pub fn save_unsaved_bans(&self) -> Result<usize, StoreError> {
+        let shared = &*self.shared;
+        let pending: Vec<Arc<Ban>> = lock(&shared.unsaved_bans).values().cloned().collect();
+        let now = shared.clock.now();
+        let mut saved = 0;
+        for ban in pending {
+            if ban.is_active(now) {
+                let result = shared.store.save_ban(&ban);
+                shared.metrics.store_result("save_ban", &result);
+                result?;
+                saved += 1;
+            }
+            lock(&shared.unsaved_bans).remove(&ban.source);
+        }
+        Ok(saved)
+    }
+
+    /// Writes every ban, list entry and rule set this node holds to the store, for a store that
+    /// came back without its data. Blocking.
+    pub fn restore_store(&self) -> Result<Restored, StoreError> {
+        let shared = &*self.shared;
+        let mut restored = Restored::default();
+        for ban in shared.bans.list(shared.clock.now()) {
+            let result = shared.store.save_ban(&ban);
+            shared.metrics.store_result("save_ban", &result);
+            result?;
+            restored.bans += 1;
+        }
+        let entries: Vec<AccessEntry> = self.api_entries().values().cloned().collect();
+        for entry in entries {
+            let result = shared.store.save_access_entry(&entry);
+            shared.metrics.store_result("save_list_entry", &result);
+            result?;
+            restored.list_entries += 1;
+        }
+        let sets: Vec<(String, RuleSet)> = self.api_rule_sets().iter().map(|(k, s)| (k.clone(), s.clone())).collect();
+        for (key, set) in sets {
+            let result = shared.store.save_firewall_rule_set(&key, &set);
+            shared.metrics.store_result("save_firewall_rules", &result);
+            result?;
+            restored.rule_sets += 1;
+        }
+        Ok(restored)
+    }
+
+    /// Bans `failure.source` when the cluster-wide count of its distinct guesses calls for it
+    /// and no node has yet. The caller stores the ban (`persist_ban`).
+    pub fn ban_from_shared_count(
+        &self,
+        failure: &CountedFailure,
+        distinct: u32,
+        guesses: Vec<BanGuess>,
+    ) -> Option<Arc<Ban>> {
+        let shared = &*self.shared;
+        let policy = shared.policy.load();
+        let now = shared.clock.now();
+        let already_banned = shared.bans.active(failure.source, now).is_some();
+        if !crate::engine::bans_source(distinct, already_banned, &policy.autoban) {
+            return None;
+        }
+        let trigger = BanTrigger {
+            login: &failure.login,
+            protocol: failure.protocol,
+            device_id: &failure.device_id,
+            address: failure.address,
+        };
+        Some(self.place_ban(trigger, failure.source, distinct, guesses, now, &policy))
+    }
+
+    /// A guess that failed `failures` times across the cluster is refused from `source` until
+    /// `until`, on this node too.
+    pub fn adopt_quarantine(&self, source: Source, guess: FailedGuess<'_>, failures: u32, until: Timestamp) {
+        let shared = &*self.shared;
+        let now = shared.clock.now();
+        if until > now {
+            shared.failures.adopt_quarantine(source, guess, failures, now, until);
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Cluster mode against real Redis: two mailwarden nodes (the real binary) sharing one
+//! redis-server, or a three-master Redis Cluster, on loopback ports. Failures counted on one
+//! node ban everywhere, admin changes on one apply on the other, a restarted node sees
+//! everything at once, and when Redis stops the nodes keep answering from memory and catch up
+//! when it is back.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::mailwarden::{Mailwarden, fresh_pwhash, login_body, report_body};
+use support::redis::{Persistence, RedisCluster, RedisServer};
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn store_toml(urls: &[String], cluster: bool) -> String {
+    let target = if cluster {
+        let list: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
+        format!("cluster_urls = [{}]", list.join(", "))
+    } else {
+        format!("url = {:?}", urls[0])
+    };
+    format!("[store]\nbackend = \"redis\"\n{target}\nprefix = \"mwtest:\"\nrefresh_every = \"30s\"\n")
+}
+
+fn node(urls: &[String], cluster: bool) -> Mailwarden {
+    Mailwarden::start_with(&store_toml(urls, cluster))
+}
+
+fn status(mw: &Mailwarden, remote: &str, login: &str) -> i64 {
+    let (code, body) = mw.policy("allow", &login_body(remote, login, &fresh_pwhash()));
+    assert_eq!(code, 200, "{body}");
+    json(&body)["status"].as_i64().unwrap_or_else(|| panic!("no status: {body}"))
+}
+
+fn fail(mw: &Mailwarden, remote: &str, login: &str) {
+    let (code, body) = mw.policy("report", &report_body(remote, login, &fresh_pwhash(), false));
+    assert_eq!(code, 200, "{body}");
+}
+
+/// Waits up to `limit` for `check`; returns how long it took.
+fn within(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if check() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn health(mw: &Mailwarden) -> Value {
+    let (code, body) = mw.admin("GET", "/healthz");
+    assert_eq!(code, 200, "{body}");
+    json(&body)
+}
+
+/// The behaviours both topologies must show, on two fresh nodes.
+fn two_nodes_share_bans_unbans_lists_and_rules(a: &Mailwarden, b: &mut Mailwarden) {
+    // Three distinct wrong passwords on A and two on B: five in the cluster, a ban everywhere.
+    let attacker = "203.0.113.9";
+    for i in 0..3 {
+        fail(a, attacker, &format!("user{i}@example.com"));
+    }
+    for i in 3..5 {
+        fail(b, attacker, &format!("user{i}@example.com"));
+    }
+    within(Duration::from_secs(5), "B refuses the source counted across nodes", || {
+        status(b, attacker, "someone@example.com") == -1
+    });
+    within(Duration::from_secs(5), "A refuses it too", || status(a, attacker, "someone@example.com") == -1);
+    let ban = json(&a.admin("GET", &format!("/api/v1/bans/{attacker}")).1);
+    assert_eq!(ban["failures"], 5, "{ban}");
+
+    // An unban through B lifts it on A within a second.
+    let (code, body) = b.admin("DELETE", &format!("/api/v1/bans/{attacker}"));
+    assert_eq!(code, 200, "{body}");
+    let took = within(Duration::from_secs(1), "A lifts the ban B lifted", || status(a, attacker, "x@example.com") == 0);
+    eprintln!("unban reached the other node in {took:?}");
+
+    // A firewall rule and a block-list entry added through A apply on B.
+    let (code, body) = a.admin_post(
+        "/api/v1/mailboxes/alice@example.com/firewall/rules",
+        Some(r#"{"action":"block","network":"198.51.100.0/24"}"#),
+    );
+    assert_eq!(code, 201, "{body}");
+    within(Duration::from_secs(1), "B applies A's rule", || {
+        let body = b.policy("allow", &login_body("198.51.100.5", "alice@example.com", &fresh_pwhash())).1;
+        json(&body)["msg"].as_str().is_some_and(|m| m.contains("email firewall rule no. 1"))
+    });
+    assert_eq!(status(b, "198.51.100.5", "bob@example.com"), 0, "the rule is alice's alone");
+    let (code, body) =
+        a.admin_post("/api/v1/blocks", Some(r#"{"network":"192.0.2.0/24","comment":"abuse desk ticket 7"}"#));
+    assert_eq!(code, 201, "{body}");
+    within(Duration::from_secs(1), "B applies A's block", || status(b, "192.0.2.44", "bob@example.com") == -1);
+
+    // A restarted node sees every ban and rule at once.
+    for i in 0..5 {
+        fail(a, "203.0.113.77", &format!("user{i}@example.com"));
+    }
+    within(Duration::from_secs(5), "A bans", || status(a, "203.0.113.77", "x@example.com") == -1);
+    b.restart();
+    assert_eq!(status(b, "203.0.113.77", "x@example.com"), -1, "the ban, right after the restart");
+    assert_eq!(status(b, "192.0.2.44", "bob@example.com"), -1, "the block, right after the restart");
+    assert_eq!(status(b, "198.51.100.5", "alice@example.com"), -1, "the rule, right after the restart");
+    assert_eq!(health(b)["store"], "redis");
+}
+
+#[test]
+fn two_nodes_on_one_redis_share_counts_bans_lists_and_rules() {
+    let Some(redis) = RedisServer::start() else { return };
+    let urls = vec![redis.url()];
+    let a = node(&urls, false);
+    let mut b = node(&urls, false);
+    two_nodes_share_bans_unbans_lists_and_rules(&a, &mut b);
+}
+
+#[test]
+fn two_nodes_on_a_three_master_redis_cluster_share_counts_bans_lists_and_rules() {
+    let Some(cluster) = RedisCluster::start(3) else { return };
+    let urls = cluster.urls();
+    let a = node(&urls, true);
+    let mut b = node(&urls, true);
+    two_nodes_share_bans_unbans_lists_and_rules(&a, &mut b);
+}
+
+#[test]
+fn with_redis_stopped_nodes_answer_from_memory_and_catch_up_when_it_returns() {
+    let Some(mut redis) = RedisServer::start_with(Persistence::AppendOnly) else { return };
+    let urls = vec![redis.url()];
+    let a = node(&urls, false);
+    let b = node(&urls, false);
+    for i in 0..5 {
+        fail(&a, "203.0.113.50", &format!("user{i}@example.com"));
+    }
+    within(Duration::from_secs(5), "B knows the ban", || status(&b, "203.0.113.50", "x@example.com") == -1);
+
+    redis.stop();
+    within(Duration::from_secs(5), "A reports itself degraded", || health(&a)["status"] == "degraded");
+    // Every request is answered well inside Dovecot's patience, known bans still hold, and
+    // each node still counts failures by itself.
+    let mut slowest = Duration::ZERO;
+    for i in 0..50 {
+        let start = Instant::now();
+        assert_eq!(status(&b, "203.0.113.50", "x@example.com"), -1, "a known ban holds");
+        assert_eq!(status(&a, &format!("198.18.0.{i}"), "x@example.com"), 0);
+        fail(&a, "203.0.113.60", &format!("user{}@example.com", i % 5));
+        slowest = slowest.max(start.elapsed());
+    }
+    eprintln!("slowest round of allow, allow and report with Redis down: {slowest:?}");
+    assert!(slowest < Duration::from_millis(500), "answers must not wait for Redis: {slowest:?}");
+    assert_eq!(status(&a, "203.0.113.60", "x@example.com"), -1, "A banned on its own count");
+    assert!(a.log().matches("unreachable").count() <= 3, "logged once per change of state:\n{}", a.log());
+
+    redis.restart();
+    within(Duration::from_secs(10), "A is healthy again", || health(&a)["status"] == "ok");
+    within(Duration::from_secs(10), "B learns the ban A placed during the outage", || {
+        status(&b, "203.0.113.60", "x@example.com") == -1
+    });
+    let (code, body) = b.admin("DELETE", "/api/v1/bans/203.0.113.50");
+    assert_eq!(code, 200, "{body}");
+    within(Duration::from_secs(1), "A lifts B's unban", || status(&a, "203.0.113.50", "x@example.com") == 0);
+    let metrics = a.admin("GET", "/metrics").1;
+    assert!(metrics.contains("mailwarden_store_up 1"), "{metrics}");
+}
+
+#[test]
+fn a_redis_that_comes_back_empty_gets_the_nodes_state_back() {
+    let Some(mut redis) = RedisServer::start() else { return };
+    let urls = vec![redis.url()];
+    let a = node(&urls, false);
+    for i in 0..5 {
+        fail(&a, "203.0.113.90", &format!("user{i}@example.com"));
+    }
+    within(Duration::from_secs(5), "A bans", || status(&a, "203.0.113.90", "x@example.com") == -1);
+    let (code, body) = a.admin_post("/api/v1/blocks", Some(r#"{"network":"192.0.2.0/24"}"#));
+    assert_eq!(code, 201, "{body}");
+
+    // Without persistence, a restarted redis-server holds nothing.
+    redis.stop();
+    within(Duration::from_secs(5), "A notices", || health(&a)["status"] == "degraded");
+    redis.restart();
+    within(Duration::from_secs(10), "A is healthy again", || health(&a)["status"] == "ok");
+    let c = node(&urls, false);
+    within(Duration::from_secs(5), "a new node sees the ban A put back", || {
+        status(&c, "203.0.113.90", "x@example.com") == -1
+    });
+    assert_eq!(status(&c, "192.0.2.9", "x@example.com"), -1, "and the block");
+}
+
+#[test]
+fn with_redis_hung_logins_are_answered_at_once_and_bans_still_placed() {
+    let Some(redis) = RedisServer::start() else { return };
+    let urls = vec![redis.url()];
+    let a = node(&urls, false);
+    let b = node(&urls, false);
+    redis.pause();
+    // Nothing answers, yet the kernel accepts connections: each Redis call runs into the
+    // 50 ms budget (once; then the node stops trying until a probe succeeds).
+    let mut slowest = Duration::ZERO;
+    for i in 0..5 {
+        for node in [&a, &b] {
+            let start = Instant::now();
+            assert_eq!(status(node, &format!("198.18.1.{i}"), "x@example.com"), 0);
+            fail(node, "203.0.113.70", &format!("user{i}@example.com"));
+            slowest = slowest.max(start.elapsed());
+        }
+    }
+    eprintln!("slowest allow and report with Redis hung: {slowest:?}");
+    assert!(slowest < Duration::from_millis(500), "answers must not wait on a hung Redis: {slowest:?}");
+    assert_eq!(status(&a, "203.0.113.70", "x@example.com"), -1, "A banned on its own count");
+    assert_eq!(status(&b, "203.0.113.70", "x@example.com"), -1, "and so did B");
+    within(Duration::from_secs(5), "A reports itself degraded", || health(&a)["status"] == "degraded");
+
+    redis.resume();
+    within(Duration::from_secs(10), "A is healthy again", || health(&a)["status"] == "ok");
+    let (code, body) = a.admin("DELETE", "/api/v1/bans/203.0.113.70");
+    assert_eq!(code, 200, "{body}");
+    within(Duration::from_secs(1), "B lifts A's unban", || status(&b, "203.0.113.70", "x@example.com") == 0);
+}
