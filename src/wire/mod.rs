@@ -253,7 +253,11 @@ pub fn parse_attempt(body: &[u8], command: Command) -> Result<(LoginAttempt<'_>,
     let raw: RawAttempt<'_> = match scan::scan(body) {
         Some(raw) => {
             #[cfg(fuzzing)]
-            assert_eq!(Some(&raw), serde_json::from_slice::<RawAttempt<'_>>(body).ok().as_ref(), "scan and serde differ");
+            assert_eq!(
+                Some(&raw),
+                serde_json::from_slice::<RawAttempt<'_>>(body).ok().as_ref(),
+                "scan and serde differ"
+            );
             raw
         }
         None => match serde_json::from_slice(body) {
