@@ -19,7 +19,7 @@ use crate::firewall::{KeyedRuleSet, RuleSetOrigin, StoredRuleSet, parse_key};
 use crate::geoip::GeoIpSettings;
 use crate::network::{SourceGrouping, parse_network};
 use crate::secrets::Secret;
-use crate::store::RedisSettings;
+use crate::store::{RedisSettings, mask_url};
 use crate::template::Template;
 
 /// Everything that went wrong with a configuration, all at once, each naming its key.
@@ -258,6 +258,7 @@ struct RawMessages {
     firewall_default: String,
     stale_password: String,
     account_under_attack: String,
+    store_unavailable: String,
 }
 
 pub const DEFAULT_BANNED_MESSAGE: &str = "Too many failed logins from {source}; try again after {until} UTC";
@@ -266,6 +267,8 @@ pub const DEFAULT_FIREWALL_RULE_MESSAGE: &str = "Access denied by email firewall
 pub const DEFAULT_FIREWALL_DEFAULT_MESSAGE: &str = "Access denied by email firewall default action";
 pub const DEFAULT_STALE_PASSWORD_MESSAGE: &str =
     "Your mail app keeps using an old password for {login}; update it in the app's account settings";
+pub const DEFAULT_STORE_UNAVAILABLE_MESSAGE: &str =
+    "Logins are paused for a few minutes while the login service recovers; please try again shortly";
 pub const DEFAULT_ACCOUNT_UNDER_ATTACK_MESSAGE: &str =
     "{login} is under attack; logins from new places are paused, so use a device you have used before";
 
@@ -278,6 +281,7 @@ impl Default for RawMessages {
             firewall_default: DEFAULT_FIREWALL_DEFAULT_MESSAGE.into(),
             stale_password: DEFAULT_STALE_PASSWORD_MESSAGE.into(),
             account_under_attack: DEFAULT_ACCOUNT_UNDER_ATTACK_MESSAGE.into(),
+            store_unavailable: DEFAULT_STORE_UNAVAILABLE_MESSAGE.into(),
         }
     }
 }
@@ -370,6 +374,10 @@ pub enum OnStoreError {
     /// Keep answering from what the node knows: bans, lists and rules already loaded, and
     /// failures counted by this node alone.
     Local,
+    /// As `Local`, and refuse every login not from a trusted network (with
+    /// `messages.store_unavailable`) until the store is back: for sites that would rather
+    /// turn everyone away than count failures on one node alone.
+    Reject,
 }
 
 #[derive(Debug, Clone)]
@@ -489,6 +497,8 @@ pub struct Messages {
     pub firewall_default: Template,
     pub stale_password: Template,
     pub account_under_attack: Template,
+    /// While the shared store is unreachable and `store.on_store_error = "reject"`.
+    pub store_unavailable: Template,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -641,7 +651,7 @@ impl Policy {
             }
             StoreBackend::Redis(redis) => {
                 let _ = writeln!(out, "backend = \"redis\"");
-                let urls: Vec<String> = redis.urls.iter().map(|u| quote(&mask_url_password(u))).collect();
+                let urls: Vec<String> = redis.urls.iter().map(|u| quote(&mask_url(u))).collect();
                 if redis.cluster {
                     let _ = writeln!(out, "cluster_urls = [{}]", urls.join(", "));
                 } else {
@@ -653,6 +663,7 @@ impl Policy {
         }
         let on_error = match self.store.on_store_error {
             OnStoreError::Local => "local",
+            OnStoreError::Reject => "reject",
         };
         let _ = writeln!(out, "on_store_error = {}", quote(on_error));
         let _ = writeln!(
@@ -858,6 +869,7 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
     let firewall_default = template("messages.firewall_default", &m.firewall_default, &["login"]);
     let stale_password = template("messages.stale_password", &m.stale_password, &["login"]);
     let account_under_attack = template("messages.account_under_attack", &m.account_under_attack, &["login"]);
+    let store_unavailable = template("messages.store_unavailable", &m.store_unavailable, &[]);
 
     let format = match raw.log.format.trim() {
         "text" => Some(LogFormat::Text),
@@ -938,6 +950,7 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
                 firewall_default: firewall_default?,
                 stale_password: stale_password?,
                 account_under_attack: account_under_attack?,
+                store_unavailable: store_unavailable?,
             },
             log: LogSettings { level: raw.log.level.trim().to_string(), format: format? },
             store: store?,
@@ -956,8 +969,9 @@ fn store_settings(problems: &mut Vec<String>, raw: &RawStore) -> Option<StoreSet
     let refresh_every = duration(problems, "store.refresh_every", &raw.refresh_every, Duration::from_secs(3600));
     let on_store_error = match raw.on_store_error.trim() {
         "local" => Some(OnStoreError::Local),
+        "reject" => Some(OnStoreError::Reject),
         other => {
-            problems.push(format!("store.on_store_error: {other:?} is not \"local\""));
+            problems.push(format!("store.on_store_error: {other:?} is neither \"local\" nor \"reject\""));
             None
         }
     };
@@ -966,7 +980,7 @@ fn store_settings(problems: &mut Vec<String>, raw: &RawStore) -> Option<StoreSet
     let mut check_url = |key: String, url: &str| {
         let scheme = url.split("://").next().unwrap_or_default();
         if !url.contains("://") || scheme != "redis" {
-            let shown = mask_url_password(url);
+            let shown = mask_url(url);
             let hint = if scheme == "rediss" {
                 "TLS to Redis is not built in; reach Redis over a private network or a TLS tunnel (stunnel)"
             } else {
@@ -1026,21 +1040,6 @@ fn store_settings(problems: &mut Vec<String>, raw: &RawStore) -> Option<StoreSet
         }
     };
     Some(StoreSettings { backend: backend?, on_store_error: on_store_error?, refresh_every: refresh_every? })
-}
-
-/// `url` with any password replaced by `********`, for messages and `check-config`.
-pub fn mask_url_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    match rest.split_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials.split(':').next().unwrap_or_default();
-            let masked = if credentials.contains(':') { format!("{user}:********") } else { "********".to_string() };
-            format!("{scheme}://{masked}@{host}")
-        }
-        None => url.to_string(),
-    }
 }
 
 fn ranged(problems: &mut Vec<String>, key: &str, value: i64, range: std::ops::RangeInclusive<i64>) -> Option<i64> {
@@ -1184,7 +1183,7 @@ mod tests {
         assert_eq!(redis.budget, Duration::from_millis(50));
         let shown = policy.describe();
         assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(shown.contains("url = \"redis://:********@10.0.0.5:6379/2\""), "{shown}");
+        assert!(shown.contains("url = \"redis://:***@10.0.0.5:6379/2\""), "{shown}");
 
         let env = [
             ("MAILWARDEN__STORE__BACKEND", "redis"),
@@ -1202,7 +1201,7 @@ mod tests {
         assert!(problems("[store]\nbackend = \"etcd\"\n").contains("store.backend: \"etcd\" is neither"));
         assert!(problems("[store]\nurl = \"redis://x\"\n").contains("store.backend: \"embedded\" does not use"));
         let tls = problems("[store]\nbackend = \"redis\"\nurl = \"rediss://:pw-secret@x:6380\"\n");
-        assert!(tls.contains("store.url: \"rediss://:********@x:6380\" is not a Redis URL; TLS"), "{tls}");
+        assert!(tls.contains("store.url: \"rediss://:***@x:6380\" is not a Redis URL; TLS"), "{tls}");
         assert!(!tls.contains("pw-secret"));
         let both = "[store]\nbackend = \"redis\"\nurl = \"redis://x\"\ncluster_urls = [\"redis://y\"]\n";
         assert!(problems(both).contains("store.cluster_urls: give either"));

@@ -59,6 +59,8 @@ pub enum Refusal {
     StalePassword { login: String },
     /// The account is under a distributed attack and this source is new to it.
     AccountUnderAttack { login: String },
+    /// The shared store is unreachable and `store.on_store_error = "reject"`.
+    StoreUnavailable,
 }
 
 impl Decision {
@@ -82,6 +84,7 @@ impl Decision {
             Decision::Reject(Refusal::FirewallRule { .. }) => "firewall_rule",
             Decision::Reject(Refusal::FirewallDefault { .. }) => "firewall_default",
             Decision::Reject(Refusal::StalePassword { .. }) => "stale_password",
+            Decision::Reject(Refusal::StoreUnavailable) => "store_unavailable",
             Decision::Reject(Refusal::AccountUnderAttack { .. })
             | Decision::Delay { why: Delayed::AccountUnderAttack { .. }, .. } => "account_under_attack",
         }
@@ -105,12 +108,15 @@ pub struct AllowFacts<'a> {
     /// The account is under attack and this source is not one it logged in from lately:
     /// the configured response.
     pub unknown_source_under_attack: Option<AttackResponse>,
+    /// The shared store is unreachable and the policy refuses untrusted logins meanwhile.
+    pub refuse_while_store_unreachable: bool,
     pub now: Timestamp,
 }
 
 /// Precedence: the admin's blocked list, then the mailbox firewall (the owner's restriction
 /// holds even on the admin's trusted networks), then the trusted list, then an active ban,
-/// then the stale-password quarantine, then the protection of an account under attack.
+/// then an unreachable store when the policy says so, then the stale-password quarantine,
+/// then the protection of an account under attack.
 pub fn decide_allow(facts: &AllowFacts<'_>) -> Decision {
     let Some(address) = facts.address else {
         return Decision::Allow(Allowed::NoSource);
@@ -133,6 +139,9 @@ pub fn decide_allow(facts: &AllowFacts<'_>) -> Decision {
     }
     if let Some(ban) = facts.ban.filter(|ban| ban.is_active(facts.now)) {
         return Decision::Reject(Refusal::Banned { source: ban.source, until: ban.expires_at });
+    }
+    if facts.refuse_while_store_unreachable {
+        return Decision::Reject(Refusal::StoreUnavailable);
     }
     if facts.stale_guess {
         return Decision::Reject(Refusal::StalePassword { login: login() });
@@ -285,6 +294,7 @@ mod tests {
             firewall,
             login: "alice@example.com",
             stale_guess: false,
+            refuse_while_store_unreachable: false,
             unknown_source_under_attack: None,
             now: NOW,
         };
@@ -332,6 +342,7 @@ mod tests {
                 firewall: None,
                 login: "alice@example.com",
                 stale_guess,
+                refuse_while_store_unreachable: false,
                 unknown_source_under_attack,
                 now: NOW,
             };
@@ -343,6 +354,32 @@ mod tests {
         assert_eq!(decide(Standing::Unlisted, false, Some(AttackResponse::Reject)), "reject/account_under_attack");
         assert_eq!(decide(Standing::Unlisted, true, Some(AttackResponse::Delay(5))), "reject/stale_password");
         assert_eq!(decide(Standing::Trusted(net), true, Some(AttackResponse::Reject)), "allow/trusted");
+    }
+
+    #[test]
+    fn an_unreachable_store_refuses_only_when_told_to_and_never_the_trusted() {
+        let net = parse_network("203.0.113.0/24").unwrap();
+        let live = ban("203.0.113.7", NOW.plus(Duration::from_secs(600)));
+        let decide = |standing, ban, refuse_while_store_unreachable| {
+            let facts = AllowFacts {
+                address: Some(parse_ip("203.0.113.7").unwrap()),
+                standing,
+                ban,
+                firewall: None,
+                login: "alice@example.com",
+                stale_guess: true,
+                refuse_while_store_unreachable,
+                unknown_source_under_attack: None,
+                now: NOW,
+            };
+            let decision = decide_allow(&facts);
+            format!("{}/{}", decision.verdict(), decision.reason())
+        };
+        assert_eq!(decide(Standing::Unlisted, None, true), "reject/store_unavailable");
+        assert_eq!(decide(Standing::Unlisted, None, false), "reject/stale_password");
+        assert_eq!(decide(Standing::Trusted(net), None, true), "allow/trusted");
+        assert_eq!(decide(Standing::Unlisted, Some(&live), true), "reject/ban", "a known ban still says why");
+        assert_eq!(decide(Standing::Blocked(net), None, true), "reject/blocked");
     }
 
     #[test]
@@ -370,6 +407,7 @@ mod tests {
             firewall: None,
             login: "alice@example.com",
             stale_guess: false,
+            refuse_while_store_unreachable: false,
             unknown_source_under_attack: None,
             now: NOW,
         };

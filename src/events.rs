@@ -35,10 +35,12 @@ pub enum EventKind {
     AccountDisabled,
     /// A visitor unblocked its own address on the self-service page.
     SelfUnblock,
+    /// A login refused while the shared store was unreachable (`store.on_store_error = "reject"`).
+    StoreUnavailable,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::Ban,
         EventKind::Blocked,
         EventKind::FirewallRule,
@@ -51,6 +53,7 @@ impl EventKind {
         EventKind::AccountExpired,
         EventKind::AccountDisabled,
         EventKind::SelfUnblock,
+        EventKind::StoreUnavailable,
     ];
 
     pub fn label(self) -> &'static str {
@@ -67,6 +70,7 @@ impl EventKind {
             EventKind::AccountExpired => "account_expired",
             EventKind::AccountDisabled => "account_disabled",
             EventKind::SelfUnblock => "self_unblock",
+            EventKind::StoreUnavailable => "store_unavailable",
         }
     }
 

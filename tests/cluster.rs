@@ -97,6 +97,11 @@ fn two_nodes_share_bans_unbans_lists_and_rules(a: &Mailwarden, b: &mut Mailwarde
         a.admin_post("/api/v1/blocks", Some(r#"{"network":"192.0.2.0/24","comment":"abuse desk ticket 7"}"#));
     assert_eq!(code, 201, "{body}");
     within(Duration::from_secs(1), "B applies A's block", || status(b, "192.0.2.44", "bob@example.com") == -1);
+    // The block log is one for the cluster: B's refusal is in A's answer once B's writer has
+    // stored it (it gathers records for 50 ms).
+    within(Duration::from_secs(2), "B's refusal in A's block log", || {
+        json(&a.admin("GET", "/api/v1/events?ip=192.0.2.44").1)["events"][0]["reason"] == "blocked"
+    });
 
     // A restarted node sees every ban and rule at once.
     for i in 0..5 {
@@ -221,4 +226,33 @@ fn with_redis_hung_logins_are_answered_at_once_and_bans_still_placed() {
     let (code, body) = a.admin("DELETE", "/api/v1/bans/203.0.113.70");
     assert_eq!(code, 200, "{body}");
     within(Duration::from_secs(1), "B lifts A's unban", || status(&b, "203.0.113.70", "x@example.com") == 0);
+}
+
+#[test]
+fn on_store_error_reject_refuses_untrusted_logins_while_redis_is_down() {
+    let Some(mut redis) = RedisServer::start() else { return };
+    let urls = vec![redis.url()];
+    let extra = format!(
+        "{}on_store_error = \"reject\"\n\n[networks]\ntrusted = [\"10.20.0.0/16\"]\n",
+        store_toml(&urls, false)
+    );
+    let a = Mailwarden::start_with(&extra);
+    assert_eq!(status(&a, "198.51.100.20", "x@example.com"), 0);
+    redis.stop();
+    within(Duration::from_secs(5), "A refuses while Redis is down", || {
+        let body = a.policy("allow", &login_body("198.51.100.20", "x@example.com", &fresh_pwhash())).1;
+        json(&body)["msg"].as_str().is_some_and(|m| m.starts_with("Logins are paused for a few minutes"))
+    });
+    assert_eq!(status(&a, "10.20.3.4", "x@example.com"), 0, "trusted networks still log in");
+    let why = json(&a.admin("GET", "/api/v1/why?ip=198.51.100.20").1);
+    assert!(
+        why["decision"]["summary"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("refused: the shared store (Redis) is unreachable")),
+        "{why}"
+    );
+    redis.restart();
+    within(Duration::from_secs(10), "A allows again once Redis is back", || {
+        status(&a, "198.51.100.20", "x@example.com") == 0
+    });
 }

@@ -7,7 +7,7 @@
 mod redis_store;
 mod sqlite;
 
-pub use redis_store::{RedisSettings, RedisStore};
+pub use redis_store::{RedisSettings, RedisStore, mask_url};
 pub use sqlite::SqliteStore;
 
 use ipnet::IpNet;

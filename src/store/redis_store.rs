@@ -612,7 +612,7 @@ fn is_outage(error: &RedisError) -> bool {
 
 /// `url` with any password replaced by `***` (`redis://user:***@host:6379/0`, and the `pass=`
 /// parameter of a Unix-socket URL): for logs and errors.
-pub(crate) fn mask_url(url: &str) -> String {
+pub fn mask_url(url: &str) -> String {
     let (scheme, rest) = match url.find("://") {
         Some(at) => url.split_at(at + 3),
         None => ("", url),

@@ -9,7 +9,7 @@ use super::{LoginView, Warden};
 use crate::access::{AccessEntry, ListKind, Origin, Standing};
 use crate::bans::Ban;
 use crate::clock::Timestamp;
-use crate::engine::{Allowed, Decision, Refusal};
+use crate::engine::{Allowed, Decision, Delayed, Refusal};
 use crate::firewall::{AddressFacts, Outcome, RuleSetOrigin};
 use crate::network::Source;
 use crate::warden::FirewallCheck;
@@ -115,6 +115,23 @@ impl Explanation {
                     readable(ban.expires_at),
                     ban.failures
                 )
+            }
+            (Decision::Reject(Refusal::StalePassword { login }), _, _) => {
+                format!(
+                    "refused: {login}'s password is quarantined from {}: a device keeps using an old one",
+                    self.source
+                )
+            }
+            (Decision::Reject(Refusal::AccountUnderAttack { login }), _, _) => {
+                format!("refused: {login} is under attack and {} is new to it", self.source)
+            }
+            (Decision::Delay { seconds, why: Delayed::AccountUnderAttack { login } }, _, _) => {
+                format!("delayed {seconds} s: {login} is under attack and {} is new to it", self.source)
+            }
+            (Decision::Reject(Refusal::StoreUnavailable), _, _) => {
+                "refused: the shared store (Redis) is unreachable and \
+                 store.on_store_error = \"reject\" refuses logins from untrusted networks until it is back"
+                    .to_string()
             }
             (Decision::Allow(Allowed::Trusted), Some(entry), _) => {
                 let also = firewall.map(|f| format!("; {f}")).unwrap_or_default();

@@ -38,7 +38,7 @@ use crate::accounts::AccountTracker;
 use crate::bans::{Ban, BanIndex};
 use crate::bounded::BoundedMap;
 use crate::clock::{Clock, Timestamp};
-use crate::config::Policy;
+use crate::config::{OnStoreError, Policy};
 use crate::engine::{self, AllowFacts, Decision, Refusal};
 use crate::events::{Event, EventFilter, EventKind};
 use crate::failures::FailureTracker;
@@ -280,7 +280,10 @@ impl Warden {
         let standing = self.standing(view.address, now);
         let grouping = shared.policy.load().autoban.grouping;
         let ban = view.address.and_then(|ip| shared.bans.active_for_address(ip, grouping, now));
+        let refuse_while_store_unreachable =
+            shared.policy.load().store.on_store_error == OnStoreError::Reject && !shared.store.is_up();
         engine::decide_allow(&AllowFacts {
+            refuse_while_store_unreachable,
             address: view.address,
             standing,
             ban: ban.as_deref(),
@@ -313,6 +316,7 @@ impl Warden {
             Decision::Reject(Refusal::FirewallDefault { .. }) => Some((EventKind::FirewallDefault, None)),
             Decision::Reject(Refusal::StalePassword { .. }) => Some((EventKind::StalePassword, None)),
             Decision::Reject(Refusal::AccountUnderAttack { .. }) => Some((EventKind::AccountUnderAttack, None)),
+            Decision::Reject(Refusal::StoreUnavailable) => Some((EventKind::StoreUnavailable, None)),
         };
         if let Some((kind, rule)) = recorded {
             let detail = match &decision {

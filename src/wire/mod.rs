@@ -371,6 +371,7 @@ fn refusal_message(refusal: &Refusal, messages: &Messages, now: Timestamp) -> St
         Refusal::FirewallDefault { login } => messages.firewall_default.render(|_| login.clone()),
         Refusal::StalePassword { login } => messages.stale_password.render(|_| login.clone()),
         Refusal::AccountUnderAttack { login } => messages.account_under_attack.render(|_| login.clone()),
+        Refusal::StoreUnavailable => messages.store_unavailable.render(|_| String::new()),
     }
 }
 
@@ -407,6 +408,7 @@ mod tests {
     use crate::config::{
         DEFAULT_ACCOUNT_UNDER_ATTACK_MESSAGE, DEFAULT_BANNED_MESSAGE, DEFAULT_BLOCKED_MESSAGE,
         DEFAULT_FIREWALL_DEFAULT_MESSAGE, DEFAULT_FIREWALL_RULE_MESSAGE, DEFAULT_STALE_PASSWORD_MESSAGE,
+        DEFAULT_STORE_UNAVAILABLE_MESSAGE,
     };
     use crate::engine::Allowed;
     use crate::network::{SourceGrouping, parse_network};
@@ -423,6 +425,7 @@ mod tests {
             firewall_default: Template::parse(DEFAULT_FIREWALL_DEFAULT_MESSAGE, &["login"]).unwrap(),
             stale_password: Template::parse(DEFAULT_STALE_PASSWORD_MESSAGE, &["login"]).unwrap(),
             account_under_attack: Template::parse(DEFAULT_ACCOUNT_UNDER_ATTACK_MESSAGE, &["login"]).unwrap(),
+            store_unavailable: Template::parse(DEFAULT_STORE_UNAVAILABLE_MESSAGE, &[]).unwrap(),
         }
     }
 
