@@ -167,6 +167,9 @@ impl Worker {
             } else if last_resync.elapsed() >= self.refresh_every {
                 self.resync();
                 last_resync = Instant::now();
+            } else if self.warden.has_unsaved_bans() {
+                // A write that ran into the budget while Redis stayed up (a moment of load).
+                self.save_unsaved_bans();
             }
             for counted in batch {
                 self.share(&counted, &record, &forget);
@@ -261,11 +264,7 @@ impl Worker {
             self.warden.share_fingerprint_key(secret);
             self.secret_known = true;
         }
-        match self.warden.save_unsaved_bans() {
-            Ok(0) => {}
-            Ok(saved) => tracing::info!(saved, "stored the bans placed while the shared store was unreachable"),
-            Err(e) => tracing::warn!(error = %e, "could not store the bans placed during the outage yet"),
-        }
+        self.save_unsaved_bans();
         match self.store.epoch() {
             Ok(epoch) => {
                 let lost = self.epoch.as_ref().is_some_and(|known| *known != epoch);
@@ -285,6 +284,15 @@ impl Worker {
             Err(e) => tracing::warn!(error = %e, "cannot read the shared store's epoch"),
         }
         self.resync();
+    }
+
+    fn save_unsaved_bans(&self) {
+        match self.warden.save_unsaved_bans() {
+            Ok(0) => {}
+            Ok(saved) => tracing::info!(saved, "stored the bans placed while the shared store was unreachable"),
+            Err(e) if e.is_unavailable() => {}
+            Err(e) => tracing::warn!(error = %e, "could not store the bans placed during the outage yet"),
+        }
     }
 
     fn resync(&self) {

@@ -345,7 +345,11 @@ impl Warden {
         self.shared.metrics.store_result("save_ban", &result);
         match &result {
             Err(e) => {
-                tracing::error!(source = %ban.source, error = %e, "ban is in force but could not be stored durably");
+                // An unreachable shared store is logged once by the store; the ban is stored
+                // when it answers again.
+                if !e.is_unavailable() {
+                    tracing::error!(source = %ban.source, error = %e, "ban is in force but could not be stored durably");
+                }
                 lock(&self.shared.unsaved_bans).insert(ban.source, Arc::new(ban.clone()));
             }
             Ok(()) => {

@@ -146,6 +146,11 @@ impl Warden {
         Ok(resynced)
     }
 
+    /// Whether bans placed here wait for the store.
+    pub fn has_unsaved_bans(&self) -> bool {
+        !lock(&self.shared.unsaved_bans).is_empty()
+    }
+
     /// Stores the bans placed while the store could not take them. Blocking.
     pub fn save_unsaved_bans(&self) -> Result<usize, StoreError> {
         let shared = &*self.shared;
