@@ -3,8 +3,10 @@
 //! fills `RawAttempt` in one walk over the bytes, borrowing every string.
 //!
 //! It is not a JSON parser and never the only one: it answers only when it is sure serde_json
-//! would give the same attempt, and gives up (returns `None`) on anything unusual — an escape,
-//! a number, a repeated field, a control character, invalid UTF-8, deep nesting. The caller then
+//! would give the same attempt, and gives up (returns `None`) on anything unusual — a `\u`
+//! escape, a number, a repeated field, a control character, invalid UTF-8, deep nesting. (The
+//! short escapes are read: Dovecot 2.4 quotes the mail app's IMAP ID, `"\"name\" \"K-9\""`,
+//! in most IMAP logins.) The caller then
 //! parses with serde_json, which also words the error for a bad body. Under `cfg(fuzzing)` every
 //! answer is checked against serde_json.
 
@@ -49,7 +51,7 @@ pub(super) fn scan(body: &[u8]) -> Option<RawAttempt<'_>> {
             match slot {
                 Slot::Text(field, bit) => {
                     mark(&mut seen, bit)?;
-                    *field = if reader.literal(b"null") { None } else { Some(Cow::Borrowed(reader.string()?)) };
+                    *field = if reader.literal(b"null") { None } else { Some(reader.text()?) };
                 }
                 Slot::Flag(field, bit) => {
                     mark(&mut seen, bit)?;
@@ -143,6 +145,37 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(&self.body[start..self.at - 1]).ok()
     }
 
+    /// A string value: borrowed from the body, or unescaped into a copy when it has the short
+    /// escapes (`\"`, `\\`, `\/`, `\b`, `\f`, `\n`, `\r`, `\t`) as serde_json would.
+    fn text(&mut self) -> Option<Cow<'a, str>> {
+        let start = self.at;
+        if let Some(plain) = self.string() {
+            return Some(Cow::Borrowed(plain));
+        }
+        self.at = start;
+        self.expect(b'"')?;
+        let mut text = Vec::new();
+        loop {
+            match self.next()? {
+                b'"' => break,
+                b'\\' => text.push(match self.next()? {
+                    b'"' => b'"',
+                    b'\\' => b'\\',
+                    b'/' => b'/',
+                    b'b' => 0x08,
+                    b'f' => 0x0c,
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
+                    _ => return None,
+                }),
+                0x00..=0x1f => return None,
+                byte => text.push(byte),
+            }
+        }
+        String::from_utf8(text).ok().map(Cow::Owned)
+    }
+
     /// An ignored attribute's value: strings, literals, and objects or arrays of them.
     fn skip_value(&mut self, depth: u32) -> Option<()> {
         match self.peek()? {
@@ -212,13 +245,21 @@ mod tests {
         check(r#"{"x":[],"y":{},"z":[true,false,null,"s",{"a":["b"]}]}"#, true);
         check(r#"{"login":"jürgen@bücher.example"}"#, true);
         check(r#"{"unknown":"x","unknown":"y"}"#, true);
+        // The mail app's IMAP ID as Dovecot 2.4 quotes it, and every short escape.
+        check(r#"{"device_id":"\"name\" \"K-9 Mail\" \"version\" \"6.712\"","login":"a"}"#, true);
+        check(r#"{"login":"a\\b\/c\bd\fe\nf\rg\th"}"#, true);
+        let (escaped, plain) = (r#"{"device_id":"\"x\""}"#, r#"{"device_id":"x"}"#);
+        assert!(matches!(scan(escaped.as_bytes()).unwrap().device_id, Some(Cow::Owned(ref d)) if d == "\"x\""));
+        assert!(matches!(scan(plain.as_bytes()).unwrap().device_id, Some(Cow::Borrowed("x"))));
     }
 
     #[test]
     fn anything_unusual_is_left_to_serde() {
         // An escape, a number, a repeat, a wrong type: serde_json decides (and words the error).
-        check(r#"{"device_id":"\"name\" \"K-9\""}"#, false);
+        check(r#"{"device_id":"\u0041"}"#, false);
+        check(r#"{"device_id":"\x"}"#, false);
         check(r#"{"login\u0041":"a"}"#, false);
+        check(r#"{"login\"":"a"}"#, false);
         check(r#"{"port":143}"#, false);
         check(r#"{"login":"a","login":"b"}"#, false);
         check(r#"{"tls":null,"tls":true}"#, false);
