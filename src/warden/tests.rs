@@ -394,6 +394,12 @@ fn an_account_failing_from_ten_sources_slows_new_sources_while_known_ones_log_in
     assert_eq!(h.allow("192.0.2.50", "alice@example.com").status, 0, "the known source logs in as usual");
     assert_eq!(h.allow("198.18.1.1", "bob@example.com").status, 0, "other accounts are not affected");
     assert_eq!(h.warden.accounts_under_attack(), ["alice@example.com"]);
+    let (view, address) = view("198.18.1.1");
+    assert_eq!(
+        h.warden.explain(&view, address).summary(),
+        "delayed 5 s: alice@example.com is under attack and 198.18.1.1 is new to it",
+        "why says a delay is a delay"
+    );
     h.clock.advance(Duration::from_secs(3601));
     assert_eq!(h.allow("198.18.1.1", "alice@example.com").status, 0, "the attack ends an hour after the failures stop");
 }
