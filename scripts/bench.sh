@@ -4,10 +4,12 @@
 # benchmark, for example:
 #   scripts/bench.sh                          # everything, the documented numbers (~10 min)
 #   scripts/bench.sh --parts mix,latency      # only the throughput and latency runs
+#   scripts/bench.sh --parts redis            # the mix, embedded store against redis mode (issue 9)
 #   scripts/bench.sh --perf                   # also profile mailwarden's throughput run
 #   scripts/bench.sh --help                   # every knob
-# The Dovecot part needs root and Debian's dovecot-core and dovecot-imapd; --perf needs perf
-# (Debian's linux-perf). The report is also written to target/bench/report.txt.
+# The Dovecot part needs root and Debian's dovecot-core and dovecot-imapd; the redis part starts
+# a private redis-server (Debian's redis-server; skipped with a note when missing); --perf needs
+# perf (Debian's linux-perf). The report is also written to target/bench/report.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

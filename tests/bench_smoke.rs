@@ -1,6 +1,7 @@
 //! A smoke run of the benchmark (`examples/bench`, `scripts/bench.sh`) with tiny numbers, so
 //! the machinery keeps working: the login mix against mailwarden and the baseline, the
-//! fixed-rate run, the memory runs with their ban check, and Dovecot logins with and without
+//! fixed-rate run, the memory runs with their ban check, the mix against an embedded and a
+//! redis-mode mailwarden (where redis-server is installed), and Dovecot logins with and without
 //! mailwarden (where Dovecot can run). It asserts that every part completes and prints its
 //! figures, never how fast anything was.
 
@@ -42,6 +43,23 @@ fn the_benchmark_runs_every_part_with_tiny_numbers_and_prints_its_figures() {
     assert_eq!(memory.bans_listed_after, memory.bans_placed, "no ban is lost to the flood");
     assert_eq!(memory.bans_refused_after, memory.bans_placed, "every ban still refuses");
     assert!(memory.samples.len() >= 2 && memory.rss_end_kib > 0);
+
+    match &report.figures.redis {
+        None => {
+            // suite::run already fails under CI=true when redis-server is missing.
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true: the redis part must run:\n{text}");
+            assert!(report.notes.iter().any(|n| n.contains("Redis part skipped")), "{text}");
+        }
+        Some(redis) => {
+            assert!(text.contains("redis-mode throughput:"), "{text}");
+            for run in [&redis.embedded, &redis.redis_mode] {
+                assert_eq!(run.answers.http_errors, 0, "{}", run.summary());
+                assert_eq!(run.units, settings.redis_logins as u64, "every login is replayed: {}", run.summary());
+            }
+            assert_eq!(redis.bans_embedded, settings.mix.banned as u64, "{text}");
+            assert_eq!(redis.bans_redis_mode, settings.mix.banned as u64, "{text}");
+        }
+    }
 
     if report.figures.dovecot.is_none() {
         assert!(report.notes.iter().any(|n| n.contains("Dovecot part skipped")), "{text}");

@@ -1,8 +1,9 @@
 //! The benchmark of issue 8 as one program: mailwarden and a minimal actix-web baseline under
-//! the same login mix, latency at a fixed rate, memory under a flood of sources, and the cost
-//! of a real Dovecot login with and without mailwarden. `scripts/bench.sh` builds and runs it;
-//! docs/BENCHMARKS.md says what each figure means. The machinery lives in `suite`, which
-//! `tests/bench_smoke.rs` runs with tiny numbers.
+//! the same login mix, latency at a fixed rate, memory under a flood of sources, the same mix
+//! against mailwarden's redis mode (issue 9), and the cost of a real Dovecot login with and
+//! without mailwarden. `scripts/bench.sh` builds and runs it; docs/BENCHMARKS.md says what
+//! each figure means. The machinery lives in `suite`, which `tests/bench_smoke.rs` runs with
+//! tiny numbers.
 //!
 //! This file only reads the command line. `bench serve-baseline --listen ADDR` is the baseline
 //! server itself, run as a child process so that it can be pinned to its own core.
@@ -26,8 +27,8 @@ struct Cli {
     /// Where the generated policies, GeoIP database, state and logs go (emptied first).
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
-    /// Which parts to run, comma-separated: mix, latency, memory, dovecot.
-    #[arg(long, default_value = "mix,latency,memory,dovecot", value_delimiter = ',')]
+    /// Which parts to run, comma-separated: mix, latency, memory, redis, dovecot (or all).
+    #[arg(long, default_value = "mix,latency,memory,redis,dovecot", value_delimiter = ',')]
     parts: Vec<String>,
     /// Logins replayed in the throughput run (each is 2 or 3 requests).
     #[arg(long)]
@@ -65,14 +66,17 @@ struct Cli {
     /// autoban.max_tracked_sources during the memory runs.
     #[arg(long)]
     max_tracked_sources: Option<u64>,
+    /// Logins replayed against each server of the redis part (embedded and redis mode).
+    #[arg(long)]
+    redis_logins: Option<usize>,
     /// Sequential IMAP logins per Dovecot configuration.
     #[arg(long)]
     dovecot_logins: Option<usize>,
     /// Do not pin the load generator and the servers to separate cores.
     #[arg(long)]
     no_pin: bool,
-    /// Niceness for the servers and load threads of the mix and memory parts, e.g. -10 on a
-    /// machine shared with other work (needs root).
+    /// Niceness for the servers and load threads of the mix, memory and redis parts, e.g. -10
+    /// on a machine shared with other work (needs root).
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     nice: i32,
     /// Record mailwarden's throughput run with `perf record` and print its hottest functions.
@@ -139,6 +143,7 @@ fn apply(cli: &Cli, s: &mut suite::Settings) {
     s.memory_sources = cli.memory_sources.unwrap_or(s.memory_sources);
     s.flood_sources = cli.flood_sources.unwrap_or(s.flood_sources);
     s.max_tracked_sources = cli.max_tracked_sources.unwrap_or(s.max_tracked_sources);
+    s.redis_logins = cli.redis_logins.unwrap_or(s.redis_logins);
     s.dovecot_logins = cli.dovecot_logins.unwrap_or(s.dovecot_logins);
     s.pin = s.pin && !cli.no_pin;
     s.perf = cli.perf;

@@ -8,6 +8,8 @@
 //! - **memory**: a fresh mailwarden, a few sources banned, then reports from distinct
 //!   sources (the resident size after the first `memory_sources`, then sampled through the
 //!   flood), and a check that every ban survived;
+//! - **redis**: the same login mix against an embedded and a redis-mode mailwarden (issue 9's
+//!   cluster mode, with a private redis-server), loaded alternately round by round;
 //! - **dovecot**: IMAP logins through a real Dovecot 2.3 with and without mailwarden.
 
 pub mod baseline;
@@ -18,6 +20,7 @@ mod geoip_fixtures;
 pub mod load;
 mod memory;
 mod process;
+mod redis;
 mod report;
 pub mod world;
 
@@ -53,17 +56,24 @@ pub struct Parts {
     pub mix: bool,
     pub latency: bool,
     pub memory: bool,
+    pub redis: bool,
     pub dovecot: bool,
 }
 
 impl Parts {
     pub fn all() -> Parts {
-        Parts { mix: true, latency: true, memory: true, dovecot: true }
+        Parts { mix: true, latency: true, memory: true, redis: true, dovecot: true }
     }
 
     pub fn from_names(names: &[String]) -> Parts {
         let has = |name: &str| names.iter().any(|n| n.trim() == name || n.trim() == "all");
-        Parts { mix: has("mix"), latency: has("latency"), memory: has("memory"), dovecot: has("dovecot") }
+        Parts {
+            mix: has("mix"),
+            latency: has("latency"),
+            memory: has("memory"),
+            redis: has("redis"),
+            dovecot: has("dovecot"),
+        }
     }
 }
 
@@ -94,6 +104,9 @@ pub struct Settings {
     pub max_tracked_sources: u64,
     /// Sources banned before the memory runs, checked after the flood.
     pub memory_bans: usize,
+    /// Logins of the mix replayed against each server of the redis part (the first of the
+    /// throughput run's plan).
+    pub redis_logins: usize,
     /// Sequential IMAP logins per Dovecot configuration; the concurrent run does as many.
     pub dovecot_logins: usize,
     pub dovecot_concurrency: usize,
@@ -101,8 +114,8 @@ pub struct Settings {
     pub pin: bool,
     /// Record mailwarden's throughput run with `perf record`.
     pub perf: bool,
-    /// Niceness of the servers and load threads of the mix and memory parts (0: unchanged;
-    /// -10 keeps other tenants of a shared machine from distorting them).
+    /// Niceness of the servers and load threads of the mix, memory and redis parts (0:
+    /// unchanged; -10 keeps other tenants of a shared machine from distorting them).
     pub nice: i32,
 }
 
@@ -132,6 +145,7 @@ impl Settings {
             flood_connections: 64,
             max_tracked_sources: 1_000_000,
             memory_bans: 300,
+            redis_logins: 300_000,
             dovecot_logins: 2_000,
             dovecot_concurrency: 8,
             pin: true,
@@ -166,6 +180,7 @@ impl Settings {
             flood_connections: 4,
             max_tracked_sources: 1_000,
             memory_bans: 5,
+            redis_logins: 1_000,
             dovecot_logins: 6,
             dovecot_concurrency: 2,
             pin: false,
@@ -196,15 +211,22 @@ pub fn run(settings: &Settings) -> io::Result<Report> {
     }
     process::set_nice(settings.nice);
     if settings.nice != 0 {
-        report
-            .notes
-            .push(format!("servers and load threads of the mix and memory parts ran at niceness {}", settings.nice));
+        report.notes.push(format!(
+            "servers and load threads of the mix, memory and redis parts ran at niceness {}",
+            settings.nice
+        ));
     }
     if settings.parts.mix || settings.parts.latency {
         run_mix(settings, pinned, &mut report)?;
     }
     if settings.parts.memory {
         report.figures.memory = Some(memory::run(settings, &settings.out.join("memory"))?);
+    }
+    if settings.parts.redis {
+        match redis::run(settings, pinned, &settings.out.join("redis"))? {
+            Ok(figures) => report.figures.redis = Some(figures),
+            Err(skipped) => report.notes.push(skipped),
+        }
     }
     // Dovecot runs at its usual priority, and so does the mailwarden it asks.
     process::set_nice(0);

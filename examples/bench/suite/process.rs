@@ -245,7 +245,7 @@ pub fn set_nice(nice: i32) {
 
 /// `program` run through `nice -n N` when a niceness is set, and `taskset -c CPU` when a CPU
 /// is given.
-fn pinned_command(program: &Path, cpu: Option<usize>) -> Command {
+pub fn pinned_command(program: &Path, cpu: Option<usize>) -> Command {
     let mut words: Vec<String> = Vec::new();
     let nice = NICE.load(Ordering::Relaxed);
     if nice != 0 {

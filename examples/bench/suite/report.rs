@@ -1,5 +1,5 @@
 //! The figures a run produced, and the report printed at the end, with each target of issue 8
-//! and whether it holds.
+//! and whether it holds (the redis part of issue 9 has no target: its ratio is information).
 
 use std::fmt;
 use std::time::Duration;
@@ -177,10 +177,60 @@ impl DovecotFigures {
     }
 }
 
+/// The login mix against an embedded and a redis-mode mailwarden (issue 9; no target).
+#[derive(Debug, Clone, Default)]
+pub struct RedisFigures {
+    pub logins: usize,
+    pub rounds: usize,
+    pub connections: usize,
+    /// Bans each server holds after the banning reports.
+    pub bans_embedded: u64,
+    pub bans_redis_mode: u64,
+    pub embedded: RunFigures,
+    /// Its `server_cpu` is mailwarden's plus redis-server's.
+    pub redis_mode: RunFigures,
+    /// The two parts of that CPU time.
+    pub redis_mode_mailwarden_cpu: Duration,
+    pub redis_mode_redis_cpu: Duration,
+    /// How long each server (with redis-server) kept working after its runs' last answers, in
+    /// all: the redis-mode node's worker sending what it had queued. Its CPU time is counted.
+    pub busy_after_embedded: Duration,
+    pub busy_after_redis_mode: Duration,
+    /// Redis mode's throughput as a share of embedded's, per round.
+    pub round_ratios: Vec<f64>,
+    /// redis-server's CPU time from its start to the end of the part.
+    pub redis_cpu_total: Duration,
+    /// `used_memory` (bytes) and keys of redis-server at the end.
+    pub used_memory: u64,
+    pub keys: u64,
+    /// Counted logins the redis-mode node sent to Redis, and dropped (queue full or an error).
+    pub shared_sent: u64,
+    pub shared_dropped: u64,
+    pub rss_embedded_kib: u64,
+    pub rss_redis_mode_kib: u64,
+}
+
+impl RedisFigures {
+    /// Redis mode's throughput over embedded's.
+    pub fn throughput_ratio(&self) -> f64 {
+        self.redis_mode.requests_per_second / self.embedded.requests_per_second.max(1e-9)
+    }
+
+    /// Embedded's server CPU per request over redis mode's (mailwarden plus redis-server).
+    pub fn cpu_ratio(&self) -> f64 {
+        self.embedded.server_cpu_per_request_us() / self.redis_mode.server_cpu_per_request_us().max(1e-9)
+    }
+
+    fn per_request_us(&self, cpu: Duration) -> f64 {
+        cpu.as_secs_f64() * 1e6 / self.redis_mode.requests.max(1) as f64
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Figures {
     pub mix: Option<MixFigures>,
     pub memory: Option<MemoryFigures>,
+    pub redis: Option<RedisFigures>,
     pub dovecot: Option<DovecotFigures>,
 }
 
@@ -321,6 +371,60 @@ impl fmt::Display for Report {
                 verdict(
                     memory.bans_listed_after == memory.bans_placed && memory.bans_refused_after == memory.bans_placed
                 )
+            )?;
+        }
+        if let Some(redis) = &self.figures.redis {
+            writeln!(
+                f,
+                "\n-- redis mode against embedded ({} logins, {} connections; {} and {} sources banned first) --",
+                redis.logins, redis.connections, redis.bans_embedded, redis.bans_redis_mode
+            )?;
+            writeln!(f, "embedded peak:   {}", redis.embedded.summary())?;
+            writeln!(f, "redis-mode peak: {}", redis.redis_mode.summary())?;
+            let rounds: Vec<String> = redis.round_ratios.iter().map(|r| format!("{:.1}%", 100.0 * r)).collect();
+            writeln!(
+                f,
+                "per round ({} rounds alternating between the two): {} of embedded",
+                redis.rounds,
+                rounds.join(", ")
+            )?;
+            writeln!(
+                f,
+                "redis-mode throughput: {:.1}% of embedded ({:.0} vs {:.0} req/s); by server CPU per request {:.1}% \
+                 ({:.1} us embedded vs {:.1} us redis mode: mailwarden {:.1} + redis-server {:.1}) -- \
+                 information, no target",
+                100.0 * redis.throughput_ratio(),
+                redis.redis_mode.requests_per_second,
+                redis.embedded.requests_per_second,
+                100.0 * redis.cpu_ratio(),
+                redis.embedded.server_cpu_per_request_us(),
+                redis.redis_mode.server_cpu_per_request_us(),
+                redis.per_request_us(redis.redis_mode_mailwarden_cpu),
+                redis.per_request_us(redis.redis_mode_redis_cpu)
+            )?;
+            writeln!(
+                f,
+                "redis-server: CPU {:.1} s since its start ({:.1} s during the redis-mode runs); used_memory {:.1} MiB; \
+                 {} keys; counted logins sent to Redis {}, dropped {}",
+                redis.redis_cpu_total.as_secs_f64(),
+                redis.redis_mode_redis_cpu.as_secs_f64(),
+                redis.used_memory as f64 / (1024.0 * 1024.0),
+                redis.keys,
+                redis.shared_sent,
+                redis.shared_dropped
+            )?;
+            writeln!(
+                f,
+                "busy after the runs' last answers (counted in the CPU per request): redis mode {:.1} s, embedded \
+                 {:.1} s in all",
+                redis.busy_after_redis_mode.as_secs_f64(),
+                redis.busy_after_embedded.as_secs_f64()
+            )?;
+            writeln!(
+                f,
+                "mailwarden RSS at the end: embedded {:.1} MiB, redis mode {:.1} MiB",
+                mib(redis.rss_embedded_kib),
+                mib(redis.rss_redis_mode_kib)
             )?;
         }
         if let Some(dovecot) = &self.figures.dovecot {
