@@ -195,6 +195,16 @@ fn a_redis_that_comes_back_empty_gets_the_nodes_state_back() {
         status(&c, "203.0.113.90", "x@example.com") == -1
     });
     assert_eq!(status(&c, "192.0.2.9", "x@example.com"), -1, "and the block");
+    // The restarted Redis has forgotten the counting scripts too: they are loaded again.
+    for i in 0..3 {
+        fail(&a, "203.0.113.91", &format!("user{i}@example.com"));
+    }
+    for i in 3..5 {
+        fail(&c, "203.0.113.91", &format!("user{i}@example.com"));
+    }
+    within(Duration::from_secs(5), "counting across nodes works again", || {
+        status(&c, "203.0.113.91", "x@example.com") == -1 && status(&a, "203.0.113.91", "x@example.com") == -1
+    });
 }
 
 #[test]

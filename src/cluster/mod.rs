@@ -26,7 +26,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::clock::Timestamp;
-use crate::failures::{FailedGuess, label_of};
+use crate::failures::{Counting, FailedGuess, label_of};
 use crate::metrics::Metrics;
 use crate::network::Source;
 use crate::store::{Announcement, Change, RedisStore, Store, StoreError};
@@ -42,7 +42,7 @@ const QUEUE: usize = 65_536;
 /// How often the worker checks the store's health while it is down, and wakes when idle.
 const TICK: Duration = Duration::from_secs(1);
 
-/// Most counted logins sent to Redis in one pipeline.
+/// Most counted logins sent to Redis in one pipeline (one round trip a batch).
 const BATCH: usize = 256;
 
 /// What the worker is asked to do.
@@ -113,6 +113,45 @@ impl Cluster {
     }
 }
 
+/// The Lua scripts of `counting`, and how a counted login calls them.
+struct Scripts {
+    record: redis::Script,
+    forget: redis::Script,
+}
+
+impl Scripts {
+    fn command(&self, counted: &Counted, prefix: &str, rules: &Counting) -> redis::Cmd {
+        let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let mut command = redis::cmd("EVALSHA");
+        match counted {
+            Counted::Success { source, login } => {
+                command
+                    .arg(self.forget.get_hash())
+                    .arg(1)
+                    .arg(counting::failures_key(prefix, source))
+                    .arg(label_of(login));
+            }
+            Counted::Failure(failure) => {
+                command
+                    .arg(self.record.get_hash())
+                    .arg(1)
+                    .arg(counting::failures_key(prefix, &failure.source))
+                    .arg(counting::field(failure.key))
+                    .arg(failure.at.0)
+                    .arg(millis(rules.window))
+                    .arg(failure.weight.max(1))
+                    .arg(rules.stale_after.unwrap_or(0))
+                    .arg(millis(rules.quarantine_for))
+                    .arg(label_of(&failure.login))
+                    .arg(failure.protocol.label())
+                    .arg(label_of(&failure.device_id))
+                    .arg(counting::most_guesses(rules));
+            }
+        }
+        command
+    }
+}
+
 struct Worker {
     warden: Warden,
     store: Arc<RedisStore>,
@@ -127,8 +166,7 @@ struct Worker {
 
 impl Worker {
     fn run(mut self, work: Receiver<Work>) {
-        let record = redis::Script::new(RECORD_FAILURE);
-        let forget = redis::Script::new(FORGET_LOGIN);
+        let scripts = Scripts { record: redis::Script::new(RECORD_FAILURE), forget: redis::Script::new(FORGET_LOGIN) };
         let mut was_up = self.store.is_up();
         let mut last_resync = Instant::now();
         self.metrics.store_up.set(i64::from(was_up));
@@ -171,51 +209,55 @@ impl Worker {
                 // A write that ran into the budget while Redis stayed up (a moment of load).
                 self.save_unsaved_bans();
             }
-            for counted in batch {
-                self.share(&counted, &record, &forget);
+            if !batch.is_empty() {
+                self.share(&batch, &scripts);
             }
         }
     }
 
-    /// Sends one counted login to Redis and acts on the cluster-wide count.
-    fn share(&self, counted: &Counted, record: &redis::Script, forget: &redis::Script) {
+    /// Sends a batch of counted logins to Redis in one pipeline and acts on the cluster-wide
+    /// counts it returns.
+    fn share(&self, batch: &[Counted], scripts: &Scripts) {
         let prefix = self.store.key("");
-        let result = match counted {
-            Counted::Success { source, login } => {
-                let key = counting::failures_key(&prefix, source);
-                let login = label_of(login).to_string();
-                self.store
-                    .with_connection("forget_login", |con| forget.key(&key).arg(&login).invoke::<i64>(con))
-                    .map(|_| ())
+        let rules = self.warden.counting();
+        let commands: Vec<redis::Cmd> = batch.iter().map(|c| scripts.command(c, &prefix, &rules)).collect();
+        let mut replies = self.store.pipeline("count_logins", &commands);
+        if matches!(replies, Err(StoreError::Operation { .. })) {
+            // Most likely NOSCRIPT: a Redis that restarted, or a cluster node that never saw
+            // the scripts. Load them (on every primary) and try once more.
+            let loaded = self.store.with_connection("load_scripts", |con| {
+                scripts.record.load(con)?;
+                scripts.forget.load(con)
+            });
+            if loaded.is_ok() {
+                replies = self.store.pipeline("count_logins", &commands);
             }
-            Counted::Failure(failure) => self.count_failure(failure, &prefix, record),
+        }
+        let replies = match replies {
+            Ok(replies) => replies,
+            Err(e) => {
+                if !e.is_unavailable() {
+                    tracing::warn!(error = %e, counted = batch.len(), "the cluster-wide count refused a batch");
+                }
+                self.metrics.cluster_shared_counts.with_label_values(&["dropped"]).inc_by(batch.len() as u64);
+                return;
+            }
         };
-        let label = if result.is_ok() { "sent" } else { "dropped" };
-        self.metrics.cluster_shared_counts.with_label_values(&[label]).inc();
+        self.metrics.cluster_shared_counts.with_label_values(&["sent"]).inc_by(batch.len() as u64);
+        for (counted, reply) in batch.iter().zip(replies) {
+            if let Counted::Failure(failure) = counted {
+                match redis::from_redis_value::<(i64, i64, i64, Vec<String>)>(reply) {
+                    Ok(reply) => self.act_on_count(failure, SharedCount::from_reply(reply), &rules),
+                    Err(e) => tracing::warn!(error = %e, "unreadable answer from the cluster-wide count"),
+                }
+            }
+        }
     }
 
-    fn count_failure(&self, failure: &CountedFailure, prefix: &str, record: &redis::Script) -> Result<(), StoreError> {
-        let counting = self.warden.counting();
-        let key = counting::failures_key(prefix, &failure.source);
-        let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        let reply = self.store.with_connection("count_failure", |con| {
-            record
-                .key(&key)
-                .arg(counting::field(failure.key))
-                .arg(failure.at.0)
-                .arg(millis(counting.window))
-                .arg(failure.weight.max(1))
-                .arg(counting.stale_after.unwrap_or(0))
-                .arg(millis(counting.quarantine_for))
-                .arg(label_of(&failure.login))
-                .arg(failure.protocol.label())
-                .arg(label_of(&failure.device_id))
-                .arg(counting::most_guesses(&counting))
-                .invoke::<(i64, i64, i64, Vec<String>)>(con)
-        })?;
-        let count = SharedCount::from_reply(reply);
+    /// Quarantines and bans as the cluster-wide count of one failure calls for.
+    fn act_on_count(&self, failure: &CountedFailure, count: SharedCount, rules: &Counting) {
         if count.quarantined {
-            let until = failure.at.plus(counting.quarantine_for);
+            let until = failure.at.plus(rules.quarantine_for);
             self.warden.adopt_quarantine(failure.source, self.guess_of(failure), count.failures, until);
             self.announce(Change::Quarantine {
                 source: failure.source.to_string(),
@@ -226,14 +268,13 @@ impl Worker {
                 until: until.0,
             });
         }
-        let distinct = count.distinct_in_window(failure.at, counting.window);
-        let guesses = count.ban_guesses(failure.at, counting.window);
+        let distinct = count.distinct_in_window(failure.at, rules.window);
+        let guesses = count.ban_guesses(failure.at, rules.window);
         if let Some(ban) = self.warden.ban_from_shared_count(failure, distinct, guesses) {
             tracing::info!(source = %ban.source, distinct, "banned on the cluster-wide count");
             // On failure the ban stays in force here and is stored when Redis is back.
             let _ = self.warden.persist_ban(&ban);
         }
-        Ok(())
     }
 
     fn guess_of<'a>(&self, failure: &'a CountedFailure) -> FailedGuess<'a> {

@@ -321,6 +321,13 @@ impl RedisStore {
         self.call(operation, |connection| f(connection.like()))
     }
 
+    /// Sends `commands` in one round trip per node (on a cluster, a pipeline split by slot) and
+    /// returns their replies in order; fails as `with_connection` does, and with the first
+    /// error of any command.
+    pub fn pipeline(&self, operation: &'static str, commands: &[Cmd]) -> Result<Vec<Value>, StoreError> {
+        self.call(operation, |connection| connection.pipeline(commands))
+    }
+
     /// A plain connection for SUBSCRIBE: to the server, or to the first configured cluster
     /// node that answers (a classic PUBLISH reaches the subscribers of every node). Connecting
     /// and writing are bounded by the budget; reads by `read_timeout` (zero: reads block until
