@@ -72,6 +72,21 @@ pub enum Change {
     Quarantine { source: String, guess: u64, login: String, protocol: String, device_id: String, until: i64 },
 }
 
+/// An API rule set as both backends store it (`StoredRuleSet` JSON); one this version cannot
+/// read is skipped with a warning rather than failing the load.
+fn stored_rule_set(key: String, json: &str) -> Option<KeyedRuleSet> {
+    let parsed = serde_json::from_str::<crate::firewall::StoredRuleSet>(json)
+        .map_err(|e| e.to_string())
+        .and_then(|stored| stored.parse().map_err(|e| e.to_string()));
+    match parsed {
+        Ok(rule_set) => Some(KeyedRuleSet { key, origin: crate::firewall::RuleSetOrigin::Api, rule_set }),
+        Err(e) => {
+            tracing::warn!(key, error = %e, "skipped a stored firewall rule set this version cannot read");
+            None
+        }
+    }
+}
+
 /// Calls are blocking and may take milliseconds (a disk sync, a network round trip): callers
 /// on an async runtime run them on a blocking thread.
 pub trait Store: Send + Sync {

@@ -42,7 +42,7 @@ use crate::access::{AccessEntry, ListKind, Origin};
 use crate::bans::{Ban, BanCause, BanGuess, BanReason};
 use crate::clock::Timestamp;
 use crate::events::{Event, EventFilter, EventKind};
-use crate::firewall::{KeyedRuleSet, RuleSet, RuleSetOrigin, StoredRuleSet};
+use crate::firewall::{KeyedRuleSet, RuleSet, StoredRuleSet};
 use crate::journal::KnownSource;
 use crate::network::Source;
 
@@ -1004,15 +1004,7 @@ impl Store for RedisStore {
     fn firewall_rule_sets(&self) -> Result<Vec<KeyedRuleSet>, StoreError> {
         let mut sets = Vec::new();
         for (key, json) in self.hash_entries("reading firewall rules", &self.key("rules"))? {
-            match serde_json::from_str::<StoredRuleSet>(&json)
-                .map_err(|e| e.to_string())
-                .and_then(|stored| stored.parse().map_err(|e| e.to_string()))
-            {
-                Ok(rule_set) => sets.push(KeyedRuleSet { key, origin: RuleSetOrigin::Api, rule_set }),
-                Err(e) => {
-                    tracing::warn!(key, error = %e, "skipped a stored firewall rule set this version cannot read")
-                }
-            }
+            sets.extend(super::stored_rule_set(key, &json));
         }
         Ok(sets)
     }

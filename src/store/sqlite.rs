@@ -16,7 +16,7 @@ use crate::access::{AccessEntry, ListKind, Origin};
 use crate::bans::{Ban, BanCause, BanReason};
 use crate::clock::Timestamp;
 use crate::events::{Event, EventFilter, EventKind};
-use crate::firewall::{KeyedRuleSet, RuleSet, RuleSetOrigin, StoredRuleSet};
+use crate::firewall::{KeyedRuleSet, RuleSet, StoredRuleSet};
 use crate::journal::KnownSource;
 use crate::network::Source;
 
@@ -352,15 +352,7 @@ impl Store for SqliteStore {
         let mut sets = Vec::new();
         for row in rows {
             let (key, json) = row.map_err(error)?;
-            match serde_json::from_str::<StoredRuleSet>(&json)
-                .map_err(|e| e.to_string())
-                .and_then(|s| s.parse().map_err(|e| e.to_string()))
-            {
-                Ok(rule_set) => sets.push(KeyedRuleSet { key, origin: RuleSetOrigin::Api, rule_set }),
-                Err(e) => {
-                    tracing::warn!(key, error = %e, "skipped a stored firewall rule set this version cannot read")
-                }
-            }
+            sets.extend(super::stored_rule_set(key, &json));
         }
         Ok(sets)
     }
@@ -469,6 +461,7 @@ impl SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::firewall::RuleSetOrigin;
     use crate::network::{SourceGrouping, parse_ip};
 
     const NOW: Timestamp = Timestamp(1_795_334_400_000);
