@@ -19,7 +19,7 @@ const MAX_DEPTH: u32 = 8;
 
 /// The attempt in `body`, or `None` when serde_json must decide.
 pub(super) fn scan(body: &[u8]) -> Option<RawAttempt<'_>> {
-    let mut reader = Reader { body, at: 0 };
+    let mut reader = Reader { body, at: 0, ascii: body.is_ascii() };
     let mut raw = RawAttempt::default();
     // One bit per known attribute: serde refuses a repeated one, so the scan gives up on it.
     let mut seen = 0u16;
@@ -98,6 +98,9 @@ fn mark(seen: &mut u16, bit: u16) -> Option<()> {
 struct Reader<'a> {
     body: &'a [u8],
     at: usize,
+    /// The whole body is ASCII (Dovecot's usually is): then every slice of it is UTF-8, and
+    /// the strings need no check of their own.
+    ascii: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -142,7 +145,13 @@ impl<'a> Reader<'a> {
                 _ => {}
             }
         }
-        std::str::from_utf8(&self.body[start..self.at - 1]).ok()
+        let bytes = &self.body[start..self.at - 1];
+        if self.ascii {
+            // SAFETY: every byte of the body is ASCII, so any slice of it is valid UTF-8.
+            Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+        } else {
+            std::str::from_utf8(bytes).ok()
+        }
     }
 
     /// A string value: borrowed from the body, or unescaped into a copy when it has the short
