@@ -1,6 +1,6 @@
 //! Failure counting shared by every node: each source's distinct wrong guesses in one Redis
-//! hash, `{prefix}fail:{<source>}` (the braces make the source a hash tag, so a Redis Cluster
-//! keeps the key whole on one node), updated by Lua scripts so that nodes counting the same
+//! hash, `RedisStore::failures_key` (`{prefix}fail:{<source>}`: the braces make the source a
+//! hash tag, so a Redis Cluster keeps the key whole on one node), updated by Lua scripts so that nodes counting the same
 //! source at once never lose a failure. The rules are those of `failures` (a repeated password
 //! counts once, a guess that failed `stale_after` times is quarantined, guesses leave the
 //! window after their last failure); the hash is dropped by the store when a ban is saved or
@@ -87,11 +87,6 @@ for i = 1, #fields, 2 do
 end
 return dropped
 "#;
-
-/// The key of a source's hash under `prefix`.
-pub fn failures_key(prefix: &str, source: &crate::network::Source) -> String {
-    format!("{prefix}fail:{{{source}}}")
-}
 
 /// A guess's field name.
 pub fn field(key: GuessKey) -> String {
@@ -212,11 +207,9 @@ mod tests {
     }
 
     #[test]
-    fn guess_fields_round_trip_and_source_keys_are_hash_tagged() {
+    fn guess_fields_round_trip() {
         let key = GuessKey(0x00ab_cdef_0123_4567);
         assert_eq!(field(key), "00abcdef01234567");
         assert_eq!(parse_field(&field(key)), Some(key));
-        let source = crate::network::Source::parse("2001:db8::/64").unwrap();
-        assert_eq!(failures_key("mw:", &source), "mw:fail:{2001:db8::/64}");
     }
 }

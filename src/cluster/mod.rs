@@ -120,22 +120,18 @@ struct Scripts {
 }
 
 impl Scripts {
-    fn command(&self, counted: &Counted, prefix: &str, rules: &Counting) -> redis::Cmd {
+    fn command(&self, counted: &Counted, store: &RedisStore, rules: &Counting) -> redis::Cmd {
         let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         let mut command = redis::cmd("EVALSHA");
         match counted {
             Counted::Success { source, login } => {
-                command
-                    .arg(self.forget.get_hash())
-                    .arg(1)
-                    .arg(counting::failures_key(prefix, source))
-                    .arg(label_of(login));
+                command.arg(self.forget.get_hash()).arg(1).arg(store.failures_key(*source)).arg(label_of(login));
             }
             Counted::Failure(failure) => {
                 command
                     .arg(self.record.get_hash())
                     .arg(1)
-                    .arg(counting::failures_key(prefix, &failure.source))
+                    .arg(store.failures_key(failure.source))
                     .arg(counting::field(failure.key))
                     .arg(failure.at.0)
                     .arg(millis(rules.window))
@@ -218,9 +214,8 @@ impl Worker {
     /// Sends a batch of counted logins to Redis in one pipeline and acts on the cluster-wide
     /// counts it returns.
     fn share(&self, batch: &[Counted], scripts: &Scripts) {
-        let prefix = self.store.key("");
         let rules = self.warden.counting();
-        let commands: Vec<redis::Cmd> = batch.iter().map(|c| scripts.command(c, &prefix, &rules)).collect();
+        let commands: Vec<redis::Cmd> = batch.iter().map(|c| scripts.command(c, &self.store, &rules)).collect();
         let mut replies = self.store.pipeline("count_logins", &commands);
         if matches!(replies, Err(StoreError::Operation { .. })) {
             // Most likely NOSCRIPT: a Redis that restarted, or a cluster node that never saw
@@ -259,14 +254,18 @@ impl Worker {
         if count.quarantined {
             let until = failure.at.plus(rules.quarantine_for);
             self.warden.adopt_quarantine(failure.source, self.guess_of(failure), count.failures, until);
-            self.announce(Change::Quarantine {
-                source: failure.source.to_string(),
-                guess: failure.key.0,
-                login: failure.login.clone(),
-                protocol: failure.protocol.label().to_string(),
-                device_id: failure.device_id.clone(),
-                until: until.0,
-            });
+            // Best effort: a node that misses it still counts the guess toward its quarantine.
+            let _ = self.store.announce(
+                "announcing a quarantine",
+                Change::Quarantine {
+                    source: failure.source.to_string(),
+                    guess: failure.key.0,
+                    login: failure.login.clone(),
+                    protocol: failure.protocol.label().to_string(),
+                    device_id: failure.device_id.clone(),
+                    until: until.0,
+                },
+            );
         }
         let distinct = count.distinct_in_window(failure.at, rules.window);
         let guesses = count.ban_guesses(failure.at, rules.window);
@@ -285,15 +284,6 @@ impl Worker {
             device_id: &failure.device_id,
             weight: failure.weight,
         }
-    }
-
-    fn announce(&self, change: Change) {
-        let announcement = Announcement { node: self.store.node_id().to_string(), change };
-        let Ok(payload) = serde_json::to_string(&announcement) else { return };
-        let channel = self.store.channel();
-        let _ = self
-            .store
-            .with_connection("announce", |con| redis::cmd("PUBLISH").arg(&channel).arg(&payload).query::<i64>(con));
     }
 
     /// Redis answers again: store the bans placed meanwhile, put everything back if Redis

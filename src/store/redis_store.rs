@@ -359,6 +359,12 @@ impl RedisStore {
         self.key("changes")
     }
 
+    /// Publishes `change` on the channel for the other nodes (a change the store did not make,
+    /// such as a quarantine).
+    pub fn announce(&self, operation: &'static str, change: Change) -> Result<(), StoreError> {
+        self.write(operation, &[], change).map(|_| ())
+    }
+
     /// The full key for `suffix`: `{prefix}{suffix}`.
     pub fn key(&self, suffix: &str) -> String {
         format!("{}{suffix}", self.prefix)

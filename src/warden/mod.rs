@@ -278,10 +278,10 @@ impl Warden {
         let shared = &*self.shared;
         let now = shared.clock.now();
         let standing = self.standing(view.address, now);
-        let grouping = shared.policy.load().autoban.grouping;
-        let ban = view.address.and_then(|ip| shared.bans.active_for_address(ip, grouping, now));
+        let policy = shared.policy.load();
+        let ban = view.address.and_then(|ip| shared.bans.active_for_address(ip, policy.autoban.grouping, now));
         let refuse_while_store_unreachable =
-            shared.policy.load().store.on_store_error == OnStoreError::Reject && !shared.store.is_up();
+            policy.store.on_store_error == OnStoreError::Reject && !shared.store.is_up();
         engine::decide_allow(&AllowFacts {
             refuse_while_store_unreachable,
             address: view.address,
