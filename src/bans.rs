@@ -71,64 +71,124 @@ impl Ban {
     }
 }
 
-/// Active bans by source. Reads take a shared lock for one hash probe; writes are rare (a ban
-/// placed, lifted or expired).
+/// Active bans by source. A ban covers the network it was placed on whatever the grouping
+/// in force later (a reload may change `autoban.ipv4_prefix`), so an address is looked up at
+/// each prefix length that some ban has: one hash probe while every ban has the same length,
+/// as they do unless the grouping changed. Writes are rare (a ban placed, lifted or expired).
 #[derive(Debug, Default)]
 pub struct BanIndex {
-    by_source: RwLock<HashMap<Source, Arc<Ban>>>,
+    inner: RwLock<Bans>,
+}
+
+#[derive(Debug, Default)]
+struct Bans {
+    by_source: HashMap<Source, Arc<Ban>>,
+    /// The prefix lengths of the bans held, longest first, each with its count.
+    prefixes: Vec<(bool, u8, usize)>,
+}
+
+impl Bans {
+    fn count_prefix(&mut self, source: Source, added: bool) {
+        let net = source.network();
+        let key = (net.addr().is_ipv4(), net.prefix_len());
+        match self.prefixes.iter().position(|(v4, len, _)| (*v4, *len) == key) {
+            Some(i) if added => self.prefixes[i].2 += 1,
+            Some(i) => {
+                self.prefixes[i].2 -= 1;
+                if self.prefixes[i].2 == 0 {
+                    self.prefixes.remove(i);
+                }
+            }
+            None if added => {
+                self.prefixes.push((key.0, key.1, 1));
+                self.prefixes.sort_by(|a, b| b.1.cmp(&a.1));
+            }
+            None => {}
+        }
+    }
+
+    fn insert(&mut self, ban: Arc<Ban>) {
+        let source = ban.source;
+        if self.by_source.insert(source, ban).is_none() {
+            self.count_prefix(source, true);
+        }
+    }
+
+    fn remove(&mut self, source: Source) -> Option<Arc<Ban>> {
+        let removed = self.by_source.remove(&source);
+        if removed.is_some() {
+            self.count_prefix(source, false);
+        }
+        removed
+    }
 }
 
 impl BanIndex {
-    fn read(&self) -> RwLockReadGuard<'_, HashMap<Source, Arc<Ban>>> {
-        self.by_source.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn read(&self) -> RwLockReadGuard<'_, Bans> {
+        self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, HashMap<Source, Arc<Ban>>> {
-        self.by_source.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn write(&self) -> RwLockWriteGuard<'_, Bans> {
+        self.inner.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The ban on `source` if it is still active at `now`.
     pub fn active(&self, source: Source, now: Timestamp) -> Option<Arc<Ban>> {
-        let map = self.read();
-        if map.is_empty() {
+        let bans = self.read();
+        if bans.by_source.is_empty() {
             return None;
         }
-        map.get(&source).filter(|ban| ban.is_active(now)).cloned()
+        bans.by_source.get(&source).filter(|ban| ban.is_active(now)).cloned()
     }
 
-    /// The active ban covering `address` under `grouping`.
+    /// The active ban covering `address`: the one on its source under `grouping`, or a ban
+    /// placed under another grouping whose network holds the address.
     pub fn active_for_address(&self, address: IpAddr, grouping: SourceGrouping, now: Timestamp) -> Option<Arc<Ban>> {
-        self.active(grouping.source_of(address), now)
+        let bans = self.read();
+        if bans.by_source.is_empty() {
+            return None;
+        }
+        let own = grouping.source_of(address);
+        if let Some(ban) = bans.by_source.get(&own).filter(|ban| ban.is_active(now)) {
+            return Some(ban.clone());
+        }
+        bans.prefixes
+            .iter()
+            .filter(|(v4, len, _)| *v4 == address.is_ipv4() && *len != own.network().prefix_len())
+            .find_map(|(_, len, _)| {
+                let at = SourceGrouping { ipv4_prefix: *len, ipv6_prefix: *len }.source_of(address);
+                bans.by_source.get(&at).filter(|ban| ban.is_active(now)).cloned()
+            })
     }
 
     pub fn insert(&self, ban: Arc<Ban>) {
-        self.write().insert(ban.source, ban);
+        self.write().insert(ban);
     }
 
     pub fn remove(&self, source: Source) -> Option<Arc<Ban>> {
-        self.write().remove(&source)
+        self.write().remove(source)
     }
 
     /// Removes and returns the bans that have ended by `now`.
     pub fn take_expired(&self, now: Timestamp) -> Vec<Arc<Ban>> {
-        let mut map = self.write();
-        let ended: Vec<Source> = map.values().filter(|b| !b.is_active(now)).map(|b| b.source).collect();
-        ended.into_iter().filter_map(|source| map.remove(&source)).collect()
+        let mut bans = self.write();
+        let ended: Vec<Source> = bans.by_source.values().filter(|b| !b.is_active(now)).map(|b| b.source).collect();
+        ended.into_iter().filter_map(|source| bans.remove(source)).collect()
     }
 
     /// Active bans, soonest to end first.
     pub fn list(&self, now: Timestamp) -> Vec<Arc<Ban>> {
-        let mut bans: Vec<Arc<Ban>> = self.read().values().filter(|b| b.is_active(now)).cloned().collect();
+        let mut bans: Vec<Arc<Ban>> = self.read().by_source.values().filter(|b| b.is_active(now)).cloned().collect();
         bans.sort_by_key(|b| (b.expires_at, b.source));
         bans
     }
 
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.read().by_source.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.read().is_empty()
+        self.read().by_source.is_empty()
     }
 }
 

@@ -221,6 +221,37 @@ impl<K: Hash + Eq, V: Default> BoundedMap<K, V> {
         self.len() == 0
     }
 
+    /// Moves every live entry to the key `new_key` gives it, merging entries that land on one
+    /// key with `merge` (the merged entry's deadline is `deadline_of` it), and dropping those
+    /// it gives none. Holds one shard's lock at a time; for a reload, not the per-login path.
+    pub fn rekey(
+        &self,
+        now: Timestamp,
+        new_key: impl Fn(&K) -> Option<K>,
+        merge: impl Fn(&mut V, V),
+        deadline_of: impl Fn(&V) -> Timestamp,
+    ) -> usize {
+        let mut moved = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            moved.extend(shard.entries.drain(..).filter(|(_, slot)| slot.deadline > now));
+        }
+        let mut kept = 0;
+        for (key, slot) in moved {
+            let Some(key) = new_key(&key) else { continue };
+            kept += 1;
+            let mut slot = Some(slot);
+            self.upsert(key, now, |value| {
+                let Some(Slot { value: incoming, deadline }) = slot.take() else { return ((), now) };
+                let current = std::mem::take(value);
+                *value = incoming;
+                merge(value, current);
+                ((), deadline.max(deadline_of(value)))
+            });
+        }
+        kept
+    }
+
     /// The live entries that `keep` selects, with their keys.
     pub fn collect<R>(&self, now: Timestamp, mut keep: impl FnMut(&K, &V) -> Option<R>) -> Vec<R> {
         let mut found = Vec::new();

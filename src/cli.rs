@@ -267,7 +267,7 @@ fn serve(path: &std::path::Path, log_format: Option<LogFormatArg>) -> ExitCode {
         None => {}
     }
     init_logging(&policy);
-    if let Err(e) = secrets::resolve(&mut policy, Missing::Generate) {
+    if let Err(e) = secrets::resolve(&mut policy.auth, &policy.server.state_dir.clone(), Missing::Generate) {
         return fail(2, e);
     }
     match crate::server::run(policy, path) {
@@ -331,7 +331,7 @@ fn with_client(
         Ok(policy) => policy,
         Err(e) => return fail(2, e),
     };
-    if let Err(e) = secrets::resolve(&mut policy, Missing::Fail) {
+    if let Err(e) = secrets::resolve(&mut policy.auth, &policy.server.state_dir.clone(), Missing::Fail) {
         return fail(2, e);
     }
     let Some(client) = AdminClient::new(&policy) else {

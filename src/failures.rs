@@ -17,7 +17,7 @@ use prometheus::IntCounterVec;
 
 use crate::bounded::{BoundedMap, Eviction, Then};
 use crate::clock::Timestamp;
-use crate::network::Source;
+use crate::network::{Source, SourceGrouping};
 use crate::wire::Protocol;
 
 /// A guess, identified without its password hash.
@@ -148,6 +148,24 @@ impl SourceHistory {
                 guess.failures = 0;
             }
         }
+    }
+
+    /// Adds `other`'s guesses (two sources became one): a guess both made is kept once,
+    /// with both counts.
+    fn merge(&mut self, other: SourceHistory, now: Timestamp, window: Duration) {
+        for guess in other.guesses {
+            match self.guesses.iter_mut().find(|g| g.key == guess.key) {
+                Some(same) => {
+                    same.failures = same.failures.saturating_add(guess.failures);
+                    same.first_seen = same.first_seen.min(guess.first_seen);
+                    same.last_seen = same.last_seen.max(guess.last_seen);
+                    same.quarantine_ends = same.quarantine_ends.max(guess.quarantine_ends);
+                }
+                None => self.guesses.push(guess),
+            }
+        }
+        self.updated_at = self.updated_at.max(other.updated_at);
+        self.prune(now, window);
     }
 
     /// Distinct guesses in the window, each counted by its weight.
@@ -373,6 +391,24 @@ impl FailureTracker {
     /// starts afresh).
     pub fn forget(&self, source: Source) {
         self.histories.remove(&source);
+    }
+
+    /// Re-keys every history under `grouping` (a reload changed the prefixes). Sources that
+    /// fall into one new, wider source have their guesses merged, so failures counted before
+    /// the reload still count; a source wider than its new grouping cannot be split by
+    /// address, so its history is dropped and its failures count afresh. Returns the
+    /// histories kept.
+    pub fn regroup(&self, grouping: SourceGrouping, now: Timestamp) -> usize {
+        let window = self.window();
+        self.histories.rekey(
+            now,
+            |source| {
+                let regrouped = grouping.source_of(source.network().addr());
+                (regrouped.network().prefix_len() <= source.network().prefix_len()).then_some(regrouped)
+            },
+            |history, other| history.merge(other, now, window),
+            |history| history.needed_until(window),
+        )
     }
 
     /// Drops part of the histories no longer needed at `now` (all of them over a minute of

@@ -62,11 +62,41 @@ pub struct Rule {
 }
 
 /// An AS number as written: `64500` or `"AS64500"`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum AsnSpec {
     Number(u32),
     Text(String),
+}
+
+/// Written by hand rather than derived (`untagged`), so that a wrong value is named ("-5 is
+/// not an AS number ...") instead of "data did not match any variant".
+impl<'de> Deserialize<'de> for AsnSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<AsnSpec, D::Error> {
+        struct Visitor;
+        const EXPECTED: &str = "an AS number such as 64500 or \"AS64500\"";
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = AsnSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(EXPECTED)
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<AsnSpec, E> {
+                u32::try_from(n)
+                    .map(AsnSpec::Number)
+                    .map_err(|_| E::custom(format!("{n} is not {EXPECTED} (AS numbers end at 4294967295)")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<AsnSpec, E> {
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::custom(format!("{n} is not {EXPECTED}"))),
+                }
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<AsnSpec, E> {
+                Ok(AsnSpec::Text(text.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// A rule as written in policy.toml, the admin API and the store: an action and exactly one
@@ -133,11 +163,22 @@ impl RuleSpec {
             self.asn.is_some(),
             self.non_residential.is_some(),
         ];
-        if given.iter().filter(|g| **g).count() != 1 {
-            return Err(rule_error(
-                "action",
-                "a rule needs exactly one of address, network, country, asn, non_residential",
-            ));
+        let names = ["address", "network", "country", "asn", "non_residential"];
+        let named: Vec<&str> = names.iter().zip(given).filter(|(_, g)| *g).map(|(n, _)| *n).collect();
+        match named.as_slice() {
+            [_] => {}
+            [] => {
+                return Err(rule_error("rule", "a rule needs one of address, network, country, asn, non_residential"));
+            }
+            many => {
+                return Err(rule_error(
+                    "rule",
+                    format!(
+                        "a rule has exactly one criterion, this one has {}; write one rule for each",
+                        many.join(" and ")
+                    ),
+                ));
+            }
         }
         let criterion = if let Some(address) = &self.address {
             let ip = parse_ip(address).map_err(|e| rule_error("address", e.to_string()))?;
@@ -386,7 +427,10 @@ impl StoredRuleSet {
             .enumerate()
             .map(|(i, spec)| {
                 spec.parse().map_err(|e| RuleSetError {
-                    location: format!("rule no. {} ({})", i + 1, e.field),
+                    location: match e.field {
+                        "rule" => format!("rule no. {}", i + 1),
+                        field => format!("rule no. {} ({field})", i + 1),
+                    },
                     field: "rules",
                     message: e.message,
                 })
@@ -589,8 +633,16 @@ mod tests {
             err(r#"{"action":"deny","network":"10.0.0.0/8"}"#),
             "action: \"deny\" is neither \"allow\" nor \"block\""
         );
-        assert!(err(r#"{"action":"allow"}"#).contains("exactly one of"));
-        assert!(err(r#"{"action":"allow","country":["FR"],"asn":[1]}"#).contains("exactly one of"));
+        assert_eq!(
+            err(r#"{"action":"allow"}"#),
+            "rule: a rule needs one of address, network, country, asn, non_residential"
+        );
+        assert_eq!(
+            err(r#"{"action":"allow","country":["FR"],"asn":[1]}"#),
+            "rule: a rule has exactly one criterion, this one has country and asn; write one rule for each"
+        );
+        let asn = serde_json::from_str::<RuleSpec>(r#"{"action":"allow","asn":[-5]}"#).unwrap_err().to_string();
+        assert!(asn.starts_with("-5 is not an AS number such as 64500"), "{asn}");
         assert!(
             err(r#"{"action":"allow","country":["France"]}"#).starts_with("country: \"France\" is not a two-letter")
         );

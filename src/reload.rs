@@ -81,7 +81,7 @@ impl Reloader {
 
     fn load(&self) -> Result<Policy, ReloadError> {
         let mut policy = Policy::load(&self.path)?;
-        secrets::resolve(&mut policy, Missing::Generate)?;
+        secrets::resolve(&mut policy.auth, &policy.server.state_dir.clone(), Missing::Generate)?;
         Ok(policy)
     }
 }

@@ -10,7 +10,14 @@ use std::path::{Path, PathBuf};
 
 use subtle::ConstantTimeEq;
 
-use crate::config::Policy;
+/// How Dovecot and the admin API authenticate (`[auth]`).
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// Empty in the file means "generate one into state_dir on first start".
+    pub api_key: Option<Secret>,
+    pub api_key_header: String,
+    pub admin_token: Option<Secret>,
+}
 
 #[derive(Clone)]
 pub struct Secret(String);
@@ -64,13 +71,12 @@ pub fn secret_path(state_dir: &Path, name: &str) -> PathBuf {
 
 /// Fills `auth.api_key` and `auth.admin_token` from `state_dir` when the configuration left
 /// them empty.
-pub fn resolve(policy: &mut Policy, missing: Missing) -> Result<(), SecretError> {
-    let dir = policy.server.state_dir.clone();
-    if policy.auth.api_key.is_none() {
-        policy.auth.api_key = Some(load_or_create(&dir, "api_key", missing)?);
+pub fn resolve(auth: &mut AuthSettings, state_dir: &Path, missing: Missing) -> Result<(), SecretError> {
+    if auth.api_key.is_none() {
+        auth.api_key = Some(load_or_create(state_dir, "api_key", missing)?);
     }
-    if policy.auth.admin_token.is_none() {
-        policy.auth.admin_token = Some(load_or_create(&dir, "admin_token", missing)?);
+    if auth.admin_token.is_none() {
+        auth.admin_token = Some(load_or_create(state_dir, "admin_token", missing)?);
     }
     Ok(())
 }

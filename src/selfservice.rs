@@ -16,8 +16,26 @@ use std::time::Duration;
 use altcha_lib_rs::{ChallengeOptions, Payload};
 use moka::sync::Cache;
 
-use crate::config;
 use crate::network::Source;
+
+/// The self-service page's settings (`[self_service]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelfServiceSettings {
+    /// Self-unblocks allowed per address per day; then the page sends people to support.
+    pub max_unblocks_per_day: u32,
+    /// Requests one address may make to the page per minute; more get 429.
+    pub max_requests_per_minute: u32,
+    /// The proof-of-work's size: the largest number the browser may have to try.
+    pub difficulty: u64,
+    /// How long a challenge may be solved in; each is good for one unblock.
+    pub challenge_expires: Duration,
+    /// Who runs the mail service, as the page names it.
+    pub provider_name: String,
+    /// Where people go when self-service is not enough (an address, a phone number, a URL).
+    pub support_contact: String,
+    /// Every text on the page, by key; policy.toml's `[self_service.text]` overrides defaults.
+    pub text: BTreeMap<String, String>,
+}
 
 /// Every text of the page, by key, in English. `{name}` placeholders are filled in by the page.
 pub fn default_texts() -> BTreeMap<String, String> {
@@ -110,7 +128,7 @@ impl SelfServiceChecks {
     }
 
     /// A new challenge for `visitor`, as the ALTCHA JSON the page's solver reads.
-    pub fn challenge(&self, visitor: IpAddr, settings: &config::SelfService) -> Option<altcha_lib_rs::Challenge> {
+    pub fn challenge(&self, visitor: IpAddr, settings: &SelfServiceSettings) -> Option<altcha_lib_rs::Challenge> {
         let expires = chrono::Utc::now() + chrono::TimeDelta::from_std(settings.challenge_expires).ok()?;
         let mut random = [0u8; 12];
         let _ = getrandom::fill(&mut random);
@@ -174,8 +192,8 @@ impl Default for SelfServiceChecks {
 mod tests {
     use super::*;
 
-    fn settings() -> config::SelfService {
-        config::SelfService {
+    fn settings() -> SelfServiceSettings {
+        SelfServiceSettings {
             max_unblocks_per_day: 3,
             max_requests_per_minute: 60,
             difficulty: 1_000,

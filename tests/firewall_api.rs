@@ -199,7 +199,7 @@ fn bad_firewall_input_gets_400_naming_the_field_and_changes_nothing() {
     let path = "/api/v1/mailboxes/alice@example.com/firewall";
     let cases: &[(&str, &str, &str)] = &[
         ("/rules", r#"{"action":"block","country":["France"]}"#, "country"),
-        ("/rules", r#"{"action":"block","country":["FR"],"asn":[1]}"#, "action"),
+        ("/rules", r#"{"action":"block","country":["FR"],"asn":[1]}"#, "rule"),
         ("/rules", r#"{"action":"deny","country":["FR"]}"#, "action"),
         ("/rules", r#"{"action":"block","network":"10.0.0.0/33"}"#, "network"),
         ("/rules", r#"{"action":"block","asn":["ASX"]}"#, "asn"),

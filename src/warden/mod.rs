@@ -46,7 +46,7 @@ use crate::firewall::{Firewall, RuleSet};
 use crate::geoip::GeoIp;
 use crate::journal::{Journal, Keep};
 use crate::metrics::Metrics;
-use crate::network::Source;
+use crate::network::{Source, SourceGrouping};
 use crate::store::{Store, StoreError};
 use crate::wire::{self, LoginAttempt, Protocol, Reply};
 
@@ -110,18 +110,6 @@ pub enum OpenError {
     #[error("firewall rules need GeoIP data that is not configured:\n  - {}", .0.join("\n  - "))]
     Rules(Vec<String>),
 }
-
-/// Settings a running server cannot change; a reload that changes them keeps the old value
-/// and says so.
-const RESTART_ONLY: &[&str] = &[
-    "server.policy_listen",
-    "server.admin_listen",
-    "server.state_dir",
-    "autoban.max_tracked_sources",
-    "log.level",
-    "log.format",
-    "store",
-];
 
 /// A login as `allow` sees it: from Dovecot, or described by the dry run.
 #[derive(Debug, Clone, Copy)]
@@ -443,30 +431,9 @@ impl Warden {
     /// changed. Counters, bans, list entries and API rule sets carry over; settings only a
     /// restart can change keep their old values and are named in the result. Refused, with
     /// nothing changed, when a rule set would need GeoIP data the new policy does not provide.
-    pub fn apply_policy(&self, mut new: Policy, geoip: Option<GeoIp>) -> Result<Vec<&'static str>, Vec<String>> {
+    pub fn apply_policy(&self, new: Policy, geoip: Option<GeoIp>) -> Result<Vec<&'static str>, Vec<String>> {
         let old = self.shared.policy.load_full();
-        let mut kept = Vec::new();
-        let changed = [
-            new.server.policy_listen != old.server.policy_listen,
-            new.server.admin_listen != old.server.admin_listen,
-            new.server.state_dir != old.server.state_dir,
-            new.autoban.max_tracked_sources != old.autoban.max_tracked_sources,
-            new.log.level != old.log.level,
-            new.log.format != old.log.format,
-            new.store != old.store,
-        ];
-        for (name, changed) in RESTART_ONLY.iter().zip(changed) {
-            if changed {
-                kept.push(*name);
-            }
-        }
-        new.server.policy_listen = old.server.policy_listen;
-        new.server.admin_listen = old.server.admin_listen;
-        new.server.state_dir = old.server.state_dir.clone();
-        new.autoban.max_tracked_sources = old.autoban.max_tracked_sources;
-        new.log = old.log.clone();
-        new.store = old.store.clone();
-
+        let (new, kept) = new.keeping_restart_settings(&old)?;
         let entries = self.api_entries();
         let rule_sets = self.api_rule_sets();
         let problems = match &geoip {
@@ -479,12 +446,30 @@ impl Warden {
         if let Some(fresh) = geoip {
             self.shared.geoip.store(Arc::new(fresh));
         }
+        if new.autoban.grouping != old.autoban.grouping {
+            self.regroup(old.autoban.grouping, new.autoban.grouping);
+        }
         self.shared.failures.set_window(new.autoban.window);
         *lock(&self.shared.keep) = detection::keep(&new);
         self.shared.access.store(Arc::new(lists::build_access(&new, &entries, self.shared.clock.now())));
         self.shared.firewall.store(Arc::new(rules::build_firewall(&new, &rule_sets)));
         self.shared.policy.store(Arc::new(new));
         Ok(kept)
+    }
+
+    /// A reload changed how addresses are grouped into sources: failure counts move under
+    /// the new grouping, and bans stay on the networks they were placed on (`BanIndex` finds
+    /// them by address whatever the grouping), so no ban is freed by the change.
+    fn regroup(&self, old: SourceGrouping, new: SourceGrouping) {
+        let kept = self.shared.failures.regroup(new, self.shared.clock.now());
+        tracing::info!(
+            ipv4_prefix = new.ipv4_prefix,
+            ipv6_prefix = new.ipv6_prefix,
+            was_ipv4_prefix = old.ipv4_prefix,
+            was_ipv6_prefix = old.ipv6_prefix,
+            failure_histories = kept,
+            "source grouping changed: failure counts re-keyed, bans keep their networks"
+        );
     }
 
     /// Brings gauges that are cheaper to read than to maintain up to date (before a scrape).

@@ -405,28 +405,15 @@ pub fn sanitize_message(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{
-        DEFAULT_ACCOUNT_UNDER_ATTACK_MESSAGE, DEFAULT_BANNED_MESSAGE, DEFAULT_BLOCKED_MESSAGE,
-        DEFAULT_FIREWALL_DEFAULT_MESSAGE, DEFAULT_FIREWALL_RULE_MESSAGE, DEFAULT_STALE_PASSWORD_MESSAGE,
-        DEFAULT_STORE_UNAVAILABLE_MESSAGE,
-    };
     use crate::engine::Allowed;
     use crate::network::{SourceGrouping, parse_network};
-    use crate::template::Template;
     use std::time::Duration;
 
     const NOW: Timestamp = Timestamp(1_795_334_400_000); // 08:00 UTC
 
+    /// The default messages, from the settings table.
     fn messages() -> Messages {
-        Messages {
-            banned: Template::parse(DEFAULT_BANNED_MESSAGE, &["source", "until"]).unwrap(),
-            blocked: Template::parse(DEFAULT_BLOCKED_MESSAGE, &["source"]).unwrap(),
-            firewall_rule: Template::parse(DEFAULT_FIREWALL_RULE_MESSAGE, &["rule", "login"]).unwrap(),
-            firewall_default: Template::parse(DEFAULT_FIREWALL_DEFAULT_MESSAGE, &["login"]).unwrap(),
-            stale_password: Template::parse(DEFAULT_STALE_PASSWORD_MESSAGE, &["login"]).unwrap(),
-            account_under_attack: Template::parse(DEFAULT_ACCOUNT_UNDER_ATTACK_MESSAGE, &["login"]).unwrap(),
-            store_unavailable: Template::parse(DEFAULT_STORE_UNAVAILABLE_MESSAGE, &[]).unwrap(),
-        }
+        crate::config::Policy::parse_str("", std::path::Path::new("/")).expect("the defaults are valid").messages
     }
 
     #[test]
