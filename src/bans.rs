@@ -235,4 +235,24 @@ mod tests {
         assert_eq!(index.len(), 1);
         assert_eq!(index.list(NOW)[0].source.to_string(), "203.0.113.2");
     }
+
+    #[test]
+    fn a_ban_placed_under_another_grouping_still_covers_its_network_and_only_it() {
+        let index = BanIndex::default();
+        let wide = SourceGrouping { ipv4_prefix: 24, ipv6_prefix: 48 };
+        for address in ["198.51.100.9", "2001:db8:5::1"] {
+            let mut placed = (*ban(address, 30)).clone();
+            placed.source = wide.source_of(parse_ip(address).unwrap());
+            index.insert(Arc::new(placed));
+        }
+        index.insert(ban("203.0.113.7", 30));
+        let found = |address: &str| index.active_for_address(parse_ip(address).unwrap(), GROUPING, NOW);
+        assert_eq!(found("198.51.100.200").map(|b| b.source.to_string()).as_deref(), Some("198.51.100.0/24"));
+        assert_eq!(found("2001:db8:5:ffff::2").map(|b| b.source.to_string()).as_deref(), Some("2001:db8:5::/48"));
+        assert!(found("198.51.101.1").is_none());
+        assert!(found("2001:db8:6::1").is_none());
+        assert!(found("203.0.113.7").is_some());
+        assert!(index.remove(wide.source_of(parse_ip("198.51.100.9").unwrap())).is_some());
+        assert!(found("198.51.100.200").is_none(), "lifted");
+    }
 }

@@ -63,6 +63,11 @@ impl Source {
         self.0.contains(&ip)
     }
 
+    /// The source that is exactly `net` (host bits cleared).
+    pub fn from_network(net: IpNet) -> Source {
+        Source(net.trunc())
+    }
+
     /// Reads back what `Display` (or `IpNet`'s display) wrote.
     pub fn parse(text: &str) -> Result<Source, AddressError> {
         parse_network(text).map(Source)

@@ -278,6 +278,97 @@ fn sighup_reloads_the_policy_and_names_settings_that_need_a_restart() {
 }
 
 #[test]
+fn a_reload_that_changes_the_source_grouping_keeps_every_ban_in_force() {
+    let mw = Mailwarden::start();
+    fail_n(&mw, "203.0.113.7", 5);
+    assert_eq!(allow(&mw, "203.0.113.7").0, -1);
+    mw.write_config("", "[autoban]\nipv4_prefix = 24\n");
+    let (status, body) = mw.admin_post("/api/v1/reload", None);
+    assert_eq!((status, json(&body)["restart_required"].clone()), (200, serde_json::json!([])), "{body}");
+    assert_eq!(allow(&mw, "203.0.113.7").0, -1, "the ban placed on 203.0.113.7 still refuses it");
+    assert_eq!(allow(&mw, "203.0.113.8").0, 0, "and covers that address only");
+    let listed = stdout(&mw.cli(&["bans"]));
+    assert!(listed.contains("203.0.113.7"), "{listed}");
+    let lifted = mw.cli(&["unban", "203.0.113.7"]);
+    assert!(lifted.status.success(), "{}", stderr(&lifted));
+    assert_eq!(allow(&mw, "203.0.113.7").0, 0, "unban finds the ban under the new grouping");
+
+    // Now /24 sources: five failures from two addresses of one /24 ban all of it, and going
+    // back to /32 keeps that ban on the whole network.
+    fail_n(&mw, "198.51.100.1", 3);
+    fail_n(&mw, "198.51.100.2", 2);
+    assert_eq!(allow(&mw, "198.51.100.250").0, -1);
+    mw.write_config("", "");
+    assert_eq!(mw.admin_post("/api/v1/reload", None).0, 200);
+    assert_eq!(allow(&mw, "198.51.100.250").0, -1, "the /24 ban holds under /32 sources");
+    let (status, body) = mw.admin("GET", "/api/v1/bans/198.51.100.0/24");
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn a_reload_names_every_setting_it_cannot_apply_and_keeps_their_old_values() {
+    let mw = Mailwarden::start();
+    mw.write_config(
+        "public_listen = \"127.0.0.1:1\"\nmax_connections = 64\nclient_timeout = \"9s\"\nreload_on_change = true\n",
+        "[geoip]\ncheck_every = \"5m\"\n[account_protection]\nmax_tracked_accounts = 500\n[autoban]\nmax_failures = 2\n",
+    );
+    let (status, body) = mw.admin_post("/api/v1/reload", None);
+    assert_eq!(status, 200, "{body}");
+    let named: BTreeSet<String> =
+        json(&body)["restart_required"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
+    let expected: BTreeSet<String> = [
+        "server.public_listen",
+        "server.max_connections",
+        "server.client_timeout",
+        "server.reload_on_change",
+        "geoip.check_every",
+        "account_protection.max_tracked_accounts",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(named, expected);
+    fail_n(&mw, "203.0.113.5", 2);
+    assert_eq!(allow(&mw, "203.0.113.5").0, -1, "the live setting max_failures = 2 applies");
+    let check = stdout(&mw.cli(&["check-config"]));
+    assert!(check.contains("max_connections = 64"), "check-config shows the file, not the running server: {check}");
+}
+
+#[test]
+fn check_config_reports_every_problem_at_once_each_with_its_key_and_line() {
+    let mw = Mailwarden::configure(
+        "[autoban]\nmax_failures = 5.7\nunknown_accounts_count_double = \"yes\"\nipv4_prefix = \"24\"\n\
+         [events]\nmax_count = 10\n[mailboxes.\"a@example.com\"]\ndefault = \"block\"\n\
+         rules = [{ action = \"allow\", country = [\"FR\"], address = \"192.0.2.1\" }]\n",
+    );
+    let text = std::fs::read_to_string(&mw.config_path).unwrap();
+    let text = text.replace("state_dir = \"state\"", "state_dir = 17");
+    std::fs::write(&mw.config_path, &text).unwrap();
+    let line_of = |needle: &str| text.lines().position(|l| l.starts_with(needle)).unwrap() + 1;
+    let check = mw.cli(&["check-config"]);
+    assert_eq!(check.status.code(), Some(2));
+    let errors = stderr(&check);
+    for expected in [
+        format!("server.state_dir: expected text in quotes, found the integer 17 (line {})", line_of("state_dir")),
+        format!("autoban.max_failures: expected an integer, found the number 5.7 (line {})", line_of("max_failures")),
+        format!(
+            "autoban.unknown_accounts_count_double: expected true or false, found the text \"yes\" (line {})",
+            line_of("unknown_accounts")
+        ),
+        format!("autoban.ipv4_prefix: expected an integer, found the text \"24\" (line {})", line_of("ipv4_prefix")),
+        format!("events.max_count: 10 is outside 1000..=100000000 (line {})", line_of("max_count")),
+        format!(
+            "mailboxes.\"a@example.com\": rule no. 1: a rule has exactly one criterion, this one has address and country; write one rule for each (line {})",
+            line_of("[mailboxes")
+        ),
+    ] {
+        assert!(errors.contains(&expected), "missing {expected:?} in:\n{errors}");
+    }
+    let serve = mw.cli(&["serve"]);
+    assert_eq!(serve.status.code(), Some(2), "the server refuses the same file");
+}
+
+#[test]
 fn with_reload_on_change_an_edited_file_applies_by_itself() {
     let mw = Mailwarden::configure("");
     mw.write_config("reload_on_change = true\n", "");

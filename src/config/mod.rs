@@ -27,7 +27,7 @@ use crate::selfservice::SelfServiceSettings;
 use crate::store::{RedisSettings, mask_url};
 use crate::template::Template;
 
-pub use settings::{Kind, Reload, SETTINGS, Setting};
+pub use settings::{Kind, Reload, SETTINGS, Setting, reference};
 pub use source::{Origin, Value, Values};
 
 /// Everything that went wrong with a configuration, all at once, each naming its key.
@@ -800,5 +800,45 @@ mod tests {
         assert!(
             problems("[store]\nbackend = \"redis\"\nurl = \"redis://x\"\nprefix = \"a b\"\n").contains("store.prefix")
         );
+    }
+
+    /// The shipped policy.toml is "the documented, working default": it names every setting
+    /// with the table's default, so the file and the table cannot drift apart.
+    #[test]
+    fn the_shipped_policy_sets_every_key_to_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("policy.toml");
+        let text = std::fs::read_to_string(&path).expect("the shipped policy.toml");
+        let mut problems = Vec::new();
+        let values = source::read(&text, &HashMap::new(), Path::new("/"), &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        let defaults = source::read("", &HashMap::new(), Path::new("/"), &mut problems);
+        for setting in SETTINGS.iter().filter(|s| !matches!(s.kind, Kind::RuleSets | Kind::TextTable)) {
+            assert!(matches!(values.origin(setting.key), Origin::File(_)), "policy.toml does not set {}", setting.key);
+            assert_eq!(
+                values.get(setting.key),
+                defaults.get(setting.key),
+                "policy.toml's {} is not the default",
+                setting.key
+            );
+        }
+    }
+
+    /// The README's settings table is generated from the table; `MAILWARDEN_BLESS=1 cargo test
+    /// the_readme` writes it anew after a change.
+    #[test]
+    fn the_readme_lists_every_setting_as_the_table_describes_it() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        let readme = std::fs::read_to_string(&path).expect("README.md");
+        let (begin, end) =
+            ("<!-- settings table: generated from src/config/settings.rs -->\n", "<!-- end of settings table -->");
+        let start = readme.find(begin).expect("the README marks its settings table") + begin.len();
+        let stop = readme[start..].find(end).expect("the end marker") + start;
+        let generated = reference();
+        if readme[start..stop] != generated && std::env::var_os("MAILWARDEN_BLESS").is_some() {
+            std::fs::write(&path, format!("{}{generated}{}", &readme[..start], &readme[stop..]))
+                .expect("write README.md");
+            return;
+        }
+        assert_eq!(readme[start..stop], generated, "run MAILWARDEN_BLESS=1 cargo test the_readme");
     }
 }

@@ -460,3 +460,53 @@ pub fn sections() -> Vec<&'static str> {
 pub fn section_of(key: &str) -> &str {
     key.split_once('.').map_or(key, |(section, _)| section)
 }
+
+/// The settings as a Markdown table, for the README (a test holds the README's copy equal).
+pub fn reference() -> String {
+    let mut out = String::from("| Key | Default | Values | Reload | Meaning |\n|---|---|---|---|---|\n");
+    for setting in SETTINGS {
+        let default = match (setting.kind, setting.default) {
+            (Kind::Secret, _) => "empty: generated into `state_dir`".to_string(),
+            (_, "\"\"") => "empty".to_string(),
+            (_, "[]") | (_, "{}") => "none".to_string(),
+            (_, text) => format!("`{}`", text.trim_matches('"')),
+        };
+        let values = match setting.kind {
+            Kind::Bool => "`true`, `false`".to_string(),
+            Kind::Integer { min, max } => format!("{min} to {max}"),
+            Kind::Float { min, max } => format!("{min:.1} to {max:.1}"),
+            Kind::Duration { min, max } => format!("{} to {}", span(min), span(max)),
+            Kind::Text => "text".to_string(),
+            Kind::Path => "a path".to_string(),
+            Kind::Choice(words) => words.iter().map(|w| format!("`{w}`")).collect::<Vec<_>>().join(", "),
+            Kind::List => "a list of texts".to_string(),
+            Kind::Template(allowed) if allowed.is_empty() => "a message".to_string(),
+            Kind::Template(allowed) => {
+                let names: Vec<String> = allowed.iter().map(|a| format!("`{{{a}}}`")).collect();
+                format!("a message with {}", names.join(", "))
+            }
+            Kind::Secret => "16 characters or more".to_string(),
+            Kind::TextTable => "a table of texts".to_string(),
+            Kind::RuleSets => "tables of rule sets".to_string(),
+        };
+        let reload = match setting.reload {
+            Reload::Live => "live",
+            Reload::Restart => "restart",
+            Reload::Regroups => "live, re-keys counts",
+        };
+        out.push_str(&format!("| `{}` | {default} | {values} | {reload} | {} |\n", setting.key, setting.description));
+    }
+    out
+}
+
+/// A range's end as people write it: `366 days`, `5 min`, `50 ms`.
+fn span(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0 => format!("{} ms", d.as_millis()),
+        s if s % 86_400 == 0 && s > 86_400 => format!("{} days", s / 86_400),
+        s if s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}

@@ -168,7 +168,7 @@ impl Warden {
             address,
             source,
             list_entry,
-            ban: shared.bans.active(source, now),
+            ban: shared.bans.active_for_address(address, policy.autoban.grouping, now),
             failures_in_window: shared.failures.failures_in_window(source, now),
             max_failures: policy.autoban.max_failures,
             firewall,

@@ -349,10 +349,24 @@ impl Warden {
 
     /// The source a network names: an address means the source containing it, a network with
     /// the source prefix means itself.
+    /// A ban placed under another grouping (before a reload changed the prefixes) is found
+    /// by its own network, or by an address it covers.
     pub fn source_for(&self, target: IpNet) -> Source {
         let grouping = self.shared.policy.load().autoban.grouping;
         let host = target.prefix_len() == target.max_prefix_len();
-        if host { grouping.source_of(target.addr()) } else { grouping.source_of(target.network()) }
+        let grouped = if host { grouping.source_of(target.addr()) } else { grouping.source_of(target.network()) };
+        let now = self.shared.clock.now();
+        if self.shared.bans.active(grouped, now).is_some() {
+            return grouped;
+        }
+        let exact = Source::from_network(target);
+        if self.shared.bans.active(exact, now).is_some() {
+            return exact;
+        }
+        match self.shared.bans.active_for_address(target.addr(), grouping, now) {
+            Some(ban) if host => ban.source,
+            _ => grouped,
+        }
     }
 
     /// The active ban on `source`.

@@ -539,3 +539,72 @@ fn a_refusal_is_in_the_block_log_as_soon_as_it_is_answered() {
     assert!(events.iter().any(|e| e.kind == EventKind::Ban), "the refusal is listed without waiting: {events:?}");
     assert!(events.iter().any(|e| e.kind == EventKind::BanPlaced));
 }
+
+/// Loads `toml` as the new policy file and applies it, as a reload does.
+fn reload(h: &Harness, toml: &str) -> Vec<&'static str> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.toml");
+    let state_dir = h.warden.policy().server.state_dir.display().to_string();
+    std::fs::write(&path, format!("[server]\nstate_dir = {state_dir:?}\n{toml}")).unwrap();
+    let new = Policy::load_from(ConfigSource { path: &path, environment: Some(Default::default()) }).unwrap();
+    h.warden.apply_policy(new, None).unwrap()
+}
+
+#[test]
+fn a_reload_that_changes_the_source_grouping_keeps_every_ban_in_force() {
+    let h = harness("");
+    for _ in 0..5 {
+        h.fail("203.0.113.7", "alice@example.com");
+    }
+    for _ in 0..3 {
+        h.fail("203.0.113.8", "bob@example.com");
+    }
+    h.fail("203.0.113.9", "carol@example.com");
+    assert_eq!(h.allow("203.0.113.7", "alice@example.com").status, -1);
+
+    // Wider sources: the /32 ban stays on its address, and the failures of .8 and .9 now
+    // count together for 203.0.113.0/24 (3 + 1, so one more bans the /24).
+    assert!(reload(&h, "[autoban]\nipv4_prefix = 24\n").is_empty());
+    assert_eq!(h.allow("203.0.113.7", "alice@example.com").status, -1, "the ban still holds");
+    assert_eq!(h.allow("203.0.113.8", "bob@example.com").status, 0, "the ban covers its own address only");
+    let shown: Vec<String> = h.warden.bans().iter().map(|b| b.source.to_string()).collect();
+    assert_eq!(shown, ["203.0.113.7"]);
+    assert_eq!(h.warden.source_for("203.0.113.7/32".parse().unwrap()).to_string(), "203.0.113.7");
+    h.fail("203.0.113.10", "dave@example.com");
+    assert_eq!(h.allow("203.0.113.200", "erin@example.com").status, -1, "counts moved under the /24");
+
+    // Narrower again: the /24 ban covers every address in it.
+    assert!(reload(&h, "[autoban]\nipv4_prefix = 32\n").is_empty());
+    assert_eq!(h.allow("203.0.113.77", "alice@example.com").status, -1, "the /24 ban still holds");
+    let source = h.warden.source_for("203.0.113.77/32".parse().unwrap());
+    assert_eq!(source.to_string(), "203.0.113.0/24", "unban finds the ban covering the address");
+    assert!(h.warden.unban(source).unwrap().is_some());
+    assert_eq!(h.allow("203.0.113.77", "alice@example.com").status, 0);
+    assert_eq!(h.allow("203.0.113.7", "alice@example.com").status, -1, "the other ban is untouched");
+}
+
+#[test]
+fn a_reload_keeps_restart_only_settings_and_names_each_of_them() {
+    let h = harness("");
+    let kept = reload(
+        &h,
+        "public_listen = \"127.0.0.1:9\"\nmax_connections = 64\nclient_timeout = \"9s\"\nreload_on_change = true\n\
+         [geoip]\ncheck_every = \"5m\"\n[account_protection]\nmax_tracked_accounts = 500\n\
+         [autoban]\nmax_failures = 7\n",
+    );
+    assert_eq!(
+        kept,
+        [
+            "server.public_listen",
+            "server.reload_on_change",
+            "server.client_timeout",
+            "server.max_connections",
+            "account_protection.max_tracked_accounts",
+            "geoip.check_every",
+        ]
+    );
+    let policy = h.warden.policy();
+    assert_eq!(policy.server.public_listen, None, "kept until a restart");
+    assert_eq!(policy.server.max_connections, 10_000);
+    assert_eq!(policy.autoban.max_failures, 7, "live settings are applied");
+}

@@ -64,7 +64,7 @@ impl Warden {
         VisitorStatus {
             address,
             source,
-            ban: shared.bans.active(source, now),
+            ban: shared.bans.active_for_address(address, policy.autoban.grouping, now),
             admin_block: matches!(self.standing(Some(address), now), Standing::Blocked(_)),
             unblocks_today: shared.self_service.unblocks_today(source),
             max_unblocks_per_day: policy.self_service.max_unblocks_per_day,
@@ -103,14 +103,16 @@ impl Warden {
         if status.admin_block {
             return Err(SelfUnblockError::AdminBlock);
         }
-        if status.ban.is_none() {
+        // The ban's own source: one placed before a reload changed the grouping covers the
+        // network it was placed on, which may not be the visitor's source now.
+        let Some(banned) = status.ban.as_ref().map(|ban| ban.source) else {
             return Err(SelfUnblockError::NotBanned);
-        }
+        };
         if status.unblocks_today >= status.max_unblocks_per_day {
             return Err(SelfUnblockError::LimitReached { count: status.unblocks_today });
         }
         shared.self_service.verify(visitor, payload)?;
-        let lifted = self.lift_ban(status.source, "self_service")?.ok_or(SelfUnblockError::NotBanned)?;
+        let lifted = self.lift_ban(banned, "self_service")?.ok_or(SelfUnblockError::NotBanned)?;
         shared.self_service.count_unblock(status.source);
         shared.journal.event(Event {
             at: shared.clock.now(),
