@@ -24,5 +24,6 @@ pub mod selfservice;
 pub mod server;
 pub mod store;
 pub mod template;
+pub mod tolerance;
 pub mod warden;
 pub mod wire;
