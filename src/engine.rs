@@ -221,11 +221,21 @@ pub fn classify_report(
     }
 }
 
+/// Distinct wrong guesses in the window that ban a source which has earned `earned` extra
+/// guesses from its good logins (`tolerance::Standing`): `max_failures + earned`, where
+/// `earned = min(max_tolerance, tolerance_per_account x accounts that logged in from it
+/// lately)`. A source nobody logged in from is banned at exactly `max_failures`; none ever
+/// later than `max_failures + max_tolerance`.
+pub fn source_ban_threshold(autoban: &Autoban, earned: u32) -> u32 {
+    autoban.max_failures.saturating_add(earned.min(autoban.toleration.max))
+}
+
 /// Whether a counted failure bans its source: the window holds `failures_in_window` failures
-/// (this one included), and a source already banned is not banned again (that would extend
-/// the ban on failures that raced with it).
-pub fn bans_source(failures_in_window: u32, already_banned: bool, autoban: &Autoban) -> bool {
-    !already_banned && failures_in_window >= autoban.max_failures
+/// (this one included) and that reaches `threshold` (`source_ban_threshold`), and a source
+/// already banned is not banned again (that would extend the ban on failures that raced with
+/// it).
+pub fn bans_source(failures_in_window: u32, already_banned: bool, threshold: u32) -> bool {
+    !already_banned && failures_in_window >= threshold
 }
 
 /// How long a ban placed now lasts: `ban_for`, or for a repeat offender (banned before, that
@@ -261,6 +271,12 @@ mod tests {
             escalation_within: Duration::from_secs(86400),
             max_ban: Duration::from_secs(86400),
             unknown_accounts_count_double: false,
+            toleration: crate::tolerance::Toleration {
+                per_account: 2,
+                max: 20,
+                window: Duration::from_secs(7 * 86400),
+            },
+            max_tolerated_sources: 1000,
         }
     }
 
@@ -448,9 +464,18 @@ mod tests {
     #[test]
     fn the_fifth_failure_bans_for_thirty_minutes_and_a_banned_source_is_not_rebanned() {
         let policy = autoban();
-        assert!(!bans_source(4, false, &policy));
-        assert!(bans_source(5, false, &policy));
-        assert!(!bans_source(6, true, &policy));
+        let fresh = source_ban_threshold(&policy, 0);
+        assert!(!bans_source(4, false, fresh));
+        assert!(bans_source(5, false, fresh));
+        assert!(!bans_source(6, true, fresh));
         assert_eq!(ban_length(&policy, None, NOW), Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn a_tolerated_source_is_banned_later_but_never_past_the_cap() {
+        let policy = autoban();
+        assert_eq!(source_ban_threshold(&policy, 0), 5, "a fresh address: exactly max_failures");
+        assert_eq!(source_ban_threshold(&policy, 12), 17);
+        assert_eq!(source_ban_threshold(&policy, 500), 25, "max_failures + max_tolerance at most");
     }
 }

@@ -103,8 +103,11 @@ pub struct FailedGuess<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counting {
     pub window: Duration,
-    /// Distinct guesses that ban a source.
+    /// Distinct guesses that ban a source nobody logged in from.
     pub max_failures: u32,
+    /// Distinct guesses a source may make before the most tolerated one is banned
+    /// (`max_failures` plus the largest tolerance): more are never needed.
+    pub max_guesses: u32,
     /// Failures of one guess that quarantine it; `None`: off.
     pub stale_after: Option<u32>,
     pub quarantine_for: Duration,
@@ -183,7 +186,7 @@ impl SourceHistory {
                 (!was_in_window, index)
             }
             None => {
-                let cap = counting.max_failures.max(1) as usize + EXTRA;
+                let cap = counting.max_guesses.max(counting.max_failures).max(1) as usize + EXTRA;
                 if self.guesses.len() >= cap {
                     let oldest = self.guesses.iter().enumerate().min_by_key(|(_, g)| g.last_seen).map(|(i, _)| i);
                     if let Some(oldest) = oldest {
@@ -440,7 +443,13 @@ mod tests {
     }
 
     fn counting() -> Counting {
-        Counting { window: minutes(20), max_failures: 5, stale_after: Some(3), quarantine_for: minutes(60) }
+        Counting {
+            window: minutes(20),
+            max_failures: 5,
+            max_guesses: 5,
+            stale_after: Some(3),
+            quarantine_for: minutes(60),
+        }
     }
 
     fn evictions() -> IntCounterVec {

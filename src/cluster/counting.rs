@@ -98,10 +98,10 @@ pub fn parse_field(field: &str) -> Option<GuessKey> {
     u64::from_str_radix(field, 16).ok().map(GuessKey)
 }
 
-/// Most guesses a source's hash keeps: as the local history, enough to ban and some more
-/// that are only held for their quarantine.
+/// Most guesses a source's hash keeps: as the local history, enough to ban the most
+/// tolerated source and some more that are only held for their quarantine.
 pub fn most_guesses(counting: &Counting) -> u32 {
-    counting.max_failures.max(1) + 8
+    counting.max_guesses.max(counting.max_failures).max(1) + 8
 }
 
 /// One guess as the shared hash holds it.

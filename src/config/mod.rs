@@ -26,6 +26,7 @@ use crate::secrets::{AuthSettings, Secret};
 use crate::selfservice::SelfServiceSettings;
 use crate::store::{RedisSettings, mask_url};
 use crate::template::Template;
+use crate::tolerance::Toleration;
 
 pub use settings::{Kind, Reload, SETTINGS, Setting, reference};
 pub use source::{Origin, Value, Values};
@@ -154,6 +155,10 @@ pub struct Autoban {
     /// With Dovecot 2.4, a failure for a login that does not exist counts as two guesses:
     /// spraying unknown logins is a strong sign of an attack.
     pub unknown_accounts_count_double: bool,
+    /// The extra guesses a source earns from its good logins (`tolerance`).
+    pub toleration: Toleration,
+    /// Bound on sources whose good logins are remembered.
+    pub max_tolerated_sources: u64,
 }
 
 /// The stale-password quarantine: a guess that failed `after` times is refused for
@@ -566,6 +571,12 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
             escalation_within: v.duration("autoban.escalation_within"),
             max_ban: v.duration("autoban.max_ban"),
             unknown_accounts_count_double: v.bool("autoban.unknown_accounts_count_double"),
+            toleration: Toleration {
+                per_account: small("autoban.tolerance_per_account"),
+                max: small("autoban.max_tolerance"),
+                window: v.duration("autoban.tolerance_window"),
+            },
+            max_tolerated_sources: wide("autoban.max_tolerated_sources"),
         },
         stale_passwords: StalePasswords {
             enabled: v.bool("stale_passwords.enabled"),
@@ -839,6 +850,10 @@ mod tests {
                 .expect("write README.md");
             return;
         }
-        assert_eq!(readme[start..stop], generated, "run MAILWARDEN_BLESS=1 cargo test the_readme");
+        let stale: Vec<&str> = generated.lines().filter(|line| !readme[start..stop].contains(line)).collect();
+        assert!(
+            readme[start..stop] == generated,
+            "the README's settings table is out of date (run MAILWARDEN_BLESS=1 cargo test the_readme); new or changed rows: {stale:#?}"
+        );
     }
 }

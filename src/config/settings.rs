@@ -219,6 +219,34 @@ pub const SETTINGS: &[Setting] = &[
         Live,
         "Dovecot 2.4: a failure for a login that does not exist counts twice.",
     ),
+    setting(
+        "autoban.tolerance_per_account",
+        int(0, 100),
+        "2",
+        Live,
+        "Extra distinct wrong guesses a source may make for each account that logged in from it lately (0: off).",
+    ),
+    setting(
+        "autoban.max_tolerance",
+        int(0, 1000),
+        "20",
+        Live,
+        "The most extra guesses any source earns: a source is banned at max_failures + this at most.",
+    ),
+    setting(
+        "autoban.tolerance_window",
+        dur(secs(60), secs(90 * DAY)),
+        "\"7d\"",
+        Live,
+        "How long a successful login keeps earning its source tolerance.",
+    ),
+    setting(
+        "autoban.max_tolerated_sources",
+        int(1_000, 1_000_000_000),
+        "1000000",
+        Restart,
+        "Sources whose good logins are remembered; those with the oldest are forgotten first.",
+    ),
     // [stale_passwords]
     setting(
         "stale_passwords.enabled",

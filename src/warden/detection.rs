@@ -39,6 +39,7 @@ pub(super) fn counting(policy: &Policy) -> Counting {
     Counting {
         window: policy.autoban.window,
         max_failures: policy.autoban.max_failures,
+        max_guesses: engine::source_ban_threshold(&policy.autoban, policy.autoban.toleration.max),
         stale_after: stale.enabled.then_some(stale.after),
         quarantine_for: stale.quarantine_for,
     }
@@ -311,6 +312,7 @@ impl Warden {
             return;
         }
         shared.failures.forget_login(source, login, now);
+        shared.tolerance.record_success(source, login, now, &self.shared.policy.load().autoban.toleration);
         if let Some(share) = shared.count_sharing.get() {
             share(Counted::Success { source, login: login.to_string() });
         }
@@ -395,7 +397,13 @@ impl Warden {
             }));
         }
         let already_banned = shared.bans.active(source, now).is_some();
-        if engine::bans_source(recorded.distinct, already_banned, &policy.autoban) {
+        // Toleration is looked up only once a source has made enough guesses to need it.
+        let threshold = if recorded.distinct >= policy.autoban.max_failures {
+            engine::source_ban_threshold(&policy.autoban, self.tolerance_earned(source, now))
+        } else {
+            policy.autoban.max_failures
+        };
+        if engine::bans_source(recorded.distinct, already_banned, threshold) {
             let window = policy.autoban.window;
             let guesses = shared
                 .failures
@@ -420,6 +428,12 @@ impl Warden {
             effects.ban = Some(self.place_ban(trigger, source, recorded.distinct, guesses, now, policy));
         }
         effects
+    }
+
+    /// The extra guesses `source` has earned from its good logins.
+    pub(super) fn tolerance_earned(&self, source: Source, now: Timestamp) -> u32 {
+        let policy = self.shared.policy.load();
+        self.shared.tolerance.standing(source, now, &policy.autoban.toleration).earned
     }
 
     /// Bans `source` after `failures` distinct guesses (counted here or across the cluster).

@@ -48,6 +48,7 @@ use crate::journal::{Journal, Keep};
 use crate::metrics::Metrics;
 use crate::network::{Source, SourceGrouping};
 use crate::store::{Store, StoreError};
+use crate::tolerance::ToleranceTracker;
 use crate::wire::{self, LoginAttempt, Protocol, Reply};
 
 #[derive(Clone)]
@@ -91,6 +92,9 @@ struct Shared {
     clock: Arc<dyn Clock>,
     /// Failed-login history per source (memory only, bounded).
     failures: FailureTracker,
+    /// The good accounts of each source, which raise its ban threshold (memory only,
+    /// bounded; earned again from the logins after a restart).
+    tolerance: ToleranceTracker,
     /// Active bans (memory mirror of the store, unbounded).
     bans: BanIndex,
     store: Arc<dyn Store>,
@@ -205,6 +209,7 @@ impl Warden {
         );
         let protection = &policy.account_protection;
         let policy_window = policy.autoban.window;
+        let max_tolerated_sources = policy.autoban.max_tolerated_sources;
         let accounts = AccountTracker::new(protection.max_tracked_accounts);
         let ban_history = moka::sync::Cache::builder()
             .max_capacity(100_000)
@@ -229,6 +234,7 @@ impl Warden {
             self_service: crate::selfservice::SelfServiceChecks::new(),
             clock,
             failures,
+            tolerance: ToleranceTracker::new(max_tolerated_sources),
             bans,
             store,
             unsaved_bans: Mutex::new(HashMap::new()),
@@ -428,6 +434,7 @@ impl Warden {
         }
         // Memory first: an unreachable store must not keep histories from expiring.
         shared.failures.sweep(now);
+        shared.tolerance.sweep(now);
         shared.accounts.sweep(now);
         shared.known_recorded.sweep(now);
         let deleted = shared.store.delete_expired_bans(now);
@@ -475,7 +482,11 @@ impl Warden {
     /// the new grouping, and bans stay on the networks they were placed on (`BanIndex` finds
     /// them by address whatever the grouping), so no ban is freed by the change.
     fn regroup(&self, old: SourceGrouping, new: SourceGrouping) {
-        let kept = self.shared.failures.regroup(new, self.shared.clock.now());
+        let now = self.shared.clock.now();
+        let kept = self.shared.failures.regroup(new, now);
+        // Good logins of sources of another size say nothing of the new ones; the next logins
+        // earn them again.
+        self.shared.tolerance.forget_all(now);
         tracing::info!(
             ipv4_prefix = new.ipv4_prefix,
             ipv6_prefix = new.ipv6_prefix,

@@ -209,7 +209,9 @@ impl Warden {
         let policy = shared.policy.load();
         let now = shared.clock.now();
         let already_banned = shared.bans.active(failure.source, now).is_some();
-        if !crate::engine::bans_source(distinct, already_banned, &policy.autoban) {
+        let threshold =
+            crate::engine::source_ban_threshold(&policy.autoban, self.tolerance_earned(failure.source, now));
+        if !crate::engine::bans_source(distinct, already_banned, threshold) {
             return None;
         }
         let trigger = BanTrigger {

@@ -608,3 +608,48 @@ fn a_reload_keeps_restart_only_settings_and_names_each_of_them() {
     assert_eq!(policy.server.max_connections, 10_000);
     assert_eq!(policy.autoban.max_failures, 7, "live settings are applied");
 }
+
+#[test]
+fn an_office_where_people_log_in_is_not_banned_for_its_colleagues_typos_but_a_sprayer_there_is() {
+    let h = harness("");
+    let office = "198.51.100.20";
+    for n in 0..10 {
+        for _ in 0..2 {
+            h.succeed(office, &format!("colleague{n}@example.com"), "0f96");
+        }
+    }
+    for n in 0..6 {
+        h.fail(office, &format!("colleague{n}@example.com"));
+    }
+    assert_eq!(h.allow(office, "colleague9@example.com").status, 0, "six typos of six colleagues ban nobody");
+
+    // Ten good accounts earn min(20, 2 x 10) = 20 more guesses: the 25th distinct wrong
+    // password bans the address, whoever makes it.
+    for n in 0..18 {
+        h.fail(office, &format!("sprayed{n}@example.com"));
+        assert_eq!(h.allow(office, "colleague0@example.com").status, 0, "{} guesses", 7 + n);
+    }
+    h.fail(office, "sprayed18@example.com");
+    assert_eq!(h.allow(office, "colleague0@example.com").status, -1, "banned at 25 distinct guesses");
+    assert_eq!(h.warden.ban(h.warden.source_for(format!("{office}/32").parse().unwrap())).unwrap().failures, 25);
+
+    // An address nobody logged in from is banned at exactly max_failures, as ever.
+    for _ in 0..5 {
+        h.fail("203.0.113.50", "alice@example.com");
+    }
+    assert_eq!(h.allow("203.0.113.50", "alice@example.com").status, -1);
+}
+
+#[test]
+fn one_account_logging_in_again_and_again_earns_its_address_only_its_share() {
+    let h = harness("");
+    for _ in 0..40 {
+        h.succeed("198.51.100.30", "alice@example.com", "0f96");
+    }
+    for _ in 0..6 {
+        h.fail("198.51.100.30", "bob@example.com");
+    }
+    assert_eq!(h.allow("198.51.100.30", "bob@example.com").status, 0, "one good account earns 2 guesses");
+    h.fail("198.51.100.30", "bob@example.com");
+    assert_eq!(h.allow("198.51.100.30", "bob@example.com").status, -1, "banned at 5 + 2");
+}
