@@ -107,6 +107,7 @@ struct RawServer {
     reload_on_change: bool,
     public_listen: String,
     trusted_proxies: Vec<String>,
+    proxy_header: String,
     client_timeout: String,
     max_connections: i64,
 }
@@ -121,6 +122,7 @@ impl Default for RawServer {
             reload_on_change: false,
             public_listen: String::new(),
             trusted_proxies: Vec::new(),
+            proxy_header: "x-forwarded-for".into(),
             client_timeout: "5s".into(),
             max_connections: 10_000,
         }
@@ -392,8 +394,12 @@ pub struct ServerSettings {
     pub reload_on_change: bool,
     /// The self-service unblock page's listener; `None`: off.
     pub public_listen: Option<SocketAddr>,
-    /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` headers name the visitor.
+    /// Reverse proxies whose `proxy_header` names the visitor.
     pub trusted_proxies: Vec<IpNet>,
+    /// The one header (lower case) the trusted proxies put the visitor's address in:
+    /// `forwarded` (RFC 7239's `for=`), or any other name, read as a comma-separated list of
+    /// addresses (`x-forwarded-for`, `x-real-ip`). Every other header is ignored.
+    pub proxy_header: String,
     /// How long a client may take to send a request's headers, and its body: slow senders are
     /// cut off.
     pub client_timeout: Duration,
@@ -792,6 +798,15 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
             Err(e) => problems.push(format!("server.trusted_proxies[{i}]: {e}")),
         }
     }
+    let proxy_header = raw.server.proxy_header.trim().to_ascii_lowercase();
+    // RFC 9110's token characters: anything else could never arrive as a header name.
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if proxy_header.is_empty() || !proxy_header.chars().all(token) {
+        problems.push(format!(
+            "server.proxy_header: {:?} is not a header name (e.g. \"x-forwarded-for\", \"forwarded\" or \"x-real-ip\")",
+            raw.server.proxy_header
+        ));
+    }
     let client_timeout =
         duration(&mut problems, "server.client_timeout", &raw.server.client_timeout, Duration::from_secs(300));
     let max_connections = ranged(&mut problems, "server.max_connections", raw.server.max_connections, 16..=1_000_000);
@@ -897,6 +912,7 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
                 reload_on_change: raw.server.reload_on_change,
                 public_listen,
                 trusted_proxies,
+                proxy_header,
                 client_timeout: client_timeout?,
                 max_connections: usize::try_from(max_connections?).ok()?,
             },
