@@ -30,8 +30,9 @@ pub struct VisitorStatus {
     pub ban: Option<Arc<Ban>>,
     /// On the administrators' blocked list: not for self-service.
     pub admin_block: bool,
-    /// The source's self-unblocks in its day; `None` when the store could not say (then the
-    /// page offers no unblocking).
+    /// The source's self-unblocks in its day (read only for a visitor under a ban it could
+    /// lift, 0 otherwise); `None` when the store could not say (then the page offers no
+    /// unblocking).
     pub unblocks_today: Option<u32>,
     pub max_unblocks_per_day: u32,
 }
@@ -65,20 +66,29 @@ impl SelfUnblockError {
 }
 
 impl Warden {
-    /// What the page shows `address`. Blocking (reads the day's count from the store).
+    /// What the page shows `address`. Blocking (reads the day's count from the store when
+    /// `address` is banned).
     pub fn visitor_status(&self, address: IpAddr) -> VisitorStatus {
         let shared = &*self.shared;
         let policy = shared.policy.load();
         let now = shared.clock.now();
         let source = policy.autoban.grouping.source_of(address);
-        let unblocks = shared.store.self_unblocks(source, now);
-        shared.metrics.store_result("read_self_unblocks", &unblocks);
+        let ban = shared.bans.active(source, now);
+        let admin_block = matches!(self.standing(Some(address), now), Standing::Blocked(_));
+        // Only a visitor who could unblock needs the count: other views cost the store nothing.
+        let unblocks_today = if ban.is_some() && !admin_block {
+            let unblocks = shared.store.self_unblocks(source, now);
+            shared.metrics.store_result("read_self_unblocks", &unblocks);
+            unblocks.ok()
+        } else {
+            Some(0)
+        };
         VisitorStatus {
             address,
             source,
-            ban: shared.bans.active(source, now),
-            admin_block: matches!(self.standing(Some(address), now), Standing::Blocked(_)),
-            unblocks_today: unblocks.ok(),
+            ban,
+            admin_block,
+            unblocks_today,
             max_unblocks_per_day: policy.self_service.max_unblocks_per_day,
         }
     }
