@@ -396,5 +396,7 @@ fn two_nodes_of_a_cluster_share_the_daily_unblock_limit_and_used_challenges() {
     assert!(answer["message"].as_str().unwrap().contains("Unblocking is not possible at the moment"), "{answer}");
     let (_, page, _) = get(&format!("{page_c}/"), &[]);
     assert!(page.contains("Unblocking is not possible at the moment") && !page.contains("<button"), "{page}");
+    let (status, answer, _) = get(&format!("{page_c}/challenge"), &[]);
+    assert!(status == 503 && answer.contains("Unblocking is not possible at the moment"), "{status} {answer}");
     assert_eq!(allow_status(&c, "127.0.0.1"), -1, "still banned");
 }
