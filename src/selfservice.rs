@@ -189,6 +189,27 @@ impl Default for PageRequests {
     }
 }
 
+/// `challenge` solved as the page's script would: for tests here and in `warden`.
+#[cfg(test)]
+pub(crate) fn solve(challenge: &altcha_lib_rs::Challenge) -> Payload {
+    let number = altcha_lib_rs::solve_challenge(
+        &challenge.challenge,
+        &challenge.salt,
+        Some(challenge.algorithm),
+        Some(challenge.maxnumber),
+        0,
+    )
+    .expect("solvable");
+    Payload {
+        algorithm: challenge.algorithm,
+        challenge: challenge.challenge.clone(),
+        number,
+        salt: challenge.salt.clone(),
+        signature: challenge.signature.clone(),
+        took: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,25 +231,6 @@ mod tests {
             provider_name: "Example".into(),
             support_contact: "support@example.com".into(),
             text: default_texts(),
-        }
-    }
-
-    fn solve(challenge: &altcha_lib_rs::Challenge) -> Payload {
-        let number = altcha_lib_rs::solve_challenge(
-            &challenge.challenge,
-            &challenge.salt,
-            Some(challenge.algorithm),
-            Some(challenge.maxnumber),
-            0,
-        )
-        .expect("solvable");
-        Payload {
-            algorithm: challenge.algorithm,
-            challenge: challenge.challenge.clone(),
-            number,
-            salt: challenge.salt.clone(),
-            signature: challenge.signature.clone(),
-            took: None,
         }
     }
 

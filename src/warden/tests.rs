@@ -540,30 +540,11 @@ fn a_refusal_is_in_the_block_log_as_soon_as_it_is_answered() {
     assert!(events.iter().any(|e| e.kind == EventKind::BanPlaced));
 }
 
-/// `challenge` solved as the page's script would.
-fn solve(challenge: altcha_lib_rs::Challenge) -> altcha_lib_rs::Payload {
-    let number = altcha_lib_rs::solve_challenge(
-        &challenge.challenge,
-        &challenge.salt,
-        Some(challenge.algorithm),
-        Some(challenge.maxnumber),
-        0,
-    )
-    .expect("solvable");
-    altcha_lib_rs::Payload {
-        algorithm: challenge.algorithm,
-        challenge: challenge.challenge,
-        number,
-        salt: challenge.salt,
-        signature: challenge.signature,
-        took: None,
-    }
-}
-
 /// Fetches a challenge for `ip` from `warden`, solves it and unblocks with it.
 fn self_unblock_with_a_solved_challenge(warden: &Warden, ip: &str) -> Result<Arc<Ban>, SelfUnblockError> {
     let address: IpAddr = ip.parse().unwrap();
-    warden.self_unblock(address, &solve(warden.self_service_challenge(address).expect("a challenge")))
+    let challenge = warden.self_service_challenge(address).expect("a challenge");
+    warden.self_unblock(address, &crate::selfservice::solve(&challenge))
 }
 
 #[test]
@@ -588,7 +569,7 @@ fn a_challenge_expires_by_the_wardens_clock_and_the_refusal_uses_up_no_unblock()
     let h = harness("[self_service]\nchallenge_expires = \"1m\"\ndifficulty = 1000\n");
     (0..5).for_each(|_| h.fail("203.0.113.7", "alice@example.com"));
     let address: IpAddr = "203.0.113.7".parse().unwrap();
-    let payload = solve(h.warden.self_service_challenge(address).unwrap());
+    let payload = crate::selfservice::solve(&h.warden.self_service_challenge(address).unwrap());
     h.clock.advance(Duration::from_secs(61));
     assert!(matches!(
         h.warden.self_unblock(address, &payload),
