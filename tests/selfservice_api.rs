@@ -400,3 +400,15 @@ fn two_nodes_of_a_cluster_share_the_daily_unblock_limit_and_used_challenges() {
     assert!(status == 503 && answer.contains("Unblocking is not possible at the moment"), "{status} {answer}");
     assert_eq!(allow_status(&c, "127.0.0.1"), -1, "still banned");
 }
+
+#[test]
+fn a_proxy_header_that_is_no_header_name_is_refused_with_its_key() {
+    let mw = Mailwarden::configure("");
+    mw.write_config("proxy_header = \"X Forwarded For\"\n", "");
+    let check = mw.cli(&["check-config"]);
+    assert_eq!(check.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&check.stderr);
+    assert!(text.contains("server.proxy_header: \"X Forwarded For\" is not a header name"), "{text}");
+    mw.write_config("proxy_header = \"X-Real-IP\"\n", "");
+    assert!(mw.cli(&["check-config"]).status.success(), "any header name, in any case");
+}
