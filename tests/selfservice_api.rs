@@ -246,6 +246,27 @@ fn with_proxy_header_forwarded_a_visitors_own_x_forwarded_for_is_ignored() {
 }
 
 #[test]
+fn a_reload_changes_the_believed_header_at_once() {
+    let port = free_port();
+    let server = |header: &str| {
+        format!(
+            "public_listen = \"127.0.0.1:{port}\"\ntrusted_proxies = [\"127.0.0.1\"]\nproxy_header = \"{header}\"\n"
+        )
+    };
+    let mut mw = Mailwarden::configure("");
+    mw.write_config(&server("x-forwarded-for"), "");
+    mw.restart();
+    let base = format!("http://127.0.0.1:{port}");
+    let headers = [("X-Forwarded-For", "198.51.100.20"), ("Forwarded", "for=203.0.113.7")];
+    assert!(get(&format!("{base}/"), &headers).1.contains("Your address is 198.51.100.20."));
+    mw.write_config(&server("forwarded"), "");
+    let (status, body) = mw.admin_post("/api/v1/reload", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("proxy_header"), "applied, not kept for a restart: {body}");
+    assert!(get(&format!("{base}/"), &headers).1.contains("Your address is 203.0.113.7."));
+}
+
+#[test]
 fn behind_a_chain_of_trusted_proxies_the_right_most_untrusted_address_is_the_visitor() {
     let (mw, base) = start("trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\n", "");
     ban(&mw, "203.0.113.7");
