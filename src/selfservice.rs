@@ -101,13 +101,12 @@ const ADDRESS_MARK: &str = "-for-";
 
 /// A new random key to sign challenges with (64 hex digits): offered to the store, which keeps
 /// the first one it was given (`Store::self_service_key`), so challenges survive a restart and
-/// every node of a cluster accepts the others'.
-pub fn new_challenge_key() -> String {
+/// every node of a cluster accepts the others'. `None` when the system has no randomness to
+/// give: the first key offered is kept for good, so a guessable one must never be.
+pub fn new_challenge_key() -> Option<String> {
     let mut key = [0u8; 32];
-    // A failure to get randomness leaves an all-zero candidate; only the first candidate a
-    // store ever sees is kept, and challenges remain bound to sources and single-use.
-    let _ = getrandom::fill(&mut key);
-    key.iter().map(|b| format!("{b:02x}")).collect()
+    getrandom::fill(&mut key).ok()?;
+    Some(key.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// A new challenge for `visitor`, signed with `key`, as the ALTCHA JSON the page's solver reads.
@@ -118,8 +117,9 @@ pub fn challenge(
     now: Timestamp,
 ) -> Option<altcha_lib_rs::Challenge> {
     let expires = chrono::DateTime::from_timestamp_millis(now.plus(settings.challenge_expires).0)?;
+    // The random part is the challenge's id in the store: without randomness, no challenge.
     let mut random = [0u8; 12];
-    let _ = getrandom::fill(&mut random);
+    getrandom::fill(&mut random).ok()?;
     let random: String = random.iter().map(|b| format!("{b:02x}")).collect();
     // The source goes into the salt itself (signed with it). Not as a salt parameter: the
     // library rebuilds parameters from a hash map, so two of them (with the expiry) would
@@ -236,7 +236,7 @@ mod tests {
 
     #[test]
     fn a_solved_challenge_is_accepted_only_for_its_own_source() {
-        let key = new_challenge_key();
+        let key = new_challenge_key().unwrap();
         let me = source("2001:db8:1:2::7");
         let payload = solve(&challenge(&key, me, &settings(), NOW).unwrap());
         assert_eq!(verify(&key, source("2001:db8:1:3::7"), &payload, NOW), Err(ChallengeError::OtherAddress));
@@ -248,12 +248,12 @@ mod tests {
 
     #[test]
     fn wrong_or_forged_solutions_and_expired_challenges_are_refused() {
-        let key = new_challenge_key();
+        let key = new_challenge_key().unwrap();
         let me = source("203.0.113.7");
         let mut wrong = solve(&challenge(&key, me, &settings(), NOW).unwrap());
         wrong.number += 1;
         assert_eq!(verify(&key, me, &wrong, NOW), Err(ChallengeError::Invalid));
-        let forged = solve(&challenge(&new_challenge_key(), me, &settings(), NOW).unwrap());
+        let forged = solve(&challenge(&new_challenge_key().unwrap(), me, &settings(), NOW).unwrap());
         assert_eq!(verify(&key, me, &forged, NOW), Err(ChallengeError::Invalid), "signed with another key");
         let mut rebound = solve(&challenge(&key, me, &settings(), NOW).unwrap());
         rebound.salt = rebound.salt.replace("203.0.113.7", "203.0.113.8");

@@ -117,7 +117,10 @@ impl Warden {
     /// The store's key for challenges, read each time rather than kept: should a cluster's
     /// Redis lose its data, every node moves to the one new key together.
     fn challenge_key(&self) -> Result<String, StoreError> {
-        let key = self.shared.store.self_service_key(&selfservice::new_challenge_key());
+        let key = match selfservice::new_challenge_key() {
+            Some(candidate) => self.shared.store.self_service_key(&candidate),
+            None => Err(StoreError::operation("making a self-service key", "the system gave no randomness")),
+        };
         self.shared.metrics.store_result("read_self_service_key", &key);
         key
     }
