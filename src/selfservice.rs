@@ -3,12 +3,14 @@
 //! third-party service is involved: the browser spends a second or two of CPU on SHA-256, which
 //! is nothing for a person and expensive for a script unblocking addresses in bulk.
 //!
-//! Each challenge is bound to the address it was issued to (inside its signed salt), expires,
-//! and can be used once. Unblocks are counted per address per day. Deciding what may be
-//! unblocked is `warden`'s; serving the page is `http::public`'s.
+//! Each challenge is bound to the source (the address grouped as bans group it: IPv6 per /64
+//! by default) it was issued to, inside its signed salt, and expires. Signed with a key the
+//! store keeps, so a challenge outlives a restart and any node of a cluster accepts it; that
+//! it is used once, and the count of unblocks per source per day, the store records too
+//! (`warden` asks it). Nothing here does I/O. Deciding what may be unblocked is `warden`'s;
+//! serving the page is `http::public`'s.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -16,6 +18,7 @@ use std::time::Duration;
 use altcha_lib_rs::{ChallengeOptions, Payload};
 use moka::sync::Cache;
 
+use crate::clock::Timestamp;
 use crate::network::Source;
 
 /// The self-service page's settings (`[self_service]`).
@@ -61,6 +64,10 @@ pub fn default_texts() -> BTreeMap<String, String> {
         ("unblocked", "Your address is unblocked. Your mail apps can log in again."),
         ("limit", "This address was unblocked {count} times today already. Please contact {support}."),
         ("failed", "That did not work: {reason} Reload the page and try again."),
+        (
+            "unavailable",
+            "Unblocking is not possible at the moment. Please try again in a few minutes, or contact {support}.",
+        ),
         ("support_fallback", "your mail provider's support"),
         ("footer", "This page is run by {provider}."),
     ]
@@ -98,99 +105,140 @@ pub enum ChallengeError {
     OtherAddress,
 }
 
-/// Challenges and the daily count of self-unblocks.
-pub struct SelfServiceChecks {
-    /// Signs challenges; new at each start (a restart only invalidates challenges in flight).
-    hmac_key: String,
-    /// Salts of challenges already used, until they would have expired anyway.
-    used: Cache<String, ()>,
-    /// Self-unblocks per source in the last day.
-    unblocks: Cache<Source, u32>,
-    /// Page requests per address in the current minute (from its first request).
-    requests: Cache<IpAddr, Arc<AtomicU32>>,
+/// A challenge solved correctly, in time and for the visitor's source: what the warden records
+/// as used (until it would have expired anyway) before it unblocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SolvedChallenge {
+    /// The random part of its salt, unique to the challenge.
+    pub id: String,
+    pub expires_at: Timestamp,
 }
 
-/// Separates the random part of a salt from the address it was issued to.
+/// Separates the random part of a salt from the source it was issued to.
 const ADDRESS_MARK: &str = "-for-";
 
-impl SelfServiceChecks {
-    pub fn new() -> SelfServiceChecks {
-        let mut key = [0u8; 32];
-        // A failure to get randomness leaves an all-zero key: still per-process unpredictable
-        // salts, and challenges remain bound to addresses and single-use.
-        let _ = getrandom::fill(&mut key);
-        SelfServiceChecks {
-            hmac_key: key.iter().map(|b| format!("{b:02x}")).collect(),
-            used: Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(3600)).build(),
-            unblocks: Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(24 * 3600)).build(),
-            requests: Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build(),
-        }
-    }
+/// A new random key to sign challenges with (64 hex digits): offered to the store, which keeps
+/// the first one it was given (`Store::self_service_key`), so challenges survive a restart and
+/// every node of a cluster accepts the others'. `None` when the system has no randomness to
+/// give: the first key offered is kept for good, so a guessable one must never be.
+pub fn new_challenge_key() -> Option<String> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).ok()?;
+    Some(key.iter().map(|b| format!("{b:02x}")).collect())
+}
 
-    /// A new challenge for `visitor`, as the ALTCHA JSON the page's solver reads.
-    pub fn challenge(&self, visitor: IpAddr, settings: &SelfServiceSettings) -> Option<altcha_lib_rs::Challenge> {
-        let expires = chrono::Utc::now() + chrono::TimeDelta::from_std(settings.challenge_expires).ok()?;
-        let mut random = [0u8; 12];
-        let _ = getrandom::fill(&mut random);
-        let random: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        // The address goes into the salt itself (signed with it). Not as a salt parameter: the
-        // library rebuilds parameters from a hash map, so two of them (with the expiry) would
-        // not verify.
-        altcha_lib_rs::create_challenge(ChallengeOptions {
-            hmac_key: &self.hmac_key,
-            max_number: Some(settings.difficulty),
-            expires: Some(expires),
-            salt: Some(format!("{random}{ADDRESS_MARK}{visitor}")),
-            ..Default::default()
-        })
-        .ok()
-    }
+/// A new challenge for `visitor`, signed with `key`, as the ALTCHA JSON the page's solver reads.
+pub fn challenge(
+    key: &str,
+    visitor: Source,
+    settings: &SelfServiceSettings,
+    now: Timestamp,
+) -> Option<altcha_lib_rs::Challenge> {
+    let expires = chrono::DateTime::from_timestamp_millis(now.plus(settings.challenge_expires).0)?;
+    // The random part is the challenge's id in the store: without randomness, no challenge.
+    let mut random = [0u8; 12];
+    getrandom::fill(&mut random).ok()?;
+    let random: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    // The source goes into the salt itself (signed with it). Not as a salt parameter: the
+    // library rebuilds parameters from a hash map, so two of them (with the expiry) would
+    // not verify.
+    altcha_lib_rs::create_challenge(ChallengeOptions {
+        hmac_key: key,
+        max_number: Some(settings.difficulty),
+        expires: Some(expires),
+        salt: Some(format!("{random}{ADDRESS_MARK}{visitor}")),
+        ..Default::default()
+    })
+    .ok()
+}
 
-    /// Accepts a solved challenge from `visitor` once.
-    pub fn verify(&self, visitor: IpAddr, payload: &Payload) -> Result<(), ChallengeError> {
-        use altcha_lib_rs::error::Error;
-        match altcha_lib_rs::verify_solution(payload, &self.hmac_key, true) {
-            Ok(()) => {}
-            Err(Error::VerificationFailedExpired(_)) => return Err(ChallengeError::Expired),
-            Err(_) => return Err(ChallengeError::Invalid),
-        }
-        let salt = payload.salt.split_once('?').map_or(payload.salt.as_str(), |(salt, _)| salt);
-        if salt.rsplit_once(ADDRESS_MARK).map(|(_, address)| address) != Some(&visitor.to_string()) {
-            return Err(ChallengeError::OtherAddress);
-        }
-        let mut replayed = true;
-        self.used.entry(payload.salt.clone()).or_insert_with(|| {
-            replayed = false;
-        });
-        if replayed { Err(ChallengeError::Replayed) } else { Ok(()) }
+/// Checks a solution from `visitor` against `key`: solved, signed, not expired at `now`, and
+/// issued to the same source. Whether it was used before is the store's to say.
+pub fn verify(
+    key: &str,
+    visitor: Source,
+    payload: &Payload,
+    now: Timestamp,
+) -> Result<SolvedChallenge, ChallengeError> {
+    // The library's own expiry check reads the system clock; ours reads the warden's.
+    altcha_lib_rs::verify_solution(payload, key, false).map_err(|_| ChallengeError::Invalid)?;
+    // Only the form `challenge` issues: the library reads repeated or unterminated parameters
+    // its own way (one a reader here might not), so anything else is not ours.
+    let (salt, parameters) = payload.salt.split_once('?').ok_or(ChallengeError::Invalid)?;
+    let expires = parameters
+        .strip_prefix("expires=")
+        .and_then(|rest| rest.strip_suffix('&'))
+        .filter(|seconds| !seconds.is_empty() && seconds.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|seconds| seconds.parse::<i64>().ok())
+        .ok_or(ChallengeError::Invalid)?;
+    let expires_at = Timestamp(expires.saturating_mul(1000));
+    if expires_at <= now {
+        return Err(ChallengeError::Expired);
+    }
+    let (id, issued_to) = salt.rsplit_once(ADDRESS_MARK).ok_or(ChallengeError::Invalid)?;
+    if issued_to != visitor.to_string() {
+        return Err(ChallengeError::OtherAddress);
+    }
+    Ok(SolvedChallenge { id: id.to_string(), expires_at })
+}
+
+/// The page's flood guard: requests per source in the current minute (from its first
+/// request). Memory only, per node: it only has to slow a script down, unlike the daily count
+/// of unblocks, which the store keeps.
+pub struct PageRequests {
+    requests: Cache<Source, Arc<AtomicU32>>,
+}
+
+impl PageRequests {
+    pub fn new() -> PageRequests {
+        PageRequests { requests: Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build() }
     }
 
     /// Counts a page request from `visitor`; `false` once it made `per_minute` this minute.
-    pub fn request_allowed(&self, visitor: IpAddr, per_minute: u32) -> bool {
+    pub fn allowed(&self, visitor: Source, per_minute: u32) -> bool {
         let count = self.requests.get_with(visitor, || Arc::new(AtomicU32::new(0)));
         count.fetch_add(1, Ordering::Relaxed) < per_minute
     }
+}
 
-    /// Self-unblocks of `source` in the last day.
-    pub fn unblocks_today(&self, source: Source) -> u32 {
-        self.unblocks.get(&source).unwrap_or(0)
-    }
-
-    /// Counts one more self-unblock of `source`.
-    pub fn count_unblock(&self, source: Source) {
-        self.unblocks.entry(source).and_upsert_with(|current| current.map(|e| e.into_value()).unwrap_or(0) + 1);
+impl Default for PageRequests {
+    fn default() -> Self {
+        PageRequests::new()
     }
 }
 
-impl Default for SelfServiceChecks {
-    fn default() -> Self {
-        SelfServiceChecks::new()
+/// `challenge` solved as the page's script would: for tests here and in `warden`.
+#[cfg(test)]
+pub(crate) fn solve(challenge: &altcha_lib_rs::Challenge) -> Payload {
+    let number = altcha_lib_rs::solve_challenge(
+        &challenge.challenge,
+        &challenge.salt,
+        Some(challenge.algorithm),
+        Some(challenge.maxnumber),
+        0,
+    )
+    .expect("solvable");
+    Payload {
+        algorithm: challenge.algorithm,
+        challenge: challenge.challenge.clone(),
+        number,
+        salt: challenge.salt.clone(),
+        signature: challenge.signature.clone(),
+        took: None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::network::SourceGrouping;
+
+    const NOW: Timestamp = Timestamp(1_795_334_400_000);
+    const GROUPING: SourceGrouping = SourceGrouping { ipv4_prefix: 32, ipv6_prefix: 64 };
+
+    fn source(ip: &str) -> Source {
+        GROUPING.source_of(ip.parse().unwrap())
+    }
 
     fn settings() -> SelfServiceSettings {
         SelfServiceSettings {
@@ -204,77 +252,54 @@ mod tests {
         }
     }
 
-    fn solve(challenge: &altcha_lib_rs::Challenge) -> Payload {
-        let number = altcha_lib_rs::solve_challenge(
-            &challenge.challenge,
-            &challenge.salt,
-            Some(challenge.algorithm),
-            Some(challenge.maxnumber),
-            0,
-        )
-        .expect("solvable");
-        Payload {
-            algorithm: challenge.algorithm,
-            challenge: challenge.challenge.clone(),
-            number,
-            salt: challenge.salt.clone(),
-            signature: challenge.signature.clone(),
-            took: None,
-        }
-    }
-
     #[test]
-    fn a_solved_challenge_unblocks_once_and_only_for_its_own_address() {
-        let checks = SelfServiceChecks::new();
-        let me: IpAddr = "203.0.113.7".parse().unwrap();
-        let payload = solve(&checks.challenge(me, &settings()).unwrap());
-        assert_eq!(checks.verify("203.0.113.8".parse().unwrap(), &payload), Err(ChallengeError::OtherAddress));
-        assert_eq!(checks.verify(me, &payload), Ok(()));
-        assert_eq!(checks.verify(me, &payload), Err(ChallengeError::Replayed));
+    fn a_solved_challenge_is_accepted_only_for_its_own_source() {
+        let key = new_challenge_key().unwrap();
+        let me = source("2001:db8:1:2::7");
+        let payload = solve(&challenge(&key, me, &settings(), NOW).unwrap());
+        assert_eq!(verify(&key, source("2001:db8:1:3::7"), &payload, NOW), Err(ChallengeError::OtherAddress));
+        let solved = verify(&key, source("2001:db8:1:2:ffff::1"), &payload, NOW).expect("the same /64");
+        assert_eq!(solved.expires_at, Timestamp(NOW.0 + 60_000));
+        let other = solve(&challenge(&key, me, &settings(), NOW).unwrap());
+        assert_ne!(verify(&key, me, &other, NOW).unwrap().id, solved.id, "each challenge has its own id");
     }
 
     #[test]
     fn wrong_or_forged_solutions_and_expired_challenges_are_refused() {
-        let checks = SelfServiceChecks::new();
-        let me: IpAddr = "203.0.113.7".parse().unwrap();
-        let mut wrong = solve(&checks.challenge(me, &settings()).unwrap());
+        let key = new_challenge_key().unwrap();
+        let me = source("203.0.113.7");
+        let mut wrong = solve(&challenge(&key, me, &settings(), NOW).unwrap());
         wrong.number += 1;
-        assert_eq!(checks.verify(me, &wrong), Err(ChallengeError::Invalid));
-        let other_server = SelfServiceChecks::new();
-        let forged = solve(&other_server.challenge(me, &settings()).unwrap());
-        assert_eq!(checks.verify(me, &forged), Err(ChallengeError::Invalid), "signed with another key");
-        let mut rebound = solve(&checks.challenge(me, &settings()).unwrap());
+        assert_eq!(verify(&key, me, &wrong, NOW), Err(ChallengeError::Invalid));
+        let forged = solve(&challenge(&new_challenge_key().unwrap(), me, &settings(), NOW).unwrap());
+        assert_eq!(verify(&key, me, &forged, NOW), Err(ChallengeError::Invalid), "signed with another key");
+        let mut rebound = solve(&challenge(&key, me, &settings(), NOW).unwrap());
         rebound.salt = rebound.salt.replace("203.0.113.7", "203.0.113.8");
         assert_eq!(
-            checks.verify("203.0.113.8".parse().unwrap(), &rebound),
+            verify(&key, source("203.0.113.8"), &rebound, NOW),
             Err(ChallengeError::Invalid),
-            "the address is signed"
+            "the source is signed"
         );
-        let mut quick = settings();
-        quick.challenge_expires = Duration::from_secs(1);
-        let expiring = solve(&checks.challenge(me, &quick).unwrap());
-        std::thread::sleep(Duration::from_millis(2100));
-        assert_eq!(checks.verify(me, &expiring), Err(ChallengeError::Expired));
+        let expiring = solve(&challenge(&key, me, &settings(), NOW).unwrap());
+        assert!(verify(&key, me, &expiring, NOW.plus(Duration::from_secs(59))).is_ok());
+        let (salt, _) = expiring.salt.split_once('?').unwrap();
+        let mut extended = expiring.clone();
+        extended.salt = format!("{salt}?expires=99999999999&{}", expiring.salt.split_once('?').unwrap().1);
+        assert_eq!(
+            verify(&key, me, &extended, NOW.plus(Duration::from_secs(60))),
+            Err(ChallengeError::Invalid),
+            "a second expiry in front of the signed one"
+        );
+        assert_eq!(verify(&key, me, &expiring, NOW.plus(Duration::from_secs(60))), Err(ChallengeError::Expired));
     }
 
     #[test]
-    fn unblocks_are_counted_per_source() {
-        let checks = SelfServiceChecks::new();
-        let grouping = crate::network::SourceGrouping { ipv4_prefix: 32, ipv6_prefix: 64 };
-        let a = grouping.source_of("203.0.113.7".parse().unwrap());
-        checks.count_unblock(a);
-        checks.count_unblock(a);
-        assert_eq!(checks.unblocks_today(a), 2);
-        assert_eq!(checks.unblocks_today(grouping.source_of("203.0.113.8".parse().unwrap())), 0);
-    }
-
-    #[test]
-    fn page_requests_are_limited_per_address_and_minute() {
-        let checks = SelfServiceChecks::new();
-        let me: IpAddr = "203.0.113.7".parse().unwrap();
-        assert!((0..5).all(|_| checks.request_allowed(me, 5)));
-        assert!(!checks.request_allowed(me, 5));
-        assert!(checks.request_allowed("203.0.113.8".parse().unwrap(), 5), "other addresses are not affected");
+    fn page_requests_are_limited_per_source_and_minute() {
+        let requests = PageRequests::new();
+        let me = source("2001:db8:1:2::1");
+        assert!((0..5).all(|_| requests.allowed(me, 5)));
+        assert!(!requests.allowed(source("2001:db8:1:2::2"), 5), "another address in the same /64");
+        assert!(requests.allowed(source("2001:db8:1:3::1"), 5), "other sources are not affected");
     }
 
     #[test]

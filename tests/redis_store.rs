@@ -15,7 +15,7 @@ use mailwarden::events::{Event, EventFilter, EventKind};
 use mailwarden::firewall::{Action, KeyedRuleSet, Protocols, RuleSet, RuleSetOrigin, RuleSpec};
 use mailwarden::journal::KnownSource;
 use mailwarden::network::{Source, SourceGrouping, parse_ip};
-use mailwarden::store::{Announcement, Change, RedisSettings, RedisStore, Store, StoreError};
+use mailwarden::store::{Announcement, Change, DailyCount, RedisSettings, RedisStore, Store, StoreError};
 use support::redis::{Persistence, RedisCluster, RedisServer};
 
 const NOW: Timestamp = Timestamp(1_795_334_400_000);
@@ -361,6 +361,30 @@ fn check_the_shared_secret_and_epoch_are_the_same_for_every_node(target: &Target
     assert_ne!(target.store(&fresh_prefix("secret")).shared_secret().unwrap(), secret);
 }
 
+fn check_the_self_service_records_are_shared_by_every_node_and_expire(target: &Target) {
+    let prefix = fresh_prefix("selfservice");
+    let (first, second) = (target.store(&prefix), target.store(&prefix));
+    let day = Duration::from_secs(24 * 3600);
+    assert_eq!(first.self_service_key("one").unwrap(), "one");
+    assert_eq!(second.self_service_key("two").unwrap(), "one", "every node signs with the first key");
+
+    assert!(first.spend_challenge("c1", Timestamp(NOW.0 + 60_000), NOW).unwrap());
+    assert!(!second.spend_challenge("c1", Timestamp(NOW.0 + 60_000), NOW).unwrap(), "used on the other node");
+    let ttl: i64 = raw(&first, redis::cmd("PTTL").arg(first.key("spent:c1")));
+    assert!((1..=60_000).contains(&ttl), "kept until the challenge would expire: {ttl} ms");
+
+    let me = source("2001:db8:1:2::/64");
+    assert_eq!(first.self_unblocks(me, NOW).unwrap(), 0);
+    assert_eq!(first.count_self_unblock(me, 2, NOW, day).unwrap(), DailyCount::Counted(1));
+    assert_eq!(second.count_self_unblock(me, 2, NOW, day).unwrap(), DailyCount::Counted(2));
+    assert_eq!(first.count_self_unblock(me, 2, NOW, day).unwrap(), DailyCount::AtLimit(2));
+    assert_eq!(second.self_unblocks(me, NOW).unwrap(), 2);
+    second.uncount_self_unblock(me).unwrap();
+    assert_eq!(first.self_unblocks(me, NOW).unwrap(), 1);
+    let ttl: i64 = raw(&first, redis::cmd("PTTL").arg(first.key("unblocks:2001:db8:1:2::/64")));
+    assert!(ttl > 23 * 3600 * 1000 && ttl <= 24 * 3600 * 1000, "the day runs from the first unblock: {ttl} ms");
+}
+
 /// Every check, on `target`, each under its own prefix.
 fn check_everything(target: &Target) {
     check_bans_round_trip_and_survive_a_new_store(target);
@@ -374,6 +398,7 @@ fn check_everything(target: &Target) {
     check_two_prefixes_do_not_see_each_other(target);
     check_a_malformed_stored_ban_is_skipped_and_the_others_load(target);
     check_the_shared_secret_and_epoch_are_the_same_for_every_node(target);
+    check_the_self_service_records_are_shared_by_every_node_and_expire(target);
 }
 
 // ----- one server -----
@@ -442,6 +467,12 @@ fn a_malformed_stored_value_is_skipped_and_the_others_load() {
 fn every_node_reads_the_same_shared_secret_and_epoch() {
     let Some(redis) = RedisServer::start() else { return };
     check_the_shared_secret_and_epoch_are_the_same_for_every_node(&Target::server(&redis));
+}
+
+#[test]
+fn used_challenges_and_daily_unblock_counts_are_shared_by_every_node_and_expire() {
+    let Some(redis) = RedisServer::start() else { return };
+    check_the_self_service_records_are_shared_by_every_node_and_expire(&Target::server(&redis));
 }
 
 #[test]

@@ -119,8 +119,12 @@ pub struct ServerSettings {
     pub reload_on_change: bool,
     /// The self-service unblock page's listener; `None`: off.
     pub public_listen: Option<SocketAddr>,
-    /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` headers name the visitor.
+    /// Reverse proxies whose `proxy_header` names the visitor.
     pub trusted_proxies: Vec<IpNet>,
+    /// The one header (lower case) the trusted proxies put the visitor's address in:
+    /// `forwarded` (RFC 7239's `for=`), or any other name, read as a comma-separated list of
+    /// addresses (`x-forwarded-for`, `x-real-ip`). Every other header is ignored.
+    pub proxy_header: String,
     /// How long a client may take to send a request's headers, and its body: slow senders are
     /// cut off.
     pub client_timeout: Duration,
@@ -351,6 +355,11 @@ impl Policy {
     }
 }
 
+/// RFC 9110's token characters: anything else could never arrive as a header name.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 fn quote(text: &str) -> String {
     format!("{text:?}")
 }
@@ -410,10 +419,18 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
     let state_dir = resolve(v.text("server.state_dir"));
 
     let header = v.text("auth.api_key_header").to_string();
-    let header_ok =
-        !header.is_empty() && header.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !header_ok {
+    if !is_header_name(&header) {
         problem("auth.api_key_header", format!("{header:?} is not a valid HTTP header name"));
+    }
+    let proxy_header = v.text("server.proxy_header").to_ascii_lowercase();
+    if !is_header_name(&proxy_header) {
+        problem(
+            "server.proxy_header",
+            format!(
+                "{:?} is not a header name (e.g. \"x-forwarded-for\", \"forwarded\" or \"x-real-ip\")",
+                v.text("server.proxy_header")
+            ),
+        );
     }
     let mut secret = |key: &str| {
         let value = v.text(key);
@@ -545,6 +562,7 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
             reload_on_change: v.bool("server.reload_on_change"),
             public_listen: public_listen?,
             trusted_proxies,
+            proxy_header,
             client_timeout: v.duration("server.client_timeout"),
             max_connections: count("server.max_connections"),
         },

@@ -143,6 +143,13 @@ pub const SETTINGS: &[Setting] = &[
         "Reverse proxies in front of the public page whose proxy header names the visitor.",
     ),
     setting(
+        "server.proxy_header",
+        Kind::Text,
+        "\"x-forwarded-for\"",
+        Live,
+        "The one header trusted proxies name the visitor in: forwarded (RFC 7239), or a list of addresses.",
+    ),
+    setting(
         "server.client_timeout",
         dur(secs(1), secs(300)),
         "\"5s\"",

@@ -87,6 +87,15 @@ fn stored_rule_set(key: String, json: &str) -> Option<KeyedRuleSet> {
     }
 }
 
+/// What `Store::count_self_unblock` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DailyCount {
+    /// Counted: the source's self-unblocks in its day, this one included.
+    Counted(u32),
+    /// Not counted: the source had this many (at least the limit) in its day already.
+    AtLimit(u32),
+}
+
 /// Calls are blocking and may take milliseconds (a disk sync, a network round trip): callers
 /// on an async runtime run them on a blocking thread.
 pub trait Store: Send + Sync {
@@ -125,6 +134,27 @@ pub trait Store: Send + Sync {
     /// Removes known sources older than `older_than`, then all but the newest `per_account` of
     /// each account.
     fn prune_known_sources(&self, older_than: Timestamp, per_account: usize) -> Result<usize, StoreError>;
+    /// The key that signs the self-service page's challenges: stores `candidate` unless a key
+    /// is stored already, and returns the stored one, so that challenges outlive a restart and
+    /// every node of a cluster signs with the same key.
+    fn self_service_key(&self, candidate: &str) -> Result<String, StoreError>;
+    /// Records the self-service challenge `id` as used until `until` (when it would have
+    /// expired anyway); `false` when it was recorded already. Forgets ids ended by `now`.
+    fn spend_challenge(&self, id: &str, until: Timestamp, now: Timestamp) -> Result<bool, StoreError>;
+    /// The self-unblocks of `source` counted in its day at `now` (0 when it has none running).
+    fn self_unblocks(&self, source: Source, now: Timestamp) -> Result<u32, StoreError>;
+    /// Counts one more self-unblock of `source`, unless it had `limit` in its day already, in
+    /// one atomic step (two nodes cannot both count the last one). A source's day starts with
+    /// its first self-unblock counted and lasts `day`.
+    fn count_self_unblock(
+        &self,
+        source: Source,
+        limit: u32,
+        now: Timestamp,
+        day: std::time::Duration,
+    ) -> Result<DailyCount, StoreError>;
+    /// Takes back one self-unblock counted for `source` (the unblock did not happen after all).
+    fn uncount_self_unblock(&self, source: Source) -> Result<(), StoreError>;
     /// Makes the on-disk state compact and self-contained before the process exits.
     fn close(&self) -> Result<(), StoreError>;
     /// A short name for metrics and logs.

@@ -22,6 +22,9 @@
 //! | `{prefix}known-logins` | sorted set | every login with known sources; score: its latest success in ms (so pruning needs no SCAN, which a cluster cannot do across nodes) |
 //! | `{prefix}secret` | string | 32 hex digits shared by every node (set once with NX) |
 //! | `{prefix}epoch` | string | a random id of Redis's data set (set once with NX): a new one means Redis lost its data |
+//! | `{prefix}self-service-key` | string | the key that signs the self-service page's challenges (set once with NX) |
+//! | `{prefix}spent:<id>` | string | a self-service challenge already used; expires when the challenge would have |
+//! | `{prefix}unblocks:<source>` | string | the source's self-unblocks in its day; expires a day after the first |
 //! | `{prefix}changes` | pub/sub channel | the announcements |
 //!
 //! Values a version cannot read (a malformed JSON, an unknown reason) are skipped with a
@@ -37,7 +40,7 @@ use ipnet::IpNet;
 use redis::{Cmd, ConnectionLike, ErrorKind, IntoConnectionInfo, RedisError, RedisResult, ServerErrorKind, Value};
 use serde::{Deserialize, Serialize};
 
-use super::{Announcement, Change, Store, StoreError};
+use super::{Announcement, Change, DailyCount, Store, StoreError};
 use crate::access::{AccessEntry, ListKind, Origin};
 use crate::bans::{Ban, BanCause, BanGuess, BanReason};
 use crate::clock::Timestamp;
@@ -88,6 +91,24 @@ for i = 1, #ARGV, 2 do
   end
 end
 return deleted
+";
+
+/// Counts a self-unblock of `KEYS[1]`'s source unless it has `ARGV[1]` in its day already;
+/// the day (`ARGV[2]` ms) starts with the first. Returns {1, count} when counted, {0, count}
+/// when not. Atomic, so two nodes cannot both count the last unblock of a day.
+const COUNT_SELF_UNBLOCK: &str = r"
+local count = tonumber(redis.call('GET', KEYS[1])) or 0
+if count >= tonumber(ARGV[1]) then return {0, count} end
+count = redis.call('INCR', KEYS[1])
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return {1, count}
+";
+
+/// Takes back one self-unblock of `KEYS[1]`'s source, never below zero (DECR keeps the expiry).
+const UNCOUNT_SELF_UNBLOCK: &str = r"
+local count = tonumber(redis.call('GET', KEYS[1])) or 0
+if count > 0 then return redis.call('DECR', KEYS[1]) end
+return 0
 ";
 
 /// How to reach Redis (from policy.toml's [store] section; the config code builds this).
@@ -196,6 +217,8 @@ pub struct RedisStore {
     idle: Mutex<Vec<Pooled>>,
     append_events: redis::Script,
     delete_unchanged: redis::Script,
+    count_self_unblock: redis::Script,
+    uncount_self_unblock: redis::Script,
 }
 
 impl RedisStore {
@@ -253,6 +276,8 @@ impl RedisStore {
             idle: Mutex::new(Vec::new()),
             append_events: redis::Script::new(APPEND_EVENTS),
             delete_unchanged: redis::Script::new(DELETE_UNCHANGED),
+            count_self_unblock: redis::Script::new(COUNT_SELF_UNBLOCK),
+            uncount_self_unblock: redis::Script::new(UNCOUNT_SELF_UNBLOCK),
         };
         if store.probe() {
             tracing::info!(
@@ -603,6 +628,10 @@ impl RedisStore {
 
     fn known_key(&self, login: &str) -> String {
         self.key(&format!("known:{{{login}}}"))
+    }
+
+    fn self_unblocks_key(&self, source: Source) -> String {
+        self.key(&format!("unblocks:{source}"))
     }
 }
 
@@ -1136,6 +1165,58 @@ impl Store for RedisStore {
             }
         }
         Ok(removed)
+    }
+
+    fn self_service_key(&self, candidate: &str) -> Result<String, StoreError> {
+        self.set_once("reading the self-service key", &self.key("self-service-key"), candidate)
+    }
+
+    fn spend_challenge(&self, id: &str, until: Timestamp, now: Timestamp) -> Result<bool, StoreError> {
+        let ttl = u64::try_from(now.until(until).as_millis()).unwrap_or(u64::MAX).max(1);
+        let set: Option<String> = self.call("recording a used challenge", |connection| {
+            redis::cmd("SET")
+                .arg(self.key(&format!("spent:{id}")))
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl)
+                .query(connection.like())
+        })?;
+        Ok(set.is_some())
+    }
+
+    fn self_unblocks(&self, source: Source, _now: Timestamp) -> Result<u32, StoreError> {
+        let key = self.self_unblocks_key(source);
+        let stored: Option<String> =
+            self.call("reading self-unblocks", |connection| redis::cmd("GET").arg(&key).query(connection.like()))?;
+        match stored {
+            None => Ok(0),
+            Some(text) => text.parse::<u32>().map_err(|_| {
+                StoreError::operation("reading self-unblocks", format!("{key} holds {text:?}, not a count"))
+            }),
+        }
+    }
+
+    fn count_self_unblock(
+        &self,
+        source: Source,
+        limit: u32,
+        _now: Timestamp,
+        day: Duration,
+    ) -> Result<DailyCount, StoreError> {
+        let day_ms = u64::try_from(day.as_millis()).unwrap_or(u64::MAX).max(1);
+        let (counted, count): (i64, i64) = self.call("counting a self-unblock", |connection| {
+            self.count_self_unblock.key(self.self_unblocks_key(source)).arg(limit).arg(day_ms).invoke(connection.like())
+        })?;
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        Ok(if counted == 1 { DailyCount::Counted(count) } else { DailyCount::AtLimit(count) })
+    }
+
+    fn uncount_self_unblock(&self, source: Source) -> Result<(), StoreError> {
+        let _: i64 = self.call("taking back a self-unblock", |connection| {
+            self.uncount_self_unblock.key(self.self_unblocks_key(source)).invoke(connection.like())
+        })?;
+        Ok(())
     }
 
     fn close(&self) -> Result<(), StoreError> {

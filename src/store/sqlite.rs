@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use ipnet::IpNet;
 
-use super::{Store, StoreError};
+use super::{DailyCount, Store, StoreError};
 use crate::access::{AccessEntry, ListKind, Origin};
 use crate::bans::{Ban, BanCause, BanReason};
 use crate::clock::Timestamp;
@@ -68,6 +68,21 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX known_sources_by_time ON known_sources (last_success);",
     "ALTER TABLE bans ADD COLUMN guesses TEXT NOT NULL DEFAULT '[]';",
+    "CREATE TABLE self_service_key (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        key         TEXT NOT NULL
+    );
+    CREATE TABLE spent_challenges (
+        id          TEXT PRIMARY KEY NOT NULL,
+        expires_at  INTEGER NOT NULL
+    );
+    CREATE INDEX spent_challenges_by_expiry ON spent_challenges (expires_at);
+    CREATE TABLE self_unblocks (
+        source      TEXT PRIMARY KEY NOT NULL,
+        day_ends    INTEGER NOT NULL,
+        count       INTEGER NOT NULL
+    );
+    CREATE INDEX self_unblocks_by_end ON self_unblocks (day_ends);",
 ];
 
 pub struct SqliteStore {
@@ -432,6 +447,87 @@ impl Store for SqliteStore {
         Ok(aged + surplus)
     }
 
+    fn self_service_key(&self, candidate: &str) -> Result<String, StoreError> {
+        let error = |e: rusqlite::Error| StoreError::operation("reading the self-service key", e);
+        let connection = self.lock();
+        let read =
+            || connection.query_row("SELECT key FROM self_service_key WHERE id = 1", [], |row| row.get(0)).optional();
+        // Read first: the key is read for every challenge, and is written only once.
+        if let Some(key) = read().map_err(error)? {
+            return Ok(key);
+        }
+        connection
+            .execute("INSERT OR IGNORE INTO self_service_key (id, key) VALUES (1, ?1)", params![candidate])
+            .map_err(error)?;
+        read().map_err(error)?.ok_or_else(|| StoreError::operation("reading the self-service key", "no key stored"))
+    }
+
+    fn spend_challenge(&self, id: &str, until: Timestamp, now: Timestamp) -> Result<bool, StoreError> {
+        let error = |e: rusqlite::Error| StoreError::operation("recording a used challenge", e);
+        let mut connection = self.lock();
+        let transaction = connection.transaction().map_err(error)?;
+        transaction.execute("DELETE FROM spent_challenges WHERE expires_at <= ?1", params![now.0]).map_err(error)?;
+        let inserted = transaction
+            .execute("INSERT OR IGNORE INTO spent_challenges (id, expires_at) VALUES (?1, ?2)", params![id, until.0])
+            .map_err(error)?;
+        transaction.commit().map_err(error)?;
+        Ok(inserted == 1)
+    }
+
+    fn self_unblocks(&self, source: Source, now: Timestamp) -> Result<u32, StoreError> {
+        self.lock()
+            .query_row(
+                "SELECT count FROM self_unblocks WHERE source = ?1 AND day_ends > ?2",
+                params![source.network().to_string(), now.0],
+                |row| row.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|count| count.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)))
+            .map_err(|e| StoreError::operation("reading self-unblocks", e))
+    }
+
+    fn count_self_unblock(
+        &self,
+        source: Source,
+        limit: u32,
+        now: Timestamp,
+        day: Duration,
+    ) -> Result<DailyCount, StoreError> {
+        let error = |e: rusqlite::Error| StoreError::operation("counting a self-unblock", e);
+        let source = source.network().to_string();
+        let mut connection = self.lock();
+        let transaction = connection.transaction().map_err(error)?;
+        transaction.execute("DELETE FROM self_unblocks WHERE day_ends <= ?1", params![now.0]).map_err(error)?;
+        let count: i64 = transaction
+            .query_row("SELECT count FROM self_unblocks WHERE source = ?1", params![source], |row| row.get(0))
+            .optional()
+            .map_err(error)?
+            .unwrap_or(0);
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        if count >= limit {
+            return Ok(DailyCount::AtLimit(count));
+        }
+        transaction
+            .execute(
+                "INSERT INTO self_unblocks (source, day_ends, count) VALUES (?1, ?2, 1)
+                 ON CONFLICT (source) DO UPDATE SET count = count + 1",
+                params![source, now.plus(day).0],
+            )
+            .map_err(error)?;
+        transaction.commit().map_err(error)?;
+        Ok(DailyCount::Counted(count + 1))
+    }
+
+    fn uncount_self_unblock(&self, source: Source) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "UPDATE self_unblocks SET count = count - 1 WHERE source = ?1 AND count > 0",
+                params![source.network().to_string()],
+            )
+            .map(|_| ())
+            .map_err(|e| StoreError::operation("taking back a self-unblock", e))
+    }
+
     fn close(&self) -> Result<(), StoreError> {
         self.lock()
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
@@ -612,6 +708,33 @@ mod tests {
         assert_eq!(store.prune_known_sources(Timestamp(0), 1).unwrap(), 1);
         assert_eq!(store.known_sources("alice", Timestamp(0), 10).unwrap(), vec![source("203.0.113.7")]);
         assert_eq!(store.prune_known_sources(Timestamp(16), 10).unwrap(), 1, "bob's is too old");
+    }
+
+    #[test]
+    fn used_challenges_and_daily_unblock_counts_survive_reopening_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = Duration::from_secs(24 * 3600);
+        let me = Source::parse("2001:db8:1:2::/64").unwrap();
+        let key = {
+            let store = SqliteStore::open(dir.path()).unwrap();
+            assert!(store.spend_challenge("c1", Timestamp(NOW.0 + 60_000), NOW).unwrap());
+            assert!(!store.spend_challenge("c1", Timestamp(NOW.0 + 60_000), NOW).unwrap());
+            assert_eq!(store.count_self_unblock(me, 2, NOW, day).unwrap(), DailyCount::Counted(1));
+            store.self_service_key("first").unwrap()
+        };
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(key, "first");
+        assert_eq!(store.self_service_key("second").unwrap(), "first", "the first key is kept");
+        assert!(!store.spend_challenge("c1", Timestamp(NOW.0 + 60_000), NOW).unwrap(), "still used");
+        assert_eq!(store.self_unblocks(me, NOW).unwrap(), 1);
+        assert_eq!(store.count_self_unblock(me, 2, NOW, day).unwrap(), DailyCount::Counted(2));
+        assert_eq!(store.count_self_unblock(me, 2, NOW, day).unwrap(), DailyCount::AtLimit(2));
+        store.uncount_self_unblock(me).unwrap();
+        assert_eq!(store.self_unblocks(me, NOW).unwrap(), 1);
+        let tomorrow = NOW.plus(day);
+        assert_eq!(store.self_unblocks(me, tomorrow).unwrap(), 0, "the day started with the first unblock");
+        assert_eq!(store.count_self_unblock(me, 2, tomorrow, day).unwrap(), DailyCount::Counted(1));
+        assert!(store.spend_challenge("c1", Timestamp(tomorrow.0 + 60_000), tomorrow).unwrap(), "forgotten once ended");
     }
 
     #[test]

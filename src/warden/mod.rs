@@ -87,8 +87,9 @@ struct Shared {
     /// (login, source, kind) of expired or disabled accounts already in the block log within
     /// the window, so repeats are not written again (memory only, bounded).
     unusable_noted: moka::sync::Cache<(Box<str>, Source, &'static str), ()>,
-    /// Self-service challenges and the daily count of self-unblocks.
-    self_service: crate::selfservice::SelfServiceChecks,
+    /// The self-service page's flood guard (per source, memory only; the daily count of
+    /// unblocks and the used challenges are in the store).
+    page_requests: crate::selfservice::PageRequests,
     clock: Arc<dyn Clock>,
     /// Failed-login history per source (memory only, bounded).
     failures: FailureTracker,
@@ -231,7 +232,7 @@ impl Warden {
             known_recorded,
             known_recorded_keys: Default::default(),
             unusable_noted: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(policy_window).build(),
-            self_service: crate::selfservice::SelfServiceChecks::new(),
+            page_requests: crate::selfservice::PageRequests::new(),
             clock,
             failures,
             tolerance: ToleranceTracker::new(max_tolerated_sources),

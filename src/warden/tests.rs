@@ -653,3 +653,42 @@ fn one_account_logging_in_again_and_again_earns_its_address_only_its_share() {
     h.fail("198.51.100.30", "bob@example.com");
     assert_eq!(h.allow("198.51.100.30", "bob@example.com").status, -1, "banned at 5 + 2");
 }
+
+/// Fetches a challenge for `ip` from `warden`, solves it and unblocks with it.
+fn self_unblock_with_a_solved_challenge(warden: &Warden, ip: &str) -> Result<Arc<Ban>, SelfUnblockError> {
+    let address: IpAddr = ip.parse().unwrap();
+    let challenge = warden.self_service_challenge(address).expect("a challenge");
+    warden.self_unblock(address, &crate::selfservice::solve(&challenge))
+}
+
+#[test]
+fn the_daily_unblock_limit_ends_a_day_after_the_first_self_unblock() {
+    let h = harness("[self_service]\nmax_unblocks_per_day = 1\ndifficulty = 1000\n");
+    let ban = || (0..5).for_each(|_| h.fail("2001:db8::7", "alice@example.com"));
+    ban();
+    assert!(self_unblock_with_a_solved_challenge(&h.warden, "2001:db8::7").is_ok());
+    h.clock.advance(Duration::from_secs(24 * 3600 - 60));
+    ban();
+    assert!(matches!(
+        self_unblock_with_a_solved_challenge(&h.warden, "2001:db8::8"),
+        Err(SelfUnblockError::LimitReached { count: 1 })
+    ));
+    assert_eq!(h.warden.visitor_status("2001:db8::9".parse().unwrap()).unblocks_today, Some(1), "the same /64");
+    h.clock.advance(Duration::from_secs(60));
+    assert!(self_unblock_with_a_solved_challenge(&h.warden, "2001:db8::7").is_ok(), "a new day");
+}
+
+#[test]
+fn a_challenge_expires_by_the_wardens_clock_and_the_refusal_uses_up_no_unblock() {
+    let h = harness("[self_service]\nchallenge_expires = \"1m\"\ndifficulty = 1000\n");
+    (0..5).for_each(|_| h.fail("203.0.113.7", "alice@example.com"));
+    let address: IpAddr = "203.0.113.7".parse().unwrap();
+    let payload = crate::selfservice::solve(&h.warden.self_service_challenge(address).unwrap());
+    h.clock.advance(Duration::from_secs(61));
+    assert!(matches!(
+        h.warden.self_unblock(address, &payload),
+        Err(SelfUnblockError::Challenge(crate::selfservice::ChallengeError::Expired))
+    ));
+    assert_eq!(h.warden.visitor_status(address).unblocks_today, Some(0));
+    assert_eq!(h.allow("203.0.113.7", "alice@example.com").status, -1);
+}

@@ -1,9 +1,13 @@
 //! Self-service unblock on the `Warden`: what the public page shows a visitor about its own
-//! address, and lifting the visitor's own ban after a solved challenge, within the daily limit
-//! and never for an administrator's block.
+//! source, and lifting the visitor's own ban after a solved challenge, within the daily limit
+//! and never for an administrator's block. Everything is per source (the address grouped as
+//! bans group it), so moving within one's IPv6 /64 changes nothing. The used challenges and
+//! the daily count are in the store, which every node of a cluster shares and a restart keeps;
+//! when the store cannot answer, nothing is unblocked.
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use altcha_lib_rs::Payload;
 
@@ -12,8 +16,11 @@ use crate::access::Standing;
 use crate::bans::Ban;
 use crate::events::{Event, EventKind};
 use crate::network::Source;
-use crate::selfservice::ChallengeError;
-use crate::store::StoreError;
+use crate::selfservice::{self, ChallengeError};
+use crate::store::{DailyCount, StoreError};
+
+/// How long a source's count of self-unblocks runs from its first one: "per day".
+const UNBLOCK_DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// What the page knows about its visitor.
 #[derive(Debug, Clone)]
@@ -23,7 +30,10 @@ pub struct VisitorStatus {
     pub ban: Option<Arc<Ban>>,
     /// On the administrators' blocked list: not for self-service.
     pub admin_block: bool,
-    pub unblocks_today: u32,
+    /// The source's self-unblocks in its day (read only for a visitor under a ban it could
+    /// lift, 0 otherwise); `None` when the store could not say (then the page offers no
+    /// unblocking).
+    pub unblocks_today: Option<u32>,
     pub max_unblocks_per_day: u32,
 }
 
@@ -38,7 +48,7 @@ pub enum SelfUnblockError {
     LimitReached { count: u32 },
     #[error(transparent)]
     Challenge(#[from] ChallengeError),
-    #[error("the server could not record the change; try again in a minute.")]
+    #[error("the server could not check or record the unblock; try again in a few minutes.")]
     Store(#[from] StoreError),
 }
 
@@ -56,34 +66,63 @@ impl SelfUnblockError {
 }
 
 impl Warden {
+    /// What the page shows `address`. Blocking (reads the day's count from the store when
+    /// `address` is banned).
     pub fn visitor_status(&self, address: IpAddr) -> VisitorStatus {
         let shared = &*self.shared;
         let policy = shared.policy.load();
         let now = shared.clock.now();
         let source = policy.autoban.grouping.source_of(address);
+        let ban = shared.bans.active_for_address(address, policy.autoban.grouping, now);
+        let admin_block = matches!(self.standing(Some(address), now), Standing::Blocked(_));
+        // Only a visitor who could unblock needs the count: other views cost the store nothing.
+        let unblocks_today = if ban.is_some() && !admin_block {
+            let unblocks = shared.store.self_unblocks(source, now);
+            shared.metrics.store_result("read_self_unblocks", &unblocks);
+            unblocks.ok()
+        } else {
+            Some(0)
+        };
         VisitorStatus {
             address,
             source,
-            ban: shared.bans.active_for_address(address, policy.autoban.grouping, now),
-            admin_block: matches!(self.standing(Some(address), now), Standing::Blocked(_)),
-            unblocks_today: shared.self_service.unblocks_today(source),
+            ban,
+            admin_block,
+            unblocks_today,
             max_unblocks_per_day: policy.self_service.max_unblocks_per_day,
         }
     }
 
-    /// Counts a page request from `visitor`: `false` when it is over the per-minute limit.
+    /// Counts a page request from `visitor`'s source: `false` when it is over the per-minute
+    /// limit.
     pub fn self_service_request_allowed(&self, visitor: IpAddr) -> bool {
-        let per_minute = self.shared.policy.load().self_service.max_requests_per_minute;
-        let allowed = self.shared.self_service.request_allowed(visitor, per_minute);
+        let policy = self.shared.policy.load();
+        let source = policy.autoban.grouping.source_of(visitor);
+        let allowed = self.shared.page_requests.allowed(source, policy.self_service.max_requests_per_minute);
         if !allowed {
             self.shared.metrics.self_unblocks.with_label_values(&["rate_limited"]).inc();
         }
         allowed
     }
 
-    /// A proof-of-work challenge for `visitor`.
+    /// A proof-of-work challenge for `visitor`'s source; `None` when the store cannot give the
+    /// key to sign it with. Blocking.
     pub fn self_service_challenge(&self, visitor: IpAddr) -> Option<altcha_lib_rs::Challenge> {
-        self.shared.self_service.challenge(visitor, &self.shared.policy.load().self_service)
+        let policy = self.shared.policy.load();
+        let key = self.challenge_key().ok()?;
+        let source = policy.autoban.grouping.source_of(visitor);
+        selfservice::challenge(&key, source, &policy.self_service, self.shared.clock.now())
+    }
+
+    /// The store's key for challenges, read each time rather than kept: should a cluster's
+    /// Redis lose its data, every node moves to the one new key together.
+    fn challenge_key(&self) -> Result<String, StoreError> {
+        let key = match selfservice::new_challenge_key() {
+            Some(candidate) => self.shared.store.self_service_key(&candidate),
+            None => Err(StoreError::operation("making a self-service key", "the system gave no randomness")),
+        };
+        self.shared.metrics.store_result("read_self_service_key", &key);
+        key
     }
 
     /// Lifts `visitor`'s own ban after a solved challenge. Blocking.
@@ -108,14 +147,34 @@ impl Warden {
         let Some(banned) = status.ban.as_ref().map(|ban| ban.source) else {
             return Err(SelfUnblockError::NotBanned);
         };
-        if status.unblocks_today >= status.max_unblocks_per_day {
-            return Err(SelfUnblockError::LimitReached { count: status.unblocks_today });
+        if let Some(count) = status.unblocks_today.filter(|count| *count >= status.max_unblocks_per_day) {
+            return Err(SelfUnblockError::LimitReached { count });
         }
-        shared.self_service.verify(visitor, payload)?;
-        let lifted = self.lift_ban(banned, "self_service")?.ok_or(SelfUnblockError::NotBanned)?;
-        shared.self_service.count_unblock(status.source);
+        let now = shared.clock.now();
+        let solved = selfservice::verify(&self.challenge_key()?, status.source, payload, now)?;
+        let spent = shared.store.spend_challenge(&solved.id, solved.expires_at, now);
+        shared.metrics.store_result("spend_challenge", &spent);
+        if !spent? {
+            return Err(ChallengeError::Replayed.into());
+        }
+        // Counted before the lift, in one step with the check, so two requests (on two nodes)
+        // cannot both take the day's last unblock; taken back if the lift does not happen.
+        let counted = shared.store.count_self_unblock(status.source, status.max_unblocks_per_day, now, UNBLOCK_DAY);
+        shared.metrics.store_result("count_self_unblock", &counted);
+        let count = match counted? {
+            DailyCount::Counted(count) => count,
+            DailyCount::AtLimit(count) => return Err(SelfUnblockError::LimitReached { count }),
+        };
+        let lifted = match self.lift_ban(banned, "self_service") {
+            Ok(Some(lifted)) => lifted,
+            failed => {
+                let taken_back = shared.store.uncount_self_unblock(status.source);
+                shared.metrics.store_result("uncount_self_unblock", &taken_back);
+                return Err(failed.err().map_or(SelfUnblockError::NotBanned, SelfUnblockError::Store));
+            }
+        };
         shared.journal.event(Event {
-            at: shared.clock.now(),
+            at: now,
             kind: EventKind::SelfUnblock,
             login: lifted.cause.login.clone(),
             ip: Some(visitor),
@@ -124,9 +183,7 @@ impl Warden {
             rule: None,
             detail: format!(
                 "{} unblocked on the self-service page ({} of {} today)",
-                status.source,
-                status.unblocks_today + 1,
-                status.max_unblocks_per_day
+                status.source, count, status.max_unblocks_per_day
             ),
         });
         Ok(lifted)

@@ -1,8 +1,10 @@
 //! The public listener: the self-service unblock page (`server.public_listen`), on its own
 //! port, apart from Dovecot's and the admin's. It shows visitors whether their address is
-//! blocked and why, and lets them unblock it after a proof-of-work check. The visitor's address
-//! is the TCP peer, or, only when the peer is in `server.trusted_proxies`, the address the
-//! proxy names in `Forwarded` or `X-Forwarded-For`.
+//! blocked and why, and lets them unblock it after a proof-of-work check. Who the visitor is
+//! is `proxy`'s to say: the TCP peer, or, only behind a trusted proxy, the address in the one
+//! header the admin names.
+
+mod proxy;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -13,7 +15,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
 use crate::clock::Timestamp;
-use crate::network::parse_ip;
+use crate::selfservice::SelfServiceSettings;
 use crate::selfservice::mask_login;
 use crate::warden::{SelfUnblockError, VisitorStatus, Warden, device_name};
 
@@ -46,11 +48,17 @@ fn secure(mut response: HttpResponse) -> HttpResponse {
     response
 }
 
-/// The visitor's address, or the answer to give instead: no address, or too many requests.
+/// The visitor's address, or the answer to give instead: an address that cannot be made out,
+/// or too many requests.
 fn admitted(request: &HttpRequest, warden: &Warden) -> Result<IpAddr, HttpResponse> {
     let policy = warden.policy();
-    let address =
-        visitor_address(request, &policy.server.trusted_proxies).ok_or_else(|| HttpResponse::BadRequest().finish())?;
+    let address = proxy::visitor_address(request, &policy.server.trusted_proxies, &policy.server.proxy_header)
+        .map_err(|e| {
+            tracing::debug!(error = %e, "self-service request without a visitor address");
+            secure(
+                HttpResponse::BadRequest().content_type("text/plain; charset=utf-8").body(format!("Bad request: {e}.")),
+            )
+        })?;
     if warden.self_service_request_allowed(address) {
         Ok(address)
     } else {
@@ -62,42 +70,17 @@ fn admitted(request: &HttpRequest, warden: &Warden) -> Result<IpAddr, HttpRespon
     }
 }
 
-fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
-    secure(HttpResponse::Ok().content_type(content_type).body(body))
+/// Whom the page sends people to: `support_contact`, or the fallback text.
+fn support(settings: &SelfServiceSettings) -> String {
+    if settings.support_contact.is_empty() {
+        settings.text.get("support_fallback").cloned().unwrap_or_default()
+    } else {
+        settings.support_contact.clone()
+    }
 }
 
-/// The visitor's address: the TCP peer, unless the peer is a trusted proxy, in which case the
-/// nearest address in `Forwarded` / `X-Forwarded-For` that is not itself a trusted proxy.
-pub fn visitor_address(request: &HttpRequest, trusted_proxies: &[ipnet::IpNet]) -> Option<IpAddr> {
-    let peer = parse_ip(&request.peer_addr()?.ip().to_string()).ok()?;
-    let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
-    if !trusted(&peer) {
-        return Some(peer);
-    }
-    let header_text =
-        |name| request.headers().get_all(name).filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
-    let forwarded: Vec<IpAddr> = header_text(header::FORWARDED)
-        .split(',')
-        .flat_map(|element| element.split(';'))
-        .filter_map(|pair| pair.trim().strip_prefix("for=").or_else(|| pair.trim().strip_prefix("For=")))
-        .filter_map(|value| {
-            let value = value.trim_matches('"');
-            let host = match value.strip_prefix('[') {
-                Some(rest) => rest.split(']').next().unwrap_or(rest),
-                None => value.rsplit_once(':').filter(|(h, _)| !h.contains(':')).map_or(value, |(h, _)| h),
-            };
-            parse_ip(host).ok()
-        })
-        .collect();
-    let chain = if forwarded.is_empty() {
-        header_text(header::HeaderName::from_static("x-forwarded-for"))
-            .split(',')
-            .filter_map(|a| parse_ip(a.trim()).ok())
-            .collect()
-    } else {
-        forwarded
-    };
-    Some(chain.into_iter().rev().find(|ip| !trusted(ip)).unwrap_or(peer))
+fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
+    secure(HttpResponse::Ok().content_type(content_type).body(body))
 }
 
 /// HTML-escapes text for element content and attribute values.
@@ -146,21 +129,19 @@ async fn page(request: HttpRequest, warden: web::Data<Warden>) -> HttpResponse {
         Ok(address) => address,
         Err(response) => return response,
     };
-    let policy = warden.policy();
-    let status = warden.visitor_status(address);
-    let settings = &policy.self_service;
-    let support = if settings.support_contact.is_empty() {
-        settings.text.get("support_fallback").cloned().unwrap_or_default()
-    } else {
-        settings.support_contact.clone()
+    let handle = warden.get_ref().clone();
+    let Ok(status) = web::block(move || handle.visitor_status(address)).await else {
+        return secure(HttpResponse::ServiceUnavailable().finish());
     };
+    let policy = warden.policy();
+    let settings = &policy.self_service;
     let t = Texts {
         texts: &settings.text,
         values: vec![
             ("address", address.to_string()),
             ("provider", settings.provider_name.clone()),
-            ("support", support),
-            ("count", status.unblocks_today.to_string()),
+            ("support", support(settings)),
+            ("count", status.unblocks_today.unwrap_or(0).to_string()),
             ("until", status.ban.as_ref().map(|b| readable(b.expires_at)).unwrap_or_default()),
         ],
     };
@@ -217,22 +198,33 @@ fn render(t: &Texts<'_>, status: &VisitorStatus) -> String {
                 body.push_str(&format!("  <li>{}</li>\n", escape(&cause)));
             }
             body.push_str("</ul>\n");
-            if status.unblocks_today >= status.max_unblocks_per_day {
-                body.push_str(&format!("<p class=\"blocked\">{}</p>\n", e("limit")));
-            } else {
-                body.push_str(&format!(
+            let steps = || {
+                format!(
                     "<h2>{}</h2>\n<ol>\n  <li>{}</li>\n  <li>{}</li>\n  <li>{}</li>\n</ol>\n",
                     e("steps_heading"),
                     e("step_find"),
                     e("step_update"),
                     e("step_unblock")
-                ));
-                body.push_str(&format!(
+                )
+            };
+            match status.unblocks_today {
+                Some(count) if count >= status.max_unblocks_per_day => {
+                    body.push_str(&format!("<p class=\"blocked\">{}</p>\n", e("limit")))
+                }
+                // The store cannot say how many were used today: no unblocking (fail closed).
+                None => {
+                    body.push_str(&steps());
+                    body.push_str(&format!("<p id=\"unavailable\" class=\"blocked\">{}</p>\n", e("unavailable")));
+                }
+                Some(_) => {
+                    body.push_str(&steps());
+                    body.push_str(&format!(
                     "<form id=\"unblock\" method=\"post\" action=\"/unblock\" data-working=\"{}\" data-failed=\"{}\">\n  <button type=\"submit\">{}</button>\n</form>\n<noscript><p>This page needs JavaScript to check that you are a person.</p></noscript>\n",
                     e("working"),
                     e("failed"),
                     e("unblock_button")
                 ));
+                }
             }
         }
     }
@@ -249,10 +241,25 @@ async fn challenge(request: HttpRequest, warden: web::Data<Warden>) -> HttpRespo
         Ok(address) => address,
         Err(response) => return response,
     };
-    match warden.self_service_challenge(address) {
-        Some(challenge) => secure(HttpResponse::Ok().json(challenge)),
-        None => secure(HttpResponse::ServiceUnavailable().finish()),
+    let handle = warden.get_ref().clone();
+    match web::block(move || handle.self_service_challenge(address)).await {
+        Ok(Some(challenge)) => secure(HttpResponse::Ok().json(challenge)),
+        _ => {
+            let message = answer_text(&warden.policy().self_service, "unavailable");
+            secure(HttpResponse::ServiceUnavailable().json(Answer { unblocked: false, message }))
+        }
     }
+}
+
+/// The text `key` for an answer to the page's script, with `{support}` and `{provider}` filled in.
+fn answer_text(settings: &SelfServiceSettings, key: &str) -> String {
+    settings
+        .text
+        .get(key)
+        .cloned()
+        .unwrap_or_default()
+        .replace("{support}", &support(settings))
+        .replace("{provider}", &settings.provider_name)
 }
 
 #[derive(Serialize)]
@@ -271,26 +278,15 @@ async fn unblock(
         Err(response) => return response,
     };
     let policy = warden.policy();
-    let settings = &policy.self_service;
-    let support = if settings.support_contact.is_empty() {
-        settings.text.get("support_fallback").cloned().unwrap_or_default()
-    } else {
-        settings.support_contact.clone()
-    };
-    let text = |key: &str| {
-        settings
-            .text
-            .get(key)
-            .cloned()
-            .unwrap_or_default()
-            .replace("{support}", &support)
-            .replace("{provider}", &settings.provider_name)
-    };
+    let text = |key: &str| answer_text(&policy.self_service, key);
     let handle = warden.get_ref().clone();
     let payload = payload.into_inner();
     let result = match web::block(move || handle.self_unblock(address, &payload)).await {
         Ok(result) => result,
-        Err(_) => return secure(HttpResponse::ServiceUnavailable().finish()),
+        Err(_) => {
+            let answer = Answer { unblocked: false, message: text("unavailable") };
+            return secure(HttpResponse::ServiceUnavailable().json(answer));
+        }
     };
     let (status, answer) = match result {
         Ok(_) => (StatusCode::OK, Answer { unblocked: true, message: text("unblocked") }),
@@ -301,14 +297,14 @@ async fn unblock(
         Err(SelfUnblockError::AdminBlock) => {
             (StatusCode::FORBIDDEN, Answer { unblocked: false, message: text("admin_block") })
         }
-        Err(e @ (SelfUnblockError::Challenge(_) | SelfUnblockError::NotBanned | SelfUnblockError::Store(_))) => {
-            let status = if matches!(e, SelfUnblockError::Store(_)) {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            (status, Answer { unblocked: false, message: text("failed").replace("{reason}", &e.to_string()) })
+        // The store could not check or record it: refused, never let through unlimited.
+        Err(SelfUnblockError::Store(_)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Answer { unblocked: false, message: text("unavailable") })
         }
+        Err(e @ (SelfUnblockError::Challenge(_) | SelfUnblockError::NotBanned)) => (
+            StatusCode::BAD_REQUEST,
+            Answer { unblocked: false, message: text("failed").replace("{reason}", &e.to_string()) },
+        ),
     };
     secure(HttpResponse::build(status).json(answer))
 }
@@ -316,38 +312,6 @@ async fn unblock(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actix_web::test::TestRequest;
-
-    fn net(text: &str) -> ipnet::IpNet {
-        crate::network::parse_network(text).unwrap()
-    }
-
-    #[test]
-    fn forwarded_addresses_count_only_from_trusted_proxies() {
-        let peer = "10.0.0.2:40000".parse().unwrap();
-        let request = TestRequest::default()
-            .peer_addr(peer)
-            .insert_header(("X-Forwarded-For", "203.0.113.7, 10.0.0.9"))
-            .to_http_request();
-        assert_eq!(
-            visitor_address(&request, &[]),
-            Some("10.0.0.2".parse().unwrap()),
-            "untrusted peer: headers ignored"
-        );
-        assert_eq!(
-            visitor_address(&request, &[net("10.0.0.0/8")]),
-            Some("203.0.113.7".parse().unwrap()),
-            "skips trusted hops"
-        );
-        let forwarded = TestRequest::default()
-            .peer_addr(peer)
-            .insert_header(("Forwarded", "for=198.51.100.9;proto=https, for=\"[2001:db8::5]:4711\""))
-            .to_http_request();
-        assert_eq!(visitor_address(&forwarded, &[net("10.0.0.0/8")]), Some("2001:db8::5".parse().unwrap()));
-        let spoofed =
-            TestRequest::default().peer_addr(peer).insert_header(("X-Forwarded-For", "not-an-ip")).to_http_request();
-        assert_eq!(visitor_address(&spoofed, &[net("10.0.0.0/8")]), Some("10.0.0.2".parse().unwrap()));
-    }
 
     #[test]
     fn text_is_escaped_in_html() {

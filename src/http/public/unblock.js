@@ -67,7 +67,14 @@ document.addEventListener("DOMContentLoaded", () => {
     button.disabled = true;
     status.textContent = form.dataset.working;
     try {
-      const challenge = await (await fetch("/challenge", { cache: "no-store" })).json();
+      const issued = await fetch("/challenge", { cache: "no-store" });
+      const challenge = await issued.json();
+      if (!issued.ok) {
+        // No challenge (the server cannot check unblocks now): say so, do not solve.
+        status.textContent = challenge.message;
+        button.disabled = false;
+        return;
+      }
       const number = await solve(challenge);
       const response = await fetch("/unblock", {
         method: "POST",
