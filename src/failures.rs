@@ -56,7 +56,8 @@ pub struct Guess {
     /// until then. `NOT_QUARANTINED` rather than an `Option`, which would take 8 bytes more
     /// in each of a million histories.
     quarantine_ends: Timestamp,
-    /// How much the guess counts toward a ban: 2 for an unknown login when so configured.
+    /// How much the guess counts toward a ban: 2 for an unknown login when so configured, 0
+    /// once forgiven (its account logged in successfully from the source afterwards).
     pub weight: u8,
 }
 
@@ -85,6 +86,12 @@ impl Guess {
 
     fn quarantined_at(&self, now: Timestamp) -> bool {
         self.quarantine_ends > now
+    }
+
+    /// Whether the guess was forgiven: its account logged in successfully from the source
+    /// after it, so it was the owner's typo or old password, not an attack.
+    pub fn forgiven(&self) -> bool {
+        self.weight == 0
     }
 }
 
@@ -173,7 +180,7 @@ impl SourceHistory {
 
     /// Distinct guesses in the window, each counted by its weight.
     pub fn distinct_in_window(&self, now: Timestamp, window: Duration) -> u32 {
-        self.guesses.iter().filter(|g| Self::in_window(g, now, window)).map(|g| u32::from(g.weight.max(1))).sum()
+        self.guesses.iter().filter(|g| Self::in_window(g, now, window)).map(|g| u32::from(g.weight)).sum()
     }
 
     /// Records a failure.
@@ -182,8 +189,15 @@ impl SourceHistory {
         self.updated_at = now;
         let (new_guess, index) = match self.guesses.iter().position(|g| g.key == failed.key) {
             Some(index) => {
-                let was_in_window = self.guesses[index].failures > 0;
-                (!was_in_window, index)
+                let guess = &mut self.guesses[index];
+                let was_in_window = guess.failures > 0;
+                if !was_in_window {
+                    // A new window: a guess forgiven in an earlier one counts again.
+                    guess.weight = u8::try_from(failed.weight).unwrap_or(u8::MAX).max(1);
+                }
+                // A forgiven guess tried again in its window (the owner's laptop with the
+                // old password) still counts nothing.
+                (!was_in_window && !guess.forgiven(), index)
             }
             None => {
                 let cap = counting.max_guesses.max(counting.max_failures).max(1) as usize + EXTRA;
@@ -241,14 +255,22 @@ impl SourceHistory {
         self.guesses.iter().find(|g| g.key == key && g.quarantined_at(now))
     }
 
-    /// Forgets the guesses of `login` (after it logged in successfully from this source).
-    /// Returns whether any were held.
-    pub fn forget_login(&mut self, login: &str) -> bool {
-        let before = self.guesses.len();
+    /// Forgives the guesses of `login` (it just logged in successfully from this source):
+    /// they stop counting toward a ban and their quarantine ends, but they stay, with their
+    /// counts, for the diagnosis: a stale laptop's twelve tries are still its story after the
+    /// owner's phone logged in with the new password. Returns whether anything changed.
+    pub fn forgive_login(&mut self, login: &str, now: Timestamp) -> bool {
         // Compared as kept, without allocating: this runs on successful logins.
         let login = label_of(login);
-        self.guesses.retain(|g| g.login.as_ref() != login);
-        self.guesses.len() != before
+        let mut changed = false;
+        for guess in self.guesses.iter_mut().filter(|g| g.login.as_ref() == login) {
+            changed |= !guess.forgiven() || guess.quarantined_at(now);
+            guess.weight = 0;
+            if guess.quarantined_at(now) {
+                guess.quarantine_ends = now;
+            }
+        }
+        changed
     }
 
     /// Until when the history is needed: the window after its last change, or the end of a
@@ -375,19 +397,10 @@ impl FailureTracker {
         self.histories.get(&source, now, |history| history.guesses.clone()).unwrap_or_default()
     }
 
-    /// Forgets `login`'s guesses from `source` (it just logged in successfully from there).
-    pub fn forget_login(&self, source: Source, login: &str, now: Timestamp) {
-        let window = self.window();
-        self.histories.update(&source, now, |history| {
-            let then = if !history.forget_login(login) {
-                Then::Unchanged
-            } else if history.guesses.is_empty() {
-                Then::Remove
-            } else {
-                Then::KeepUntil(history.needed_until(window))
-            };
-            ((), then)
-        });
+    /// Forgives `login`'s guesses from `source` (it just logged in successfully from there).
+    pub fn forgive_login(&self, source: Source, login: &str, now: Timestamp) {
+        // The history is kept as long as it was going to be: forgiving extends nothing.
+        self.histories.update(&source, now, |history| (history.forgive_login(login, now), Then::Unchanged));
     }
 
     /// Drops the history of `source` (after it is banned, or unbanned by an admin, so it
@@ -525,16 +538,26 @@ mod tests {
     }
 
     #[test]
-    fn a_successful_login_lifts_the_quarantine_and_forgets_that_logins_guesses() {
+    fn a_successful_login_lifts_the_quarantine_and_forgives_that_logins_guesses_but_keeps_their_story() {
         let t = tracker();
         for i in 0..3 {
             fail(&t, "203.0.113.7", "alice", "old", START.plus(minutes(i)));
         }
+        fail(&t, "203.0.113.7", "alice", "typo", START);
         fail(&t, "203.0.113.7", "bob", "typo", START);
         let src = source("203.0.113.7");
-        t.forget_login(src, "alice", START.plus(minutes(3)));
+        t.forgive_login(src, "alice", START.plus(minutes(3)));
         assert!(t.quarantined(src, t.guess_key("alice", "old"), START.plus(minutes(4))).is_none());
-        assert_eq!(t.failures_in_window(src, START.plus(minutes(4))), 1, "bob's guess stays");
+        assert_eq!(t.failures_in_window(src, START.plus(minutes(4))), 1, "only bob's guess counts");
+        // The laptop keeps trying its old password: still the owner's, still counted nothing.
+        for i in 4..12 {
+            fail(&t, "203.0.113.7", "alice", "old", START.plus(minutes(i)));
+        }
+        assert_eq!(t.failures_in_window(src, START.plus(minutes(12))), 1);
+        let kept = t.guesses(src, START.plus(minutes(12)));
+        let laptop = kept.iter().find(|g| g.login.as_ref() == "alice" && g.failures > 1).expect("the story stays");
+        assert_eq!(laptop.failures, 11);
+        assert!(laptop.forgiven());
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::failures::{Counting, FailedGuess, Guess, GuessKey};
 use crate::journal::{Keep, KnownSource};
 use crate::network::Source;
 use crate::store::StoreError;
+use crate::tolerance::Standing;
 use crate::warden::Explanation;
 use crate::wire::{LoginAttempt, Outcome, Protocol};
 
@@ -104,6 +105,12 @@ pub struct Diagnosis {
     pub accounts_under_attack: Vec<String>,
     /// What an account under attack answers to new addresses.
     pub attack_response: AttackResponse,
+    /// The tolerance the source has earned from its good logins.
+    pub tolerance: Standing,
+    /// Distinct wrong guesses that ban a source nobody logged in from.
+    pub max_failures: u32,
+    /// How long a good login earns tolerance.
+    pub tolerance_window: Duration,
 }
 
 fn readable(t: Timestamp) -> String {
@@ -149,13 +156,31 @@ impl Diagnosis {
             }
         }
         let minutes = self.window.as_secs() / 60;
+        if self.tolerance.good_accounts > 0 {
+            let days = self.tolerance_window.as_secs() / 86_400;
+            let accounts = if self.tolerance.good_accounts == 1 {
+                "1 account has".to_string()
+            } else {
+                format!("{} accounts have", self.tolerance.good_accounts)
+            };
+            lines.push(format!(
+                "tolerance: {accounts} logged in successfully from {} in the last {days} days, so it is banned at {} distinct wrong passwords in {minutes} minutes instead of {}; {} count now",
+                e.source, e.max_failures, self.max_failures, e.failures_in_window
+            ));
+        }
         // Different wrong passwords for one login, protocol and app read as one line.
         let mut attempts: Vec<(&str, &str, String, u32, u32, Timestamp, Timestamp)> = Vec::new();
         for guess in &self.guesses {
+            let forgiven = if guess.forgiven() {
+                format!("; not counted: {} logged in successfully from here afterwards", guess.login)
+            } else {
+                String::new()
+            };
             let device = device_name(&guess.device_id).map(|d| format!(" ({d})")).unwrap_or_default();
             let stale =
                 self.stale_after.is_some_and(|after| guess.failures >= after) || guess.quarantined_until().is_some();
             if !stale {
+                let device = format!("{device}{forgiven}");
                 let key = (guess.login.as_ref(), guess.protocol.label(), device);
                 match attempts.iter_mut().find(|a| (a.0, a.1, &a.2) == (key.0, key.1, &key.2)) {
                     Some(a) => {
@@ -174,7 +199,7 @@ impl Diagnosis {
                     .map(|end| format!("; that password is refused from here until {}", readable(end)))
                     .unwrap_or_default();
                 format!(
-                    "stale device: a mail app{device} keeps using an old password for {} over {}: {} tries since {}, last at {}{quarantine}",
+                    "stale device: a mail app{device} keeps using an old password for {} over {}: {} tries since {}, last at {}{quarantine}{forgiven}",
                     guess.login,
                     guess.protocol.label(),
                     guess.failures,
@@ -304,14 +329,15 @@ impl Warden {
         }
     }
 
-    /// A successful login: its guesses from this source are forgotten (and their quarantine
-    /// lifted), and the source becomes known to the account.
+    /// A successful login: its guesses from this source are forgiven (they stop counting
+    /// toward a ban and their quarantine is lifted, but `why` still tells them), the source
+    /// earns tolerance, and it becomes known to the account.
     fn record_success(&self, login: &str, source: Source, now: Timestamp) {
         let shared = &*self.shared;
         if login.is_empty() {
             return;
         }
-        shared.failures.forget_login(source, login, now);
+        shared.failures.forgive_login(source, login, now);
         shared.tolerance.record_success(source, login, now, &self.shared.policy.load().autoban.toleration);
         if let Some(share) = shared.count_sharing.get() {
             share(Counted::Success { source, login: login.to_string() });
@@ -544,6 +570,9 @@ impl Warden {
             stale_after: policy.stale_passwords.enabled.then_some(policy.stale_passwords.after),
             accounts_under_attack,
             attack_response: policy.account_protection.response,
+            tolerance: shared.tolerance.standing(source, now, &policy.autoban.toleration),
+            max_failures: policy.autoban.max_failures,
+            tolerance_window: policy.autoban.toleration.window,
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct Explanation {
     pub list_entry: Option<AccessEntry>,
     pub ban: Option<Arc<Ban>>,
     pub failures_in_window: u32,
+    /// Distinct wrong guesses in the window that ban the source (`max_failures` plus the
+    /// tolerance it has earned).
     pub max_failures: u32,
     pub firewall: FirewallCheck,
 }
@@ -170,7 +172,8 @@ impl Warden {
             list_entry,
             ban: shared.bans.active_for_address(address, policy.autoban.grouping, now),
             failures_in_window: shared.failures.failures_in_window(source, now),
-            max_failures: policy.autoban.max_failures,
+            // What bans this source, its tolerance included.
+            max_failures: crate::engine::source_ban_threshold(&policy.autoban, self.tolerance_earned(source, now)),
             firewall,
         }
     }

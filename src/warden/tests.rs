@@ -692,3 +692,23 @@ fn a_challenge_expires_by_the_wardens_clock_and_the_refusal_uses_up_no_unblock()
     assert_eq!(h.warden.visitor_status(address).unblocks_today, Some(0));
     assert_eq!(h.allow("203.0.113.7", "alice@example.com").status, -1);
 }
+
+#[test]
+fn why_keeps_a_stale_laptops_story_after_its_owner_logs_in_with_the_new_password() {
+    let h = harness("");
+    let home = "198.51.100.40";
+    for _ in 0..12 {
+        h.fail_with(home, "alice@example.com", "0ld0");
+    }
+    h.succeed(home, "alice@example.com", "0f96");
+    let lines = h.warden.why(home.parse().unwrap(), None).lines();
+    let laptop = lines.iter().find(|l| l.starts_with("stale device:")).unwrap_or_else(|| panic!("{lines:#?}"));
+    assert!(laptop.contains("12 tries"), "{laptop}");
+    assert!(laptop.contains("not counted: alice@example.com logged in successfully from here afterwards"), "{laptop}");
+    let tolerance = lines.iter().find(|l| l.starts_with("tolerance:")).unwrap_or_else(|| panic!("{lines:#?}"));
+    assert!(
+        tolerance.contains("banned at 7 distinct wrong passwords in 20 minutes instead of 5; 0 count now"),
+        "{tolerance}"
+    );
+    assert!(lines[0].contains("0 of 7 failed logins"), "{}", lines[0]);
+}
