@@ -25,8 +25,8 @@ const DOVEADM: &str = "/usr/bin/doveadm";
 /// The login processes come from other packages than the master (dovecot-imapd,
 /// dovecot-pop3d); without them Dovecot starts but never opens the ports.
 const LOGIN_BINARIES: [&str; 2] = ["/usr/lib/dovecot/imap-login", "/usr/lib/dovecot/pop3-login"];
-/// The submission service (dovecot-submissiond): its login process and the post-login process
-/// that relays mail. Without the second, a successful SMTP AUTH ends in a dropped connection.
+/// The submission service (dovecot-submissiond): its login process, which asks the policy
+/// server, and the post-login process a successful SMTP AUTH hands the session to.
 const SUBMISSION_BINARIES: [&str; 2] = ["/usr/lib/dovecot/submission-login", "/usr/lib/dovecot/submission"];
 
 /// Accounts in the test passdb, as (login, password).
