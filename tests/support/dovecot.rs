@@ -1,8 +1,10 @@
-//! A private Dovecot 2.3 for end-to-end tests, and raw IMAP/POP3 clients that log in to it
-//! from a chosen 127.0.0.x address.
+//! A private Dovecot 2.3 for end-to-end tests, and raw IMAP, POP3 and SMTP clients that log in
+//! to it from a chosen 127.0.0.x address.
 //!
 //! Dovecot runs with the project's own `dovecot/2.3/95-mailwarden.conf`, so the tests prove the
-//! snippet we ship. This is not an IMAP library: the clients only log in and log out.
+//! snippet we ship. This is not an IMAP library: the clients only log in and log out. SMTP AUTH
+//! goes through Dovecot's own `submission` service (Debian's `dovecot-submissiond`), started
+//! only by [`Dovecot::start_with_submission`].
 //! Needs root, like any Dovecot: its processes switch to the `dovecot`, `dovenull` and mail users.
 
 use std::fs;
@@ -23,6 +25,9 @@ const DOVEADM: &str = "/usr/bin/doveadm";
 /// The login processes come from other packages than the master (dovecot-imapd,
 /// dovecot-pop3d); without them Dovecot starts but never opens the ports.
 const LOGIN_BINARIES: [&str; 2] = ["/usr/lib/dovecot/imap-login", "/usr/lib/dovecot/pop3-login"];
+/// The submission service (dovecot-submissiond): its login process, which asks the policy
+/// server, and the post-login process a successful SMTP AUTH hands the session to.
+const SUBMISSION_BINARIES: [&str; 2] = ["/usr/lib/dovecot/submission-login", "/usr/lib/dovecot/submission"];
 
 /// Accounts in the test passdb, as (login, password).
 pub const USERS: [(&str, &str); 4] = [
@@ -31,6 +36,24 @@ pub const USERS: [(&str, &str); 4] = [
     ("carol@example.com", "carol-secret"),
     ("dave@example.com", "dave-secret"),
 ];
+
+/// Ten colleagues behind one office NAT, as (login, password), also in the test passdb.
+pub const COLLEAGUES: [(&str, &str); 10] = [
+    ("colleague0@example.com", "colleague0-secret"),
+    ("colleague1@example.com", "colleague1-secret"),
+    ("colleague2@example.com", "colleague2-secret"),
+    ("colleague3@example.com", "colleague3-secret"),
+    ("colleague4@example.com", "colleague4-secret"),
+    ("colleague5@example.com", "colleague5-secret"),
+    ("colleague6@example.com", "colleague6-secret"),
+    ("colleague7@example.com", "colleague7-secret"),
+    ("colleague8@example.com", "colleague8-secret"),
+    ("colleague9@example.com", "colleague9-secret"),
+];
+
+/// The owner of a laptop whose mail app still has an old password saved, as (login, the
+/// current password), also in the test passdb.
+pub const LAPTOP_OWNER: (&str, &str) = ("laptop-owner@example.com", "laptop-owner-new-secret");
 
 /// The nonce substituted into the shipped snippet; any value works, it only salts pwhash.
 pub const TEST_NONCE: &str = "mailwarden-e2e-nonce";
@@ -46,7 +69,7 @@ const PROCESS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// True when Dovecot and its IMAP and POP3 login processes are installed.
 pub fn dovecot_available() -> bool {
-    missing_binaries().is_empty()
+    missing_binaries(&[]).is_empty()
 }
 
 /// Call first in every Dovecot test: `if !require_dovecot() { return; }`.
@@ -54,23 +77,33 @@ pub fn dovecot_available() -> bool {
 /// Outside CI a machine without Dovecot skips the test with a note on stderr. In CI (`CI=true`)
 /// a missing component is a failure, never a silent skip, so this panics.
 pub fn require_dovecot() -> bool {
-    let missing = missing_binaries();
+    require(&[], "dovecot-core, dovecot-imapd and dovecot-pop3d")
+}
+
+/// [`require_dovecot`] for tests that also log in over SMTP AUTH (Dovecot's submission service).
+pub fn require_dovecot_submission() -> bool {
+    require(&SUBMISSION_BINARIES, "dovecot-core, dovecot-imapd, dovecot-pop3d and dovecot-submissiond")
+}
+
+fn require(extra: &[&'static str], packages: &str) -> bool {
+    let missing = missing_binaries(extra);
     if missing.is_empty() {
         return true;
     }
     if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "CI=true but Dovecot is not installed (missing {}): install dovecot-core, \
-             dovecot-imapd and dovecot-pop3d",
-            missing.join(", ")
-        );
+        panic!("CI=true but Dovecot is not installed (missing {}): install {packages}", missing.join(", "));
     }
     eprintln!("SKIP: dovecot not installed (missing {})", missing.join(", "));
     false
 }
 
-fn missing_binaries() -> Vec<&'static str> {
-    [DOVECOT, DOVEADM].into_iter().chain(LOGIN_BINARIES).filter(|path| !Path::new(path).exists()).collect()
+fn missing_binaries(extra: &[&'static str]) -> Vec<&'static str> {
+    [DOVECOT, DOVEADM]
+        .into_iter()
+        .chain(LOGIN_BINARIES)
+        .chain(extra.iter().copied())
+        .filter(|path| !Path::new(path).exists())
+        .collect()
 }
 
 /// A running Dovecot instance whose files all live in one temporary folder. Stopped on drop.
@@ -80,6 +113,8 @@ pub struct Dovecot {
     log_path: PathBuf,
     imap_port: u16,
     pop3_port: u16,
+    /// Dovecot's submission service (SMTP AUTH), when started with it.
+    submission_port: Option<u16>,
     stopped: bool,
 }
 
@@ -87,6 +122,16 @@ impl Dovecot {
     /// Starts Dovecot asking the policy server at `policy_url` with header `X-API-Key: <api_key>`,
     /// and waits until its IMAP and POP3 ports accept connections.
     pub fn start(policy_url: &str, api_key: &str) -> Dovecot {
+        Dovecot::start_services(policy_url, api_key, false)
+    }
+
+    /// [`Dovecot::start`] with the submission service too (call [`require_dovecot_submission`]
+    /// first), and waits until its port accepts connections as well.
+    pub fn start_with_submission(policy_url: &str, api_key: &str) -> Dovecot {
+        Dovecot::start_services(policy_url, api_key, true)
+    }
+
+    fn start_services(policy_url: &str, api_key: &str, submission: bool) -> Dovecot {
         let dir = tempfile::Builder::new().prefix("mailwarden-dovecot-").tempdir().expect("create Dovecot temp folder");
         // mkdtemp makes the folder 0700, and the auth process (user `dovecot`) could not read
         // the passwd-file inside it: every login would fail with "Temporary authentication failure".
@@ -95,7 +140,7 @@ impl Dovecot {
 
         let (uid, gid) = system_user_ids(MAIL_USER);
         let mut passwd_file = String::new();
-        for (login, password) in USERS {
+        for (login, password) in USERS.into_iter().chain(COLLEAGUES).chain([LAPTOP_OWNER]) {
             let home = root.join("home").join(login);
             fs::create_dir_all(&home).expect("create mail home");
             std::os::unix::fs::chown(&home, Some(uid), Some(gid))
@@ -108,9 +153,10 @@ impl Dovecot {
 
         let imap_port = free_port();
         let pop3_port = free_port();
+        let submission = submission.then(|| Submission { port: free_port(), relay_port: free_port() });
         let config_path = root.join("dovecot.conf");
         let log_path = root.join("dovecot.log");
-        fs::write(&config_path, test_config(root, imap_port, pop3_port)).expect("write dovecot.conf");
+        fs::write(&config_path, test_config(root, imap_port, pop3_port, submission)).expect("write dovecot.conf");
 
         // `dovecot` daemonizes and the daemon keeps the stdout/stderr it inherited: a pipe here
         // would never reach EOF, so both go to a file.
@@ -132,9 +178,11 @@ impl Dovecot {
                 fs::read_to_string(&log_path).unwrap_or_default()
             );
         }
-        let dovecot = Dovecot { dir, config_path, log_path, imap_port, pop3_port, stopped: false };
-        dovecot.wait_for_port(imap_port);
-        dovecot.wait_for_port(pop3_port);
+        let submission_port = submission.map(|s| s.port);
+        let dovecot = Dovecot { dir, config_path, log_path, imap_port, pop3_port, submission_port, stopped: false };
+        for port in [imap_port, pop3_port].into_iter().chain(submission_port) {
+            dovecot.wait_for_port(port);
+        }
         dovecot
     }
 
@@ -144,6 +192,11 @@ impl Dovecot {
 
     pub fn pop3_port(&self) -> u16 {
         self.pop3_port
+    }
+
+    /// The submission (SMTP AUTH) port; panics unless started with [`Dovecot::start_with_submission`].
+    pub fn submission_port(&self) -> u16 {
+        self.submission_port.expect("Dovecot was started without its submission service")
     }
 
     /// The Dovecot log so far, for assertion messages.
@@ -218,9 +271,38 @@ fn shipped_snippet(policy_url: &str, api_key: &str) -> String {
     lines.join("\n") + "\n"
 }
 
+/// The submission service's ports: where it listens, and the relay it would pass mail to.
+#[derive(Debug, Clone, Copy)]
+struct Submission {
+    port: u16,
+    /// Nothing listens there: Dovecot's submission does not start without a relay, and after
+    /// each successful AUTH its post-login process tries to connect, fails (an `Error:` in the
+    /// Dovecot log) and drops the session with `421 4.4.0`, but only after the `235` the tests
+    /// look at. No test sends mail.
+    relay_port: u16,
+}
+
 /// Everything a self-contained instance needs, then the shipped snippet. The test-only settings
 /// (no failure delay, no anvil penalty) keep a failed login at ~0.5 s instead of 2-15 s.
-fn test_config(root: &Path, imap_port: u16, pop3_port: u16) -> String {
+fn test_config(root: &Path, imap_port: u16, pop3_port: u16, submission: Option<Submission>) -> String {
+    let (protocols, submission_config) = match submission {
+        None => ("imap pop3", String::new()),
+        Some(Submission { port, relay_port }) => (
+            "imap pop3 submission",
+            format!(
+                r#"
+# SMTP AUTH in plain text on loopback (ssl = no, disable_plaintext_auth = no above).
+submission_relay_host = 127.0.0.1
+submission_relay_port = {relay_port}
+service submission-login {{
+  inet_listener submission {{
+    port = {port}
+  }}
+}}
+"#
+            ),
+        ),
+    };
     let root = root.display();
     format!(
         r#"# Generated by tests/support/dovecot.rs for one test.
@@ -228,7 +310,7 @@ base_dir = {root}/run
 state_dir = {root}/state
 instance_name = mailwarden-e2e-{imap_port}
 log_path = {root}/dovecot.log
-protocols = imap pop3
+protocols = {protocols}
 listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
@@ -236,6 +318,7 @@ auth_mechanisms = plain login
 auth_failure_delay = 0
 # Lets a test client pass x-originating-ip in IMAP ID, as a webmail or proxy would.
 login_trusted_networks = 127.0.0.0/8
+# Also needed by the submission service: without it a successful AUTH ends in 451 4.7.0.
 mail_location = maildir:~/Maildir
 
 passdb {{
@@ -269,7 +352,7 @@ service anvil {{
     mode = 0
   }}
 }}
-
+{submission_config}
 !include {root}/95-mailwarden.conf
 "#
     )
@@ -358,6 +441,42 @@ pub fn pop3_login(dovecot: &impl LoginPorts, from: Ipv4Addr, user: &str, pass: &
     LoginOutcome { ok: line.starts_with("+OK"), line }
 }
 
+/// The server's reply to SMTP `AUTH`: `235` logged in, `535` refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpReply {
+    pub code: u16,
+    /// The text after the code, with its enhanced status code, e.g. `5.7.8 Authentication
+    /// failed.`; the lines of a multi-line reply joined with `\n`.
+    pub text: String,
+}
+
+impl SmtpReply {
+    pub fn ok(&self) -> bool {
+        self.code == 235
+    }
+}
+
+/// SMTP `EHLO`, then `AUTH PLAIN` with the initial response, from source address `from` to
+/// Dovecot's submission service. Panics unless the server offers AUTH PLAIN.
+pub fn smtp_login(dovecot: &Dovecot, from: Ipv4Addr, user: &str, pass: &str) -> SmtpReply {
+    use base64::Engine as _;
+    let mut conn = LineConnection::open(from, dovecot.submission_port(), "SMTP");
+    let greeting = conn.read_smtp_reply();
+    assert_eq!(greeting.code, 220, "unexpected SMTP greeting: {greeting:?}");
+    conn.send("EHLO laptop.example");
+    let ehlo = conn.read_smtp_reply();
+    let offers_plain = ehlo.text.lines().any(|l| l.starts_with("AUTH ") && l.split(' ').any(|m| m == "PLAIN"));
+    assert!(ehlo.code == 250 && offers_plain, "submission does not offer AUTH PLAIN: {ehlo:?}");
+    let initial = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pass}"));
+    conn.send(&format!("AUTH PLAIN {initial}"));
+    let reply = conn.read_smtp_reply();
+    // After a 235 Dovecot's submission may already have dropped the session (it cannot reach
+    // the test's relay), so QUIT is best effort.
+    conn.send_if_open("QUIT");
+    conn.drain();
+    reply
+}
+
 fn imap_quote(text: &str) -> String {
     format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
@@ -366,7 +485,7 @@ fn imap_quote(text: &str) -> String {
 struct LineConnection {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
-    /// "IMAP" or "POP3", for error messages.
+    /// "IMAP", "POP3" or "SMTP", for error messages.
     protocol: &'static str,
 }
 
@@ -390,6 +509,34 @@ impl LineConnection {
         self.writer
             .write_all(format!("{line}\r\n").as_bytes())
             .unwrap_or_else(|e| panic!("{} send {line:?}: {e}", self.protocol));
+    }
+
+    /// Sends `line` unless the server has already closed the connection.
+    fn send_if_open(&mut self, line: &str) {
+        let _ = self.writer.write_all(format!("{line}\r\n").as_bytes());
+    }
+
+    /// One SMTP reply: `NNN-text` lines up to the `NNN text` line.
+    fn read_smtp_reply(&mut self) -> SmtpReply {
+        let mut code = None;
+        let mut text = Vec::new();
+        loop {
+            let line = self.read_line();
+            let parsed = line.get(..3).and_then(|c| c.parse::<u16>().ok());
+            let (Some(this_code), separator) = (parsed, line.as_bytes().get(3).copied()) else {
+                panic!("{} reply line without a code: {line:?}", self.protocol);
+            };
+            assert!(
+                code.is_none_or(|c| c == this_code),
+                "{} reply changes its code mid-reply: {line:?}",
+                self.protocol
+            );
+            code = Some(this_code);
+            text.push(line.get(4..).unwrap_or_default().to_owned());
+            if separator != Some(b'-') {
+                return SmtpReply { code: this_code, text: text.join("\n") };
+            }
+        }
     }
 
     /// One line without CRLF; panics on timeout or a closed connection.
