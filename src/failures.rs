@@ -386,6 +386,19 @@ impl FailureTracker {
         self.histories.get(&source, now, |history| history.quarantined(key, now).cloned()).flatten()
     }
 
+    /// Counts a retry of a quarantined guess that `allow` refused (so it never reached the
+    /// password check): a stale laptop's every try is part of its story in `why`. Changes
+    /// nothing else: the guess is counted once toward a ban whatever its tries.
+    pub fn count_refused_retry(&self, source: Source, key: GuessKey, now: Timestamp) {
+        self.histories.update(&source, now, |history| {
+            if let Some(guess) = history.guesses.iter_mut().find(|g| g.key == key && g.quarantined_at(now)) {
+                guess.failures = guess.failures.saturating_add(1);
+                guess.last_seen = now;
+            }
+            ((), Then::Unchanged)
+        });
+    }
+
     /// Distinct guesses of `source` in the window ending at `now`.
     pub fn failures_in_window(&self, source: Source, now: Timestamp) -> u32 {
         let window = self.window();

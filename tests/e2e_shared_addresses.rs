@@ -304,6 +304,18 @@ fn an_office_nat_is_never_banned_for_colleagues_typos_and_a_stale_laptop_and_onl
     let again = stack.one_login(login(Smtp, OFFICE, owner, LAPTOP_OLD_PASSWORD));
     stack.assert_refused(&[again], Some(&stale_message(owner)), "the laptop once more");
     stack.assert_logged_in(&[stack.one_login(login(Smtp, OFFICE, owner, owner_password))], "the laptop's owner");
+
+    // The owner's login forgives the laptop's guess (it no longer counts toward a ban of the
+    // office) but why still tells its whole story: thirteen tries, refused ones included.
+    let laptop_guess = stack.why_json(OFFICE)["guesses"]
+        .as_array()
+        .and_then(|guesses| guesses.iter().find(|g| g["login"] == owner).cloned())
+        .expect("why keeps the stale laptop after its owner logged in");
+    assert_eq!(laptop_guess["failures"], 13, "{laptop_guess}");
+    assert_eq!(laptop_guess["counted"], false, "{laptop_guess}");
+    let why = stack.cli(&["why", &OFFICE.to_string()]);
+    assert!(why.contains("13 tries"), "{why}");
+    assert!(why.contains(&format!("not counted: {owner} logged in successfully from here afterwards")), "{why}");
 }
 
 #[test]

@@ -289,6 +289,13 @@ impl Warden {
                 self.record_success(&attempt.login, source, now);
                 ReportEffects::default()
             }
+            ReportKind::RefusedByPolicy if !attempt.pwhash.is_empty() => {
+                // Refused before the password check: if it was a quarantined password, it is
+                // one more try of that stale device.
+                let key = shared.failures.guess_key(&attempt.login, &attempt.pwhash);
+                shared.failures.count_refused_retry(source, key, now);
+                ReportEffects::default()
+            }
             ReportKind::Failure { unknown_account } => {
                 let weight = if unknown_account && policy.autoban.unknown_accounts_count_double { 2 } else { 1 };
                 self.record_failure(attempt, source, weight, now, &policy)

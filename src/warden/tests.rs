@@ -697,8 +697,16 @@ fn a_challenge_expires_by_the_wardens_clock_and_the_refusal_uses_up_no_unblock()
 fn why_keeps_a_stale_laptops_story_after_its_owner_logs_in_with_the_new_password() {
     let h = harness("");
     let home = "198.51.100.40";
-    for _ in 0..12 {
+    for _ in 0..3 {
         h.fail_with(home, "alice@example.com", "0ld0");
+    }
+    // From the fourth try the old password is refused before Dovecot checks it; the report
+    // says so (policy_reject), and the try still counts in the laptop's story.
+    for _ in 0..9 {
+        assert_eq!(h.allow_with(home, "alice@example.com", "0ld0").status, -1);
+        let text = body(home, "alice@example.com", "0ld0", r#","success":false,"policy_reject":true"#);
+        let (attempt, outcome) = parse_attempt(text.as_bytes(), Command::Report).unwrap();
+        assert!(h.warden.report(&attempt, outcome.unwrap()).ban.is_none());
     }
     h.succeed(home, "alice@example.com", "0f96");
     let lines = h.warden.why(home.parse().unwrap(), None).lines();

@@ -35,6 +35,9 @@ pub struct GuessView {
     pub last_seen: String,
     /// A stale device: the same wrong password again and again.
     pub stale: bool,
+    /// Whether it counts toward a ban of the source: false once forgiven, when its account
+    /// logged in successfully from there afterwards (the owner's typo or old password).
+    pub counted: bool,
     /// Until when this login and password is refused from here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quarantined_until: Option<String>,
@@ -68,6 +71,7 @@ pub async fn why(_: Admin, warden: web::Data<Warden>, query: web::Query<WhyQuery
         first_seen: g.first_seen.rfc3339(),
         last_seen: g.last_seen.rfc3339(),
         stale: stale_after.is_some_and(|after| g.failures >= after) || g.quarantined_until().is_some(),
+        counted: !g.forgiven(),
         quarantined_until: g.quarantined_until().filter(|end| *end > now).map(|end| end.rfc3339()),
     };
     let view = WhyView {
