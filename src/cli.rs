@@ -257,6 +257,7 @@ fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
 }
 
 fn serve(path: &std::path::Path, log_format: Option<LogFormatArg>) -> ExitCode {
+    crate::state_dir::make_new_files_private();
     let mut policy = match Policy::load(path) {
         Ok(policy) => policy,
         Err(e) => return fail(2, e),
@@ -267,6 +268,7 @@ fn serve(path: &std::path::Path, log_format: Option<LogFormatArg>) -> ExitCode {
         None => {}
     }
     init_logging(&policy);
+    crate::state_dir::warn_if_exposed(&policy.server.state_dir);
     if let Err(e) = secrets::resolve(&mut policy, Missing::Generate) {
         return fail(2, e);
     }

@@ -22,6 +22,7 @@ pub mod reload;
 pub mod secrets;
 pub mod selfservice;
 pub mod server;
+pub mod state_dir;
 pub mod store;
 pub mod template;
 pub mod warden;

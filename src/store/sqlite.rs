@@ -79,7 +79,7 @@ impl SqliteStore {
     pub fn open(state_dir: &Path) -> Result<SqliteStore, StoreError> {
         let path = state_dir.join("mailwarden.db");
         let open_error = |message: String| StoreError::Open { path: path.display().to_string(), message };
-        std::fs::create_dir_all(state_dir)
+        crate::state_dir::create(state_dir)
             .map_err(|e| open_error(format!("cannot create {}: {e}", state_dir.display())))?;
         let connection = Connection::open(&path).map_err(|e| open_error(e.to_string()))?;
         Self::prepare(connection).map_err(|e| open_error(e.to_string()))
