@@ -113,6 +113,28 @@ fn rules_apply_top_to_bottom_with_every_criterion_and_the_message_names_the_rule
 }
 
 #[test]
+fn a_mailbox_with_a_non_ascii_capital_matches_its_own_rules() {
+    let (mw, _) = start("");
+    // Rules made through the API for the names as an admin writes them (percent-encoded in
+    // the path: Jörg@example.com and ÄRZTE@Example.de).
+    for mailbox in ["J%C3%B6rg@example.com", "%C3%84RZTE@Example.de"] {
+        let rule = r#"{"action":"block","network":"192.0.2.0/24"}"#;
+        let (status, body) = mw.admin_post(&format!("/api/v1/mailboxes/{mailbox}/firewall/rules"), Some(rule));
+        assert_eq!(status, 201, "{body}");
+    }
+    let rule_1 = (-1, "Access denied by email firewall rule no. 1".to_string());
+    // Dovecot lowercases ASCII letters only, so what it sends keeps the non-ASCII capitals
+    // the user typed (JÖRG@example.com arrives as jÖrg@example.com).
+    for login in ["jörg@example.com", "Jörg@Example.com", "jÖrg@example.com", "Ärzte@example.de", "ärzte@example.de"]
+    {
+        assert_eq!(allow(&mw, login, "192.0.2.7"), rule_1, "{login} escapes its mailbox's rule");
+        assert_eq!(allow(&mw, login, "203.0.113.7").0, 0, "{login} from elsewhere");
+    }
+    let shown = json(&mw.admin("GET", "/api/v1/mailboxes/%C3%84rzte@example.de/firewall").1);
+    assert_eq!((shown["login"].as_str(), shown["applies"].as_str()), (Some("ärzte@example.de"), Some("own")));
+}
+
+#[test]
 fn firewall_refusals_never_count_as_failed_logins() {
     let (mw, _) = start(RULES);
     for _ in 0..10 {

@@ -75,11 +75,14 @@ pub enum Change {
 /// An API rule set as both backends store it (`StoredRuleSet` JSON); one this version cannot
 /// read is skipped with a warning rather than failing the load.
 fn stored_rule_set(key: String, json: &str) -> Option<KeyedRuleSet> {
-    let parsed = serde_json::from_str::<crate::firewall::StoredRuleSet>(json)
-        .map_err(|e| e.to_string())
-        .and_then(|stored| stored.parse().map_err(|e| e.to_string()));
+    // Keyed again as policy.toml and the API key them, so a set stored by an older version
+    // (or written into Redis by hand) still matches its mailbox.
+    let parsed = crate::firewall::parse_key(&key).and_then(|key| {
+        let stored = serde_json::from_str::<crate::firewall::StoredRuleSet>(json).map_err(|e| e.to_string())?;
+        Ok((key, stored.parse().map_err(|e| e.to_string())?))
+    });
     match parsed {
-        Ok(rule_set) => Some(KeyedRuleSet { key, origin: crate::firewall::RuleSetOrigin::Api, rule_set }),
+        Ok((key, rule_set)) => Some(KeyedRuleSet { key, origin: crate::firewall::RuleSetOrigin::Api, rule_set }),
         Err(e) => {
             tracing::warn!(key, error = %e, "skipped a stored firewall rule set this version cannot read");
             None
