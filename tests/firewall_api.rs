@@ -358,6 +358,50 @@ fn refusals_and_bans_go_to_the_block_log_which_the_api_and_cli_filter() {
 }
 
 #[test]
+fn the_block_log_finds_a_login_in_any_case_and_pages_with_offset_and_total() {
+    let (mw, _) = start(RULES);
+    // Logins as a Dovecot whose auth_username_format does not lowercase sends them, and as
+    // one that does (ASCII only) sends a name with a non-ASCII capital.
+    for _ in 0..5 {
+        assert_eq!(allow(&mw, "Alice@Example.com", "192.0.2.7"), (-1, RULE_2.to_string()));
+    }
+    for i in 0..5 {
+        let failure = report_body("203.0.113.60", "Ärzte@example.de", &format!("{i:04x}"), false);
+        assert_eq!(mw.policy("report", &failure).0, 200);
+    }
+    assert_eq!(allow(&mw, "Ärzte@example.de", "203.0.113.60").0, -1, "banned");
+
+    let page = |query: &str| json(&mw.admin("GET", &format!("/api/v1/events?{query}")).1);
+    let alice = page("login=ALICE@EXAMPLE.COM");
+    assert_eq!((alice["events"].as_array().unwrap().len(), alice["total"].as_u64()), (5, Some(5)), "{alice}");
+    assert_eq!(alice["events"][0]["login"], "Alice@Example.com", "shown as it was sent");
+    let doctors = page("login=%C3%A4rzte@example.de");
+    let reasons: Vec<&str> =
+        doctors["events"].as_array().unwrap().iter().map(|e| e["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["ban", "ban_placed"], "{doctors}");
+
+    let second = page("login=alice@example.com&limit=2&offset=2");
+    assert_eq!(
+        (second["total"].as_u64(), second["limit"].as_u64(), second["offset"].as_u64()),
+        (Some(5), Some(2), Some(2))
+    );
+    assert_eq!(second["events"].as_array().unwrap().len(), 2);
+    assert_eq!(page("offset=6")["events"].as_array().unwrap().len(), 1, "seven events in all");
+    assert_eq!((page("limit=1")["total"].as_u64(), page("limit=1")["total_exact"].as_bool()), (Some(7), Some(true)));
+    let (status, answer) = mw.admin("GET", "/api/v1/events?offset=-1");
+    assert_eq!(status, 400, "{answer}");
+
+    let cli = mw.cli(&["events", "--login", "ÄRZTE@EXAMPLE.DE"]);
+    assert!(cli.status.success(), "{}", stderr(&cli));
+    assert!(stdout(&cli).contains("Ärzte@example.de") && stdout(&cli).contains("ban_placed"), "{}", stdout(&cli));
+    let cli = mw.cli(&["events", "--login", "alice@example.com", "--limit", "2", "--offset", "2"]);
+    assert!(cli.status.success(), "{}", stderr(&cli));
+    let text = stdout(&cli);
+    assert_eq!(text.matches("firewall_rule").count(), 2, "{text}");
+    assert!(text.contains("Events 3-4 of 5; the next ones with --offset 4."), "{text}");
+}
+
+#[test]
 fn the_cli_shows_and_edits_a_mailbox_firewall() {
     let (mw, _) = start(RULES);
     let run = |args: &[&str]| {

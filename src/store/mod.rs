@@ -15,7 +15,7 @@ use ipnet::IpNet;
 use crate::access::{AccessEntry, ListKind};
 use crate::bans::Ban;
 use crate::clock::Timestamp;
-use crate::events::{Event, EventFilter};
+use crate::events::{Event, EventFilter, EventPage};
 use crate::firewall::{KeyedRuleSet, RuleSet};
 use crate::journal::KnownSource;
 use crate::network::Source;
@@ -111,8 +111,8 @@ pub trait Store: Send + Sync {
     fn delete_expired_access_entries(&self, now: Timestamp) -> Result<usize, StoreError>;
     /// Appends events to the block log in one transaction.
     fn save_events(&self, events: &[Event]) -> Result<(), StoreError>;
-    /// Events matching `filter`, newest first.
-    fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError>;
+    /// The page of events matching `filter` (newest first) and their total.
+    fn events(&self, filter: &EventFilter) -> Result<EventPage, StoreError>;
     /// Removes events older than `older_than`, then all but the newest `keep_at_most`.
     fn prune_events(&self, older_than: Timestamp, keep_at_most: usize) -> Result<usize, StoreError>;
     /// Firewall rule sets made through the API.
