@@ -134,7 +134,7 @@ enum Command {
         /// Only this client address.
         #[arg(long)]
         ip: Option<String>,
-        /// Only this login.
+        /// Only this login, in any case.
         #[arg(long)]
         login: Option<String>,
         /// Only this reason: ban, blocked, firewall_rule, firewall_default, ban_placed.
@@ -146,6 +146,9 @@ enum Command {
         /// At most this many (default 50).
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Skip this many of the newest matches first (the next page: --offset 50).
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
         #[arg(long)]
         json: bool,
     },
@@ -238,9 +241,9 @@ pub fn main() -> ExitCode {
         Command::Reload { json } => with_client(config, json, reload),
         Command::Firewall(command) => firewall(config, command),
         Command::Why { address, login, json } => with_client(config, json, |c| why(c, &address, login.as_deref())),
-        Command::Events { ip, login, reason, since, limit, json } => {
-            let limit = limit.to_string();
-            let mut query = vec![("limit", limit.as_str())];
+        Command::Events { ip, login, reason, since, limit, offset, json } => {
+            let (limit, offset) = (limit.to_string(), offset.to_string());
+            let mut query = vec![("limit", limit.as_str()), ("offset", offset.as_str())];
             for (key, value) in [("ip", &ip), ("login", &login), ("reason", &reason), ("since", &since)] {
                 if let Some(value) = value {
                     query.push((key, value.as_str()));
@@ -257,6 +260,7 @@ fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
 }
 
 fn serve(path: &std::path::Path, log_format: Option<LogFormatArg>) -> ExitCode {
+    crate::state_dir::make_new_files_private();
     let mut policy = match Policy::load(path) {
         Ok(policy) => policy,
         Err(e) => return fail(2, e),
@@ -267,6 +271,7 @@ fn serve(path: &std::path::Path, log_format: Option<LogFormatArg>) -> ExitCode {
         None => {}
     }
     init_logging(&policy);
+    crate::state_dir::warn_if_exposed(&policy.server.state_dir);
     if let Err(e) = secrets::resolve(&mut policy.auth, &policy.server.state_dir.clone(), Missing::Generate) {
         return fail(2, e);
     }
@@ -626,6 +631,16 @@ fn events(client: &AdminClient, query: &[(&str, &str)]) -> Result<Answer, Client
             text(event, "login"),
             text(event, "detail")
         ));
+    }
+    let number = |key: &str| json.get(key).and_then(Json::as_u64).unwrap_or(0);
+    let (total, offset, shown) = (number("total"), number("offset"), events.len() as u64);
+    if shown > 0 && (offset + shown < total || offset > 0) {
+        let of = if json.get("total_exact").and_then(Json::as_bool) == Some(false) { "at least " } else { "" };
+        out.push_str(&format!("Events {}-{} of {of}{total}", offset + 1, offset + shown));
+        if offset + shown < total {
+            out.push_str(&format!("; the next ones with --offset {}", offset + shown));
+        }
+        out.push_str(".\n");
     }
     Ok(Answer { json, text: out })
 }

@@ -93,15 +93,30 @@ pub struct Event {
     pub detail: String,
 }
 
-/// A query of the block log; every field narrows it.
+/// A query of the block log; every field but the page narrows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventFilter {
     pub ip: Option<IpAddr>,
+    /// Events whose login has this `login::key` (so `Alice@Example.com` finds `alice@example.com`).
     pub login: Option<String>,
     pub kind: Option<EventKind>,
     pub since: Option<Timestamp>,
     /// Newest first, at most this many.
     pub limit: usize,
+    /// After skipping this many matches.
+    pub offset: usize,
+}
+
+/// One page of the events matching a filter, and how many match in all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventPage {
+    /// Newest first.
+    pub events: Vec<Event>,
+    /// Matches in all pages.
+    pub total: usize,
+    /// False when the store counted only part of the log (Redis reads at most the newest
+    /// 50,000 events a query): `total` is then the matches among those.
+    pub total_exact: bool,
 }
 
 /// How much of the log is kept.

@@ -475,10 +475,10 @@ pub struct KeyedRuleSet {
     pub rule_set: RuleSet,
 }
 
-/// The key a rule set is stored under: a login, or `@domain` for a whole domain. Lowercased
-/// (Dovecot lowercases logins by default); anything else is refused.
+/// The key a rule set is stored under: a login, or `@domain` for a whole domain, trimmed and
+/// keyed by `login::key` as every login it is matched against is; anything else is refused.
 pub fn parse_key(text: &str) -> Result<String, String> {
-    let key = text.trim().to_lowercase();
+    let key = crate::login::key(text.trim()).into_owned();
     let valid = !key.is_empty()
         && key.len() <= 320
         && key
@@ -529,14 +529,8 @@ impl Firewall {
         if self.by_key.is_empty() || login.is_empty() {
             return None;
         }
-        let lowered;
-        let login = if login.bytes().any(|b| b.is_ascii_uppercase()) {
-            lowered = login.to_ascii_lowercase();
-            lowered.as_str()
-        } else {
-            login
-        };
-        if let Some(own) = self.by_key.get(login) {
+        let login = crate::login::key(login);
+        if let Some(own) = self.by_key.get(login.as_ref()) {
             return Some(Applicable { keyed: own.clone(), via_domain: false });
         }
         let domain = &login[login.rfind('@')?..];
@@ -707,6 +701,25 @@ mod tests {
         assert!(all.covers(Protocol::Submission) && all.covers(Protocol::Smtp));
         assert_eq!(all.names(), ["imap", "pop3", "smtp", "submission"]);
         assert!(Protocols::parse(&["webmail".into()]).is_err());
+    }
+
+    #[test]
+    fn a_mailbox_with_a_non_ascii_capital_matches_its_rules_however_it_is_spelled() {
+        let set = |written: &str| KeyedRuleSet {
+            key: parse_key(written).unwrap(),
+            origin: RuleSetOrigin::PolicyFile,
+            rule_set: RuleSet { rules: vec![], default: Action::Block, protocols: Protocols::MAIL_APPS },
+        };
+        let firewall = Firewall::build([set("ÄRZTE@example.de"), set("Jörg@Example.com"), set("@ÉCOLE.fr")], &[]);
+        // Dovecot's lowercasing leaves non-ASCII letters as they were typed.
+        for login in ["Ärzte@example.de", "ärzte@example.de", "ÄRZTE@EXAMPLE.DE"] {
+            assert_eq!(firewall.applicable(login).map(|a| a.keyed.key.clone()).as_deref(), Some("ärzte@example.de"));
+        }
+        for login in ["jörg@example.com", "JÖRG@example.com"] {
+            assert_eq!(firewall.applicable(login).map(|a| a.keyed.key.clone()).as_deref(), Some("jörg@example.com"));
+        }
+        let pupil = firewall.applicable("anne@École.fr").unwrap();
+        assert_eq!((pupil.keyed.key.as_str(), pupil.via_domain), ("@école.fr", true));
     }
 
     #[test]

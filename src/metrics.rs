@@ -2,6 +2,8 @@
 //! conventions: the `mailwarden_` prefix, base units, `_total` counters, and labels drawn only
 //! from small fixed sets (never an address, a login or anything else a peer chooses).
 
+use std::sync::Arc;
+
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -15,6 +17,8 @@ const DURATION_BUCKETS: &[f64] = &[
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// What `registry` holds, for the README's table and its test.
+    catalogue: Arc<Vec<MetricInfo>>,
     /// Policy requests by command (`allow`, `report`, `unknown`) and HTTP status code.
     pub requests: IntCounterVec,
     /// Time to answer a policy request, by command.
@@ -73,193 +77,297 @@ pub struct GeoIpMetrics {
     pub reloads: IntCounterVec,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
-    let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
-    registry.register(Box::new(metric.clone()))?;
-    Ok(metric)
+/// One metric as the README's table documents it: name, type, and each label with the values
+/// it takes (empty for a label whose values are not a fixed set, such as an HTTP status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricInfo {
+    pub name: String,
+    /// counter, gauge or histogram.
+    pub kind: &'static str,
+    pub labels: Vec<(String, Vec<String>)>,
 }
 
-fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
-    let metric = IntGauge::new(name, help)?;
-    registry.register(Box::new(metric.clone()))?;
-    Ok(metric)
+/// Registers metrics and notes each one's `MetricInfo`, so the table of what is exported is
+/// built by the same calls that export it.
+struct Registrar {
+    registry: Registry,
+    catalogue: Vec<MetricInfo>,
 }
+
+/// A label name and the values it takes (`&[]`: not a fixed set).
+type Label<'a> = (&'a str, &'a [&'a str]);
+
+impl Registrar {
+    fn note(&mut self, name: &str, kind: &'static str, labels: &[Label<'_>]) {
+        let labels =
+            labels.iter().map(|(l, values)| (l.to_string(), values.iter().map(|v| v.to_string()).collect())).collect();
+        self.catalogue.push(MetricInfo { name: name.to_string(), kind, labels });
+    }
+
+    fn names<'a>(labels: &[Label<'a>]) -> Vec<&'a str> {
+        labels.iter().map(|(name, _)| *name).collect()
+    }
+
+    fn counter(&mut self, name: &str, help: &str, labels: &[Label<'_>]) -> prometheus::Result<IntCounterVec> {
+        let metric = IntCounterVec::new(Opts::new(name, help), &Self::names(labels))?;
+        self.registry.register(Box::new(metric.clone()))?;
+        self.note(name, "counter", labels);
+        Ok(metric)
+    }
+
+    fn gauge(&mut self, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+        let metric = IntGauge::new(name, help)?;
+        self.registry.register(Box::new(metric.clone()))?;
+        self.note(name, "gauge", &[]);
+        Ok(metric)
+    }
+
+    fn gauge_vec(&mut self, name: &str, help: &str, labels: &[Label<'_>]) -> prometheus::Result<IntGaugeVec> {
+        let metric = IntGaugeVec::new(Opts::new(name, help), &Self::names(labels))?;
+        self.registry.register(Box::new(metric.clone()))?;
+        self.note(name, "gauge", labels);
+        Ok(metric)
+    }
+
+    fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        buckets: &[f64],
+        labels: &[Label<'_>],
+    ) -> prometheus::Result<HistogramVec> {
+        let metric = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), &Self::names(labels))?;
+        self.registry.register(Box::new(metric.clone()))?;
+        self.note(name, "histogram", labels);
+        Ok(metric)
+    }
+}
+
+const COMMANDS: &[&str] = &["allow", "report", "unknown"];
+const PROTOCOLS: &[&str] = &["imap", "pop3", "smtp", "submission", "sieve", "other"];
+const STORED_OR_DROPPED: &[&str] = &["stored", "dropped"];
+const SUCCESS_OR_FAILURE: &[&str] = &["success", "failure"];
+const GEOIP_DATABASES: &[&str] = &["country", "asn", "anonymous"];
+const ANNOUNCEMENTS: &[&str] = &["ban_saved", "ban_deleted", "access_entries", "rule_set", "quarantine"];
 
 impl Metrics {
     pub fn new() -> prometheus::Result<Metrics> {
-        let registry = Registry::new();
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new("mailwarden_request_duration_seconds", "Time to answer a policy request.")
-                .buckets(DURATION_BUCKETS.to_vec()),
-            &["command"],
+        let mut r = Registrar { registry: Registry::new(), catalogue: Vec::new() };
+        let request_duration = r.histogram(
+            "mailwarden_request_duration_seconds",
+            "Time to answer a policy request.",
+            DURATION_BUCKETS,
+            &[("command", COMMANDS)],
         )?;
-        registry.register(Box::new(request_duration.clone()))?;
-        let build_info = IntGaugeVec::new(
-            Opts::new("mailwarden_build_info", "Always 1; the version label says which build is running."),
-            &["version"],
+        let build_info = r.gauge_vec(
+            "mailwarden_build_info",
+            "Always 1; the version label says which build is running.",
+            &[("version", &[])],
         )?;
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        r.registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        let event_reasons: Vec<&str> = crate::events::EventKind::ALL.iter().map(|kind| kind.label()).collect();
 
         let metrics = Metrics {
-            requests: counter(
-                &registry,
+            requests: r.counter(
                 "mailwarden_requests_total",
                 "Policy requests by command and HTTP status code.",
-                &["command", "code"],
+                &[("command", COMMANDS), ("code", &[])],
             )?,
             request_duration,
-            decisions: counter(
-                &registry,
+            decisions: r.counter(
                 "mailwarden_decisions_total",
                 "Answers to allow requests by verdict, reason and protocol.",
-                &["verdict", "reason", "protocol"],
+                &[
+                    ("verdict", &["allow", "delay", "reject"]),
+                    (
+                        "reason",
+                        &[
+                            "none",
+                            "trusted",
+                            "no_source",
+                            "ban",
+                            "blocked",
+                            "firewall_rule",
+                            "firewall_default",
+                            "stale_password",
+                            "account_under_attack",
+                            "store_unavailable",
+                        ],
+                    ),
+                    ("protocol", PROTOCOLS),
+                ],
             )?,
-            reports: counter(
-                &registry,
+            reports: r.counter(
                 "mailwarden_reports_total",
                 "Login reports by how they were counted.",
-                &["result"],
+                &[(
+                    "result",
+                    &[
+                        "success",
+                        "failure",
+                        "failure_unknown_account",
+                        "policy_reject",
+                        "failure_trusted",
+                        "failure_no_source",
+                        "failure_internal",
+                        "failure_expired",
+                        "failure_disabled",
+                    ],
+                )],
             )?,
-            bans_created: counter(&registry, "mailwarden_bans_created_total", "Bans placed, by reason.", &["reason"])?,
-            bans_lifted: counter(&registry, "mailwarden_bans_lifted_total", "Bans ended, by cause.", &["cause"])?,
-            active_bans: gauge(&registry, "mailwarden_active_bans", "Bans in force.")?,
-            tracked_sources: gauge(
-                &registry,
+            bans_created: r.counter("mailwarden_bans_created_total", "Bans placed, by reason.", &[("reason", &["autoban"])])?,
+            bans_lifted: r.counter(
+                "mailwarden_bans_lifted_total",
+                "Bans ended, by cause.",
+                &[("cause", &["expired", "admin", "self_service", "other_node"])],
+            )?,
+            active_bans: r.gauge("mailwarden_active_bans", "Bans in force.")?,
+            tracked_sources: r.gauge(
                 "mailwarden_tracked_sources",
                 "Sources whose failed-login history is held in memory.",
             )?,
             store_up: {
-                let metric = gauge(
-                    &registry,
+                let metric = r.gauge(
                     "mailwarden_store_up",
                     "1 while the durable store answers, 0 while it is unreachable (the node answers from memory).",
                 )?;
                 metric.set(1);
                 metric
             },
-            cluster_shared_counts: counter(
-                &registry,
+            cluster_shared_counts: r.counter(
                 "mailwarden_cluster_shared_counts_total",
                 "Counted logins sent to the cluster-wide failure count, by result.",
-                &["result"],
+                &[("result", &["sent", "dropped"])],
             )?,
-            cluster_announcements: counter(
-                &registry,
+            cluster_announcements: r.counter(
                 "mailwarden_cluster_announcements_total",
                 "Changes made on other nodes and applied on this one, by kind.",
-                &["change"],
+                &[("change", ANNOUNCEMENTS)],
             )?,
-            store_operations: counter(
-                &registry,
+            store_operations: r.counter(
                 "mailwarden_store_operations_total",
                 "Durable-store operations by operation and result.",
-                &["operation", "result"],
+                &[
+                    (
+                        "operation",
+                        &[
+                            "load_bans",
+                            "load_list_entries",
+                            "load_firewall_rules",
+                            "save_ban",
+                            "delete_ban",
+                            "delete_expired_bans",
+                            "save_list_entry",
+                            "delete_list_entry",
+                            "delete_expired_list_entries",
+                            "save_firewall_rules",
+                            "delete_firewall_rules",
+                            "read_events",
+                            "read_known_sources",
+                        ],
+                    ),
+                    ("result", &["ok", "error"]),
+                ],
             )?,
-            list_entries: {
-                let metric = IntGaugeVec::new(
-                    Opts::new("mailwarden_list_entries", "Entries in force on the admin lists, by list."),
-                    &["list"],
-                )?;
-                registry.register(Box::new(metric.clone()))?;
-                metric
-            },
-            config_reloads: counter(
-                &registry,
+            list_entries: r.gauge_vec(
+                "mailwarden_list_entries",
+                "Entries in force on the admin lists, by list.",
+                &[("list", &["blocked", "trusted"])],
+            )?,
+            config_reloads: r.counter(
                 "mailwarden_config_reloads_total",
                 "Policy reloads by result (success, failure).",
-                &["result"],
+                &[("result", SUCCESS_OR_FAILURE)],
             )?,
-            tracked_source_evictions: counter(
-                &registry,
+            tracked_source_evictions: r.counter(
                 "mailwarden_tracked_source_evictions_total",
                 "Failure histories dropped from memory, by cause (capacity, expired). Never a ban.",
-                &["cause"],
+                &[("cause", &["capacity", "expired"])],
             )?,
-            events: counter(
-                &registry,
+            events: r.counter(
                 "mailwarden_events_total",
                 "Block-log events by reason and result (stored, dropped).",
-                &["reason", "result"],
+                &[("reason", &event_reasons), ("result", STORED_OR_DROPPED)],
             )?,
-            failed_guesses: counter(
-                &registry,
+            failed_guesses: r.counter(
                 "mailwarden_failed_guesses_total",
                 "Counted failed logins by kind: new (a distinct wrong password) or repeated (the same one again).",
-                &["kind"],
+                &[("kind", &["new", "repeated"])],
             )?,
-            quarantines: counter(
-                &registry,
+            quarantines: r.counter(
                 "mailwarden_stale_password_quarantines_total",
                 "Logins and passwords quarantined after failing repeatedly from one source.",
-                &["protocol"],
+                &[("protocol", PROTOCOLS)],
             )?,
-            account_attacks: counter(
-                &registry,
+            account_attacks: r.counter(
                 "mailwarden_account_attacks_total",
                 "Accounts that came under a distributed attack.",
-                &["protocol"],
+                &[("protocol", PROTOCOLS)],
             )?,
-            accounts_under_attack: gauge(
-                &registry,
-                "mailwarden_accounts_under_attack",
-                "Accounts under a distributed attack now.",
-            )?,
-            known_sources: counter(
-                &registry,
+            accounts_under_attack: r
+                .gauge("mailwarden_accounts_under_attack", "Accounts under a distributed attack now.")?,
+            known_sources: r.counter(
                 "mailwarden_known_sources_total",
                 "Successful logins recorded as an account's known source, by result (stored, dropped).",
-                &["result"],
+                &[("result", STORED_OR_DROPPED)],
             )?,
-            ban_escalations: counter(
-                &registry,
+            ban_escalations: r.counter(
                 "mailwarden_ban_escalations_total",
                 "Bans lengthened because the source was banned again soon after its last ban.",
-                &["reason"],
+                &[("reason", &["repeat_offender"])],
             )?,
-            self_unblocks: counter(
-                &registry,
+            self_unblocks: r.counter(
                 "mailwarden_self_unblocks_total",
-                "Self-service unblock attempts by result (unblocked, limit_reached, challenge_failed, not_banned, admin_block).",
-                &["result"],
+                "Self-service unblock attempts by result (unblocked, limit_reached, challenge_failed, not_banned, admin_block, store_error, rate_limited).",
+                &[(
+                    "result",
+                    &[
+                        "unblocked",
+                        "limit_reached",
+                        "challenge_failed",
+                        "not_banned",
+                        "admin_block",
+                        "store_error",
+                        "rate_limited",
+                    ],
+                )],
             )?,
             geoip: GeoIpMetrics {
-                lookups: counter(
-                    &registry,
+                lookups: r.counter(
                     "mailwarden_geoip_lookups_total",
                     "GeoIP lookups by database and result.",
-                    &["database", "result"],
+                    &[("database", GEOIP_DATABASES), ("result", &["found", "not_found", "error"])],
                 )?,
-                build_timestamp: {
-                    let metric = IntGaugeVec::new(
-                        Opts::new(
-                            "mailwarden_geoip_database_build_timestamp_seconds",
-                            "When the GeoIP database in use was built (Unix time), by database.",
-                        ),
-                        &["database"],
-                    )?;
-                    registry.register(Box::new(metric.clone()))?;
-                    metric
-                },
-                reloads: counter(
-                    &registry,
+                build_timestamp: r.gauge_vec(
+                    "mailwarden_geoip_database_build_timestamp_seconds",
+                    "When the GeoIP database in use was built (Unix time), by database.",
+                    &[("database", GEOIP_DATABASES)],
+                )?,
+                reloads: r.counter(
                     "mailwarden_geoip_reloads_total",
                     "Re-openings of GeoIP database files replaced on disk, by database and result.",
-                    &["database", "result"],
+                    &[("database", &["country", "asn", "anonymous", "asn_list", "network_list"]), ("result", SUCCESS_OR_FAILURE)],
                 )?,
             },
-            registry,
+            catalogue: Arc::new(r.catalogue),
+            registry: r.registry,
         };
         // Cluster series exist from the start, so dashboards show a flat zero rather than no data.
         for result in ["sent", "dropped"] {
             metrics.cluster_shared_counts.with_label_values(&[result]);
         }
-        for change in ["ban_saved", "ban_deleted", "access_entries", "rule_set", "quarantine"] {
+        for change in ANNOUNCEMENTS {
             metrics.cluster_announcements.with_label_values(&[change]);
         }
         Ok(metrics)
+    }
+
+    /// Every metric mailwarden registers itself (not the process collector's), with its
+    /// labels and their values: what the README's table must say.
+    pub fn catalogue(&self) -> &[MetricInfo] {
+        &self.catalogue
     }
 
     /// Counts a store operation's result.

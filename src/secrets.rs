@@ -96,7 +96,7 @@ fn load_or_create(dir: &Path, name: &'static str, missing: Missing) -> Result<Se
             let mut bytes = [0u8; 24];
             getrandom::fill(&mut bytes).map_err(|e| SecretError::Random(e.to_string()))?;
             let value: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            fs::create_dir_all(dir).map_err(io_error)?;
+            crate::state_dir::create(dir).map_err(io_error)?;
             write_private(&path, &value).map_err(io_error)?;
             tracing::warn!(path = %path.display(), "generated a new auth.{name}; read it from that file");
             Ok(Secret::new(&value))

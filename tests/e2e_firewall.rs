@@ -109,6 +109,25 @@ fn the_mailbox_firewall_refuses_mail_apps_from_a_blocked_country_and_names_the_r
 }
 
 #[test]
+fn a_mailbox_with_a_non_ascii_capital_is_held_to_its_rules_whichever_way_the_user_types_it() {
+    let Some(stack) = Stack::start() else { return };
+    let rule = r#"{"action":"block","country":["CN"]}"#;
+    let (status, body) =
+        stack.mailwarden.admin_post("/api/v1/mailboxes/J%C3%B6rg@example.com/firewall/rules", Some(rule));
+    assert_eq!(status, 201, "{body}");
+    // Dovecot lowercases the ASCII letters only: JÖRG@Example.com reaches mailwarden as
+    // jÖrg@example.com.
+    for typed in ["jörg@example.com", "Jörg@Example.com", "JÖRG@EXAMPLE.COM"] {
+        let outcome = pop3_login(&stack.dovecot, CHINA, typed, "whatever");
+        assert_eq!(outcome.line, "-ERR [AUTH] Access denied by email firewall rule no. 1", "{typed}{}", stack.logs());
+    }
+    let events = stack.mailwarden.cli(&["events", "--login", "JÖRG@example.com", "--json"]);
+    let events: serde_json::Value = serde_json::from_slice(&events.stdout).expect("events as JSON");
+    let logins: Vec<&str> = events["events"].as_array().unwrap().iter().map(|e| e["login"].as_str().unwrap()).collect();
+    assert_eq!(logins, ["jÖrg@example.com", "jörg@example.com", "jörg@example.com"], "as Dovecot sent them");
+}
+
+#[test]
 fn moving_a_rule_through_the_api_changes_the_outcome_without_a_restart() {
     let Some(stack) = Stack::start() else { return };
     let (status, body) = stack

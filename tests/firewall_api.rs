@@ -113,6 +113,28 @@ fn rules_apply_top_to_bottom_with_every_criterion_and_the_message_names_the_rule
 }
 
 #[test]
+fn a_mailbox_with_a_non_ascii_capital_matches_its_own_rules() {
+    let (mw, _) = start("");
+    // Rules made through the API for the names as an admin writes them (percent-encoded in
+    // the path: Jörg@example.com and ÄRZTE@Example.de).
+    for mailbox in ["J%C3%B6rg@example.com", "%C3%84RZTE@Example.de"] {
+        let rule = r#"{"action":"block","network":"192.0.2.0/24"}"#;
+        let (status, body) = mw.admin_post(&format!("/api/v1/mailboxes/{mailbox}/firewall/rules"), Some(rule));
+        assert_eq!(status, 201, "{body}");
+    }
+    let rule_1 = (-1, "Access denied by email firewall rule no. 1".to_string());
+    // Dovecot lowercases ASCII letters only, so what it sends keeps the non-ASCII capitals
+    // the user typed (JÖRG@example.com arrives as jÖrg@example.com).
+    for login in ["jörg@example.com", "Jörg@Example.com", "jÖrg@example.com", "Ärzte@example.de", "ärzte@example.de"]
+    {
+        assert_eq!(allow(&mw, login, "192.0.2.7"), rule_1, "{login} escapes its mailbox's rule");
+        assert_eq!(allow(&mw, login, "203.0.113.7").0, 0, "{login} from elsewhere");
+    }
+    let shown = json(&mw.admin("GET", "/api/v1/mailboxes/%C3%84rzte@example.de/firewall").1);
+    assert_eq!((shown["login"].as_str(), shown["applies"].as_str()), (Some("ärzte@example.de"), Some("own")));
+}
+
+#[test]
 fn firewall_refusals_never_count_as_failed_logins() {
     let (mw, _) = start(RULES);
     for _ in 0..10 {
@@ -333,6 +355,50 @@ fn refusals_and_bans_go_to_the_block_log_which_the_api_and_cli_filter() {
     let cli_json: Value = json(&stdout(&mw.cli(&["events", "--login", "carol@example.org", "--json"])));
     assert_eq!(cli_json["events"].as_array().unwrap().len(), 2);
     assert!(mw.log().contains("login refused"), "refusals are log lines too");
+}
+
+#[test]
+fn the_block_log_finds_a_login_in_any_case_and_pages_with_offset_and_total() {
+    let (mw, _) = start(RULES);
+    // Logins as a Dovecot whose auth_username_format does not lowercase sends them, and as
+    // one that does (ASCII only) sends a name with a non-ASCII capital.
+    for _ in 0..5 {
+        assert_eq!(allow(&mw, "Alice@Example.com", "192.0.2.7"), (-1, RULE_2.to_string()));
+    }
+    for i in 0..5 {
+        let failure = report_body("203.0.113.60", "Ärzte@example.de", &format!("{i:04x}"), false);
+        assert_eq!(mw.policy("report", &failure).0, 200);
+    }
+    assert_eq!(allow(&mw, "Ärzte@example.de", "203.0.113.60").0, -1, "banned");
+
+    let page = |query: &str| json(&mw.admin("GET", &format!("/api/v1/events?{query}")).1);
+    let alice = page("login=ALICE@EXAMPLE.COM");
+    assert_eq!((alice["events"].as_array().unwrap().len(), alice["total"].as_u64()), (5, Some(5)), "{alice}");
+    assert_eq!(alice["events"][0]["login"], "Alice@Example.com", "shown as it was sent");
+    let doctors = page("login=%C3%A4rzte@example.de");
+    let reasons: Vec<&str> =
+        doctors["events"].as_array().unwrap().iter().map(|e| e["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["ban", "ban_placed"], "{doctors}");
+
+    let second = page("login=alice@example.com&limit=2&offset=2");
+    assert_eq!(
+        (second["total"].as_u64(), second["limit"].as_u64(), second["offset"].as_u64()),
+        (Some(5), Some(2), Some(2))
+    );
+    assert_eq!(second["events"].as_array().unwrap().len(), 2);
+    assert_eq!(page("offset=6")["events"].as_array().unwrap().len(), 1, "seven events in all");
+    assert_eq!((page("limit=1")["total"].as_u64(), page("limit=1")["total_exact"].as_bool()), (Some(7), Some(true)));
+    let (status, answer) = mw.admin("GET", "/api/v1/events?offset=-1");
+    assert_eq!(status, 400, "{answer}");
+
+    let cli = mw.cli(&["events", "--login", "ÄRZTE@EXAMPLE.DE"]);
+    assert!(cli.status.success(), "{}", stderr(&cli));
+    assert!(stdout(&cli).contains("Ärzte@example.de") && stdout(&cli).contains("ban_placed"), "{}", stdout(&cli));
+    let cli = mw.cli(&["events", "--login", "alice@example.com", "--limit", "2", "--offset", "2"]);
+    assert!(cli.status.success(), "{}", stderr(&cli));
+    let text = stdout(&cli);
+    assert_eq!(text.matches("firewall_rule").count(), 2, "{text}");
+    assert!(text.contains("Events 3-4 of 5; the next ones with --offset 4."), "{text}");
 }
 
 #[test]

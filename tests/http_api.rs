@@ -118,6 +118,72 @@ fn every_admin_route_needs_the_bearer_token() {
 }
 
 #[test]
+fn the_bearer_scheme_is_accepted_in_any_case_and_nothing_else_is() {
+    let mw = Mailwarden::start();
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let status = |authorization: String| {
+        let url = format!("http://{}/healthz", mw.admin_addr);
+        agent.get(url).header("Authorization", authorization).call().expect("the admin API answers").status().as_u16()
+    };
+    let token = &mw.admin_token;
+    for accepted in [format!("bearer {token}"), format!("BEARER {token}"), format!("  Bearer   {token} ")] {
+        assert_eq!(status(accepted.clone()), 200, "{accepted:?} is refused");
+    }
+    for refused in [format!("Bearer{token}"), format!("Basic {token}"), format!("Token {token}"), "Bearer".into()] {
+        assert_eq!(status(refused.clone()), 401, "{refused:?} is accepted");
+    }
+}
+
+#[test]
+fn the_state_dir_and_every_file_in_it_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    // The harness starts the server with umask 022; policy.toml leaves the secrets to be
+    // generated, and a refusal puts a row in the database so its WAL holds data.
+    let mut mw = Mailwarden::configure("");
+    let policy = std::fs::read_to_string(&mw.config_path).unwrap();
+    let policy = policy.replace(&format!("api_key = \"{}\"", mw.api_key), "api_key = \"\"");
+    std::fs::write(&mw.config_path, policy).unwrap();
+    mw.restart();
+    mw.api_key = std::fs::read_to_string(mw.dir.path().join("state/api_key")).unwrap().trim().to_string();
+    fail_n(&mw, "203.0.113.7", 5);
+    assert_eq!(allow_status(&mw, "203.0.113.7").0, -1);
+    assert!(mw.cli(&["events"]).status.success());
+
+    let state = mw.dir.path().join("state");
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700, "state_dir");
+    let mut names: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for expected in ["api_key", "mailwarden.db", "mailwarden.db-shm", "mailwarden.db-wal"] {
+        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    }
+    for name in &names {
+        assert_eq!(mode(&state.join(name)), 0o600, "{name} is {:o}", mode(&state.join(name)));
+    }
+    assert!(!mw.log().contains("other users can read"), "{}", mw.log());
+}
+
+#[test]
+fn an_existing_state_dir_others_can_read_is_reported_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut mw = Mailwarden::configure("");
+    let state = mw.dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    mw.restart();
+    let log = mw.log();
+    let line = log.lines().find(|l| l.contains("other users can read")).unwrap_or_else(|| panic!("no warning:\n{log}"));
+    assert!(line.contains(&state.display().to_string()) && line.contains("0755"), "{line}");
+    assert!(line.contains(&format!("chmod go-rwx {}", state.display())), "{line}");
+    // Warned, not changed, and the server runs.
+    assert_eq!(std::fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o755);
+    assert_eq!(mw.admin("GET", "/healthz").0, 200);
+}
+
+#[test]
 fn the_ban_api_lists_shows_and_lifts_bans_and_says_what_is_wrong() {
     let mw = Mailwarden::start();
     fail_n(&mw, "203.0.113.7", 5);

@@ -4,7 +4,9 @@
 //! account, firewall refusals, list entries, reloads good and bad, GeoIP lookups and file
 //! replacements); then every query of the Grafana dashboard must return data through
 //! Prometheus's API, `promtool check metrics` must accept the exposition, and the README must
-//! document every metric family exported. That keeps the dashboard and the docs honest as the
+//! document every metric family exported. The README's table is also compared with the
+//! registry's catalogue (types, labels, their values), and every label value exported must
+//! be one the registry declares. That keeps the dashboard and the docs honest as the
 //! metrics change.
 
 mod support;
@@ -358,6 +360,125 @@ fn dashboard_problems(prometheus: &Prometheus, dashboard: &Value) -> Vec<String>
     problems
 }
 
+/// A row of the README's metric table: type, and each label with the values it lists (`None`
+/// when the parentheses describe rather than list, as for `code`, or are absent).
+struct ReadmeRow {
+    kind: String,
+    labels: Vec<(String, Option<Vec<String>>)>,
+}
+
+/// The README's metric table by metric name.
+fn readme_metric_rows() -> std::collections::BTreeMap<String, ReadmeRow> {
+    let mut rows = std::collections::BTreeMap::new();
+    for line in readme_metrics_section().lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        let [name, kind, labels, ..] = cells.as_slice() else { panic!("a short row: {line}") };
+        // Commas inside parentheses separate values, outside them labels.
+        let (mut parts, mut depth, mut part) = (Vec::new(), 0, String::new());
+        for c in labels.chars() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                ',' if depth == 0 => {
+                    parts.push(std::mem::take(&mut part));
+                    continue;
+                }
+                _ => {}
+            }
+            part.push(c);
+        }
+        parts.push(part);
+        let labels = parts
+            .iter()
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| {
+                let label = p.split('`').nth(1).unwrap_or_else(|| panic!("a label without backticks: {line}"));
+                let listed = p.split_once('(').and_then(|(_, rest)| rest.rsplit_once(')')).map(|(inside, _)| inside);
+                let plain = |v: &str| {
+                    !v.is_empty() && v.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
+                };
+                let values = listed
+                    .map(|inside| inside.split(", ").map(str::to_string).collect::<Vec<_>>())
+                    .filter(|values| values.iter().all(|v| plain(v)));
+                (label.to_string(), values)
+            })
+            .collect();
+        rows.insert(name.trim_matches('`').to_string(), ReadmeRow { kind: kind.to_string(), labels });
+    }
+    rows
+}
+
+#[test]
+fn the_readme_metric_table_lists_every_metric_with_its_type_labels_and_their_values() {
+    let metrics = mailwarden::metrics::Metrics::new().expect("the registry");
+    let mut rows = readme_metric_rows();
+    let mut problems = Vec::new();
+    for metric in metrics.catalogue() {
+        let Some(row) = rows.remove(&metric.name) else {
+            problems.push(format!("{}: no row", metric.name));
+            continue;
+        };
+        if row.kind != metric.kind {
+            problems.push(format!("{}: the README says {}, the code {}", metric.name, row.kind, metric.kind));
+        }
+        let documented: Vec<&str> = row.labels.iter().map(|(name, _)| name.as_str()).collect();
+        let exported: Vec<&str> = metric.labels.iter().map(|(name, _)| name.as_str()).collect();
+        if documented != exported {
+            problems.push(format!("{}: the README lists labels {documented:?}, the code {exported:?}", metric.name));
+            continue;
+        }
+        for ((label, listed), (_, values)) in row.labels.iter().zip(&metric.labels) {
+            if values.is_empty() {
+                continue;
+            }
+            let listed: BTreeSet<&str> = listed.iter().flatten().map(String::as_str).collect();
+            let values: BTreeSet<&str> = values.iter().map(String::as_str).collect();
+            if listed != values {
+                problems.push(format!(
+                    "{} {label}: the README lists ({}), the code has ({})",
+                    metric.name,
+                    listed.into_iter().collect::<Vec<_>>().join(", "),
+                    values.into_iter().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+    }
+    problems.extend(
+        rows.keys().filter(|name| name.starts_with("mailwarden_")).map(|name| format!("{name}: a row for no metric")),
+    );
+    assert!(
+        problems.is_empty(),
+        "README.md's ## Metrics table is out of step with src/metrics.rs:\n{}",
+        problems.join("\n")
+    );
+}
+
+/// Label values in `exposition` that the registry does not declare for their metric, as
+/// `metric label="value"`.
+fn undeclared_label_values(exposition: &str, metrics: &mailwarden::metrics::Metrics) -> Vec<String> {
+    let mut found = BTreeSet::new();
+    for line in exposition.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, labels)) = line.split_once('{') else { continue };
+        let Some(metric) = metrics.catalogue().iter().find(|m| {
+            series == m.name
+                || (m.kind == "histogram"
+                    && ["_bucket", "_sum", "_count"].iter().any(|s| series == format!("{}{s}", m.name)))
+        }) else {
+            continue;
+        };
+        let labels = labels.rsplit_once('}').map_or(labels, |(inside, _)| inside);
+        for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+            let Some((label, value)) = pair.split_once("=\"") else { continue };
+            let value = value.trim_end_matches('"');
+            let declared = metric.labels.iter().find(|(name, _)| name == label).map(|(_, values)| values);
+            if declared.is_some_and(|values| !values.is_empty() && !values.iter().any(|v| v == value)) {
+                found.insert(format!("{} {label}=\"{value}\"", metric.name));
+            }
+        }
+    }
+    found.into_iter().collect()
+}
+
 /// `# TYPE <name> <type>` lines of an exposition: (name, type).
 fn metric_families(exposition: &str) -> Vec<(String, String)> {
     exposition
@@ -420,6 +541,13 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus_after_an_attack() {
     let exposition = metrics_text(&mw);
     let lint = promtool_check_metrics(&exposition);
     assert!(lint.success && lint.output.trim().is_empty(), "promtool check metrics complains:\n{}", lint.output);
+
+    let undeclared = undeclared_label_values(&exposition, &mailwarden::metrics::Metrics::new().expect("the registry"));
+    assert!(
+        undeclared.is_empty(),
+        "label values src/metrics.rs does not declare (nor the README list):\n{}",
+        undeclared.join("\n")
+    );
 
     let readme = readme_metrics_section();
     let dashboard = dashboard();

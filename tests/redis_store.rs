@@ -170,7 +170,7 @@ fn check_events_are_stored_filtered_newest_first_and_pruned(target: &Target) {
             event(3, EventKind::Ban, "203.0.113.7", "bob@example.com"),
         ])
         .unwrap();
-    let query = |filter: EventFilter| store.events(&EventFilter { limit: 10, ..filter }).unwrap();
+    let query = |filter: EventFilter| store.events(&EventFilter { limit: 10, ..filter }).unwrap().events;
     let all = query(EventFilter::default());
     assert_eq!(all.iter().map(|e| e.at.0).collect::<Vec<_>>(), [3, 2, 1]);
     assert_eq!(all[2], event(1, EventKind::Ban, "203.0.113.7", "alice@example.com"));
@@ -178,11 +178,34 @@ fn check_events_are_stored_filtered_newest_first_and_pruned(target: &Target) {
     assert_eq!(query(EventFilter { login: Some("alice@example.com".into()), ..Default::default() }).len(), 2);
     assert_eq!(query(EventFilter { kind: Some(EventKind::FirewallRule), ..Default::default() }).len(), 1);
     assert_eq!(query(EventFilter { since: Some(Timestamp(2)), ..Default::default() }).len(), 2);
-    assert_eq!(store.events(&EventFilter { limit: 1, ..Default::default() }).unwrap()[0].at.0, 3);
-    assert!(store.events(&EventFilter { limit: 0, ..Default::default() }).unwrap().is_empty());
+    assert_eq!(store.events(&EventFilter { limit: 1, ..Default::default() }).unwrap().events[0].at.0, 3);
+    assert!(store.events(&EventFilter { limit: 0, ..Default::default() }).unwrap().events.is_empty());
     assert_eq!(store.prune_events(Timestamp(2), 10).unwrap(), 1);
     assert_eq!(store.prune_events(Timestamp(0), 1).unwrap(), 1);
     assert_eq!(query(EventFilter::default()).len(), 1);
+}
+
+fn check_events_are_found_by_login_in_any_case_and_paged_with_their_total(target: &Target) {
+    let store = target.store(&fresh_prefix("event-pages"));
+    store
+        .save_events(&[
+            event(1, EventKind::Ban, "203.0.113.7", "Alice@Example.com"),
+            event(2, EventKind::FirewallRule, "198.51.100.7", "alice@example.com"),
+            event(3, EventKind::Ban, "203.0.113.7", "bob@example.com"),
+            event(4, EventKind::Ban, "192.0.2.4", "Ärzte@example.de"),
+        ])
+        .unwrap();
+    let page = |filter: EventFilter| {
+        let page = store.events(&filter).unwrap();
+        (page.events.iter().map(|e| e.at.0).collect::<Vec<_>>(), page.total, page.total_exact)
+    };
+    let login = |login: &str| page(EventFilter { login: Some(login.into()), limit: 10, ..Default::default() });
+    assert_eq!(login("ÄRZTE@Example.de"), (vec![4], 1, true), "the login filter ignores case, also outside ASCII");
+    assert_eq!(login("ALICE@example.com"), (vec![2, 1], 2, true));
+    assert_eq!(page(EventFilter { limit: 2, offset: 1, ..Default::default() }), (vec![3, 2], 4, true));
+    assert_eq!(page(EventFilter { limit: 1, offset: 4, ..Default::default() }), (vec![], 4, true));
+    let bans = EventFilter { kind: Some(EventKind::Ban), limit: 1, offset: 1, ..Default::default() };
+    assert_eq!(page(bans), (vec![3], 3, true), "a filter counts every match, not only the page");
 }
 
 fn check_late_events_come_out_in_time_order(target: &Target) {
@@ -191,8 +214,9 @@ fn check_late_events_come_out_in_time_order(target: &Target) {
     store.save_events(&[at(10), at(30)]).unwrap();
     // Another node's batch arrives after, with older events among newer ones.
     store.save_events(&[at(20), at(40), at(5)]).unwrap();
-    let times =
-        |filter: EventFilter| -> Vec<i64> { store.events(&filter).unwrap().iter().map(|e| e.at.0 - NOW.0).collect() };
+    let times = |filter: EventFilter| -> Vec<i64> {
+        store.events(&filter).unwrap().events.iter().map(|e| e.at.0 - NOW.0).collect()
+    };
     assert_eq!(times(EventFilter { limit: 10, ..Default::default() }), [40, 30, 20, 10, 5]);
     assert_eq!(times(EventFilter { limit: 2, ..Default::default() }), [40, 30]);
     assert_eq!(
@@ -312,7 +336,7 @@ fn check_two_prefixes_do_not_see_each_other(target: &Target) {
     assert!(other.active_bans(NOW).unwrap().is_empty());
     assert!(other.access_entries().unwrap().is_empty());
     assert!(other.firewall_rule_sets().unwrap().is_empty());
-    assert!(other.events(&EventFilter { limit: 10, ..Default::default() }).unwrap().is_empty());
+    assert!(other.events(&EventFilter { limit: 10, ..Default::default() }).unwrap().events.is_empty());
     assert!(other.known_sources("alice", Timestamp(0), 10).unwrap().is_empty());
     assert!(!other.delete_ban(banned.source).unwrap());
     assert_eq!(other.delete_expired_bans(Timestamp(i64::MAX)).unwrap(), 0);
@@ -391,6 +415,7 @@ fn check_everything(target: &Target) {
     check_list_entries_round_trip_with_and_without_expiry(target);
     check_events_are_stored_filtered_newest_first_and_pruned(target);
     check_late_events_come_out_in_time_order(target);
+    check_events_are_found_by_login_in_any_case_and_paged_with_their_total(target);
     check_firewall_rule_sets_round_trip(target);
     check_known_sources_keep_the_latest_success_and_are_bounded_per_account(target);
     check_every_write_announces_its_change(target);
@@ -419,6 +444,37 @@ fn list_entries_round_trip_with_and_without_expiry() {
 fn events_are_stored_filtered_newest_first_and_pruned() {
     let Some(redis) = RedisServer::start() else { return };
     check_events_are_stored_filtered_newest_first_and_pruned(&Target::server(&redis));
+}
+
+#[test]
+fn events_are_found_by_login_in_any_case_and_paged_with_their_total() {
+    let Some(redis) = RedisServer::start() else { return };
+    check_events_are_found_by_login_in_any_case_and_paged_with_their_total(&Target::server(&redis));
+}
+
+#[test]
+fn a_filtered_count_reads_the_newest_50000_events_and_says_when_there_were_more() {
+    let Some(redis) = RedisServer::start() else { return };
+    let store = Target::server(&redis).store(&fresh_prefix("event-cap"));
+    let detail = "Access denied by email firewall rule no. 2".to_string();
+    let events: Vec<Event> = (0..50_500)
+        .map(|i| {
+            let ip = if i < 500 { "192.0.2.1" } else { "203.0.113.7" };
+            Event { detail: detail.clone(), ..event(NOW.0 + i, EventKind::Ban, ip, "alice@example.com") }
+        })
+        .collect();
+    store.save_events(&events).unwrap();
+    let count = |ip: &str| {
+        let started = std::time::Instant::now();
+        let filter = EventFilter { ip: ip.parse().ok(), limit: 10, ..Default::default() };
+        let page = store.events(&filter).unwrap();
+        eprintln!("a filtered query over {} events took {:?}", events.len(), started.elapsed());
+        (page.events.len(), page.total, page.total_exact)
+    };
+    assert_eq!(count("203.0.113.7"), (10, 50_000, false), "the newest 50,000, and a lower bound");
+    assert_eq!(count("192.0.2.1"), (0, 0, false), "older than the newest 50,000: not read");
+    let all = store.events(&EventFilter { limit: 10, ..Default::default() }).unwrap();
+    assert_eq!((all.total, all.total_exact), (50_500, true), "without a filter the stream's length is exact");
 }
 
 #[test]

@@ -57,3 +57,13 @@ fn the_systemd_unit_scores_as_well_hardened() {
         .unwrap_or_else(|| panic!("no exposure score in: {text}"));
     assert!(score <= 2.0, "exposure {score} is above 2.0 (systemd calls up to 2.0 OK):\n{text}");
 }
+
+#[test]
+fn the_systemd_unit_keeps_the_state_directory_private_as_the_server_does() {
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/dist/mailwarden.service")).expect("the unit");
+    let settings: Vec<&str> = unit.lines().map(str::trim).collect();
+    for wanted in ["StateDirectory=mailwarden", "StateDirectoryMode=0700", "UMask=0077"] {
+        assert!(settings.contains(&wanted), "the unit lacks {wanted}");
+    }
+}

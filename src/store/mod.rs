@@ -15,7 +15,7 @@ use ipnet::IpNet;
 use crate::access::{AccessEntry, ListKind};
 use crate::bans::Ban;
 use crate::clock::Timestamp;
-use crate::events::{Event, EventFilter};
+use crate::events::{Event, EventFilter, EventPage};
 use crate::firewall::{KeyedRuleSet, RuleSet};
 use crate::journal::KnownSource;
 use crate::network::Source;
@@ -75,11 +75,14 @@ pub enum Change {
 /// An API rule set as both backends store it (`StoredRuleSet` JSON); one this version cannot
 /// read is skipped with a warning rather than failing the load.
 fn stored_rule_set(key: String, json: &str) -> Option<KeyedRuleSet> {
-    let parsed = serde_json::from_str::<crate::firewall::StoredRuleSet>(json)
-        .map_err(|e| e.to_string())
-        .and_then(|stored| stored.parse().map_err(|e| e.to_string()));
+    // Keyed again as policy.toml and the API key them, so a set stored by an older version
+    // (or written into Redis by hand) still matches its mailbox.
+    let parsed = crate::firewall::parse_key(&key).and_then(|key| {
+        let stored = serde_json::from_str::<crate::firewall::StoredRuleSet>(json).map_err(|e| e.to_string())?;
+        Ok((key, stored.parse().map_err(|e| e.to_string())?))
+    });
     match parsed {
-        Ok(rule_set) => Some(KeyedRuleSet { key, origin: crate::firewall::RuleSetOrigin::Api, rule_set }),
+        Ok((key, rule_set)) => Some(KeyedRuleSet { key, origin: crate::firewall::RuleSetOrigin::Api, rule_set }),
         Err(e) => {
             tracing::warn!(key, error = %e, "skipped a stored firewall rule set this version cannot read");
             None
@@ -117,8 +120,8 @@ pub trait Store: Send + Sync {
     fn delete_expired_access_entries(&self, now: Timestamp) -> Result<usize, StoreError>;
     /// Appends events to the block log in one transaction.
     fn save_events(&self, events: &[Event]) -> Result<(), StoreError>;
-    /// Events matching `filter`, newest first.
-    fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError>;
+    /// The page of events matching `filter` (newest first) and their total.
+    fn events(&self, filter: &EventFilter) -> Result<EventPage, StoreError>;
     /// Removes events older than `older_than`, then all but the newest `keep_at_most`.
     fn prune_events(&self, older_than: Timestamp, keep_at_most: usize) -> Result<usize, StoreError>;
     /// Firewall rule sets made through the API.

@@ -44,7 +44,7 @@ use super::{Announcement, Change, DailyCount, Store, StoreError};
 use crate::access::{AccessEntry, ListKind, Origin};
 use crate::bans::{Ban, BanCause, BanGuess, BanReason};
 use crate::clock::Timestamp;
-use crate::events::{Event, EventFilter, EventKind};
+use crate::events::{Event, EventFilter, EventKind, EventPage};
 use crate::firewall::{KeyedRuleSet, RuleSet, StoredRuleSet};
 use crate::journal::KnownSource;
 use crate::network::Source;
@@ -858,9 +858,10 @@ fn parse_event(json: &[u8]) -> Option<Event> {
     })
 }
 
-fn event_matches(event: &Event, filter: &EventFilter) -> bool {
+/// Whether `event` passes `filter`, whose login is already keyed as `login`.
+fn event_matches(event: &Event, filter: &EventFilter, login: Option<&str>) -> bool {
     filter.ip.is_none_or(|ip| event.ip == Some(ip))
-        && filter.login.as_ref().is_none_or(|login| event.login == *login)
+        && login.is_none_or(|login| crate::login::key(&event.login) == login)
         && filter.kind.is_none_or(|kind| event.kind == kind)
         && filter.since.is_none_or(|since| event.at >= since)
 }
@@ -977,52 +978,72 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
-        if filter.limit == 0 {
-            return Ok(Vec::new());
-        }
+    fn events(&self, filter: &EventFilter) -> Result<EventPage, StoreError> {
         let key = self.key("events");
+        let login = filter.login.as_deref().map(crate::login::key);
+        let wanted = filter.offset.saturating_add(filter.limit);
+        // With no filter the stream's length is the total, and the scan may stop once it has
+        // the page; a filter must read on (up to the cap) to count its matches.
+        let narrowed = filter.ip.is_some() || login.is_some() || filter.kind.is_some() || filter.since.is_some();
         self.call("reading events", |connection| {
-            // Matches so far, newest first (by time, then by id); never more than `limit`.
+            // The newest `offset + limit` matches so far, newest first (by time, then by id).
             let mut found: Vec<Event> = Vec::new();
+            let mut total = 0;
+            let mut read_all = false;
             let mut end = String::from("+");
             let mut scanned = 0;
             'scan: while scanned < EVENT_SCAN_CAP {
+                let count = SCAN_BATCH.min(EVENT_SCAN_CAP - scanned);
                 let batch: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XREVRANGE")
                     .arg(&key)
                     .arg(&end)
                     .arg("-")
                     .arg("COUNT")
-                    .arg(SCAN_BATCH)
+                    .arg(count)
                     .query(connection.like())?;
-                let Some((last_id, _)) = batch.last() else { break };
+                let Some((last_id, _)) = batch.last() else {
+                    read_all = true;
+                    break;
+                };
                 end = format!("({last_id}");
                 // An entry's id is never older than its event, so once the ids reach back past
-                // `since`, or below the oldest of `limit` matches found, nothing older can enter.
-                let floor = (found.len() >= filter.limit).then(|| found[filter.limit - 1].at.0);
+                // `since`, or (unfiltered) below the oldest of the page's events, nothing older
+                // can match or enter the page.
+                let floor = (!narrowed && wanted > 0 && found.len() >= wanted).then(|| found[wanted - 1].at.0);
                 for (id, fields) in &batch {
                     scanned += 1;
                     let position = id_millis(id);
                     if filter.since.is_some_and(|since| position < since.0) || floor.is_some_and(|m| position <= m) {
+                        read_all = true;
                         break 'scan;
                     }
                     let json = fields.chunks_exact(2).find(|pair| pair[0] == b"event").map(|pair| pair[1].as_slice());
                     if let Some(event) = json.and_then(parse_event)
-                        && event_matches(&event, filter)
+                        && event_matches(&event, filter, login.as_deref())
                     {
+                        total += 1;
                         found.push(event);
                     }
                 }
                 // Stable: among equal times the later entry (found earlier) stays first.
                 found.sort_by_key(|event| std::cmp::Reverse(event.at));
-                found.truncate(filter.limit);
-                if batch.len() < SCAN_BATCH {
+                found.truncate(wanted);
+                if batch.len() < count {
+                    read_all = true;
                     break;
                 }
             }
             found.sort_by_key(|event| std::cmp::Reverse(event.at));
-            found.truncate(filter.limit);
-            Ok(found)
+            found.truncate(wanted);
+            if !narrowed {
+                let length: usize = redis::cmd("XLEN").arg(&key).query(connection.like())?;
+                return Ok(EventPage {
+                    events: found.into_iter().skip(filter.offset).collect(),
+                    total: length,
+                    total_exact: true,
+                });
+            }
+            Ok(EventPage { events: found.into_iter().skip(filter.offset).collect(), total, total_exact: read_all })
         })
     }
 

@@ -15,7 +15,7 @@ use super::{DailyCount, Store, StoreError};
 use crate::access::{AccessEntry, ListKind, Origin};
 use crate::bans::{Ban, BanCause, BanReason};
 use crate::clock::Timestamp;
-use crate::events::{Event, EventFilter, EventKind};
+use crate::events::{Event, EventFilter, EventKind, EventPage};
 use crate::firewall::{KeyedRuleSet, RuleSet, StoredRuleSet};
 use crate::journal::KnownSource;
 use crate::network::Source;
@@ -83,7 +83,31 @@ const MIGRATIONS: &[&str] = &[
         count       INTEGER NOT NULL
     );
     CREATE INDEX self_unblocks_by_end ON self_unblocks (day_ends);",
+    // The login filter compares `login::key`s; SQLite's lower() is right for ASCII only, so
+    // `key_event_logins` redoes the others after this migration.
+    "ALTER TABLE events ADD COLUMN login_key TEXT NOT NULL DEFAULT '';
+    UPDATE events SET login_key = lower(login);
+    DROP INDEX events_by_login;
+    CREATE INDEX events_by_login_key ON events (login_key, at);",
 ];
+
+/// Work a migration needs done in Rust, in its transaction, after its SQL.
+type MigrationStep = fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>;
+
+/// (The migration's index in `MIGRATIONS`, its step.)
+const MIGRATION_STEPS: &[(usize, MigrationStep)] = &[(6, key_event_logins)];
+
+/// Sets `login_key` of events whose login is not plain ASCII (which `lower()` already keyed).
+fn key_event_logins(transaction: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let mut select = transaction.prepare("SELECT id, login FROM events WHERE login GLOB '*[^ -~]*'")?;
+    let rows: Vec<(i64, String)> =
+        select.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+    let mut update = transaction.prepare("UPDATE events SET login_key = ?1 WHERE id = ?2")?;
+    for (id, login) in rows {
+        update.execute(params![crate::login::key(&login), id])?;
+    }
+    Ok(())
+}
 
 pub struct SqliteStore {
     connection: Mutex<Connection>,
@@ -94,7 +118,7 @@ impl SqliteStore {
     pub fn open(state_dir: &Path) -> Result<SqliteStore, StoreError> {
         let path = state_dir.join("mailwarden.db");
         let open_error = |message: String| StoreError::Open { path: path.display().to_string(), message };
-        std::fs::create_dir_all(state_dir)
+        crate::state_dir::create(state_dir)
             .map_err(|e| open_error(format!("cannot create {}: {e}", state_dir.display())))?;
         let connection = Connection::open(&path).map_err(|e| open_error(e.to_string()))?;
         Self::prepare(connection).map_err(|e| open_error(e.to_string()))
@@ -116,6 +140,9 @@ impl SqliteStore {
         for (number, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
             let transaction = connection.transaction()?;
             transaction.execute_batch(migration)?;
+            for (_, step) in MIGRATION_STEPS.iter().filter(|(after, _)| *after == number) {
+                step(&transaction)?;
+            }
             transaction.pragma_update(None, "user_version", i64::try_from(number + 1).unwrap_or(i64::MAX))?;
             transaction.commit()?;
         }
@@ -275,7 +302,7 @@ impl Store for SqliteStore {
         let transaction = connection.transaction().map_err(error)?;
         {
             let mut insert = transaction
-                .prepare_cached("INSERT INTO events (at, kind, login, ip, protocol, device_id, rule, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+                .prepare_cached("INSERT INTO events (at, kind, login, ip, protocol, device_id, rule, detail, login_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
                 .map_err(error)?;
             for event in events {
                 insert
@@ -288,6 +315,7 @@ impl Store for SqliteStore {
                         event.device_id,
                         event.rule,
                         event.detail,
+                        crate::login::key(&event.login),
                     ])
                     .map_err(error)?;
             }
@@ -295,30 +323,39 @@ impl Store for SqliteStore {
         transaction.commit().map_err(error)
     }
 
-    fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
+    fn events(&self, filter: &EventFilter) -> Result<EventPage, StoreError> {
         let error = |e: rusqlite::Error| StoreError::operation("reading events", e);
-        let mut sql =
-            String::from("SELECT at, kind, login, ip, protocol, device_id, rule, detail FROM events WHERE 1=1");
+        let mut conditions = String::from("WHERE 1=1");
         let mut values: Vec<rusqlite::types::Value> = Vec::new();
         if let Some(ip) = filter.ip {
-            sql.push_str(" AND ip = ?");
+            conditions.push_str(" AND ip = ?");
             values.push(ip.to_string().into());
         }
         if let Some(login) = &filter.login {
-            sql.push_str(" AND login = ?");
-            values.push(login.clone().into());
+            conditions.push_str(" AND login_key = ?");
+            values.push(crate::login::key(login).into_owned().into());
         }
         if let Some(kind) = filter.kind {
-            sql.push_str(" AND kind = ?");
+            conditions.push_str(" AND kind = ?");
             values.push(kind.label().to_string().into());
         }
         if let Some(since) = filter.since {
-            sql.push_str(" AND at >= ?");
+            conditions.push_str(" AND at >= ?");
             values.push(since.0.into());
         }
-        sql.push_str(" ORDER BY at DESC, id DESC LIMIT ?");
-        values.push(i64::try_from(filter.limit).unwrap_or(i64::MAX).into());
         let connection = self.lock();
+        let total: i64 = connection
+            .query_row(
+                &format!("SELECT COUNT(*) FROM events {conditions}"),
+                rusqlite::params_from_iter(&values),
+                |row| row.get(0),
+            )
+            .map_err(error)?;
+        let sql = format!(
+            "SELECT at, kind, login, ip, protocol, device_id, rule, detail FROM events {conditions} ORDER BY at DESC, id DESC LIMIT ? OFFSET ?"
+        );
+        values.push(i64::try_from(filter.limit).unwrap_or(i64::MAX).into());
+        values.push(i64::try_from(filter.offset).unwrap_or(i64::MAX).into());
         let mut statement = connection.prepare(&sql).map_err(error)?;
         let rows = statement
             .query_map(rusqlite::params_from_iter(values), |row| {
@@ -342,7 +379,7 @@ impl Store for SqliteStore {
                 events.push(event);
             }
         }
-        Ok(events)
+        Ok(EventPage { events, total: usize::try_from(total).unwrap_or(0), total_exact: true })
     }
 
     fn prune_events(&self, older_than: Timestamp, keep_at_most: usize) -> Result<usize, StoreError> {
@@ -653,17 +690,66 @@ mod tests {
                 event(3, EventKind::Ban, "203.0.113.7", "bob@example.com"),
             ])
             .unwrap();
-        let query = |filter: EventFilter| store.events(&EventFilter { limit: 10, ..filter }).unwrap();
+        let query = |filter: EventFilter| store.events(&EventFilter { limit: 10, ..filter }).unwrap().events;
         let all = query(EventFilter::default());
         assert_eq!(all.iter().map(|e| e.at.0).collect::<Vec<_>>(), [3, 2, 1]);
         assert_eq!(query(EventFilter { ip: "203.0.113.7".parse().ok(), ..Default::default() }).len(), 2);
         assert_eq!(query(EventFilter { login: Some("alice@example.com".into()), ..Default::default() }).len(), 2);
         assert_eq!(query(EventFilter { kind: Some(EventKind::FirewallRule), ..Default::default() }).len(), 1);
         assert_eq!(query(EventFilter { since: Some(Timestamp(2)), ..Default::default() }).len(), 2);
-        assert_eq!(store.events(&EventFilter { limit: 1, ..Default::default() }).unwrap()[0].at.0, 3);
+        let page = |limit, offset| {
+            let page = store.events(&EventFilter { limit, offset, ..Default::default() }).unwrap();
+            (page.events.iter().map(|e| e.at.0).collect::<Vec<_>>(), page.total, page.total_exact)
+        };
+        assert_eq!(page(1, 0), (vec![3], 3, true));
+        assert_eq!(page(2, 1), (vec![2, 1], 3, true));
+        assert_eq!(page(2, 3), (vec![], 3, true));
         assert_eq!(store.prune_events(Timestamp(2), 10).unwrap(), 1);
         assert_eq!(store.prune_events(Timestamp(0), 1).unwrap(), 1);
         assert_eq!(query(EventFilter::default()).len(), 1);
+    }
+
+    #[test]
+    fn the_login_filter_matches_every_spelling_of_a_login_also_in_events_stored_before_it_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let event = |login: &str| Event {
+            at: Timestamp(1),
+            kind: EventKind::Ban,
+            login: login.into(),
+            ip: None,
+            protocol: "imap".into(),
+            device_id: String::new(),
+            rule: None,
+            detail: String::new(),
+        };
+        {
+            // A database of the version before logins were keyed, with its events.
+            let connection = Connection::open(dir.path().join("mailwarden.db")).unwrap();
+            for migration in &MIGRATIONS[..5] {
+                connection.execute_batch(migration).unwrap();
+            }
+            connection.pragma_update(None, "user_version", 5).unwrap();
+            for login in ["Alice@Example.com", "Ärzte@example.de"] {
+                connection
+                    .execute(
+                        "INSERT INTO events (at, kind, login, ip, protocol, device_id, detail) VALUES (1, 'ban', ?1, '', 'imap', '', '')",
+                        [login],
+                    )
+                    .unwrap();
+            }
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.save_events(&[event("JÖRG@example.com"), event("ärzte@example.de")]).unwrap();
+        let found = |login: &str| {
+            let filter = EventFilter { login: Some(login.into()), limit: 10, ..Default::default() };
+            let mut logins: Vec<String> = store.events(&filter).unwrap().events.into_iter().map(|e| e.login).collect();
+            logins.sort();
+            logins
+        };
+        assert_eq!(found("alice@example.com"), ["Alice@Example.com"]);
+        assert_eq!(found("ALICE@EXAMPLE.COM"), ["Alice@Example.com"]);
+        assert_eq!(found("ÄRZTE@Example.de"), ["Ärzte@example.de", "ärzte@example.de"]);
+        assert_eq!(found("jörg@example.com"), ["JÖRG@example.com"]);
     }
 
     #[test]

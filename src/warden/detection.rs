@@ -560,7 +560,8 @@ impl Warden {
         let source = policy.autoban.grouping.source_of(address);
         let mut guesses: Vec<Guess> = shared.failures.guesses(source, now);
         if let Some(login) = login {
-            guesses.retain(|g| g.login.as_ref() == login);
+            let wanted = crate::login::key(login);
+            guesses.retain(|g| crate::login::key(&g.login) == wanted);
         }
         guesses.sort_by_key(|g| std::cmp::Reverse(g.last_seen));
         let protection = protection(&policy);

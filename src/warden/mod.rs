@@ -40,7 +40,7 @@ use crate::bounded::BoundedMap;
 use crate::clock::{Clock, Timestamp};
 use crate::config::{OnStoreError, Policy};
 use crate::engine::{self, AllowFacts, Decision, Refusal};
-use crate::events::{Event, EventFilter, EventKind};
+use crate::events::{Event, EventFilter, EventKind, EventPage};
 use crate::failures::FailureTracker;
 use crate::firewall::{Firewall, RuleSet};
 use crate::geoip::GeoIp;
@@ -411,7 +411,7 @@ impl Warden {
     }
 
     /// Block-log events matching `filter`, newest first. Blocking.
-    pub fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
+    pub fn events(&self, filter: &EventFilter) -> Result<EventPage, StoreError> {
         // Whatever was refused before the query is in its answer, though the writer gathers
         // records for a moment before storing them.
         self.shared.journal.flush();

@@ -479,7 +479,7 @@ fn internal_failures_never_count_and_unusable_accounts_are_logged_not_counted() 
         h.fail_typed("203.0.113.7", "bob@example.com", "disabled");
     }
     assert_eq!(h.allow("203.0.113.7", "alice@example.com").status, 0);
-    let events = h.warden.events(&crate::events::EventFilter { limit: 100, ..Default::default() }).unwrap();
+    let events = h.warden.events(&crate::events::EventFilter { limit: 100, ..Default::default() }).unwrap().events;
     let expired = events.iter().find(|e| e.kind == EventKind::AccountExpired).expect("an expired event");
     assert!(expired.detail.contains("password has expired"), "{}", expired.detail);
     assert!(events.iter().any(|e| e.kind == EventKind::AccountDisabled));
@@ -525,7 +525,7 @@ fn an_unusable_account_tried_again_and_again_is_logged_once_per_window() {
     h.fail_typed("203.0.113.8", "old@example.com", "disabled");
     let filter =
         crate::events::EventFilter { kind: Some(EventKind::AccountDisabled), limit: 100, ..Default::default() };
-    assert_eq!(h.warden.events(&filter).unwrap().len(), 2, "one per source");
+    assert_eq!(h.warden.events(&filter).unwrap().events.len(), 2, "one per source");
 }
 
 #[test]
@@ -535,7 +535,7 @@ fn a_refusal_is_in_the_block_log_as_soon_as_it_is_answered() {
         h.fail("203.0.113.7", "alice@example.com");
     }
     assert_eq!(h.allow("203.0.113.7", "alice@example.com").status, -1);
-    let events = h.warden.events(&crate::events::EventFilter { limit: 100, ..Default::default() }).unwrap();
+    let events = h.warden.events(&crate::events::EventFilter { limit: 100, ..Default::default() }).unwrap().events;
     assert!(events.iter().any(|e| e.kind == EventKind::Ban), "the refusal is listed without waiting: {events:?}");
     assert!(events.iter().any(|e| e.kind == EventKind::BanPlaced));
 }

@@ -316,6 +316,9 @@ ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = 0
+# Any character in a login (the default allows ASCII letters, digits and .-_@ only), so a test
+# can see what Dovecot's lowercasing sends for a name with a non-ASCII capital.
+auth_username_chars =
 # Lets a test client pass x-originating-ip in IMAP ID, as a webmail or proxy would.
 login_trusted_networks = 127.0.0.0/8
 # Also needed by the submission service: without it a successful AUTH ends in 451 4.7.0.

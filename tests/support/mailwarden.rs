@@ -100,7 +100,17 @@ impl Mailwarden {
     pub fn restart(&mut self) {
         self.stop();
         let log = fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_mailwarden"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mailwarden"));
+        // A shell's usual umask, whatever the test runner's, so the server must make its state
+        // private by itself.
+        // SAFETY: umask is async-signal-safe and touches only the child's own mask.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                libc::umask(0o022);
+                Ok(())
+            });
+        }
+        let child = command
             .arg("--config")
             .arg(&self.config_path)
             .env_remove("RUST_LOG")

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::views::ErrorBody;
-use super::{Admin, ApiError, blocking};
+use super::{Admin, ApiError, Page, blocking};
 use crate::clock::Timestamp;
 use crate::events::{Event, EventFilter, EventKind};
 use crate::network::parse_ip;
@@ -18,7 +18,7 @@ use crate::warden::Warden;
 pub struct EventQuery {
     /// Only events of this client address.
     ip: Option<String>,
-    /// Only events of this login.
+    /// Only events of this login, in any case (`Alice@Example.com` finds `alice@example.com`).
     login: Option<String>,
     /// Only this reason: ban, blocked, firewall_rule, firewall_default, ban_placed.
     reason: Option<String>,
@@ -26,6 +26,8 @@ pub struct EventQuery {
     since: Option<String>,
     /// At most this many (1-1000, default 100).
     limit: Option<usize>,
+    /// Skip this many matches first (default 0).
+    offset: Option<usize>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -62,6 +64,13 @@ impl EventView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventList {
     pub events: Vec<EventView>,
+    /// Matching events in all pages.
+    pub total: usize,
+    pub limit: usize,
+    pub offset: usize,
+    /// False only in cluster mode when the filter's matches were counted among the newest
+    /// 50,000 events rather than the whole log: then `total` is a lower bound.
+    pub total_exact: bool,
 }
 
 fn invalid(field: &'static str, message: String) -> ApiError {
@@ -93,17 +102,14 @@ fn filter(query: &EventQuery, now: Timestamp) -> Result<EventFilter, ApiError> {
         ),
         None => None,
     };
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(invalid("limit", format!("limit: {limit} is outside 1..=1000")));
-    }
-    let login = query.login.as_ref().map(|l| l.trim().to_lowercase());
-    Ok(EventFilter { ip, login, kind, since, limit })
+    let (limit, offset) = Page { limit: query.limit, offset: query.offset }.checked()?;
+    let login = query.login.as_ref().map(|l| crate::login::key(l.trim()).into_owned());
+    Ok(EventFilter { ip, login, kind, since, limit, offset })
 }
 
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventQuery),
     responses((status = 200, description = "Matching events, newest first.", body = EventList),
-              (status = 400, description = "A filter is invalid; `field` names it.", body = ErrorBody),
+              (status = 400, description = "A filter, `limit` or `offset` is invalid; `field` names it.", body = ErrorBody),
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
               (status = 503, description = "The state store failed.", body = ErrorBody)))]
 pub async fn list_events(
@@ -113,6 +119,13 @@ pub async fn list_events(
 ) -> Result<HttpResponse, ApiError> {
     let filter = filter(&query, warden.now())?;
     let handle = warden.get_ref().clone();
-    let events = blocking(move || handle.events(&filter)).await?;
-    Ok(HttpResponse::Ok().json(EventList { events: events.iter().map(EventView::new).collect() }))
+    let (limit, offset) = (filter.limit, filter.offset);
+    let page = blocking(move || handle.events(&filter)).await?;
+    Ok(HttpResponse::Ok().json(EventList {
+        events: page.events.iter().map(EventView::new).collect(),
+        total: page.total,
+        limit,
+        offset,
+        total_exact: page.total_exact,
+    }))
 }

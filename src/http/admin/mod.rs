@@ -184,18 +184,22 @@ impl FromRequest for Admin {
             return ready(Err(ApiError::Unauthorized));
         };
         let policy = warden.policy();
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().strip_prefix("Bearer "))
-            .map(str::trim);
+        let presented =
+            request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_token);
         let ok = match (&policy.auth.admin_token, presented) {
             (Some(token), Some(presented)) => token.matches(presented.as_bytes()),
             _ => false,
         };
         ready(if ok { Ok(Admin) } else { Err(ApiError::Unauthorized) })
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive (RFC
+/// 7235, section 2.1) and followed by one or more spaces; surrounding whitespace is ignored.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// `?limit=&offset=` for lists that can grow.
@@ -311,3 +315,18 @@ impl utoipa::Modify for BearerAuth {
     security(("bearer" = [])),
 )]
 pub struct ApiDoc;
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_needs_a_space() {
+        for value in ["Bearer abc", "bearer abc", "BEARER abc", "  Bearer   abc  "] {
+            assert_eq!(bearer_token(value), Some("abc"), "{value:?}");
+        }
+        for value in ["Bearerabc", "Basic abc", "Bearer", "Bearer   ", "Bearer\tabc", "abc", ""] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
+    }
+}

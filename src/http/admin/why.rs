@@ -59,7 +59,7 @@ pub struct WhyView {
 pub async fn why(_: Admin, warden: web::Data<Warden>, query: web::Query<WhyQuery>) -> Result<HttpResponse, ApiError> {
     let address =
         parse_ip(&query.ip).map_err(|e| ApiError::InvalidField { field: "ip", message: format!("ip: {e}") })?;
-    let login = query.login.as_deref().map(|l| l.trim().to_lowercase());
+    let login = query.login.as_deref().map(|l| crate::login::key(l.trim()).into_owned());
     let diagnosis = warden.why(address, login.as_deref());
     let now = warden.now();
     let stale_after = diagnosis.stale_after;
