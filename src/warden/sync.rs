@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::detection::{self, BanTrigger, Counted, CountedFailure};
 use super::{Warden, gauge_value, lock};
 use crate::access::AccessEntry;
-use crate::bans::{Ban, BanGuess};
+use crate::bans::{Ban, BanGuess, BanReason};
 use crate::clock::Timestamp;
 use crate::failures::{Counting, FailedGuess};
 use crate::firewall::RuleSet;
@@ -220,7 +220,13 @@ impl Warden {
             device_id: &failure.device_id,
             address: failure.address,
         };
-        Some(self.place_ban(trigger, failure.source, distinct, guesses, now, &policy))
+        let ban = self.place_ban(trigger, failure.source, BanReason::Autoban, distinct, guesses, now, &policy);
+        if let Some(subnet_ban) = self.ban_subnet_after(&ban, trigger, now, &policy) {
+            // Stored with the source's ban by the caller's `persist_ban`; on failure it stays
+            // in force here and waits like any unsaved ban.
+            let _ = self.persist_ban(&subnet_ban);
+        }
+        Some(ban)
     }
 
     /// A guess that failed `failures` times across the cluster is refused from `source` until
