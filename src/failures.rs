@@ -811,6 +811,43 @@ mod tests {
     }
 
     #[test]
+    fn the_long_window_costs_a_history_no_room_and_an_earlier_guess_sixteen_bytes() {
+        // The map's slot holds the history: as big as before the long window (a Vec header
+        // and a last change's time), so 1,000,000 sources that failed once cost what they did.
+        assert_eq!(std::mem::size_of::<SourceHistory>(), 32);
+        assert_eq!(std::mem::size_of::<Earlier>(), 16);
+    }
+
+    #[test]
+    fn guesses_that_leave_the_window_still_count_in_the_long_window_until_forgiven() {
+        let t = tracker();
+        let mut c = counting();
+        c.long_max_guesses = 30;
+        t.set_counting(c);
+        let src = source("203.0.113.7");
+        let fail_at = |login: &str, password: &str, at| {
+            let failed = FailedGuess {
+                key: t.guess_key(login, password),
+                login,
+                protocol: Protocol::Imap,
+                device_id: "",
+                weight: 1,
+            };
+            t.record_failure(src, failed, at, &c)
+        };
+        fail_at("alice", "p1", START);
+        fail_at("bob", "p2", START.plus(minutes(30)));
+        let r = fail_at("carol", "p3", START.plus(minutes(60)));
+        assert_eq!((r.distinct, r.long_distinct), (1, 3));
+        assert_eq!(t.guesses(src, START.plus(minutes(60))).len(), 1, "only the window's guess is a full record");
+        let r = fail_at("alice", "p1", START.plus(minutes(90)));
+        assert_eq!((r.distinct, r.long_distinct), (1, 3), "a guess tried again counts once");
+        t.forgive_login(src, "bob", START.plus(minutes(91)));
+        assert_eq!(t.failures_in_long_window(src, START.plus(minutes(91))), 2, "bob logged in: his guess is forgiven");
+        assert_eq!(t.failures_in_long_window(src, START.plus(minutes(60 + 24 * 60))), 1, "carol's left the day");
+    }
+
+    #[test]
     fn guess_keys_do_not_reveal_the_password_hash_and_differ_by_login() {
         let t = tracker();
         assert_ne!(t.guess_key("alice", "0f96"), t.guess_key("bob", "0f96"));
