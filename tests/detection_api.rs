@@ -126,7 +126,11 @@ fn three_banned_sources_of_one_slash_24_ban_it_whole_and_the_cli_lists_lifts_and
     assert!(metrics.contains("mailwarden_bans_created_total{reason=\"subnet\"} 1"), "{metrics}");
 
     mw.restart();
-    assert_eq!(allow(&mw, "192.0.2.78", "bob@example.com", "0000beef")["status"], -1, "stored: in force after a restart");
+    assert_eq!(
+        allow(&mw, "192.0.2.78", "bob@example.com", "0000beef")["status"],
+        -1,
+        "stored: in force after a restart"
+    );
     let listed = String::from_utf8(mw.cli(&["bans"]).stdout).unwrap();
     assert!(listed.contains("192.0.2.0/24"), "{listed}");
     let lifted = mw.cli(&["unban", "192.0.2.0/24"]);
