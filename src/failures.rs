@@ -386,6 +386,27 @@ impl FailureTracker {
         self.histories.get(&source, now, |history| history.quarantined(key, now).cloned()).flatten()
     }
 
+    /// Forgives `login`'s guesses from every source (its password was reset: they were the
+    /// owner's old password and typos) and ends their quarantines. Logins compare by
+    /// `login::key`. Returns the sources where it had guesses, and how many quarantines ended.
+    pub fn forgive_login_everywhere(&self, login: &str, now: Timestamp) -> (Vec<Source>, usize) {
+        let key = crate::login::key(login);
+        let mut ended = 0;
+        let sources = self.histories.change_all(now, |_, history| {
+            let mut held = false;
+            for guess in history.guesses.iter_mut().filter(|g| crate::login::key(&g.login) == key) {
+                held = true;
+                if guess.quarantined_at(now) {
+                    guess.quarantine_ends = now;
+                    ended += 1;
+                }
+                guess.weight = 0;
+            }
+            held
+        });
+        (sources, ended)
+    }
+
     /// Counts a retry of a quarantined guess that `allow` refused (so it never reached the
     /// password check): a stale laptop's every try is part of its story in `why`. Changes
     /// nothing else: the guess is counted once toward a ban whatever its tries.

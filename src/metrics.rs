@@ -148,7 +148,7 @@ const PROTOCOLS: &[&str] = &["imap", "pop3", "smtp", "submission", "sieve", "oth
 const STORED_OR_DROPPED: &[&str] = &["stored", "dropped"];
 const SUCCESS_OR_FAILURE: &[&str] = &["success", "failure"];
 const GEOIP_DATABASES: &[&str] = &["country", "asn", "anonymous"];
-const ANNOUNCEMENTS: &[&str] = &["ban_saved", "ban_deleted", "access_entries", "rule_set", "quarantine"];
+const ANNOUNCEMENTS: &[&str] = &["ban_saved", "ban_deleted", "access_entries", "rule_set", "quarantine", "login_reset"];
 
 impl Metrics {
     pub fn new() -> prometheus::Result<Metrics> {
@@ -221,7 +221,7 @@ impl Metrics {
             bans_lifted: r.counter(
                 "mailwarden_bans_lifted_total",
                 "Bans ended, by cause.",
-                &[("cause", &["expired", "admin", "self_service", "other_node"])],
+                &[("cause", &["expired", "admin", "self_service", "other_node", "reset_login"])],
             )?,
             active_bans: r.gauge("mailwarden_active_bans", "Bans in force.")?,
             tracked_sources: r.gauge(

@@ -393,6 +393,7 @@ impl Listener {
             Change::AccessEntries => "access_entries",
             Change::RuleSet { .. } => "rule_set",
             Change::Quarantine { .. } => "quarantine",
+            Change::LoginReset { .. } => "login_reset",
         };
         if let Err(e) = self.apply_change(announcement.change) {
             tracing::warn!(change = kind, error = %e, "could not apply another node's change; the next reread will");
@@ -418,6 +419,9 @@ impl Listener {
             Change::RuleSet { key } => {
                 let set = self.store.firewall_rule_sets()?.into_iter().find(|s| s.key == key).map(|s| s.rule_set);
                 self.warden.adopt_rule_set(&key, set);
+            }
+            Change::LoginReset { login } => {
+                self.warden.reset_login_here(&login);
             }
             Change::Quarantine { source: text, guess, login, protocol, device_id, until } => {
                 let guess = FailedGuess {

@@ -68,6 +68,8 @@ pub enum Change {
     AccessEntries,
     /// The API's rule set for this key was saved or deleted.
     RuleSet { key: String },
+    /// Sent by the warden through the store: `login`'s password was reset on one node.
+    LoginReset { login: String },
     /// Sent by the cluster code, not the store: a guess was quarantined cluster-wide.
     Quarantine { source: String, guess: u64, login: String, protocol: String, device_id: String, until: i64 },
 }
@@ -166,5 +168,11 @@ pub trait Store: Send + Sync {
     /// store is down from a failed call until a probe reaches Redis again.
     fn is_up(&self) -> bool {
         true
+    }
+    /// Tells the other nodes that `login`'s password was reset (`mailwarden reset-login`), so
+    /// they forgive its guesses and end its quarantines too. Nothing to tell for one node.
+    fn announce_login_reset(&self, login: &str) -> Result<(), StoreError> {
+        let _ = login;
+        Ok(())
     }
 }

@@ -1248,6 +1248,10 @@ impl Store for RedisStore {
         "redis"
     }
 
+    fn announce_login_reset(&self, login: &str) -> Result<(), StoreError> {
+        self.announce("announcing a login reset", Change::LoginReset { login: login.to_string() })
+    }
+
     fn is_up(&self) -> bool {
         RedisStore::is_up(self)
     }

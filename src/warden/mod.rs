@@ -13,6 +13,7 @@
 mod detection;
 mod explain;
 mod lists;
+mod reset;
 mod rules;
 mod sync;
 #[cfg(test)]
@@ -29,6 +30,7 @@ use ipnet::IpNet;
 pub use detection::{Counted, CountedFailure, Diagnosis, ReportEffects, device_name};
 pub use explain::Explanation;
 pub use lists::{ListChange, ListError};
+pub use reset::LoginReset;
 pub use rules::{FirewallCheck, FirewallError, MailboxFirewall, RuleMove};
 pub use sync::{Restored, Resynced};
 pub use unblock::{SelfUnblockError, VisitorStatus};
