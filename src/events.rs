@@ -93,6 +93,16 @@ pub struct Event {
     pub detail: String,
 }
 
+impl Event {
+    /// Brings the event's time into `clock::EARLIEST..=LATEST` and says whether it was outside
+    /// (a stored event damaged or written by hand).
+    pub fn clamp_time(&mut self) -> bool {
+        let before = self.at;
+        self.at = self.at.clamped();
+        before != self.at
+    }
+}
+
 /// A query of the block log; every field narrows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventFilter {

@@ -87,6 +87,18 @@ fn stored_rule_set(key: String, json: &str) -> Option<KeyedRuleSet> {
     }
 }
 
+/// Says, once per record read, that a stored record had a time outside the range every
+/// formatter handles (`clock::EARLIEST..=LATEST`) and was read as the nearest time in it.
+fn note_clamped(clamped: bool, record: &'static str, key: &str) {
+    if clamped {
+        tracing::warn!(
+            record,
+            key,
+            "a stored record has a time outside 1970..=9999; read as the nearest time in range"
+        );
+    }
+}
+
 /// Calls are blocking and may take milliseconds (a disk sync, a network round trip): callers
 /// on an async runtime run them on a blocking thread.
 pub trait Store: Send + Sync {

@@ -735,7 +735,7 @@ fn parse_ban(json: &[u8]) -> Result<Ban, String> {
     let record: BanRecord = serde_json::from_slice(json).map_err(|e| e.to_string())?;
     let source = Source::parse(&record.source).map_err(|e| e.to_string())?;
     let reason = BanReason::from_label(&record.reason).ok_or_else(|| format!("unknown reason {:?}", record.reason))?;
-    Ok(Ban {
+    let mut ban = Ban {
         source,
         created_at: Timestamp(record.created_at),
         expires_at: Timestamp(record.expires_at),
@@ -747,7 +747,9 @@ fn parse_ban(json: &[u8]) -> Result<Ban, String> {
             device_id: record.device_id,
             guesses: record.guesses,
         },
-    })
+    };
+    super::note_clamped(ban.clamp_times(), "ban", &record.source);
+    Ok(ban)
 }
 
 /// An API list entry as stored in `{prefix}lists`.
@@ -770,14 +772,16 @@ fn parse_access_entry(json: &str) -> Result<AccessEntry, String> {
     let record: AccessEntryRecord = serde_json::from_str(json).map_err(|e| e.to_string())?;
     let list = ListKind::from_label(&record.list).ok_or_else(|| format!("unknown list {:?}", record.list))?;
     let network = record.network.parse::<IpNet>().map_err(|e| format!("{:?}: {e}", record.network))?;
-    Ok(AccessEntry {
+    let mut entry = AccessEntry {
         list,
         network,
         comment: record.comment,
         created_at: Timestamp(record.created_at),
         expires_at: record.expires_at.map(Timestamp),
         origin: Origin::Api,
-    })
+    };
+    super::note_clamped(entry.clamp_times(), "list entry", &record.network);
+    Ok(entry)
 }
 
 /// A block-log event as stored in the stream's `event` field.
@@ -817,7 +821,7 @@ impl From<&Event> for EventRecord {
 
 fn parse_event(json: &[u8]) -> Option<Event> {
     let record: EventRecord = serde_json::from_slice(json).ok()?;
-    Some(Event {
+    let mut event = Event {
         at: Timestamp(record.at),
         kind: EventKind::from_label(&record.kind)?,
         login: record.login,
@@ -826,7 +830,9 @@ fn parse_event(json: &[u8]) -> Option<Event> {
         device_id: record.device_id,
         rule: record.rule,
         detail: record.detail,
-    })
+    };
+    super::note_clamped(event.clamp_time(), "event", &record.ip);
+    Some(event)
 }
 
 fn event_matches(event: &Event, filter: &EventFilter) -> bool {

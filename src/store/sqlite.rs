@@ -121,7 +121,7 @@ fn ban_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Ban>> {
     let (Ok(source), Some(reason)) = (Source::parse(&source), BanReason::from_label(&reason)) else {
         return Ok(None);
     };
-    Ok(Some(Ban {
+    let mut ban = Ban {
         source,
         created_at: Timestamp(row.get(1)?),
         expires_at: Timestamp(row.get(2)?),
@@ -133,7 +133,9 @@ fn ban_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Ban>> {
             device_id: row.get(7)?,
             guesses: serde_json::from_str(&row.get::<_, String>(8)?).unwrap_or_default(),
         },
-    }))
+    };
+    super::note_clamped(ban.clamp_times(), "ban", &ban.source.to_string());
+    Ok(Some(ban))
 }
 
 fn access_entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<AccessEntry>> {
@@ -142,14 +144,16 @@ fn access_entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Acc
     let (Some(list), Ok(network)) = (ListKind::from_label(&list), network.parse::<IpNet>()) else {
         return Ok(None);
     };
-    Ok(Some(AccessEntry {
+    let mut entry = AccessEntry {
         list,
         network,
         comment: row.get(2)?,
         created_at: Timestamp(row.get(3)?),
         expires_at: row.get::<_, Option<i64>>(4)?.map(Timestamp),
         origin: Origin::Api,
-    }))
+    };
+    super::note_clamped(entry.clamp_times(), "list entry", &entry.network.to_string());
+    Ok(Some(entry))
 }
 
 impl Store for SqliteStore {
@@ -309,15 +313,19 @@ impl Store for SqliteStore {
             .query_map(rusqlite::params_from_iter(values), |row| {
                 let kind: String = row.get(1)?;
                 let ip: String = row.get(3)?;
-                Ok(EventKind::from_label(&kind).map(|kind| Event {
-                    at: Timestamp(row.get(0).unwrap_or(0)),
-                    kind,
-                    login: row.get(2).unwrap_or_default(),
-                    ip: ip.parse().ok(),
-                    protocol: row.get(4).unwrap_or_default(),
-                    device_id: row.get(5).unwrap_or_default(),
-                    rule: row.get(6).unwrap_or(None),
-                    detail: row.get(7).unwrap_or_default(),
+                Ok(EventKind::from_label(&kind).map(|kind| {
+                    let mut event = Event {
+                        at: Timestamp(row.get(0).unwrap_or(0)),
+                        kind,
+                        login: row.get(2).unwrap_or_default(),
+                        ip: ip.parse().ok(),
+                        protocol: row.get(4).unwrap_or_default(),
+                        device_id: row.get(5).unwrap_or_default(),
+                        rule: row.get(6).unwrap_or(None),
+                        detail: row.get(7).unwrap_or_default(),
+                    };
+                    super::note_clamped(event.clamp_time(), "event", &ip);
+                    event
                 }))
             })
             .map_err(error)?;

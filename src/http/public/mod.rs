@@ -288,9 +288,10 @@ async fn unblock(
     };
     let handle = warden.get_ref().clone();
     let payload = payload.into_inner();
-    let result = match web::block(move || handle.self_unblock(address, &payload)).await {
+    let result = match super::run_blocking(move || handle.self_unblock(address, &payload)).await {
         Ok(result) => result,
-        Err(_) => return secure(HttpResponse::ServiceUnavailable().finish()),
+        Err(super::BlockingFailure::Panicked) => return secure(HttpResponse::InternalServerError().finish()),
+        Err(super::BlockingFailure::ShuttingDown) => return secure(HttpResponse::ServiceUnavailable().finish()),
     };
     let (status, answer) = match result {
         Ok(_) => (StatusCode::OK, Answer { unblocked: true, message: text("unblocked") }),
