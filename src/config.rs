@@ -89,11 +89,12 @@ impl Default for RawGeoIp {
 struct RawEvents {
     max_age: String,
     max_count: i64,
+    max_bytes: i64,
 }
 
 impl Default for RawEvents {
     fn default() -> Self {
-        RawEvents { max_age: "30d".into(), max_count: 1_000_000 }
+        RawEvents { max_age: "30d".into(), max_count: 1_000_000, max_bytes: 256 * 1024 * 1024 }
     }
 }
 
@@ -623,6 +624,7 @@ impl Policy {
         let _ = writeln!(out, "\n[events]");
         let _ = writeln!(out, "max_age = {}", quote(&humantime::format_duration(self.events.max_age).to_string()));
         let _ = writeln!(out, "max_count = {}", self.events.max_count);
+        let _ = writeln!(out, "max_bytes = {}", self.events.max_bytes);
         for mailbox in &self.mailboxes {
             let stored = StoredRuleSet::from(&mailbox.rule_set);
             let _ = writeln!(out, "\n[mailboxes.{}]", quote(&mailbox.key));
@@ -737,6 +739,7 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
     let max_tracked =
         ranged(&mut problems, "autoban.max_tracked_sources", a.max_tracked_sources, 1_000..=1_000_000_000);
     let max_events = ranged(&mut problems, "events.max_count", raw.events.max_count, 1_000..=100_000_000);
+    let max_event_bytes = ranged(&mut problems, "events.max_bytes", raw.events.max_bytes, 1 << 20..=1 << 40);
     const DAY: u64 = 24 * 3600;
     let window = duration(&mut problems, "autoban.window", &a.window, Duration::from_secs(30 * DAY));
     let ban_for = duration(&mut problems, "autoban.ban_for", &a.ban_for, Duration::from_secs(366 * DAY));
@@ -942,7 +945,11 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Policy, Vec<String>> {
             mailboxes,
             geoip,
             geoip_check_every: geoip_every?,
-            events: Retention { max_age: events_age?, max_count: usize::try_from(max_events?).ok()? },
+            events: Retention {
+                max_age: events_age?,
+                max_count: usize::try_from(max_events?).ok()?,
+                max_bytes: u64::try_from(max_event_bytes?).ok()?,
+            },
             messages: Messages {
                 banned: banned?,
                 blocked: blocked?,

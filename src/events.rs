@@ -93,7 +93,20 @@ pub struct Event {
     pub detail: String,
 }
 
+/// What one stored event counts for beyond its text: its time, kind, rule and the store's
+/// own bookkeeping (row id, index entries), roughly.
+pub const EVENT_OVERHEAD_BYTES: u64 = 64;
+
 impl Event {
+    /// The event's size as `events.max_bytes` counts it: the bytes of its strings plus
+    /// `EVENT_OVERHEAD_BYTES`. (The SQLite store computes the same from its columns.)
+    pub fn size(&self) -> u64 {
+        let text = self.login.len() + self.protocol.len() + self.device_id.len() + self.detail.len();
+        let ip = self.ip.map_or(0, |ip| ip.to_string().len());
+        let kind = self.kind.label().len();
+        u64::try_from(text + ip + kind).unwrap_or(u64::MAX).saturating_add(EVENT_OVERHEAD_BYTES)
+    }
+
     /// Brings the event's time into `clock::EARLIEST..=LATEST` and says whether it was outside
     /// (a stored event damaged or written by hand).
     pub fn clamp_time(&mut self) -> bool {
@@ -119,4 +132,6 @@ pub struct EventFilter {
 pub struct Retention {
     pub max_age: Duration,
     pub max_count: usize,
+    /// The most the stored events may take, as `Event::size` counts them.
+    pub max_bytes: u64,
 }

@@ -122,8 +122,10 @@ pub trait Store: Send + Sync {
     fn save_events(&self, events: &[Event]) -> Result<(), StoreError>;
     /// Events matching `filter`, newest first.
     fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError>;
-    /// Removes events older than `older_than`, then all but the newest `keep_at_most`.
-    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize) -> Result<usize, StoreError>;
+    /// Removes events older than `older_than`, then all but the newest `keep_at_most`, then the
+    /// oldest until the rest take at most `max_bytes` (exactly as `Event::size` counts in
+    /// SQLite, approximately by Redis's own measure of the stream).
+    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize, max_bytes: u64) -> Result<usize, StoreError>;
     /// Firewall rule sets made through the API.
     fn firewall_rule_sets(&self) -> Result<Vec<KeyedRuleSet>, StoreError>;
     /// Creates or replaces the API's rule set for `key`; durable when this returns.

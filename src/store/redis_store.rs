@@ -1003,14 +1003,33 @@ impl Store for RedisStore {
         })
     }
 
-    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize) -> Result<usize, StoreError> {
+    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize, max_bytes: u64) -> Result<usize, StoreError> {
         let key = self.key("events");
         let mut by_age = redis::cmd("XTRIM");
         by_age.arg(&key).arg("MINID").arg(older_than.0.max(0));
         let mut by_count = redis::cmd("XTRIM");
         by_count.arg(&key).arg("MAXLEN").arg(keep_at_most);
-        let replies = self.call("pruning events", |connection| connection.pipeline(&[by_age, by_count]))?;
-        Ok(replies.iter().map(count).sum())
+        // Redis's own estimate of the stream's memory (it samples entries), and its length.
+        let mut usage = redis::cmd("MEMORY");
+        usage.arg("USAGE").arg(&key);
+        let mut length = redis::cmd("XLEN");
+        length.arg(&key);
+        let replies =
+            self.call("pruning events", |connection| connection.pipeline(&[by_age, by_count, usage, length]))?;
+        let mut pruned: usize = replies.iter().take(2).map(count).sum();
+        let (used, entries) = match replies.get(2..4) {
+            Some([used, entries]) => (integer(used).max(0).unsigned_abs(), integer(entries).max(0).unsigned_abs()),
+            _ => (0, 0),
+        };
+        if used > max_bytes && entries > 0 {
+            // Keep the share of entries that fits, assuming the newest are of average size.
+            let keep = u128::from(entries) * u128::from(max_bytes) / u128::from(used);
+            let mut by_size = redis::cmd("XTRIM");
+            by_size.arg(&key).arg("MAXLEN").arg(u64::try_from(keep).unwrap_or(u64::MAX));
+            let replies = self.call("pruning events", |connection| connection.pipeline(&[by_size]))?;
+            pruned += replies.iter().map(count).sum::<usize>();
+        }
+        Ok(pruned)
     }
 
     fn firewall_rule_sets(&self) -> Result<Vec<KeyedRuleSet>, StoreError> {

@@ -15,7 +15,7 @@ use super::{Store, StoreError};
 use crate::access::{AccessEntry, ListKind, Origin};
 use crate::bans::{Ban, BanCause, BanReason};
 use crate::clock::Timestamp;
-use crate::events::{Event, EventFilter, EventKind};
+use crate::events::{EVENT_OVERHEAD_BYTES, Event, EventFilter, EventKind};
 use crate::firewall::{KeyedRuleSet, RuleSet, StoredRuleSet};
 use crate::journal::KnownSource;
 use crate::network::Source;
@@ -69,6 +69,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX known_sources_by_time ON known_sources (last_success);",
     "ALTER TABLE bans ADD COLUMN guesses TEXT NOT NULL DEFAULT '[]';",
 ];
+
+/// An event row's text in bytes, as `Event::size` counts it (plus `EVENT_OVERHEAD_BYTES`).
+const EVENT_TEXT_BYTES: &str = "length(CAST(login AS BLOB)) + length(CAST(ip AS BLOB))
+     + length(CAST(protocol AS BLOB)) + length(CAST(device_id AS BLOB)) + length(CAST(detail AS BLOB))
+     + length(CAST(kind AS BLOB))";
 
 pub struct SqliteStore {
     connection: Mutex<Connection>,
@@ -338,7 +343,7 @@ impl Store for SqliteStore {
         Ok(events)
     }
 
-    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize) -> Result<usize, StoreError> {
+    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize, max_bytes: u64) -> Result<usize, StoreError> {
         let error = |e: rusqlite::Error| StoreError::operation("pruning events", e);
         let connection = self.lock();
         let aged = connection.execute("DELETE FROM events WHERE at < ?1", params![older_than.0]).map_err(error)?;
@@ -348,7 +353,31 @@ impl Store for SqliteStore {
                 params![i64::try_from(keep_at_most).unwrap_or(i64::MAX)],
             )
             .map_err(error)?;
-        Ok(aged + surplus)
+        let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+        // The pages in use bound the events' size from above (their text is stored once more
+        // in the indexes), so the full count below runs only when it might find too much.
+        let in_use: i64 = connection
+            .query_row(
+                "SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count())",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(error)?;
+        let page_size: i64 = connection.query_row("PRAGMA page_size", [], |row| row.get(0)).map_err(error)?;
+        if in_use.saturating_mul(page_size) <= max_bytes {
+            return Ok(aged + surplus);
+        }
+        let oversize = connection
+            .execute(
+                &format!(
+                    "DELETE FROM events WHERE id <= (
+                         SELECT id FROM (SELECT id, SUM({EVENT_TEXT_BYTES} + {EVENT_OVERHEAD_BYTES}) OVER (ORDER BY id DESC) AS newer FROM events)
+                         WHERE newer > ?1 ORDER BY id DESC LIMIT 1)"
+                ),
+                params![max_bytes],
+            )
+            .map_err(error)?;
+        Ok(aged + surplus + oversize)
     }
 
     fn firewall_rule_sets(&self) -> Result<Vec<KeyedRuleSet>, StoreError> {
@@ -573,9 +602,33 @@ mod tests {
         assert_eq!(query(EventFilter { kind: Some(EventKind::FirewallRule), ..Default::default() }).len(), 1);
         assert_eq!(query(EventFilter { since: Some(Timestamp(2)), ..Default::default() }).len(), 2);
         assert_eq!(store.events(&EventFilter { limit: 1, ..Default::default() }).unwrap()[0].at.0, 3);
-        assert_eq!(store.prune_events(Timestamp(2), 10).unwrap(), 1);
-        assert_eq!(store.prune_events(Timestamp(0), 1).unwrap(), 1);
+        assert_eq!(store.prune_events(Timestamp(2), 10, u64::MAX).unwrap(), 1);
+        assert_eq!(store.prune_events(Timestamp(0), 1, u64::MAX).unwrap(), 1);
         assert_eq!(query(EventFilter::default()).len(), 1);
+    }
+
+    #[test]
+    fn the_block_log_is_pruned_to_its_byte_budget_oldest_first() {
+        let store = SqliteStore::in_memory().unwrap();
+        let events: Vec<Event> = (0..100)
+            .map(|at| Event {
+                at: Timestamp(at),
+                kind: EventKind::Ban,
+                login: "alice@example.com".into(),
+                ip: "203.0.113.7".parse().ok(),
+                protocol: "imap".into(),
+                device_id: "d".repeat(1000),
+                rule: None,
+                detail: "Too many failed logins".into(),
+            })
+            .collect();
+        store.save_events(&events).unwrap();
+        let size = events[0].size();
+        assert_eq!(store.prune_events(Timestamp(0), 1000, 20 * size).unwrap(), 80);
+        let kept = store.events(&EventFilter { limit: 1000, ..Default::default() }).unwrap();
+        assert_eq!(kept.len(), 20);
+        assert_eq!(kept.first().map(|e| e.at), Some(Timestamp(99)), "the newest stay");
+        assert_eq!(store.prune_events(Timestamp(0), 1000, 20 * size).unwrap(), 0, "within budget");
     }
 
     #[test]

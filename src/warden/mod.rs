@@ -86,6 +86,10 @@ struct Shared {
     /// (login, source, kind) of expired or disabled accounts already in the block log within
     /// the window, so repeats are not written again (memory only, bounded).
     unusable_noted: moka::sync::Cache<(Box<str>, Source, &'static str), ()>,
+    /// Sources whose refusal for a ban or a blocked network is in the block log within the
+    /// last `REFUSAL_NOTED_FOR`: their further refusals are answered but not recorded, so one
+    /// client retrying in a loop cannot push everyone else's history out (memory only, bounded).
+    refusals_noted: moka::sync::Cache<(Source, EventKind), ()>,
     /// Self-service challenges and the daily count of self-unblocks.
     self_service: crate::selfservice::SelfServiceChecks,
     clock: Arc<dyn Clock>,
@@ -122,6 +126,10 @@ const RESTART_ONLY: &[&str] = &[
     "log.format",
     "store",
 ];
+
+/// How long a banned or blocked source's refusal stands for its repeats in the block log: a
+/// mail app retries every few seconds, and one line a minute tells the admin as much.
+const REFUSAL_NOTED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A login as `allow` sees it: from Dovecot, or described by the dry run.
 #[derive(Debug, Clone, Copy)]
@@ -238,6 +246,7 @@ impl Warden {
             known_recorded,
             known_recorded_keys: Default::default(),
             unusable_noted: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(policy_window).build(),
+            refusals_noted: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(REFUSAL_NOTED_FOR).build(),
             self_service: crate::selfservice::SelfServiceChecks::new(),
             clock,
             failures,
@@ -318,7 +327,9 @@ impl Warden {
             Decision::Reject(Refusal::AccountUnderAttack { .. }) => Some((EventKind::AccountUnderAttack, None)),
             Decision::Reject(Refusal::StoreUnavailable) => Some((EventKind::StoreUnavailable, None)),
         };
-        if let Some((kind, rule)) = recorded {
+        if let Some((kind, rule)) = recorded
+            && self.first_refusal_lately(attempt.remote, kind)
+        {
             let detail = match &decision {
                 Decision::Delay { seconds, .. } => {
                     format!("delayed {seconds}s: the account is under attack and this address is new to it")
@@ -337,6 +348,14 @@ impl Warden {
             });
         }
         reply
+    }
+
+    /// Whether a refusal of `kind` from `address` is the first of its source within
+    /// `REFUSAL_NOTED_FOR` (always, for refusals that depend on more than the source).
+    fn first_refusal_lately(&self, address: Option<IpAddr>, kind: EventKind) -> bool {
+        let (Some(ip), EventKind::Ban | EventKind::Blocked) = (address, kind) else { return true };
+        let source = self.shared.policy.load().autoban.grouping.source_of(ip);
+        self.shared.refusals_noted.entry((source, kind)).or_insert(()).is_fresh()
     }
 
     /// Writes a ban placed by `report` to the store. Blocking.
