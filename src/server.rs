@@ -190,14 +190,16 @@ async fn sweep_forever(warden: Warden) {
     loop {
         tick.tick().await;
         let handle = warden.clone();
-        match web::block(move || handle.sweep_expired()).await {
+        match http::run_blocking(move || handle.sweep_expired()).await {
             Ok(Ok(_)) => {}
             // An unreachable store (cluster mode) is logged once by the store itself.
             Ok(Err(e)) if e.is_unavailable() => {}
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "could not remove expired bans from the store")
             }
-            Err(_) => return,
+            // Logged by the panic hook; the next sweep tries again rather than none ever.
+            Err(http::BlockingFailure::Panicked) => {}
+            Err(http::BlockingFailure::ShuttingDown) => return,
         }
     }
 }
@@ -247,7 +249,7 @@ async fn refresh_geoip_forever(warden: Warden, every: Duration) {
     loop {
         tick.tick().await;
         let handle = warden.clone();
-        if web::block(move || handle.refresh_geoip()).await.is_err() {
+        if http::run_blocking(move || handle.refresh_geoip()).await == Err(http::BlockingFailure::ShuttingDown) {
             return;
         }
     }
