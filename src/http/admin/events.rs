@@ -22,7 +22,8 @@ pub struct EventQuery {
     login: Option<String>,
     /// Only this reason: ban, blocked, firewall_rule, firewall_default, ban_placed.
     reason: Option<String>,
-    /// Only events since then: an RFC 3339 time, or a duration back from now such as `2h`.
+    /// Only events since then: an RFC 3339 time, or a duration back from now such as `2h` (at
+    /// most 3660 days).
     since: Option<String>,
     /// At most this many (1-1000, default 100).
     limit: Option<usize>,
