@@ -57,6 +57,10 @@ fn an_absurd_duration_is_refused_and_the_block_list_stays_readable() {
         assert_eq!(answer["error"], "invalid_field", "{answer}");
         assert_eq!(answer["field"], field, "{answer}");
     }
+    let refused = mw.cli(&["block", "203.0.113.0/24", "--for", "9000years"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("for: \"9000years\" is longer than 3660 days"), "{said}");
     let (code, listed) = mw.admin("GET", "/api/v1/blocks");
     assert_eq!(code, 200, "{listed}");
     assert_eq!(json(&listed)["total"], 0, "nothing was stored: {listed}");
