@@ -25,6 +25,8 @@ pub const LATEST: Timestamp = Timestamp(253_402_300_799_999);
 /// query reaches: 3660 days (ten years), the bound policy.toml puts on `autoban.max_ban` and
 /// `events.max_age`.
 pub const MAX_LENGTH: Duration = Duration::from_secs(3660 * 24 * 3600);
+/// `MAX_LENGTH` as messages say it.
+pub const MAX_LENGTH_TEXT: &str = "3660 days (ten years)";
 
 /// Why a length given to the API or the CLI was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,7 +35,7 @@ pub enum LengthError {
     NotADuration { text: String, reason: String },
     #[error("{text:?} is shorter than one second")]
     TooShort { text: String },
-    #[error("{text:?} is longer than 3660 days (ten years)")]
+    #[error("{text:?} is longer than {MAX_LENGTH_TEXT}")]
     TooLong { text: String },
 }
 

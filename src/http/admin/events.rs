@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::views::ErrorBody;
 use super::{Admin, ApiError, blocking};
-use crate::clock::{MAX_LENGTH, Timestamp};
+use crate::clock::{MAX_LENGTH, MAX_LENGTH_TEXT, Timestamp};
 use crate::events::{Event, EventFilter, EventKind};
 use crate::network::parse_ip;
 use crate::warden::Warden;
@@ -89,7 +89,7 @@ fn filter(query: &EventQuery, now: Timestamp) -> Result<EventFilter, ApiError> {
                 None => match humantime::parse_duration(text.trim()) {
                     Ok(back) if back <= MAX_LENGTH => now.minus(back),
                     Ok(_) => {
-                        let message = format!("since: {quoted:?} reaches back more than 3660 days (ten years)");
+                        let message = format!("since: {quoted:?} reaches back more than {MAX_LENGTH_TEXT}");
                         return Err(invalid("since", message));
                     }
                     Err(_) => {

@@ -8,7 +8,7 @@ use utoipa::IntoParams;
 use super::views::{ErrorBody, ListEntries, ListEntryView, NewListEntry, Removed};
 use super::{Admin, ApiError, Page, blocking};
 use crate::access::ListKind;
-use crate::clock::{MAX_LENGTH, Timestamp, checked_length};
+use crate::clock::{MAX_LENGTH, MAX_LENGTH_TEXT, Timestamp, checked_length};
 use crate::network::parse_network;
 use crate::warden::Warden;
 
@@ -55,7 +55,7 @@ fn checked(entry: &NewListEntry, now: Timestamp) -> Result<(ipnet::IpNet, Option
             if end > now.plus(MAX_LENGTH) {
                 return Err(invalid(
                     "expires_at",
-                    format!("expires_at: {quoted} is more than 3660 days (ten years) ahead"),
+                    format!("expires_at: {quoted} is more than {MAX_LENGTH_TEXT} ahead"),
                 ));
             }
             Some(end)
