@@ -1,7 +1,7 @@
 //! The block log's records: every refusal (ban, blocked network, firewall rule or default,
 //! stale password, account under attack), every delay, and every ban, quarantine and attack
-//! that starts is an event, kept durably and bounded by age and count, for the admin who hears
-//! "my phone cannot get mail". `journal` writes them without holding up a login.
+//! that starts is an event, kept durably and bounded by age, count and size, for the admin
+//! who hears "my phone cannot get mail". `journal` writes them without holding up a login.
 
 use std::net::IpAddr;
 use std::time::Duration;
