@@ -69,6 +69,27 @@ impl Ban {
     pub fn is_active(&self, now: Timestamp) -> bool {
         now < self.expires_at
     }
+
+    /// Brings every time of the ban into `clock::EARLIEST..=LATEST` and says whether one was
+    /// outside: for a ban read back from a store that was damaged or written by hand. A ban
+    /// that ends too late stays in force (until the year 9999), never lifted by the repair.
+    pub fn clamp_times(&mut self) -> bool {
+        let mut clamped = false;
+        let mut clamp = |millis: &mut i64| match Timestamp::in_range(*millis) {
+            Ok(_) => {}
+            Err(nearest) => {
+                *millis = nearest.0;
+                clamped = true;
+            }
+        };
+        clamp(&mut self.created_at.0);
+        clamp(&mut self.expires_at.0);
+        for guess in &mut self.cause.guesses {
+            clamp(&mut guess.first_seen);
+            clamp(&mut guess.last_seen);
+        }
+        clamped
+    }
 }
 
 /// Active bans by source. A ban covers the network it was placed on whatever the grouping

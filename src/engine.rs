@@ -244,7 +244,9 @@ pub fn bans_source(failures_in_window: u32, already_banned: bool, threshold: u32
 pub fn ban_length(autoban: &Autoban, previous: Option<(Timestamp, Duration)>, now: Timestamp) -> Duration {
     match previous {
         Some((placed, length)) if autoban.escalation_factor > 1.0 && placed > now.minus(autoban.escalation_within) => {
-            let escalated = length.mul_f64(autoban.escalation_factor);
+            // Total: `mul_f64` would panic on an overflow (config bounds the factor to 100).
+            let escalated =
+                Duration::try_from_secs_f64(length.as_secs_f64() * autoban.escalation_factor).unwrap_or(Duration::MAX);
             escalated.min(autoban.max_ban.max(autoban.ban_for))
         }
         _ => autoban.ban_for,

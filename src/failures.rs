@@ -27,13 +27,10 @@ pub struct GuessKey(pub u64);
 /// Longest login or device string kept per guess (for diagnosis only).
 const LABEL_MAX: usize = 96;
 
-/// `text` cut to `LABEL_MAX` bytes at a character boundary, as a guess keeps it.
+/// `text` cut to `LABEL_MAX` bytes at a character boundary, as a guess keeps it (the wire
+/// has already cut it to its own, longer limit).
 pub(crate) fn label_of(text: &str) -> &str {
-    let mut end = text.len().min(LABEL_MAX);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
+    crate::wire::cut(text, LABEL_MAX)
 }
 
 fn label(text: &str) -> Box<str> {

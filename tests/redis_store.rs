@@ -180,8 +180,8 @@ fn check_events_are_stored_filtered_newest_first_and_pruned(target: &Target) {
     assert_eq!(query(EventFilter { since: Some(Timestamp(2)), ..Default::default() }).len(), 2);
     assert_eq!(store.events(&EventFilter { limit: 1, ..Default::default() }).unwrap().events[0].at.0, 3);
     assert!(store.events(&EventFilter { limit: 0, ..Default::default() }).unwrap().events.is_empty());
-    assert_eq!(store.prune_events(Timestamp(2), 10).unwrap(), 1);
-    assert_eq!(store.prune_events(Timestamp(0), 1).unwrap(), 1);
+    assert_eq!(store.prune_events(Timestamp(2), 10, u64::MAX).unwrap(), 1);
+    assert_eq!(store.prune_events(Timestamp(0), 1, u64::MAX).unwrap(), 1);
     assert_eq!(query(EventFilter::default()).len(), 1);
 }
 
@@ -224,7 +224,7 @@ fn check_late_events_come_out_in_time_order(target: &Target) {
         [40, 30, 20]
     );
     // Pruning by age never drops an event younger than the limit, however late it came.
-    store.prune_events(Timestamp(NOW.0 + 15), 100).unwrap();
+    store.prune_events(Timestamp(NOW.0 + 15), 100, u64::MAX).unwrap();
     let kept = times(EventFilter { limit: 10, ..Default::default() });
     assert!(kept.starts_with(&[40, 30, 20]), "{kept:?}");
 }
@@ -370,6 +370,31 @@ fn check_a_malformed_stored_ban_is_skipped_and_the_others_load(target: &Target) 
     assert_eq!(store.firewall_rule_sets().unwrap().len(), 1);
 }
 
+fn check_the_block_log_is_pruned_to_its_byte_budget_oldest_first(target: &Target) {
+    let store = target.store(&fresh_prefix("event-bytes"));
+    let big = |at: i64| Event { device_id: "d".repeat(2000), ..event(NOW.0 + at, EventKind::Ban, "203.0.113.7", "a") };
+    store.save_events(&(0..200).map(big).collect::<Vec<_>>()).unwrap();
+    // Redis measures the stream itself (sampled): about 2 KB an entry, so 100 KB keeps about 50.
+    assert!(store.prune_events(NOW, 1000, 100_000).unwrap() >= 100);
+    let kept = store.events(&EventFilter { limit: 1000, ..Default::default() }).unwrap().events;
+    assert!((20..=100).contains(&kept.len()), "kept {}", kept.len());
+    assert_eq!(kept[0].at, Timestamp(NOW.0 + 199), "the newest stay");
+}
+
+fn check_stored_records_with_huge_times_are_read_within_range(target: &Target) {
+    let store = target.store(&fresh_prefix("huge-times"));
+    let hostile = serde_json::json!({
+        "source": "198.51.100.4", "created_at": i64::MIN, "expires_at": i64::MAX, "reason": "autoban", "failures": 1,
+        "guesses": [{"login": "a", "protocol": "imap", "device_id": "", "failures": 1, "first_seen": i64::MIN, "last_seen": i64::MAX}]
+    });
+    raw::<i64>(&store, redis::cmd("HSET").arg(store.key("bans")).arg("198.51.100.4").arg(hostile.to_string()));
+    let bans = store.active_bans(NOW).unwrap();
+    assert_eq!(bans.len(), 1, "the ban stays in force");
+    assert_eq!(bans[0].expires_at, mailwarden::clock::LATEST);
+    assert_eq!(bans[0].created_at, Timestamp(0));
+    assert_eq!(bans[0].cause.guesses[0].last_seen, mailwarden::clock::LATEST.0);
+}
+
 fn check_the_shared_secret_and_epoch_are_the_same_for_every_node(target: &Target) {
     let prefix = fresh_prefix("secret");
     let first = target.store(&prefix);
@@ -424,6 +449,8 @@ fn check_everything(target: &Target) {
     check_a_malformed_stored_ban_is_skipped_and_the_others_load(target);
     check_the_shared_secret_and_epoch_are_the_same_for_every_node(target);
     check_the_self_service_records_are_shared_by_every_node_and_expire(target);
+    check_the_block_log_is_pruned_to_its_byte_budget_oldest_first(target);
+    check_stored_records_with_huge_times_are_read_within_range(target);
 }
 
 // ----- one server -----
@@ -517,6 +544,18 @@ fn two_prefixes_on_one_redis_do_not_see_each_other() {
 fn a_malformed_stored_value_is_skipped_and_the_others_load() {
     let Some(redis) = RedisServer::start() else { return };
     check_a_malformed_stored_ban_is_skipped_and_the_others_load(&Target::server(&redis));
+}
+
+#[test]
+fn the_block_log_is_pruned_to_its_byte_budget_oldest_first() {
+    let Some(redis) = RedisServer::start() else { return };
+    check_the_block_log_is_pruned_to_its_byte_budget_oldest_first(&Target::server(&redis));
+}
+
+#[test]
+fn stored_records_with_huge_times_are_read_within_range() {
+    let Some(redis) = RedisServer::start() else { return };
+    check_stored_records_with_huge_times_are_read_within_range(&Target::server(&redis));
 }
 
 #[test]

@@ -171,8 +171,9 @@ impl SharedCount {
                 protocol: g.protocol.clone(),
                 device_id: g.device_id.clone(),
                 failures: g.failures,
-                first_seen: g.first_seen,
-                last_seen: g.last_seen,
+                // Written by another node: kept to the range every formatter handles.
+                first_seen: Timestamp(g.first_seen).clamped().0,
+                last_seen: Timestamp(g.last_seen).clamped().0,
             })
             .collect()
     }

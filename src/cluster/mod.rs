@@ -432,7 +432,8 @@ impl Listener {
                     weight: 1,
                 };
                 let failures = self.warden.counting().stale_after.unwrap_or(1);
-                self.warden.adopt_quarantine(source(&text)?, guess, failures, Timestamp(until));
+                // Another node's word (or a damaged message): a quarantine ends by the year 9999.
+                self.warden.adopt_quarantine(source(&text)?, guess, failures, Timestamp(until).clamped());
             }
         }
         Ok(())

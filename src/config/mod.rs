@@ -614,7 +614,11 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
         mailboxes,
         geoip,
         geoip_check_every: v.duration("geoip.check_every"),
-        events: Retention { max_age: v.duration("events.max_age"), max_count: count("events.max_count") },
+        events: Retention {
+            max_age: v.duration("events.max_age"),
+            max_count: count("events.max_count"),
+            max_bytes: wide("events.max_bytes"),
+        },
         messages: messages?,
         log: LogSettings { level: v.text("log.level").to_string(), format },
         store: store?,

@@ -355,6 +355,13 @@ pub const SETTINGS: &[Setting] = &[
     // [events]
     setting("events.max_age", dur(secs(1), secs(3660 * DAY)), "\"30d\"", Live, "How long block-log records are kept."),
     setting("events.max_count", int(1_000, 100_000_000), "1000000", Live, "How many block-log records are kept."),
+    setting(
+        "events.max_bytes",
+        int(1 << 20, 1 << 40),
+        "268435456",
+        Live,
+        "The most the stored block-log events may take, in bytes (one client cannot fill the disk).",
+    ),
     // [messages]
     setting(
         "messages.banned",

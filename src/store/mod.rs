@@ -101,6 +101,18 @@ pub enum DailyCount {
     AtLimit(u32),
 }
 
+/// Says, once per record read, that a stored record had a time outside the range every
+/// formatter handles (`clock::EARLIEST..=LATEST`) and was read as the nearest time in it.
+fn note_clamped(clamped: bool, record: &'static str, key: &str) {
+    if clamped {
+        tracing::warn!(
+            record,
+            key,
+            "a stored record has a time outside 1970..=9999; read as the nearest time in range"
+        );
+    }
+}
+
 /// Calls are blocking and may take milliseconds (a disk sync, a network round trip): callers
 /// on an async runtime run them on a blocking thread.
 pub trait Store: Send + Sync {
@@ -124,8 +136,10 @@ pub trait Store: Send + Sync {
     fn save_events(&self, events: &[Event]) -> Result<(), StoreError>;
     /// The page of events matching `filter` (newest first) and their total.
     fn events(&self, filter: &EventFilter) -> Result<EventPage, StoreError>;
-    /// Removes events older than `older_than`, then all but the newest `keep_at_most`.
-    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize) -> Result<usize, StoreError>;
+    /// Removes events older than `older_than`, then all but the newest `keep_at_most`, then the
+    /// oldest until the rest take at most `max_bytes` (exactly as `Event::size` counts in
+    /// SQLite, approximately by Redis's own measure of the stream).
+    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize, max_bytes: u64) -> Result<usize, StoreError>;
     /// Firewall rule sets made through the API.
     fn firewall_rule_sets(&self) -> Result<Vec<KeyedRuleSet>, StoreError>;
     /// Creates or replaces the API's rule set for `key`; durable when this returns.

@@ -764,7 +764,7 @@ fn parse_ban(json: &[u8]) -> Result<Ban, String> {
     let record: BanRecord = serde_json::from_slice(json).map_err(|e| e.to_string())?;
     let source = Source::parse(&record.source).map_err(|e| e.to_string())?;
     let reason = BanReason::from_label(&record.reason).ok_or_else(|| format!("unknown reason {:?}", record.reason))?;
-    Ok(Ban {
+    let mut ban = Ban {
         source,
         created_at: Timestamp(record.created_at),
         expires_at: Timestamp(record.expires_at),
@@ -776,7 +776,9 @@ fn parse_ban(json: &[u8]) -> Result<Ban, String> {
             device_id: record.device_id,
             guesses: record.guesses,
         },
-    })
+    };
+    super::note_clamped(ban.clamp_times(), "ban", &record.source);
+    Ok(ban)
 }
 
 /// An API list entry as stored in `{prefix}lists`.
@@ -799,14 +801,16 @@ fn parse_access_entry(json: &str) -> Result<AccessEntry, String> {
     let record: AccessEntryRecord = serde_json::from_str(json).map_err(|e| e.to_string())?;
     let list = ListKind::from_label(&record.list).ok_or_else(|| format!("unknown list {:?}", record.list))?;
     let network = record.network.parse::<IpNet>().map_err(|e| format!("{:?}: {e}", record.network))?;
-    Ok(AccessEntry {
+    let mut entry = AccessEntry {
         list,
         network,
         comment: record.comment,
         created_at: Timestamp(record.created_at),
         expires_at: record.expires_at.map(Timestamp),
         origin: Origin::Api,
-    })
+    };
+    super::note_clamped(entry.clamp_times(), "list entry", &record.network);
+    Ok(entry)
 }
 
 /// A block-log event as stored in the stream's `event` field.
@@ -846,7 +850,7 @@ impl From<&Event> for EventRecord {
 
 fn parse_event(json: &[u8]) -> Option<Event> {
     let record: EventRecord = serde_json::from_slice(json).ok()?;
-    Some(Event {
+    let mut event = Event {
         at: Timestamp(record.at),
         kind: EventKind::from_label(&record.kind)?,
         login: record.login,
@@ -855,7 +859,9 @@ fn parse_event(json: &[u8]) -> Option<Event> {
         device_id: record.device_id,
         rule: record.rule,
         detail: record.detail,
-    })
+    };
+    super::note_clamped(event.clamp_time(), "event", &record.ip);
+    Some(event)
 }
 
 /// Whether `event` passes `filter`, whose login is already keyed as `login`.
@@ -1047,14 +1053,33 @@ impl Store for RedisStore {
         })
     }
 
-    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize) -> Result<usize, StoreError> {
+    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize, max_bytes: u64) -> Result<usize, StoreError> {
         let key = self.key("events");
         let mut by_age = redis::cmd("XTRIM");
         by_age.arg(&key).arg("MINID").arg(older_than.0.max(0));
         let mut by_count = redis::cmd("XTRIM");
         by_count.arg(&key).arg("MAXLEN").arg(keep_at_most);
-        let replies = self.call("pruning events", |connection| connection.pipeline(&[by_age, by_count]))?;
-        Ok(replies.iter().map(count).sum())
+        // Redis's own estimate of the stream's memory (it samples entries), and its length.
+        let mut usage = redis::cmd("MEMORY");
+        usage.arg("USAGE").arg(&key);
+        let mut length = redis::cmd("XLEN");
+        length.arg(&key);
+        let replies =
+            self.call("pruning events", |connection| connection.pipeline(&[by_age, by_count, usage, length]))?;
+        let mut pruned: usize = replies.iter().take(2).map(count).sum();
+        let (used, entries) = match replies.get(2..4) {
+            Some([used, entries]) => (integer(used).max(0).unsigned_abs(), integer(entries).max(0).unsigned_abs()),
+            _ => (0, 0),
+        };
+        if used > max_bytes && entries > 0 {
+            // Keep the share of entries that fits, assuming the newest are of average size.
+            let keep = u128::from(entries) * u128::from(max_bytes) / u128::from(used);
+            let mut by_size = redis::cmd("XTRIM");
+            by_size.arg(&key).arg("MAXLEN").arg(u64::try_from(keep).unwrap_or(u64::MAX));
+            let replies = self.call("pruning events", |connection| connection.pipeline(&[by_size]))?;
+            pruned += replies.iter().map(count).sum::<usize>();
+        }
+        Ok(pruned)
     }
 
     fn firewall_rule_sets(&self) -> Result<Vec<KeyedRuleSet>, StoreError> {

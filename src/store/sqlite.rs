@@ -15,7 +15,7 @@ use super::{DailyCount, Store, StoreError};
 use crate::access::{AccessEntry, ListKind, Origin};
 use crate::bans::{Ban, BanCause, BanReason};
 use crate::clock::Timestamp;
-use crate::events::{Event, EventFilter, EventKind, EventPage};
+use crate::events::{EVENT_OVERHEAD_BYTES, Event, EventFilter, EventKind, EventPage};
 use crate::firewall::{KeyedRuleSet, RuleSet, StoredRuleSet};
 use crate::journal::KnownSource;
 use crate::network::Source;
@@ -108,6 +108,10 @@ fn key_event_logins(transaction: &rusqlite::Transaction<'_>) -> rusqlite::Result
     }
     Ok(())
 }
+/// An event row's text in bytes, as `Event::size` counts it (plus `EVENT_OVERHEAD_BYTES`).
+const EVENT_TEXT_BYTES: &str = "length(CAST(login AS BLOB)) + length(CAST(ip AS BLOB))
+     + length(CAST(protocol AS BLOB)) + length(CAST(device_id AS BLOB)) + length(CAST(detail AS BLOB))
+     + length(CAST(kind AS BLOB))";
 
 pub struct SqliteStore {
     connection: Mutex<Connection>,
@@ -163,7 +167,7 @@ fn ban_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Ban>> {
     let (Ok(source), Some(reason)) = (Source::parse(&source), BanReason::from_label(&reason)) else {
         return Ok(None);
     };
-    Ok(Some(Ban {
+    let mut ban = Ban {
         source,
         created_at: Timestamp(row.get(1)?),
         expires_at: Timestamp(row.get(2)?),
@@ -175,7 +179,9 @@ fn ban_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Ban>> {
             device_id: row.get(7)?,
             guesses: serde_json::from_str(&row.get::<_, String>(8)?).unwrap_or_default(),
         },
-    }))
+    };
+    super::note_clamped(ban.clamp_times(), "ban", &ban.source.to_string());
+    Ok(Some(ban))
 }
 
 fn access_entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<AccessEntry>> {
@@ -184,14 +190,16 @@ fn access_entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Acc
     let (Some(list), Ok(network)) = (ListKind::from_label(&list), network.parse::<IpNet>()) else {
         return Ok(None);
     };
-    Ok(Some(AccessEntry {
+    let mut entry = AccessEntry {
         list,
         network,
         comment: row.get(2)?,
         created_at: Timestamp(row.get(3)?),
         expires_at: row.get::<_, Option<i64>>(4)?.map(Timestamp),
         origin: Origin::Api,
-    }))
+    };
+    super::note_clamped(entry.clamp_times(), "list entry", &entry.network.to_string());
+    Ok(Some(entry))
 }
 
 impl Store for SqliteStore {
@@ -361,15 +369,19 @@ impl Store for SqliteStore {
             .query_map(rusqlite::params_from_iter(values), |row| {
                 let kind: String = row.get(1)?;
                 let ip: String = row.get(3)?;
-                Ok(EventKind::from_label(&kind).map(|kind| Event {
-                    at: Timestamp(row.get(0).unwrap_or(0)),
-                    kind,
-                    login: row.get(2).unwrap_or_default(),
-                    ip: ip.parse().ok(),
-                    protocol: row.get(4).unwrap_or_default(),
-                    device_id: row.get(5).unwrap_or_default(),
-                    rule: row.get(6).unwrap_or(None),
-                    detail: row.get(7).unwrap_or_default(),
+                Ok(EventKind::from_label(&kind).map(|kind| {
+                    let mut event = Event {
+                        at: Timestamp(row.get(0).unwrap_or(0)),
+                        kind,
+                        login: row.get(2).unwrap_or_default(),
+                        ip: ip.parse().ok(),
+                        protocol: row.get(4).unwrap_or_default(),
+                        device_id: row.get(5).unwrap_or_default(),
+                        rule: row.get(6).unwrap_or(None),
+                        detail: row.get(7).unwrap_or_default(),
+                    };
+                    super::note_clamped(event.clamp_time(), "event", &ip);
+                    event
                 }))
             })
             .map_err(error)?;
@@ -382,7 +394,7 @@ impl Store for SqliteStore {
         Ok(EventPage { events, total: usize::try_from(total).unwrap_or(0), total_exact: true })
     }
 
-    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize) -> Result<usize, StoreError> {
+    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize, max_bytes: u64) -> Result<usize, StoreError> {
         let error = |e: rusqlite::Error| StoreError::operation("pruning events", e);
         let connection = self.lock();
         let aged = connection.execute("DELETE FROM events WHERE at < ?1", params![older_than.0]).map_err(error)?;
@@ -392,7 +404,31 @@ impl Store for SqliteStore {
                 params![i64::try_from(keep_at_most).unwrap_or(i64::MAX)],
             )
             .map_err(error)?;
-        Ok(aged + surplus)
+        let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+        // The pages in use bound the events' size from above (their text is stored once more
+        // in the indexes), so the full count below runs only when it might find too much.
+        let in_use: i64 = connection
+            .query_row(
+                "SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count())",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(error)?;
+        let page_size: i64 = connection.query_row("PRAGMA page_size", [], |row| row.get(0)).map_err(error)?;
+        if in_use.saturating_mul(page_size) <= max_bytes {
+            return Ok(aged + surplus);
+        }
+        let oversize = connection
+            .execute(
+                &format!(
+                    "DELETE FROM events WHERE id <= (
+                         SELECT id FROM (SELECT id, SUM({EVENT_TEXT_BYTES} + {EVENT_OVERHEAD_BYTES}) OVER (ORDER BY id DESC) AS newer FROM events)
+                         WHERE newer > ?1 ORDER BY id DESC LIMIT 1)"
+                ),
+                params![max_bytes],
+            )
+            .map_err(error)?;
+        Ok(aged + surplus + oversize)
     }
 
     fn firewall_rule_sets(&self) -> Result<Vec<KeyedRuleSet>, StoreError> {
@@ -704,8 +740,8 @@ mod tests {
         assert_eq!(page(1, 0), (vec![3], 3, true));
         assert_eq!(page(2, 1), (vec![2, 1], 3, true));
         assert_eq!(page(2, 3), (vec![], 3, true));
-        assert_eq!(store.prune_events(Timestamp(2), 10).unwrap(), 1);
-        assert_eq!(store.prune_events(Timestamp(0), 1).unwrap(), 1);
+        assert_eq!(store.prune_events(Timestamp(2), 10, u64::MAX).unwrap(), 1);
+        assert_eq!(store.prune_events(Timestamp(0), 1, u64::MAX).unwrap(), 1);
         assert_eq!(query(EventFilter::default()).len(), 1);
     }
 
@@ -750,6 +786,30 @@ mod tests {
         assert_eq!(found("ALICE@EXAMPLE.COM"), ["Alice@Example.com"]);
         assert_eq!(found("ÄRZTE@Example.de"), ["Ärzte@example.de", "ärzte@example.de"]);
         assert_eq!(found("jörg@example.com"), ["JÖRG@example.com"]);
+    }
+
+    #[test]
+    fn the_block_log_is_pruned_to_its_byte_budget_oldest_first() {
+        let store = SqliteStore::in_memory().unwrap();
+        let events: Vec<Event> = (0..100)
+            .map(|at| Event {
+                at: Timestamp(at),
+                kind: EventKind::Ban,
+                login: "alice@example.com".into(),
+                ip: "203.0.113.7".parse().ok(),
+                protocol: "imap".into(),
+                device_id: "d".repeat(1000),
+                rule: None,
+                detail: "Too many failed logins".into(),
+            })
+            .collect();
+        store.save_events(&events).unwrap();
+        let size = events[0].size();
+        assert_eq!(store.prune_events(Timestamp(0), 1000, 20 * size).unwrap(), 80);
+        let kept = store.events(&EventFilter { limit: 1000, ..Default::default() }).unwrap().events;
+        assert_eq!(kept.len(), 20);
+        assert_eq!(kept.first().map(|e| e.at), Some(Timestamp(99)), "the newest stay");
+        assert_eq!(store.prune_events(Timestamp(0), 1000, 20 * size).unwrap(), 0, "within budget");
     }
 
     #[test]

@@ -92,6 +92,10 @@ struct Shared {
     /// The self-service page's flood guard (per source, memory only; the daily count of
     /// unblocks and the used challenges are in the store).
     page_requests: crate::selfservice::PageRequests,
+    /// Sources whose refusal for a ban or a blocked network is in the block log within the
+    /// last `REFUSAL_NOTED_FOR`: their further refusals are answered but not recorded, so one
+    /// client retrying in a loop cannot push everyone else's history out (memory only, bounded).
+    refusals_noted: moka::sync::Cache<(Source, EventKind), ()>,
     clock: Arc<dyn Clock>,
     /// Failed-login history per source (memory only, bounded).
     failures: FailureTracker,
@@ -117,6 +121,10 @@ pub enum OpenError {
     #[error("firewall rules need GeoIP data that is not configured:\n  - {}", .0.join("\n  - "))]
     Rules(Vec<String>),
 }
+
+/// How long a banned or blocked source's refusal stands for its repeats in the block log: a
+/// mail app retries every few seconds, and one line a minute tells the admin as much.
+const REFUSAL_NOTED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A login as `allow` sees it: from Dovecot, or described by the dry run.
 #[derive(Debug, Clone, Copy)]
@@ -235,6 +243,7 @@ impl Warden {
             known_recorded_keys: Default::default(),
             unusable_noted: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(policy_window).build(),
             page_requests: crate::selfservice::PageRequests::new(),
+            refusals_noted: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(REFUSAL_NOTED_FOR).build(),
             clock,
             failures,
             tolerance: ToleranceTracker::new(max_tolerated_sources),
@@ -315,7 +324,9 @@ impl Warden {
             Decision::Reject(Refusal::AccountUnderAttack { .. }) => Some((EventKind::AccountUnderAttack, None)),
             Decision::Reject(Refusal::StoreUnavailable) => Some((EventKind::StoreUnavailable, None)),
         };
-        if let Some((kind, rule)) = recorded {
+        if let Some((kind, rule)) = recorded
+            && self.first_refusal_lately(attempt.remote, kind)
+        {
             let detail = match &decision {
                 Decision::Delay { seconds, .. } => {
                     format!("delayed {seconds}s: the account is under attack and this address is new to it")
@@ -334,6 +345,14 @@ impl Warden {
             });
         }
         reply
+    }
+
+    /// Whether a refusal of `kind` from `address` is the first of its source within
+    /// `REFUSAL_NOTED_FOR` (always, for refusals that depend on more than the source).
+    fn first_refusal_lately(&self, address: Option<IpAddr>, kind: EventKind) -> bool {
+        let (Some(ip), EventKind::Ban | EventKind::Blocked) = (address, kind) else { return true };
+        let source = self.shared.policy.load().autoban.grouping.source_of(ip);
+        self.shared.refusals_noted.entry((source, kind)).or_insert(()).is_fresh()
     }
 
     /// Writes a ban placed by `report` to the store. Blocking.

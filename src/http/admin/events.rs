@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::views::ErrorBody;
 use super::{Admin, ApiError, Page, blocking};
-use crate::clock::Timestamp;
+use crate::clock::{MAX_LENGTH, MAX_LENGTH_TEXT, Timestamp};
 use crate::events::{Event, EventFilter, EventKind};
 use crate::network::parse_ip;
 use crate::warden::Warden;
@@ -22,7 +22,8 @@ pub struct EventQuery {
     login: Option<String>,
     /// Only this reason: ban, blocked, firewall_rule, firewall_default, ban_placed.
     reason: Option<String>,
-    /// Only events since then: an RFC 3339 time, or a duration back from now such as `2h`.
+    /// Only events since then: an RFC 3339 time, or a duration back from now such as `2h` (at
+    /// most 3660 days).
     since: Option<String>,
     /// At most this many (1-1000, default 100).
     limit: Option<usize>,
@@ -90,16 +91,24 @@ fn filter(query: &EventQuery, now: Timestamp) -> Result<EventFilter, ApiError> {
         None => None,
     };
     let since = match &query.since {
-        Some(text) => Some(
-            Timestamp::parse_rfc3339(text)
-                .or_else(|| humantime::parse_duration(text.trim()).ok().map(|back| now.minus(back)))
-                .ok_or_else(|| {
-                    invalid(
-                        "since",
-                        format!("since: {text:?} is neither an RFC 3339 time nor a duration such as \"2h\""),
-                    )
-                })?,
-        ),
+        Some(text) => {
+            let quoted: String = text.chars().take(40).collect();
+            Some(match Timestamp::parse_rfc3339(text) {
+                Some(time) => time,
+                None => match humantime::parse_duration(text.trim()) {
+                    Ok(back) if back <= MAX_LENGTH => now.minus(back),
+                    Ok(_) => {
+                        let message = format!("since: {quoted:?} reaches back more than {MAX_LENGTH_TEXT}");
+                        return Err(invalid("since", message));
+                    }
+                    Err(_) => {
+                        let message =
+                            format!("since: {quoted:?} is neither an RFC 3339 time nor a duration such as \"2h\"");
+                        return Err(invalid("since", message));
+                    }
+                },
+            })
+        }
         None => None,
     };
     let (limit, offset) = Page { limit: query.limit, offset: query.offset }.checked()?;

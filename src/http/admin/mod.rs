@@ -93,6 +93,18 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// A bug: the call panicked (the log has the cause). Never reported as shutting down.
+    #[error("internal error: the request failed unexpectedly; the server log has the cause")]
+    Internal,
+}
+
+impl From<super::BlockingFailure> for ApiError {
+    fn from(failure: super::BlockingFailure) -> ApiError {
+        match failure {
+            super::BlockingFailure::Panicked => ApiError::Internal,
+            super::BlockingFailure::ShuttingDown => ApiError::ShuttingDown,
+        }
+    }
 }
 
 impl ApiError {
@@ -116,6 +128,7 @@ impl ApiError {
             ApiError::InvalidConfig(_) => "invalid_config",
             ApiError::NoRoute => "not_found",
             ApiError::ShuttingDown => "unavailable",
+            ApiError::Internal => "internal",
         }
     }
 
@@ -154,6 +167,7 @@ impl ResponseError for ApiError {
             | ApiError::List(ListError::Store(_))
             | ApiError::Firewall(FirewallError::Store(_))
             | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -235,11 +249,11 @@ impl Page {
     }
 }
 
-/// Runs a blocking `Warden` call on the blocking pool.
+/// Runs a blocking `Warden` call on the blocking pool; a panic in it is a 500.
 async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
     call: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, ApiError> {
-    web::block(call).await.map_err(|_| ApiError::ShuttingDown)?.map_err(Into::into)
+    super::run_blocking(call).await?.map_err(Into::into)
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "service",

@@ -152,11 +152,12 @@ pub struct ListEntries {
 pub struct NewListEntry {
     /// An address (`203.0.113.7`) or network (`203.0.113.0/24`, `2001:db8::/48`).
     pub network: String,
-    /// How long the entry lasts, e.g. `2h` or `7days`. Not with `expires_at`.
+    /// How long the entry lasts, e.g. `2h` or `7days`: 1 s to 3660 days. Not with `expires_at`.
     #[serde(rename = "for", default)]
     #[schema(rename = "for")]
     pub duration: Option<String>,
-    /// When the entry ends (RFC 3339). Not with `for`. Neither: until removed.
+    /// When the entry ends (RFC 3339), at most 3660 days ahead. Not with `for`. Neither: until
+    /// removed.
     #[serde(default)]
     pub expires_at: Option<String>,
     /// Why, for the next admin (at most 200 characters, one line).

@@ -281,9 +281,13 @@ async fn unblock(
     let text = |key: &str| answer_text(&policy.self_service, key);
     let handle = warden.get_ref().clone();
     let payload = payload.into_inner();
-    let result = match web::block(move || handle.self_unblock(address, &payload)).await {
+    let result = match super::run_blocking(move || handle.self_unblock(address, &payload)).await {
         Ok(result) => result,
-        Err(_) => {
+        Err(super::BlockingFailure::Panicked) => {
+            let answer = Answer { unblocked: false, message: text("unavailable") };
+            return secure(HttpResponse::InternalServerError().json(answer));
+        }
+        Err(super::BlockingFailure::ShuttingDown) => {
             let answer = Answer { unblocked: false, message: text("unavailable") };
             return secure(HttpResponse::ServiceUnavailable().json(answer));
         }
