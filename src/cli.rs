@@ -75,6 +75,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// After a password change: forgive the login's wrong guesses everywhere (its old
+    /// password on a forgotten device, its typos), end its quarantines, and lift the bans
+    /// its guesses alone caused.
+    ResetLogin {
+        /// The login, e.g. alice@example.com (any case).
+        login: String,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Block an address or network: every login from it is refused.
     Block(EntryOptions),
     /// Remove a block made with `block`.
@@ -231,6 +241,7 @@ pub fn main() -> ExitCode {
         Command::CheckConfig => check_config(config),
         Command::Bans { json } => with_client(config, json, list_bans),
         Command::Unban { address, json } => with_client(config, json, |c| unban(c, &address)),
+        Command::ResetLogin { login, json } => with_client(config, json, |c| reset_login(c, &login)),
         Command::Block(options) => with_client(config, options.json, |c| add_entry(c, BLOCKS, &options)),
         Command::Trust(options) => with_client(config, options.json, |c| add_entry(c, TRUSTED, &options)),
         Command::Unblock { network, json } => with_client(config, json, |c| remove_entry(c, BLOCKS, &network)),
@@ -395,6 +406,26 @@ fn unban(client: &AdminClient, address: &str) -> Result<Answer, ClientError> {
         self::text(&ban, "source"),
         readable_time(&self::text(&ban, "expires_at"))
     );
+    Ok(Answer { json, text })
+}
+
+fn reset_login(client: &AdminClient, login: &str) -> Result<Answer, ClientError> {
+    let path = format!("/api/v1/logins/{}/reset", path_segment(login.trim()));
+    let json = client.post(&path, None)?;
+    let count = |key: &str| json.get(key).and_then(Json::as_array).map_or(0, Vec::len);
+    let ended = json.get("quarantines_ended").and_then(Json::as_u64).unwrap_or(0);
+    let mut text = format!(
+        "Reset {}: its wrong guesses from {} {} no longer count, {ended} {} ended, {} {} lifted.\n",
+        self::text(&json, "login"),
+        count("sources"),
+        if count("sources") == 1 { "address" } else { "addresses" },
+        if ended == 1 { "quarantine" } else { "quarantines" },
+        count("bans_lifted"),
+        if count("bans_lifted") == 1 { "ban" } else { "bans" },
+    );
+    for ban in json.get("bans_lifted").and_then(Json::as_array).into_iter().flatten() {
+        text.push_str(&format!("  unbanned {}\n", self::text(ban, "source")));
+    }
     Ok(Answer { json, text })
 }
 

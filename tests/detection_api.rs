@@ -102,3 +102,38 @@ fn an_account_under_attack_delays_new_sources_and_says_so_in_metrics_and_events(
     let reasons: Vec<&str> = events.iter().map(|e| e["reason"].as_str().unwrap()).collect();
     assert!(reasons.contains(&"attack_started") && reasons.contains(&"account_under_attack"), "{reasons:?}");
 }
+
+#[test]
+fn after_a_password_change_reset_login_ends_its_quarantines_and_lifts_the_bans_its_old_passwords_caused() {
+    let mut mw = Mailwarden::start();
+    for _ in 0..3 {
+        fail(&mw, "198.51.100.40", "alice@example.com", "0ld0");
+    }
+    for pwhash in ["0001", "0002", "0003", "0004", "0005"] {
+        fail(&mw, "203.0.113.60", "alice@example.com", pwhash);
+    }
+    for n in 0..5 {
+        fail(&mw, "203.0.113.70", &format!("user{n}@example.com"), &fresh_pwhash());
+    }
+    assert_eq!(allow(&mw, "198.51.100.40", "alice@example.com", "0ld0")["status"], -1, "quarantined");
+    assert_eq!(allow(&mw, "203.0.113.60", "alice@example.com", "0f96")["status"], -1, "banned");
+
+    let output = mw.cli(&["reset-login", "ALICE@example.com"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // The café's history went with its ban; home still held the laptop's guess.
+    assert!(text.contains("from 1 address no longer count, 1 quarantine ended, 1 ban lifted"), "{text}");
+    assert!(text.contains("unbanned 203.0.113.60"), "{text}");
+    assert_eq!(allow(&mw, "198.51.100.40", "alice@example.com", "0ld0")["status"], 0, "quarantine ended");
+    assert_eq!(allow(&mw, "203.0.113.60", "alice@example.com", "0f96")["status"], 0, "ban lifted");
+    assert_eq!(allow(&mw, "203.0.113.70", "alice@example.com", "0f96")["status"], -1, "others' bans stay");
+
+    let (_, metrics) = mw.admin("GET", "/metrics");
+    assert!(metrics.contains("mailwarden_bans_lifted_total{cause=\"reset_login\"} 1"), "{metrics}");
+    let (status, body) = mw.admin_post("/api/v1/logins/%20/reset", None);
+    assert_eq!(status, 400, "{body}");
+
+    // The lift is stored: a restart keeps it lifted.
+    mw.restart();
+    assert_eq!(allow(&mw, "203.0.113.60", "alice@example.com", "0f96")["status"], 0);
+}

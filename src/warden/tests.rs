@@ -720,3 +720,38 @@ fn why_keeps_a_stale_laptops_story_after_its_owner_logs_in_with_the_new_password
     );
     assert!(lines[0].contains("0 of 7 failed logins"), "{}", lines[0]);
 }
+
+#[test]
+fn a_reset_after_a_password_change_forgives_the_login_everywhere_and_lifts_only_the_bans_it_alone_caused() {
+    let h = harness("");
+    // The laptop's old password, quarantined at home.
+    for _ in 0..3 {
+        h.fail_with("198.51.100.40", "alice@example.com", "0ld0");
+    }
+    assert_eq!(h.allow_with("198.51.100.40", "alice@example.com", "0ld0").status, -1);
+    // A phone that tried five old passwords banned the café's address.
+    for pwhash in ["0001", "0002", "0003", "0004", "0005"] {
+        h.fail_with("203.0.113.60", "alice@example.com", pwhash);
+    }
+    // An attacker banned elsewhere, guessing alice and bob.
+    for (login, pwhash) in [("alice@example.com", "00a1"), ("bob@example.com", "00b1")] {
+        h.fail_with("203.0.113.70", login, pwhash);
+    }
+    for n in 0..3 {
+        h.fail("203.0.113.70", &format!("carol{n}@example.com"));
+    }
+    assert_eq!(h.warden.bans().len(), 2);
+
+    let reset = h.warden.reset_login("Alice@Example.com").unwrap();
+    assert_eq!(reset.quarantines_ended, 1);
+    let lifted: Vec<String> = reset.bans_lifted.iter().map(|b| b.source.to_string()).collect();
+    assert_eq!(lifted, ["203.0.113.60"], "only the ban alice's guesses alone caused");
+    assert_eq!(h.allow_with("198.51.100.40", "alice@example.com", "0ld0").status, 0, "quarantine ended");
+    assert_eq!(h.allow("203.0.113.60", "alice@example.com").status, 0);
+    assert_eq!(h.allow("203.0.113.70", "bob@example.com").status, -1, "the attacker stays banned");
+    // Alice's old guesses no longer count at home: four new typos do not ban it.
+    for _ in 0..4 {
+        h.fail("198.51.100.40", "dave@example.com");
+    }
+    assert_eq!(h.allow("198.51.100.40", "dave@example.com").status, 0);
+}

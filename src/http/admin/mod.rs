@@ -9,6 +9,7 @@ mod decide;
 mod events;
 mod firewall;
 mod lists;
+mod logins;
 mod reload;
 mod views;
 mod why;
@@ -48,6 +49,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/api/v1/bans", web::get().to(bans::list_bans))
         .route("/api/v1/bans/{addr:.+}", web::get().to(bans::show_ban))
         .route("/api/v1/bans/{addr:.+}", web::delete().to(bans::delete_ban))
+        .route("/api/v1/logins/{login}/reset", web::post().to(logins::reset_login))
         .route("/api/v1/blocks", web::get().to(lists::list_blocks))
         .route("/api/v1/blocks", web::post().to(lists::add_block))
         .route("/api/v1/blocks", web::delete().to(lists::remove_block))
@@ -310,7 +312,7 @@ impl utoipa::Modify for BearerAuth {
     info(title = "mailwarden admin API", description = "Bans, admin lists, dry-run decisions and reloads of a running mailwarden."),
     paths(
         healthz, metrics, openapi, reload::reload, decide::decide,
-        bans::list_bans, bans::show_ban, bans::delete_ban,
+        bans::list_bans, bans::show_ban, bans::delete_ban, logins::reset_login,
         lists::list_blocks, lists::add_block, lists::remove_block,
         lists::list_trusted, lists::add_trusted, lists::remove_trusted,
         events::list_events, why::why,
@@ -323,7 +325,7 @@ impl utoipa::Modify for BearerAuth {
         events::EventView, events::EventList, why::WhyView, why::GuessView, views::BanGuessView,
         firewall::RuleView, firewall::FirewallView, firewall::MailboxList, firewall::NewRule,
         firewall::MoveRule, firewall::DefaultAction, crate::firewall::StoredRuleSet, crate::firewall::RuleSpec,
-        crate::firewall::AsnSpec,
+        crate::firewall::AsnSpec, logins::LoginResetView,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
