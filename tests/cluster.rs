@@ -266,3 +266,35 @@ fn on_store_error_reject_refuses_untrusted_logins_while_redis_is_down() {
         status(&a, "198.51.100.20", "x@example.com") == 0
     });
 }
+
+#[test]
+fn a_reset_login_on_one_node_ends_the_logins_quarantine_and_forgives_its_guesses_on_every_node() {
+    let Some(redis) = RedisServer::start() else { return };
+    let urls = vec![redis.url()];
+    let a = node(&urls, false);
+    let b = node(&urls, false);
+    let home = "198.51.100.40";
+    let stale = |mw: &Mailwarden| {
+        let (code, body) = mw.policy("allow", &login_body(home, "alice@example.com", "0ld0"));
+        assert_eq!(code, 200, "{body}");
+        json(&body)["status"].as_i64().unwrap_or_default()
+    };
+    for _ in 0..3 {
+        assert_eq!(a.policy("report", &report_body(home, "alice@example.com", "0ld0", false)).0, 200);
+    }
+    within(Duration::from_secs(5), "B learns the quarantine counted on A", || stale(&b) == -1);
+
+    let (code, body) = a.admin_post("/api/v1/logins/alice@example.com/reset", None);
+    assert_eq!(code, 200, "{body}");
+    within(Duration::from_secs(5), "the quarantine ends on B too", || stale(&b) == 0);
+    assert_eq!(stale(&a), 0);
+    // The old guess no longer counts anywhere: four new wrong passwords from home, counted
+    // across both nodes, do not ban it.
+    for i in 0..2 {
+        fail(&a, home, &format!("typo{i}@example.com"));
+        fail(&b, home, &format!("typo{}@example.com", i + 2));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(status(&a, home, "dave@example.com"), 0);
+    assert_eq!(status(&b, home, "dave@example.com"), 0);
+}
