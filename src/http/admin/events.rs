@@ -17,15 +17,20 @@ use crate::warden::Warden;
 #[serde(deny_unknown_fields)]
 pub struct EventQuery {
     /// Only events of this client address.
+    #[param(max_length = 64)]
     ip: Option<String>,
     /// Only events of this login, in any case (`Alice@Example.com` finds `alice@example.com`).
+    #[param(max_length = 256)]
     login: Option<String>,
     /// Only this reason: ban, blocked, firewall_rule, firewall_default, ban_placed.
+    #[param(max_length = 64)]
     reason: Option<String>,
     /// Only events since then: an RFC 3339 time, or a duration back from now such as `2h` (at
     /// most 3660 days).
+    #[param(max_length = 64)]
     since: Option<String>,
     /// At most this many (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// Skip this many matches first (default 0).
     offset: Option<usize>,
@@ -112,6 +117,12 @@ fn filter(query: &EventQuery, now: Timestamp) -> Result<EventFilter, ApiError> {
         None => None,
     };
     let (limit, offset) = Page { limit: query.limit, offset: query.offset }.checked()?;
+    if query.login.as_ref().is_some_and(|l| l.len() > crate::wire::MAX_LOGIN_LEN) {
+        return Err(ApiError::InvalidField {
+            field: "login",
+            message: format!("login: longer than {} bytes, which no login is", crate::wire::MAX_LOGIN_LEN),
+        });
+    }
     let login = query.login.as_ref().map(|l| crate::login::key(l.trim()).into_owned());
     Ok(EventFilter { ip, login, kind, since, limit, offset })
 }

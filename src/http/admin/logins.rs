@@ -22,7 +22,7 @@ pub struct LoginResetView {
 }
 
 #[utoipa::path(post, path = "/api/v1/logins/{login}/reset", tag = "bans",
-    params(("login" = String, Path, description = "The login whose password was changed, in any case.")),
+    params(("login" = String, Path, max_length = 256, description = "The login whose password was changed, in any case.")),
     responses((status = 200, description = "The login's wrong guesses are forgiven everywhere, its quarantines ended, and the bans they alone caused lifted.", body = LoginResetView),
               (status = 400, description = "An empty or overlong login.", body = ErrorBody),
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody),

@@ -224,6 +224,7 @@ fn bearer_token(value: &str) -> Option<&str> {
 #[serde(deny_unknown_fields)]
 pub struct Page {
     /// At most this many items (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// Skip this many items first (default 0).
     offset: Option<usize>,

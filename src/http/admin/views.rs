@@ -151,17 +151,20 @@ pub struct ListEntries {
 #[serde(deny_unknown_fields)]
 pub struct NewListEntry {
     /// An address (`203.0.113.7`) or network (`203.0.113.0/24`, `2001:db8::/48`).
+    #[schema(max_length = 64, example = "203.0.113.0/24")]
     pub network: String,
     /// How long the entry lasts, e.g. `2h` or `7days`: 1 s to 3660 days. Not with `expires_at`.
     #[serde(rename = "for", default)]
-    #[schema(rename = "for")]
+    #[schema(rename = "for", max_length = 64, pattern = r"^\\s*([0-9]+ ?[a-zA-Zµ]+ *)+$", example = "2h")]
     pub duration: Option<String>,
     /// When the entry ends (RFC 3339), at most 3660 days ahead. Not with `for`. Neither: until
     /// removed.
     #[serde(default)]
+    #[schema(max_length = 64, format = DateTime)]
     pub expires_at: Option<String>,
     /// Why, for the next admin (at most 200 characters, one line).
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub comment: Option<String>,
 }
 
