@@ -16,6 +16,7 @@ pub mod firewall;
 pub mod geoip;
 pub mod http;
 pub mod journal;
+pub mod login;
 pub mod metrics;
 pub mod network;
 pub mod reload;

@@ -50,6 +50,8 @@ pub struct Metrics {
     pub accounts_under_attack: IntGauge,
     /// Successful logins recorded as known sources, by result (`stored`, `dropped`).
     pub known_sources: IntCounterVec,
+    /// IP+login refusals placed (one login refused from an established source), by protocol.
+    pub login_refusals: IntCounterVec,
     /// Bans lengthened for repeat offenders.
     pub ban_escalations: IntCounterVec,
     /// Self-service unblock attempts by result.
@@ -125,6 +127,12 @@ impl Metrics {
             )?,
             bans_created: counter(&registry, "mailwarden_bans_created_total", "Bans placed, by reason.", &["reason"])?,
             bans_lifted: counter(&registry, "mailwarden_bans_lifted_total", "Bans ended, by cause.", &["cause"])?,
+            login_refusals: counter(
+                &registry,
+                "mailwarden_login_refusals_total",
+                "One login refused from an established source after too many wrong passwords for it, by protocol.",
+                &["protocol"],
+            )?,
             active_bans: gauge(&registry, "mailwarden_active_bans", "Bans in force.")?,
             tracked_sources: gauge(
                 &registry,

@@ -61,6 +61,7 @@ fn source(text: &str) -> Source {
 fn ban(address: &str, expires_in_ms: i64) -> Ban {
     Ban {
         source: SourceGrouping { ipv4_prefix: 32, ipv6_prefix: 64 }.source_of(parse_ip(address).unwrap()),
+        refused_login: None,
         created_at: NOW,
         expires_at: Timestamp(NOW.0 + expires_in_ms),
         reason: BanReason::Autoban,
@@ -131,8 +132,8 @@ fn check_bans_round_trip_and_survive_a_new_store(target: &Target) {
     assert_eq!(store.ban(source("192.0.2.1")).unwrap(), None);
     assert_eq!(store.delete_expired_bans(NOW).unwrap(), 1);
     assert_eq!(store.delete_expired_bans(NOW).unwrap(), 0);
-    assert!(store.delete_ban(stored.source).unwrap());
-    assert!(!store.delete_ban(stored.source).unwrap());
+    assert!(store.delete_ban(stored.source, None).unwrap());
+    assert!(!store.delete_ban(stored.source, None).unwrap());
     assert!(store.active_bans(NOW).unwrap().is_empty());
     assert_eq!(store.backend(), "redis");
     store.close().unwrap();
@@ -259,7 +260,7 @@ fn check_every_write_announces_its_change(target: &Target) {
     store.save_known_sources(&[KnownSource { login: "alice".into(), source: source("192.0.2.1"), at: NOW }]).unwrap();
     store.delete_expired_bans(Timestamp(NOW.0 + 120_000)).unwrap();
     store.delete_expired_access_entries(NOW).unwrap();
-    store.delete_ban(banned.source).unwrap();
+    store.delete_ban(banned.source, None).unwrap();
     store.save_access_entry(&trusted).unwrap();
     store.delete_access_entry(ListKind::Trusted, trusted.network).unwrap();
     store.save_firewall_rule_set("@example.com", &rule_set()).unwrap();
@@ -295,7 +296,7 @@ fn check_saving_or_lifting_a_ban_forgets_the_sources_failure_history(target: &Ta
     store.save_ban(&banned).unwrap();
     assert!(!exists(), "saving the ban deletes the failure history");
     plant();
-    store.delete_ban(banned.source).unwrap();
+    store.delete_ban(banned.source, None).unwrap();
     assert!(!exists(), "lifting the ban deletes the failure history");
 }
 
@@ -314,7 +315,7 @@ fn check_two_prefixes_do_not_see_each_other(target: &Target) {
     assert!(other.firewall_rule_sets().unwrap().is_empty());
     assert!(other.events(&EventFilter { limit: 10, ..Default::default() }).unwrap().is_empty());
     assert!(other.known_sources("alice", Timestamp(0), 10).unwrap().is_empty());
-    assert!(!other.delete_ban(banned.source).unwrap());
+    assert!(!other.delete_ban(banned.source, None).unwrap());
     assert_eq!(other.delete_expired_bans(Timestamp(i64::MAX)).unwrap(), 0);
     assert_ne!(other.channel(), one.channel());
     assert_eq!(one.active_bans(NOW).unwrap(), vec![banned]);
