@@ -285,6 +285,47 @@ fn check_every_write_announces_its_change(target: &Target) {
     assert!(pubsub.get_message().is_err(), "nothing else was announced");
 }
 
+fn check_a_login_refusal_is_stored_announced_and_lifted_apart_from_its_sources_ban(target: &Target) {
+    let store = target.store(&fresh_prefix("refusals"));
+    let mut connection = store.pubsub_connection(Duration::from_secs(5)).unwrap();
+    let mut pubsub = connection.as_pubsub();
+    pubsub.subscribe(store.channel()).unwrap();
+    let whole = ban("203.0.113.7", 60_000);
+    let mut refusal = ban("203.0.113.7", 30_000);
+    refusal.refused_login = Some("alice@example.com".into());
+    let history = store.failures_key(refusal.source);
+    raw::<i64>(&store, redis::cmd("HSET").arg(&history).arg("guess").arg("{}"));
+
+    store.save_ban(&refusal).unwrap();
+    assert_eq!(raw::<i64>(&store, redis::cmd("EXISTS").arg(&history)), 1, "the source's other guesses still count");
+    assert_eq!(store.ban(refusal.source).unwrap(), None, "not a ban of the whole source");
+    assert_eq!(store.scoped_ban(refusal.source, Some("alice@example.com")).unwrap(), Some(refusal.clone()));
+    let in_old_hash: i64 = raw(&store, redis::cmd("HLEN").arg(store.key("bans")));
+    assert_eq!(in_old_hash, 0, "an older node reading {{prefix}}bans never sees it");
+    store.save_ban(&whole).unwrap();
+    let mut loaded = store.active_bans(NOW).unwrap();
+    loaded.sort_by_key(|b| b.expires_at);
+    assert_eq!(loaded, vec![refusal.clone(), whole.clone()]);
+    assert!(store.delete_ban(refusal.source, Some("alice@example.com")).unwrap());
+    assert_eq!(store.ban(whole.source).unwrap(), Some(whole.clone()), "lifting the refusal keeps the ban");
+    store.save_ban(&refusal).unwrap();
+    assert_eq!(store.delete_expired_bans(Timestamp(NOW.0 + 45_000)).unwrap(), 1, "the refusal ended first");
+    assert_eq!(store.active_bans(NOW).unwrap(), vec![whole.clone()]);
+
+    let source = "203.0.113.7".to_string();
+    let login = "alice@example.com".to_string();
+    for change in [
+        Change::LoginRefusalSaved { source: source.clone(), login: login.clone() },
+        Change::BanSaved { source: source.clone() },
+        Change::LoginRefusalDeleted { source: source.clone(), login: login.clone() },
+        Change::LoginRefusalSaved { source, login },
+    ] {
+        let payload: String = pubsub.get_message().expect("an announcement within 5 s").get_payload().unwrap();
+        let announcement: Announcement = serde_json::from_str(&payload).unwrap();
+        assert_eq!(announcement.change, change, "{payload}");
+    }
+}
+
 fn check_saving_or_lifting_a_ban_forgets_the_sources_failure_history(target: &Target) {
     let store = target.store(&fresh_prefix("forget"));
     let banned = ban("203.0.113.7", 60_000);
@@ -396,6 +437,7 @@ fn check_everything(target: &Target) {
     check_known_sources_keep_the_latest_success_and_are_bounded_per_account(target);
     check_every_write_announces_its_change(target);
     check_saving_or_lifting_a_ban_forgets_the_sources_failure_history(target);
+    check_a_login_refusal_is_stored_announced_and_lifted_apart_from_its_sources_ban(target);
     check_two_prefixes_do_not_see_each_other(target);
     check_a_malformed_stored_ban_is_skipped_and_the_others_load(target);
     check_the_shared_secret_and_epoch_are_the_same_for_every_node(target);
