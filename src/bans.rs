@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::clock::Timestamp;
@@ -109,6 +110,9 @@ impl Ban {
 #[derive(Debug, Default)]
 pub struct BanIndex {
     inner: RwLock<Bans>,
+    /// Whether any IP+login refusal is held (`Bans::by_login` is not empty), kept beside the
+    /// lock so that `allow` skips the lookup without taking it while there is none.
+    any_login_refusal: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -181,6 +185,14 @@ impl BanIndex {
         self.inner.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Changes the bans under the write lock and keeps `any_login_refusal` in step.
+    fn change<T>(&self, change: impl FnOnce(&mut Bans) -> T) -> T {
+        let mut bans = self.write();
+        let result = change(&mut bans);
+        self.any_login_refusal.store(!bans.by_login.is_empty(), Ordering::Release);
+        result
+    }
+
     /// The ban on `source` if it is still active at `now`.
     pub fn active(&self, source: Source, now: Timestamp) -> Option<Arc<Ban>> {
         let bans = self.read();
@@ -211,8 +223,7 @@ impl BanIndex {
     }
 
     /// The active IP+login refusal of `login` from the source of `address` under `grouping`.
-    /// Costs one check of an empty map while no refusal exists, as `allow` asks it of every
-    /// login.
+    /// Costs one atomic load while no refusal exists, as `allow` asks it of every login.
     pub fn active_login_refusal(
         &self,
         address: IpAddr,
@@ -220,11 +231,10 @@ impl BanIndex {
         login: &str,
         now: Timestamp,
     ) -> Option<Arc<Ban>> {
-        let bans = self.read();
-        if bans.by_login.is_empty() {
+        if !self.any_login_refusal.load(Ordering::Acquire) {
             return None;
         }
-        Self::refusal_in(&bans, grouping.source_of(address), login, now)
+        Self::refusal_in(&self.read(), grouping.source_of(address), login, now)
     }
 
     /// The active IP+login refusal of `login` (any spelling) from `source`.
@@ -251,19 +261,20 @@ impl BanIndex {
 
     /// Places `ban` (a source ban, or an IP+login refusal), replacing the one it scopes.
     pub fn insert(&self, ban: Arc<Ban>) {
-        self.write().insert(ban);
+        self.change(|bans| bans.insert(ban));
     }
 
     /// Lifts the ban on `source` (`refused_login`: only that login's refusal).
     pub fn remove(&self, source: Source, refused_login: Option<&str>) -> Option<Arc<Ban>> {
-        self.write().remove(source, refused_login)
+        self.change(|bans| bans.remove(source, refused_login))
     }
 
     /// Removes and returns the bans and IP+login refusals that have ended by `now`.
     pub fn take_expired(&self, now: Timestamp) -> Vec<Arc<Ban>> {
-        let mut bans = self.write();
-        let ended: Vec<Arc<Ban>> = bans.all().filter(|b| !b.is_active(now)).cloned().collect();
-        ended.into_iter().filter_map(|ban| bans.remove(ban.source, ban.refused_login())).collect()
+        self.change(|bans| {
+            let ended: Vec<Arc<Ban>> = bans.all().filter(|b| !b.is_active(now)).cloned().collect();
+            ended.into_iter().filter_map(|ban| bans.remove(ban.source, ban.refused_login())).collect()
+        })
     }
 
     /// Active bans and IP+login refusals, soonest to end first.
