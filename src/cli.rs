@@ -61,7 +61,7 @@ enum Command {
     Serve,
     /// Validate the policy file and print the effective policy, secrets masked.
     CheckConfig,
-    /// List active bans.
+    /// List active bans, and the logins refused from an address (IP+login refusals).
     Bans {
         /// Print the API's JSON instead of a table.
         #[arg(long)]
@@ -71,6 +71,9 @@ enum Command {
     Unban {
         /// An IP address such as 203.0.113.7, or a banned network such as 2001:db8:1:2::/64.
         address: String,
+        /// Lift only the refusal of this login from the address (an IP+login refusal).
+        #[arg(long)]
+        login: Option<String>,
         /// Print the API's JSON.
         #[arg(long)]
         json: bool,
@@ -240,7 +243,7 @@ pub fn main() -> ExitCode {
         Command::Serve => serve(config, cli.log_format),
         Command::CheckConfig => check_config(config),
         Command::Bans { json } => with_client(config, json, list_bans),
-        Command::Unban { address, json } => with_client(config, json, |c| unban(c, &address)),
+        Command::Unban { address, login, json } => with_client(config, json, |c| unban(c, &address, login.as_deref())),
         Command::ResetLogin { login, json } => with_client(config, json, |c| reset_login(c, &login)),
         Command::Block(options) => with_client(config, options.json, |c| add_entry(c, BLOCKS, &options)),
         Command::Trust(options) => with_client(config, options.json, |c| add_entry(c, TRUSTED, &options)),
@@ -377,16 +380,19 @@ fn list_bans(client: &AdminClient) -> Result<Answer, ClientError> {
         out.push_str("No active bans.\n");
     } else {
         out.push_str(&format!(
-            "{:<28} {:<24} {:>9} {:>8}  {:<9} LAST LOGIN\n",
-            "SOURCE", "UNTIL", "LEFT", "FAILURES", "PROTOCOL"
+            "{:<28} {:<32} {:<24} {:>9} {:>8}  {:<9} LAST LOGIN\n",
+            "SOURCE", "LOGIN", "UNTIL", "LEFT", "FAILURES", "PROTOCOL"
         ));
         for ban in &bans {
             let left = ban.get("remaining_seconds").and_then(Json::as_u64).unwrap_or(0);
             let left = humantime::format_duration(std::time::Duration::from_secs(left)).to_string();
             let left: Vec<&str> = left.split(' ').take(2).collect();
+            // A ban of the whole source refuses every login from it.
+            let login = ban.get("login").and_then(Json::as_str).unwrap_or("(every login)");
             out.push_str(&format!(
-                "{:<28} {:<24} {:>9} {:>8}  {:<9} {}\n",
+                "{:<28} {:<32} {:<24} {:>9} {:>8}  {:<9} {}\n",
                 text(ban, "source"),
+                login,
                 readable_time(&text(ban, "expires_at")),
                 left.join(" "),
                 ban.get("failures").and_then(Json::as_u64).unwrap_or(0),
@@ -398,14 +404,16 @@ fn list_bans(client: &AdminClient) -> Result<Answer, ClientError> {
     Ok(Answer { json, text: out })
 }
 
-fn unban(client: &AdminClient, address: &str) -> Result<Answer, ClientError> {
-    let json = client.delete(&format!("/api/v1/bans/{}", path_segment(address.trim())), &[])?;
+fn unban(client: &AdminClient, address: &str, login: Option<&str>) -> Result<Answer, ClientError> {
+    let query: Vec<(&str, &str)> = login.map(|login| ("login", login)).into_iter().collect();
+    let json = client.delete(&format!("/api/v1/bans/{}", path_segment(address.trim())), &query)?;
     let ban = json.get("unbanned").cloned().unwrap_or(Json::Null);
-    let text = format!(
-        "Unbanned {} (the ban would have ended at {}).\n",
-        self::text(&ban, "source"),
-        readable_time(&self::text(&ban, "expires_at"))
-    );
+    let what = match ban.get("login").and_then(Json::as_str) {
+        Some(login) => format!("{login} from {}", self::text(&ban, "source")),
+        None => self::text(&ban, "source").to_string(),
+    };
+    let text =
+        format!("Unbanned {what} (the ban would have ended at {}).\n", readable_time(&self::text(&ban, "expires_at")));
     Ok(Answer { json, text })
 }
 

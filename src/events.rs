@@ -21,6 +21,10 @@ pub enum EventKind {
     FirewallDefault,
     /// A source was banned.
     BanPlaced,
+    /// A login refused because it is refused from its source (an IP+login refusal).
+    LoginRefused,
+    /// One login was refused from an established source after too many wrong passwords.
+    LoginRefusalPlaced,
     /// A login refused because its password is in stale-password quarantine.
     StalePassword,
     /// A login from a new source delayed or refused while its account is under attack.
@@ -40,7 +44,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::Ban,
         EventKind::Blocked,
         EventKind::FirewallRule,
@@ -54,6 +58,8 @@ impl EventKind {
         EventKind::AccountDisabled,
         EventKind::SelfUnblock,
         EventKind::StoreUnavailable,
+        EventKind::LoginRefused,
+        EventKind::LoginRefusalPlaced,
     ];
 
     pub fn label(self) -> &'static str {
@@ -71,6 +77,8 @@ impl EventKind {
             EventKind::AccountDisabled => "account_disabled",
             EventKind::SelfUnblock => "self_unblock",
             EventKind::StoreUnavailable => "store_unavailable",
+            EventKind::LoginRefused => "login_refused",
+            EventKind::LoginRefusalPlaced => "login_refusal_placed",
         }
     }
 

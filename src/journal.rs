@@ -119,6 +119,7 @@ impl Journal {
         }
         match event.kind {
             EventKind::BanPlaced => log!("source banned after repeated failed logins"),
+            EventKind::LoginRefusalPlaced => log!("one login refused from its source after repeated failed logins"),
             EventKind::QuarantineStarted => {
                 log!("a device keeps trying an old password; quarantined")
             }

@@ -298,3 +298,42 @@ fn a_reset_login_on_one_node_ends_the_logins_quarantine_and_forgives_its_guesses
     assert_eq!(status(&a, home, "dave@example.com"), 0);
     assert_eq!(status(&b, home, "dave@example.com"), 0);
 }
+
+#[test]
+fn a_login_refused_on_an_office_is_refused_by_every_node_and_lifting_it_on_one_lifts_it_everywhere() {
+    let Some(redis) = RedisServer::start() else { return };
+    let urls = vec![redis.url()];
+    let (a, b) = (node(&urls, false), node(&urls, false));
+    let office = "198.51.100.60";
+    for mw in [&a, &b] {
+        for n in 0..3 {
+            let (code, body) =
+                mw.policy("report", &report_body(office, &format!("colleague{n}@example.com"), "00900d", true));
+            assert_eq!(code, 200, "{body}");
+        }
+    }
+    // Five distinct wrong passwords for alice, three on A and two on B: alice alone is refused.
+    for _ in 0..3 {
+        fail(&a, office, "alice@example.com");
+    }
+    for _ in 0..2 {
+        fail(&b, office, "alice@example.com");
+    }
+    for (name, mw) in [("A", &a), ("B", &b)] {
+        within(Duration::from_secs(5), &format!("{name} refuses alice from the office"), || {
+            status(mw, office, "alice@example.com") == -1
+        });
+        assert_eq!(status(mw, office, "colleague1@example.com"), 0, "{name}: colleagues still log in");
+    }
+    let listed = json(&a.admin("GET", "/api/v1/bans").1);
+    assert_eq!(
+        (listed["total"].as_u64(), listed["bans"][0]["login"].as_str()),
+        (Some(1), Some("alice@example.com")),
+        "{listed}"
+    );
+
+    let (code, body) = b.admin("DELETE", &format!("/api/v1/bans/{office}?login=alice@example.com"));
+    assert_eq!(code, 200, "{body}");
+    within(Duration::from_secs(1), "A lifts the refusal B lifted", || status(&a, office, "alice@example.com") == 0);
+    assert_eq!(json(&a.admin("GET", "/api/v1/bans").1)["total"], 0);
+}

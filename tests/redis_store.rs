@@ -61,6 +61,7 @@ fn source(text: &str) -> Source {
 fn ban(address: &str, expires_in_ms: i64) -> Ban {
     Ban {
         source: SourceGrouping { ipv4_prefix: 32, ipv6_prefix: 64 }.source_of(parse_ip(address).unwrap()),
+        refused_login: None,
         created_at: NOW,
         expires_at: Timestamp(NOW.0 + expires_in_ms),
         reason: BanReason::Autoban,
@@ -131,8 +132,8 @@ fn check_bans_round_trip_and_survive_a_new_store(target: &Target) {
     assert_eq!(store.ban(source("192.0.2.1")).unwrap(), None);
     assert_eq!(store.delete_expired_bans(NOW).unwrap(), 1);
     assert_eq!(store.delete_expired_bans(NOW).unwrap(), 0);
-    assert!(store.delete_ban(stored.source).unwrap());
-    assert!(!store.delete_ban(stored.source).unwrap());
+    assert!(store.delete_ban(stored.source, None).unwrap());
+    assert!(!store.delete_ban(stored.source, None).unwrap());
     assert!(store.active_bans(NOW).unwrap().is_empty());
     assert_eq!(store.backend(), "redis");
     store.close().unwrap();
@@ -283,7 +284,7 @@ fn check_every_write_announces_its_change(target: &Target) {
     store.save_known_sources(&[KnownSource { login: "alice".into(), source: source("192.0.2.1"), at: NOW }]).unwrap();
     store.delete_expired_bans(Timestamp(NOW.0 + 120_000)).unwrap();
     store.delete_expired_access_entries(NOW).unwrap();
-    store.delete_ban(banned.source).unwrap();
+    store.delete_ban(banned.source, None).unwrap();
     store.save_access_entry(&trusted).unwrap();
     store.delete_access_entry(ListKind::Trusted, trusted.network).unwrap();
     store.save_firewall_rule_set("@example.com", &rule_set()).unwrap();
@@ -308,6 +309,47 @@ fn check_every_write_announces_its_change(target: &Target) {
     assert!(pubsub.get_message().is_err(), "nothing else was announced");
 }
 
+fn check_a_login_refusal_is_stored_announced_and_lifted_apart_from_its_sources_ban(target: &Target) {
+    let store = target.store(&fresh_prefix("refusals"));
+    let mut connection = store.pubsub_connection(Duration::from_secs(5)).unwrap();
+    let mut pubsub = connection.as_pubsub();
+    pubsub.subscribe(store.channel()).unwrap();
+    let whole = ban("203.0.113.7", 60_000);
+    let mut refusal = ban("203.0.113.7", 30_000);
+    refusal.refused_login = Some("alice@example.com".into());
+    let history = store.failures_key(refusal.source);
+    raw::<i64>(&store, redis::cmd("HSET").arg(&history).arg("guess").arg("{}"));
+
+    store.save_ban(&refusal).unwrap();
+    assert_eq!(raw::<i64>(&store, redis::cmd("EXISTS").arg(&history)), 1, "the source's other guesses still count");
+    assert_eq!(store.ban(refusal.source).unwrap(), None, "not a ban of the whole source");
+    assert_eq!(store.scoped_ban(refusal.source, Some("alice@example.com")).unwrap(), Some(refusal.clone()));
+    let in_old_hash: i64 = raw(&store, redis::cmd("HLEN").arg(store.key("bans")));
+    assert_eq!(in_old_hash, 0, "an older node reading {{prefix}}bans never sees it");
+    store.save_ban(&whole).unwrap();
+    let mut loaded = store.active_bans(NOW).unwrap();
+    loaded.sort_by_key(|b| b.expires_at);
+    assert_eq!(loaded, vec![refusal.clone(), whole.clone()]);
+    assert!(store.delete_ban(refusal.source, Some("alice@example.com")).unwrap());
+    assert_eq!(store.ban(whole.source).unwrap(), Some(whole.clone()), "lifting the refusal keeps the ban");
+    store.save_ban(&refusal).unwrap();
+    assert_eq!(store.delete_expired_bans(Timestamp(NOW.0 + 45_000)).unwrap(), 1, "the refusal ended first");
+    assert_eq!(store.active_bans(NOW).unwrap(), vec![whole.clone()]);
+
+    let source = "203.0.113.7".to_string();
+    let login = "alice@example.com".to_string();
+    for change in [
+        Change::LoginRefusalSaved { source: source.clone(), login: login.clone() },
+        Change::BanSaved { source: source.clone() },
+        Change::LoginRefusalDeleted { source: source.clone(), login: login.clone() },
+        Change::LoginRefusalSaved { source, login },
+    ] {
+        let payload: String = pubsub.get_message().expect("an announcement within 5 s").get_payload().unwrap();
+        let announcement: Announcement = serde_json::from_str(&payload).unwrap();
+        assert_eq!(announcement.change, change, "{payload}");
+    }
+}
+
 fn check_saving_or_lifting_a_ban_forgets_the_sources_failure_history(target: &Target) {
     let store = target.store(&fresh_prefix("forget"));
     let banned = ban("203.0.113.7", 60_000);
@@ -319,7 +361,7 @@ fn check_saving_or_lifting_a_ban_forgets_the_sources_failure_history(target: &Ta
     store.save_ban(&banned).unwrap();
     assert!(!exists(), "saving the ban deletes the failure history");
     plant();
-    store.delete_ban(banned.source).unwrap();
+    store.delete_ban(banned.source, None).unwrap();
     assert!(!exists(), "lifting the ban deletes the failure history");
 }
 
@@ -338,7 +380,7 @@ fn check_two_prefixes_do_not_see_each_other(target: &Target) {
     assert!(other.firewall_rule_sets().unwrap().is_empty());
     assert!(other.events(&EventFilter { limit: 10, ..Default::default() }).unwrap().events.is_empty());
     assert!(other.known_sources("alice", Timestamp(0), 10).unwrap().is_empty());
-    assert!(!other.delete_ban(banned.source).unwrap());
+    assert!(!other.delete_ban(banned.source, None).unwrap());
     assert_eq!(other.delete_expired_bans(Timestamp(i64::MAX)).unwrap(), 0);
     assert_ne!(other.channel(), one.channel());
     assert_eq!(one.active_bans(NOW).unwrap(), vec![banned]);
@@ -445,6 +487,7 @@ fn check_everything(target: &Target) {
     check_known_sources_keep_the_latest_success_and_are_bounded_per_account(target);
     check_every_write_announces_its_change(target);
     check_saving_or_lifting_a_ban_forgets_the_sources_failure_history(target);
+    check_a_login_refusal_is_stored_announced_and_lifted_apart_from_its_sources_ban(target);
     check_two_prefixes_do_not_see_each_other(target);
     check_a_malformed_stored_ban_is_skipped_and_the_others_load(target);
     check_the_shared_secret_and_epoch_are_the_same_for_every_node(target);

@@ -200,6 +200,8 @@ pub struct AccountProtection {
 #[derive(Debug, Clone)]
 pub struct Messages {
     pub banned: Template,
+    /// To one login refused from an established source (an IP+login refusal).
+    pub login_refused: Template,
     pub blocked: Template,
     pub firewall_rule: Template,
     pub firewall_default: Template,
@@ -531,6 +533,7 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
     let messages = (|| {
         Some(Messages {
             banned: template("messages.banned")?,
+            login_refused: template("messages.login_refused")?,
             blocked: template("messages.blocked")?,
             firewall_rule: template("messages.firewall_rule")?,
             firewall_default: template("messages.firewall_default")?,

@@ -371,6 +371,13 @@ pub const SETTINGS: &[Setting] = &[
         "Sent to a banned source.",
     ),
     setting(
+        "messages.login_refused",
+        Kind::Template(&["login", "source", "until"]),
+        "\"Too many failed logins for {login} from {source}; try again after {until} UTC or update the password in your mail app\"",
+        Live,
+        "Sent to a login refused from an established source.",
+    ),
+    setting(
         "messages.blocked",
         Kind::Template(&["source"]),
         "\"Logins from {source} are blocked by the administrator\"",

@@ -64,6 +64,11 @@ pub enum Change {
     BanSaved { source: String },
     /// The ban on this source was lifted (deleted). (Ended bans are swept by every node itself.)
     BanDeleted { source: String },
+    /// An IP+login refusal was saved: `login` (its key) is refused from `source`. A change of
+    /// its own, which a node of an older version skips rather than reading as a ban.
+    LoginRefusalSaved { source: String, login: String },
+    /// The IP+login refusal of `login` from `source` was lifted.
+    LoginRefusalDeleted { source: String, login: String },
     /// A list entry was saved or deleted (nodes reload all list entries; they are few).
     AccessEntries,
     /// The API's rule set for this key was saved or deleted.
@@ -118,10 +123,12 @@ fn note_clamped(clamped: bool, record: &'static str, key: &str) {
 pub trait Store: Send + Sync {
     /// Bans still active at `now`, for loading at start-up.
     fn active_bans(&self, now: Timestamp) -> Result<Vec<Ban>, StoreError>;
-    /// Creates or replaces the ban on `ban.source`; durable when this returns.
+    /// Creates or replaces the ban on `ban.source` of its scope (the whole source, or
+    /// `ban.refused_login` from it); durable when this returns.
     fn save_ban(&self, ban: &Ban) -> Result<(), StoreError>;
-    /// Removes the ban on `source`; returns whether one was stored.
-    fn delete_ban(&self, source: Source) -> Result<bool, StoreError>;
+    /// Removes the ban on `source` (`refused_login`: only that login's IP+login refusal, its
+    /// `login::key`); returns whether one was stored.
+    fn delete_ban(&self, source: Source, refused_login: Option<&str>) -> Result<bool, StoreError>;
     /// Removes bans that ended by `now`; returns how many.
     fn delete_expired_bans(&self, now: Timestamp) -> Result<usize, StoreError>;
     /// Entries of the admin lists made through the API (policy-file entries are not stored).

@@ -89,6 +89,26 @@ const MIGRATIONS: &[&str] = &[
     UPDATE events SET login_key = lower(login);
     DROP INDEX events_by_login;
     CREATE INDEX events_by_login_key ON events (login_key, at);",
+    // IP+login refusals are bans scoped to one login: `refused_login` is its login key, '' for
+    // a ban of the whole source, and a source holds one ban of each scope.
+    "CREATE TABLE scoped_bans (
+        source      TEXT NOT NULL,
+        refused_login TEXT NOT NULL DEFAULT '',
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        reason      TEXT NOT NULL,
+        failures    INTEGER NOT NULL,
+        login       TEXT NOT NULL DEFAULT '',
+        protocol    TEXT NOT NULL DEFAULT '',
+        device_id   TEXT NOT NULL DEFAULT '',
+        guesses     TEXT NOT NULL DEFAULT '[]',
+        PRIMARY KEY (source, refused_login)
+    );
+    INSERT INTO scoped_bans (source, created_at, expires_at, reason, failures, login, protocol, device_id, guesses)
+        SELECT source, created_at, expires_at, reason, failures, login, protocol, device_id, guesses FROM bans;
+    DROP TABLE bans;
+    ALTER TABLE scoped_bans RENAME TO bans;
+    CREATE INDEX bans_by_expiry ON bans (expires_at);",
 ];
 
 /// Work a migration needs done in Rust, in its transaction, after its SQL.
@@ -112,6 +132,10 @@ fn key_event_logins(transaction: &rusqlite::Transaction<'_>) -> rusqlite::Result
 const EVENT_TEXT_BYTES: &str = "length(CAST(login AS BLOB)) + length(CAST(ip AS BLOB))
      + length(CAST(protocol AS BLOB)) + length(CAST(device_id AS BLOB)) + length(CAST(detail AS BLOB))
      + length(CAST(kind AS BLOB))";
+
+/// The columns `ban_from_row` reads, in its order.
+const BAN_COLUMNS: &str =
+    "source, created_at, expires_at, reason, failures, login, protocol, device_id, guesses, refused_login";
 
 pub struct SqliteStore {
     connection: Mutex<Connection>,
@@ -167,8 +191,10 @@ fn ban_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Ban>> {
     let (Ok(source), Some(reason)) = (Source::parse(&source), BanReason::from_label(&reason)) else {
         return Ok(None);
     };
+    let refused_login: String = row.get(9)?;
     let mut ban = Ban {
         source,
+        refused_login: (!refused_login.is_empty()).then_some(refused_login),
         created_at: Timestamp(row.get(1)?),
         expires_at: Timestamp(row.get(2)?),
         reason,
@@ -206,7 +232,7 @@ impl Store for SqliteStore {
     fn active_bans(&self, now: Timestamp) -> Result<Vec<Ban>, StoreError> {
         let connection = self.lock();
         let mut statement = connection
-            .prepare("SELECT source, created_at, expires_at, reason, failures, login, protocol, device_id, guesses FROM bans WHERE expires_at > ?1")
+            .prepare(&format!("SELECT {BAN_COLUMNS} FROM bans WHERE expires_at > ?1"))
             .map_err(|e| StoreError::operation("reading bans", e))?;
         let rows =
             statement.query_map(params![now.0], ban_from_row).map_err(|e| StoreError::operation("reading bans", e))?;
@@ -223,8 +249,9 @@ impl Store for SqliteStore {
     fn save_ban(&self, ban: &Ban) -> Result<(), StoreError> {
         self.lock()
             .execute(
-                "INSERT OR REPLACE INTO bans (source, created_at, expires_at, reason, failures, login, protocol, device_id, guesses)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                &format!(
+                    "INSERT OR REPLACE INTO bans ({BAN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                ),
                 params![
                     ban.source.network().to_string(),
                     ban.created_at.0,
@@ -235,15 +262,19 @@ impl Store for SqliteStore {
                     ban.cause.protocol,
                     ban.cause.device_id,
                     serde_json::to_string(&ban.cause.guesses).unwrap_or_else(|_| "[]".into()),
+                    ban.refused_login().unwrap_or(""),
                 ],
             )
             .map(|_| ())
             .map_err(|e| StoreError::operation("saving a ban", e))
     }
 
-    fn delete_ban(&self, source: Source) -> Result<bool, StoreError> {
+    fn delete_ban(&self, source: Source, refused_login: Option<&str>) -> Result<bool, StoreError> {
         self.lock()
-            .execute("DELETE FROM bans WHERE source = ?1", params![source.network().to_string()])
+            .execute(
+                "DELETE FROM bans WHERE source = ?1 AND refused_login = ?2",
+                params![source.network().to_string(), refused_login.unwrap_or("")],
+            )
             .map(|n| n > 0)
             .map_err(|e| StoreError::operation("deleting a ban", e))
     }
@@ -615,10 +646,16 @@ impl Store for SqliteStore {
 impl SqliteStore {
     /// The stored ban on `source`, whatever its expiry: for tests and diagnostics.
     pub fn ban(&self, source: Source) -> Result<Option<Ban>, StoreError> {
+        self.scoped_ban(source, None)
+    }
+
+    /// The stored ban on `source` of that scope (`refused_login`: the login's IP+login
+    /// refusal), whatever its expiry.
+    pub fn scoped_ban(&self, source: Source, refused_login: Option<&str>) -> Result<Option<Ban>, StoreError> {
         self.lock()
             .query_row(
-                "SELECT source, created_at, expires_at, reason, failures, login, protocol, device_id, guesses FROM bans WHERE source = ?1",
-                params![source.network().to_string()],
+                &format!("SELECT {BAN_COLUMNS} FROM bans WHERE source = ?1 AND refused_login = ?2"),
+                params![source.network().to_string(), refused_login.unwrap_or("")],
                 ban_from_row,
             )
             .optional()
@@ -638,6 +675,7 @@ mod tests {
     fn ban(address: &str, expires_in_ms: i64) -> Ban {
         Ban {
             source: SourceGrouping { ipv4_prefix: 32, ipv6_prefix: 64 }.source_of(parse_ip(address).unwrap()),
+            refused_login: None,
             created_at: NOW,
             expires_at: Timestamp(NOW.0 + expires_in_ms),
             reason: BanReason::Autoban,
@@ -668,9 +706,53 @@ mod tests {
         assert_eq!(store.active_bans(NOW).unwrap(), vec![stored.clone()]);
         assert_eq!(store.ban(stored.source).unwrap(), Some(stored.clone()));
         assert_eq!(store.delete_expired_bans(NOW).unwrap(), 1);
-        assert!(store.delete_ban(stored.source).unwrap());
-        assert!(!store.delete_ban(stored.source).unwrap());
+        assert!(store.delete_ban(stored.source, None).unwrap());
+        assert!(!store.delete_ban(stored.source, None).unwrap());
         assert!(store.active_bans(NOW).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_login_refusal_and_a_ban_of_its_source_are_stored_and_lifted_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole = ban("203.0.113.7", 60_000);
+        let mut refusal = ban("203.0.113.7", 30_000);
+        refusal.refused_login = Some("alice@example.com".into());
+        {
+            let store = SqliteStore::open(dir.path()).unwrap();
+            store.save_ban(&refusal).unwrap();
+            store.save_ban(&whole).unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let mut loaded = store.active_bans(NOW).unwrap();
+        loaded.sort_by_key(|b| b.expires_at);
+        assert_eq!(loaded, vec![refusal.clone(), whole.clone()]);
+        assert!(store.delete_ban(whole.source, None).unwrap());
+        assert_eq!(store.scoped_ban(whole.source, Some("alice@example.com")).unwrap(), Some(refusal.clone()));
+        assert!(store.delete_ban(whole.source, Some("alice@example.com")).unwrap());
+        assert!(store.active_bans(NOW).unwrap().is_empty());
+    }
+
+    #[test]
+    fn bans_stored_before_login_refusals_existed_are_kept_by_the_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let connection = Connection::open(dir.path().join("mailwarden.db")).unwrap();
+            for migration in &MIGRATIONS[..6] {
+                connection.execute_batch(migration).unwrap();
+            }
+            connection.pragma_update(None, "user_version", 6).unwrap();
+            connection
+                .execute(
+                    "INSERT INTO bans (source, created_at, expires_at, reason, failures, login) VALUES ('203.0.113.9', ?1, ?2, 'autoban', 5, 'bob@example.com')",
+                    params![NOW.0, NOW.0 + 60_000],
+                )
+                .unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let bans = store.active_bans(NOW).unwrap();
+        assert_eq!(bans.len(), 1);
+        assert_eq!((bans[0].source.to_string(), bans[0].refused_login.as_deref()), ("203.0.113.9".into(), None));
+        assert_eq!(bans[0].cause.login, "bob@example.com");
     }
 
     #[test]

@@ -46,6 +46,68 @@ pub(super) fn counting(policy: &Policy) -> Counting {
     }
 }
 
+/// The distinct guesses of `source` still counted in the window (forgiven ones weigh 0), of
+/// one login (compared by `login::key`) or of all: their weight, and as a ban records them.
+fn counted_guesses(guesses: &[Guess], login: Option<&str>, now: Timestamp, window: Duration) -> (u32, Vec<BanGuess>) {
+    let wanted = login.map(crate::login::key);
+    let mut counted = 0;
+    let recorded = guesses
+        .iter()
+        .filter(|g| g.last_seen > now.minus(window))
+        .filter(|g| wanted.as_ref().is_none_or(|w| crate::login::key(&g.login) == *w && !g.forgiven()))
+        .inspect(|g| counted += u32::from(g.weight))
+        .map(|g| BanGuess {
+            login: g.login.to_string(),
+            protocol: g.protocol.label().to_string(),
+            device_id: g.device_id.to_string(),
+            failures: g.failures,
+            first_seen: g.first_seen.0,
+            last_seen: g.last_seen.0,
+        })
+        .collect();
+    (counted, recorded)
+}
+
+/// A ban of `source` (or of one login from it) placed now for `length`, after `failures`.
+fn ban_record(
+    trigger: BanTrigger<'_>,
+    source: Source,
+    refused_login: Option<String>,
+    failures: u32,
+    guesses: Vec<BanGuess>,
+    now: Timestamp,
+    length: Duration,
+) -> Ban {
+    Ban {
+        source,
+        refused_login,
+        created_at: now,
+        expires_at: now.plus(length),
+        reason: BanReason::Autoban,
+        failures,
+        cause: BanCause {
+            login: trigger.login.to_string(),
+            protocol: trigger.protocol.label().to_string(),
+            device_id: trigger.device_id.to_string(),
+            guesses,
+        },
+    }
+}
+
+/// The block-log record of a ban (or IP+login refusal) just placed.
+fn placed(kind: EventKind, ban: &Ban, address: Option<IpAddr>, detail: String) -> Event {
+    Event {
+        at: ban.created_at,
+        kind,
+        login: ban.cause.login.clone(),
+        ip: address,
+        protocol: ban.cause.protocol.clone(),
+        device_id: ban.cause.device_id.clone(),
+        rule: None,
+        detail,
+    }
+}
+
 fn protection(policy: &Policy) -> Protection {
     Protection { sources: policy.account_protection.sources, window: policy.account_protection.window }
 }
@@ -66,6 +128,9 @@ pub enum Counted {
     Failure(CountedFailure),
     /// `login` logged in from `source`: its guesses from there are forgotten everywhere.
     Success { source: Source, login: String },
+    /// The IP+login refusal of `login` from `source` was lifted: its guesses from there are
+    /// forgotten everywhere too, so its next wrong password does not refuse it again at once.
+    Forgiven { source: Source, login: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +176,8 @@ pub struct Diagnosis {
     pub max_failures: u32,
     /// How long a good login earns tolerance.
     pub tolerance_window: Duration,
+    /// The source's IP+login refusals (only the login asked about, when one was).
+    pub login_refusals: Vec<Arc<Ban>>,
 }
 
 fn readable(t: Timestamp) -> String {
@@ -154,6 +221,15 @@ impl Diagnosis {
                     readable(Timestamp(guess.last_seen))
                 ));
             }
+        }
+        for refusal in &self.login_refusals {
+            let login = refusal.refused_login().unwrap_or_default();
+            lines.push(format!(
+                "per-login refusal: logins to {login} from {} are refused until {} after {} distinct wrong passwords for it; other accounts at this address are not affected",
+                refusal.source,
+                readable(refusal.expires_at),
+                refusal.failures
+            ));
         }
         let minutes = self.window.as_secs() / 60;
         if self.tolerance.good_accounts > 0 {
@@ -430,37 +506,64 @@ impl Warden {
             }));
         }
         let already_banned = shared.bans.active(source, now).is_some();
-        // Toleration is looked up only once a source has made enough guesses to need it.
-        let threshold = if recorded.distinct >= policy.autoban.max_failures {
-            engine::source_ban_threshold(&policy.autoban, self.tolerance_earned(source, now))
-        } else {
-            policy.autoban.max_failures
+        // Toleration is looked up only once a source has made enough guesses to need it (a
+        // login's guesses are some of its source's, so its refusal needs as many).
+        let earned =
+            if recorded.distinct >= policy.autoban.max_failures { self.tolerance_earned(source, now) } else { 0 };
+        let threshold = engine::source_ban_threshold(&policy.autoban, earned);
+        let trigger = BanTrigger {
+            login: &attempt.login,
+            protocol: attempt.protocol,
+            device_id: &attempt.device_id,
+            address: attempt.remote,
         };
         if engine::bans_source(recorded.distinct, already_banned, threshold) {
             let window = policy.autoban.window;
-            let guesses = shared
-                .failures
-                .guesses(source, now)
-                .iter()
-                .filter(|g| g.last_seen > now.minus(window))
-                .map(|g| BanGuess {
-                    login: g.login.to_string(),
-                    protocol: g.protocol.label().to_string(),
-                    device_id: g.device_id.to_string(),
-                    failures: g.failures,
-                    first_seen: g.first_seen.0,
-                    last_seen: g.last_seen.0,
-                })
-                .collect();
-            let trigger = BanTrigger {
-                login: &attempt.login,
-                protocol: attempt.protocol,
-                device_id: &attempt.device_id,
-                address: attempt.remote,
-            };
+            let guesses = counted_guesses(&shared.failures.guesses(source, now), None, now, window).1;
             effects.ban = Some(self.place_ban(trigger, source, recorded.distinct, guesses, now, policy));
+        } else if earned > 0 && !already_banned {
+            let (counted, guesses) = counted_guesses(
+                &shared.failures.guesses(source, now),
+                Some(&attempt.login),
+                now,
+                policy.autoban.window,
+            );
+            effects.ban = self.refuse_login_when_due(trigger, source, counted, guesses, earned, now, policy);
         }
         effects
+    }
+
+    /// Refuses `trigger.login` from `source` (an IP+login refusal) when its own guesses still
+    /// counted there, `login_failures`, call for it (`engine::refuses_login`) and it is not
+    /// refused already. The caller stores the refusal (`persist_ban`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn refuse_login_when_due(
+        &self,
+        trigger: BanTrigger<'_>,
+        source: Source,
+        login_failures: u32,
+        guesses: Vec<BanGuess>,
+        earned: u32,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> Option<Arc<Ban>> {
+        let shared = &*self.shared;
+        let refused = shared.bans.login_refusal(source, trigger.login, now).is_some();
+        if !engine::refuses_login(login_failures, refused, &policy.autoban, earned) {
+            return None;
+        }
+        let login = crate::login::key(trigger.login).into_owned();
+        let ban =
+            Arc::new(ban_record(trigger, source, Some(login), login_failures, guesses, now, policy.autoban.ban_for));
+        shared.bans.insert(ban.clone());
+        shared.metrics.login_refusals.with_label_values(&[trigger.protocol.label()]).inc();
+        let detail = format!(
+            "{} refused from {source} until {} after {login_failures} distinct wrong passwords for it; other logins from there are not refused",
+            trigger.login,
+            ban.expires_at.rfc3339()
+        );
+        shared.journal.event(placed(EventKind::LoginRefusalPlaced, &ban, trigger.address, detail));
+        Some(ban)
     }
 
     /// The extra guesses `source` has earned from its good logins.
@@ -486,37 +589,17 @@ impl Warden {
             shared.metrics.ban_escalations.with_label_values(&["repeat_offender"]).inc();
         }
         shared.ban_history.insert(source, (now, length));
-        let ban = Arc::new(Ban {
-            source,
-            created_at: now,
-            expires_at: now.plus(length),
-            reason: BanReason::Autoban,
-            failures,
-            cause: BanCause {
-                login: trigger.login.to_string(),
-                protocol: trigger.protocol.label().to_string(),
-                device_id: trigger.device_id.to_string(),
-                guesses,
-            },
-        });
+        let ban = Arc::new(ban_record(trigger, source, None, failures, guesses, now, length));
         shared.bans.insert(ban.clone());
         shared.failures.forget(source);
         shared.metrics.bans_created.with_label_values(&[ban.reason.label()]).inc();
         shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
         let escalated = if length > policy.autoban.ban_for { " (a repeat offender)" } else { "" };
-        shared.journal.event(Event {
-            at: now,
-            kind: EventKind::BanPlaced,
-            login: ban.cause.login.clone(),
-            ip: trigger.address,
-            protocol: ban.cause.protocol.clone(),
-            device_id: ban.cause.device_id.clone(),
-            rule: None,
-            detail: format!(
-                "{source} banned until {} after {failures} distinct wrong passwords{escalated}",
-                ban.expires_at.rfc3339()
-            ),
-        });
+        let detail = format!(
+            "{source} banned until {} after {failures} distinct wrong passwords{escalated}",
+            ban.expires_at.rfc3339()
+        );
+        shared.journal.event(placed(EventKind::BanPlaced, &ban, trigger.address, detail));
         ban
     }
 
@@ -581,6 +664,12 @@ impl Warden {
             tolerance: shared.tolerance.standing(source, now, &policy.autoban.toleration),
             max_failures: policy.autoban.max_failures,
             tolerance_window: policy.autoban.toleration.window,
+            login_refusals: shared
+                .bans
+                .login_refusals(source, now)
+                .into_iter()
+                .filter(|r| login.is_none_or(|l| crate::login::key(l) == r.refused_login().unwrap_or_default()))
+                .collect(),
         }
     }
 }

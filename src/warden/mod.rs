@@ -37,7 +37,7 @@ pub use unblock::{SelfUnblockError, VisitorStatus};
 
 use crate::access::{AccessEntry, AccessLists, ListKind, Standing};
 use crate::accounts::AccountTracker;
-use crate::bans::{Ban, BanIndex};
+use crate::bans::{Ban, BanIndex, BanKey};
 use crate::bounded::BoundedMap;
 use crate::clock::{Clock, Timestamp};
 use crate::config::{OnStoreError, Policy};
@@ -107,7 +107,7 @@ struct Shared {
     store: Arc<dyn Store>,
     /// Bans in force that the store could not take (it was unreachable); `cluster` stores
     /// them when it is back.
-    unsaved_bans: Mutex<HashMap<Source, Arc<Ban>>>,
+    unsaved_bans: Mutex<HashMap<BanKey, Arc<Ban>>>,
     /// Where counted failures and successes go for the other nodes (cluster mode only).
     count_sharing: OnceLock<Box<dyn Fn(Counted) + Send + Sync>>,
     metrics: Metrics,
@@ -286,6 +286,8 @@ impl Warden {
         let standing = self.standing(view.address, now);
         let policy = shared.policy.load();
         let ban = view.address.and_then(|ip| shared.bans.active_for_address(ip, policy.autoban.grouping, now));
+        let login_refusal =
+            view.address.and_then(|ip| shared.bans.active_login_refusal(ip, policy.autoban.grouping, view.login, now));
         let refuse_while_store_unreachable =
             policy.store.on_store_error == OnStoreError::Reject && !shared.store.is_up();
         engine::decide_allow(&AllowFacts {
@@ -293,6 +295,7 @@ impl Warden {
             address: view.address,
             standing,
             ban: ban.as_deref(),
+            login_refusal: login_refusal.as_deref(),
             firewall: firewall.outcome(),
             login: view.login,
             stale_guess: self.stale_guess(view, now),
@@ -315,6 +318,7 @@ impl Warden {
             Decision::Allow(_) => None,
             Decision::Delay { .. } => Some((EventKind::AccountUnderAttack, None)),
             Decision::Reject(Refusal::Banned { .. }) => Some((EventKind::Ban, None)),
+            Decision::Reject(Refusal::LoginRefused { .. }) => Some((EventKind::LoginRefused, None)),
             Decision::Reject(Refusal::Blocked { .. }) => Some((EventKind::Blocked, None)),
             Decision::Reject(Refusal::FirewallRule { rule, .. }) => {
                 Some((EventKind::FirewallRule, u32::try_from(*rule).ok()))
@@ -366,10 +370,10 @@ impl Warden {
                 if !e.is_unavailable() {
                     tracing::error!(source = %ban.source, error = %e, "ban is in force but could not be stored durably");
                 }
-                lock(&self.shared.unsaved_bans).insert(ban.source, Arc::new(ban.clone()));
+                lock(&self.shared.unsaved_bans).insert(ban.key(), Arc::new(ban.clone()));
             }
             Ok(()) => {
-                lock(&self.shared.unsaved_bans).remove(&ban.source);
+                lock(&self.shared.unsaved_bans).remove(&ban.key());
             }
         }
         result
@@ -402,31 +406,64 @@ impl Warden {
         self.shared.bans.active(source, self.shared.clock.now())
     }
 
-    /// Active bans, soonest to end first.
+    /// The active IP+login refusal of `login` (any spelling) from `source`.
+    pub fn login_refusal(&self, source: Source, login: &str) -> Option<Arc<Ban>> {
+        self.shared.bans.login_refusal(source, login, self.shared.clock.now())
+    }
+
+    /// Active bans and IP+login refusals, soonest to end first.
     pub fn bans(&self) -> Vec<Arc<Ban>> {
         self.shared.bans.list(self.shared.clock.now())
     }
 
     /// Lifts the ban on `source` and forgets its failure history. Blocking.
     pub fn unban(&self, source: Source) -> Result<Option<Arc<Ban>>, StoreError> {
-        self.lift_ban(source, "admin")
+        self.lift_ban(source, None, "admin")
     }
 
-    /// Lifts the ban on `source`, counting it under `cause` (`admin`, `self_service`). Blocking.
-    fn lift_ban(&self, source: Source, cause: &'static str) -> Result<Option<Arc<Ban>>, StoreError> {
+    /// Lifts the IP+login refusal of `login` (any spelling) from `source` and forgives that
+    /// login's guesses from there, so its next wrong password does not refuse it again at
+    /// once; the source's other guesses still count. Blocking.
+    pub fn unban_login(&self, source: Source, login: &str) -> Result<Option<Arc<Ban>>, StoreError> {
+        self.lift_ban(source, Some(&crate::login::key(login)), "admin")
+    }
+
+    /// Lifts the ban on `source` of that scope (`refused_login`, a login key: that login's
+    /// IP+login refusal), counting it under `cause` (`admin`, `self_service`). Blocking.
+    fn lift_ban(
+        &self,
+        source: Source,
+        refused_login: Option<&str>,
+        cause: &'static str,
+    ) -> Result<Option<Arc<Ban>>, StoreError> {
         let shared = &*self.shared;
-        let deleted = shared.store.delete_ban(source);
+        let deleted = shared.store.delete_ban(source, refused_login);
         shared.metrics.store_result("delete_ban", &deleted);
         let deleted = deleted?;
-        lock(&shared.unsaved_bans).remove(&source);
-        let removed = shared.bans.remove(source);
-        shared.failures.forget(source);
-        shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
+        lock(&shared.unsaved_bans).remove(&(source, refused_login.map(str::to_string)));
+        let removed = shared.bans.remove(source, refused_login);
         let now = shared.clock.now();
+        match (refused_login, &removed) {
+            (Some(login), removed) => {
+                // The guesses keep the login as Dovecot spelt it.
+                let mut spellings: Vec<&str> =
+                    removed.iter().flat_map(|b| b.cause.guesses.iter().map(|g| g.login.as_str())).collect();
+                spellings.push(login);
+                spellings.dedup();
+                for spelling in spellings {
+                    shared.failures.forgive_login(source, spelling, now);
+                    if let Some(share) = shared.count_sharing.get() {
+                        share(detection::Counted::Forgiven { source, login: spelling.to_string() });
+                    }
+                }
+            }
+            (None, _) => shared.failures.forget(source),
+        }
+        shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
         let lifted = removed.filter(|b| b.is_active(now));
         if lifted.is_some() || deleted {
             shared.metrics.bans_lifted.with_label_values(&[cause]).inc();
-            tracing::info!(source = %source, cause, "ban lifted");
+            tracing::info!(source = %source, login = refused_login, cause, "ban lifted");
         }
         Ok(lifted)
     }
@@ -451,7 +488,7 @@ impl Warden {
             shared.metrics.bans_lifted.with_label_values(&["expired"]).inc_by(ended.len() as u64);
             shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
             for ban in &ended {
-                tracing::info!(source = %ban.source, "ban expired");
+                tracing::info!(source = %ban.source, login = ban.refused_login(), "ban expired");
             }
         }
         // Memory first: an unreachable store must not keep histories from expiring.

@@ -1,7 +1,7 @@
 //! After a password change: `mailwarden reset-login` forgives a login everywhere. Its wrong
 //! guesses (the owner's old password on a forgotten device, their typos) stop counting toward
 //! any source's ban, its quarantines end, and the bans that its guesses alone caused are
-//! lifted. In cluster mode every node does the same (the store announces the reset).
+//! lifted, its IP+login refusals included. In cluster mode every node does the same (the store announces the reset).
 
 use std::sync::Arc;
 
@@ -29,10 +29,14 @@ impl Warden {
     pub fn reset_login(&self, login: &str) -> Result<LoginReset, StoreError> {
         let mut reset = self.reset_login_here(login);
         let key = login::key(login);
-        let caused_by_login_alone =
-            |ban: &Ban| !ban.cause.guesses.is_empty() && ban.cause.guesses.iter().all(|g| login::key(&g.login) == key);
+        // The login's own IP+login refusals, and bans of whole sources whose every guess was
+        // that login's.
+        let caused_by_login_alone = |ban: &Ban| match ban.refused_login() {
+            Some(refused) => refused == key,
+            None => !ban.cause.guesses.is_empty() && ban.cause.guesses.iter().all(|g| login::key(&g.login) == key),
+        };
         for ban in self.bans().into_iter().filter(|ban| caused_by_login_alone(ban)) {
-            if let Some(lifted) = self.lift_ban(ban.source, "reset_login")? {
+            if let Some(lifted) = self.lift_ban(ban.source, ban.refused_login(), "reset_login")? {
                 reset.bans_lifted.push(lifted);
             }
         }

@@ -407,6 +407,11 @@ fn refusal_message(refusal: &Refusal, messages: &Messages, now: Timestamp) -> St
             "source" => source.to_string(),
             _ => until.short_utc(now),
         }),
+        Refusal::LoginRefused { login, source, until } => messages.login_refused.render(|name| match name {
+            "login" => login.clone(),
+            "source" => source.to_string(),
+            _ => until.short_utc(now),
+        }),
         Refusal::Blocked { address, .. } => messages.blocked.render(|_| address.to_string()),
         Refusal::FirewallRule { rule, login } => messages.firewall_rule.render(|name| match name {
             "rule" => rule.to_string(),
@@ -563,6 +568,15 @@ mod tests {
         assert_eq!(
             allow_reply(&banned, &messages(), NOW),
             Reply { status: -1, msg: "Too many failed logins from 203.0.113.7; try again after 09:05 UTC".into() }
+        );
+        let refused = Decision::Reject(Refusal::LoginRefused {
+            login: "alice@example.com".into(),
+            source,
+            until: NOW.plus(Duration::from_secs(30 * 60)),
+        });
+        assert_eq!(
+            allow_reply(&refused, &messages(), NOW).msg,
+            "Too many failed logins for alice@example.com from 203.0.113.7; try again after 08:30 UTC or update the password in your mail app"
         );
         let blocked = Decision::Reject(Refusal::Blocked {
             address: "198.51.100.9".parse().unwrap(),

@@ -40,6 +40,9 @@ pub struct BanView {
     pub source: String,
     /// The same in CIDR form.
     pub network: String,
+    /// For an IP+login refusal, the one login refused from the source (other logins from it
+    /// are not); null for a ban of the whole source.
+    pub login: Option<String>,
     pub reason: String,
     pub created_at: String,
     pub expires_at: String,
@@ -71,6 +74,7 @@ impl BanView {
         BanView {
             source: ban.source.to_string(),
             network: ban.source.network().to_string(),
+            login: ban.refused_login.clone(),
             reason: ban.reason.label().to_string(),
             created_at: ban.created_at.rfc3339(),
             expires_at: ban.expires_at.rfc3339(),
