@@ -67,6 +67,15 @@ impl AccessEntry {
     pub fn is_active(&self, now: Timestamp) -> bool {
         self.expires_at.is_none_or(|end| now < end)
     }
+
+    /// Brings the entry's times into `clock::EARLIEST..=LATEST` and says whether one was
+    /// outside (a stored entry damaged or written by hand).
+    pub fn clamp_times(&mut self) -> bool {
+        let before = (self.created_at, self.expires_at);
+        self.created_at = self.created_at.clamped();
+        self.expires_at = self.expires_at.map(Timestamp::clamped);
+        before != (self.created_at, self.expires_at)
+    }
 }
 
 /// Where an address stands on the lists at a given moment.

@@ -263,6 +263,25 @@ impl<K: Hash + Eq, V: Default> BoundedMap<K, V> {
         kept
     }
 
+    /// Changes every live entry in place (one shard's lock at a time; for an admin's change,
+    /// not the per-login path); `change` says whether it changed the entry. Returns the keys
+    /// of those it changed. Deadlines stay as they were.
+    pub fn change_all(&self, now: Timestamp, mut change: impl FnMut(&K, &mut V) -> bool) -> Vec<K>
+    where
+        K: Clone,
+    {
+        let mut changed = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            for (key, slot) in shard.entries.iter_mut().filter(|(_, slot)| slot.deadline > now) {
+                if change(key, &mut slot.value) {
+                    changed.push(key.clone());
+                }
+            }
+        }
+        changed
+    }
+
     /// The live entries that `keep` selects, with their keys.
     pub fn collect<R>(&self, now: Timestamp, mut keep: impl FnMut(&K, &V) -> Option<R>) -> Vec<R> {
         let mut found = Vec::new();

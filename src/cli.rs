@@ -3,6 +3,7 @@
 //! `--config F` before or after its own arguments. Errors print their whole cause and map to
 //! exit codes: 1 for a failed operation, 2 for a configuration or usage problem.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -10,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::client::{AdminClient, ClientError, Json, path_segment};
 use crate::config::{LogFormat, Policy};
+use crate::printable;
 use crate::secrets::{self, Missing};
 
 #[derive(Debug, Parser)]
@@ -59,7 +61,7 @@ enum Command {
     Serve,
     /// Validate the policy file and print the effective policy, secrets masked.
     CheckConfig,
-    /// List active bans.
+    /// List active bans, and the logins refused from an address (IP+login refusals).
     Bans {
         /// Print the API's JSON instead of a table.
         #[arg(long)]
@@ -69,6 +71,19 @@ enum Command {
     Unban {
         /// An IP address such as 203.0.113.7, or a banned network such as 2001:db8:1:2::/64.
         address: String,
+        /// Lift only the refusal of this login from the address (an IP+login refusal).
+        #[arg(long)]
+        login: Option<String>,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// After a password change: forgive the login's wrong guesses everywhere (its old
+    /// password on a forgotten device, its typos), end its quarantines, and lift the bans
+    /// its guesses alone caused.
+    ResetLogin {
+        /// The login, e.g. alice@example.com (any case).
+        login: String,
         /// Print the API's JSON.
         #[arg(long)]
         json: bool,
@@ -228,7 +243,8 @@ pub fn main() -> ExitCode {
         Command::Serve => serve(config, cli.log_format),
         Command::CheckConfig => check_config(config),
         Command::Bans { json } => with_client(config, json, list_bans),
-        Command::Unban { address, json } => with_client(config, json, |c| unban(c, &address)),
+        Command::Unban { address, login, json } => with_client(config, json, |c| unban(c, &address, login.as_deref())),
+        Command::ResetLogin { login, json } => with_client(config, json, |c| reset_login(c, &login)),
         Command::Block(options) => with_client(config, options.json, |c| add_entry(c, BLOCKS, &options)),
         Command::Trust(options) => with_client(config, options.json, |c| add_entry(c, TRUSTED, &options)),
         Command::Unblock { network, json } => with_client(config, json, |c| remove_entry(c, BLOCKS, &network)),
@@ -270,7 +286,7 @@ fn serve(path: &std::path::Path, log_format: Option<LogFormatArg>) -> ExitCode {
         Some(LogFormatArg::Json) => policy.log.format = LogFormat::Json,
         None => {}
     }
-    init_logging(&policy);
+    crate::logging::init(&policy);
     crate::state_dir::warn_if_exposed(&policy.server.state_dir);
     if let Err(e) = secrets::resolve(&mut policy.auth, &policy.server.state_dir.clone(), Missing::Generate) {
         return fail(2, e);
@@ -282,19 +298,6 @@ fn serve(path: &std::path::Path, log_format: Option<LogFormatArg>) -> ExitCode {
             fail(1, e)
         }
     }
-}
-
-fn init_logging(policy: &Policy) {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|directives| tracing_subscriber::EnvFilter::try_new(directives).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(&policy.log.level));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    let _ = match policy.log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
 }
 
 fn check_config(path: &std::path::Path) -> ExitCode {
@@ -355,8 +358,10 @@ fn with_client(
     }
 }
 
-fn text<'a>(value: &'a Json, key: &str) -> &'a str {
-    value.get(key).and_then(Json::as_str).unwrap_or("")
+/// A string of the server's answer as the terminal may show it: logins, device IDs, comments
+/// and messages come from outside, so control characters and escape sequences are escaped.
+fn text<'a>(value: &'a Json, key: &str) -> Cow<'a, str> {
+    printable::escape(value.get(key).and_then(Json::as_str).unwrap_or(""))
 }
 
 /// `2026-11-22T14:05:09Z` as `2026-11-22 14:05:09 UTC`.
@@ -375,17 +380,20 @@ fn list_bans(client: &AdminClient) -> Result<Answer, ClientError> {
         out.push_str("No active bans.\n");
     } else {
         out.push_str(&format!(
-            "{:<28} {:<24} {:>9} {:>8}  {:<9} LAST LOGIN\n",
-            "SOURCE", "UNTIL", "LEFT", "FAILURES", "PROTOCOL"
+            "{:<28} {:<32} {:<24} {:>9} {:>8}  {:<9} LAST LOGIN\n",
+            "SOURCE", "LOGIN", "UNTIL", "LEFT", "FAILURES", "PROTOCOL"
         ));
         for ban in &bans {
             let left = ban.get("remaining_seconds").and_then(Json::as_u64).unwrap_or(0);
             let left = humantime::format_duration(std::time::Duration::from_secs(left)).to_string();
             let left: Vec<&str> = left.split(' ').take(2).collect();
+            // A ban of the whole source refuses every login from it.
+            let login = ban.get("login").and_then(Json::as_str).unwrap_or("(every login)");
             out.push_str(&format!(
-                "{:<28} {:<24} {:>9} {:>8}  {:<9} {}\n",
+                "{:<28} {:<32} {:<24} {:>9} {:>8}  {:<9} {}\n",
                 text(ban, "source"),
-                readable_time(text(ban, "expires_at")),
+                login,
+                readable_time(&text(ban, "expires_at")),
                 left.join(" "),
                 ban.get("failures").and_then(Json::as_u64).unwrap_or(0),
                 text(ban, "protocol"),
@@ -396,23 +404,45 @@ fn list_bans(client: &AdminClient) -> Result<Answer, ClientError> {
     Ok(Answer { json, text: out })
 }
 
-fn unban(client: &AdminClient, address: &str) -> Result<Answer, ClientError> {
-    let json = client.delete(&format!("/api/v1/bans/{}", path_segment(address.trim())), &[])?;
+fn unban(client: &AdminClient, address: &str, login: Option<&str>) -> Result<Answer, ClientError> {
+    let query: Vec<(&str, &str)> = login.map(|login| ("login", login)).into_iter().collect();
+    let json = client.delete(&format!("/api/v1/bans/{}", path_segment(address.trim())), &query)?;
     let ban = json.get("unbanned").cloned().unwrap_or(Json::Null);
-    let text = format!(
-        "Unbanned {} (the ban would have ended at {}).\n",
-        self::text(&ban, "source"),
-        readable_time(self::text(&ban, "expires_at"))
+    let what = match ban.get("login").and_then(Json::as_str) {
+        Some(login) => format!("{login} from {}", self::text(&ban, "source")),
+        None => self::text(&ban, "source").to_string(),
+    };
+    let text =
+        format!("Unbanned {what} (the ban would have ended at {}).\n", readable_time(&self::text(&ban, "expires_at")));
+    Ok(Answer { json, text })
+}
+
+fn reset_login(client: &AdminClient, login: &str) -> Result<Answer, ClientError> {
+    let path = format!("/api/v1/logins/{}/reset", path_segment(login.trim()));
+    let json = client.post(&path, None)?;
+    let count = |key: &str| json.get(key).and_then(Json::as_array).map_or(0, Vec::len);
+    let ended = json.get("quarantines_ended").and_then(Json::as_u64).unwrap_or(0);
+    let mut text = format!(
+        "Reset {}: its wrong guesses from {} {} no longer count, {ended} {} ended, {} {} lifted.\n",
+        self::text(&json, "login"),
+        count("sources"),
+        if count("sources") == 1 { "address" } else { "addresses" },
+        if ended == 1 { "quarantine" } else { "quarantines" },
+        count("bans_lifted"),
+        if count("bans_lifted") == 1 { "ban" } else { "bans" },
     );
+    for ban in json.get("bans_lifted").and_then(Json::as_array).into_iter().flatten() {
+        text.push_str(&format!("  unbanned {}\n", self::text(ban, "source")));
+    }
     Ok(Answer { json, text })
 }
 
 fn describe_entry(entry: &Json) -> String {
-    let until = match text(entry, "expires_at") {
+    let until = match text(entry, "expires_at").as_ref() {
         "" => "until removed".to_string(),
         end => format!("until {}", readable_time(end)),
     };
-    let comment = match text(entry, "comment") {
+    let comment = match text(entry, "comment").as_ref() {
         "" => String::new(),
         c => format!(" ({c})"),
     };
@@ -448,11 +478,11 @@ fn list_entries(client: &AdminClient, (path, verb): (&str, &str)) -> Result<Answ
     } else {
         out.push_str(&format!("{:<40} {:<12} {:<24} COMMENT\n", "NETWORK", "ORIGIN", "EXPIRES"));
         for entry in &entries {
-            let origin = match text(entry, "origin") {
+            let origin = match text(entry, "origin").as_ref() {
                 "policy_file" => "policy.toml",
                 _ => "api",
             };
-            let expires = match text(entry, "expires_at") {
+            let expires = match text(entry, "expires_at").as_ref() {
                 "" => "never".to_string(),
                 end => readable_time(end),
             };
@@ -474,18 +504,19 @@ fn check(client: &AdminClient, address: &str, login: Option<&str>, protocol: &st
         query.push(("login", login));
     }
     let json = client.get("/api/v1/decide", &query)?;
-    let verdict = match text(&json, "verdict") {
+    let verdict = text(&json, "verdict");
+    let verdict = match verdict.as_ref() {
         "allow" => "ALLOWED",
         "reject" => "REFUSED",
         other => other,
     };
     let who = match login {
-        Some(login) => format!("{login} over {protocol}"),
-        None => protocol.to_string(),
+        Some(login) => format!("{} over {}", printable::escape(login), printable::escape(protocol)),
+        None => printable::escape(protocol).into_owned(),
     };
     let status = json.get("status").and_then(Json::as_i64).unwrap_or(0);
     let mut out = format!("{} ({who}): {verdict}\n  {}\n", text(&json, "ip"), text(&json, "summary"));
-    match text(&json, "msg") {
+    match text(&json, "msg").as_ref() {
         "" => out.push_str(&format!("  Dovecot would get status {status}\n")),
         msg => out.push_str(&format!("  Dovecot would get status {status}; the mail app shows: {msg}\n")),
     }
@@ -495,10 +526,10 @@ fn check(client: &AdminClient, address: &str, login: Option<&str>, protocol: &st
 fn reload(client: &AdminClient) -> Result<Answer, ClientError> {
     let json = client.post("/api/v1/reload", None)?;
     let mut text = String::from("Policy reloaded.\n");
-    let pending: Vec<&str> = json
+    let pending: Vec<Cow<'_, str>> = json
         .get("restart_required")
         .and_then(Json::as_array)
-        .map(|a| a.iter().filter_map(Json::as_str).collect())
+        .map(|a| a.iter().filter_map(Json::as_str).map(printable::escape).collect())
         .unwrap_or_default();
     if !pending.is_empty() {
         text.push_str(&format!("Changed but only applied after a restart: {}\n", pending.join(", ")));
@@ -561,15 +592,15 @@ fn describe_rule(rule: &Json) -> String {
         rule.get(key).and_then(Json::as_array).map(|items| {
             items
                 .iter()
-                .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string()))
+                .map(|i| i.as_str().map(|s| printable::escape(s).into_owned()).unwrap_or_else(|| i.to_string()))
                 .collect::<Vec<_>>()
                 .join(", ")
         })
     };
     let criterion = if let Some(address) = rule.get("address").and_then(Json::as_str) {
-        format!("address {address}")
+        format!("address {}", printable::escape(address))
     } else if let Some(network) = rule.get("network").and_then(Json::as_str) {
-        format!("network {network}")
+        format!("network {}", printable::escape(network))
     } else if let Some(countries) = list("country") {
         format!("country {countries}")
     } else if let Some(asns) = list("asn") {
@@ -582,7 +613,7 @@ fn describe_rule(rule: &Json) -> String {
 
 fn firewall_answer(json: Json) -> Result<Answer, ClientError> {
     let login = text(&json, "login");
-    let mut out = match text(&json, "applies") {
+    let mut out = match text(&json, "applies").as_ref() {
         "none" => format!("{login} has no email firewall: every address may log in.\n"),
         applies => {
             let whose = if applies == "domain" {
@@ -591,10 +622,10 @@ fn firewall_answer(json: Json) -> Result<Answer, ClientError> {
                 "its own rules".to_string()
             };
             let origin = if text(&json, "origin") == "policy_file" { "policy.toml" } else { "the admin API" };
-            let protocols: Vec<&str> = json
+            let protocols: Vec<Cow<'_, str>> = json
                 .get("protocols")
                 .and_then(Json::as_array)
-                .map(|a| a.iter().filter_map(Json::as_str).collect())
+                .map(|a| a.iter().filter_map(Json::as_str).map(printable::escape).collect())
                 .unwrap_or_default();
             format!("Email firewall of {login}: {whose}, from {origin}, for {}.\n", protocols.join(", "))
         }
@@ -607,7 +638,7 @@ fn firewall_answer(json: Json) -> Result<Answer, ClientError> {
         ));
     }
     if let Some(default) = json.get("default").and_then(Json::as_str) {
-        out.push_str(&format!("  default: {default}\n"));
+        out.push_str(&format!("  default: {}\n", printable::escape(default)));
     }
     Ok(Answer { json, text: out })
 }
@@ -623,7 +654,7 @@ fn events(client: &AdminClient, query: &[(&str, &str)]) -> Result<Answer, Client
         let rule = event.get("rule").and_then(Json::as_u64).map(|r| format!(" rule {r}")).unwrap_or_default();
         out.push_str(&format!(
             "{}  {:<16}{}  {:<39} {:<6} {}\n    {}\n",
-            readable_time(text(event, "at")),
+            readable_time(&text(event, "at")),
             text(event, "reason"),
             rule,
             text(event, "ip"),
@@ -653,7 +684,7 @@ fn why(client: &AdminClient, address: &str, login: Option<&str>) -> Result<Answe
     let json = client.get("/api/v1/why", &query)?;
     let mut text = String::new();
     for line in json.get("lines").and_then(Json::as_array).into_iter().flatten() {
-        text.push_str(&format!("- {}\n", line.as_str().unwrap_or_default()));
+        text.push_str(&format!("- {}\n", printable::escape(line.as_str().unwrap_or_default())));
     }
     Ok(Answer { json, text })
 }

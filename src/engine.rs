@@ -49,6 +49,9 @@ pub enum Allowed {
 pub enum Refusal {
     /// Too many failed logins: the auto-ban.
     Banned { source: Source, until: Timestamp },
+    /// Too many wrong passwords for this one login from an established source: that login is
+    /// refused from there (an IP+login refusal); other logins from the source are not.
+    LoginRefused { login: String, source: Source, until: Timestamp },
     /// On the admin's blocked list.
     Blocked { address: IpAddr, network: IpNet },
     /// The mailbox's firewall: a block rule (numbered from 1) matched.
@@ -80,6 +83,7 @@ impl Decision {
             Decision::Allow(Allowed::Trusted) => "trusted",
             Decision::Allow(Allowed::NoSource) => "no_source",
             Decision::Reject(Refusal::Banned { .. }) => "ban",
+            Decision::Reject(Refusal::LoginRefused { .. }) => "login_refused",
             Decision::Reject(Refusal::Blocked { .. }) => "blocked",
             Decision::Reject(Refusal::FirewallRule { .. }) => "firewall_rule",
             Decision::Reject(Refusal::FirewallDefault { .. }) => "firewall_default",
@@ -99,6 +103,8 @@ pub struct AllowFacts<'a> {
     pub standing: Standing,
     /// The ban on the address's source, if one is active now.
     pub ban: Option<&'a Ban>,
+    /// The IP+login refusal of this login from the address's source, if one is active now.
+    pub login_refusal: Option<&'a Ban>,
     /// The mailbox firewall's verdict, when a rule set applies to this login and protocol.
     pub firewall: Option<FirewallOutcome>,
     /// The login, for the firewall's message.
@@ -115,7 +121,7 @@ pub struct AllowFacts<'a> {
 
 /// Precedence: the admin's blocked list, then the mailbox firewall (the owner's restriction
 /// holds even on the admin's trusted networks), then the trusted list, then an active ban,
-/// then an unreachable store when the policy says so, then the stale-password quarantine,
+/// then the login's IP+login refusal, then an unreachable store when the policy says so, then the stale-password quarantine,
 /// then the protection of an account under attack.
 pub fn decide_allow(facts: &AllowFacts<'_>) -> Decision {
     let Some(address) = facts.address else {
@@ -139,6 +145,13 @@ pub fn decide_allow(facts: &AllowFacts<'_>) -> Decision {
     }
     if let Some(ban) = facts.ban.filter(|ban| ban.is_active(facts.now)) {
         return Decision::Reject(Refusal::Banned { source: ban.source, until: ban.expires_at });
+    }
+    if let Some(refusal) = facts.login_refusal.filter(|ban| ban.is_active(facts.now)) {
+        return Decision::Reject(Refusal::LoginRefused {
+            login: login(),
+            source: refusal.source,
+            until: refusal.expires_at,
+        });
     }
     if facts.refuse_while_store_unreachable {
         return Decision::Reject(Refusal::StoreUnavailable);
@@ -247,13 +260,24 @@ pub fn bans_source(failures_in_window: u32, already_banned: bool, threshold: u32
     !already_banned && failures_in_window >= threshold
 }
 
+/// Whether a counted failure refuses its login from its source (an IP+login refusal): the
+/// source has earned tolerance (`earned > 0`; a fresh source is banned whole at
+/// `max_failures` instead), the login's own distinct guesses still counted in the window
+/// reach `max_failures`, and the login is not refused from there already. The source ban
+/// still comes at `source_ban_threshold` guesses over all logins.
+pub fn refuses_login(login_failures_in_window: u32, already_refused: bool, autoban: &Autoban, earned: u32) -> bool {
+    earned > 0 && !already_refused && login_failures_in_window >= autoban.max_failures
+}
+
 /// How long a ban placed now lasts: `ban_for`, or for a repeat offender (banned before, that
 /// ban placed within `escalation_within`) the previous length times `escalation_factor`, up
 /// to `max_ban`. `previous` is (when the last ban was placed, how long it was).
 pub fn ban_length(autoban: &Autoban, previous: Option<(Timestamp, Duration)>, now: Timestamp) -> Duration {
     match previous {
         Some((placed, length)) if autoban.escalation_factor > 1.0 && placed > now.minus(autoban.escalation_within) => {
-            let escalated = length.mul_f64(autoban.escalation_factor);
+            // Total: `mul_f64` would panic on an overflow (config bounds the factor to 100).
+            let escalated =
+                Duration::try_from_secs_f64(length.as_secs_f64() * autoban.escalation_factor).unwrap_or(Duration::MAX);
             escalated.min(autoban.max_ban.max(autoban.ban_for))
         }
         _ => autoban.ban_for,
@@ -302,6 +326,7 @@ mod tests {
         let source = autoban().grouping.source_of(parse_ip(address).unwrap());
         Ban {
             source,
+            refused_login: None,
             created_at: NOW.minus(Duration::from_secs(60)),
             expires_at,
             reason: BanReason::Autoban,
@@ -327,6 +352,7 @@ mod tests {
             ban: active_ban,
             firewall,
             login: "alice@example.com",
+            login_refusal: None,
             stale_guess: false,
             refuse_while_store_unreachable: false,
             unknown_source_under_attack: None,
@@ -375,6 +401,7 @@ mod tests {
                 ban: None,
                 firewall: None,
                 login: "alice@example.com",
+                login_refusal: None,
                 stale_guess,
                 refuse_while_store_unreachable: false,
                 unknown_source_under_attack,
@@ -401,6 +428,7 @@ mod tests {
                 ban,
                 firewall: None,
                 login: "alice@example.com",
+                login_refusal: None,
                 stale_guess: true,
                 refuse_while_store_unreachable,
                 unknown_source_under_attack: None,
@@ -440,6 +468,7 @@ mod tests {
             ban: Some(&live),
             firewall: None,
             login: "alice@example.com",
+            login_refusal: None,
             stale_guess: false,
             refuse_while_store_unreachable: false,
             unknown_source_under_attack: None,
@@ -505,5 +534,48 @@ mod tests {
         assert_eq!(long_ban_threshold(&policy, 500), Some(50), "capped like the window's");
         policy.long_max_failures = 0;
         assert_eq!(long_ban_threshold(&policy, 6), None);
+    }
+
+    #[test]
+    fn one_login_guessed_on_an_established_source_is_refused_and_a_fresh_source_is_banned_instead() {
+        let policy = autoban();
+        assert!(!refuses_login(4, false, &policy, 20), "four guesses of one login: not yet");
+        assert!(refuses_login(5, false, &policy, 20), "max_failures of one login on an office");
+        assert!(!refuses_login(6, true, &policy, 20), "refused already");
+        assert!(!refuses_login(5, false, &policy, 0), "a fresh source: the source ban comes at 5 instead");
+    }
+
+    #[test]
+    fn a_login_refusal_refuses_its_login_after_the_ban_and_trust() {
+        let net = parse_network("203.0.113.0/24").unwrap();
+        let mut refusal = ban("203.0.113.7", NOW.plus(Duration::from_secs(600)));
+        refusal.refused_login = Some("alice@example.com".into());
+        let live = ban("203.0.113.7", NOW.plus(Duration::from_secs(900)));
+        let decide = |standing, ban: Option<&Ban>, login_refusal: Option<&Ban>| {
+            decide_allow(&AllowFacts {
+                address: Some(parse_ip("203.0.113.7").unwrap()),
+                standing,
+                ban,
+                login_refusal,
+                firewall: None,
+                login: "Alice@example.com",
+                stale_guess: true,
+                refuse_while_store_unreachable: false,
+                unknown_source_under_attack: None,
+                now: NOW,
+            })
+        };
+        match decide(Standing::Unlisted, None, Some(&refusal)) {
+            Decision::Reject(Refusal::LoginRefused { login, source, until }) => {
+                assert_eq!((login.as_str(), source.to_string()), ("Alice@example.com", "203.0.113.7".into()));
+                assert_eq!(until, refusal.expires_at);
+            }
+            other => panic!("expected a login refusal, got {other:?}"),
+        }
+        assert_eq!(decide(Standing::Unlisted, Some(&live), Some(&refusal)).reason(), "ban");
+        assert_eq!(decide(Standing::Trusted(net), None, Some(&refusal)).reason(), "trusted");
+        let mut ended = refusal.clone();
+        ended.expires_at = NOW;
+        assert_eq!(decide(Standing::Unlisted, None, Some(&ended)).reason(), "stale_password");
     }
 }

@@ -1,7 +1,7 @@
 //! The block log's records: every refusal (ban, blocked network, firewall rule or default,
 //! stale password, account under attack), every delay, and every ban, quarantine and attack
-//! that starts is an event, kept durably and bounded by age and count, for the admin who hears
-//! "my phone cannot get mail". `journal` writes them without holding up a login.
+//! that starts is an event, kept durably and bounded by age, count and size, for the admin
+//! who hears "my phone cannot get mail". `journal` writes them without holding up a login.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -21,6 +21,10 @@ pub enum EventKind {
     FirewallDefault,
     /// A source was banned.
     BanPlaced,
+    /// A login refused because it is refused from its source (an IP+login refusal).
+    LoginRefused,
+    /// One login was refused from an established source after too many wrong passwords.
+    LoginRefusalPlaced,
     /// A login refused because its password is in stale-password quarantine.
     StalePassword,
     /// A login from a new source delayed or refused while its account is under attack.
@@ -40,7 +44,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::Ban,
         EventKind::Blocked,
         EventKind::FirewallRule,
@@ -54,6 +58,8 @@ impl EventKind {
         EventKind::AccountDisabled,
         EventKind::SelfUnblock,
         EventKind::StoreUnavailable,
+        EventKind::LoginRefused,
+        EventKind::LoginRefusalPlaced,
     ];
 
     pub fn label(self) -> &'static str {
@@ -71,6 +77,8 @@ impl EventKind {
             EventKind::AccountDisabled => "account_disabled",
             EventKind::SelfUnblock => "self_unblock",
             EventKind::StoreUnavailable => "store_unavailable",
+            EventKind::LoginRefused => "login_refused",
+            EventKind::LoginRefusalPlaced => "login_refusal_placed",
         }
     }
 
@@ -91,6 +99,29 @@ pub struct Event {
     pub rule: Option<u32>,
     /// What the user was told, or what was done.
     pub detail: String,
+}
+
+/// What one stored event counts for beyond its text: its time, kind, rule and the store's
+/// own bookkeeping (row id, index entries), roughly.
+pub const EVENT_OVERHEAD_BYTES: u64 = 64;
+
+impl Event {
+    /// The event's size as `events.max_bytes` counts it: the bytes of its strings plus
+    /// `EVENT_OVERHEAD_BYTES`. (The SQLite store computes the same from its columns.)
+    pub fn size(&self) -> u64 {
+        let text = self.login.len() + self.protocol.len() + self.device_id.len() + self.detail.len();
+        let ip = self.ip.map_or(0, |ip| ip.to_string().len());
+        let kind = self.kind.label().len();
+        u64::try_from(text + ip + kind).unwrap_or(u64::MAX).saturating_add(EVENT_OVERHEAD_BYTES)
+    }
+
+    /// Brings the event's time into `clock::EARLIEST..=LATEST` and says whether it was outside
+    /// (a stored event damaged or written by hand).
+    pub fn clamp_time(&mut self) -> bool {
+        let before = self.at;
+        self.at = self.at.clamped();
+        before != self.at
+    }
 }
 
 /// A query of the block log; every field but the page narrows it.
@@ -124,4 +155,6 @@ pub struct EventPage {
 pub struct Retention {
     pub max_age: Duration,
     pub max_count: usize,
+    /// The most the stored events may take, as `Event::size` counts them.
+    pub max_bytes: u64,
 }

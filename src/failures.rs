@@ -27,13 +27,10 @@ pub struct GuessKey(pub u64);
 /// Longest login or device string kept per guess (for diagnosis only).
 const LABEL_MAX: usize = 96;
 
-/// `text` cut to `LABEL_MAX` bytes at a character boundary, as a guess keeps it.
+/// `text` cut to `LABEL_MAX` bytes at a character boundary, as a guess keeps it (the wire
+/// has already cut it to its own, longer limit).
 pub(crate) fn label_of(text: &str) -> &str {
-    let mut end = text.len().min(LABEL_MAX);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
+    crate::wire::cut(text, LABEL_MAX)
 }
 
 fn label(text: &str) -> Box<str> {
@@ -555,6 +552,27 @@ impl FailureTracker {
     /// The quarantined guess `key` of `source`, if any: a cheap lookup for every `allow`.
     pub fn quarantined(&self, source: Source, key: GuessKey, now: Timestamp) -> Option<Guess> {
         self.histories.get(&source, now, |history| history.quarantined(key, now).cloned()).flatten()
+    }
+
+    /// Forgives `login`'s guesses from every source (its password was reset: they were the
+    /// owner's old password and typos) and ends their quarantines. Logins compare by
+    /// `login::key`. Returns the sources where it had guesses, and how many quarantines ended.
+    pub fn forgive_login_everywhere(&self, login: &str, now: Timestamp) -> (Vec<Source>, usize) {
+        let key = crate::login::key(login);
+        let mut ended = 0;
+        let sources = self.histories.change_all(now, |_, history| {
+            let mut held = false;
+            for guess in history.guesses.iter_mut().filter(|g| crate::login::key(&g.login) == key) {
+                held = true;
+                if guess.quarantined_at(now) {
+                    guess.quarantine_ends = now;
+                    ended += 1;
+                }
+                guess.weight = 0;
+            }
+            held
+        });
+        (sources, ended)
     }
 
     /// Counts a retry of a quarantined guess that `allow` refused (so it never reached the

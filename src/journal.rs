@@ -51,6 +51,9 @@ const BATCH: usize = 1_000;
 const GATHER: Duration = Duration::from_millis(50);
 /// How often old records are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Pruning also runs as soon as the events stored since the last one reach this share of
+/// `events.max_bytes`, so a flood cannot overshoot the budget by a minute's worth.
+const PRUNE_AFTER_SHARE: u64 = 16;
 
 pub struct Journal {
     sender: Mutex<Option<SyncSender<Record>>>,
@@ -116,6 +119,7 @@ impl Journal {
         }
         match event.kind {
             EventKind::BanPlaced => log!("source banned after repeated failed logins"),
+            EventKind::LoginRefusalPlaced => log!("one login refused from its source after repeated failed logins"),
             EventKind::QuarantineStarted => {
                 log!("a device keeps trying an old password; quarantined")
             }
@@ -177,6 +181,8 @@ fn write_forever(
     (event_counter, known_counter): (IntCounterVec, IntCounterVec),
 ) {
     let mut last_prune = Instant::now();
+    // Bytes of events stored since the last pruning, as `Event::size` counts them.
+    let mut written: u64 = 0;
     loop {
         let first = match receiver.recv_timeout(PRUNE_EVERY) {
             Ok(record) => Some(record),
@@ -204,6 +210,9 @@ fn write_forever(
         }
         if !events.is_empty() {
             let result = store.save_events(&events);
+            if result.is_ok() {
+                written = events.iter().map(Event::size).fold(written, u64::saturating_add);
+            }
             let outcome = if result.is_ok() { "stored" } else { "dropped" };
             for event in &events {
                 event_counter.with_label_values(&[event.kind.label(), outcome]).inc();
@@ -228,11 +237,13 @@ fn write_forever(
         for done in flushes {
             let _ = done.send(());
         }
-        if last_prune.elapsed() >= PRUNE_EVERY {
+        let keep = *lock(&keep);
+        if last_prune.elapsed() >= PRUNE_EVERY || written >= keep.events.max_bytes / PRUNE_AFTER_SHARE {
             last_prune = Instant::now();
-            let keep = *lock(&keep);
+            written = 0;
             let now = clock.now();
-            match store.prune_events(now.minus(keep.events.max_age), keep.events.max_count) {
+            let events = keep.events;
+            match store.prune_events(now.minus(events.max_age), events.max_count, events.max_bytes) {
                 Err(e) if !e.is_unavailable() => tracing::warn!(error = %e, "could not prune old events"),
                 _ => {}
             }

@@ -54,6 +54,8 @@ pub struct Metrics {
     pub accounts_under_attack: IntGauge,
     /// Successful logins recorded as known sources, by result (`stored`, `dropped`).
     pub known_sources: IntCounterVec,
+    /// IP+login refusals placed (one login refused from an established source), by protocol.
+    pub login_refusals: IntCounterVec,
     /// Bans lengthened for repeat offenders.
     pub ban_escalations: IntCounterVec,
     /// Self-service unblock attempts by result.
@@ -148,7 +150,16 @@ const PROTOCOLS: &[&str] = &["imap", "pop3", "smtp", "submission", "sieve", "oth
 const STORED_OR_DROPPED: &[&str] = &["stored", "dropped"];
 const SUCCESS_OR_FAILURE: &[&str] = &["success", "failure"];
 const GEOIP_DATABASES: &[&str] = &["country", "asn", "anonymous"];
-const ANNOUNCEMENTS: &[&str] = &["ban_saved", "ban_deleted", "access_entries", "rule_set", "quarantine"];
+const ANNOUNCEMENTS: &[&str] = &[
+    "ban_saved",
+    "ban_deleted",
+    "access_entries",
+    "rule_set",
+    "quarantine",
+    "login_reset",
+    "login_refusal_saved",
+    "login_refusal_deleted",
+];
 
 impl Metrics {
     pub fn new() -> prometheus::Result<Metrics> {
@@ -188,6 +199,7 @@ impl Metrics {
                             "trusted",
                             "no_source",
                             "ban",
+                            "login_refused",
                             "blocked",
                             "firewall_rule",
                             "firewall_default",
@@ -221,7 +233,12 @@ impl Metrics {
             bans_lifted: r.counter(
                 "mailwarden_bans_lifted_total",
                 "Bans ended, by cause.",
-                &[("cause", &["expired", "admin", "self_service", "other_node"])],
+                &[("cause", &["expired", "admin", "self_service", "other_node", "reset_login"])],
+            )?,
+            login_refusals: r.counter(
+                "mailwarden_login_refusals_total",
+                "One login refused from an established source after too many wrong passwords for it, by protocol.",
+                &[("protocol", PROTOCOLS)],
             )?,
             active_bans: r.gauge("mailwarden_active_bans", "Bans in force.")?,
             tracked_sources: r.gauge(

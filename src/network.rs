@@ -9,6 +9,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
+/// What an error quotes of the text it refused: enough to recognise it, never a whole
+/// oversized field echoed back (an address is at most 45 characters, a zone a few more).
+fn quoted(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AddressError {
     #[error("{0:?} is not an IP address")]
@@ -24,7 +30,7 @@ pub fn parse_ip(text: &str) -> Result<IpAddr, AddressError> {
     let trimmed = text.trim();
     let without_zone = trimmed.split('%').next().unwrap_or(trimmed);
     let without_brackets = without_zone.trim_start_matches('[').trim_end_matches(']');
-    without_brackets.parse::<IpAddr>().map(canonical_ip).map_err(|_| AddressError::NotAnAddress(text.to_string()))
+    without_brackets.parse::<IpAddr>().map(canonical_ip).map_err(|_| AddressError::NotAnAddress(quoted(text)))
 }
 
 /// Parses `192.0.2.7`, `192.0.2.0/24` or `2001:db8::/48`. Host bits below the prefix are
@@ -32,9 +38,9 @@ pub fn parse_ip(text: &str) -> Result<IpAddr, AddressError> {
 pub fn parse_network(text: &str) -> Result<IpNet, AddressError> {
     let trimmed = text.trim();
     if trimmed.contains('/') {
-        trimmed.parse::<IpNet>().map(|net| net.trunc()).map_err(|_| AddressError::NotANetwork(text.to_string()))
+        trimmed.parse::<IpNet>().map(|net| net.trunc()).map_err(|_| AddressError::NotANetwork(quoted(text)))
     } else {
-        parse_ip(trimmed).map(IpNet::from).map_err(|_| AddressError::NotANetwork(text.to_string()))
+        parse_ip(trimmed).map(IpNet::from).map_err(|_| AddressError::NotANetwork(quoted(text)))
     }
 }
 

@@ -51,6 +51,10 @@ pub fn default_texts() -> BTreeMap<String, String> {
             "admin_block",
             "It is blocked by the administrators of {provider} and cannot be unblocked here. Please contact {support}.",
         ),
+        (
+            "login_refused",
+            "Logins to {login} from your address are paused until {until} because of wrong passwords; other accounts are not affected.",
+        ),
         ("cause_heading", "What caused it"),
         ("cause_guess", "{count} failed logins to {login} over {protocol}{device}"),
         ("cause_guess_one", "1 failed login to {login} over {protocol}{device}"),

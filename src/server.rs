@@ -70,6 +70,7 @@ pub enum ServeError {
 
 /// Runs the server until it is told to stop. `config_path` is where reloads read the policy.
 pub fn run(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
+    http::log_panics();
     actix_web::rt::System::new().block_on(serve(policy, config_path))
 }
 
@@ -104,21 +105,26 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
     let reloader = web::Data::new(Reloader::new(config_path, warden.clone()));
 
     let policy_data = data.clone();
-    let policy_server =
-        HttpServer::new(move || App::new().app_data(policy_data.clone()).configure(http::policy::configure))
-            .keep_alive(KEEP_ALIVE)
-            .workers(POLICY_WORKERS)
-            .max_connections(per_worker(POLICY_WORKERS))
-            .client_request_timeout(client_timeout)
-            .client_disconnect_timeout(Duration::from_secs(1))
-            .shutdown_timeout(10)
-            .bind(policy_address)
-            .map_err(|source| ServeError::Bind { key: "server.policy_listen", address: policy_address, source })?
-            .run();
+    let policy_server = HttpServer::new(move || {
+        App::new().wrap_fn(http::catch_panics).app_data(policy_data.clone()).configure(http::policy::configure)
+    })
+    .keep_alive(KEEP_ALIVE)
+    .workers(POLICY_WORKERS)
+    .max_connections(per_worker(POLICY_WORKERS))
+    .client_request_timeout(client_timeout)
+    .client_disconnect_timeout(Duration::from_secs(1))
+    .shutdown_timeout(10)
+    .bind(policy_address)
+    .map_err(|source| ServeError::Bind { key: "server.policy_listen", address: policy_address, source })?
+    .run();
     let admin_data = data.clone();
     let admin_reloader = reloader.clone();
     let admin_server = HttpServer::new(move || {
-        App::new().app_data(admin_data.clone()).app_data(admin_reloader.clone()).configure(http::admin::configure)
+        App::new()
+            .wrap_fn(http::catch_panics)
+            .app_data(admin_data.clone())
+            .app_data(admin_reloader.clone())
+            .configure(http::admin::configure)
     })
     .workers(1)
     .max_connections(per_worker(1))
@@ -130,16 +136,17 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
     let public_server = match public_address {
         Some(address) => {
             let public_data = data.clone();
-            let server =
-                HttpServer::new(move || App::new().app_data(public_data.clone()).configure(http::public::configure))
-                    .workers(1)
-                    .max_connections(per_worker(1))
-                    .client_request_timeout(client_timeout)
-                    .client_disconnect_timeout(Duration::from_secs(1))
-                    .shutdown_timeout(10)
-                    .bind(address)
-                    .map_err(|source| ServeError::Bind { key: "server.public_listen", address, source })?
-                    .run();
+            let server = HttpServer::new(move || {
+                App::new().wrap_fn(http::catch_panics).app_data(public_data.clone()).configure(http::public::configure)
+            })
+            .workers(1)
+            .max_connections(per_worker(1))
+            .client_request_timeout(client_timeout)
+            .client_disconnect_timeout(Duration::from_secs(1))
+            .shutdown_timeout(10)
+            .bind(address)
+            .map_err(|source| ServeError::Bind { key: "server.public_listen", address, source })?
+            .run();
             tracing::info!(public = %address, "self-service unblock page listening");
             Some(server)
         }
@@ -183,14 +190,16 @@ async fn sweep_forever(warden: Warden) {
     loop {
         tick.tick().await;
         let handle = warden.clone();
-        match web::block(move || handle.sweep_expired()).await {
+        match http::run_blocking(move || handle.sweep_expired()).await {
             Ok(Ok(_)) => {}
             // An unreachable store (cluster mode) is logged once by the store itself.
             Ok(Err(e)) if e.is_unavailable() => {}
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "could not remove expired bans from the store")
             }
-            Err(_) => return,
+            // Logged by the panic hook; the next sweep tries again rather than none ever.
+            Err(http::BlockingFailure::Panicked) => {}
+            Err(http::BlockingFailure::ShuttingDown) => return,
         }
     }
 }
@@ -240,7 +249,7 @@ async fn refresh_geoip_forever(warden: Warden, every: Duration) {
     loop {
         tick.tick().await;
         let handle = warden.clone();
-        if web::block(move || handle.refresh_geoip()).await.is_err() {
+        if http::run_blocking(move || handle.refresh_geoip()).await == Err(http::BlockingFailure::ShuttingDown) {
             return;
         }
     }

@@ -266,3 +266,74 @@ fn on_store_error_reject_refuses_untrusted_logins_while_redis_is_down() {
         status(&a, "198.51.100.20", "x@example.com") == 0
     });
 }
+
+#[test]
+fn a_reset_login_on_one_node_ends_the_logins_quarantine_and_forgives_its_guesses_on_every_node() {
+    let Some(redis) = RedisServer::start() else { return };
+    let urls = vec![redis.url()];
+    let a = node(&urls, false);
+    let b = node(&urls, false);
+    let home = "198.51.100.40";
+    let stale = |mw: &Mailwarden| {
+        let (code, body) = mw.policy("allow", &login_body(home, "alice@example.com", "0ld0"));
+        assert_eq!(code, 200, "{body}");
+        json(&body)["status"].as_i64().unwrap_or_default()
+    };
+    for _ in 0..3 {
+        assert_eq!(a.policy("report", &report_body(home, "alice@example.com", "0ld0", false)).0, 200);
+    }
+    within(Duration::from_secs(5), "B learns the quarantine counted on A", || stale(&b) == -1);
+
+    let (code, body) = a.admin_post("/api/v1/logins/alice@example.com/reset", None);
+    assert_eq!(code, 200, "{body}");
+    within(Duration::from_secs(5), "the quarantine ends on B too", || stale(&b) == 0);
+    assert_eq!(stale(&a), 0);
+    // The old guess no longer counts anywhere: four new wrong passwords from home, counted
+    // across both nodes, do not ban it.
+    for i in 0..2 {
+        fail(&a, home, &format!("typo{i}@example.com"));
+        fail(&b, home, &format!("typo{}@example.com", i + 2));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(status(&a, home, "dave@example.com"), 0);
+    assert_eq!(status(&b, home, "dave@example.com"), 0);
+}
+
+#[test]
+fn a_login_refused_on_an_office_is_refused_by_every_node_and_lifting_it_on_one_lifts_it_everywhere() {
+    let Some(redis) = RedisServer::start() else { return };
+    let urls = vec![redis.url()];
+    let (a, b) = (node(&urls, false), node(&urls, false));
+    let office = "198.51.100.60";
+    for mw in [&a, &b] {
+        for n in 0..3 {
+            let (code, body) =
+                mw.policy("report", &report_body(office, &format!("colleague{n}@example.com"), "00900d", true));
+            assert_eq!(code, 200, "{body}");
+        }
+    }
+    // Five distinct wrong passwords for alice, three on A and two on B: alice alone is refused.
+    for _ in 0..3 {
+        fail(&a, office, "alice@example.com");
+    }
+    for _ in 0..2 {
+        fail(&b, office, "alice@example.com");
+    }
+    for (name, mw) in [("A", &a), ("B", &b)] {
+        within(Duration::from_secs(5), &format!("{name} refuses alice from the office"), || {
+            status(mw, office, "alice@example.com") == -1
+        });
+        assert_eq!(status(mw, office, "colleague1@example.com"), 0, "{name}: colleagues still log in");
+    }
+    let listed = json(&a.admin("GET", "/api/v1/bans").1);
+    assert_eq!(
+        (listed["total"].as_u64(), listed["bans"][0]["login"].as_str()),
+        (Some(1), Some("alice@example.com")),
+        "{listed}"
+    );
+
+    let (code, body) = b.admin("DELETE", &format!("/api/v1/bans/{office}?login=alice@example.com"));
+    assert_eq!(code, 200, "{body}");
+    within(Duration::from_secs(1), "A lifts the refusal B lifted", || status(&a, office, "alice@example.com") == 0);
+    assert_eq!(json(&a.admin("GET", "/api/v1/bans").1)["total"], 0);
+}

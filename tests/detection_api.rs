@@ -138,3 +138,117 @@ fn three_banned_sources_of_one_slash_24_ban_it_whole_and_the_cli_lists_lifts_and
     assert_eq!(allow(&mw, "192.0.2.78", "bob@example.com", "0000beef")["status"], 0, "lifted");
     assert_eq!(allow(&mw, "192.0.2.1", "bob@example.com", "0000beef")["status"], -1, "its sources' own bans stay");
 }
+
+#[test]
+fn after_a_password_change_reset_login_ends_its_quarantines_and_lifts_the_bans_its_old_passwords_caused() {
+    let mut mw = Mailwarden::start();
+    for _ in 0..3 {
+        fail(&mw, "198.51.100.40", "alice@example.com", "0ld0");
+    }
+    for pwhash in ["0001", "0002", "0003", "0004", "0005"] {
+        fail(&mw, "203.0.113.60", "alice@example.com", pwhash);
+    }
+    for n in 0..5 {
+        fail(&mw, "203.0.113.70", &format!("user{n}@example.com"), &fresh_pwhash());
+    }
+    assert_eq!(allow(&mw, "198.51.100.40", "alice@example.com", "0ld0")["status"], -1, "quarantined");
+    assert_eq!(allow(&mw, "203.0.113.60", "alice@example.com", "0f96")["status"], -1, "banned");
+
+    let output = mw.cli(&["reset-login", "ALICE@example.com"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // The café's history went with its ban; home still held the laptop's guess.
+    assert!(text.contains("from 1 address no longer count, 1 quarantine ended, 1 ban lifted"), "{text}");
+    assert!(text.contains("unbanned 203.0.113.60"), "{text}");
+    assert_eq!(allow(&mw, "198.51.100.40", "alice@example.com", "0ld0")["status"], 0, "quarantine ended");
+    assert_eq!(allow(&mw, "203.0.113.60", "alice@example.com", "0f96")["status"], 0, "ban lifted");
+    assert_eq!(allow(&mw, "203.0.113.70", "alice@example.com", "0f96")["status"], -1, "others' bans stay");
+
+    let (_, metrics) = mw.admin("GET", "/metrics");
+    assert!(metrics.contains("mailwarden_bans_lifted_total{cause=\"reset_login\"} 1"), "{metrics}");
+    let (status, body) = mw.admin_post("/api/v1/logins/%20/reset", None);
+    assert_eq!(status, 400, "{body}");
+
+    // The lift is stored: a restart keeps it lifted.
+    mw.restart();
+    assert_eq!(allow(&mw, "203.0.113.60", "alice@example.com", "0f96")["status"], 0);
+}
+
+fn succeed(mw: &Mailwarden, remote: &str, login: &str) {
+    assert_eq!(mw.policy("report", &report_body(remote, login, "00900d", true)).0, 200);
+}
+
+fn stdout(output: &std::process::Output) -> String {
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn an_office_where_one_colleague_is_guessed_five_times_refuses_that_login_only_until_the_cli_lifts_it() {
+    let mut mw = Mailwarden::start();
+    let office = "198.51.100.20";
+    for n in 0..4 {
+        succeed(&mw, office, &format!("colleague{n}@example.com"));
+    }
+    for _ in 0..5 {
+        fail(&mw, office, "alice@example.com", &fresh_pwhash());
+    }
+    let refused = allow(&mw, office, "alice@example.com", "00900d");
+    assert_eq!(refused["status"], -1, "{refused}");
+    let msg = refused["msg"].as_str().unwrap();
+    assert!(
+        msg.starts_with("Too many failed logins for alice@example.com from 198.51.100.20; try again after ")
+            && msg.ends_with(" UTC or update the password in your mail app"),
+        "{msg}"
+    );
+    for n in 0..4 {
+        assert_eq!(allow(&mw, office, &format!("colleague{n}@example.com"), "00900d")["status"], 0, "colleagues");
+    }
+    assert_eq!(allow(&mw, "198.51.100.21", "alice@example.com", "00900d")["status"], 0, "alice elsewhere");
+
+    let (status, body) = mw.admin("GET", "/api/v1/bans");
+    assert_eq!(status, 200, "{body}");
+    let bans = json(&body);
+    assert_eq!(bans["total"], 1, "no ban of the office, one refusal: {bans}");
+    assert_eq!(
+        (bans["bans"][0]["source"].as_str(), bans["bans"][0]["login"].as_str()),
+        (Some(office), Some("alice@example.com"))
+    );
+    assert_eq!(mw.admin("GET", "/api/v1/bans/198.51.100.20").0, 404, "the office itself is not banned");
+    assert_eq!(mw.admin("GET", "/api/v1/bans/198.51.100.20?login=Alice@Example.com").0, 200);
+    let why = json(&mw.admin("GET", "/api/v1/why?ip=198.51.100.20").1);
+    assert_eq!(why["login_refusals"][0]["login"], "alice@example.com", "{why}");
+    let lines: Vec<&str> = why["lines"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with("per-login refusal: logins to alice@example.com from 198.51.100.20")),
+        "{lines:?}"
+    );
+    let metrics = mw.admin("GET", "/metrics").1;
+    for expected in [
+        "mailwarden_login_refusals_total{protocol=\"imap\"} 1",
+        "mailwarden_decisions_total{protocol=\"imap\",reason=\"login_refused\",verdict=\"reject\"} 1",
+    ] {
+        assert!(metrics.contains(expected), "missing {expected}");
+    }
+
+    mw.restart();
+    assert_eq!(allow(&mw, office, "alice@example.com", "00900d")["status"], -1, "a restart keeps the refusal");
+    let listed = stdout(&mw.cli(&["bans"]));
+    assert!(listed.contains("LOGIN") && listed.contains("alice@example.com"), "{listed}");
+    assert!(listed.lines().any(|l| l.starts_with(office) && l.contains("alice@example.com")), "{listed}");
+    let lifted = stdout(&mw.cli(&["unban", office, "--login", "alice@example.com"]));
+    assert!(lifted.starts_with("Unbanned alice@example.com from 198.51.100.20"), "{lifted}");
+    assert_eq!(allow(&mw, office, "alice@example.com", "00900d")["status"], 0, "lifted");
+    assert!(!mw.cli(&["unban", office, "--login", "alice@example.com"]).status.success(), "nothing left to lift");
+}
+
+#[test]
+fn a_fresh_address_guessing_one_login_five_times_is_banned_whole_as_before() {
+    let mw = Mailwarden::start();
+    for _ in 0..5 {
+        fail(&mw, "203.0.113.30", "alice@example.com", &fresh_pwhash());
+    }
+    assert_eq!(allow(&mw, "203.0.113.30", "bob@example.com", "00900d")["status"], -1, "every login");
+    let bans = json(&mw.admin("GET", "/api/v1/bans").1);
+    assert_eq!((bans["total"].as_u64(), bans["bans"][0]["login"].is_null()), (Some(1), true), "{bans}");
+}

@@ -87,6 +87,11 @@ fn ban_message_start(source: Ipv4Addr) -> String {
     format!("Too many failed logins from {source}; try again after ")
 }
 
+/// The start of the default `messages.login_refused` for `login` from `source`.
+fn login_refused_message_start(login: &str, source: Ipv4Addr) -> String {
+    format!("Too many failed logins for {login} from {source}; try again after ")
+}
+
 /// The default `messages.stale_password` for `login`.
 fn stale_message(login: &str) -> String {
     format!("Your mail app keeps using an old password for {login}; update it in the app's account settings")
@@ -198,8 +203,11 @@ impl Stack {
     /// The ban covering `source`, from the admin API and `mailwarden bans`, which must agree.
     fn ban(&self, source: Ipv4Addr) -> Option<serde_json::Value> {
         let (status, body) = self.mailwarden.admin("GET", &format!("/api/v1/bans/{source}"));
-        let listed =
-            self.cli(&["bans"]).lines().any(|line| line.split_whitespace().next() == Some(&source.to_string()));
+        let listed = self.cli(&["bans"]).lines().any(|line| {
+            let mut columns = line.split_whitespace();
+            // A ban of the whole source is listed for "(every login)", a login refusal by login.
+            columns.next() == Some(&source.to_string()) && columns.next() == Some("(every")
+        });
         match status {
             200 => {
                 assert!(listed, "the admin API shows a ban on {source} that `mailwarden bans` does not list");
@@ -370,4 +378,56 @@ fn a_fresh_attacker_elsewhere_is_banned_at_exactly_max_failures_distinct_guesses
     stack.assert_banned_message(&stack.logins(&right_password), ATTACKER, "even the right password from the attacker");
     stack.assert_not_banned(OFFICE, "the office, after the attacker's ban");
     stack.assert_logged_in(&stack.every_colleague_everywhere(), "a colleague while the attacker is banned");
+}
+
+#[test]
+fn on_an_office_nat_one_account_guessed_max_failures_times_is_refused_alone_with_its_own_message() {
+    let Some(stack) = Stack::start() else {
+        return;
+    };
+    stack.colleagues_log_in_twice();
+    let (victim, victim_password) = COLLEAGUES[0];
+
+    // Someone behind the office NAT guesses one colleague's password, over every protocol.
+    let guesses: Vec<Login> =
+        (1..=MAX_FAILURES).map(|i| login([Imap, Pop3, Smtp][i % 3], OFFICE, victim, &format!("guess-{i}"))).collect();
+    stack.assert_refused(&stack.logins(&guesses), None, "a guess of one colleague's password");
+
+    // That account is refused from the office, even with its right password, with a message
+    // that names it; the office is not banned and every other colleague logs in.
+    for protocol in [Imap, Pop3, Smtp] {
+        let tried = stack.one_login(login(protocol, OFFICE, victim, victim_password));
+        let expected = refusal_line(protocol, Some(&login_refused_message_start(victim, OFFICE)));
+        assert!(
+            !tried.ok
+                && tried.line.starts_with(&expected)
+                && tried.line.ends_with(" UTC or update the password in your mail app"),
+            "{protocol:?}: expected {expected:?}..., got {:?}{}",
+            tried.line,
+            stack.logs()
+        );
+    }
+    stack.assert_not_banned(OFFICE, "after one account's guesses");
+    let others: Vec<Login> = COLLEAGUES[1..]
+        .iter()
+        .flat_map(|(user, password)| [Imap, Pop3, Smtp].map(|protocol| login(protocol, OFFICE, user, password)))
+        .collect();
+    stack.assert_logged_in(&stack.logins(&others), "another colleague while one account is refused");
+    let elsewhere = Ipv4Addr::new(127, 0, 17, 2);
+    stack
+        .assert_logged_in(&[stack.one_login(login(Imap, elsewhere, victim, victim_password))], "the account elsewhere");
+
+    // The admin sees it, with its login, and lifts it; the colleague logs in again.
+    let listed = stack.cli(&["bans"]);
+    assert!(
+        listed.lines().any(|l| l.starts_with(&OFFICE.to_string()) && l.contains(victim)),
+        "`mailwarden bans` lists the refusal with its login:\n{listed}"
+    );
+    let why = stack.cli(&["why", &OFFICE.to_string()]);
+    assert!(why.contains(&format!("per-login refusal: logins to {victim} from {OFFICE} are refused until")), "{why}");
+    stack.cli(&["unban", &OFFICE.to_string(), "--login", victim]);
+    stack.assert_logged_in(
+        &[stack.one_login(login(Imap, OFFICE, victim, victim_password))],
+        "the colleague after unban",
+    );
 }

@@ -175,6 +175,12 @@ fn drive_an_attack_and_its_handling(mw: &Mailwarden, paths: &FixturePaths, polic
     }
     report(mw, "carol@example.org", "198.51.100.77", false, false);
 
+    // On an address carol logs in from, eve's account guessed five times: eve alone is
+    // refused from there (an IP+login refusal), carol still logs in.
+    fail_n(mw, "eve@example.org", "203.0.113.7", 5);
+    assert_eq!(allow(mw, "eve@example.org", "203.0.113.7", "imap"), -1);
+    assert_eq!(allow(mw, "carol@example.org", "203.0.113.7", "imap"), 0);
+
     // A phone with an old password: the same wrong password three times from one place is
     // quarantined, and refused from there.
     for _ in 0..3 {

@@ -61,6 +61,7 @@ fn source(text: &str) -> Source {
 fn ban(address: &str, expires_in_ms: i64) -> Ban {
     Ban {
         source: SourceGrouping { ipv4_prefix: 32, ipv6_prefix: 64 }.source_of(parse_ip(address).unwrap()),
+        refused_login: None,
         created_at: NOW,
         expires_at: Timestamp(NOW.0 + expires_in_ms),
         reason: BanReason::Autoban,
@@ -131,8 +132,8 @@ fn check_bans_round_trip_and_survive_a_new_store(target: &Target) {
     assert_eq!(store.ban(source("192.0.2.1")).unwrap(), None);
     assert_eq!(store.delete_expired_bans(NOW).unwrap(), 1);
     assert_eq!(store.delete_expired_bans(NOW).unwrap(), 0);
-    assert!(store.delete_ban(stored.source).unwrap());
-    assert!(!store.delete_ban(stored.source).unwrap());
+    assert!(store.delete_ban(stored.source, None).unwrap());
+    assert!(!store.delete_ban(stored.source, None).unwrap());
     assert!(store.active_bans(NOW).unwrap().is_empty());
     assert_eq!(store.backend(), "redis");
     // Every reason, on a subnet too, comes back as it was placed.
@@ -188,8 +189,8 @@ fn check_events_are_stored_filtered_newest_first_and_pruned(target: &Target) {
     assert_eq!(query(EventFilter { since: Some(Timestamp(2)), ..Default::default() }).len(), 2);
     assert_eq!(store.events(&EventFilter { limit: 1, ..Default::default() }).unwrap().events[0].at.0, 3);
     assert!(store.events(&EventFilter { limit: 0, ..Default::default() }).unwrap().events.is_empty());
-    assert_eq!(store.prune_events(Timestamp(2), 10).unwrap(), 1);
-    assert_eq!(store.prune_events(Timestamp(0), 1).unwrap(), 1);
+    assert_eq!(store.prune_events(Timestamp(2), 10, u64::MAX).unwrap(), 1);
+    assert_eq!(store.prune_events(Timestamp(0), 1, u64::MAX).unwrap(), 1);
     assert_eq!(query(EventFilter::default()).len(), 1);
 }
 
@@ -232,7 +233,7 @@ fn check_late_events_come_out_in_time_order(target: &Target) {
         [40, 30, 20]
     );
     // Pruning by age never drops an event younger than the limit, however late it came.
-    store.prune_events(Timestamp(NOW.0 + 15), 100).unwrap();
+    store.prune_events(Timestamp(NOW.0 + 15), 100, u64::MAX).unwrap();
     let kept = times(EventFilter { limit: 10, ..Default::default() });
     assert!(kept.starts_with(&[40, 30, 20]), "{kept:?}");
 }
@@ -291,7 +292,7 @@ fn check_every_write_announces_its_change(target: &Target) {
     store.save_known_sources(&[KnownSource { login: "alice".into(), source: source("192.0.2.1"), at: NOW }]).unwrap();
     store.delete_expired_bans(Timestamp(NOW.0 + 120_000)).unwrap();
     store.delete_expired_access_entries(NOW).unwrap();
-    store.delete_ban(banned.source).unwrap();
+    store.delete_ban(banned.source, None).unwrap();
     store.save_access_entry(&trusted).unwrap();
     store.delete_access_entry(ListKind::Trusted, trusted.network).unwrap();
     store.save_firewall_rule_set("@example.com", &rule_set()).unwrap();
@@ -316,6 +317,47 @@ fn check_every_write_announces_its_change(target: &Target) {
     assert!(pubsub.get_message().is_err(), "nothing else was announced");
 }
 
+fn check_a_login_refusal_is_stored_announced_and_lifted_apart_from_its_sources_ban(target: &Target) {
+    let store = target.store(&fresh_prefix("refusals"));
+    let mut connection = store.pubsub_connection(Duration::from_secs(5)).unwrap();
+    let mut pubsub = connection.as_pubsub();
+    pubsub.subscribe(store.channel()).unwrap();
+    let whole = ban("203.0.113.7", 60_000);
+    let mut refusal = ban("203.0.113.7", 30_000);
+    refusal.refused_login = Some("alice@example.com".into());
+    let history = store.failures_key(refusal.source);
+    raw::<i64>(&store, redis::cmd("HSET").arg(&history).arg("guess").arg("{}"));
+
+    store.save_ban(&refusal).unwrap();
+    assert_eq!(raw::<i64>(&store, redis::cmd("EXISTS").arg(&history)), 1, "the source's other guesses still count");
+    assert_eq!(store.ban(refusal.source).unwrap(), None, "not a ban of the whole source");
+    assert_eq!(store.scoped_ban(refusal.source, Some("alice@example.com")).unwrap(), Some(refusal.clone()));
+    let in_old_hash: i64 = raw(&store, redis::cmd("HLEN").arg(store.key("bans")));
+    assert_eq!(in_old_hash, 0, "an older node reading {{prefix}}bans never sees it");
+    store.save_ban(&whole).unwrap();
+    let mut loaded = store.active_bans(NOW).unwrap();
+    loaded.sort_by_key(|b| b.expires_at);
+    assert_eq!(loaded, vec![refusal.clone(), whole.clone()]);
+    assert!(store.delete_ban(refusal.source, Some("alice@example.com")).unwrap());
+    assert_eq!(store.ban(whole.source).unwrap(), Some(whole.clone()), "lifting the refusal keeps the ban");
+    store.save_ban(&refusal).unwrap();
+    assert_eq!(store.delete_expired_bans(Timestamp(NOW.0 + 45_000)).unwrap(), 1, "the refusal ended first");
+    assert_eq!(store.active_bans(NOW).unwrap(), vec![whole.clone()]);
+
+    let source = "203.0.113.7".to_string();
+    let login = "alice@example.com".to_string();
+    for change in [
+        Change::LoginRefusalSaved { source: source.clone(), login: login.clone() },
+        Change::BanSaved { source: source.clone() },
+        Change::LoginRefusalDeleted { source: source.clone(), login: login.clone() },
+        Change::LoginRefusalSaved { source, login },
+    ] {
+        let payload: String = pubsub.get_message().expect("an announcement within 5 s").get_payload().unwrap();
+        let announcement: Announcement = serde_json::from_str(&payload).unwrap();
+        assert_eq!(announcement.change, change, "{payload}");
+    }
+}
+
 fn check_saving_or_lifting_a_ban_forgets_the_sources_failure_history(target: &Target) {
     let store = target.store(&fresh_prefix("forget"));
     let banned = ban("203.0.113.7", 60_000);
@@ -327,7 +369,7 @@ fn check_saving_or_lifting_a_ban_forgets_the_sources_failure_history(target: &Ta
     store.save_ban(&banned).unwrap();
     assert!(!exists(), "saving the ban deletes the failure history");
     plant();
-    store.delete_ban(banned.source).unwrap();
+    store.delete_ban(banned.source, None).unwrap();
     assert!(!exists(), "lifting the ban deletes the failure history");
 }
 
@@ -346,7 +388,7 @@ fn check_two_prefixes_do_not_see_each_other(target: &Target) {
     assert!(other.firewall_rule_sets().unwrap().is_empty());
     assert!(other.events(&EventFilter { limit: 10, ..Default::default() }).unwrap().events.is_empty());
     assert!(other.known_sources("alice", Timestamp(0), 10).unwrap().is_empty());
-    assert!(!other.delete_ban(banned.source).unwrap());
+    assert!(!other.delete_ban(banned.source, None).unwrap());
     assert_eq!(other.delete_expired_bans(Timestamp(i64::MAX)).unwrap(), 0);
     assert_ne!(other.channel(), one.channel());
     assert_eq!(one.active_bans(NOW).unwrap(), vec![banned]);
@@ -376,6 +418,31 @@ fn check_a_malformed_stored_ban_is_skipped_and_the_others_load(target: &Target) 
     raw::<i64>(&store, redis::cmd("HSET").arg(&rules).arg("bob@example.com").arg(r#"{"default":"maybe"}"#));
     store.save_firewall_rule_set("alice@example.com", &rule_set()).unwrap();
     assert_eq!(store.firewall_rule_sets().unwrap().len(), 1);
+}
+
+fn check_the_block_log_is_pruned_to_its_byte_budget_oldest_first(target: &Target) {
+    let store = target.store(&fresh_prefix("event-bytes"));
+    let big = |at: i64| Event { device_id: "d".repeat(2000), ..event(NOW.0 + at, EventKind::Ban, "203.0.113.7", "a") };
+    store.save_events(&(0..200).map(big).collect::<Vec<_>>()).unwrap();
+    // Redis measures the stream itself (sampled): about 2 KB an entry, so 100 KB keeps about 50.
+    assert!(store.prune_events(NOW, 1000, 100_000).unwrap() >= 100);
+    let kept = store.events(&EventFilter { limit: 1000, ..Default::default() }).unwrap().events;
+    assert!((20..=100).contains(&kept.len()), "kept {}", kept.len());
+    assert_eq!(kept[0].at, Timestamp(NOW.0 + 199), "the newest stay");
+}
+
+fn check_stored_records_with_huge_times_are_read_within_range(target: &Target) {
+    let store = target.store(&fresh_prefix("huge-times"));
+    let hostile = serde_json::json!({
+        "source": "198.51.100.4", "created_at": i64::MIN, "expires_at": i64::MAX, "reason": "autoban", "failures": 1,
+        "guesses": [{"login": "a", "protocol": "imap", "device_id": "", "failures": 1, "first_seen": i64::MIN, "last_seen": i64::MAX}]
+    });
+    raw::<i64>(&store, redis::cmd("HSET").arg(store.key("bans")).arg("198.51.100.4").arg(hostile.to_string()));
+    let bans = store.active_bans(NOW).unwrap();
+    assert_eq!(bans.len(), 1, "the ban stays in force");
+    assert_eq!(bans[0].expires_at, mailwarden::clock::LATEST);
+    assert_eq!(bans[0].created_at, Timestamp(0));
+    assert_eq!(bans[0].cause.guesses[0].last_seen, mailwarden::clock::LATEST.0);
 }
 
 fn check_the_shared_secret_and_epoch_are_the_same_for_every_node(target: &Target) {
@@ -428,10 +495,13 @@ fn check_everything(target: &Target) {
     check_known_sources_keep_the_latest_success_and_are_bounded_per_account(target);
     check_every_write_announces_its_change(target);
     check_saving_or_lifting_a_ban_forgets_the_sources_failure_history(target);
+    check_a_login_refusal_is_stored_announced_and_lifted_apart_from_its_sources_ban(target);
     check_two_prefixes_do_not_see_each_other(target);
     check_a_malformed_stored_ban_is_skipped_and_the_others_load(target);
     check_the_shared_secret_and_epoch_are_the_same_for_every_node(target);
     check_the_self_service_records_are_shared_by_every_node_and_expire(target);
+    check_the_block_log_is_pruned_to_its_byte_budget_oldest_first(target);
+    check_stored_records_with_huge_times_are_read_within_range(target);
 }
 
 // ----- one server -----
@@ -525,6 +595,18 @@ fn two_prefixes_on_one_redis_do_not_see_each_other() {
 fn a_malformed_stored_value_is_skipped_and_the_others_load() {
     let Some(redis) = RedisServer::start() else { return };
     check_a_malformed_stored_ban_is_skipped_and_the_others_load(&Target::server(&redis));
+}
+
+#[test]
+fn the_block_log_is_pruned_to_its_byte_budget_oldest_first() {
+    let Some(redis) = RedisServer::start() else { return };
+    check_the_block_log_is_pruned_to_its_byte_budget_oldest_first(&Target::server(&redis));
+}
+
+#[test]
+fn stored_records_with_huge_times_are_read_within_range() {
+    let Some(redis) = RedisServer::start() else { return };
+    check_stored_records_with_huge_times_are_read_within_range(&Target::server(&redis));
 }
 
 #[test]

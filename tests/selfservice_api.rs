@@ -112,6 +112,32 @@ fn the_page_shows_the_ban_its_cause_and_the_steps_then_unblocks_after_the_check(
 }
 
 #[test]
+fn on_an_office_the_page_says_one_account_is_paused_while_the_others_are_not_and_lifts_it() {
+    let (mw, base) = start("", "");
+    for n in 0..3 {
+        let body = report_body("127.0.0.1", &format!("colleague{n}@example.com"), "0f96", true);
+        assert_eq!(mw.policy("report", &body).0, 200);
+    }
+    ban(&mw, "127.0.0.1");
+    assert_eq!(allow_status(&mw, "127.0.0.1"), -1, "alice is refused from the office");
+    let (_, page, _) = get(&format!("{base}/"), &[]);
+    assert!(
+        page.contains("Logins to a***e@example.com from your address are paused until ")
+            && page.contains("because of wrong passwords; other accounts are not affected."),
+        "{page}"
+    );
+    assert!(!page.contains("It is blocked until"), "the address is not blocked: {page}");
+    assert!(!page.contains("alice@example.com"), "never the full login");
+    assert!(page.contains("<button type=\"submit\">Unblock my address</button>"), "{page}");
+
+    let (status, answer) = solve_and_unblock(&base);
+    assert_eq!((status, answer["unblocked"].as_bool()), (200, Some(true)), "{answer}");
+    assert_eq!(allow_status(&mw, "127.0.0.1"), 0, "alice logs in from the office again");
+    let (_, page, _) = get(&format!("{base}/"), &[]);
+    assert!(page.contains("It is not blocked."), "{page}");
+}
+
+#[test]
 fn the_fourth_unblock_of_the_day_is_refused_and_sends_people_to_support() {
     let (mw, base) = start("", "[self_service]\nsupport_contact = \"help@example.com\"\n");
     for round in 1..=3 {

@@ -1,10 +1,11 @@
 //! The admin API's input types: firewall rule sets and rules as JSON, addresses and networks,
-//! logins and domains, times. Any input must parse or be refused, never panic; a parsed rule
-//! set must write itself back in a form that parses to the same rules.
+//! logins and domains, times and lengths. Any input must parse or be refused, never panic; a
+//! parsed rule set must write itself back in a form that parses to the same rules; any time,
+//! however far out, formats; escaped text has no control character left.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mailwarden::clock::Timestamp;
+use mailwarden::clock::{Timestamp, checked_length};
 use mailwarden::firewall::{RuleSpec, StoredRuleSet, parse_key};
 use mailwarden::network::{parse_ip, parse_network};
 
@@ -25,6 +26,15 @@ fuzz_target!(|data: &[u8]| {
         let _ = parse_ip(text);
         let _ = parse_network(text);
         let _ = parse_key(text);
-        let _ = Timestamp::parse_rfc3339(text);
+        if let Some(time) = Timestamp::parse_rfc3339(text) {
+            assert!(Timestamp::parse_rfc3339(&time.rfc3339()).is_some(), "a parsed time formats and parses again");
+        }
+        let _ = checked_length(text);
+        assert!(!mailwarden::printable::escape(text).chars().any(char::is_control));
+    }
+    if let Some(bytes) = data.get(..8) {
+        let time = Timestamp(i64::from_le_bytes(bytes.try_into().unwrap_or_default()));
+        assert_eq!(time.rfc3339().len(), 20);
+        let _ = time.short_utc(Timestamp(0));
     }
 });

@@ -161,18 +161,33 @@ impl SharedCount {
         self.guesses.iter().filter(|g| Self::in_window(g, now, window)).map(|g| g.weight.max(1)).sum()
     }
 
-    /// The guesses in the window, as a ban records them.
-    pub fn ban_guesses(&self, now: Timestamp, window: Duration) -> Vec<BanGuess> {
+    /// The guesses of `login` (compared by `login::key`) in the window, each counted by its
+    /// weight: what an IP+login refusal is decided on. (A login's forgiven guesses are gone
+    /// from the shared count.)
+    pub fn login_distinct_in_window(&self, login: &str, now: Timestamp, window: Duration) -> u32 {
+        let wanted = crate::login::key(login);
+        self.guesses
+            .iter()
+            .filter(|g| Self::in_window(g, now, window) && crate::login::key(&g.login) == wanted)
+            .map(|g| g.weight.max(1))
+            .sum()
+    }
+
+    /// The guesses in the window (`login`: only that login's), as a ban records them.
+    pub fn ban_guesses(&self, now: Timestamp, window: Duration, login: Option<&str>) -> Vec<BanGuess> {
+        let wanted = login.map(crate::login::key);
         self.guesses
             .iter()
             .filter(|g| Self::in_window(g, now, window))
+            .filter(|g| wanted.as_ref().is_none_or(|w| crate::login::key(&g.login) == *w))
             .map(|g| BanGuess {
                 login: g.login.clone(),
                 protocol: g.protocol.clone(),
                 device_id: g.device_id.clone(),
                 failures: g.failures,
-                first_seen: g.first_seen,
-                last_seen: g.last_seen,
+                // Written by another node: kept to the range every formatter handles.
+                first_seen: Timestamp(g.first_seen).clamped().0,
+                last_seen: Timestamp(g.last_seen).clamped().0,
             })
             .collect()
     }
@@ -203,7 +218,9 @@ mod tests {
         let count = SharedCount::from_reply((1, 0, 1, flat));
         assert_eq!(count.guesses.len(), 3);
         assert_eq!(count.distinct_in_window(now, window), 3);
-        assert_eq!(count.ban_guesses(now, window).len(), 2);
+        assert_eq!(count.ban_guesses(now, window, None).len(), 2);
+        assert_eq!(count.login_distinct_in_window("A", now, window), 3, "one login's guesses, any spelling");
+        assert_eq!(count.login_distinct_in_window("b", now, window), 0);
     }
 
     #[test]

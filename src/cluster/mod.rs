@@ -124,7 +124,7 @@ impl Scripts {
         let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         let mut command = redis::cmd("EVALSHA");
         match counted {
-            Counted::Success { source, login } => {
+            Counted::Success { source, login } | Counted::Forgiven { source, login } => {
                 command.arg(self.forget.get_hash()).arg(1).arg(store.failures_key(*source)).arg(label_of(login));
             }
             Counted::Failure(failure) => {
@@ -268,9 +268,8 @@ impl Worker {
             );
         }
         let distinct = count.distinct_in_window(failure.at, rules.window);
-        let guesses = count.ban_guesses(failure.at, rules.window);
-        if let Some(ban) = self.warden.ban_from_shared_count(failure, distinct, guesses) {
-            tracing::info!(source = %ban.source, distinct, "banned on the cluster-wide count");
+        if let Some(ban) = self.warden.ban_from_shared_count(failure, distinct, &count, rules.window) {
+            tracing::info!(source = %ban.source, login = ban.refused_login(), distinct, "banned on the cluster-wide count");
             // On failure the ban stays in force here and is stored when Redis is back.
             let _ = self.warden.persist_ban(&ban);
         }
@@ -390,9 +389,12 @@ impl Listener {
         let kind = match &announcement.change {
             Change::BanSaved { .. } => "ban_saved",
             Change::BanDeleted { .. } => "ban_deleted",
+            Change::LoginRefusalSaved { .. } => "login_refusal_saved",
+            Change::LoginRefusalDeleted { .. } => "login_refusal_deleted",
             Change::AccessEntries => "access_entries",
             Change::RuleSet { .. } => "rule_set",
             Change::Quarantine { .. } => "quarantine",
+            Change::LoginReset { .. } => "login_reset",
         };
         if let Err(e) = self.apply_change(announcement.change) {
             tracing::warn!(change = kind, error = %e, "could not apply another node's change; the next reread will");
@@ -410,14 +412,25 @@ impl Listener {
                 let source = source(&text)?;
                 match self.store.ban(source)? {
                     Some(ban) => self.warden.adopt_ban(ban),
-                    None => self.warden.drop_ban(source),
+                    None => self.warden.drop_ban(source, None),
                 }
             }
-            Change::BanDeleted { source: text } => self.warden.drop_ban(source(&text)?),
+            Change::BanDeleted { source: text } => self.warden.drop_ban(source(&text)?, None),
+            Change::LoginRefusalSaved { source: text, login } => {
+                let source = source(&text)?;
+                match self.store.scoped_ban(source, Some(&login))? {
+                    Some(ban) => self.warden.adopt_ban(ban),
+                    None => self.warden.drop_ban(source, Some(&login)),
+                }
+            }
+            Change::LoginRefusalDeleted { source: text, login } => self.warden.drop_ban(source(&text)?, Some(&login)),
             Change::AccessEntries => self.warden.adopt_access_entries(self.store.access_entries()?),
             Change::RuleSet { key } => {
                 let set = self.store.firewall_rule_sets()?.into_iter().find(|s| s.key == key).map(|s| s.rule_set);
                 self.warden.adopt_rule_set(&key, set);
+            }
+            Change::LoginReset { login } => {
+                self.warden.reset_login_here(&login);
             }
             Change::Quarantine { source: text, guess, login, protocol, device_id, until } => {
                 let guess = FailedGuess {
@@ -428,7 +441,8 @@ impl Listener {
                     weight: 1,
                 };
                 let failures = self.warden.counting().stale_after.unwrap_or(1);
-                self.warden.adopt_quarantine(source(&text)?, guess, failures, Timestamp(until));
+                // Another node's word (or a damaged message): a quarantine ends by the year 9999.
+                self.warden.adopt_quarantine(source(&text)?, guess, failures, Timestamp(until).clamped());
             }
         }
         Ok(())

@@ -218,6 +218,8 @@ pub struct AccountProtection {
 #[derive(Debug, Clone)]
 pub struct Messages {
     pub banned: Template,
+    /// To one login refused from an established source (an IP+login refusal).
+    pub login_refused: Template,
     pub blocked: Template,
     pub firewall_rule: Template,
     pub firewall_default: Template,
@@ -549,6 +551,7 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
     let messages = (|| {
         Some(Messages {
             banned: template("messages.banned")?,
+            login_refused: template("messages.login_refused")?,
             blocked: template("messages.blocked")?,
             firewall_rule: template("messages.firewall_rule")?,
             firewall_default: template("messages.firewall_default")?,
@@ -644,7 +647,11 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
         mailboxes,
         geoip,
         geoip_check_every: v.duration("geoip.check_every"),
-        events: Retention { max_age: v.duration("events.max_age"), max_count: count("events.max_count") },
+        events: Retention {
+            max_age: v.duration("events.max_age"),
+            max_count: count("events.max_count"),
+            max_bytes: wide("events.max_bytes"),
+        },
         messages: messages?,
         log: LogSettings { level: v.text("log.level").to_string(), format },
         store: store?,

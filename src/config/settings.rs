@@ -405,6 +405,13 @@ pub const SETTINGS: &[Setting] = &[
     // [events]
     setting("events.max_age", dur(secs(1), secs(3660 * DAY)), "\"30d\"", Live, "How long block-log records are kept."),
     setting("events.max_count", int(1_000, 100_000_000), "1000000", Live, "How many block-log records are kept."),
+    setting(
+        "events.max_bytes",
+        int(1 << 20, 1 << 40),
+        "268435456",
+        Live,
+        "The most the stored block-log events may take, in bytes (one client cannot fill the disk).",
+    ),
     // [messages]
     setting(
         "messages.banned",
@@ -412,6 +419,13 @@ pub const SETTINGS: &[Setting] = &[
         "\"Too many failed logins from {source}; try again after {until} UTC\"",
         Live,
         "Sent to a banned source.",
+    ),
+    setting(
+        "messages.login_refused",
+        Kind::Template(&["login", "source", "until"]),
+        "\"Too many failed logins for {login} from {source}; try again after {until} UTC or update the password in your mail app\"",
+        Live,
+        "Sent to a login refused from an established source.",
     ),
     setting(
         "messages.blocked",

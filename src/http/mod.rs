@@ -6,9 +6,13 @@ pub mod admin;
 pub mod policy;
 pub mod public;
 
-use actix_web::HttpResponse;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
-use futures_util::StreamExt;
+use actix_web::{HttpResponse, ResponseError, web};
+use futures_util::{FutureExt, StreamExt};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -36,4 +40,117 @@ pub async fn read_limited(
         body.extend_from_slice(&chunk);
     }
     Ok(Some(body.freeze()))
+}
+
+/// Why a call handed to the blocking pool gave no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockingFailure {
+    /// The call panicked (logged by the panic hook with its cause and location).
+    Panicked,
+    /// The pool is gone: the server is stopping.
+    ShuttingDown,
+}
+
+/// Runs a blocking call on actix's blocking pool. A panic inside it is caught here, so it is
+/// told apart from the pool's own shutdown (`web::block` reports both the same way).
+pub async fn run_blocking<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> Result<T, BlockingFailure> {
+    match web::block(move || std::panic::catch_unwind(AssertUnwindSafe(call))).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(_)) => Err(BlockingFailure::Panicked),
+        Err(_) => Err(BlockingFailure::ShuttingDown),
+    }
+}
+
+/// A handler panicked: the client gets a 500 in the admin API's error shape, never a dropped
+/// connection.
+#[derive(Debug, thiserror::Error)]
+#[error("internal error: the request failed unexpectedly; the server log has the cause")]
+pub struct HandlerPanicked;
+
+impl ResponseError for HandlerPanicked {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", &self.to_string())
+    }
+}
+
+/// Middleware for every listener (`App::wrap_fn(http::catch_panics)`): a panic while a handler
+/// runs becomes a logged 500, which actix sends as `HandlerPanicked`'s response. (Otherwise it
+/// drops the connection, and the worker's other connections with it.)
+pub fn catch_panics<S, B>(
+    request: ServiceRequest,
+    service: &S,
+) -> impl Future<Output = Result<ServiceResponse<B>, actix_web::Error>> + use<S, B>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    let route = format!("{} {}", request.method(), request.path());
+    let answer = service.call(request);
+    async move {
+        match AssertUnwindSafe(answer).catch_unwind().await {
+            Ok(answered) => answered,
+            Err(_) => {
+                // The panic hook has logged the cause and where; this says which request.
+                tracing::error!(route = %route, "a request handler panicked; answered 500");
+                Err(HandlerPanicked.into())
+            }
+        }
+    }
+}
+
+/// Logs every panic (its message and location) through `tracing`, so it lands in the server
+/// log in the configured format rather than as raw text on stderr.
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        tracing::error!(panic = %message, location = %location, "panicked");
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::{App, test};
+
+    async fn panics() -> HttpResponse {
+        let text = "";
+        // Indexing past the end, as the old time formatter did with a year after 9999.
+        HttpResponse::Ok().body(text[..3].to_string())
+    }
+
+    #[actix_web::test]
+    async fn a_panicking_handler_answers_500_in_the_error_shape_and_the_listener_keeps_serving() {
+        let app = test::init_service(
+            App::new()
+                .wrap_fn(catch_panics)
+                .route("/panics", web::get().to(panics))
+                .route("/fine", web::get().to(|| async { HttpResponse::Ok().body("ok") })),
+        )
+        .await;
+        // The server sends a service's error as the error's response.
+        let failed = test::try_call_service(&app, test::TestRequest::get().uri("/panics").to_request()).await;
+        let response = failed.err().expect("the panic becomes an error").error_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = actix_web::body::to_bytes(response.into_body()).await.unwrap_or_default();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(body["error"], "internal");
+        let response = test::call_service(&app, test::TestRequest::get().uri("/fine").to_request()).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[actix_web::test]
+    async fn a_panic_on_the_blocking_pool_is_told_apart_from_shutting_down() {
+        let panicked = run_blocking(|| -> u32 { panic!("a bug") }).await;
+        assert_eq!(panicked, Err(BlockingFailure::Panicked));
+        assert_eq!(run_blocking(|| 7).await, Ok(7));
+    }
 }

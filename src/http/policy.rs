@@ -82,13 +82,13 @@ async fn answer(
                 // The ban (and a subnet ban it completed) is already in force in memory; the
                 // answer waits for it to be on disk so an acknowledged ban survives a crash.
                 // Failures are logged and counted.
-                let _ = web::block(move || bans.iter().try_for_each(|ban| warden.persist_ban(ban))).await;
+                let _ = super::run_blocking(move || bans.iter().try_for_each(|ban| warden.persist_ban(ban))).await;
             }
             if let Some(login) = effects.attacked_login {
                 let warden = warden.clone();
                 // Loaded before answering, so the account's known sources are recognised from
                 // the next login on. Failures are logged by the store layer's caller.
-                if let Ok(Err(e)) = web::block(move || warden.load_known_sources(&login)).await {
+                if let Ok(Err(e)) = super::run_blocking(move || warden.load_known_sources(&login)).await {
                     tracing::error!(error = %e, "could not load an attacked account's known sources");
                 }
             }

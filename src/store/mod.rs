@@ -64,10 +64,17 @@ pub enum Change {
     BanSaved { source: String },
     /// The ban on this source was lifted (deleted). (Ended bans are swept by every node itself.)
     BanDeleted { source: String },
+    /// An IP+login refusal was saved: `login` (its key) is refused from `source`. A change of
+    /// its own, which a node of an older version skips rather than reading as a ban.
+    LoginRefusalSaved { source: String, login: String },
+    /// The IP+login refusal of `login` from `source` was lifted.
+    LoginRefusalDeleted { source: String, login: String },
     /// A list entry was saved or deleted (nodes reload all list entries; they are few).
     AccessEntries,
     /// The API's rule set for this key was saved or deleted.
     RuleSet { key: String },
+    /// Sent by the warden through the store: `login`'s password was reset on one node.
+    LoginReset { login: String },
     /// Sent by the cluster code, not the store: a guess was quarantined cluster-wide.
     Quarantine { source: String, guess: u64, login: String, protocol: String, device_id: String, until: i64 },
 }
@@ -99,15 +106,29 @@ pub enum DailyCount {
     AtLimit(u32),
 }
 
+/// Says, once per record read, that a stored record had a time outside the range every
+/// formatter handles (`clock::EARLIEST..=LATEST`) and was read as the nearest time in it.
+fn note_clamped(clamped: bool, record: &'static str, key: &str) {
+    if clamped {
+        tracing::warn!(
+            record,
+            key,
+            "a stored record has a time outside 1970..=9999; read as the nearest time in range"
+        );
+    }
+}
+
 /// Calls are blocking and may take milliseconds (a disk sync, a network round trip): callers
 /// on an async runtime run them on a blocking thread.
 pub trait Store: Send + Sync {
     /// Bans still active at `now`, for loading at start-up.
     fn active_bans(&self, now: Timestamp) -> Result<Vec<Ban>, StoreError>;
-    /// Creates or replaces the ban on `ban.source`; durable when this returns.
+    /// Creates or replaces the ban on `ban.source` of its scope (the whole source, or
+    /// `ban.refused_login` from it); durable when this returns.
     fn save_ban(&self, ban: &Ban) -> Result<(), StoreError>;
-    /// Removes the ban on `source`; returns whether one was stored.
-    fn delete_ban(&self, source: Source) -> Result<bool, StoreError>;
+    /// Removes the ban on `source` (`refused_login`: only that login's IP+login refusal, its
+    /// `login::key`); returns whether one was stored.
+    fn delete_ban(&self, source: Source, refused_login: Option<&str>) -> Result<bool, StoreError>;
     /// Removes bans that ended by `now`; returns how many.
     fn delete_expired_bans(&self, now: Timestamp) -> Result<usize, StoreError>;
     /// Entries of the admin lists made through the API (policy-file entries are not stored).
@@ -122,8 +143,10 @@ pub trait Store: Send + Sync {
     fn save_events(&self, events: &[Event]) -> Result<(), StoreError>;
     /// The page of events matching `filter` (newest first) and their total.
     fn events(&self, filter: &EventFilter) -> Result<EventPage, StoreError>;
-    /// Removes events older than `older_than`, then all but the newest `keep_at_most`.
-    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize) -> Result<usize, StoreError>;
+    /// Removes events older than `older_than`, then all but the newest `keep_at_most`, then the
+    /// oldest until the rest take at most `max_bytes` (exactly as `Event::size` counts in
+    /// SQLite, approximately by Redis's own measure of the stream).
+    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize, max_bytes: u64) -> Result<usize, StoreError>;
     /// Firewall rule sets made through the API.
     fn firewall_rule_sets(&self) -> Result<Vec<KeyedRuleSet>, StoreError>;
     /// Creates or replaces the API's rule set for `key`; durable when this returns.
@@ -166,5 +189,11 @@ pub trait Store: Send + Sync {
     /// store is down from a failed call until a probe reaches Redis again.
     fn is_up(&self) -> bool {
         true
+    }
+    /// Tells the other nodes that `login`'s password was reset (`mailwarden reset-login`), so
+    /// they forgive its guesses and end its quarantines too. Nothing to tell for one node.
+    fn announce_login_reset(&self, login: &str) -> Result<(), StoreError> {
+        let _ = login;
+        Ok(())
     }
 }

@@ -14,6 +14,7 @@
 //! | key | type | content |
 //! | --- | --- | --- |
 //! | `{prefix}bans` | hash | field: the source as displayed (`203.0.113.7`, `2001:db8::/64`); value: the ban as JSON (times, reason, failures, and its cause with the guesses) |
+//! | `{prefix}login-refusals` | hash | IP+login refusals: field `<source> <login key>` (a source holds no space); value: the refusal as JSON, a ban's record with `refused_login`. Apart from `{prefix}bans`, so that a node of an older version never reads one as a ban of the whole source. |
 //! | `{prefix}fail:{<source>}` | (written by `cluster`) | the source's shared failure history; deleted here when a ban on the source is saved or lifted, so an unbanned source starts afresh. The braces make the source a hash tag. |
 //! | `{prefix}lists` | hash | field: `<blocked\|trusted>\|<network>`; value: the API's list entry as JSON |
 //! | `{prefix}rules` | hash | field: the rule set's key (`alice@example.com`, `@example.com`); value: the API's rule set as written (`StoredRuleSet` JSON) |
@@ -420,10 +421,23 @@ impl RedisStore {
     /// The stored ban on `source`, whatever its expiry; `None` also for a value this version
     /// cannot read (logged).
     pub fn ban(&self, source: Source) -> Result<Option<Ban>, StoreError> {
-        let field = source.to_string();
-        let value: Option<Vec<u8>> = self.call("reading a ban", |connection| {
-            redis::cmd("HGET").arg(self.key("bans")).arg(&field).query(connection.like())
-        })?;
+        self.scoped_ban(source, None)
+    }
+
+    /// The hash and field holding the ban on `source` of that scope.
+    fn ban_field(&self, source: Source, refused_login: Option<&str>) -> (String, String) {
+        match refused_login {
+            None => (self.key("bans"), source.to_string()),
+            Some(login) => (self.key("login-refusals"), format!("{source} {login}")),
+        }
+    }
+
+    /// The stored ban on `source` of that scope (`refused_login`: that login's IP+login
+    /// refusal), whatever its expiry; `None` also for a value this version cannot read.
+    pub fn scoped_ban(&self, source: Source, refused_login: Option<&str>) -> Result<Option<Ban>, StoreError> {
+        let (key, field) = self.ban_field(source, refused_login);
+        let value: Option<Vec<u8>> =
+            self.call("reading a ban", |connection| redis::cmd("HGET").arg(&key).arg(&field).query(connection.like()))?;
         Ok(value.and_then(|value| match parse_ban(&value) {
             Ok(ban) => Some(ban),
             Err(e) => {
@@ -742,6 +756,8 @@ struct BanRecord {
     device_id: String,
     #[serde(default)]
     guesses: Vec<BanGuess>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refused_login: Option<String>,
 }
 
 impl From<&Ban> for BanRecord {
@@ -756,6 +772,7 @@ impl From<&Ban> for BanRecord {
             protocol: ban.cause.protocol.clone(),
             device_id: ban.cause.device_id.clone(),
             guesses: ban.cause.guesses.clone(),
+            refused_login: ban.refused_login.clone(),
         }
     }
 }
@@ -764,8 +781,9 @@ fn parse_ban(json: &[u8]) -> Result<Ban, String> {
     let record: BanRecord = serde_json::from_slice(json).map_err(|e| e.to_string())?;
     let source = Source::parse(&record.source).map_err(|e| e.to_string())?;
     let reason = BanReason::from_label(&record.reason).ok_or_else(|| format!("unknown reason {:?}", record.reason))?;
-    Ok(Ban {
+    let mut ban = Ban {
         source,
+        refused_login: record.refused_login,
         created_at: Timestamp(record.created_at),
         expires_at: Timestamp(record.expires_at),
         reason,
@@ -776,7 +794,9 @@ fn parse_ban(json: &[u8]) -> Result<Ban, String> {
             device_id: record.device_id,
             guesses: record.guesses,
         },
-    })
+    };
+    super::note_clamped(ban.clamp_times(), "ban", &record.source);
+    Ok(ban)
 }
 
 /// An API list entry as stored in `{prefix}lists`.
@@ -799,14 +819,16 @@ fn parse_access_entry(json: &str) -> Result<AccessEntry, String> {
     let record: AccessEntryRecord = serde_json::from_str(json).map_err(|e| e.to_string())?;
     let list = ListKind::from_label(&record.list).ok_or_else(|| format!("unknown list {:?}", record.list))?;
     let network = record.network.parse::<IpNet>().map_err(|e| format!("{:?}: {e}", record.network))?;
-    Ok(AccessEntry {
+    let mut entry = AccessEntry {
         list,
         network,
         comment: record.comment,
         created_at: Timestamp(record.created_at),
         expires_at: record.expires_at.map(Timestamp),
         origin: Origin::Api,
-    })
+    };
+    super::note_clamped(entry.clamp_times(), "list entry", &record.network);
+    Ok(entry)
 }
 
 /// A block-log event as stored in the stream's `event` field.
@@ -846,7 +868,7 @@ impl From<&Event> for EventRecord {
 
 fn parse_event(json: &[u8]) -> Option<Event> {
     let record: EventRecord = serde_json::from_slice(json).ok()?;
-    Some(Event {
+    let mut event = Event {
         at: Timestamp(record.at),
         kind: EventKind::from_label(&record.kind)?,
         login: record.login,
@@ -855,7 +877,9 @@ fn parse_event(json: &[u8]) -> Option<Event> {
         device_id: record.device_id,
         rule: record.rule,
         detail: record.detail,
-    })
+    };
+    super::note_clamped(event.clamp_time(), "event", &record.ip);
+    Some(event)
 }
 
 /// Whether `event` passes `filter`, whose login is already keyed as `login`.
@@ -874,11 +898,15 @@ fn id_millis(id: &str) -> i64 {
 impl Store for RedisStore {
     fn active_bans(&self, now: Timestamp) -> Result<Vec<Ban>, StoreError> {
         let mut bans = Vec::new();
-        for (field, value) in self.hash_entries("reading bans", &self.key("bans"))? {
-            match parse_ban(value.as_bytes()) {
-                Ok(ban) if ban.is_active(now) => bans.push(ban),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(source = %field, error = %e, "skipped a stored ban this version cannot read"),
+        for hash in ["bans", "login-refusals"] {
+            for (field, value) in self.hash_entries("reading bans", &self.key(hash))? {
+                match parse_ban(value.as_bytes()) {
+                    Ok(ban) if ban.is_active(now) => bans.push(ban),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(source = %field, error = %e, "skipped a stored ban this version cannot read")
+                    }
+                }
             }
         }
         Ok(bans)
@@ -887,32 +915,53 @@ impl Store for RedisStore {
     fn save_ban(&self, ban: &Ban) -> Result<(), StoreError> {
         let json =
             serde_json::to_string(&BanRecord::from(ban)).map_err(|e| StoreError::operation("saving a ban", e))?;
-        let source = ban.source.to_string();
+        let (key, field) = self.ban_field(ban.source, ban.refused_login());
         let mut set = redis::cmd("HSET");
-        set.arg(self.key("bans")).arg(&source).arg(json);
-        let mut forget = redis::cmd("DEL");
-        forget.arg(self.failures_key(ban.source));
-        self.write("saving a ban", &[set, forget], Change::BanSaved { source }).map(|_| ())
+        set.arg(key).arg(&field).arg(json);
+        let source = ban.source.to_string();
+        match &ban.refused_login {
+            // The source's other guesses still count toward its ban: its history stays.
+            Some(login) => self
+                .write("saving a ban", &[set], Change::LoginRefusalSaved { source, login: login.clone() })
+                .map(|_| ()),
+            None => {
+                let mut forget = redis::cmd("DEL");
+                forget.arg(self.failures_key(ban.source));
+                self.write("saving a ban", &[set, forget], Change::BanSaved { source }).map(|_| ())
+            }
+        }
     }
 
-    fn delete_ban(&self, source: Source) -> Result<bool, StoreError> {
-        let field = source.to_string();
+    fn delete_ban(&self, source: Source, refused_login: Option<&str>) -> Result<bool, StoreError> {
+        let (key, field) = self.ban_field(source, refused_login);
         let mut delete = redis::cmd("HDEL");
-        delete.arg(self.key("bans")).arg(&field);
-        let mut forget = redis::cmd("DEL");
-        forget.arg(self.failures_key(source));
-        let replies = self.write("deleting a ban", &[delete, forget], Change::BanDeleted { source: field })?;
+        delete.arg(key).arg(&field);
+        let replies = match refused_login {
+            Some(login) => {
+                let change = Change::LoginRefusalDeleted { source: source.to_string(), login: login.to_string() };
+                self.write("deleting a ban", &[delete], change)?
+            }
+            None => {
+                let mut forget = redis::cmd("DEL");
+                forget.arg(self.failures_key(source));
+                self.write("deleting a ban", &[delete, forget], Change::BanDeleted { source: field })?
+            }
+        };
         Ok(replies.first().is_some_and(|reply| integer(reply) > 0))
     }
 
     fn delete_expired_bans(&self, now: Timestamp) -> Result<usize, StoreError> {
-        let key = self.key("bans");
-        let ended: Vec<(String, String)> = self
-            .hash_entries("deleting expired bans", &key)?
-            .into_iter()
-            .filter(|(_, value)| parse_ban(value.as_bytes()).is_ok_and(|ban| !ban.is_active(now)))
-            .collect();
-        self.delete_unchanged("deleting expired bans", &key, &ended)
+        let mut deleted = 0;
+        for hash in ["bans", "login-refusals"] {
+            let key = self.key(hash);
+            let ended: Vec<(String, String)> = self
+                .hash_entries("deleting expired bans", &key)?
+                .into_iter()
+                .filter(|(_, value)| parse_ban(value.as_bytes()).is_ok_and(|ban| !ban.is_active(now)))
+                .collect();
+            deleted += self.delete_unchanged("deleting expired bans", &key, &ended)?;
+        }
+        Ok(deleted)
     }
 
     fn access_entries(&self) -> Result<Vec<AccessEntry>, StoreError> {
@@ -1047,14 +1096,33 @@ impl Store for RedisStore {
         })
     }
 
-    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize) -> Result<usize, StoreError> {
+    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize, max_bytes: u64) -> Result<usize, StoreError> {
         let key = self.key("events");
         let mut by_age = redis::cmd("XTRIM");
         by_age.arg(&key).arg("MINID").arg(older_than.0.max(0));
         let mut by_count = redis::cmd("XTRIM");
         by_count.arg(&key).arg("MAXLEN").arg(keep_at_most);
-        let replies = self.call("pruning events", |connection| connection.pipeline(&[by_age, by_count]))?;
-        Ok(replies.iter().map(count).sum())
+        // Redis's own estimate of the stream's memory (it samples entries), and its length.
+        let mut usage = redis::cmd("MEMORY");
+        usage.arg("USAGE").arg(&key);
+        let mut length = redis::cmd("XLEN");
+        length.arg(&key);
+        let replies =
+            self.call("pruning events", |connection| connection.pipeline(&[by_age, by_count, usage, length]))?;
+        let mut pruned: usize = replies.iter().take(2).map(count).sum();
+        let (used, entries) = match replies.get(2..4) {
+            Some([used, entries]) => (integer(used).max(0).unsigned_abs(), integer(entries).max(0).unsigned_abs()),
+            _ => (0, 0),
+        };
+        if used > max_bytes && entries > 0 {
+            // Keep the share of entries that fits, assuming the newest are of average size.
+            let keep = u128::from(entries) * u128::from(max_bytes) / u128::from(used);
+            let mut by_size = redis::cmd("XTRIM");
+            by_size.arg(&key).arg("MAXLEN").arg(u64::try_from(keep).unwrap_or(u64::MAX));
+            let replies = self.call("pruning events", |connection| connection.pipeline(&[by_size]))?;
+            pruned += replies.iter().map(count).sum::<usize>();
+        }
+        Ok(pruned)
     }
 
     fn firewall_rule_sets(&self) -> Result<Vec<KeyedRuleSet>, StoreError> {
@@ -1246,6 +1314,10 @@ impl Store for RedisStore {
 
     fn backend(&self) -> &'static str {
         "redis"
+    }
+
+    fn announce_login_reset(&self, login: &str) -> Result<(), StoreError> {
+        self.announce("announcing a login reset", Change::LoginReset { login: login.to_string() })
     }
 
     fn is_up(&self) -> bool {

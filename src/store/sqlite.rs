@@ -15,7 +15,7 @@ use super::{DailyCount, Store, StoreError};
 use crate::access::{AccessEntry, ListKind, Origin};
 use crate::bans::{Ban, BanCause, BanReason};
 use crate::clock::Timestamp;
-use crate::events::{Event, EventFilter, EventKind, EventPage};
+use crate::events::{EVENT_OVERHEAD_BYTES, Event, EventFilter, EventKind, EventPage};
 use crate::firewall::{KeyedRuleSet, RuleSet, StoredRuleSet};
 use crate::journal::KnownSource;
 use crate::network::Source;
@@ -89,6 +89,26 @@ const MIGRATIONS: &[&str] = &[
     UPDATE events SET login_key = lower(login);
     DROP INDEX events_by_login;
     CREATE INDEX events_by_login_key ON events (login_key, at);",
+    // IP+login refusals are bans scoped to one login: `refused_login` is its login key, '' for
+    // a ban of the whole source, and a source holds one ban of each scope.
+    "CREATE TABLE scoped_bans (
+        source      TEXT NOT NULL,
+        refused_login TEXT NOT NULL DEFAULT '',
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        reason      TEXT NOT NULL,
+        failures    INTEGER NOT NULL,
+        login       TEXT NOT NULL DEFAULT '',
+        protocol    TEXT NOT NULL DEFAULT '',
+        device_id   TEXT NOT NULL DEFAULT '',
+        guesses     TEXT NOT NULL DEFAULT '[]',
+        PRIMARY KEY (source, refused_login)
+    );
+    INSERT INTO scoped_bans (source, created_at, expires_at, reason, failures, login, protocol, device_id, guesses)
+        SELECT source, created_at, expires_at, reason, failures, login, protocol, device_id, guesses FROM bans;
+    DROP TABLE bans;
+    ALTER TABLE scoped_bans RENAME TO bans;
+    CREATE INDEX bans_by_expiry ON bans (expires_at);",
 ];
 
 /// Work a migration needs done in Rust, in its transaction, after its SQL.
@@ -108,6 +128,14 @@ fn key_event_logins(transaction: &rusqlite::Transaction<'_>) -> rusqlite::Result
     }
     Ok(())
 }
+/// An event row's text in bytes, as `Event::size` counts it (plus `EVENT_OVERHEAD_BYTES`).
+const EVENT_TEXT_BYTES: &str = "length(CAST(login AS BLOB)) + length(CAST(ip AS BLOB))
+     + length(CAST(protocol AS BLOB)) + length(CAST(device_id AS BLOB)) + length(CAST(detail AS BLOB))
+     + length(CAST(kind AS BLOB))";
+
+/// The columns `ban_from_row` reads, in its order.
+const BAN_COLUMNS: &str =
+    "source, created_at, expires_at, reason, failures, login, protocol, device_id, guesses, refused_login";
 
 pub struct SqliteStore {
     connection: Mutex<Connection>,
@@ -163,8 +191,10 @@ fn ban_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Ban>> {
     let (Ok(source), Some(reason)) = (Source::parse(&source), BanReason::from_label(&reason)) else {
         return Ok(None);
     };
-    Ok(Some(Ban {
+    let refused_login: String = row.get(9)?;
+    let mut ban = Ban {
         source,
+        refused_login: (!refused_login.is_empty()).then_some(refused_login),
         created_at: Timestamp(row.get(1)?),
         expires_at: Timestamp(row.get(2)?),
         reason,
@@ -175,7 +205,9 @@ fn ban_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Ban>> {
             device_id: row.get(7)?,
             guesses: serde_json::from_str(&row.get::<_, String>(8)?).unwrap_or_default(),
         },
-    }))
+    };
+    super::note_clamped(ban.clamp_times(), "ban", &ban.source.to_string());
+    Ok(Some(ban))
 }
 
 fn access_entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<AccessEntry>> {
@@ -184,21 +216,23 @@ fn access_entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Acc
     let (Some(list), Ok(network)) = (ListKind::from_label(&list), network.parse::<IpNet>()) else {
         return Ok(None);
     };
-    Ok(Some(AccessEntry {
+    let mut entry = AccessEntry {
         list,
         network,
         comment: row.get(2)?,
         created_at: Timestamp(row.get(3)?),
         expires_at: row.get::<_, Option<i64>>(4)?.map(Timestamp),
         origin: Origin::Api,
-    }))
+    };
+    super::note_clamped(entry.clamp_times(), "list entry", &entry.network.to_string());
+    Ok(Some(entry))
 }
 
 impl Store for SqliteStore {
     fn active_bans(&self, now: Timestamp) -> Result<Vec<Ban>, StoreError> {
         let connection = self.lock();
         let mut statement = connection
-            .prepare("SELECT source, created_at, expires_at, reason, failures, login, protocol, device_id, guesses FROM bans WHERE expires_at > ?1")
+            .prepare(&format!("SELECT {BAN_COLUMNS} FROM bans WHERE expires_at > ?1"))
             .map_err(|e| StoreError::operation("reading bans", e))?;
         let rows =
             statement.query_map(params![now.0], ban_from_row).map_err(|e| StoreError::operation("reading bans", e))?;
@@ -215,8 +249,9 @@ impl Store for SqliteStore {
     fn save_ban(&self, ban: &Ban) -> Result<(), StoreError> {
         self.lock()
             .execute(
-                "INSERT OR REPLACE INTO bans (source, created_at, expires_at, reason, failures, login, protocol, device_id, guesses)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                &format!(
+                    "INSERT OR REPLACE INTO bans ({BAN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                ),
                 params![
                     ban.source.network().to_string(),
                     ban.created_at.0,
@@ -227,15 +262,19 @@ impl Store for SqliteStore {
                     ban.cause.protocol,
                     ban.cause.device_id,
                     serde_json::to_string(&ban.cause.guesses).unwrap_or_else(|_| "[]".into()),
+                    ban.refused_login().unwrap_or(""),
                 ],
             )
             .map(|_| ())
             .map_err(|e| StoreError::operation("saving a ban", e))
     }
 
-    fn delete_ban(&self, source: Source) -> Result<bool, StoreError> {
+    fn delete_ban(&self, source: Source, refused_login: Option<&str>) -> Result<bool, StoreError> {
         self.lock()
-            .execute("DELETE FROM bans WHERE source = ?1", params![source.network().to_string()])
+            .execute(
+                "DELETE FROM bans WHERE source = ?1 AND refused_login = ?2",
+                params![source.network().to_string(), refused_login.unwrap_or("")],
+            )
             .map(|n| n > 0)
             .map_err(|e| StoreError::operation("deleting a ban", e))
     }
@@ -361,15 +400,19 @@ impl Store for SqliteStore {
             .query_map(rusqlite::params_from_iter(values), |row| {
                 let kind: String = row.get(1)?;
                 let ip: String = row.get(3)?;
-                Ok(EventKind::from_label(&kind).map(|kind| Event {
-                    at: Timestamp(row.get(0).unwrap_or(0)),
-                    kind,
-                    login: row.get(2).unwrap_or_default(),
-                    ip: ip.parse().ok(),
-                    protocol: row.get(4).unwrap_or_default(),
-                    device_id: row.get(5).unwrap_or_default(),
-                    rule: row.get(6).unwrap_or(None),
-                    detail: row.get(7).unwrap_or_default(),
+                Ok(EventKind::from_label(&kind).map(|kind| {
+                    let mut event = Event {
+                        at: Timestamp(row.get(0).unwrap_or(0)),
+                        kind,
+                        login: row.get(2).unwrap_or_default(),
+                        ip: ip.parse().ok(),
+                        protocol: row.get(4).unwrap_or_default(),
+                        device_id: row.get(5).unwrap_or_default(),
+                        rule: row.get(6).unwrap_or(None),
+                        detail: row.get(7).unwrap_or_default(),
+                    };
+                    super::note_clamped(event.clamp_time(), "event", &ip);
+                    event
                 }))
             })
             .map_err(error)?;
@@ -382,7 +425,7 @@ impl Store for SqliteStore {
         Ok(EventPage { events, total: usize::try_from(total).unwrap_or(0), total_exact: true })
     }
 
-    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize) -> Result<usize, StoreError> {
+    fn prune_events(&self, older_than: Timestamp, keep_at_most: usize, max_bytes: u64) -> Result<usize, StoreError> {
         let error = |e: rusqlite::Error| StoreError::operation("pruning events", e);
         let connection = self.lock();
         let aged = connection.execute("DELETE FROM events WHERE at < ?1", params![older_than.0]).map_err(error)?;
@@ -392,7 +435,31 @@ impl Store for SqliteStore {
                 params![i64::try_from(keep_at_most).unwrap_or(i64::MAX)],
             )
             .map_err(error)?;
-        Ok(aged + surplus)
+        let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+        // The pages in use bound the events' size from above (their text is stored once more
+        // in the indexes), so the full count below runs only when it might find too much.
+        let in_use: i64 = connection
+            .query_row(
+                "SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count())",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(error)?;
+        let page_size: i64 = connection.query_row("PRAGMA page_size", [], |row| row.get(0)).map_err(error)?;
+        if in_use.saturating_mul(page_size) <= max_bytes {
+            return Ok(aged + surplus);
+        }
+        let oversize = connection
+            .execute(
+                &format!(
+                    "DELETE FROM events WHERE id <= (
+                         SELECT id FROM (SELECT id, SUM({EVENT_TEXT_BYTES} + {EVENT_OVERHEAD_BYTES}) OVER (ORDER BY id DESC) AS newer FROM events)
+                         WHERE newer > ?1 ORDER BY id DESC LIMIT 1)"
+                ),
+                params![max_bytes],
+            )
+            .map_err(error)?;
+        Ok(aged + surplus + oversize)
     }
 
     fn firewall_rule_sets(&self) -> Result<Vec<KeyedRuleSet>, StoreError> {
@@ -579,10 +646,16 @@ impl Store for SqliteStore {
 impl SqliteStore {
     /// The stored ban on `source`, whatever its expiry: for tests and diagnostics.
     pub fn ban(&self, source: Source) -> Result<Option<Ban>, StoreError> {
+        self.scoped_ban(source, None)
+    }
+
+    /// The stored ban on `source` of that scope (`refused_login`: the login's IP+login
+    /// refusal), whatever its expiry.
+    pub fn scoped_ban(&self, source: Source, refused_login: Option<&str>) -> Result<Option<Ban>, StoreError> {
         self.lock()
             .query_row(
-                "SELECT source, created_at, expires_at, reason, failures, login, protocol, device_id, guesses FROM bans WHERE source = ?1",
-                params![source.network().to_string()],
+                &format!("SELECT {BAN_COLUMNS} FROM bans WHERE source = ?1 AND refused_login = ?2"),
+                params![source.network().to_string(), refused_login.unwrap_or("")],
                 ban_from_row,
             )
             .optional()
@@ -602,6 +675,7 @@ mod tests {
     fn ban(address: &str, expires_in_ms: i64) -> Ban {
         Ban {
             source: SourceGrouping { ipv4_prefix: 32, ipv6_prefix: 64 }.source_of(parse_ip(address).unwrap()),
+            refused_login: None,
             created_at: NOW,
             expires_at: Timestamp(NOW.0 + expires_in_ms),
             reason: BanReason::Autoban,
@@ -632,8 +706,8 @@ mod tests {
         assert_eq!(store.active_bans(NOW).unwrap(), vec![stored.clone()]);
         assert_eq!(store.ban(stored.source).unwrap(), Some(stored.clone()));
         assert_eq!(store.delete_expired_bans(NOW).unwrap(), 1);
-        assert!(store.delete_ban(stored.source).unwrap());
-        assert!(!store.delete_ban(stored.source).unwrap());
+        assert!(store.delete_ban(stored.source, None).unwrap());
+        assert!(!store.delete_ban(stored.source, None).unwrap());
         assert!(store.active_bans(NOW).unwrap().is_empty());
         for reason in BanReason::ALL {
             let mut placed = ban("198.51.100.7", 60_000);
@@ -643,6 +717,50 @@ mod tests {
             store.save_ban(&placed).unwrap();
             assert_eq!(store.ban(placed.source).unwrap(), Some(placed), "{reason:?} round-trips");
         }
+    }
+
+    #[test]
+    fn a_login_refusal_and_a_ban_of_its_source_are_stored_and_lifted_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole = ban("203.0.113.7", 60_000);
+        let mut refusal = ban("203.0.113.7", 30_000);
+        refusal.refused_login = Some("alice@example.com".into());
+        {
+            let store = SqliteStore::open(dir.path()).unwrap();
+            store.save_ban(&refusal).unwrap();
+            store.save_ban(&whole).unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let mut loaded = store.active_bans(NOW).unwrap();
+        loaded.sort_by_key(|b| b.expires_at);
+        assert_eq!(loaded, vec![refusal.clone(), whole.clone()]);
+        assert!(store.delete_ban(whole.source, None).unwrap());
+        assert_eq!(store.scoped_ban(whole.source, Some("alice@example.com")).unwrap(), Some(refusal.clone()));
+        assert!(store.delete_ban(whole.source, Some("alice@example.com")).unwrap());
+        assert!(store.active_bans(NOW).unwrap().is_empty());
+    }
+
+    #[test]
+    fn bans_stored_before_login_refusals_existed_are_kept_by_the_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let connection = Connection::open(dir.path().join("mailwarden.db")).unwrap();
+            for migration in &MIGRATIONS[..6] {
+                connection.execute_batch(migration).unwrap();
+            }
+            connection.pragma_update(None, "user_version", 6).unwrap();
+            connection
+                .execute(
+                    "INSERT INTO bans (source, created_at, expires_at, reason, failures, login) VALUES ('203.0.113.9', ?1, ?2, 'autoban', 5, 'bob@example.com')",
+                    params![NOW.0, NOW.0 + 60_000],
+                )
+                .unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let bans = store.active_bans(NOW).unwrap();
+        assert_eq!(bans.len(), 1);
+        assert_eq!((bans[0].source.to_string(), bans[0].refused_login.as_deref()), ("203.0.113.9".into(), None));
+        assert_eq!(bans[0].cause.login, "bob@example.com");
     }
 
     #[test]
@@ -712,8 +830,8 @@ mod tests {
         assert_eq!(page(1, 0), (vec![3], 3, true));
         assert_eq!(page(2, 1), (vec![2, 1], 3, true));
         assert_eq!(page(2, 3), (vec![], 3, true));
-        assert_eq!(store.prune_events(Timestamp(2), 10).unwrap(), 1);
-        assert_eq!(store.prune_events(Timestamp(0), 1).unwrap(), 1);
+        assert_eq!(store.prune_events(Timestamp(2), 10, u64::MAX).unwrap(), 1);
+        assert_eq!(store.prune_events(Timestamp(0), 1, u64::MAX).unwrap(), 1);
         assert_eq!(query(EventFilter::default()).len(), 1);
     }
 
@@ -758,6 +876,30 @@ mod tests {
         assert_eq!(found("ALICE@EXAMPLE.COM"), ["Alice@Example.com"]);
         assert_eq!(found("ÄRZTE@Example.de"), ["Ärzte@example.de", "ärzte@example.de"]);
         assert_eq!(found("jörg@example.com"), ["JÖRG@example.com"]);
+    }
+
+    #[test]
+    fn the_block_log_is_pruned_to_its_byte_budget_oldest_first() {
+        let store = SqliteStore::in_memory().unwrap();
+        let events: Vec<Event> = (0..100)
+            .map(|at| Event {
+                at: Timestamp(at),
+                kind: EventKind::Ban,
+                login: "alice@example.com".into(),
+                ip: "203.0.113.7".parse().ok(),
+                protocol: "imap".into(),
+                device_id: "d".repeat(1000),
+                rule: None,
+                detail: "Too many failed logins".into(),
+            })
+            .collect();
+        store.save_events(&events).unwrap();
+        let size = events[0].size();
+        assert_eq!(store.prune_events(Timestamp(0), 1000, 20 * size).unwrap(), 80);
+        let kept = store.events(&EventFilter { limit: 1000, ..Default::default() }).unwrap().events;
+        assert_eq!(kept.len(), 20);
+        assert_eq!(kept.first().map(|e| e.at), Some(Timestamp(99)), "the newest stay");
+        assert_eq!(store.prune_events(Timestamp(0), 1000, 20 * size).unwrap(), 0, "within budget");
     }
 
     #[test]

@@ -48,6 +48,68 @@ pub(super) fn counting(policy: &Policy) -> Counting {
     }
 }
 
+/// The distinct guesses of `source` still counted in the window (forgiven ones weigh 0), of
+/// one login (compared by `login::key`) or of all: their weight, and as a ban records them.
+fn counted_guesses(guesses: &[Guess], login: Option<&str>, now: Timestamp, window: Duration) -> (u32, Vec<BanGuess>) {
+    let wanted = login.map(crate::login::key);
+    let mut counted = 0;
+    let recorded = guesses
+        .iter()
+        .filter(|g| g.last_seen > now.minus(window))
+        .filter(|g| wanted.as_ref().is_none_or(|w| crate::login::key(&g.login) == *w && !g.forgiven()))
+        .inspect(|g| counted += u32::from(g.weight))
+        .map(|g| BanGuess {
+            login: g.login.to_string(),
+            protocol: g.protocol.label().to_string(),
+            device_id: g.device_id.to_string(),
+            failures: g.failures,
+            first_seen: g.first_seen.0,
+            last_seen: g.last_seen.0,
+        })
+        .collect();
+    (counted, recorded)
+}
+
+/// A ban of `source` (or of one login from it) placed now for `length`, after `failures`.
+fn ban_record(
+    trigger: BanTrigger<'_>,
+    source: Source,
+    refused_login: Option<String>,
+    failures: u32,
+    guesses: Vec<BanGuess>,
+    now: Timestamp,
+    length: Duration,
+) -> Ban {
+    Ban {
+        source,
+        refused_login,
+        created_at: now,
+        expires_at: now.plus(length),
+        reason: BanReason::Autoban,
+        failures,
+        cause: BanCause {
+            login: trigger.login.to_string(),
+            protocol: trigger.protocol.label().to_string(),
+            device_id: trigger.device_id.to_string(),
+            guesses,
+        },
+    }
+}
+
+/// The block-log record of a ban (or IP+login refusal) just placed.
+fn placed(kind: EventKind, ban: &Ban, address: Option<IpAddr>, detail: String) -> Event {
+    Event {
+        at: ban.created_at,
+        kind,
+        login: ban.cause.login.clone(),
+        ip: address,
+        protocol: ban.cause.protocol.clone(),
+        device_id: ban.cause.device_id.clone(),
+        rule: None,
+        detail,
+    }
+}
+
 fn protection(policy: &Policy) -> Protection {
     Protection { sources: policy.account_protection.sources, window: policy.account_protection.window }
 }
@@ -68,6 +130,9 @@ pub enum Counted {
     Failure(CountedFailure),
     /// `login` logged in from `source`: its guesses from there are forgotten everywhere.
     Success { source: Source, login: String },
+    /// The IP+login refusal of `login` from `source` was lifted: its guesses from there are
+    /// forgotten everywhere too, so its next wrong password does not refuse it again at once.
+    Forgiven { source: Source, login: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +187,8 @@ pub struct Diagnosis {
     pub long_window: Duration,
     /// The source has earned tolerance, which spares it the subnet ban `explanation.ban`.
     pub spared_by_tolerance: bool,
+    /// The source's IP+login refusals (only the login asked about, when one was).
+    pub login_refusals: Vec<Arc<Ban>>,
 }
 
 fn readable(t: Timestamp) -> String {
@@ -165,6 +232,15 @@ impl Diagnosis {
                     readable(Timestamp(guess.last_seen))
                 ));
             }
+        }
+        for refusal in &self.login_refusals {
+            let login = refusal.refused_login().unwrap_or_default();
+            lines.push(format!(
+                "per-login refusal: logins to {login} from {} are refused until {} after {} distinct wrong passwords for it; other accounts at this address are not affected",
+                refusal.source,
+                readable(refusal.expires_at),
+                refusal.failures
+            ));
         }
         let minutes = self.window.as_secs() / 60;
         if self.tolerance.good_accounts > 0 {
@@ -460,14 +536,19 @@ impl Warden {
             }));
         }
         let already_banned = shared.bans.active(source, now).is_some();
-        // Toleration is looked up only once a source has made enough guesses to need it.
-        let threshold = if recorded.distinct >= policy.autoban.max_failures {
-            engine::source_ban_threshold(&policy.autoban, self.tolerance_earned(source, now))
-        } else {
-            policy.autoban.max_failures
+        // Toleration is looked up only once a source has made enough guesses to need it (a
+        // login's guesses are some of its source's, so its refusal needs as many).
+        let earned =
+            if recorded.distinct >= policy.autoban.max_failures { self.tolerance_earned(source, now) } else { 0 };
+        let threshold = engine::source_ban_threshold(&policy.autoban, earned);
+        let trigger = BanTrigger {
+            login: &attempt.login,
+            protocol: attempt.protocol,
+            device_id: &attempt.device_id,
+            address: attempt.remote,
         };
         let long_threshold = if recorded.long_distinct >= policy.autoban.long_max_failures {
-            engine::long_ban_threshold(&policy.autoban, self.tolerance_earned(source, now))
+            engine::long_ban_threshold(&policy.autoban, earned)
         } else {
             None
         };
@@ -483,29 +564,18 @@ impl Warden {
                 BanReason::LongWindow => (policy.autoban.long_window, recorded.long_distinct),
                 _ => (policy.autoban.window, recorded.distinct),
             };
-            let guesses = shared
-                .failures
-                .guesses(source, now)
-                .iter()
-                .filter(|g| g.last_seen > now.minus(window))
-                .map(|g| BanGuess {
-                    login: g.login.to_string(),
-                    protocol: g.protocol.label().to_string(),
-                    device_id: g.device_id.to_string(),
-                    failures: g.failures,
-                    first_seen: g.first_seen.0,
-                    last_seen: g.last_seen.0,
-                })
-                .collect();
-            let trigger = BanTrigger {
-                login: &attempt.login,
-                protocol: attempt.protocol,
-                device_id: &attempt.device_id,
-                address: attempt.remote,
-            };
+            let guesses = counted_guesses(&shared.failures.guesses(source, now), None, now, window).1;
             let ban = self.place_ban(trigger, source, reason, failures, guesses, now, policy);
             effects.subnet_ban = self.ban_subnet_after(&ban, trigger, now, policy);
             effects.ban = Some(ban);
+        } else if earned > 0 && !already_banned {
+            let (counted, guesses) = counted_guesses(
+                &shared.failures.guesses(source, now),
+                Some(&attempt.login),
+                now,
+                policy.autoban.window,
+            );
+            effects.ban = self.refuse_login_when_due(trigger, source, counted, guesses, earned, now, policy);
         }
         effects
     }
@@ -556,6 +626,7 @@ impl Warden {
         shared.subnets.forget(subnet);
         let subnet_ban = Arc::new(Ban {
             source: subnet,
+            refused_login: None,
             created_at: now,
             expires_at: now.plus(settings.ban_for),
             reason: BanReason::Subnet,
@@ -588,6 +659,39 @@ impl Warden {
         Some(subnet_ban)
     }
 
+    /// Refuses `trigger.login` from `source` (an IP+login refusal) when its own guesses still
+    /// counted there, `login_failures`, call for it (`engine::refuses_login`) and it is not
+    /// refused already. The caller stores the refusal (`persist_ban`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn refuse_login_when_due(
+        &self,
+        trigger: BanTrigger<'_>,
+        source: Source,
+        login_failures: u32,
+        guesses: Vec<BanGuess>,
+        earned: u32,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> Option<Arc<Ban>> {
+        let shared = &*self.shared;
+        let refused = shared.bans.login_refusal(source, trigger.login, now).is_some();
+        if !engine::refuses_login(login_failures, refused, &policy.autoban, earned) {
+            return None;
+        }
+        let login = crate::login::key(trigger.login).into_owned();
+        let ban =
+            Arc::new(ban_record(trigger, source, Some(login), login_failures, guesses, now, policy.autoban.ban_for));
+        shared.bans.insert(ban.clone());
+        shared.metrics.login_refusals.with_label_values(&[trigger.protocol.label()]).inc();
+        let detail = format!(
+            "{} refused from {source} until {} after {login_failures} distinct wrong passwords for it; other logins from there are not refused",
+            trigger.login,
+            ban.expires_at.rfc3339()
+        );
+        shared.journal.event(placed(EventKind::LoginRefusalPlaced, &ban, trigger.address, detail));
+        Some(ban)
+    }
+
     /// The extra guesses `source` has earned from its good logins.
     pub(super) fn tolerance_earned(&self, source: Source, now: Timestamp) -> u32 {
         let policy = self.shared.policy.load();
@@ -618,19 +722,9 @@ impl Warden {
             shared.metrics.ban_escalations.with_label_values(&["repeat_offender"]).inc();
         }
         shared.ban_history.insert(source, (now, length));
-        let ban = Arc::new(Ban {
-            source,
-            created_at: now,
-            expires_at: now.plus(length),
-            reason,
-            failures,
-            cause: BanCause {
-                login: trigger.login.to_string(),
-                protocol: trigger.protocol.label().to_string(),
-                device_id: trigger.device_id.to_string(),
-                guesses,
-            },
-        });
+        let mut record = ban_record(trigger, source, None, failures, guesses, now, length);
+        record.reason = reason;
+        let ban = Arc::new(record);
         shared.bans.insert(ban.clone());
         shared.failures.forget(source);
         shared.metrics.bans_created.with_label_values(&[ban.reason.label()]).inc();
@@ -645,19 +739,11 @@ impl Warden {
         } else {
             String::new()
         };
-        shared.journal.event(Event {
-            at: now,
-            kind: EventKind::BanPlaced,
-            login: ban.cause.login.clone(),
-            ip: trigger.address,
-            protocol: ban.cause.protocol.clone(),
-            device_id: ban.cause.device_id.clone(),
-            rule: None,
-            detail: format!(
-                "{source} banned until {} after {failures} distinct wrong passwords{escalated}",
-                ban.expires_at.rfc3339()
-            ),
-        });
+        let detail = format!(
+            "{source} banned until {} after {failures} distinct wrong passwords{escalated}",
+            ban.expires_at.rfc3339()
+        );
+        shared.journal.event(placed(EventKind::BanPlaced, &ban, trigger.address, detail));
         ban
     }
 
@@ -729,6 +815,12 @@ impl Warden {
             long_threshold: engine::long_ban_threshold(&policy.autoban, self.tolerance_earned(source, now)),
             long_window: policy.autoban.long_window,
             spared_by_tolerance,
+            login_refusals: shared
+                .bans
+                .login_refusals(source, now)
+                .into_iter()
+                .filter(|r| login.is_none_or(|l| crate::login::key(l) == r.refused_login().unwrap_or_default()))
+                .collect(),
         }
     }
 }

@@ -129,6 +129,12 @@ impl Explanation {
                     ),
                 }
             }
+            (Decision::Reject(Refusal::LoginRefused { login, source, until }), _, _) => {
+                format!(
+                    "refused: {login} is refused from {source} until {} after too many wrong passwords for it; other accounts from {source} are not affected",
+                    readable(*until)
+                )
+            }
             (Decision::Reject(Refusal::StalePassword { login }), _, _) => {
                 format!(
                     "refused: {login}'s password is quarantined from {}: a device keeps using an old one",

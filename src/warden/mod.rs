@@ -13,6 +13,7 @@
 mod detection;
 mod explain;
 mod lists;
+mod reset;
 mod rules;
 mod sync;
 #[cfg(test)]
@@ -29,13 +30,14 @@ use ipnet::IpNet;
 pub use detection::{Counted, CountedFailure, Diagnosis, ReportEffects, device_name};
 pub use explain::Explanation;
 pub use lists::{ListChange, ListError};
+pub use reset::LoginReset;
 pub use rules::{FirewallCheck, FirewallError, MailboxFirewall, RuleMove};
 pub use sync::{Restored, Resynced};
 pub use unblock::{SelfUnblockError, VisitorStatus};
 
 use crate::access::{AccessEntry, AccessLists, ListKind, Standing};
 use crate::accounts::AccountTracker;
-use crate::bans::{Ban, BanIndex};
+use crate::bans::{Ban, BanIndex, BanKey};
 use crate::bounded::BoundedMap;
 use crate::clock::{Clock, Timestamp};
 use crate::config::{OnStoreError, Policy};
@@ -90,6 +92,10 @@ struct Shared {
     /// The self-service page's flood guard (per source, memory only; the daily count of
     /// unblocks and the used challenges are in the store).
     page_requests: crate::selfservice::PageRequests,
+    /// Sources whose refusal for a ban or a blocked network is in the block log within the
+    /// last `REFUSAL_NOTED_FOR`: their further refusals are answered but not recorded, so one
+    /// client retrying in a loop cannot push everyone else's history out (memory only, bounded).
+    refusals_noted: moka::sync::Cache<(Source, EventKind), ()>,
     clock: Arc<dyn Clock>,
     /// Failed-login history per source (memory only, bounded).
     failures: FailureTracker,
@@ -103,7 +109,7 @@ struct Shared {
     store: Arc<dyn Store>,
     /// Bans in force that the store could not take (it was unreachable); `cluster` stores
     /// them when it is back.
-    unsaved_bans: Mutex<HashMap<Source, Arc<Ban>>>,
+    unsaved_bans: Mutex<HashMap<BanKey, Arc<Ban>>>,
     /// Where counted failures and successes go for the other nodes (cluster mode only).
     count_sharing: OnceLock<Box<dyn Fn(Counted) + Send + Sync>>,
     metrics: Metrics,
@@ -117,6 +123,10 @@ pub enum OpenError {
     #[error("firewall rules need GeoIP data that is not configured:\n  - {}", .0.join("\n  - "))]
     Rules(Vec<String>),
 }
+
+/// How long a banned or blocked source's refusal stands for its repeats in the block log: a
+/// mail app retries every few seconds, and one line a minute tells the admin as much.
+const REFUSAL_NOTED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A login as `allow` sees it: from Dovecot, or described by the dry run.
 #[derive(Debug, Clone, Copy)]
@@ -236,6 +246,7 @@ impl Warden {
             known_recorded_keys: Default::default(),
             unusable_noted: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(policy_window).build(),
             page_requests: crate::selfservice::PageRequests::new(),
+            refusals_noted: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(REFUSAL_NOTED_FOR).build(),
             clock,
             failures,
             tolerance: ToleranceTracker::new(max_tolerated_sources),
@@ -279,6 +290,8 @@ impl Warden {
         let standing = self.standing(view.address, now);
         let policy = shared.policy.load();
         let ban = view.address.and_then(|ip| self.ban_refusing(ip, now, &policy));
+        let login_refusal =
+            view.address.and_then(|ip| shared.bans.active_login_refusal(ip, policy.autoban.grouping, view.login, now));
         let refuse_while_store_unreachable =
             policy.store.on_store_error == OnStoreError::Reject && !shared.store.is_up();
         engine::decide_allow(&AllowFacts {
@@ -286,6 +299,7 @@ impl Warden {
             address: view.address,
             standing,
             ban: ban.as_deref(),
+            login_refusal: login_refusal.as_deref(),
             firewall: firewall.outcome(),
             login: view.login,
             stale_guess: self.stale_guess(view, now),
@@ -308,6 +322,7 @@ impl Warden {
             Decision::Allow(_) => None,
             Decision::Delay { .. } => Some((EventKind::AccountUnderAttack, None)),
             Decision::Reject(Refusal::Banned { .. }) => Some((EventKind::Ban, None)),
+            Decision::Reject(Refusal::LoginRefused { .. }) => Some((EventKind::LoginRefused, None)),
             Decision::Reject(Refusal::Blocked { .. }) => Some((EventKind::Blocked, None)),
             Decision::Reject(Refusal::FirewallRule { rule, .. }) => {
                 Some((EventKind::FirewallRule, u32::try_from(*rule).ok()))
@@ -317,7 +332,9 @@ impl Warden {
             Decision::Reject(Refusal::AccountUnderAttack { .. }) => Some((EventKind::AccountUnderAttack, None)),
             Decision::Reject(Refusal::StoreUnavailable) => Some((EventKind::StoreUnavailable, None)),
         };
-        if let Some((kind, rule)) = recorded {
+        if let Some((kind, rule)) = recorded
+            && self.first_refusal_lately(attempt.remote, kind)
+        {
             let detail = match &decision {
                 Decision::Delay { seconds, .. } => {
                     format!("delayed {seconds}s: the account is under attack and this address is new to it")
@@ -338,6 +355,14 @@ impl Warden {
         reply
     }
 
+    /// Whether a refusal of `kind` from `address` is the first of its source within
+    /// `REFUSAL_NOTED_FOR` (always, for refusals that depend on more than the source).
+    fn first_refusal_lately(&self, address: Option<IpAddr>, kind: EventKind) -> bool {
+        let (Some(ip), EventKind::Ban | EventKind::Blocked) = (address, kind) else { return true };
+        let source = self.shared.policy.load().autoban.grouping.source_of(ip);
+        self.shared.refusals_noted.entry((source, kind)).or_insert(()).is_fresh()
+    }
+
     /// Writes a ban placed by `report` to the store. Blocking.
     pub fn persist_ban(&self, ban: &Ban) -> Result<(), StoreError> {
         let result = self.shared.store.save_ban(ban);
@@ -349,10 +374,10 @@ impl Warden {
                 if !e.is_unavailable() {
                     tracing::error!(source = %ban.source, error = %e, "ban is in force but could not be stored durably");
                 }
-                lock(&self.shared.unsaved_bans).insert(ban.source, Arc::new(ban.clone()));
+                lock(&self.shared.unsaved_bans).insert(ban.key(), Arc::new(ban.clone()));
             }
             Ok(()) => {
-                lock(&self.shared.unsaved_bans).remove(&ban.source);
+                lock(&self.shared.unsaved_bans).remove(&ban.key());
             }
         }
         result
@@ -385,31 +410,64 @@ impl Warden {
         self.shared.bans.active(source, self.shared.clock.now())
     }
 
-    /// Active bans, soonest to end first.
+    /// The active IP+login refusal of `login` (any spelling) from `source`.
+    pub fn login_refusal(&self, source: Source, login: &str) -> Option<Arc<Ban>> {
+        self.shared.bans.login_refusal(source, login, self.shared.clock.now())
+    }
+
+    /// Active bans and IP+login refusals, soonest to end first.
     pub fn bans(&self) -> Vec<Arc<Ban>> {
         self.shared.bans.list(self.shared.clock.now())
     }
 
     /// Lifts the ban on `source` and forgets its failure history. Blocking.
     pub fn unban(&self, source: Source) -> Result<Option<Arc<Ban>>, StoreError> {
-        self.lift_ban(source, "admin")
+        self.lift_ban(source, None, "admin")
     }
 
-    /// Lifts the ban on `source`, counting it under `cause` (`admin`, `self_service`). Blocking.
-    fn lift_ban(&self, source: Source, cause: &'static str) -> Result<Option<Arc<Ban>>, StoreError> {
+    /// Lifts the IP+login refusal of `login` (any spelling) from `source` and forgives that
+    /// login's guesses from there, so its next wrong password does not refuse it again at
+    /// once; the source's other guesses still count. Blocking.
+    pub fn unban_login(&self, source: Source, login: &str) -> Result<Option<Arc<Ban>>, StoreError> {
+        self.lift_ban(source, Some(&crate::login::key(login)), "admin")
+    }
+
+    /// Lifts the ban on `source` of that scope (`refused_login`, a login key: that login's
+    /// IP+login refusal), counting it under `cause` (`admin`, `self_service`). Blocking.
+    fn lift_ban(
+        &self,
+        source: Source,
+        refused_login: Option<&str>,
+        cause: &'static str,
+    ) -> Result<Option<Arc<Ban>>, StoreError> {
         let shared = &*self.shared;
-        let deleted = shared.store.delete_ban(source);
+        let deleted = shared.store.delete_ban(source, refused_login);
         shared.metrics.store_result("delete_ban", &deleted);
         let deleted = deleted?;
-        lock(&shared.unsaved_bans).remove(&source);
-        let removed = shared.bans.remove(source);
-        shared.failures.forget(source);
-        shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
+        lock(&shared.unsaved_bans).remove(&(source, refused_login.map(str::to_string)));
+        let removed = shared.bans.remove(source, refused_login);
         let now = shared.clock.now();
+        match (refused_login, &removed) {
+            (Some(login), removed) => {
+                // The guesses keep the login as Dovecot spelt it.
+                let mut spellings: Vec<&str> =
+                    removed.iter().flat_map(|b| b.cause.guesses.iter().map(|g| g.login.as_str())).collect();
+                spellings.push(login);
+                spellings.dedup();
+                for spelling in spellings {
+                    shared.failures.forgive_login(source, spelling, now);
+                    if let Some(share) = shared.count_sharing.get() {
+                        share(detection::Counted::Forgiven { source, login: spelling.to_string() });
+                    }
+                }
+            }
+            (None, _) => shared.failures.forget(source),
+        }
+        shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
         let lifted = removed.filter(|b| b.is_active(now));
         if lifted.is_some() || deleted {
             shared.metrics.bans_lifted.with_label_values(&[cause]).inc();
-            tracing::info!(source = %source, cause, "ban lifted");
+            tracing::info!(source = %source, login = refused_login, cause, "ban lifted");
         }
         Ok(lifted)
     }
@@ -434,7 +492,7 @@ impl Warden {
             shared.metrics.bans_lifted.with_label_values(&["expired"]).inc_by(ended.len() as u64);
             shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
             for ban in &ended {
-                tracing::info!(source = %ban.source, "ban expired");
+                tracing::info!(source = %ban.source, login = ban.refused_login(), "ban expired");
             }
         }
         // Memory first: an unreachable store must not keep histories from expiring.

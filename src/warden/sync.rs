@@ -11,8 +11,9 @@ use std::time::Duration;
 use super::detection::{self, BanTrigger, Counted, CountedFailure};
 use super::{Warden, gauge_value, lock};
 use crate::access::AccessEntry;
-use crate::bans::{Ban, BanGuess, BanReason};
+use crate::bans::{Ban, BanKey, BanReason};
 use crate::clock::Timestamp;
+use crate::cluster::counting::SharedCount;
 use crate::failures::{Counting, FailedGuess};
 use crate::firewall::RuleSet;
 use crate::network::Source;
@@ -63,21 +64,28 @@ impl Warden {
         if !ban.is_active(shared.clock.now()) {
             return;
         }
-        let source = ban.source;
+        let (source, whole_source) = (ban.source, ban.refused_login.is_none());
         shared.bans.insert(Arc::new(ban));
-        shared.failures.forget(source);
+        if whole_source {
+            shared.failures.forget(source);
+        }
         shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
     }
 
-    /// The ban on `source` was lifted on another node.
-    pub fn drop_ban(&self, source: Source) {
+    /// The ban on `source` (`refused_login`: that login's IP+login refusal) was lifted on
+    /// another node.
+    pub fn drop_ban(&self, source: Source, refused_login: Option<&str>) {
         let shared = &*self.shared;
-        let removed = shared.bans.remove(source);
-        shared.failures.forget(source);
+        let removed = shared.bans.remove(source, refused_login);
+        let now = shared.clock.now();
+        match refused_login {
+            Some(login) => shared.failures.forgive_login(source, login, now),
+            None => shared.failures.forget(source),
+        }
         shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
-        if removed.is_some_and(|ban| ban.is_active(shared.clock.now())) {
+        if removed.is_some_and(|ban| ban.is_active(now)) {
             shared.metrics.bans_lifted.with_label_values(&["other_node"]).inc();
-            tracing::info!(source = %source, "ban lifted on another node");
+            tracing::info!(source = %source, login = refused_login, "ban lifted on another node");
         }
     }
 
@@ -110,7 +118,7 @@ impl Warden {
         let now = shared.clock.now();
         let stored = shared.store.active_bans(now);
         shared.metrics.store_result("load_bans", &stored);
-        let stored: HashMap<Source, Ban> = stored?.into_iter().map(|b| (b.source, b)).collect();
+        let stored: HashMap<BanKey, Ban> = stored?.into_iter().map(|b| (b.key(), b)).collect();
         let entries = shared.store.access_entries();
         shared.metrics.store_result("load_list_entries", &entries);
         let entries = entries?;
@@ -121,19 +129,25 @@ impl Warden {
         let mut resynced = Resynced { list_entries: entries.len(), rule_sets: sets.len(), ..Resynced::default() };
         let unsaved = lock(&shared.unsaved_bans);
         for held in shared.bans.list(now) {
-            let in_flight = held.created_at > now.minus(IN_FLIGHT) || unsaved.contains_key(&held.source);
-            if !stored.contains_key(&held.source) && !in_flight {
-                shared.bans.remove(held.source);
+            let key = held.key();
+            let in_flight = held.created_at > now.minus(IN_FLIGHT) || unsaved.contains_key(&key);
+            if !stored.contains_key(&key) && !in_flight {
+                shared.bans.remove(held.source, held.refused_login());
                 resynced.bans_removed += 1;
             }
         }
         drop(unsaved);
-        for (source, ban) in stored {
-            let known = shared.bans.active(source, now);
+        for ((source, refused_login), ban) in stored {
+            let known = match &refused_login {
+                Some(login) => shared.bans.login_refusal(source, login, now),
+                None => shared.bans.active(source, now),
+            };
             if known.as_deref() != Some(&ban) {
                 resynced.bans_added += usize::from(known.is_none());
                 shared.bans.insert(Arc::new(ban));
-                shared.failures.forget(source);
+                if refused_login.is_none() {
+                    shared.failures.forget(source);
+                }
             }
         }
         shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
@@ -164,7 +178,7 @@ impl Warden {
                 result?;
                 saved += 1;
             }
-            lock(&shared.unsaved_bans).remove(&ban.source);
+            lock(&shared.unsaved_bans).remove(&ban.key());
         }
         Ok(saved)
     }
@@ -197,36 +211,45 @@ impl Warden {
         Ok(restored)
     }
 
-    /// Bans `failure.source` when the cluster-wide count of its distinct guesses calls for it
-    /// and no node has yet. The caller stores the ban (`persist_ban`).
+    /// Bans `failure.source` when the cluster-wide count of its distinct guesses (`distinct`,
+    /// of `count`) calls for it and no node has yet, or else refuses the failure's login from
+    /// there when its own guesses call for that (an established source). The caller stores
+    /// the ban (`persist_ban`).
     pub fn ban_from_shared_count(
         &self,
         failure: &CountedFailure,
         distinct: u32,
-        guesses: Vec<BanGuess>,
+        count: &SharedCount,
+        window: Duration,
     ) -> Option<Arc<Ban>> {
         let shared = &*self.shared;
         let policy = shared.policy.load();
         let now = shared.clock.now();
         let already_banned = shared.bans.active(failure.source, now).is_some();
-        let threshold =
-            crate::engine::source_ban_threshold(&policy.autoban, self.tolerance_earned(failure.source, now));
-        if !crate::engine::bans_source(distinct, already_banned, threshold) {
-            return None;
-        }
+        let earned = self.tolerance_earned(failure.source, now);
+        let threshold = crate::engine::source_ban_threshold(&policy.autoban, earned);
         let trigger = BanTrigger {
             login: &failure.login,
             protocol: failure.protocol,
             device_id: &failure.device_id,
             address: failure.address,
         };
-        let ban = self.place_ban(trigger, failure.source, BanReason::Autoban, distinct, guesses, now, &policy);
-        if let Some(subnet_ban) = self.ban_subnet_after(&ban, trigger, now, &policy) {
-            // Stored with the source's ban by the caller's `persist_ban`; on failure it stays
-            // in force here and waits like any unsaved ban.
-            let _ = self.persist_ban(&subnet_ban);
+        if crate::engine::bans_source(distinct, already_banned, threshold) {
+            let guesses = count.ban_guesses(failure.at, window, None);
+            let ban = self.place_ban(trigger, failure.source, BanReason::Autoban, distinct, guesses, now, &policy);
+            if let Some(subnet_ban) = self.ban_subnet_after(&ban, trigger, now, &policy) {
+                // Stored here; the source's ban by the caller's `persist_ban`. On failure it
+                // stays in force here and waits like any unsaved ban.
+                let _ = self.persist_ban(&subnet_ban);
+            }
+            return Some(ban);
         }
-        Some(ban)
+        if already_banned || earned == 0 {
+            return None;
+        }
+        let login_failures = count.login_distinct_in_window(&failure.login, failure.at, window);
+        let guesses = count.ban_guesses(failure.at, window, Some(&failure.login));
+        self.refuse_login_when_due(trigger, failure.source, login_failures, guesses, earned, now, &policy)
     }
 
     /// A guess that failed `failures` times across the cluster is refused from `source` until

@@ -646,12 +646,107 @@ fn one_account_logging_in_again_and_again_earns_its_address_only_its_share() {
     for _ in 0..40 {
         h.succeed("198.51.100.30", "alice@example.com", "0f96");
     }
-    for _ in 0..6 {
-        h.fail("198.51.100.30", "bob@example.com");
+    // Guesses spread over logins, so that none is refused alone before the source is banned.
+    for n in 0..6 {
+        h.fail("198.51.100.30", &format!("bob{n}@example.com"));
     }
     assert_eq!(h.allow("198.51.100.30", "bob@example.com").status, 0, "one good account earns 2 guesses");
-    h.fail("198.51.100.30", "bob@example.com");
+    h.fail("198.51.100.30", "bob6@example.com");
     assert_eq!(h.allow("198.51.100.30", "bob@example.com").status, -1, "banned at 5 + 2");
+}
+
+/// An office from which ten colleagues logged in lately.
+fn office(h: &Harness, ip: &str) {
+    for n in 0..10 {
+        h.succeed(ip, &format!("colleague{n}@example.com"), "0f96");
+    }
+}
+
+#[test]
+fn one_colleagues_account_guessed_five_times_on_an_office_is_refused_alone() {
+    let h = harness("");
+    office(&h, "198.51.100.40");
+    for _ in 0..4 {
+        h.fail("198.51.100.40", "Alice@example.com");
+    }
+    assert_eq!(h.allow("198.51.100.40", "alice@example.com").status, 0, "four guesses: not yet");
+    h.fail("198.51.100.40", "alice@example.com");
+    let refused = h.allow("198.51.100.40", "ALICE@example.com");
+    assert_eq!(refused.status, -1, "any spelling of the login");
+    assert_eq!(
+        refused.msg,
+        "Too many failed logins for ALICE@example.com from 198.51.100.40; try again after 08:30 UTC or update the password in your mail app"
+    );
+    assert_eq!(h.allow("198.51.100.40", "colleague3@example.com").status, 0, "a colleague still logs in");
+    assert_eq!(h.allow("198.51.100.41", "alice@example.com").status, 0, "alice from elsewhere too");
+    let source = h.warden.source_for("198.51.100.40/32".parse().unwrap());
+    assert!(h.warden.ban(source).is_none(), "the office is not banned");
+    let refusal = h.warden.login_refusal(source, "alice@example.com").expect("alice is refused from there");
+    assert_eq!((refusal.failures, refusal.cause.guesses.len()), (5, 5));
+    assert_eq!(h.store.scoped_ban(source, Some("alice@example.com")).unwrap().as_ref(), Some(&*refusal), "stored");
+    let restarted = h.restarted();
+    assert!(restarted.login_refusal(source, "alice@example.com").is_some(), "a restart keeps it");
+    let lines = h.warden.why("198.51.100.40".parse().unwrap(), None).lines().join("\n");
+    assert!(
+        lines.contains("per-login refusal: logins to alice@example.com from 198.51.100.40 are refused until"),
+        "{lines}"
+    );
+    assert!(lines.contains("other accounts at this address are not affected"), "{lines}");
+    assert_eq!(h.warden.metrics().login_refusals.with_label_values(&["imap"]).get(), 1);
+
+    // Lifted: alice logs in again, and her next wrong password does not refuse her at once.
+    assert!(h.warden.unban_login(source, "Alice@Example.com").unwrap().is_some());
+    assert!(h.store.active_bans(START).unwrap().is_empty());
+    assert_eq!(h.allow("198.51.100.40", "alice@example.com").status, 0);
+    h.fail("198.51.100.40", "alice@example.com");
+    assert_eq!(h.allow("198.51.100.40", "alice@example.com").status, 0, "her guesses were forgiven");
+}
+
+#[test]
+fn forgiven_guesses_do_not_count_toward_a_login_refusal() {
+    let h = harness("");
+    office(&h, "198.51.100.42");
+    for _ in 0..4 {
+        h.fail("198.51.100.42", "alice@example.com");
+    }
+    h.succeed("198.51.100.42", "alice@example.com", "0f96");
+    h.fail("198.51.100.42", "alice@example.com");
+    assert_eq!(h.allow("198.51.100.42", "alice@example.com").status, 0, "one guess counts after her login");
+}
+
+#[test]
+fn a_fresh_address_is_banned_whole_at_five_guesses_of_one_login_and_a_sprayer_on_an_office_still_is() {
+    let h = harness("");
+    for _ in 0..5 {
+        h.fail("203.0.113.60", "alice@example.com");
+    }
+    assert_eq!(h.allow("203.0.113.60", "bob@example.com").status, -1, "nobody logged in from it: source ban");
+    let source = h.warden.source_for("203.0.113.60/32".parse().unwrap());
+    assert!(h.warden.login_refusal(source, "alice@example.com").is_none());
+
+    // On the office (ten colleagues: 20 more guesses), one login refused, then the source at 25.
+    office(&h, "198.51.100.50");
+    for n in 0..24 {
+        let login = if n < 5 { "alice@example.com".to_string() } else { format!("sprayed{n}@example.com") };
+        h.fail("198.51.100.50", &login);
+        assert_eq!(h.allow("198.51.100.50", "colleague0@example.com").status, 0, "{} guesses", n + 1);
+    }
+    h.fail("198.51.100.50", "sprayed24@example.com");
+    assert_eq!(h.allow("198.51.100.50", "colleague0@example.com").status, -1, "banned at 5 + 20");
+}
+
+#[test]
+fn the_self_service_page_lifts_its_own_login_refusals() {
+    let h = harness("[self_service]\ndifficulty = 1000\n");
+    office(&h, "198.51.100.44");
+    (0..5).for_each(|_| h.fail("198.51.100.44", "alice@example.com"));
+    let status = h.warden.visitor_status("198.51.100.44".parse().unwrap());
+    assert!(status.ban.is_none());
+    assert_eq!(status.login_refusals.len(), 1);
+    let lifted = self_unblock_with_a_solved_challenge(&h.warden, "198.51.100.44").unwrap();
+    assert_eq!(lifted.refused_login(), Some("alice@example.com"));
+    assert_eq!(h.allow("198.51.100.44", "alice@example.com").status, 0);
+    assert_eq!(h.store.self_unblocks(status.source, START).unwrap(), 1, "one unblock of the day");
 }
 
 /// Fetches a challenge for `ip` from `warden`, solves it and unblocks with it.
@@ -851,4 +946,54 @@ fn sources_banned_further_apart_than_the_subnet_window_are_not_a_subnet_ban_and_
     }
     assert_eq!(off.allow("192.0.2.77", "alice@example.com").status, 0, "0 turns subnet bans off");
     assert_eq!(off.warden.bans().len(), 4);
+}
+
+#[test]
+fn a_reset_after_a_password_change_forgives_the_login_everywhere_and_lifts_only_the_bans_it_alone_caused() {
+    let h = harness("");
+    // The laptop's old password, quarantined at home.
+    for _ in 0..3 {
+        h.fail_with("198.51.100.40", "alice@example.com", "0ld0");
+    }
+    assert_eq!(h.allow_with("198.51.100.40", "alice@example.com", "0ld0").status, -1);
+    // A phone that tried five old passwords banned the café's address.
+    for pwhash in ["0001", "0002", "0003", "0004", "0005"] {
+        h.fail_with("203.0.113.60", "alice@example.com", pwhash);
+    }
+    // An attacker banned elsewhere, guessing alice and bob.
+    for (login, pwhash) in [("alice@example.com", "00a1"), ("bob@example.com", "00b1")] {
+        h.fail_with("203.0.113.70", login, pwhash);
+    }
+    for n in 0..3 {
+        h.fail("203.0.113.70", &format!("carol{n}@example.com"));
+    }
+    assert_eq!(h.warden.bans().len(), 2);
+
+    let reset = h.warden.reset_login("Alice@Example.com").unwrap();
+    assert_eq!(reset.quarantines_ended, 1);
+    let lifted: Vec<String> = reset.bans_lifted.iter().map(|b| b.source.to_string()).collect();
+    assert_eq!(lifted, ["203.0.113.60"], "only the ban alice's guesses alone caused");
+    assert_eq!(h.allow_with("198.51.100.40", "alice@example.com", "0ld0").status, 0, "quarantine ended");
+    assert_eq!(h.allow("203.0.113.60", "alice@example.com").status, 0);
+    assert_eq!(h.allow("203.0.113.70", "bob@example.com").status, -1, "the attacker stays banned");
+    // Alice's old guesses no longer count at home: four new typos do not ban it.
+    for _ in 0..4 {
+        h.fail("198.51.100.40", "dave@example.com");
+    }
+    assert_eq!(h.allow("198.51.100.40", "dave@example.com").status, 0);
+}
+
+#[test]
+fn a_reset_lifts_the_logins_own_refusals_on_offices() {
+    let h = harness("");
+    let office = "198.51.100.20";
+    h.succeed(office, "bob@example.com", "0f96");
+    for _ in 0..5 {
+        h.fail(office, "alice@example.com");
+    }
+    assert_eq!(h.allow(office, "alice@example.com").status, -1, "alice alone is refused");
+    assert_eq!(h.allow(office, "bob@example.com").status, 0);
+    let reset = h.warden.reset_login("alice@example.com").unwrap();
+    assert_eq!(reset.bans_lifted.len(), 1);
+    assert_eq!(h.allow(office, "alice@example.com").status, 0);
 }

@@ -28,6 +28,8 @@ pub struct VisitorStatus {
     pub address: IpAddr,
     pub source: Source,
     pub ban: Option<Arc<Ban>>,
+    /// The source's IP+login refusals: logins refused from here while the others are not.
+    pub login_refusals: Vec<Arc<Ban>>,
     /// On the administrators' blocked list: not for self-service.
     pub admin_block: bool,
     /// The source's self-unblocks in its day (read only for a visitor under a ban it could
@@ -74,9 +76,10 @@ impl Warden {
         let now = shared.clock.now();
         let source = policy.autoban.grouping.source_of(address);
         let ban = shared.bans.active_for_address(address, policy.autoban.grouping, now);
+        let login_refusals = shared.bans.login_refusals(source, now);
         let admin_block = matches!(self.standing(Some(address), now), Standing::Blocked(_));
         // Only a visitor who could unblock needs the count: other views cost the store nothing.
-        let unblocks_today = if ban.is_some() && !admin_block {
+        let unblocks_today = if (ban.is_some() || !login_refusals.is_empty()) && !admin_block {
             let unblocks = shared.store.self_unblocks(source, now);
             shared.metrics.store_result("read_self_unblocks", &unblocks);
             unblocks.ok()
@@ -87,6 +90,7 @@ impl Warden {
             address,
             source,
             ban,
+            login_refusals,
             admin_block,
             unblocks_today,
             max_unblocks_per_day: policy.self_service.max_unblocks_per_day,
@@ -125,7 +129,8 @@ impl Warden {
         key
     }
 
-    /// Lifts `visitor`'s own ban after a solved challenge. Blocking.
+    /// Lifts `visitor`'s own ban after a solved challenge, or, with no ban, the logins its
+    /// source is refused (IP+login refusals), all as one unblock of the day. Blocking.
     pub fn self_unblock(&self, visitor: IpAddr, payload: &Payload) -> Result<Arc<Ban>, SelfUnblockError> {
         let result = self.try_self_unblock(visitor, payload);
         let label = match &result {
@@ -144,9 +149,13 @@ impl Warden {
         }
         // The ban's own source: one placed before a reload changed the grouping covers the
         // network it was placed on, which may not be the visitor's source now.
-        let Some(banned) = status.ban.as_ref().map(|ban| ban.source) else {
-            return Err(SelfUnblockError::NotBanned);
+        let lifting: Vec<(Source, Option<String>)> = match &status.ban {
+            Some(ban) => vec![(ban.source, None)],
+            None => status.login_refusals.iter().map(|refusal| refusal.key()).collect(),
         };
+        if lifting.is_empty() {
+            return Err(SelfUnblockError::NotBanned);
+        }
         if let Some(count) = status.unblocks_today.filter(|count| *count >= status.max_unblocks_per_day) {
             return Err(SelfUnblockError::LimitReached { count });
         }
@@ -165,12 +174,22 @@ impl Warden {
             DailyCount::Counted(count) => count,
             DailyCount::AtLimit(count) => return Err(SelfUnblockError::LimitReached { count }),
         };
-        let lifted = match self.lift_ban(banned, "self_service") {
-            Ok(Some(lifted)) => lifted,
-            failed => {
+        let (mut lifted, mut failed) = (None, None);
+        for (source, refused_login) in &lifting {
+            match self.lift_ban(*source, refused_login.as_deref(), "self_service") {
+                Ok(this) => lifted = lifted.or(this),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let lifted = match (lifted, failed) {
+            (Some(lifted), None) => lifted,
+            (_, failed) => {
                 let taken_back = shared.store.uncount_self_unblock(status.source);
                 shared.metrics.store_result("uncount_self_unblock", &taken_back);
-                return Err(failed.err().map_or(SelfUnblockError::NotBanned, SelfUnblockError::Store));
+                return Err(failed.map_or(SelfUnblockError::NotBanned, SelfUnblockError::Store));
             }
         };
         shared.journal.event(Event {

@@ -19,6 +19,40 @@ mod scan;
 /// Longest `msg` we send; Dovecot puts it on the IMAP `NO [ALERT]` or POP3 `-ERR` line.
 pub const MAX_MESSAGE_LEN: usize = 200;
 
+/// Longest `login` kept, in bytes: an email address is at most 254 (RFC 5321), and Dovecot's
+/// usernames are shorter. A longer one is cut (on a character boundary), never refused, so
+/// the login is still answered and counted; everything after the cut is never stored or logged.
+pub const MAX_LOGIN_LEN: usize = 256;
+/// Longest `device_id` (the mail app's IMAP ID string as Dovecot quotes it): a real one is
+/// under 200 bytes; this leaves room and bounds what every refusal stores.
+pub const MAX_DEVICE_ID_LEN: usize = 512;
+/// Longest `session_id`: Dovecot's are 16-24 characters, nested sessions a few more.
+pub const MAX_SESSION_ID_LEN: usize = 128;
+/// Longest `pwhash` (Dovecot sends `auth_policy_hash_truncate` bits in hex, at most 64) and
+/// longest `protocol` and `fail_type` (short words, read into fixed sets).
+pub const MAX_SHORT_FIELD_LEN: usize = 128;
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+pub fn cut(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// A field's value cut to `max` bytes: still borrowed when it was, truncated in place when not.
+fn cut_field(value: Option<Cow<'_, str>>, max: usize) -> Option<Cow<'_, str>> {
+    value.map(|text| match text {
+        Cow::Borrowed(text) => Cow::Borrowed(cut(text, max)),
+        Cow::Owned(mut text) => {
+            let end = cut(&text, max).len();
+            text.truncate(end);
+            Cow::Owned(text)
+        }
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
     Allow,
@@ -265,6 +299,16 @@ pub fn parse_attempt(body: &[u8], command: Command) -> Result<(LoginAttempt<'_>,
             Err(_) => return Err(explain_refused_body(body)),
         },
     };
+    // Cut once, after both parsers, so the scan and serde_json cannot differ in it.
+    let raw = RawAttempt {
+        login: cut_field(raw.login, MAX_LOGIN_LEN),
+        pwhash: cut_field(raw.pwhash, MAX_SHORT_FIELD_LEN),
+        device_id: cut_field(raw.device_id, MAX_DEVICE_ID_LEN),
+        protocol: cut_field(raw.protocol, MAX_SHORT_FIELD_LEN),
+        session_id: cut_field(raw.session_id, MAX_SESSION_ID_LEN),
+        fail_type: cut_field(raw.fail_type, MAX_SHORT_FIELD_LEN),
+        ..raw
+    };
     let remote = optional_address("remote", &raw.remote)?;
     let real_remote = optional_address("real_remote", &raw.real_remote)?;
     let outcome = match (command, raw.success) {
@@ -360,6 +404,11 @@ pub fn allow_reply(decision: &Decision, messages: &Messages, now: Timestamp) -> 
 fn refusal_message(refusal: &Refusal, messages: &Messages, now: Timestamp) -> String {
     match refusal {
         Refusal::Banned { source, until } => messages.banned.render(|name| match name {
+            "source" => source.to_string(),
+            _ => until.short_utc(now),
+        }),
+        Refusal::LoginRefused { login, source, until } => messages.login_refused.render(|name| match name {
+            "login" => login.clone(),
             "source" => source.to_string(),
             _ => until.short_utc(now),
         }),
@@ -471,6 +520,24 @@ mod tests {
     }
 
     #[test]
+    fn long_strings_are_cut_at_the_wire_on_a_character_boundary_whichever_parser_read_them() {
+        let login = format!("{}\u{e9}tail", "a".repeat(MAX_LOGIN_LEN - 1));
+        let device = "d".repeat(60_000);
+        let session = "s".repeat(1000);
+        let plain = format!(r#"{{"login":"{login}","device_id":"{device}","session_id":"{session}"}}"#);
+        // An escape sends the body to serde_json instead of the scan.
+        let escaped = format!(r#"{{"login":"{login}","device_id":"\u0064{device}","session_id":"{session}"}}"#);
+        for body in [plain, escaped] {
+            let (attempt, _) = parse_attempt(body.as_bytes(), Command::Allow).unwrap();
+            assert_eq!(attempt.login, "a".repeat(MAX_LOGIN_LEN - 1), "the two-byte \u{e9} does not fit");
+            assert_eq!(attempt.device_id.len(), MAX_DEVICE_ID_LEN);
+            assert_eq!(attempt.session_id.len(), MAX_SESSION_ID_LEN);
+        }
+        let (short, _) = parse_attempt(br#"{"login":"alice"}"#, Command::Allow).unwrap();
+        assert!(matches!(short.login, Cow::Borrowed("alice")));
+    }
+
+    #[test]
     fn dovecot_2_4_fail_types_are_read_and_2_3_has_none() {
         let body = |ft: &str| {
             format!(
@@ -501,6 +568,15 @@ mod tests {
         assert_eq!(
             allow_reply(&banned, &messages(), NOW),
             Reply { status: -1, msg: "Too many failed logins from 203.0.113.7; try again after 09:05 UTC".into() }
+        );
+        let refused = Decision::Reject(Refusal::LoginRefused {
+            login: "alice@example.com".into(),
+            source,
+            until: NOW.plus(Duration::from_secs(30 * 60)),
+        });
+        assert_eq!(
+            allow_reply(&refused, &messages(), NOW).msg,
+            "Too many failed logins for alice@example.com from 203.0.113.7; try again after 08:30 UTC or update the password in your mail app"
         );
         let blocked = Decision::Reject(Refusal::Blocked {
             address: "198.51.100.9".parse().unwrap(),

@@ -1,6 +1,8 @@
 //! Routes for bans: list, show, lift.
 
 use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::views::{BanList, BanView, ErrorBody, Unbanned};
 use super::{Admin, ApiError, Page, blocking};
@@ -12,8 +14,31 @@ fn source_of(warden: &Warden, addr: &str) -> Result<Source, ApiError> {
     Ok(warden.source_for(network))
 }
 
+/// Which ban of a source: the ban of the whole source, or one login's IP+login refusal.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct BanScope {
+    /// The login refused from the address (an IP+login refusal), in any spelling; without it,
+    /// the ban of the whole source.
+    login: Option<String>,
+}
+
+impl BanScope {
+    fn login(&self) -> Option<&str> {
+        self.login.as_deref().map(str::trim).filter(|l| !l.is_empty())
+    }
+}
+
+fn not_found(source: Source, scope: &BanScope) -> ApiError {
+    match scope.login() {
+        Some(login) => ApiError::NotBanned(format!("{login} from {source}")),
+        None => ApiError::NotBanned(source.to_string()),
+    }
+}
+
 #[utoipa::path(get, path = "/api/v1/bans", tag = "bans", params(Page),
-    responses((status = 200, description = "Active bans, soonest to end first.", body = BanList),
+    responses((status = 200, description = "Active bans and IP+login refusals (with their `login`), soonest to end first.", body = BanList),
               (status = 400, description = "A bad `limit` or `offset`.", body = ErrorBody),
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody)))]
 pub async fn list_bans(_: Admin, warden: web::Data<Warden>, page: web::Query<Page>) -> Result<HttpResponse, ApiError> {
@@ -24,20 +49,29 @@ pub async fn list_bans(_: Admin, warden: web::Data<Warden>, page: web::Query<Pag
 }
 
 #[utoipa::path(get, path = "/api/v1/bans/{addr}", tag = "bans",
-    params(("addr" = String, Path, description = "An address, or a banned network such as 2001:db8:1:2::/64.")),
-    responses((status = 200, description = "The ban covering the address.", body = BanView),
+    params(("addr" = String, Path, description = "An address, or a banned network such as 2001:db8:1:2::/64."), BanScope),
+    responses((status = 200, description = "The ban covering the address (with `login`: that login's IP+login refusal).", body = BanView),
               (status = 400, description = "Not an address.", body = ErrorBody),
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
               (status = 404, description = "Not banned.", body = ErrorBody)))]
-pub async fn show_ban(_: Admin, warden: web::Data<Warden>, addr: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn show_ban(
+    _: Admin,
+    warden: web::Data<Warden>,
+    addr: web::Path<String>,
+    scope: web::Query<BanScope>,
+) -> Result<HttpResponse, ApiError> {
     let source = source_of(&warden, &addr)?;
-    let ban = warden.ban(source).ok_or_else(|| ApiError::NotBanned(source.to_string()))?;
+    let ban = match scope.login() {
+        Some(login) => warden.login_refusal(source, login),
+        None => warden.ban(source),
+    };
+    let ban = ban.ok_or_else(|| not_found(source, &scope))?;
     Ok(HttpResponse::Ok().json(BanView::new(&ban, warden.now())))
 }
 
 #[utoipa::path(delete, path = "/api/v1/bans/{addr}", tag = "bans",
-    params(("addr" = String, Path, description = "An address, or a banned network such as 2001:db8:1:2::/64.")),
-    responses((status = 200, description = "The ban was lifted and the source's failure history cleared.", body = Unbanned),
+    params(("addr" = String, Path, description = "An address, or a banned network such as 2001:db8:1:2::/64."), BanScope),
+    responses((status = 200, description = "The ban was lifted and the source's failure history cleared (with `login`: that login's IP+login refusal lifted and its wrong passwords from there forgiven).", body = Unbanned),
               (status = 400, description = "Not an address.", body = ErrorBody),
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
               (status = 404, description = "Not banned.", body = ErrorBody),
@@ -46,10 +80,16 @@ pub async fn delete_ban(
     _: Admin,
     warden: web::Data<Warden>,
     addr: web::Path<String>,
+    scope: web::Query<BanScope>,
 ) -> Result<HttpResponse, ApiError> {
     let source = source_of(&warden, &addr)?;
     let handle = warden.get_ref().clone();
-    let lifted = blocking(move || handle.unban(source)).await?;
-    let ban = lifted.ok_or_else(|| ApiError::NotBanned(source.to_string()))?;
+    let login = scope.login().map(str::to_string);
+    let lifted = blocking(move || match login {
+        Some(login) => handle.unban_login(source, &login),
+        None => handle.unban(source),
+    })
+    .await?;
+    let ban = lifted.ok_or_else(|| not_found(source, &scope))?;
     Ok(HttpResponse::Ok().json(Unbanned { unbanned: BanView::new(&ban, warden.now()) }))
 }

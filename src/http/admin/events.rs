@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::views::ErrorBody;
 use super::{Admin, ApiError, Page, blocking};
-use crate::clock::Timestamp;
+use crate::clock::{MAX_LENGTH, MAX_LENGTH_TEXT, Timestamp};
 use crate::events::{Event, EventFilter, EventKind};
 use crate::network::parse_ip;
 use crate::warden::Warden;
@@ -17,14 +17,20 @@ use crate::warden::Warden;
 #[serde(deny_unknown_fields)]
 pub struct EventQuery {
     /// Only events of this client address.
+    #[param(max_length = 64)]
     ip: Option<String>,
     /// Only events of this login, in any case (`Alice@Example.com` finds `alice@example.com`).
+    #[param(max_length = 256)]
     login: Option<String>,
     /// Only this reason: ban, blocked, firewall_rule, firewall_default, ban_placed.
+    #[param(max_length = 64)]
     reason: Option<String>,
-    /// Only events since then: an RFC 3339 time, or a duration back from now such as `2h`.
+    /// Only events since then: an RFC 3339 time, or a duration back from now such as `2h` (at
+    /// most 3660 days).
+    #[param(max_length = 64)]
     since: Option<String>,
     /// At most this many (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// Skip this many matches first (default 0).
     offset: Option<usize>,
@@ -90,19 +96,33 @@ fn filter(query: &EventQuery, now: Timestamp) -> Result<EventFilter, ApiError> {
         None => None,
     };
     let since = match &query.since {
-        Some(text) => Some(
-            Timestamp::parse_rfc3339(text)
-                .or_else(|| humantime::parse_duration(text.trim()).ok().map(|back| now.minus(back)))
-                .ok_or_else(|| {
-                    invalid(
-                        "since",
-                        format!("since: {text:?} is neither an RFC 3339 time nor a duration such as \"2h\""),
-                    )
-                })?,
-        ),
+        Some(text) => {
+            let quoted: String = text.chars().take(40).collect();
+            Some(match Timestamp::parse_rfc3339(text) {
+                Some(time) => time,
+                None => match humantime::parse_duration(text.trim()) {
+                    Ok(back) if back <= MAX_LENGTH => now.minus(back),
+                    Ok(_) => {
+                        let message = format!("since: {quoted:?} reaches back more than {MAX_LENGTH_TEXT}");
+                        return Err(invalid("since", message));
+                    }
+                    Err(_) => {
+                        let message =
+                            format!("since: {quoted:?} is neither an RFC 3339 time nor a duration such as \"2h\"");
+                        return Err(invalid("since", message));
+                    }
+                },
+            })
+        }
         None => None,
     };
     let (limit, offset) = Page { limit: query.limit, offset: query.offset }.checked()?;
+    if query.login.as_ref().is_some_and(|l| l.len() > crate::wire::MAX_LOGIN_LEN) {
+        return Err(ApiError::InvalidField {
+            field: "login",
+            message: format!("login: longer than {} bytes, which no login is", crate::wire::MAX_LOGIN_LEN),
+        });
+    }
     let login = query.login.as_ref().map(|l| crate::login::key(l.trim()).into_owned());
     Ok(EventFilter { ip, login, kind, since, limit, offset })
 }

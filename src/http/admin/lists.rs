@@ -1,8 +1,6 @@
 //! Routes for the admin lists (`/api/v1/blocks`, `/api/v1/trusted`): list, add, remove.
 //! Entries from policy.toml are listed with `origin: policy_file` and cannot be removed here.
 
-use std::time::Duration;
-
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -10,7 +8,7 @@ use utoipa::IntoParams;
 use super::views::{ErrorBody, ListEntries, ListEntryView, NewListEntry, Removed};
 use super::{Admin, ApiError, Page, blocking};
 use crate::access::ListKind;
-use crate::clock::Timestamp;
+use crate::clock::{MAX_LENGTH, MAX_LENGTH_TEXT, Timestamp, checked_length};
 use crate::network::parse_network;
 use crate::warden::Warden;
 
@@ -31,35 +29,34 @@ fn network_field(text: &str) -> Result<ipnet::IpNet, ApiError> {
     parse_network(text).map_err(|e| invalid("network", format!("network: {e}")))
 }
 
-/// Validates a new entry: the network, at most one of `for` and `expires_at` (in the future),
-/// and a short one-line comment.
+/// Validates a new entry: the network, at most one of `for` and `expires_at` (in the future,
+/// at most `MAX_LENGTH` ahead), and a short one-line comment.
 fn checked(entry: &NewListEntry, now: Timestamp) -> Result<(ipnet::IpNet, Option<Timestamp>, String), ApiError> {
     let network = network_field(&entry.network)?;
     let expires_at = match (&entry.duration, &entry.expires_at) {
         (Some(_), Some(_)) => {
             return Err(invalid("for", "for: give either for or expires_at, not both".into()));
         }
-        (Some(text), None) => match humantime::parse_duration(text.trim()) {
-            Ok(d) if d >= Duration::from_secs(1) => Some(now.plus(d)),
-            Ok(_) => {
-                return Err(invalid("for", format!("for: {text:?} is shorter than one second")));
-            }
-            Err(e) => {
-                return Err(invalid(
-                    "for",
-                    format!("for: {text:?} is not a duration such as \"2h\" or \"7days\" ({e})"),
-                ));
-            }
+        (Some(text), None) => match checked_length(text) {
+            Ok(length) => Some(now.plus(length)),
+            Err(e) => return Err(invalid("for", format!("for: {e}"))),
         },
         (None, Some(text)) => {
+            let quoted: String = text.chars().take(40).collect();
             let end = Timestamp::parse_rfc3339(text).ok_or_else(|| {
                 invalid(
                     "expires_at",
-                    format!("expires_at: {text:?} is not an RFC 3339 time such as \"2026-12-01T00:00:00Z\""),
+                    format!("expires_at: {quoted:?} is not an RFC 3339 time such as \"2026-12-01T00:00:00Z\""),
                 )
             })?;
             if end <= now {
-                return Err(invalid("expires_at", format!("expires_at: {text} is not in the future")));
+                return Err(invalid("expires_at", format!("expires_at: {quoted} is not in the future")));
+            }
+            if end > now.plus(MAX_LENGTH) {
+                return Err(invalid(
+                    "expires_at",
+                    format!("expires_at: {quoted} is more than {MAX_LENGTH_TEXT} ahead"),
+                ));
             }
             Some(end)
         }

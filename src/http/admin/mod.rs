@@ -9,6 +9,7 @@ mod decide;
 mod events;
 mod firewall;
 mod lists;
+mod logins;
 mod reload;
 mod views;
 mod why;
@@ -48,6 +49,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/api/v1/bans", web::get().to(bans::list_bans))
         .route("/api/v1/bans/{addr:.+}", web::get().to(bans::show_ban))
         .route("/api/v1/bans/{addr:.+}", web::delete().to(bans::delete_ban))
+        .route("/api/v1/logins/{login}/reset", web::post().to(logins::reset_login))
         .route("/api/v1/blocks", web::get().to(lists::list_blocks))
         .route("/api/v1/blocks", web::post().to(lists::add_block))
         .route("/api/v1/blocks", web::delete().to(lists::remove_block))
@@ -93,6 +95,18 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// A bug: the call panicked (the log has the cause). Never reported as shutting down.
+    #[error("internal error: the request failed unexpectedly; the server log has the cause")]
+    Internal,
+}
+
+impl From<super::BlockingFailure> for ApiError {
+    fn from(failure: super::BlockingFailure) -> ApiError {
+        match failure {
+            super::BlockingFailure::Panicked => ApiError::Internal,
+            super::BlockingFailure::ShuttingDown => ApiError::ShuttingDown,
+        }
+    }
 }
 
 impl ApiError {
@@ -116,6 +130,7 @@ impl ApiError {
             ApiError::InvalidConfig(_) => "invalid_config",
             ApiError::NoRoute => "not_found",
             ApiError::ShuttingDown => "unavailable",
+            ApiError::Internal => "internal",
         }
     }
 
@@ -154,6 +169,7 @@ impl ResponseError for ApiError {
             | ApiError::List(ListError::Store(_))
             | ApiError::Firewall(FirewallError::Store(_))
             | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -208,6 +224,7 @@ fn bearer_token(value: &str) -> Option<&str> {
 #[serde(deny_unknown_fields)]
 pub struct Page {
     /// At most this many items (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// Skip this many items first (default 0).
     offset: Option<usize>,
@@ -235,11 +252,11 @@ impl Page {
     }
 }
 
-/// Runs a blocking `Warden` call on the blocking pool.
+/// Runs a blocking `Warden` call on the blocking pool; a panic in it is a 500.
 async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
     call: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, ApiError> {
-    web::block(call).await.map_err(|_| ApiError::ShuttingDown)?.map_err(Into::into)
+    super::run_blocking(call).await?.map_err(Into::into)
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "service",
@@ -296,7 +313,7 @@ impl utoipa::Modify for BearerAuth {
     info(title = "mailwarden admin API", description = "Bans, admin lists, dry-run decisions and reloads of a running mailwarden."),
     paths(
         healthz, metrics, openapi, reload::reload, decide::decide,
-        bans::list_bans, bans::show_ban, bans::delete_ban,
+        bans::list_bans, bans::show_ban, bans::delete_ban, logins::reset_login,
         lists::list_blocks, lists::add_block, lists::remove_block,
         lists::list_trusted, lists::add_trusted, lists::remove_trusted,
         events::list_events, why::why,
@@ -309,7 +326,7 @@ impl utoipa::Modify for BearerAuth {
         events::EventView, events::EventList, why::WhyView, why::GuessView, views::BanGuessView,
         firewall::RuleView, firewall::FirewallView, firewall::MailboxList, firewall::NewRule,
         firewall::MoveRule, firewall::DefaultAction, crate::firewall::StoredRuleSet, crate::firewall::RuleSpec,
-        crate::firewall::AsnSpec,
+        crate::firewall::AsnSpec, logins::LoginResetView,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

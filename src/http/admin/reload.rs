@@ -12,7 +12,7 @@ use crate::reload::Reloader;
               (status = 422, description = "The file is invalid; the previous policy stays in force.", body = ErrorBody)))]
 pub async fn reload(_: Admin, reloader: web::Data<Reloader>) -> Result<HttpResponse, ApiError> {
     let handle = reloader.into_inner();
-    let result = web::block(move || handle.reload("admin API")).await.map_err(|_| ApiError::ShuttingDown)?;
+    let result = crate::http::run_blocking(move || handle.reload("admin API")).await?;
     match result {
         Ok(reloaded) => Ok(HttpResponse::Ok().json(Reloaded {
             status: "reloaded".into(),

@@ -40,6 +40,9 @@ pub struct BanView {
     pub source: String,
     /// The same in CIDR form.
     pub network: String,
+    /// For an IP+login refusal, the one login refused from the source (other logins from it
+    /// are not); null for a ban of the whole source.
+    pub login: Option<String>,
     pub reason: String,
     pub created_at: String,
     pub expires_at: String,
@@ -71,6 +74,7 @@ impl BanView {
         BanView {
             source: ban.source.to_string(),
             network: ban.source.network().to_string(),
+            login: ban.refused_login.clone(),
             reason: ban.reason.label().to_string(),
             created_at: ban.created_at.rfc3339(),
             expires_at: ban.expires_at.rfc3339(),
@@ -151,16 +155,20 @@ pub struct ListEntries {
 #[serde(deny_unknown_fields)]
 pub struct NewListEntry {
     /// An address (`203.0.113.7`) or network (`203.0.113.0/24`, `2001:db8::/48`).
+    #[schema(max_length = 64, example = "203.0.113.0/24")]
     pub network: String,
-    /// How long the entry lasts, e.g. `2h` or `7days`. Not with `expires_at`.
+    /// How long the entry lasts, e.g. `2h` or `7days`: 1 s to 3660 days. Not with `expires_at`.
     #[serde(rename = "for", default)]
-    #[schema(rename = "for")]
+    #[schema(rename = "for", max_length = 64, pattern = r"^\\s*([0-9]+ ?[a-zA-Zµ]+ *)+$", example = "2h")]
     pub duration: Option<String>,
-    /// When the entry ends (RFC 3339). Not with `for`. Neither: until removed.
+    /// When the entry ends (RFC 3339), at most 3660 days ahead. Not with `for`. Neither: until
+    /// removed.
     #[serde(default)]
+    #[schema(max_length = 64, format = DateTime)]
     pub expires_at: Option<String>,
     /// Why, for the next admin (at most 200 characters, one line).
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub comment: Option<String>,
 }
 

@@ -6,7 +6,7 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::views::{DecisionView, ErrorBody};
+use super::views::{BanView, DecisionView, ErrorBody};
 use super::{Admin, ApiError};
 use crate::failures::Guess;
 use crate::network::parse_ip;
@@ -50,6 +50,9 @@ pub struct WhyView {
     pub decision: DecisionView,
     pub guesses: Vec<GuessView>,
     pub accounts_under_attack: Vec<String>,
+    /// Logins refused from the address's source (IP+login refusals) while its other logins
+    /// are not.
+    pub login_refusals: Vec<BanView>,
 }
 
 #[utoipa::path(get, path = "/api/v1/why", tag = "decisions", params(WhyQuery),
@@ -79,6 +82,7 @@ pub async fn why(_: Admin, warden: web::Data<Warden>, query: web::Query<WhyQuery
         decision: DecisionView::new(&diagnosis.explanation, login.unwrap_or_default(), "imap".into(), now),
         guesses: diagnosis.guesses.iter().map(guess).collect(),
         accounts_under_attack: diagnosis.accounts_under_attack.clone(),
+        login_refusals: diagnosis.login_refusals.iter().map(|r| BanView::new(r, now)).collect(),
     };
     Ok(HttpResponse::Ok().json(view))
 }

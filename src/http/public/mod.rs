@@ -154,6 +154,18 @@ fn render(t: &Texts<'_>, status: &VisitorStatus) -> String {
     body.push_str(&format!("<h1>{}</h1>\n<p>{}</p>\n", e("title"), e("your_address")));
     match (&status.ban, status.admin_block) {
         (_, true) => body.push_str(&format!("<p id=\"state\" class=\"blocked\">{}</p>\n", e("admin_block"))),
+        (None, false) if !status.login_refusals.is_empty() => {
+            // One account (or a few) refused from here, the others not: say so, per account.
+            body.push_str("<div id=\"state\" class=\"blocked\">\n");
+            for refusal in &status.login_refusals {
+                let login = mask_login(refusal.refused_login().unwrap_or_default());
+                let line =
+                    t.raw("login_refused").replace("{login}", &login).replace("{until}", &readable(refusal.expires_at));
+                body.push_str(&format!("<p>{}</p>\n", escape(&line)));
+            }
+            body.push_str("</div>\n");
+            body.push_str(&unblock_controls(t, status));
+        }
         (None, false) => body.push_str(&format!("<p id=\"state\" class=\"ok\">{}</p>\n", e("not_banned"))),
         (Some(ban), false) => {
             body.push_str(&format!("<p id=\"state\" class=\"blocked\">{}</p>\n", e("banned")));
@@ -198,34 +210,7 @@ fn render(t: &Texts<'_>, status: &VisitorStatus) -> String {
                 body.push_str(&format!("  <li>{}</li>\n", escape(&cause)));
             }
             body.push_str("</ul>\n");
-            let steps = || {
-                format!(
-                    "<h2>{}</h2>\n<ol>\n  <li>{}</li>\n  <li>{}</li>\n  <li>{}</li>\n</ol>\n",
-                    e("steps_heading"),
-                    e("step_find"),
-                    e("step_update"),
-                    e("step_unblock")
-                )
-            };
-            match status.unblocks_today {
-                Some(count) if count >= status.max_unblocks_per_day => {
-                    body.push_str(&format!("<p class=\"blocked\">{}</p>\n", e("limit")))
-                }
-                // The store cannot say how many were used today: no unblocking (fail closed).
-                None => {
-                    body.push_str(&steps());
-                    body.push_str(&format!("<p id=\"unavailable\" class=\"blocked\">{}</p>\n", e("unavailable")));
-                }
-                Some(_) => {
-                    body.push_str(&steps());
-                    body.push_str(&format!(
-                    "<form id=\"unblock\" method=\"post\" action=\"/unblock\" data-working=\"{}\" data-failed=\"{}\">\n  <button type=\"submit\">{}</button>\n</form>\n<noscript><p>This page needs JavaScript to check that you are a person.</p></noscript>\n",
-                    e("working"),
-                    e("failed"),
-                    e("unblock_button")
-                ));
-                }
-            }
+            body.push_str(&unblock_controls(t, status));
         }
     }
     body.push_str("<p id=\"status\" role=\"status\" aria-live=\"polite\"></p>\n");
@@ -234,6 +219,32 @@ fn render(t: &Texts<'_>, status: &VisitorStatus) -> String {
         title = e("title"),
         footer = e("footer"),
     )
+}
+
+/// How to get back in and the unblock button, or why unblocking is not offered now.
+fn unblock_controls(t: &Texts<'_>, status: &VisitorStatus) -> String {
+    let e = |key: &str| escape(&t.get(key));
+    let steps = || {
+        format!(
+            "<h2>{}</h2>\n<ol>\n  <li>{}</li>\n  <li>{}</li>\n  <li>{}</li>\n</ol>\n",
+            e("steps_heading"),
+            e("step_find"),
+            e("step_update"),
+            e("step_unblock")
+        )
+    };
+    match status.unblocks_today {
+        Some(count) if count >= status.max_unblocks_per_day => format!("<p class=\"blocked\">{}</p>\n", e("limit")),
+        // The store cannot say how many were used today: no unblocking (fail closed).
+        None => format!("{}<p id=\"unavailable\" class=\"blocked\">{}</p>\n", steps(), e("unavailable")),
+        Some(_) => format!(
+            "{}<form id=\"unblock\" method=\"post\" action=\"/unblock\" data-working=\"{}\" data-failed=\"{}\">\n  <button type=\"submit\">{}</button>\n</form>\n<noscript><p>This page needs JavaScript to check that you are a person.</p></noscript>\n",
+            steps(),
+            e("working"),
+            e("failed"),
+            e("unblock_button")
+        ),
+    }
 }
 
 async fn challenge(request: HttpRequest, warden: web::Data<Warden>) -> HttpResponse {
@@ -281,9 +292,13 @@ async fn unblock(
     let text = |key: &str| answer_text(&policy.self_service, key);
     let handle = warden.get_ref().clone();
     let payload = payload.into_inner();
-    let result = match web::block(move || handle.self_unblock(address, &payload)).await {
+    let result = match super::run_blocking(move || handle.self_unblock(address, &payload)).await {
         Ok(result) => result,
-        Err(_) => {
+        Err(super::BlockingFailure::Panicked) => {
+            let answer = Answer { unblocked: false, message: text("unavailable") };
+            return secure(HttpResponse::InternalServerError().json(answer));
+        }
+        Err(super::BlockingFailure::ShuttingDown) => {
             let answer = Answer { unblocked: false, message: text("unavailable") };
             return secure(HttpResponse::ServiceUnavailable().json(answer));
         }

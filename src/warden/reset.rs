@@ -1,0 +1,68 @@
+//! After a password change: `mailwarden reset-login` forgives a login everywhere. Its wrong
+//! guesses (the owner's old password on a forgotten device, their typos) stop counting toward
+//! any source's ban, its quarantines end, and the bans that its guesses alone caused are
+//! lifted, its IP+login refusals included. In cluster mode every node does the same (the store announces the reset).
+
+use std::sync::Arc;
+
+use super::Warden;
+use crate::bans::Ban;
+use crate::login;
+use crate::network::Source;
+use crate::store::StoreError;
+use crate::warden::Counted;
+
+/// What a reset changed.
+#[derive(Debug, Clone, Default)]
+pub struct LoginReset {
+    /// The sources where the login's guesses were held (now forgiven).
+    pub sources: Vec<Source>,
+    /// Quarantines of its passwords that ended.
+    pub quarantines_ended: usize,
+    /// Bans lifted because the login's guesses alone had caused them.
+    pub bans_lifted: Vec<Arc<Ban>>,
+}
+
+impl Warden {
+    /// Forgives `login` on this node and in the cluster, and lifts the bans its guesses alone
+    /// caused. Blocking (lifting a ban writes the store).
+    pub fn reset_login(&self, login: &str) -> Result<LoginReset, StoreError> {
+        let mut reset = self.reset_login_here(login);
+        let key = login::key(login);
+        // The login's own IP+login refusals, and bans of whole sources whose every guess was
+        // that login's.
+        let caused_by_login_alone = |ban: &Ban| match ban.refused_login() {
+            Some(refused) => refused == key,
+            None => !ban.cause.guesses.is_empty() && ban.cause.guesses.iter().all(|g| login::key(&g.login) == key),
+        };
+        for ban in self.bans().into_iter().filter(|ban| caused_by_login_alone(ban)) {
+            if let Some(lifted) = self.lift_ban(ban.source, ban.refused_login(), "reset_login")? {
+                reset.bans_lifted.push(lifted);
+            }
+        }
+        let announced = self.shared.store.announce_login_reset(login);
+        self.shared.metrics.store_result("announce_login_reset", &announced);
+        announced?;
+        tracing::info!(
+            login,
+            sources = reset.sources.len(),
+            quarantines_ended = reset.quarantines_ended,
+            bans_lifted = reset.bans_lifted.len(),
+            "login reset after a password change"
+        );
+        Ok(reset)
+    }
+
+    /// The part of a reset every node does: forgive the login's guesses held here, end their
+    /// quarantines, and clear them from the cluster-wide count.
+    pub fn reset_login_here(&self, login: &str) -> LoginReset {
+        let shared = &*self.shared;
+        let (sources, quarantines_ended) = shared.failures.forgive_login_everywhere(login, shared.clock.now());
+        if let Some(share) = shared.count_sharing.get() {
+            for source in &sources {
+                share(Counted::Success { source: *source, login: login.to_string() });
+            }
+        }
+        LoginReset { sources, quarantines_ended, bans_lifted: Vec::new() }
+    }
+}
