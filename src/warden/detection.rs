@@ -522,6 +522,10 @@ impl Warden {
             let guesses = counted_guesses(&shared.failures.guesses(source, now), None, now, window).1;
             effects.ban = Some(self.place_ban(trigger, source, recorded.distinct, guesses, now, policy));
         } else if earned > 0 && !already_banned {
+            // A failure that would have banned an address nobody logged in from.
+            if recorded.new_guess {
+                shared.metrics.tolerated_failures.inc();
+            }
             let (counted, guesses) = counted_guesses(
                 &shared.failures.guesses(source, now),
                 Some(&attempt.login),
