@@ -56,6 +56,11 @@ pub struct Metrics {
     pub known_sources: IntCounterVec,
     /// IP+login refusals placed (one login refused from an established source), by protocol.
     pub login_refusals: IntCounterVec,
+    /// Distinct wrong guesses past `max_failures` that did not ban their source, thanks to the
+    /// tolerance its good logins earned.
+    pub tolerated_failures: prometheus::IntCounter,
+    /// Sources whose good logins are remembered (they may earn tolerance).
+    pub tolerated_sources: IntGauge,
     /// Bans lengthened for repeat offenders.
     pub ban_escalations: IntCounterVec,
     /// Self-service unblock attempts by result.
@@ -114,6 +119,14 @@ impl Registrar {
         let metric = IntCounterVec::new(Opts::new(name, help), &Self::names(labels))?;
         self.registry.register(Box::new(metric.clone()))?;
         self.note(name, "counter", labels);
+        Ok(metric)
+    }
+
+    /// A counter without labels.
+    fn plain_counter(&mut self, name: &str, help: &str) -> prometheus::Result<prometheus::IntCounter> {
+        let metric = prometheus::IntCounter::new(name, help)?;
+        self.registry.register(Box::new(metric.clone()))?;
+        self.note(name, "counter", &[]);
         Ok(metric)
     }
 
@@ -240,6 +253,14 @@ impl Metrics {
                 "One login refused from an established source after too many wrong passwords for it, by protocol.",
                 &[("protocol", PROTOCOLS)],
             )?,
+            tolerated_failures: r.plain_counter(
+                "mailwarden_tolerated_failures_total",
+                "Distinct wrong passwords past max_failures that did not ban their address, thanks to the tolerance its good logins earned.",
+            )?,
+            tolerated_sources: r.gauge(
+                "mailwarden_tolerated_sources",
+                "Addresses whose recent successful logins are remembered, which earn them tolerance.",
+            )?,
             active_bans: r.gauge("mailwarden_active_bans", "Bans in force.")?,
             tracked_sources: r.gauge(
                 "mailwarden_tracked_sources",
@@ -283,6 +304,12 @@ impl Metrics {
                             "delete_firewall_rules",
                             "read_events",
                             "read_known_sources",
+                            "read_self_service_key",
+                            "spend_challenge",
+                            "read_self_unblocks",
+                            "count_self_unblock",
+                            "uncount_self_unblock",
+                            "announce_login_reset",
                         ],
                     ),
                     ("result", &["ok", "error"]),

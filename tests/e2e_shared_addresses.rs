@@ -431,3 +431,38 @@ fn on_an_office_nat_one_account_guessed_max_failures_times_is_refused_alone_with
         "the colleague after unban",
     );
 }
+
+/// The owner's home and the café their phone tried old passwords from.
+const HOME: Ipv4Addr = Ipv4Addr::new(127, 0, 18, 1);
+const CAFE: Ipv4Addr = Ipv4Addr::new(127, 0, 19, 1);
+
+#[test]
+fn after_a_password_change_reset_login_ends_the_laptops_quarantine_and_lifts_the_ban_its_old_passwords_caused() {
+    let Some(stack) = Stack::start() else {
+        return;
+    };
+    let (owner, owner_password) = LAPTOP_OWNER;
+    // At home the laptop retries its saved old password over SMTP AUTH: quarantined.
+    for attempt in 1..=STALE_AFTER + 1 {
+        let tried = stack.one_login(login(Smtp, HOME, owner, LAPTOP_OLD_PASSWORD));
+        let expected = (attempt > STALE_AFTER).then(|| stale_message(owner));
+        stack.assert_refused(&[tried], expected.as_deref(), &format!("the laptop's try {attempt}"));
+    }
+    // At the café the phone tries five passwords the owner once had: the café's address,
+    // which nobody logged in from, is banned.
+    let old: Vec<Login> =
+        (0..MAX_FAILURES).map(|n| login(Imap, CAFE, owner, &format!("an-older-password-{n}"))).collect();
+    stack.logins(&old);
+    stack.assert_banned_message(&[stack.one_login(login(Imap, CAFE, owner, owner_password))], CAFE, "the café");
+
+    let said = stack.cli(&["reset-login", owner]);
+    assert!(said.contains("1 quarantine ended, 1 ban lifted"), "{said}");
+    assert!(said.contains(&format!("unbanned {CAFE}")), "{said}");
+
+    // The owner logs in at the café at once, and the laptop's old password now reaches
+    // Dovecot's password check again (a plain failure, no longer the quarantine's message).
+    stack.assert_logged_in(&[stack.one_login(login(Imap, CAFE, owner, owner_password))], "the owner at the café");
+    stack.assert_not_banned(CAFE, "after reset-login");
+    let tried = stack.one_login(login(Smtp, HOME, owner, LAPTOP_OLD_PASSWORD));
+    stack.assert_refused(&[tried], None, "the laptop after reset-login");
+}

@@ -569,6 +569,10 @@ impl Warden {
             effects.subnet_ban = self.ban_subnet_after(&ban, trigger, now, policy);
             effects.ban = Some(ban);
         } else if earned > 0 && !already_banned {
+            // A failure that would have banned an address nobody logged in from.
+            if recorded.new_guess {
+                shared.metrics.tolerated_failures.inc();
+            }
             let (counted, guesses) = counted_guesses(
                 &shared.failures.guesses(source, now),
                 Some(&attempt.login),

@@ -566,6 +566,7 @@ impl Warden {
         let shared = &*self.shared;
         shared.metrics.accounts_under_attack.set(gauge_value(self.accounts_under_attack().len()));
         shared.metrics.tracked_sources.set(i64::try_from(shared.failures.tracked_sources()).unwrap_or(i64::MAX));
+        shared.metrics.tolerated_sources.set(i64::try_from(shared.tolerance.tracked_sources()).unwrap_or(i64::MAX));
         shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
         let access = shared.access.load();
         let now = shared.clock.now();
