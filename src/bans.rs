@@ -16,25 +16,32 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::clock::Timestamp;
 use crate::network::{Source, SourceGrouping};
 
-/// Why a ban exists. The auto-ban is the only kind so far; later kinds (escalation, account
-/// protection) extend this, and the store keeps the label.
+/// Why a ban exists; the store keeps the label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BanReason {
+    /// `max_failures` distinct wrong guesses (plus tolerance) within the window.
     Autoban,
+    /// `long_max_failures` distinct wrong guesses (plus tolerance) within the long window: a
+    /// slow guesser.
+    LongWindow,
+    /// `subnet_bans` sources of one subnet banned within `subnet_window`: the ban is on the
+    /// subnet.
+    Subnet,
 }
 
 impl BanReason {
+    pub const ALL: [BanReason; 3] = [BanReason::Autoban, BanReason::LongWindow, BanReason::Subnet];
+
     pub fn label(self) -> &'static str {
         match self {
             BanReason::Autoban => "autoban",
+            BanReason::LongWindow => "long_window",
+            BanReason::Subnet => "subnet",
         }
     }
 
     pub fn from_label(label: &str) -> Option<BanReason> {
-        match label {
-            "autoban" => Some(BanReason::Autoban),
-            _ => None,
-        }
+        BanReason::ALL.into_iter().find(|reason| reason.label() == label)
     }
 }
 

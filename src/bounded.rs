@@ -197,13 +197,24 @@ impl<K: Hash + Eq, V: Default> BoundedMap<K, V> {
     /// Drops expired entries from the next share of the shards (the whole map every
     /// `SWEEP_TURNS` calls); returns how many.
     pub fn sweep(&self, now: Timestamp) -> usize {
+        self.sweep_tidying(now, |_, deadline| deadline)
+    }
+
+    /// `sweep`, and every live entry of the swept shards is handed to `tidy` on the way, which
+    /// may shrink it and returns its new deadline (given the one it has).
+    pub fn sweep_tidying(&self, now: Timestamp, mut tidy: impl FnMut(&mut V, Timestamp) -> Timestamp) -> usize {
         let per_turn = self.shards.len().div_ceil(SWEEP_TURNS);
         let mut dropped = 0;
         for _ in 0..per_turn {
             let index = self.sweep_cursor.fetch_add(1, Ordering::Relaxed) % self.shards.len();
             let mut shard = lock(&self.shards[index]);
             let before = shard.entries.len();
-            shard.entries.retain(|_, slot| slot.deadline > now);
+            shard.entries.retain(|_, slot| {
+                if slot.deadline > now {
+                    slot.deadline = tidy(&mut slot.value, slot.deadline);
+                }
+                slot.deadline > now
+            });
             dropped += before - shard.entries.len();
         }
         for _ in 0..dropped {

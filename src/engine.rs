@@ -243,6 +243,15 @@ pub fn source_ban_threshold(autoban: &Autoban, earned: u32) -> u32 {
     autoban.max_failures.saturating_add(earned.min(autoban.toleration.max))
 }
 
+/// Distinct wrong guesses in the long window that ban a source which has earned `earned`
+/// extra guesses (the same tolerance as the window's: an office's good logins vouch for it
+/// over the day too): `long_max_failures + min(max_tolerance, earned)`; `None` while the
+/// long window is off (`long_max_failures = 0`).
+pub fn long_ban_threshold(autoban: &Autoban, earned: u32) -> Option<u32> {
+    (autoban.long_max_failures > 0)
+        .then(|| autoban.long_max_failures.saturating_add(earned.min(autoban.toleration.max)))
+}
+
 /// Whether a counted failure bans its source: the window holds `failures_in_window` failures
 /// (this one included) and that reaches `threshold` (`source_ban_threshold`), and a source
 /// already banned is not banned again (that would extend the ban on failures that raced with
@@ -301,6 +310,15 @@ mod tests {
                 window: Duration::from_secs(7 * 86400),
             },
             max_tolerated_sources: 1000,
+            long_window: Duration::from_secs(86400),
+            long_max_failures: 30,
+            long_ban_for: Duration::from_secs(86400),
+            subnets: crate::config::SubnetBans {
+                bans: 3,
+                window: Duration::from_secs(3600),
+                ban_for: Duration::from_secs(3600),
+                grouping: SourceGrouping { ipv4_prefix: 24, ipv6_prefix: 48 },
+            },
         }
     }
 
@@ -506,6 +524,16 @@ mod tests {
         assert_eq!(source_ban_threshold(&policy, 0), 5, "a fresh address: exactly max_failures");
         assert_eq!(source_ban_threshold(&policy, 12), 17);
         assert_eq!(source_ban_threshold(&policy, 500), 25, "max_failures + max_tolerance at most");
+    }
+
+    #[test]
+    fn the_long_window_bans_at_its_own_threshold_plus_the_same_tolerance_and_zero_turns_it_off() {
+        let mut policy = autoban();
+        assert_eq!(long_ban_threshold(&policy, 0), Some(30));
+        assert_eq!(long_ban_threshold(&policy, 6), Some(36));
+        assert_eq!(long_ban_threshold(&policy, 500), Some(50), "capped like the window's");
+        policy.long_max_failures = 0;
+        assert_eq!(long_ban_threshold(&policy, 6), None);
     }
 
     #[test]

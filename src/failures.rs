@@ -115,6 +115,48 @@ pub struct Counting {
     /// Failures of one guess that quarantine it; `None`: off.
     pub stale_after: Option<u32>,
     pub quarantine_for: Duration,
+    /// The long window (`autoban.long_window`), and the most distinct guesses worth keeping
+    /// in it (`long_max_failures` plus the largest tolerance; 0: the long window is off).
+    pub long_window: Duration,
+    pub long_max_guesses: u32,
+}
+
+impl Counting {
+    /// The long window, when it is on and longer than the window (else it adds nothing).
+    fn long_window(&self) -> Option<Duration> {
+        (self.long_max_guesses > 0 && self.long_window > self.window).then_some(self.long_window)
+    }
+}
+
+/// A guess that left the window but still counts in the long window: 16 bytes, where the
+/// `Guess` it was took 72 and its login string more, so a slow guesser's day costs little.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Earlier {
+    key: GuessKey,
+    /// Its last failure, in Unix seconds (enough until 2106).
+    last_seen_secs: u32,
+    /// A keyed 16-bit hash of its login, so a later successful login of that account can still
+    /// forgive it (a collision forgives one guess too many, never bans anyone).
+    login_tag: u16,
+    weight: u8,
+}
+
+impl Earlier {
+    fn last_seen(&self) -> Timestamp {
+        Timestamp(i64::from(self.last_seen_secs) * 1000)
+    }
+}
+
+/// The key of the 16-bit login tags of `Earlier` guesses.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TagKey(u64, u64);
+
+impl TagKey {
+    fn tag(self, login: &str) -> u16 {
+        let mut hasher = siphasher::sip::SipHasher13::new_with_keys(self.0, self.1);
+        hasher.write(label_of(login).as_bytes());
+        (hasher.finish() & 0xffff) as u16
+    }
 }
 
 /// What recording one failure found.
@@ -128,6 +170,8 @@ pub struct Recorded {
     pub repeats: u32,
     /// Whether this failure put the guess in quarantine.
     pub quarantined: bool,
+    /// Distinct guesses in the long window, this one included (0 while it is off).
+    pub long_distinct: u32,
 }
 
 /// One source's guesses. Bounded: a source is banned (and its history dropped) once it makes
@@ -136,8 +180,10 @@ pub struct Recorded {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceHistory {
     pub guesses: Vec<Guess>,
-    /// When the history last changed: expiry counts from here.
-    updated_at: Timestamp,
+    /// Guesses that left the window but are still in the long window, compacted; boxed so
+    /// that a history without any (most of them) costs 8 bytes for it, which the map's slot
+    /// had as padding-free room once the last change's time was derived from the guesses.
+    earlier: Option<Box<Vec<Earlier>>>,
 }
 
 const EXTRA: usize = 8;
@@ -147,19 +193,100 @@ impl SourceHistory {
         guess.last_seen > now.minus(window)
     }
 
-    /// Drops guesses out of the window and out of quarantine.
-    fn prune(&mut self, now: Timestamp, window: Duration) {
-        self.guesses.retain(|g| Self::in_window(g, now, window) || g.quarantined_at(now));
+    /// Drops guesses out of the window and out of quarantine; those still in the long window
+    /// (and not forgiven) are kept there as `Earlier` records.
+    fn prune(&mut self, now: Timestamp, counting: &Counting, tags: TagKey) {
+        let window = counting.window;
+        let long = counting.long_window();
+        let mut i = 0;
+        while i < self.guesses.len() {
+            let guess = &self.guesses[i];
+            if Self::in_window(guess, now, window) || guess.quarantined_at(now) {
+                i += 1;
+                continue;
+            }
+            let guess = self.guesses.swap_remove(i);
+            if let Some(long) = long
+                && guess.last_seen > now.minus(long)
+                && !guess.forgiven()
+            {
+                let secs = u32::try_from(guess.last_seen.0 / 1000).unwrap_or(u32::MAX);
+                let earlier = self.earlier.get_or_insert_with(Default::default);
+                earlier.reserve_exact(1);
+                earlier.push(Earlier {
+                    key: guess.key,
+                    last_seen_secs: secs,
+                    login_tag: tags.tag(&guess.login),
+                    weight: guess.weight,
+                });
+            }
+        }
+        if !self.guesses.is_empty() && self.guesses.capacity() > self.guesses.len() {
+            self.guesses.shrink_to_fit();
+        }
         for guess in &mut self.guesses {
             if !Self::in_window(guess, now, window) {
                 guess.failures = 0;
             }
         }
+        self.prune_earlier(now, counting);
+    }
+
+    /// Drops `Earlier` records out of the long window, and the oldest past the most worth
+    /// keeping.
+    fn prune_earlier(&mut self, now: Timestamp, counting: &Counting) {
+        let Some(earlier) = self.earlier.as_mut() else { return };
+        match counting.long_window() {
+            Some(long) => {
+                let since = now.minus(long);
+                earlier.retain(|e| e.last_seen() > since);
+                let cap = counting.long_max_guesses as usize + EXTRA;
+                if earlier.len() > cap {
+                    earlier.sort_unstable_by_key(|e| std::cmp::Reverse(e.last_seen_secs));
+                    earlier.truncate(cap);
+                }
+            }
+            None => earlier.clear(),
+        }
+        if earlier.is_empty() {
+            self.earlier = None;
+        }
+    }
+
+    /// Moves guesses that have left the window out of their full records (the sweep does this
+    /// for histories nobody touches, so an idle slow guesser's day is kept compact).
+    fn tidy(&mut self, now: Timestamp, counting: &Counting, tags: TagKey) {
+        let stale = self.guesses.iter().any(|g| !Self::in_window(g, now, counting.window) && !g.quarantined_at(now));
+        if stale || self.earlier.is_some() {
+            self.prune(now, counting, tags);
+        }
+    }
+
+    /// When the history last changed: its newest guess.
+    fn last_change(&self) -> Timestamp {
+        let full = self.guesses.iter().map(|g| g.last_seen);
+        let earlier = self.earlier.iter().flat_map(|e| e.iter()).map(Earlier::last_seen);
+        full.chain(earlier).max().unwrap_or(Timestamp(0))
+    }
+
+    /// Distinct guesses in the long window, each counted by its weight (forgiven ones: 0).
+    pub fn distinct_in_long_window(&self, now: Timestamp, counting: &Counting) -> u32 {
+        let Some(long) = counting.long_window() else { return 0 };
+        let since = now.minus(long);
+        let full: u32 = self.guesses.iter().filter(|g| g.last_seen > since).map(|g| u32::from(g.weight)).sum();
+        let earlier: u32 = self
+            .earlier
+            .iter()
+            .flat_map(|e| e.iter())
+            .filter(|e| e.last_seen() > since)
+            .map(|e| u32::from(e.weight))
+            .sum();
+        full + earlier
     }
 
     /// Adds `other`'s guesses (two sources became one): a guess both made is kept once,
     /// with both counts.
-    fn merge(&mut self, other: SourceHistory, now: Timestamp, window: Duration) {
+    fn merge(&mut self, other: SourceHistory, now: Timestamp, counting: &Counting, tags: TagKey) {
         for guess in other.guesses {
             match self.guesses.iter_mut().find(|g| g.key == guess.key) {
                 Some(same) => {
@@ -171,8 +298,15 @@ impl SourceHistory {
                 None => self.guesses.push(guess),
             }
         }
-        self.updated_at = self.updated_at.max(other.updated_at);
-        self.prune(now, window);
+        if let Some(theirs) = other.earlier {
+            let mine = self.earlier.get_or_insert_with(Default::default);
+            for e in theirs.into_iter() {
+                if !mine.iter().any(|m| m.key == e.key) {
+                    mine.push(e);
+                }
+            }
+        }
+        self.prune(now, counting, tags);
     }
 
     /// Distinct guesses in the window, each counted by its weight.
@@ -181,9 +315,15 @@ impl SourceHistory {
     }
 
     /// Records a failure.
-    pub fn record(&mut self, failed: FailedGuess<'_>, now: Timestamp, counting: &Counting) -> Recorded {
-        self.prune(now, counting.window);
-        self.updated_at = now;
+    pub fn record(&mut self, failed: FailedGuess<'_>, now: Timestamp, counting: &Counting, tags: TagKey) -> Recorded {
+        self.prune(now, counting, tags);
+        // Tried again: the guess is a full record again, not also an earlier one.
+        if let Some(earlier) = self.earlier.as_mut() {
+            earlier.retain(|e| e.key != failed.key);
+            if earlier.is_empty() {
+                self.earlier = None;
+            }
+        }
         let (new_guess, index) = match self.guesses.iter().position(|g| g.key == failed.key) {
             Some(index) => {
                 let guess = &mut self.guesses[index];
@@ -226,13 +366,18 @@ impl SourceHistory {
             _ => false,
         };
         let repeats = guess.failures;
-        Recorded { distinct: self.distinct_in_window(now, counting.window), new_guess, repeats, quarantined }
+        Recorded {
+            distinct: self.distinct_in_window(now, counting.window),
+            new_guess,
+            repeats,
+            quarantined,
+            long_distinct: self.distinct_in_long_window(now, counting),
+        }
     }
 
     /// Puts `guess` in quarantine until `until` (another node saw it fail too often), adding
     /// it when this node has not seen it.
     fn quarantine(&mut self, failed: FailedGuess<'_>, failures: u32, now: Timestamp, until: Timestamp) {
-        self.updated_at = now;
         match self.guesses.iter_mut().find(|g| g.key == failed.key) {
             Some(guess) => {
                 guess.quarantine_ends = guess.quarantine_ends.max(until);
@@ -256,10 +401,19 @@ impl SourceHistory {
     /// they stop counting toward a ban and their quarantine ends, but they stay, with their
     /// counts, for the diagnosis: a stale laptop's twelve tries are still its story after the
     /// owner's phone logged in with the new password. Returns whether anything changed.
-    pub fn forgive_login(&mut self, login: &str, now: Timestamp) -> bool {
+    pub fn forgive_login(&mut self, login: &str, now: Timestamp, tags: TagKey) -> bool {
+        let mut changed = false;
+        if let Some(earlier) = self.earlier.as_mut() {
+            let tag = tags.tag(login);
+            let before = earlier.len();
+            earlier.retain(|e| e.login_tag != tag);
+            changed |= earlier.len() != before;
+            if earlier.is_empty() {
+                self.earlier = None;
+            }
+        }
         // Compared as kept, without allocating: this runs on successful logins.
         let login = label_of(login);
-        let mut changed = false;
         for guess in self.guesses.iter_mut().filter(|g| g.login.as_ref() == login) {
             changed |= !guess.forgiven() || guess.quarantined_at(now);
             guess.weight = 0;
@@ -270,10 +424,10 @@ impl SourceHistory {
         changed
     }
 
-    /// Until when the history is needed: the window after its last change, or the end of a
-    /// quarantine if later.
-    fn needed_until(&self, window: Duration) -> Timestamp {
-        let window_ends = self.updated_at.plus(window);
+    /// Until when the history is needed: the window (the long one when it is on) after its
+    /// last change, or the end of a quarantine if later.
+    fn needed_until(&self, counting: &Counting) -> Timestamp {
+        let window_ends = self.last_change().plus(counting.long_window().unwrap_or(counting.window));
         self.guesses.iter().filter_map(Guess::quarantined_until).fold(window_ends, Timestamp::max)
     }
 }
@@ -281,8 +435,8 @@ impl SourceHistory {
 /// Failed-login histories of every source, bounded.
 pub struct FailureTracker {
     histories: BoundedMap<Source, SourceHistory>,
-    /// The window in force; a reload changes it.
-    window_millis: AtomicU64,
+    /// The counting rules in force; a reload changes them.
+    counting: arc_swap::ArcSwap<Counting>,
     /// Keys guesses (SipHash-1-3) so that remembered fingerprints reveal nothing of the
     /// password hashes: random per process, or the cluster's shared secret so that every node
     /// names a guess alike.
@@ -306,21 +460,38 @@ impl FailureTracker {
             // Without the OS's randomness the fingerprints are still one-way, only predictable.
             tracing::warn!("no random key for failure fingerprints; using a fixed one");
         }
-        let tracker =
-            FailureTracker { histories, window_millis: AtomicU64::new(0), fingerprint_key: Default::default() };
+        let counting = Counting {
+            window,
+            max_failures: 1,
+            max_guesses: 1,
+            stale_after: None,
+            quarantine_for: Duration::ZERO,
+            long_window: window,
+            long_max_guesses: 0,
+        };
+        let tracker = FailureTracker {
+            histories,
+            counting: arc_swap::ArcSwap::from_pointee(counting),
+            fingerprint_key: Default::default(),
+        };
         tracker.share_fingerprint_key(key);
-        tracker.set_window(window);
         tracker
     }
 
     fn window(&self) -> Duration {
-        Duration::from_millis(self.window_millis.load(Ordering::Relaxed))
+        self.counting.load().window
     }
 
-    /// Applies a reloaded window; histories already held keep their failures.
-    pub fn set_window(&self, window: Duration) {
-        let millis = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-        self.window_millis.store(millis, Ordering::Relaxed);
+    /// Applies reloaded counting rules (the windows); histories already held keep their
+    /// failures.
+    pub fn set_counting(&self, counting: Counting) {
+        self.counting.store(std::sync::Arc::new(counting));
+    }
+
+    /// The key of the login tags of guesses kept compact for the long window.
+    fn tags(&self) -> TagKey {
+        let [k0, k1] = &self.fingerprint_key;
+        TagKey(k0.load(Ordering::Relaxed) ^ 0x6c6f_6e67, k1.load(Ordering::Relaxed))
     }
 
     /// Uses the cluster's shared secret for fingerprints from now on (set once, at start,
@@ -355,10 +526,10 @@ impl FailureTracker {
         now: Timestamp,
         counting: &Counting,
     ) -> Recorded {
-        let window = self.window();
+        let tags = self.tags();
         self.histories.upsert(source, now, |history| {
-            let recorded = history.record(failed, now, counting);
-            (recorded, history.needed_until(window))
+            let recorded = history.record(failed, now, counting, tags);
+            (recorded, history.needed_until(counting))
         })
     }
 
@@ -371,10 +542,10 @@ impl FailureTracker {
         now: Timestamp,
         until: Timestamp,
     ) {
-        let window = self.window();
+        let counting = self.counting.load();
         self.histories.upsert(source, now, |history| {
             history.quarantine(guess, failures, now, until);
-            ((), history.needed_until(window))
+            ((), history.needed_until(&counting))
         })
     }
 
@@ -423,6 +594,12 @@ impl FailureTracker {
         self.histories.get(&source, now, |history| history.distinct_in_window(now, window)).unwrap_or(0)
     }
 
+    /// Distinct guesses of `source` in the long window ending at `now` (0 while it is off).
+    pub fn failures_in_long_window(&self, source: Source, now: Timestamp) -> u32 {
+        let counting = self.counting.load();
+        self.histories.get(&source, now, |history| history.distinct_in_long_window(now, &counting)).unwrap_or(0)
+    }
+
     /// The guesses of `source` still held at `now`, for diagnosis.
     pub fn guesses(&self, source: Source, now: Timestamp) -> Vec<Guess> {
         self.histories.get(&source, now, |history| history.guesses.clone()).unwrap_or_default()
@@ -431,7 +608,8 @@ impl FailureTracker {
     /// Forgives `login`'s guesses from `source` (it just logged in successfully from there).
     pub fn forgive_login(&self, source: Source, login: &str, now: Timestamp) {
         // The history is kept as long as it was going to be: forgiving extends nothing.
-        self.histories.update(&source, now, |history| (history.forgive_login(login, now), Then::Unchanged));
+        let tags = self.tags();
+        self.histories.update(&source, now, |history| (history.forgive_login(login, now, tags), Then::Unchanged));
     }
 
     /// Drops the history of `source` (after it is banned, or unbanned by an admin, so it
@@ -446,22 +624,29 @@ impl FailureTracker {
     /// address, so its history is dropped and its failures count afresh. Returns the
     /// histories kept.
     pub fn regroup(&self, grouping: SourceGrouping, now: Timestamp) -> usize {
-        let window = self.window();
+        let counting = self.counting.load();
+        let tags = self.tags();
         self.histories.rekey(
             now,
             |source| {
                 let regrouped = grouping.source_of(source.network().addr());
                 (regrouped.network().prefix_len() <= source.network().prefix_len()).then_some(regrouped)
             },
-            |history, other| history.merge(other, now, window),
-            |history| history.needed_until(window),
+            |history, other| history.merge(other, now, &counting, tags),
+            |history| history.needed_until(&counting),
         )
     }
 
     /// Drops part of the histories no longer needed at `now` (all of them over a minute of
     /// calls every 5 s); returns how many.
+    /// Guesses that left the window are compacted on the way (see `SourceHistory::tidy`).
     pub fn sweep(&self, now: Timestamp) -> usize {
-        self.histories.sweep(now)
+        let counting = self.counting.load();
+        let tags = self.tags();
+        self.histories.sweep_tidying(now, |history, _| {
+            history.tidy(now, &counting, tags);
+            history.needed_until(&counting)
+        })
     }
 
     /// Sources currently remembered (histories expired since the last sweep included).
@@ -493,6 +678,8 @@ mod tests {
             max_guesses: 5,
             stale_after: Some(3),
             quarantine_for: minutes(60),
+            long_window: minutes(24 * 60),
+            long_max_guesses: 0,
         }
     }
 
@@ -639,6 +826,43 @@ mod tests {
         }
         assert!(tracker.tracked_sources() <= 110, "{} held", tracker.tracked_sources());
         assert!(evicted.with_label_values(&["capacity"]).get() >= 800);
+    }
+
+    #[test]
+    fn the_long_window_costs_a_history_no_room_and_an_earlier_guess_sixteen_bytes() {
+        // The map's slot holds the history: as big as before the long window (a Vec header
+        // and a last change's time), so 1,000,000 sources that failed once cost what they did.
+        assert_eq!(std::mem::size_of::<SourceHistory>(), 32);
+        assert_eq!(std::mem::size_of::<Earlier>(), 16);
+    }
+
+    #[test]
+    fn guesses_that_leave_the_window_still_count_in_the_long_window_until_forgiven() {
+        let t = tracker();
+        let mut c = counting();
+        c.long_max_guesses = 30;
+        t.set_counting(c);
+        let src = source("203.0.113.7");
+        let fail_at = |login: &str, password: &str, at| {
+            let failed = FailedGuess {
+                key: t.guess_key(login, password),
+                login,
+                protocol: Protocol::Imap,
+                device_id: "",
+                weight: 1,
+            };
+            t.record_failure(src, failed, at, &c)
+        };
+        fail_at("alice", "p1", START);
+        fail_at("bob", "p2", START.plus(minutes(30)));
+        let r = fail_at("carol", "p3", START.plus(minutes(60)));
+        assert_eq!((r.distinct, r.long_distinct), (1, 3));
+        assert_eq!(t.guesses(src, START.plus(minutes(60))).len(), 1, "only the window's guess is a full record");
+        let r = fail_at("alice", "p1", START.plus(minutes(90)));
+        assert_eq!((r.distinct, r.long_distinct), (1, 3), "a guess tried again counts once");
+        t.forgive_login(src, "bob", START.plus(minutes(91)));
+        assert_eq!(t.failures_in_long_window(src, START.plus(minutes(91))), 2, "bob logged in: his guess is forgiven");
+        assert_eq!(t.failures_in_long_window(src, START.plus(minutes(60 + 24 * 60))), 1, "carol's left the day");
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod selfservice;
 pub mod server;
 pub mod state_dir;
 pub mod store;
+pub mod subnets;
 pub mod template;
 pub mod tolerance;
 pub mod warden;

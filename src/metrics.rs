@@ -242,7 +242,7 @@ impl Metrics {
                     ],
                 )],
             )?,
-            bans_created: r.counter("mailwarden_bans_created_total", "Bans placed, by reason.", &[("reason", &["autoban"])])?,
+            bans_created: r.counter("mailwarden_bans_created_total", "Bans placed, by reason.", &[("reason", &["autoban", "long_window", "subnet"])])?,
             bans_lifted: r.counter(
                 "mailwarden_bans_lifted_total",
                 "Bans ended, by cause.",

@@ -104,6 +104,42 @@ fn an_account_under_attack_delays_new_sources_and_says_so_in_metrics_and_events(
 }
 
 #[test]
+fn three_banned_sources_of_one_slash_24_ban_it_whole_and_the_cli_lists_lifts_and_a_restart_keeps_it() {
+    let mut mw = Mailwarden::start();
+    // An office in the /24 where people log in successfully.
+    assert_eq!(mw.policy("report", &report_body("192.0.2.200", "carol@example.com", "0000aaaa", true)).0, 200);
+    for attacker in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+        for _ in 0..5 {
+            fail(&mw, attacker, "alice@example.com", &fresh_pwhash());
+        }
+    }
+    let neighbour = allow(&mw, "192.0.2.77", "bob@example.com", "0000beef");
+    assert_eq!(neighbour["status"], -1, "a fourth address of the /24 is refused at once: {neighbour}");
+    assert!(neighbour["msg"].as_str().unwrap().starts_with("Too many failed logins from 192.0.2.0/24"), "{neighbour}");
+    assert_eq!(allow(&mw, "192.0.2.200", "carol@example.com", "0000aaaa")["status"], 0, "the office is not refused");
+
+    let ban = json(&mw.admin("GET", "/api/v1/bans/192.0.2.0/24").1);
+    assert_eq!((ban["reason"].as_str(), ban["failures"].as_u64()), (Some("subnet"), Some(3)), "{ban}");
+    let why = json(&mw.admin("GET", "/api/v1/why?ip=192.0.2.77").1);
+    assert!(why["lines"][0].as_str().unwrap().contains("banned as a subnet"), "{why}");
+    let metrics = mw.admin("GET", "/metrics").1;
+    assert!(metrics.contains("mailwarden_bans_created_total{reason=\"subnet\"} 1"), "{metrics}");
+
+    mw.restart();
+    assert_eq!(
+        allow(&mw, "192.0.2.78", "bob@example.com", "0000beef")["status"],
+        -1,
+        "stored: in force after a restart"
+    );
+    let listed = String::from_utf8(mw.cli(&["bans"]).stdout).unwrap();
+    assert!(listed.contains("192.0.2.0/24"), "{listed}");
+    let lifted = mw.cli(&["unban", "192.0.2.0/24"]);
+    assert!(lifted.status.success(), "{}", String::from_utf8_lossy(&lifted.stderr));
+    assert_eq!(allow(&mw, "192.0.2.78", "bob@example.com", "0000beef")["status"], 0, "lifted");
+    assert_eq!(allow(&mw, "192.0.2.1", "bob@example.com", "0000beef")["status"], -1, "its sources' own bans stay");
+}
+
+#[test]
 fn after_a_password_change_reset_login_ends_its_quarantines_and_lifts_the_bans_its_old_passwords_caused() {
     let mut mw = Mailwarden::start();
     for _ in 0..3 {

@@ -136,6 +136,14 @@ fn check_bans_round_trip_and_survive_a_new_store(target: &Target) {
     assert!(!store.delete_ban(stored.source, None).unwrap());
     assert!(store.active_bans(NOW).unwrap().is_empty());
     assert_eq!(store.backend(), "redis");
+    // Every reason, on a subnet too, comes back as it was placed.
+    for (address, reason) in [("192.0.2.7", BanReason::LongWindow), ("198.51.100.7", BanReason::Subnet)] {
+        let mut placed = ban(address, 60_000);
+        placed.reason = reason;
+        placed.source = SourceGrouping { ipv4_prefix: 24, ipv6_prefix: 48 }.source_of(parse_ip(address).unwrap());
+        store.save_ban(&placed).unwrap();
+        assert_eq!(target.store(&prefix).ban(placed.source).unwrap(), Some(placed));
+    }
     store.close().unwrap();
 }
 

@@ -163,6 +163,24 @@ pub struct Autoban {
     pub toleration: Toleration,
     /// Bound on sources whose good logins are remembered.
     pub max_tolerated_sources: u64,
+    /// The slow guesser: `long_max_failures` distinct guesses (0: off) within `long_window`
+    /// ban the source for `long_ban_for`.
+    pub long_window: Duration,
+    pub long_max_failures: u32,
+    pub long_ban_for: Duration,
+    /// Subnet aggregation: `bans` sources of one subnet (0: off) banned within `window` ban
+    /// the subnet for `ban_for`.
+    pub subnets: SubnetBans,
+}
+
+/// When the bans of several sources of one subnet ban the subnet (`[autoban] subnet_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubnetBans {
+    pub bans: u32,
+    pub window: Duration,
+    pub ban_for: Duration,
+    /// The subnets aggregated (a /24 and a /48 by default).
+    pub grouping: SourceGrouping,
 }
 
 /// The stale-password quarantine: a guess that failed `after` times is refused for
@@ -598,6 +616,18 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
                 window: v.duration("autoban.tolerance_window"),
             },
             max_tolerated_sources: wide("autoban.max_tolerated_sources"),
+            long_window: v.duration("autoban.long_window"),
+            long_max_failures: small("autoban.long_max_failures"),
+            long_ban_for: v.duration("autoban.long_ban_for"),
+            subnets: SubnetBans {
+                bans: small("autoban.subnet_bans"),
+                window: v.duration("autoban.subnet_window"),
+                ban_for: v.duration("autoban.subnet_ban_for"),
+                grouping: SourceGrouping {
+                    ipv4_prefix: prefix("autoban.subnet_ipv4_prefix"),
+                    ipv6_prefix: prefix("autoban.subnet_ipv6_prefix"),
+                },
+            },
         },
         stale_passwords: StalePasswords {
             enabled: v.bool("stale_passwords.enabled"),

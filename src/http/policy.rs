@@ -76,11 +76,13 @@ async fn answer(
         (Command::Allow, _) => warden.allow(&attempt),
         (Command::Report, Some(outcome)) => {
             let effects = warden.report(&attempt, outcome);
-            if let Some(ban) = effects.ban {
+            if effects.ban.is_some() {
                 let warden = warden.clone();
-                // The ban is already in force in memory; the answer waits for it to be on disk
-                // so an acknowledged ban survives a crash. Failures are logged and counted.
-                let _ = super::run_blocking(move || warden.persist_ban(&ban)).await;
+                let bans: Vec<_> = effects.ban.into_iter().chain(effects.subnet_ban).collect();
+                // The ban (and a subnet ban it completed) is already in force in memory; the
+                // answer waits for it to be on disk so an acknowledged ban survives a crash.
+                // Failures are logged and counted.
+                let _ = super::run_blocking(move || bans.iter().try_for_each(|ban| warden.persist_ban(ban))).await;
             }
             if let Some(login) = effects.attacked_login {
                 let warden = warden.clone();

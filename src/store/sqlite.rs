@@ -709,6 +709,14 @@ mod tests {
         assert!(store.delete_ban(stored.source, None).unwrap());
         assert!(!store.delete_ban(stored.source, None).unwrap());
         assert!(store.active_bans(NOW).unwrap().is_empty());
+        for reason in BanReason::ALL {
+            let mut placed = ban("198.51.100.7", 60_000);
+            placed.reason = reason;
+            placed.source =
+                SourceGrouping { ipv4_prefix: 24, ipv6_prefix: 48 }.source_of(parse_ip("198.51.100.7").unwrap());
+            store.save_ban(&placed).unwrap();
+            assert_eq!(store.ban(placed.source).unwrap(), Some(placed), "{reason:?} round-trips");
+        }
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub(super) fn counting(policy: &Policy) -> Counting {
         max_guesses: engine::source_ban_threshold(&policy.autoban, policy.autoban.toleration.max),
         stale_after: stale.enabled.then_some(stale.after),
         quarantine_for: stale.quarantine_for,
+        long_window: policy.autoban.long_window,
+        long_max_guesses: engine::long_ban_threshold(&policy.autoban, policy.autoban.toleration.max).unwrap_or(0),
     }
 }
 
@@ -152,6 +154,8 @@ pub struct CountedFailure {
 pub struct ReportEffects {
     /// A ban placed: the caller must `persist_ban` it.
     pub ban: Option<Arc<Ban>>,
+    /// A subnet ban that `ban` completed: the caller must `persist_ban` it too.
+    pub subnet_ban: Option<Arc<Ban>>,
     /// An account that just came under attack: the caller must `load_known_sources` for it.
     pub attacked_login: Option<String>,
 }
@@ -176,6 +180,13 @@ pub struct Diagnosis {
     pub max_failures: u32,
     /// How long a good login earns tolerance.
     pub tolerance_window: Duration,
+    /// Distinct wrong guesses of the source in the long window, what bans it there (with its
+    /// tolerance; `None`: the long window is off), and the long window.
+    pub long_failures: u32,
+    pub long_threshold: Option<u32>,
+    pub long_window: Duration,
+    /// The source has earned tolerance, which spares it the subnet ban `explanation.ban`.
+    pub spared_by_tolerance: bool,
     /// The source's IP+login refusals (only the login asked about, when one was).
     pub login_refusals: Vec<Arc<Ban>>,
 }
@@ -242,6 +253,25 @@ impl Diagnosis {
             lines.push(format!(
                 "tolerance: {accounts} logged in successfully from {} in the last {days} days, so it is banned at {} distinct wrong passwords in {minutes} minutes instead of {}; {} count now",
                 e.source, e.max_failures, self.max_failures, e.failures_in_window
+            ));
+        }
+        if let Some(threshold) = self.long_threshold
+            && self.long_failures > 0
+        {
+            lines.push(format!(
+                "long window: {} distinct wrong passwords from {} in the last {}; {threshold} ban it for a day (a slow guesser)",
+                self.long_failures,
+                e.source,
+                humantime::format_duration(self.long_window)
+            ));
+        }
+        if let Some(ban) = e.ban.as_ref().filter(|_| self.spared_by_tolerance) {
+            lines.push(format!(
+                "{} is banned as a subnet until {} ({} of its addresses were banned), but people log in successfully from {}, so it is not refused",
+                ban.source,
+                readable(ban.expires_at),
+                ban.failures,
+                e.source
             ));
         }
         // Different wrong passwords for one login, protocol and app read as one line.
@@ -517,10 +547,27 @@ impl Warden {
             device_id: &attempt.device_id,
             address: attempt.remote,
         };
-        if engine::bans_source(recorded.distinct, already_banned, threshold) {
-            let window = policy.autoban.window;
+        let long_threshold = if recorded.long_distinct >= policy.autoban.long_max_failures {
+            engine::long_ban_threshold(&policy.autoban, earned)
+        } else {
+            None
+        };
+        let reason = if engine::bans_source(recorded.distinct, already_banned, threshold) {
+            Some(BanReason::Autoban)
+        } else if long_threshold.is_some_and(|t| engine::bans_source(recorded.long_distinct, already_banned, t)) {
+            Some(BanReason::LongWindow)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            let (window, failures) = match reason {
+                BanReason::LongWindow => (policy.autoban.long_window, recorded.long_distinct),
+                _ => (policy.autoban.window, recorded.distinct),
+            };
             let guesses = counted_guesses(&shared.failures.guesses(source, now), None, now, window).1;
-            effects.ban = Some(self.place_ban(trigger, source, recorded.distinct, guesses, now, policy));
+            let ban = self.place_ban(trigger, source, reason, failures, guesses, now, policy);
+            effects.subnet_ban = self.ban_subnet_after(&ban, trigger, now, policy);
+            effects.ban = Some(ban);
         } else if earned > 0 && !already_banned {
             // A failure that would have banned an address nobody logged in from.
             if recorded.new_guess {
@@ -535,6 +582,85 @@ impl Warden {
             effects.ban = self.refuse_login_when_due(trigger, source, counted, guesses, earned, now, policy);
         }
         effects
+    }
+
+    /// The ban that refuses `address` now: the one covering it, except a subnet ban for an
+    /// address that has earned tolerance (an office whose people log in successfully is not
+    /// refused for its neighbours' guessing; its own guesses still ban it as ever).
+    pub(super) fn ban_refusing(&self, address: IpAddr, now: Timestamp, policy: &Policy) -> Option<Arc<Ban>> {
+        let ban = self.shared.bans.active_for_address(address, policy.autoban.grouping, now)?;
+        if ban.reason == BanReason::Subnet && self.subnet_exempt(address, now) {
+            return None;
+        }
+        Some(ban)
+    }
+
+    /// Whether `address` is spared a subnet ban: its own source has earned tolerance.
+    pub(super) fn subnet_exempt(&self, address: IpAddr, now: Timestamp) -> bool {
+        let source = self.shared.policy.load().autoban.grouping.source_of(address);
+        self.tolerance_earned(source, now) > 0
+    }
+
+    /// Bans the subnet of `ban`'s source when enough of its sources were banned within
+    /// `subnet_window`. Never a trusted network's subnet; toleration plays no part in this
+    /// decision (it spares tolerated addresses at `allow`, see `ban_refusing`).
+    pub(super) fn ban_subnet_after(
+        &self,
+        ban: &Ban,
+        trigger: BanTrigger<'_>,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> Option<Arc<Ban>> {
+        let shared = &*self.shared;
+        let settings = &policy.autoban.subnets;
+        if ban.reason == BanReason::Subnet {
+            return None;
+        }
+        let subnet = crate::subnets::SubnetWatch::subnet_of(ban.source, settings)?;
+        let banned = shared.subnets.source_banned(subnet, ban.source, now, settings);
+        if banned < settings.bans || shared.bans.active(subnet, now).is_some() {
+            return None;
+        }
+        let net = subnet.network();
+        if let crate::access::Standing::Trusted(trusted) = self.standing(Some(net.addr()), now)
+            && trusted.prefix_len() <= net.prefix_len()
+        {
+            return None;
+        }
+        shared.subnets.forget(subnet);
+        let subnet_ban = Arc::new(Ban {
+            source: subnet,
+            refused_login: None,
+            created_at: now,
+            expires_at: now.plus(settings.ban_for),
+            reason: BanReason::Subnet,
+            failures: banned,
+            cause: BanCause {
+                login: trigger.login.to_string(),
+                protocol: trigger.protocol.label().to_string(),
+                device_id: trigger.device_id.to_string(),
+                guesses: Vec::new(),
+            },
+        });
+        shared.bans.insert(subnet_ban.clone());
+        shared.metrics.bans_created.with_label_values(&[BanReason::Subnet.label()]).inc();
+        shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
+        shared.journal.event(Event {
+            at: now,
+            kind: EventKind::BanPlaced,
+            login: subnet_ban.cause.login.clone(),
+            ip: trigger.address,
+            protocol: subnet_ban.cause.protocol.clone(),
+            device_id: subnet_ban.cause.device_id.clone(),
+            rule: None,
+            detail: format!(
+                "subnet ban: {subnet} banned until {} after {banned} of its sources were banned within {} (the last {})",
+                subnet_ban.expires_at.rfc3339(),
+                humantime::format_duration(settings.window),
+                ban.source
+            ),
+        });
+        Some(subnet_ban)
     }
 
     /// Refuses `trigger.login` from `source` (an IP+login refusal) when its own guesses still
@@ -576,11 +702,14 @@ impl Warden {
         self.shared.tolerance.standing(source, now, &policy.autoban.toleration).earned
     }
 
-    /// Bans `source` after `failures` distinct guesses (counted here or across the cluster).
+    /// Bans `source` after `failures` distinct guesses (counted here or across the cluster)
+    /// in the window, or the long window for `BanReason::LongWindow`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn place_ban(
         &self,
         trigger: BanTrigger<'_>,
         source: Source,
+        reason: BanReason,
         failures: u32,
         guesses: Vec<BanGuess>,
         now: Timestamp,
@@ -588,17 +717,32 @@ impl Warden {
     ) -> Arc<Ban> {
         let shared = &*self.shared;
         let previous = shared.ban_history.get(&source);
-        let length = engine::ban_length(&policy.autoban, previous, now);
+        let mut length = engine::ban_length(&policy.autoban, previous, now);
+        if reason == BanReason::LongWindow {
+            // cPHulk's one-day block: a slow guesser comes back after a short ban.
+            length = length.max(policy.autoban.long_ban_for);
+        }
         if length > policy.autoban.ban_for {
             shared.metrics.ban_escalations.with_label_values(&["repeat_offender"]).inc();
         }
         shared.ban_history.insert(source, (now, length));
-        let ban = Arc::new(ban_record(trigger, source, None, failures, guesses, now, length));
+        let mut record = ban_record(trigger, source, None, failures, guesses, now, length);
+        record.reason = reason;
+        let ban = Arc::new(record);
         shared.bans.insert(ban.clone());
         shared.failures.forget(source);
         shared.metrics.bans_created.with_label_values(&[ban.reason.label()]).inc();
         shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
-        let escalated = if length > policy.autoban.ban_for { " (a repeat offender)" } else { "" };
+        let escalated = if reason == BanReason::LongWindow {
+            format!(
+                " within the long window of {} (a slow guesser)",
+                humantime::format_duration(policy.autoban.long_window)
+            )
+        } else if length > policy.autoban.ban_for {
+            " (a repeat offender)".to_string()
+        } else {
+            String::new()
+        };
         let detail = format!(
             "{source} banned until {} after {failures} distinct wrong passwords{escalated}",
             ban.expires_at.rfc3339()
@@ -658,6 +802,9 @@ impl Warden {
         logins.dedup();
         let accounts_under_attack =
             logins.into_iter().filter(|l| shared.accounts.under_attack(l, now, &protection).is_some()).collect();
+        let spared_by_tolerance = explanation.ban.as_ref().is_some_and(|b| b.reason == BanReason::Subnet)
+            && !matches!(explanation.decision, engine::Decision::Reject(engine::Refusal::Banned { .. }))
+            && self.subnet_exempt(address, now);
         Diagnosis {
             explanation,
             guesses,
@@ -668,6 +815,10 @@ impl Warden {
             tolerance: shared.tolerance.standing(source, now, &policy.autoban.toleration),
             max_failures: policy.autoban.max_failures,
             tolerance_window: policy.autoban.toleration.window,
+            long_failures: shared.failures.failures_in_long_window(source, now),
+            long_threshold: engine::long_ban_threshold(&policy.autoban, self.tolerance_earned(source, now)),
+            long_window: policy.autoban.long_window,
+            spared_by_tolerance,
             login_refusals: shared
                 .bans
                 .login_refusals(source, now)

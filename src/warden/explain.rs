@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::{LoginView, Warden};
 use crate::access::{AccessEntry, ListKind, Origin, Standing};
-use crate::bans::Ban;
+use crate::bans::{Ban, BanReason};
 use crate::clock::Timestamp;
 use crate::engine::{Allowed, Decision, Delayed, Refusal};
 use crate::firewall::{AddressFacts, Outcome, RuleSetOrigin};
@@ -111,12 +111,23 @@ impl Explanation {
                 } else {
                     format!("; last failed login {} over {}", ban.cause.login, ban.cause.protocol)
                 };
-                format!(
-                    "refused: {} is banned until {} after {} failed logins{last}",
-                    ban.source,
-                    readable(ban.expires_at),
-                    ban.failures
-                )
+                let until = readable(ban.expires_at);
+                match ban.reason {
+                    BanReason::Autoban => {
+                        format!(
+                            "refused: {} is banned until {until} after {} failed logins{last}",
+                            ban.source, ban.failures
+                        )
+                    }
+                    BanReason::LongWindow => format!(
+                        "refused: {} is banned until {until} after {} distinct wrong passwords within the long window (a slow guesser){last}",
+                        ban.source, ban.failures
+                    ),
+                    BanReason::Subnet => format!(
+                        "refused: {} is in {}, banned as a subnet until {until} after {} of its addresses were banned for failed logins (distributed guessing){last}",
+                        self.address, ban.source, ban.failures
+                    ),
+                }
             }
             (Decision::Reject(Refusal::LoginRefused { login, source, until }), _, _) => {
                 format!(

@@ -104,6 +104,8 @@ struct Shared {
     tolerance: ToleranceTracker,
     /// Active bans (memory mirror of the store, unbounded).
     bans: BanIndex,
+    /// The sources of each subnet banned lately, for subnet bans (memory only, bounded).
+    subnets: crate::subnets::SubnetWatch,
     store: Arc<dyn Store>,
     /// Bans in force that the store could not take (it was unreachable); `cluster` stores
     /// them when it is back.
@@ -190,6 +192,7 @@ impl Warden {
             policy.autoban.max_tracked_sources,
             metrics.tracked_source_evictions.clone(),
         );
+        failures.set_counting(detection::counting(&policy));
         let bans = BanIndex::default();
         let loaded = store.active_bans(now);
         metrics.store_result("load_bans", &loaded);
@@ -248,6 +251,7 @@ impl Warden {
             failures,
             tolerance: ToleranceTracker::new(max_tolerated_sources),
             bans,
+            subnets: crate::subnets::SubnetWatch::new(100_000),
             store,
             unsaved_bans: Mutex::new(HashMap::new()),
             count_sharing: OnceLock::new(),
@@ -285,7 +289,7 @@ impl Warden {
         let now = shared.clock.now();
         let standing = self.standing(view.address, now);
         let policy = shared.policy.load();
-        let ban = view.address.and_then(|ip| shared.bans.active_for_address(ip, policy.autoban.grouping, now));
+        let ban = view.address.and_then(|ip| self.ban_refusing(ip, now, &policy));
         let login_refusal =
             view.address.and_then(|ip| shared.bans.active_login_refusal(ip, policy.autoban.grouping, view.login, now));
         let refuse_while_store_unreachable =
@@ -493,6 +497,7 @@ impl Warden {
         }
         // Memory first: an unreachable store must not keep histories from expiring.
         shared.failures.sweep(now);
+        shared.subnets.sweep(now);
         shared.tolerance.sweep(now);
         shared.accounts.sweep(now);
         shared.known_recorded.sweep(now);
@@ -526,10 +531,10 @@ impl Warden {
         if let Some(fresh) = geoip {
             self.shared.geoip.store(Arc::new(fresh));
         }
+        self.shared.failures.set_counting(detection::counting(&new));
         if new.autoban.grouping != old.autoban.grouping {
             self.regroup(old.autoban.grouping, new.autoban.grouping);
         }
-        self.shared.failures.set_window(new.autoban.window);
         *lock(&self.shared.keep) = detection::keep(&new);
         self.shared.access.store(Arc::new(lists::build_access(&new, &entries, self.shared.clock.now())));
         self.shared.firewall.store(Arc::new(rules::build_firewall(&new, &rule_sets)));

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::detection::{self, BanTrigger, Counted, CountedFailure};
 use super::{Warden, gauge_value, lock};
 use crate::access::AccessEntry;
-use crate::bans::{Ban, BanKey};
+use crate::bans::{Ban, BanKey, BanReason};
 use crate::clock::Timestamp;
 use crate::cluster::counting::SharedCount;
 use crate::failures::{Counting, FailedGuess};
@@ -236,7 +236,13 @@ impl Warden {
         };
         if crate::engine::bans_source(distinct, already_banned, threshold) {
             let guesses = count.ban_guesses(failure.at, window, None);
-            return Some(self.place_ban(trigger, failure.source, distinct, guesses, now, &policy));
+            let ban = self.place_ban(trigger, failure.source, BanReason::Autoban, distinct, guesses, now, &policy);
+            if let Some(subnet_ban) = self.ban_subnet_after(&ban, trigger, now, &policy) {
+                // Stored here; the source's ban by the caller's `persist_ban`. On failure it
+                // stays in force here and waits like any unsaved ban.
+                let _ = self.persist_ban(&subnet_ban);
+            }
+            return Some(ban);
         }
         if already_banned || earned == 0 {
             return None;

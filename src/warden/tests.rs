@@ -81,8 +81,8 @@ impl Harness {
         let text = body(remote, login, pwhash, r#","success":false,"policy_reject":false"#);
         let (attempt, outcome) = parse_attempt(text.as_bytes(), Command::Report).unwrap();
         let effects = self.warden.report(&attempt, outcome.unwrap());
-        if let Some(ban) = effects.ban {
-            self.warden.persist_ban(&ban).unwrap();
+        for ban in effects.ban.iter().chain(&effects.subnet_ban) {
+            self.warden.persist_ban(ban).unwrap();
         }
         if let Some(login) = effects.attacked_login {
             self.warden.load_known_sources(&login).unwrap();
@@ -814,6 +814,138 @@ fn why_keeps_a_stale_laptops_story_after_its_owner_logs_in_with_the_new_password
         "{tolerance}"
     );
     assert!(lines[0].contains("0 of 7 failed logins"), "{}", lines[0]);
+}
+
+/// Runs the sweep over every shard, as a minute of the server's sweeper does.
+fn sweep_all(h: &Harness) {
+    for _ in 0..12 {
+        h.warden.sweep_expired().unwrap();
+    }
+}
+
+#[test]
+fn a_slow_guesser_under_the_window_is_banned_for_a_day_by_the_long_window() {
+    let h = harness("");
+    let slow = "203.0.113.60";
+    // One new password every ten minutes: never more than two in any 20 minutes.
+    for n in 0..29 {
+        h.fail(slow, &format!("user{n}@example.com"));
+        assert_eq!(h.allow(slow, "alice@example.com").status, 0, "{} guesses over {} minutes", n + 1, n * 10);
+        h.clock.advance(Duration::from_secs(10 * 60));
+        // The sweeper compacts the guesses that left the window; they still count.
+        sweep_all(&h);
+    }
+    let why = h.warden.why(slow.parse().unwrap(), None).lines().join("\n");
+    assert!(
+        why.contains("long window: 29 distinct wrong passwords from 203.0.113.60 in the last 1day; 30 ban it"),
+        "{why}"
+    );
+    h.fail(slow, "user29@example.com");
+    let refused = h.allow(slow, "alice@example.com");
+    assert_eq!(refused.status, -1, "the 30th distinct guess within 24 hours bans");
+    let ban = h.warden.ban(h.warden.source_for(format!("{slow}/32").parse().unwrap())).unwrap();
+    assert_eq!(ban.reason, crate::bans::BanReason::LongWindow);
+    assert_eq!(ban.failures, 30);
+    assert_eq!(ban.expires_at, h.warden.now().plus(Duration::from_secs(24 * 3600)), "a one-day block");
+    let why = h.warden.why(slow.parse().unwrap(), None).lines().join("\n");
+    assert!(why.contains("after 30 distinct wrong passwords within the long window (a slow guesser)"), "{why}");
+    let stored = h.store.active_bans(h.warden.now()).unwrap();
+    assert_eq!(stored[0].reason, crate::bans::BanReason::LongWindow, "the reason is stored");
+    let events = h.warden.events(&crate::events::EventFilter { limit: 100, ..Default::default() }).unwrap();
+    assert!(events.events.iter().any(|e| e.detail.contains("(a slow guesser)")), "the block log says why");
+}
+
+#[test]
+fn a_slow_guesser_spread_over_more_than_a_day_is_never_banned_and_forgiven_guesses_do_not_count() {
+    let h = harness("");
+    let home = "203.0.113.61";
+    // 29 guesses an hour apart, then alice logs in: her own typos stop counting.
+    for _ in 0..29 {
+        h.fail(home, "alice@example.com");
+        h.clock.advance(Duration::from_secs(20 * 60));
+        sweep_all(&h);
+    }
+    h.succeed(home, "alice@example.com", "0f96");
+    for _ in 0..5 {
+        h.fail(home, "alice@example.com");
+        h.clock.advance(Duration::from_secs(20 * 60));
+    }
+    assert_eq!(h.allow(home, "alice@example.com").status, 0, "29 forgiven, 5 counted of the 32 her login earns");
+    // One guess every 50 minutes: 29 a day at most, never 30.
+    let patient = "203.0.113.62";
+    for n in 0..60 {
+        h.fail(patient, &format!("user{n}@example.com"));
+        h.clock.advance(Duration::from_secs(50 * 60));
+        sweep_all(&h);
+    }
+    assert_eq!(h.allow(patient, "alice@example.com").status, 0);
+}
+
+#[test]
+fn three_sources_of_one_slash_24_banned_within_the_hour_ban_the_subnet_but_not_an_office_in_it() {
+    let h = harness("");
+    let office = "192.0.2.200";
+    for n in 0..3 {
+        h.succeed(office, &format!("colleague{n}@example.com"), "0f96");
+    }
+    for attacker in ["192.0.2.1", "192.0.2.2"] {
+        for _ in 0..5 {
+            h.fail(attacker, "alice@example.com");
+        }
+        h.clock.advance(Duration::from_secs(20 * 60));
+    }
+    assert_eq!(h.allow("192.0.2.77", "alice@example.com").status, 0, "two banned sources are not a subnet ban");
+    for _ in 0..5 {
+        h.fail("192.0.2.3", "alice@example.com");
+    }
+    let refused = h.allow("192.0.2.77", "alice@example.com");
+    assert_eq!(refused.status, -1, "a fourth address of the /24 is refused at once");
+    assert_eq!(refused.msg, "Too many failed logins from 192.0.2.0/24; try again after 09:40 UTC");
+    assert_eq!(h.allow("192.0.3.1", "alice@example.com").status, 0, "the next /24 is not");
+    assert_eq!(h.allow(office, "colleague0@example.com").status, 0, "the office with good logins is not refused");
+    let why = h.warden.why(office.parse().unwrap(), None).lines().join("\n");
+    assert!(why.contains("192.0.2.0/24 is banned as a subnet until"), "{why}");
+    assert!(why.contains("so it is not refused"), "{why}");
+    let why = h.warden.why("192.0.2.77".parse().unwrap(), None).lines().join("\n");
+    assert!(why.contains("refused: 192.0.2.77 is in 192.0.2.0/24, banned as a subnet until"), "{why}");
+    assert!(why.contains("after 3 of its addresses were banned"), "{why}");
+
+    let subnet = h.warden.source_for("192.0.2.0/24".parse().unwrap());
+    assert_eq!(subnet.to_string(), "192.0.2.0/24");
+    let listed = h.warden.bans().iter().find(|b| b.source == subnet).cloned().expect("listed");
+    assert_eq!(listed.reason, crate::bans::BanReason::Subnet);
+    assert_eq!(listed.expires_at, h.warden.now().plus(Duration::from_secs(3600)));
+    let restarted = h.restarted();
+    assert_eq!(restarted.ban(subnet).map(|b| b.reason), Some(crate::bans::BanReason::Subnet), "stored");
+    assert!(h.warden.unban(subnet).unwrap().is_some());
+    assert_eq!(h.allow("192.0.2.77", "alice@example.com").status, 0, "lifted");
+}
+
+#[test]
+fn sources_banned_further_apart_than_the_subnet_window_are_not_a_subnet_ban_and_trusted_addresses_stay_allowed() {
+    let h = harness("[networks]\ntrusted = [\"192.0.2.0/25\"]\n");
+    for attacker in ["192.0.2.130", "192.0.2.131", "192.0.2.132"] {
+        for _ in 0..5 {
+            h.fail(attacker, "alice@example.com");
+        }
+        h.clock.advance(Duration::from_secs(31 * 60));
+    }
+    assert_eq!(h.allow("192.0.2.177", "alice@example.com").status, 0, "three bans over 62 minutes");
+    for attacker in ["192.0.2.133", "192.0.2.134"] {
+        for _ in 0..5 {
+            h.fail(attacker, "alice@example.com");
+        }
+    }
+    assert_eq!(h.allow("192.0.2.177", "alice@example.com").status, -1, "three within the hour");
+    assert_eq!(h.allow("192.0.2.77", "alice@example.com").status, 0, "a trusted network is never refused");
+    let off = harness("[autoban]\nsubnet_bans = 0\n");
+    for attacker in ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"] {
+        for _ in 0..5 {
+            off.fail(attacker, "alice@example.com");
+        }
+    }
+    assert_eq!(off.allow("192.0.2.77", "alice@example.com").status, 0, "0 turns subnet bans off");
+    assert_eq!(off.warden.bans().len(), 4);
 }
 
 #[test]

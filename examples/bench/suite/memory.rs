@@ -61,6 +61,7 @@ pub fn run(settings: &Settings, dir: &Path) -> io::Result<MemoryFigures> {
     figures.rss_end_kib = server.rss_kib();
     figures.tracked_end = server.health("tracked_sources").unwrap_or(0);
     let (listed, refused) = check_bans(&server, settings.memory_bans)?;
+    figures.bans_checked = settings.memory_bans as u64;
     figures.bans_listed_after = listed;
     figures.bans_refused_after = refused;
     Ok(figures)

@@ -408,9 +408,11 @@ fn session_id(value: u64, out: &mut Vec<u8>) {
     }
 }
 
-/// The banned sources of the mix and of the memory runs: 45.0.0.1, 45.0.0.2, ...
+/// The banned sources of the mix and of the memory runs: 45.0.0.1, 45.0.1.1, ...
 pub fn banned_address(index: usize) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(Ipv4Addr::new(45, 0, 0, 1)) + index as u32)
+    // One a /24, so that the bans placed first stay source bans (three of one /24 would ban
+    // the subnet too, `autoban.subnet_bans`).
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(45, 0, 0, 1)) + (index as u32) * 256)
 }
 
 /// The flood's sources: 32.0.0.0 and up, one address each.
