@@ -32,8 +32,11 @@ pub async fn reset_login(
     warden: web::Data<Warden>,
     login: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let login = login.into_inner().trim().to_string();
-    if login.is_empty() || login.len() > crate::wire::MAX_LOGIN_LEN || login.chars().any(char::is_control) {
+    // Checked as sent: a login padded past the bound, or with a control character anywhere,
+    // is refused, not trimmed into shape.
+    let sent = login.into_inner();
+    let login = sent.trim().to_string();
+    if login.is_empty() || sent.len() > crate::wire::MAX_LOGIN_LEN || sent.chars().any(char::is_control) {
         return Err(ApiError::InvalidField {
             field: "login",
             message: format!(
