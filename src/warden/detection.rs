@@ -392,7 +392,7 @@ impl Warden {
         let source = policy.autoban.grouping.source_of(address);
         match kind {
             ReportKind::Success => {
-                self.record_success(&attempt.login, source, now);
+                self.record_success(&attempt.login, source, now, &policy);
                 ReportEffects::default()
             }
             ReportKind::RefusedByPolicy if !attempt.pwhash.is_empty() => {
@@ -445,13 +445,13 @@ impl Warden {
     /// A successful login: its guesses from this source are forgiven (they stop counting
     /// toward a ban and their quarantine is lifted, but `why` still tells them), the source
     /// earns tolerance, and it becomes known to the account.
-    fn record_success(&self, login: &str, source: Source, now: Timestamp) {
+    fn record_success(&self, login: &str, source: Source, now: Timestamp, policy: &Policy) {
         let shared = &*self.shared;
         if login.is_empty() {
             return;
         }
         shared.failures.forgive_login(source, login, now);
-        shared.tolerance.record_success(source, login, now, &self.shared.policy.load().autoban.toleration);
+        shared.tolerance.record_success(source, login, now, &policy.autoban.toleration);
         if let Some(share) = shared.count_sharing.get() {
             share(Counted::Success { source, login: login.to_string() });
         }
@@ -538,8 +538,11 @@ impl Warden {
         let already_banned = shared.bans.active(source, now).is_some();
         // Toleration is looked up only once a source has made enough guesses to need it (a
         // login's guesses are some of its source's, so its refusal needs as many).
-        let earned =
-            if recorded.distinct >= policy.autoban.max_failures { self.tolerance_earned(source, now) } else { 0 };
+        let earned = if recorded.distinct >= policy.autoban.max_failures {
+            self.tolerance_earned(source, now, policy)
+        } else {
+            0
+        };
         let threshold = engine::source_ban_threshold(&policy.autoban, earned);
         let trigger = BanTrigger {
             login: &attempt.login,
@@ -589,16 +592,16 @@ impl Warden {
     /// refused for its neighbours' guessing; its own guesses still ban it as ever).
     pub(super) fn ban_refusing(&self, address: IpAddr, now: Timestamp, policy: &Policy) -> Option<Arc<Ban>> {
         let ban = self.shared.bans.active_for_address(address, policy.autoban.grouping, now)?;
-        if ban.reason == BanReason::Subnet && self.subnet_exempt(address, now) {
+        if ban.reason == BanReason::Subnet && self.subnet_exempt(address, now, &policy) {
             return None;
         }
         Some(ban)
     }
 
     /// Whether `address` is spared a subnet ban: its own source has earned tolerance.
-    pub(super) fn subnet_exempt(&self, address: IpAddr, now: Timestamp) -> bool {
-        let source = self.shared.policy.load().autoban.grouping.source_of(address);
-        self.tolerance_earned(source, now) > 0
+    pub(super) fn subnet_exempt(&self, address: IpAddr, now: Timestamp, policy: &Policy) -> bool {
+        let source = policy.autoban.grouping.source_of(address);
+        self.tolerance_earned(source, now, policy) > 0
     }
 
     /// Bans the subnet of `ban`'s source when enough of its sources were banned within
@@ -697,8 +700,7 @@ impl Warden {
     }
 
     /// The extra guesses `source` has earned from its good logins.
-    pub(super) fn tolerance_earned(&self, source: Source, now: Timestamp) -> u32 {
-        let policy = self.shared.policy.load();
+    pub(super) fn tolerance_earned(&self, source: Source, now: Timestamp, policy: &Policy) -> u32 {
         self.shared.tolerance.standing(source, now, &policy.autoban.toleration).earned
     }
 
@@ -804,7 +806,7 @@ impl Warden {
             logins.into_iter().filter(|l| shared.accounts.under_attack(l, now, &protection).is_some()).collect();
         let spared_by_tolerance = explanation.ban.as_ref().is_some_and(|b| b.reason == BanReason::Subnet)
             && !matches!(explanation.decision, engine::Decision::Reject(engine::Refusal::Banned { .. }))
-            && self.subnet_exempt(address, now);
+            && self.subnet_exempt(address, now, &policy);
         Diagnosis {
             explanation,
             guesses,
@@ -816,7 +818,7 @@ impl Warden {
             max_failures: policy.autoban.max_failures,
             tolerance_window: policy.autoban.toleration.window,
             long_failures: shared.failures.failures_in_long_window(source, now),
-            long_threshold: engine::long_ban_threshold(&policy.autoban, self.tolerance_earned(source, now)),
+            long_threshold: engine::long_ban_threshold(&policy.autoban, self.tolerance_earned(source, now, &policy)),
             long_window: policy.autoban.long_window,
             spared_by_tolerance,
             login_refusals: shared

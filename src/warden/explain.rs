@@ -190,7 +190,10 @@ impl Warden {
             ban: shared.bans.active_for_address(address, policy.autoban.grouping, now),
             failures_in_window: shared.failures.failures_in_window(source, now),
             // What bans this source, its tolerance included.
-            max_failures: crate::engine::source_ban_threshold(&policy.autoban, self.tolerance_earned(source, now)),
+            max_failures: crate::engine::source_ban_threshold(
+                &policy.autoban,
+                self.tolerance_earned(source, now, &policy),
+            ),
             firewall,
         }
     }

@@ -226,7 +226,7 @@ impl Warden {
         let policy = shared.policy.load();
         let now = shared.clock.now();
         let already_banned = shared.bans.active(failure.source, now).is_some();
-        let earned = self.tolerance_earned(failure.source, now);
+        let earned = self.tolerance_earned(failure.source, now, &policy);
         let threshold = crate::engine::source_ban_threshold(&policy.autoban, earned);
         let trigger = BanTrigger {
             login: &failure.login,
