@@ -237,17 +237,28 @@ impl BanIndex {
         if bans.by_source.is_empty() {
             return None;
         }
+        Self::covering(&bans, address, grouping).find(|ban| ban.is_active(now)).cloned()
+    }
+
+    /// Every active ban covering `address`, its own source's first: a ban on its source and a
+    /// subnet ban can both hold it, and lifting one leaves it refused by the other.
+    pub fn all_active_for_address(&self, address: IpAddr, grouping: SourceGrouping, now: Timestamp) -> Vec<Arc<Ban>> {
+        let bans = self.read();
+        Self::covering(&bans, address, grouping).filter(|ban| ban.is_active(now)).cloned().collect()
+    }
+
+    /// The bans (active or not yet swept) on networks holding `address`: its source under
+    /// `grouping` first, then one probe per other prefix length some ban has. Allocates nothing.
+    fn covering<'a>(bans: &'a Bans, address: IpAddr, grouping: SourceGrouping) -> impl Iterator<Item = &'a Arc<Ban>> {
         let own = grouping.source_of(address);
-        if let Some(ban) = bans.by_source.get(&own).filter(|ban| ban.is_active(now)) {
-            return Some(ban.clone());
-        }
-        bans.prefixes
+        let others = bans
+            .prefixes
             .iter()
-            .filter(|(v4, len, _)| *v4 == address.is_ipv4() && *len != own.network().prefix_len())
-            .find_map(|(_, len, _)| {
-                let at = SourceGrouping { ipv4_prefix: *len, ipv6_prefix: *len }.source_of(address);
-                bans.by_source.get(&at).filter(|ban| ban.is_active(now)).cloned()
-            })
+            .filter(move |(v4, len, _)| *v4 == address.is_ipv4() && *len != own.network().prefix_len())
+            .filter_map(move |(_, len, _)| {
+                bans.by_source.get(&SourceGrouping { ipv4_prefix: *len, ipv6_prefix: *len }.source_of(address))
+            });
+        bans.by_source.get(&own).into_iter().chain(others)
     }
 
     /// The active IP+login refusal of `login` from the source of `address` under `grouping`.

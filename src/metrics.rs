@@ -364,7 +364,7 @@ impl Metrics {
             )?,
             self_unblocks: r.counter(
                 "mailwarden_self_unblocks_total",
-                "Self-service unblock attempts by result (unblocked, limit_reached, challenge_failed, not_banned, admin_block, store_error, rate_limited).",
+                "Self-service unblock attempts by result (unblocked, limit_reached, challenge_failed, not_banned, admin_block, subnet_ban, store_error, rate_limited).",
                 &[(
                     "result",
                     &[
@@ -373,6 +373,7 @@ impl Metrics {
                         "challenge_failed",
                         "not_banned",
                         "admin_block",
+                        "subnet_ban",
                         "store_error",
                         "rate_limited",
                     ],

@@ -52,6 +52,10 @@ pub fn default_texts() -> BTreeMap<String, String> {
             "It is blocked by the administrators of {provider} and cannot be unblocked here. Please contact {support}.",
         ),
         (
+            "subnet_banned",
+            "Your whole network ({network}) is blocked until {until}, because several addresses in it made too many failed logins. This cannot be unblocked here: please contact {support} and tell them your address.",
+        ),
+        (
             "login_refused",
             "Logins to {login} from your address are paused until {until} because of wrong passwords; other accounts are not affected.",
         ),
@@ -235,6 +239,18 @@ pub(crate) fn solve(challenge: &altcha_lib_rs::Challenge) -> Payload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shipped_policy_names_every_text_of_the_page() {
+        let policy = include_str!("../policy.toml");
+        let start = policy.find("# The keys: ").expect("policy.toml lists the page's text keys");
+        let listed = policy[start + "# The keys: ".len()..].split('.').next().unwrap_or_default();
+        let mut listed: Vec<String> =
+            listed.split(',').map(|key| key.trim().trim_start_matches('#').trim().to_string()).collect();
+        listed.sort();
+        let known: Vec<String> = default_texts().into_keys().collect();
+        assert_eq!(listed, known, "policy.toml's list of [self_service.text] keys");
+    }
     use crate::network::SourceGrouping;
 
     const NOW: Timestamp = Timestamp(1_795_334_400_000);

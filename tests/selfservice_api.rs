@@ -192,6 +192,31 @@ fn administrator_blocks_cannot_be_lifted_here() {
 }
 
 #[test]
+fn a_visitor_inside_a_banned_subnet_is_sent_to_support_and_cannot_unblock_the_network() {
+    let (mw, base) = start("", "[self_service]\nsupport_contact = \"help@example.com\"\n");
+    // The visitor's own address is banned, then two more of its /24: the network is banned.
+    for attacker in ["127.0.0.1", "127.0.0.2", "127.0.0.3"] {
+        ban(&mw, attacker);
+    }
+    let (_, page, _) = get(&format!("{base}/"), &[]);
+    assert!(page.contains("Your whole network (127.0.0.0/24) is blocked until"), "{page}");
+    assert!(page.contains("please contact help@example.com"), "{page}");
+    assert!(!page.contains("<button"), "no unblock button for a subnet ban: {page}");
+
+    // Lifting only the visitor's own ban would not let it in, and lifting the subnet ban would
+    // let every attacker of the network back in: refused.
+    let (status, answer) = solve_and_unblock(&base);
+    assert_eq!((status, answer["unblocked"].as_bool()), (403, Some(false)), "{answer}");
+    let message = answer["message"].as_str().unwrap();
+    assert!(message.contains("127.0.0.0/24") && !message.contains("{until}"), "{message}");
+    assert_eq!(allow_status(&mw, "127.0.0.1"), -1, "still refused");
+    assert_eq!(allow_status(&mw, "127.0.0.2"), -1, "the attackers stay refused");
+    let metrics = mw.admin("GET", "/metrics").1;
+    assert!(metrics.contains("mailwarden_self_unblocks_total{result=\"subnet_ban\"} 1"), "{metrics}");
+    assert!(!metrics.contains("mailwarden_bans_lifted_total{cause=\"self_service\"} 1"), "nothing lifted: {metrics}");
+}
+
+#[test]
 fn behind_a_trusted_proxy_the_forwarded_address_is_the_visitor() {
     let (mw, base) = start("trusted_proxies = [\"127.0.0.1\"]\n", "");
     ban(&mw, "203.0.113.7");

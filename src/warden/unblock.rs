@@ -13,7 +13,7 @@ use altcha_lib_rs::Payload;
 
 use super::Warden;
 use crate::access::Standing;
-use crate::bans::Ban;
+use crate::bans::{Ban, BanReason};
 use crate::events::{Event, EventKind};
 use crate::network::Source;
 use crate::selfservice::{self, ChallengeError};
@@ -28,6 +28,10 @@ pub struct VisitorStatus {
     pub address: IpAddr,
     pub source: Source,
     pub ban: Option<Arc<Ban>>,
+    /// A subnet ban holding the address (several sources of its network were banned): not for
+    /// self-service, since lifting it would let every source of the network back in, and it
+    /// keeps refusing the visitor whatever happens to `ban`.
+    pub subnet_ban: Option<Arc<Ban>>,
     /// The source's IP+login refusals: logins refused from here while the others are not.
     pub login_refusals: Vec<Arc<Ban>>,
     /// On the administrators' blocked list: not for self-service.
@@ -46,6 +50,8 @@ pub enum SelfUnblockError {
     NotBanned,
     #[error("this address is blocked by the administrators.")]
     AdminBlock,
+    #[error("this address's whole network ({network}) is blocked.")]
+    SubnetBan { network: Source, until: crate::clock::Timestamp },
     #[error("this address was unblocked {count} times today already.")]
     LimitReached { count: u32 },
     #[error(transparent)]
@@ -60,6 +66,7 @@ impl SelfUnblockError {
         match self {
             SelfUnblockError::NotBanned => "not_banned",
             SelfUnblockError::AdminBlock => "admin_block",
+            SelfUnblockError::SubnetBan { .. } => "subnet_ban",
             SelfUnblockError::LimitReached { .. } => "limit_reached",
             SelfUnblockError::Challenge(_) => "challenge_failed",
             SelfUnblockError::Store(_) => "store_error",
@@ -75,11 +82,14 @@ impl Warden {
         let policy = shared.policy.load();
         let now = shared.clock.now();
         let source = policy.autoban.grouping.source_of(address);
-        let ban = shared.bans.active_for_address(address, policy.autoban.grouping, now);
+        let covering = shared.bans.all_active_for_address(address, policy.autoban.grouping, now);
+        let subnet_ban = covering.iter().find(|ban| ban.reason == BanReason::Subnet).cloned();
+        let ban = covering.into_iter().next();
         let login_refusals = shared.bans.login_refusals(source, now);
         let admin_block = matches!(self.standing(Some(address), now), Standing::Blocked(_));
         // Only a visitor who could unblock needs the count: other views cost the store nothing.
-        let unblocks_today = if (ban.is_some() || !login_refusals.is_empty()) && !admin_block {
+        let could_unblock = (ban.is_some() || !login_refusals.is_empty()) && !admin_block && subnet_ban.is_none();
+        let unblocks_today = if could_unblock {
             let unblocks = shared.store.self_unblocks(source, now);
             shared.metrics.store_result("read_self_unblocks", &unblocks);
             unblocks.ok()
@@ -90,6 +100,7 @@ impl Warden {
             address,
             source,
             ban,
+            subnet_ban,
             login_refusals,
             admin_block,
             unblocks_today,
@@ -146,6 +157,9 @@ impl Warden {
         let status = self.visitor_status(visitor);
         if status.admin_block {
             return Err(SelfUnblockError::AdminBlock);
+        }
+        if let Some(subnet) = &status.subnet_ban {
+            return Err(SelfUnblockError::SubnetBan { network: subnet.source, until: subnet.expires_at });
         }
         // The ban's own source: one placed before a reload changed the grouping covers the
         // network it was placed on, which may not be the visitor's source now.

@@ -142,7 +142,11 @@ async fn page(request: HttpRequest, warden: web::Data<Warden>) -> HttpResponse {
             ("provider", settings.provider_name.clone()),
             ("support", support(settings)),
             ("count", status.unblocks_today.unwrap_or(0).to_string()),
-            ("until", status.ban.as_ref().map(|b| readable(b.expires_at)).unwrap_or_default()),
+            (
+                "until",
+                status.subnet_ban.as_ref().or(status.ban.as_ref()).map(|b| readable(b.expires_at)).unwrap_or_default(),
+            ),
+            ("network", status.subnet_ban.as_ref().map(|b| b.source.to_string()).unwrap_or_default()),
         ],
     };
     secure(HttpResponse::Ok().content_type("text/html; charset=utf-8").body(render(&t, &status)))
@@ -154,6 +158,10 @@ fn render(t: &Texts<'_>, status: &VisitorStatus) -> String {
     body.push_str(&format!("<h1>{}</h1>\n<p>{}</p>\n", e("title"), e("your_address")));
     match (&status.ban, status.admin_block) {
         (_, true) => body.push_str(&format!("<p id=\"state\" class=\"blocked\">{}</p>\n", e("admin_block"))),
+        // Lifting a subnet ban would let the whole network back in: support's decision.
+        (Some(_), false) if status.subnet_ban.is_some() => {
+            body.push_str(&format!("<p id=\"state\" class=\"blocked\">{}</p>\n", e("subnet_banned")))
+        }
         (None, false) if !status.login_refusals.is_empty() => {
             // One account (or a few) refused from here, the others not: say so, per account.
             body.push_str("<div id=\"state\" class=\"blocked\">\n");
@@ -311,6 +319,11 @@ async fn unblock(
         ),
         Err(SelfUnblockError::AdminBlock) => {
             (StatusCode::FORBIDDEN, Answer { unblocked: false, message: text("admin_block") })
+        }
+        Err(SelfUnblockError::SubnetBan { network, until }) => {
+            let message =
+                text("subnet_banned").replace("{network}", &network.to_string()).replace("{until}", &readable(until));
+            (StatusCode::FORBIDDEN, Answer { unblocked: false, message })
         }
         // The store could not check or record it: refused, never let through unlimited.
         Err(SelfUnblockError::Store(_)) => {
