@@ -304,6 +304,7 @@ impl Metrics {
                             "delete_firewall_rules",
                             "read_events",
                             "read_known_sources",
+                            "load_known_sources",
                             "read_self_service_key",
                             "spend_challenge",
                             "read_self_unblocks",

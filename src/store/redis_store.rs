@@ -640,6 +640,27 @@ impl RedisStore {
         Ok(deleted)
     }
 
+    /// The members of the sorted set `key` scored `since` or later, highest score first, at
+    /// most `limit`.
+    fn newest_members(
+        &self,
+        operation: &'static str,
+        key: &str,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.call(operation, |connection| {
+            redis::cmd("ZREVRANGEBYSCORE")
+                .arg(key)
+                .arg("+inf")
+                .arg(since.0)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .query(connection.like())
+        })
+    }
+
     fn known_key(&self, login: &str) -> String {
         self.key(&format!("known:{{{login}}}"))
     }
@@ -1174,17 +1195,43 @@ impl Store for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let members: Vec<String> = self.call("reading known sources", |connection| {
-            redis::cmd("ZREVRANGEBYSCORE")
-                .arg(self.known_key(login))
-                .arg("+inf")
-                .arg(since.0)
-                .arg("LIMIT")
-                .arg(0)
-                .arg(limit)
-                .query(connection.like())
-        })?;
+        let members = self.newest_members("reading known sources", &self.known_key(login), since, limit)?;
         Ok(members.iter().filter_map(|member| Source::parse(member).ok()).collect())
+    }
+
+    fn recent_known_sources(&self, since: Timestamp, limit: usize) -> Result<Vec<KnownSource>, StoreError> {
+        let operation = "reading recent known sources";
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // The logins with a success since `since` (newest first), then each one's sources
+        // since then with their times, a batch of logins per round trip.
+        let logins = self.newest_members(operation, &self.key("known-logins"), since, limit)?;
+        let mut known = Vec::new();
+        for chunk in logins.chunks(WRITE_BATCH) {
+            let commands: Vec<Cmd> = chunk
+                .iter()
+                .map(|login| {
+                    let mut range = redis::cmd("ZRANGEBYSCORE");
+                    range.arg(self.known_key(login)).arg(since.0).arg("+inf").arg("WITHSCORES");
+                    range
+                })
+                .collect();
+            let replies = self.call(operation, |connection| connection.pipeline(&commands))?;
+            for (login, reply) in chunk.iter().zip(replies) {
+                // A reply this version cannot read is skipped, like any stored record.
+                let Ok(members) = redis::from_redis_value::<Vec<(String, f64)>>(reply) else { continue };
+                for (member, score) in members {
+                    if let Ok(source) = Source::parse(&member) {
+                        known.push(KnownSource { login: login.clone(), source, at: Timestamp(score as i64) });
+                    }
+                }
+            }
+        }
+        known.sort_by_key(|record| record.at);
+        let surplus = known.len().saturating_sub(limit);
+        known.drain(..surplus);
+        Ok(known)
     }
 
     fn prune_known_sources(&self, older_than: Timestamp, per_account: usize) -> Result<usize, StoreError> {

@@ -533,6 +533,30 @@ impl Store for SqliteStore {
         Ok(sources)
     }
 
+    fn recent_known_sources(&self, since: Timestamp, limit: usize) -> Result<Vec<KnownSource>, StoreError> {
+        let error = |e: rusqlite::Error| StoreError::operation("reading recent known sources", e);
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT login, source, last_success FROM known_sources WHERE last_success >= ?1 ORDER BY last_success DESC LIMIT ?2",
+            )
+            .map_err(error)?;
+        let rows = statement
+            .query_map(params![since.0, i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?))
+            })
+            .map_err(error)?;
+        let mut known = Vec::new();
+        for row in rows {
+            let (login, source, at) = row.map_err(error)?;
+            if let Ok(source) = Source::parse(&source) {
+                known.push(KnownSource { login, source, at: Timestamp(at) });
+            }
+        }
+        known.reverse();
+        Ok(known)
+    }
+
     fn prune_known_sources(&self, older_than: Timestamp, per_account: usize) -> Result<usize, StoreError> {
         let error = |e: rusqlite::Error| StoreError::operation("pruning known sources", e);
         let connection = self.lock();
@@ -941,6 +965,10 @@ mod tests {
             vec![source("203.0.113.7"), source("198.51.100.7")]
         );
         assert_eq!(store.known_sources("alice", Timestamp(25), 10).unwrap(), vec![source("203.0.113.7")]);
+        let recent: Vec<(String, i64)> =
+            store.recent_known_sources(Timestamp(12), 10).unwrap().into_iter().map(|k| (k.login, k.at.0)).collect();
+        assert_eq!(recent, [("bob".into(), 15), ("alice".into(), 20), ("alice".into(), 30)], "oldest first");
+        assert_eq!(store.recent_known_sources(Timestamp(0), 2).unwrap().len(), 2, "at most the limit");
         assert_eq!(store.prune_known_sources(Timestamp(0), 1).unwrap(), 1);
         assert_eq!(store.known_sources("alice", Timestamp(0), 10).unwrap(), vec![source("203.0.113.7")]);
         assert_eq!(store.prune_known_sources(Timestamp(16), 10).unwrap(), 1, "bob's is too old");

@@ -172,6 +172,36 @@ fn unless_unreachable<T>(loaded: Result<Vec<T>, StoreError>) -> Result<Vec<T>, S
     }
 }
 
+/// Learns again, from the known sources in the store, the tolerance the sources earned before a
+/// restart, so that an office is not a stranger for a week after one. A failure only costs
+/// that: it is logged, and the start goes on.
+fn learn_tolerance(
+    tolerance: &ToleranceTracker,
+    store: &dyn Store,
+    policy: &Policy,
+    metrics: &Metrics,
+    now: Timestamp,
+) {
+    let toleration = &policy.autoban.toleration;
+    if toleration.per_account == 0 {
+        return;
+    }
+    // Rows are (account, source) pairs; more than the tracker holds would only be evicted.
+    let limit = usize::try_from(policy.autoban.max_tolerated_sources).unwrap_or(usize::MAX).min(1_000_000);
+    let recent = store.recent_known_sources(now.minus(toleration.window), limit);
+    metrics.store_result("load_known_sources", &recent);
+    match recent {
+        Ok(known) => {
+            for record in known {
+                if let Some(source) = policy.autoban.grouping.regroup(record.source) {
+                    tolerance.record_success(source, &record.login, record.at.min(now), toleration);
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read the known sources; toleration starts from nothing"),
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -224,6 +254,8 @@ impl Warden {
         let protection = &policy.account_protection;
         let policy_window = policy.autoban.window;
         let max_tolerated_sources = policy.autoban.max_tolerated_sources;
+        let tolerance = ToleranceTracker::new(max_tolerated_sources);
+        learn_tolerance(&tolerance, &*store, &policy, &metrics, now);
         let accounts = AccountTracker::new(protection.max_tracked_accounts);
         let ban_history = moka::sync::Cache::builder()
             .max_capacity(100_000)
@@ -249,7 +281,7 @@ impl Warden {
             refusals_noted: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(REFUSAL_NOTED_FOR).build(),
             clock,
             failures,
-            tolerance: ToleranceTracker::new(max_tolerated_sources),
+            tolerance,
             bans,
             subnets: crate::subnets::SubnetWatch::new(100_000),
             store,
