@@ -503,6 +503,9 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
     }
 
     let mut mailboxes = Vec::new();
+    // Keys are compared as logins are (`login::key`): two spellings of one mailbox would leave
+    // one of the two rule sets silently unused.
+    let mut spellings: HashMap<String, &str> = HashMap::new();
     for (written, given) in v.tree("mailboxes").into_iter().flatten() {
         let key = match parse_key(written) {
             Ok(key) => key,
@@ -511,6 +514,13 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
                 continue;
             }
         };
+        if let Some(first) = spellings.insert(key.clone(), written) {
+            problem(
+                &format!("mailboxes.{written:?}"),
+                format!("the same mailbox as mailboxes.{first:?} (mailboxes are compared without case); keep one"),
+            );
+            continue;
+        }
         let stored: StoredRuleSet = match serde_path_to_error::deserialize(given.clone()) {
             Ok(stored) => stored,
             Err(e) => {
@@ -784,6 +794,19 @@ mod tests {
         assert!(text.contains("autoban.window: \"20x\" is not a duration"), "{text}");
         assert!(text.contains("autoban.max_failures: 0 is outside 1..=1000"), "{text}");
         assert!(text.contains("networks.blocked[1]: \"nonsense\" is not an IP address or network"), "{text}");
+    }
+
+    #[test]
+    fn two_spellings_of_one_mailbox_are_refused_naming_both() {
+        let text = problems(
+            "[mailboxes.\"Alice@Example.com\"]\ndefault = \"block\"\n[mailboxes.\"alice@example.com\"]\ndefault = \"allow\"\n",
+        );
+        assert!(
+            text.contains("mailboxes.\"alice@example.com\": the same mailbox as mailboxes.\"Alice@Example.com\"")
+                || text
+                    .contains("mailboxes.\"Alice@Example.com\": the same mailbox as mailboxes.\"alice@example.com\""),
+            "{text}"
+        );
     }
 
     #[test]
