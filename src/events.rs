@@ -99,6 +99,9 @@ pub struct Event {
     pub rule: Option<u32>,
     /// What the user was told, or what was done.
     pub detail: String,
+    /// Decided by a part of the policy in observe mode: the login was not refused ("would
+    /// refuse").
+    pub observed: bool,
 }
 
 /// What one stored event counts for beyond its text: its time, kind, rule and the store's
@@ -132,6 +135,8 @@ pub struct EventFilter {
     pub login: Option<String>,
     pub kind: Option<EventKind>,
     pub since: Option<Timestamp>,
+    /// Only "would refuse" records of observe mode (`true`), or only real refusals (`false`).
+    pub observed: Option<bool>,
     /// Newest first, at most this many.
     pub limit: usize,
     /// After skipping this many matches.

@@ -14,6 +14,21 @@ const DURATION_BUCKETS: &[f64] = &[
     0.5, 1.0,
 ];
 
+/// The `reason` label of `allow`'s answers: the three allowed ones, then every refusal.
+const DECISION_REASONS: &[&str] = &[
+    "none",
+    "trusted",
+    "no_source",
+    "ban",
+    "login_refused",
+    "blocked",
+    "firewall_rule",
+    "firewall_default",
+    "stale_password",
+    "account_under_attack",
+    "store_unavailable",
+];
+
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
@@ -25,6 +40,8 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     /// `allow` answers by verdict, reason and protocol.
     pub decisions: IntCounterVec,
+    /// What observe mode held back: the refusals and delays that were not enforced.
+    pub observed_decisions: IntCounterVec,
     /// Reports by how they were treated (`success`, `failure`, `policy_reject`, ...).
     pub reports: IntCounterVec,
     /// Bans placed, by reason.
@@ -205,22 +222,16 @@ impl Metrics {
                 "Answers to allow requests by verdict, reason and protocol.",
                 &[
                     ("verdict", &["allow", "delay", "reject"]),
-                    (
-                        "reason",
-                        &[
-                            "none",
-                            "trusted",
-                            "no_source",
-                            "ban",
-                            "login_refused",
-                            "blocked",
-                            "firewall_rule",
-                            "firewall_default",
-                            "stale_password",
-                            "account_under_attack",
-                            "store_unavailable",
-                        ],
-                    ),
+                    ("reason", DECISION_REASONS),
+                    ("protocol", PROTOCOLS),
+                ],
+            )?,
+            observed_decisions: r.counter(
+                "mailwarden_observed_decisions_total",
+                "Refusals and delays observe mode held back (the login was allowed), by verdict, reason and protocol.",
+                &[
+                    ("verdict", &["delay", "reject"]),
+                    ("reason", &DECISION_REASONS[3..]),
                     ("protocol", PROTOCOLS),
                 ],
             )?,

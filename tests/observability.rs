@@ -161,6 +161,10 @@ fn drive_an_attack_and_its_handling(mw: &Mailwarden, paths: &FixturePaths, polic
     }
     assert_eq!(mw.admin_post("/api/v1/trusted", Some(r#"{"network":"198.51.100.77"}"#)).0, 201);
     assert_eq!(allow(mw, "carol@example.org", "198.51.100.77", "pop3"), 0);
+    // A blocked entry on trial (observe mode): its address logs in, recorded as "would refuse".
+    let observed = r#"{"network":"192.0.2.200","mode":"observe"}"#;
+    assert_eq!(mw.admin_post("/api/v1/blocks", Some(observed)).0, 201);
+    assert_eq!(allow(mw, "carol@example.org", "192.0.2.200", "imap"), 0);
 
     // Guessing: a source banned after five distinct wrong passwords, unbanned by the admin,
     // and banned again at once, for longer; sources that fail once (each on another account)

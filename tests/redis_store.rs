@@ -84,6 +84,7 @@ fn ban(address: &str, expires_in_ms: i64) -> Ban {
 
 fn entry(list: ListKind, network: &str, expires_at: Option<Timestamp>) -> AccessEntry {
     AccessEntry {
+        observe: false,
         list,
         network: network.parse().unwrap(),
         comment: "office".into(),
@@ -95,6 +96,7 @@ fn entry(list: ListKind, network: &str, expires_at: Option<Timestamp>) -> Access
 
 fn event(at: i64, kind: EventKind, ip: &str, login: &str) -> Event {
     Event {
+        observed: false,
         at: Timestamp(at),
         kind,
         login: login.into(),
@@ -108,7 +110,12 @@ fn event(at: i64, kind: EventKind, ip: &str, login: &str) -> Event {
 
 fn rule_set() -> RuleSet {
     let spec: RuleSpec = serde_json::from_str(r#"{"action":"block","country":["CN"]}"#).unwrap();
-    RuleSet { rules: vec![spec.parse().unwrap()], default: Action::Allow, protocols: Protocols::MAIL_APPS }
+    RuleSet {
+        observe: false,
+        rules: vec![spec.parse().unwrap()],
+        default: Action::Allow,
+        protocols: Protocols::MAIL_APPS,
+    }
 }
 
 /// Runs a raw command through the store's connection (to plant or inspect keys).

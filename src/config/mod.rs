@@ -130,6 +130,8 @@ pub struct ServerSettings {
     pub client_timeout: Duration,
     /// Open connections each listener accepts; past it new ones wait.
     pub max_connections: usize,
+    /// `server.mode = "observe"`: every decision is recorded, none enforced.
+    pub observe: bool,
 }
 
 /// The `[networks]` lists as written in the file; `access` combines them with the API's.
@@ -137,6 +139,8 @@ pub struct ServerSettings {
 pub struct FileNetworks {
     pub trusted: Vec<IpNet>,
     pub blocked: Vec<IpNet>,
+    /// Blocked networks in observe mode.
+    pub blocked_observe: Vec<IpNet>,
     /// Webmail servers: logins whose TCP peer (`real_remote`) is here skip the mailbox firewall.
     pub webmail: Vec<IpNet>,
 }
@@ -482,8 +486,13 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
     let file_networks = FileNetworks {
         trusted: networks("networks.trusted", true),
         blocked: networks("networks.blocked", true),
+        blocked_observe: networks("networks.blocked_observe", true),
         webmail: networks("networks.webmail", true),
     };
+
+    for net in file_networks.blocked_observe.iter().filter(|net| file_networks.blocked.contains(net)) {
+        problem("networks.blocked_observe", format!("{net} is also in networks.blocked; keep it in one of the two"));
+    }
 
     let response = match v.text("account_protection.action") {
         "reject" => AttackResponse::Reject,
@@ -596,6 +605,7 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
             proxy_header,
             client_timeout: v.duration("server.client_timeout"),
             max_connections: count("server.max_connections"),
+            observe: v.text("server.mode") == "observe",
         },
         self_service: SelfServiceSettings {
             max_unblocks_per_day: small("self_service.max_unblocks_per_day"),

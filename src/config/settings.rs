@@ -163,6 +163,13 @@ pub const SETTINGS: &[Setting] = &[
         Restart,
         "Open connections each listener accepts; past it new ones wait.",
     ),
+    setting(
+        "server.mode",
+        Kind::Choice(&["enforce", "observe"]),
+        "\"enforce\"",
+        Live,
+        "enforce: refuse as decided; observe: allow every login and record what would have been refused.",
+    ),
     // [auth]
     setting(
         "auth.api_key",
@@ -374,6 +381,13 @@ pub const SETTINGS: &[Setting] = &[
     // [networks]
     setting("networks.trusted", Kind::List, "[]", Live, "Networks that are never refused (office, monitoring)."),
     setting("networks.blocked", Kind::List, "[]", Live, "Networks that are always refused."),
+    setting(
+        "networks.blocked_observe",
+        Kind::List,
+        "[]",
+        Live,
+        "Blocked networks in observe mode: what they would refuse is recorded, nothing is refused.",
+    ),
     setting("networks.webmail", Kind::List, "[]", Live, "Webmail servers: their logins skip the mailbox firewall."),
     // [mailboxes]
     setting("mailboxes", Kind::RuleSets, "{}", Live, "Email firewall rule sets by mailbox or @domain."),

@@ -830,6 +830,8 @@ struct AccessEntryRecord {
     created_at: i64,
     #[serde(default)]
     expires_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    observe: bool,
 }
 
 fn access_field(list: ListKind, network: IpNet) -> String {
@@ -847,6 +849,7 @@ fn parse_access_entry(json: &str) -> Result<AccessEntry, String> {
         created_at: Timestamp(record.created_at),
         expires_at: record.expires_at.map(Timestamp),
         origin: Origin::Api,
+        observe: record.observe,
     };
     super::note_clamped(entry.clamp_times(), "list entry", &record.network);
     Ok(entry)
@@ -870,6 +873,8 @@ struct EventRecord {
     rule: Option<u32>,
     #[serde(default)]
     detail: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    observed: bool,
 }
 
 impl From<&Event> for EventRecord {
@@ -883,6 +888,7 @@ impl From<&Event> for EventRecord {
             device_id: event.device_id.clone(),
             rule: event.rule,
             detail: event.detail.clone(),
+            observed: event.observed,
         }
     }
 }
@@ -898,6 +904,7 @@ fn parse_event(json: &[u8]) -> Option<Event> {
         device_id: record.device_id,
         rule: record.rule,
         detail: record.detail,
+        observed: record.observed,
     };
     super::note_clamped(event.clamp_time(), "event", &record.ip);
     Some(event)
@@ -909,6 +916,7 @@ fn event_matches(event: &Event, filter: &EventFilter, login: Option<&str>) -> bo
         && login.is_none_or(|login| crate::login::key(&event.login) == login)
         && filter.kind.is_none_or(|kind| event.kind == kind)
         && filter.since.is_none_or(|since| event.at >= since)
+        && filter.observed.is_none_or(|observed| event.observed == observed)
 }
 
 /// The time part of a stream id (`1700000000000-3`).
@@ -1005,6 +1013,7 @@ impl Store for RedisStore {
             comment: entry.comment.clone(),
             created_at: entry.created_at.0,
             expires_at: entry.expires_at.map(|t| t.0),
+            observe: entry.observe,
         };
         let json = serde_json::to_string(&record).map_err(|e| StoreError::operation("saving a list entry", e))?;
         let mut set = redis::cmd("HSET");

@@ -109,6 +109,9 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE bans;
     ALTER TABLE scoped_bans RENAME TO bans;
     CREATE INDEX bans_by_expiry ON bans (expires_at);",
+    // 8: observe mode: a blocked entry that only records, and the block log's "would refuse".
+    "ALTER TABLE access_entries ADD COLUMN observe INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE events ADD COLUMN observed INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Work a migration needs done in Rust, in its transaction, after its SQL.
@@ -223,6 +226,7 @@ fn access_entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Acc
         created_at: Timestamp(row.get(3)?),
         expires_at: row.get::<_, Option<i64>>(4)?.map(Timestamp),
         origin: Origin::Api,
+        observe: row.get::<_, i64>(5)? != 0,
     };
     super::note_clamped(entry.clamp_times(), "list entry", &entry.network.to_string());
     Ok(Some(entry))
@@ -288,7 +292,7 @@ impl Store for SqliteStore {
     fn access_entries(&self) -> Result<Vec<AccessEntry>, StoreError> {
         let connection = self.lock();
         let mut statement = connection
-            .prepare("SELECT list, network, comment, created_at, expires_at FROM access_entries")
+            .prepare("SELECT list, network, comment, created_at, expires_at, observe FROM access_entries")
             .map_err(|e| StoreError::operation("reading list entries", e))?;
         let rows = statement
             .query_map([], access_entry_from_row)
@@ -306,13 +310,14 @@ impl Store for SqliteStore {
     fn save_access_entry(&self, entry: &AccessEntry) -> Result<(), StoreError> {
         self.lock()
             .execute(
-                "INSERT OR REPLACE INTO access_entries (list, network, comment, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR REPLACE INTO access_entries (list, network, comment, created_at, expires_at, observe) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     entry.list.label(),
                     entry.network.to_string(),
                     entry.comment,
                     entry.created_at.0,
                     entry.expires_at.map(|t| t.0),
+                    i64::from(entry.observe),
                 ],
             )
             .map(|_| ())
@@ -341,7 +346,7 @@ impl Store for SqliteStore {
         let transaction = connection.transaction().map_err(error)?;
         {
             let mut insert = transaction
-                .prepare_cached("INSERT INTO events (at, kind, login, ip, protocol, device_id, rule, detail, login_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
+                .prepare_cached("INSERT INTO events (at, kind, login, ip, protocol, device_id, rule, detail, login_key, observed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
                 .map_err(error)?;
             for event in events {
                 insert
@@ -355,6 +360,7 @@ impl Store for SqliteStore {
                         event.rule,
                         event.detail,
                         crate::login::key(&event.login),
+                        i64::from(event.observed),
                     ])
                     .map_err(error)?;
             }
@@ -382,6 +388,10 @@ impl Store for SqliteStore {
             conditions.push_str(" AND at >= ?");
             values.push(since.0.into());
         }
+        if let Some(observed) = filter.observed {
+            conditions.push_str(" AND observed = ?");
+            values.push(i64::from(observed).into());
+        }
         let connection = self.lock();
         let total: i64 = connection
             .query_row(
@@ -391,7 +401,7 @@ impl Store for SqliteStore {
             )
             .map_err(error)?;
         let sql = format!(
-            "SELECT at, kind, login, ip, protocol, device_id, rule, detail FROM events {conditions} ORDER BY at DESC, id DESC LIMIT ? OFFSET ?"
+            "SELECT at, kind, login, ip, protocol, device_id, rule, detail, observed FROM events {conditions} ORDER BY at DESC, id DESC LIMIT ? OFFSET ?"
         );
         values.push(i64::try_from(filter.limit).unwrap_or(i64::MAX).into());
         values.push(i64::try_from(filter.offset).unwrap_or(i64::MAX).into());
@@ -410,6 +420,7 @@ impl Store for SqliteStore {
                         device_id: row.get(5).unwrap_or_default(),
                         rule: row.get(6).unwrap_or(None),
                         detail: row.get(7).unwrap_or_default(),
+                        observed: row.get::<_, i64>(8).unwrap_or(0) != 0,
                     };
                     super::note_clamped(event.clamp_time(), "event", &ip);
                     event
@@ -792,6 +803,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         let forever = AccessEntry {
+            observe: false,
             list: ListKind::Trusted,
             network: "192.0.2.0/24".parse().unwrap(),
             comment: "office".into(),
@@ -800,6 +812,7 @@ mod tests {
             origin: Origin::Api,
         };
         let brief = AccessEntry {
+            observe: false,
             list: ListKind::Blocked,
             network: "2001:db8::/48".parse().unwrap(),
             comment: String::new(),
@@ -824,6 +837,7 @@ mod tests {
     fn events_are_stored_filtered_newest_first_and_pruned() {
         let store = SqliteStore::in_memory().unwrap();
         let event = |at: i64, kind, ip: &str, login: &str| Event {
+            observed: false,
             at: Timestamp(at),
             kind,
             login: login.into(),
@@ -863,6 +877,7 @@ mod tests {
     fn the_login_filter_matches_every_spelling_of_a_login_also_in_events_stored_before_it_did() {
         let dir = tempfile::tempdir().unwrap();
         let event = |login: &str| Event {
+            observed: false,
             at: Timestamp(1),
             kind: EventKind::Ban,
             login: login.into(),
@@ -907,6 +922,7 @@ mod tests {
         let store = SqliteStore::in_memory().unwrap();
         let events: Vec<Event> = (0..100)
             .map(|at| Event {
+                observed: false,
                 at: Timestamp(at),
                 kind: EventKind::Ban,
                 login: "alice@example.com".into(),
@@ -931,6 +947,7 @@ mod tests {
         let store = SqliteStore::in_memory().unwrap();
         let spec: crate::firewall::RuleSpec = serde_json::from_str(r#"{"action":"block","country":["CN"]}"#).unwrap();
         let rule_set = RuleSet {
+            observe: false,
             rules: vec![spec.parse().unwrap()],
             default: crate::firewall::Action::Allow,
             protocols: crate::firewall::Protocols::MAIL_APPS,

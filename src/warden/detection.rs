@@ -99,6 +99,7 @@ fn ban_record(
 /// The block-log record of a ban (or IP+login refusal) just placed.
 fn placed(kind: EventKind, ban: &Ban, address: Option<IpAddr>, detail: String) -> Event {
     Event {
+        observed: false,
         at: ban.created_at,
         kind,
         login: ban.cause.login.clone(),
@@ -427,6 +428,7 @@ impl Warden {
                 }
                 shared.unusable_noted.insert(seen, ());
                 shared.journal.event(Event {
+                    observed: false,
                     at: now,
                     kind: event,
                     login: login.to_string(),
@@ -493,16 +495,7 @@ impl Warden {
         let recorded = shared.failures.record_failure(source, failed, now, &counting(policy));
         let guess_kind = if recorded.new_guess { "new" } else { "repeated" };
         shared.metrics.failed_guesses.with_label_values(&[guess_kind]).inc();
-        let event = |kind, detail: String| Event {
-            at: now,
-            kind,
-            login: attempt.login.to_string(),
-            ip: attempt.remote,
-            protocol: attempt.protocol.label().to_string(),
-            device_id: attempt.device_id.to_string(),
-            rule: None,
-            detail,
-        };
+        let event = |kind, detail: String| super::attempt_event(attempt, kind, now, detail);
         if recorded.quarantined {
             shared.metrics.quarantines.with_label_values(&[attempt.protocol.label()]).inc();
             let detail = format!(
@@ -649,6 +642,7 @@ impl Warden {
         shared.metrics.bans_created.with_label_values(&[BanReason::Subnet.label()]).inc();
         shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
         shared.journal.event(Event {
+            observed: false,
             at: now,
             kind: EventKind::BanPlaced,
             login: subnet_ban.cause.login.clone(),

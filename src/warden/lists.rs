@@ -37,17 +37,20 @@ type ApiEntries = HashMap<(ListKind, IpNet), AccessEntry>;
 
 /// The combined snapshot of the policy file's entries and the API's.
 pub(super) fn build_access(policy: &Policy, api_entries: &ApiEntries, now: Timestamp) -> AccessLists {
-    let entry = move |list, network: &IpNet| AccessEntry {
+    let entry = move |list, network: &IpNet, observe| AccessEntry {
         list,
         network: *network,
         comment: String::new(),
         created_at: now,
         expires_at: None,
         origin: Origin::PolicyFile,
+        observe,
     };
-    let trusted = policy.networks.trusted.iter().map(move |n| entry(ListKind::Trusted, n));
-    let blocked = policy.networks.blocked.iter().map(move |n| entry(ListKind::Blocked, n));
-    AccessLists::build(trusted.chain(blocked).chain(api_entries.values().cloned()))
+    let networks = &policy.networks;
+    let trusted = networks.trusted.iter().map(move |n| entry(ListKind::Trusted, n, false));
+    let blocked = networks.blocked.iter().map(move |n| entry(ListKind::Blocked, n, false));
+    let observed = networks.blocked_observe.iter().map(move |n| entry(ListKind::Blocked, n, true));
+    AccessLists::build(trusted.chain(blocked).chain(observed).chain(api_entries.values().cloned()))
 }
 
 impl Warden {
@@ -68,7 +71,7 @@ impl Warden {
             ListKind::Trusted => &policy.networks.trusted,
             ListKind::Blocked => &policy.networks.blocked,
         };
-        file.contains(&network)
+        file.contains(&network) || (list == ListKind::Blocked && policy.networks.blocked_observe.contains(&network))
     }
 
     /// Adds `network` to `list` (or replaces the API's entry for it), durably. Blocking.
@@ -78,6 +81,7 @@ impl Warden {
         network: IpNet,
         expires_at: Option<Timestamp>,
         comment: &str,
+        observe: bool,
     ) -> Result<ListChange, ListError> {
         let network = network.trunc();
         let now = self.shared.clock.now();
@@ -94,6 +98,7 @@ impl Warden {
             created_at: now,
             expires_at,
             origin: Origin::Api,
+            observe: observe && list == ListKind::Blocked,
         };
         let mut entries = self.api_entries();
         let saved = self.shared.store.save_access_entry(&entry);

@@ -41,7 +41,7 @@ use crate::bans::{Ban, BanIndex, BanKey};
 use crate::bounded::BoundedMap;
 use crate::clock::{Clock, Timestamp};
 use crate::config::{OnStoreError, Policy};
-use crate::engine::{self, AllowFacts, Decision, Refusal};
+use crate::engine::{self, AllowFacts, Decision, Observing, Refusal, Ruling};
 use crate::events::{Event, EventFilter, EventKind, EventPage};
 use crate::failures::FailureTracker;
 use crate::firewall::{Firewall, RuleSet};
@@ -95,7 +95,7 @@ struct Shared {
     /// Sources whose refusal for a ban or a blocked network is in the block log within the
     /// last `REFUSAL_NOTED_FOR`: their further refusals are answered but not recorded, so one
     /// client retrying in a loop cannot push everyone else's history out (memory only, bounded).
-    refusals_noted: moka::sync::Cache<(Source, EventKind), ()>,
+    refusals_noted: moka::sync::Cache<(Source, EventKind, bool), ()>,
     clock: Arc<dyn Clock>,
     /// Failed-login history per source (memory only, bounded).
     failures: FailureTracker,
@@ -199,6 +199,21 @@ fn learn_tolerance(
             }
         }
         Err(e) => tracing::warn!(error = %e, "could not read the known sources; toleration starts from nothing"),
+    }
+}
+
+/// The block-log record of `attempt` (no rule, not observed).
+fn attempt_event(attempt: &LoginAttempt<'_>, kind: EventKind, at: Timestamp, detail: String) -> Event {
+    Event {
+        at,
+        kind,
+        login: attempt.login.to_string(),
+        ip: attempt.remote,
+        protocol: attempt.protocol.label().to_string(),
+        device_id: attempt.device_id.to_string(),
+        rule: None,
+        detail,
+        observed: false,
     }
 }
 
@@ -311,12 +326,17 @@ impl Warden {
         }
     }
 
-    /// Decides an `allow` request without changing any state.
+    /// Decides an `allow` request without changing any state (parts in observe mode skipped).
     pub fn decide(&self, view: &LoginView<'_>) -> Decision {
-        self.decide_with(view, &self.firewall_check(view))
+        self.rule(view).decision
     }
 
-    fn decide_with(&self, view: &LoginView<'_>, firewall: &FirewallCheck) -> Decision {
+    /// Decides an `allow` request without changing any state, with what observe mode held back.
+    pub fn rule(&self, view: &LoginView<'_>) -> Ruling {
+        self.rule_with(view, &self.firewall_check(view))
+    }
+
+    pub(super) fn rule_with(&self, view: &LoginView<'_>, firewall: &FirewallCheck) -> Ruling {
         let shared = &*self.shared;
         let now = shared.clock.now();
         let standing = self.standing(view.address, now);
@@ -326,7 +346,7 @@ impl Warden {
             view.address.and_then(|ip| shared.bans.active_login_refusal(ip, policy.autoban.grouping, view.login, now));
         let refuse_while_store_unreachable =
             policy.store.on_store_error == OnStoreError::Reject && !shared.store.is_up();
-        engine::decide_allow(&AllowFacts {
+        engine::rule_allow(&AllowFacts {
             refuse_while_store_unreachable,
             address: view.address,
             standing,
@@ -336,21 +356,42 @@ impl Warden {
             login: view.login,
             stale_guess: self.stale_guess(view, now),
             unknown_source_under_attack: self.unknown_source_under_attack(view, now),
+            observing: Observing { everything: policy.server.observe, firewall: firewall.observed() },
             now,
         })
     }
 
-    /// Answers Dovecot's `allow`; every refusal goes to the block log.
+    /// Answers Dovecot's `allow`; every refusal goes to the block log, and so does every
+    /// refusal observe mode held back ("would refuse"), marked as such.
     pub fn allow(&self, attempt: &LoginAttempt<'_>) -> Reply {
-        let decision = self.decide(&LoginView::of(attempt));
-        self.shared
-            .metrics
-            .decisions
-            .with_label_values(&[decision.verdict(), decision.reason(), attempt.protocol.label()])
-            .inc();
+        let ruling = self.rule(&LoginView::of(attempt));
+        let metrics = &self.shared.metrics;
+        let protocol = attempt.protocol.label();
+        let decision = &ruling.decision;
+        metrics.decisions.with_label_values(&[decision.verdict(), decision.reason(), protocol]).inc();
         let now = self.shared.clock.now();
-        let reply = wire::allow_reply(&decision, &self.shared.policy.load().messages, now);
-        let recorded = match &decision {
+        let messages = &self.shared.policy.load().messages;
+        let reply = wire::allow_reply(decision, messages, now);
+        self.record_refusal(attempt, decision, &reply.msg, false, now);
+        if let Some(observed) = &ruling.observed {
+            metrics.observed_decisions.with_label_values(&[observed.verdict(), observed.reason(), protocol]).inc();
+            let would = wire::allow_reply(observed, messages, now);
+            self.record_refusal(attempt, observed, &would.msg, true, now);
+        }
+        reply
+    }
+
+    /// Records `decision` in the block log when it refused or delayed (`observed`: it only
+    /// would have).
+    fn record_refusal(
+        &self,
+        attempt: &LoginAttempt<'_>,
+        decision: &Decision,
+        msg: &str,
+        observed: bool,
+        now: Timestamp,
+    ) {
+        let recorded = match decision {
             Decision::Allow(_) => None,
             Decision::Delay { .. } => Some((EventKind::AccountUnderAttack, None)),
             Decision::Reject(Refusal::Banned { .. }) => Some((EventKind::Ban, None)),
@@ -364,35 +405,26 @@ impl Warden {
             Decision::Reject(Refusal::AccountUnderAttack { .. }) => Some((EventKind::AccountUnderAttack, None)),
             Decision::Reject(Refusal::StoreUnavailable) => Some((EventKind::StoreUnavailable, None)),
         };
-        if let Some((kind, rule)) = recorded
-            && self.first_refusal_lately(attempt.remote, kind)
-        {
-            let detail = match &decision {
-                Decision::Delay { seconds, .. } => {
-                    format!("delayed {seconds}s: the account is under attack and this address is new to it")
-                }
-                _ => reply.msg.clone(),
-            };
-            self.shared.journal.event(Event {
-                at: now,
-                kind,
-                login: attempt.login.to_string(),
-                ip: attempt.remote,
-                protocol: attempt.protocol.label().to_string(),
-                device_id: attempt.device_id.to_string(),
-                rule,
-                detail,
-            });
+        let Some((kind, rule)) = recorded else { return };
+        if !self.first_refusal_lately(attempt.remote, kind, observed) {
+            return;
         }
-        reply
+        let told = match decision {
+            Decision::Delay { seconds, .. } => {
+                format!("delayed {seconds}s: the account is under attack and this address is new to it")
+            }
+            _ => msg.to_string(),
+        };
+        let detail = if observed { format!("would refuse (observe mode): {told}") } else { told };
+        self.shared.journal.event(Event { rule, observed, ..attempt_event(attempt, kind, now, detail) });
     }
 
     /// Whether a refusal of `kind` from `address` is the first of its source within
     /// `REFUSAL_NOTED_FOR` (always, for refusals that depend on more than the source).
-    fn first_refusal_lately(&self, address: Option<IpAddr>, kind: EventKind) -> bool {
+    fn first_refusal_lately(&self, address: Option<IpAddr>, kind: EventKind, observed: bool) -> bool {
         let (Some(ip), EventKind::Ban | EventKind::Blocked) = (address, kind) else { return true };
         let source = self.shared.policy.load().autoban.grouping.source_of(ip);
-        self.shared.refusals_noted.entry((source, kind)).or_insert(()).is_fresh()
+        self.shared.refusals_noted.entry((source, kind, observed)).or_insert(()).is_fresh()
     }
 
     /// Writes a ban placed by `report` to the store. Blocking.

@@ -77,6 +77,14 @@ impl FirewallCheck {
             _ => None,
         }
     }
+
+    /// Whether the rule set that judged the login is in observe mode.
+    pub fn observed(&self) -> bool {
+        match self {
+            FirewallCheck::Evaluated { applied, .. } => applied.keyed.rule_set.observe,
+            _ => false,
+        }
+    }
 }
 
 /// The rule sets in force: the file's, then the API's over them.
@@ -201,7 +209,12 @@ impl Warden {
             Some(own) => own.clone(),
             None => match self.mailbox_firewall(&key)?.applied {
                 Some(applied) => applied.keyed.rule_set.clone(),
-                None => RuleSet { rules: Vec::new(), default: Action::Allow, protocols: Protocols::MAIL_APPS },
+                None => RuleSet {
+                    rules: Vec::new(),
+                    default: Action::Allow,
+                    protocols: Protocols::MAIL_APPS,
+                    observe: false,
+                },
             },
         };
         change(&mut set)?;

@@ -210,8 +210,10 @@ fn network(text: &str) -> IpNet {
 fn runtime_list_entries_decide_until_they_expire_and_survive_a_restart() {
     let h = harness("");
     let hour = Duration::from_secs(3600);
-    h.warden.add_to_list(ListKind::Blocked, network("198.51.100.0/24"), Some(START.plus(hour)), "spam run").unwrap();
-    h.warden.add_to_list(ListKind::Trusted, network("198.51.100.10"), None, "monitoring").unwrap();
+    h.warden
+        .add_to_list(ListKind::Blocked, network("198.51.100.0/24"), Some(START.plus(hour)), "spam run", false)
+        .unwrap();
+    h.warden.add_to_list(ListKind::Trusted, network("198.51.100.10"), None, "monitoring", false).unwrap();
     assert_eq!(h.allow("198.51.100.9", "alice@example.com").status, -1);
     assert_eq!(h.allow("198.51.100.10", "alice@example.com").status, 0);
 
@@ -231,7 +233,7 @@ fn policy_file_entries_cannot_be_changed_through_the_api() {
     let net = network("10.0.0.0/8");
     assert!(matches!(h.warden.remove_from_list(ListKind::Blocked, net), Err(ListError::DefinedInPolicyFile { .. })));
     assert!(matches!(
-        h.warden.add_to_list(ListKind::Blocked, net, None, ""),
+        h.warden.add_to_list(ListKind::Blocked, net, None, "", false),
         Err(ListError::DefinedInPolicyFile { .. })
     ));
     assert!(matches!(
@@ -239,7 +241,7 @@ fn policy_file_entries_cannot_be_changed_through_the_api() {
         Err(ListError::NotListed { .. })
     ));
     assert!(matches!(
-        h.warden.add_to_list(ListKind::Blocked, network("10.1.0.0/16"), Some(START), ""),
+        h.warden.add_to_list(ListKind::Blocked, network("10.1.0.0/16"), Some(START), "", false),
         Err(ListError::ExpiryInPast)
     ));
     let entries = h.warden.list_entries(ListKind::Blocked);
@@ -255,7 +257,7 @@ fn a_reloaded_policy_changes_thresholds_and_file_lists_but_keeps_counts_bans_and
     }
     h.fail("203.0.113.8", "alice@example.com");
     h.fail("203.0.113.8", "alice@example.com");
-    h.warden.add_to_list(ListKind::Blocked, network("198.51.100.0/24"), None, "").unwrap();
+    h.warden.add_to_list(ListKind::Blocked, network("198.51.100.0/24"), None, "", false).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("policy.toml");
@@ -284,7 +286,7 @@ fn a_reloaded_policy_changes_thresholds_and_file_lists_but_keeps_counts_bans_and
 #[test]
 fn the_explanation_names_what_decided_without_changing_anything() {
     let h = harness("[networks]\nblocked = [\"198.51.100.0/24\"]\n");
-    h.warden.add_to_list(ListKind::Trusted, network("192.0.2.7"), None, "monitoring").unwrap();
+    h.warden.add_to_list(ListKind::Trusted, network("192.0.2.7"), None, "monitoring", false).unwrap();
     for _ in 0..5 {
         h.fail("203.0.113.7", "alice@example.com");
     }

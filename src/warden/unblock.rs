@@ -207,6 +207,7 @@ impl Warden {
             }
         };
         shared.journal.event(Event {
+            observed: false,
             at: now,
             kind: EventKind::SelfUnblock,
             login: lifted.cause.login.clone(),

@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::views::{BanList, BanView, ErrorBody, Unbanned};
+use super::views::{BanList, BanView, ErrorBody, Mode, Unbanned};
 use super::{Admin, ApiError, Page, blocking};
 use crate::network::{Source, parse_network};
 use crate::warden::Warden;
@@ -45,7 +45,8 @@ pub async fn list_bans(_: Admin, warden: web::Data<Warden>, page: web::Query<Pag
     let now = warden.now();
     let (bans, total, limit, offset) = page.slice(warden.bans())?;
     let bans = bans.iter().map(|b| BanView::new(b, now)).collect();
-    Ok(HttpResponse::Ok().json(BanList { bans, total, limit, offset }))
+    let mode = Mode::of(warden.policy().server.observe);
+    Ok(HttpResponse::Ok().json(BanList { bans, total, limit, offset, mode }))
 }
 
 #[utoipa::path(get, path = "/api/v1/bans/{addr}", tag = "bans",

@@ -6,7 +6,7 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::views::ErrorBody;
+use super::views::{ErrorBody, Mode};
 use super::{Admin, ApiError, Page, blocking};
 use crate::firewall::{Action, AsnSpec, KeyedRuleSet, RuleSpec, StoredRuleSet};
 use crate::warden::{MailboxFirewall, RuleMove, Warden};
@@ -38,6 +38,10 @@ pub struct FirewallView {
     pub default: Option<String>,
     pub protocols: Vec<String>,
     pub rules: Vec<RuleView>,
+    /// `enforce`, or `observe`: the rules refuse nothing and the block log records what they
+    /// would refuse; absent when none apply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
 }
 
 impl FirewallView {
@@ -56,6 +60,7 @@ impl FirewallView {
                 default: None,
                 protocols: Vec::new(),
                 rules: Vec::new(),
+                mode: None,
             },
         }
     }
@@ -70,6 +75,7 @@ impl FirewallView {
             default: Some(stored.default),
             protocols: stored.protocols,
             rules: stored.rules.into_iter().enumerate().map(|(i, rule)| RuleView { number: i + 1, rule }).collect(),
+            mode: Some(Mode::of(keyed.rule_set.observe)),
         }
     }
 }
