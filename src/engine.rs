@@ -145,6 +145,11 @@ pub struct Ruling {
 /// `decide_allow`, and what observe mode held back: the decision with every observed part
 /// enforced. With `server.mode = "observe"` the answer is always allowed.
 pub fn rule_allow(facts: &AllowFacts<'_>) -> Ruling {
+    let observed_block = matches!(facts.standing, Standing::ObservedBlock(_));
+    if !facts.observing.everything && !facts.observing.firewall && !observed_block {
+        // Nothing observed (nearly every login): one decision.
+        return Ruling { decision: decide(facts, false), observed: None };
+    }
     let full = decide(facts, true);
     let enforced = if facts.observing.everything { Decision::Allow(Allowed::Clean) } else { decide(facts, false) };
     let observed = (full != enforced && !matches!(full, Decision::Allow(_))).then_some(full);
