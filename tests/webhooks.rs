@@ -151,3 +151,53 @@ fn a_receiver_with_another_secret_refuses_every_notice_and_the_block_log_notes_t
     assert_eq!(events["total"], 1, "{body}");
     assert!(events["events"][0]["detail"].as_str().unwrap().contains("webhook siem failed 5 times in a row"));
 }
+
+#[test]
+fn expiries_attacks_quarantines_and_admin_changes_are_each_announced() {
+    let receiver = Receiver::start(0, SECRET, 0);
+    let config = format!(
+        "[autoban]\nban_for = \"1s\"\n[stale_passwords]\nafter = 2\n\
+         [account_protection]\nsources = 2\nwindow = \"2s\"\n\n{}",
+        endpoint("siem", &receiver.url(), &[])
+    );
+    let mw = Mailwarden::start_with(&config);
+    ban(&mw, "127.0.0.5");
+    for address in ["127.0.0.6", "127.0.0.7"] {
+        mw.policy("report", &report_body(address, "dave@example.com", &fresh_pwhash(), false));
+    }
+    for _ in 0..2 {
+        mw.policy("report", &report_body("127.0.0.8", "frank@example.com", "57a1e", false));
+    }
+    block(&mw, "192.0.2.0/24");
+    assert_eq!(mw.admin("DELETE", "/api/v1/blocks?network=192.0.2.0/24").0, 200);
+    let path = "/api/v1/mailboxes/alice@example.com/firewall";
+    assert_eq!(mw.admin_put(&format!("{path}/default"), r#"{"action":"block"}"#).0, 200);
+    assert_eq!(mw.admin("DELETE", path).0, 200);
+    let wanted = [
+        "ban_placed",
+        "ban_lifted",
+        "attack_started",
+        "attack_ended",
+        "quarantine_started",
+        "list_changed",
+        "firewall_changed",
+    ];
+    // The ban ends after a second and the attack after its two-second window; the sweep that
+    // notices both runs every five seconds.
+    let received = receiver.wait_until(Duration::from_secs(20), |got| {
+        let kinds: BTreeSet<&str> = got.iter().map(|r| r.kind()).collect();
+        wanted.iter().all(|k| kinds.contains(k))
+    });
+    let one = |kind: &str, check: &dyn Fn(&Value) -> bool| received.iter().any(|r| r.kind() == kind && check(&r.body));
+    assert!(one("ban_lifted", &|b| b["facts"]["cause"] == "expired" && b["actor"].is_null()));
+    assert!(one("attack_started", &|b| b["facts"]["login"] == "dave@example.com"));
+    assert!(one("attack_ended", &|b| b["facts"]["login"] == "dave@example.com"));
+    assert!(one("quarantine_started", &|b| {
+        b["facts"]["login"] == "frank@example.com" && b["facts"]["source"] == "127.0.0.8"
+    }));
+    assert!(one("list_changed", &|b| b["facts"]["change"] == "added" && b["actor"] == "admin-token"));
+    assert!(one("list_changed", &|b| b["facts"]["change"] == "removed"));
+    assert!(one("firewall_changed", &|b| b["facts"]["rule_set"]["default"] == "block"));
+    assert!(one("firewall_changed", &|b| b["facts"]["rule_set"].is_null() && b["actor"] == "admin-token"));
+    assert!(received.iter().all(|r| r.verified && !r.raw_body.contains("57a1e")), "a body names a password hash");
+}

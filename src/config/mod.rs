@@ -825,6 +825,40 @@ mod tests {
     }
 
     #[test]
+    fn a_webhook_endpoint_is_read_with_its_filter_and_check_config_masks_its_secret() {
+        let policy = load(
+            "[webhooks.siem]\nurl = \"https://siem.example.com/hook\"\nsecret = \"shared-secret-0123456789\"\nevents = [\"ban_placed\"]\n",
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(policy.webhooks.len(), 1);
+        assert_eq!(policy.webhooks[0].name, "siem");
+        assert!(policy.webhooks[0].wants(crate::notify::NoticeKind::BanPlaced));
+        assert!(!policy.webhooks[0].wants(crate::notify::NoticeKind::BanLifted));
+        let shown = policy.describe();
+        assert!(
+            shown.contains("[webhooks.siem]") && shown.contains("url = \"https://siem.example.com/hook\""),
+            "{shown}"
+        );
+        assert!(!shown.contains("shared-secret-0123456789"), "{shown}");
+    }
+
+    #[test]
+    fn a_webhook_endpoints_problems_name_its_key() {
+        let text = problems("[webhooks.siem]\nurl = \"siem.example.com\"\nsecret = \"short\"\ndeadline = \"soon\"\n");
+        assert!(
+            text.contains("webhooks.\"siem\".url: \"siem.example.com\" is not an http:// or https:// URL"),
+            "{text}"
+        );
+        assert!(text.contains("webhooks.\"siem\".secret: must be 16 characters or more"), "{text}");
+        assert!(text.contains("webhooks.\"siem\".deadline: \"soon\" is not a duration"), "{text}");
+        let text = problems(
+            "[webhooks.siem]\nurl = \"http://127.0.0.1:9/\"\nsecret = \"shared-secret-0123456789\"\nretries = 3\n",
+        );
+        assert!(text.contains("webhooks.\"siem\"") && text.contains("retries"), "{text}");
+    }
+
+    #[test]
     fn unknown_keys_and_wrong_types_are_named() {
         let text = problems("[autoban]\nmax_failure = 5\n");
         assert!(text.contains("max_failure"), "{text}");
