@@ -156,12 +156,21 @@ fn a_receiver_with_another_secret_refuses_every_notice_and_the_block_log_notes_t
 fn expiries_attacks_quarantines_and_admin_changes_are_each_announced() {
     let receiver = Receiver::start(0, SECRET, 0);
     let config = format!(
-        "[autoban]\nban_for = \"1s\"\n[stale_passwords]\nafter = 2\n\
+        "[autoban]\nban_for = \"1s\"\nescalation_factor = 2.0\n[stale_passwords]\nafter = 2\n\
          [account_protection]\nsources = 2\nwindow = \"2s\"\n\n{}",
         endpoint("siem", &receiver.url(), &[])
     );
     let mw = Mailwarden::start_with(&config);
     ban(&mw, "127.0.0.5");
+    // Banned, unbanned and banned again at once: a repeat offender, banned for longer.
+    ban(&mw, "127.0.0.9");
+    assert_eq!(mw.admin("DELETE", "/api/v1/bans/127.0.0.9").0, 200);
+    ban(&mw, "127.0.0.9");
+    // A password change: the bans grace's guesses caused are lifted.
+    for _ in 0..5 {
+        mw.policy("report", &report_body("127.0.0.10", "grace@example.com", &fresh_pwhash(), false));
+    }
+    assert_eq!(mw.admin_post("/api/v1/logins/grace@example.com/reset", None).0, 200);
     for address in ["127.0.0.6", "127.0.0.7"] {
         mw.policy("report", &report_body(address, "dave@example.com", &fresh_pwhash(), false));
     }
@@ -175,6 +184,7 @@ fn expiries_attacks_quarantines_and_admin_changes_are_each_announced() {
     assert_eq!(mw.admin("DELETE", path).0, 200);
     let wanted = [
         "ban_placed",
+        "ban_lengthened",
         "ban_lifted",
         "attack_started",
         "attack_ended",
@@ -190,6 +200,10 @@ fn expiries_attacks_quarantines_and_admin_changes_are_each_announced() {
     });
     let one = |kind: &str, check: &dyn Fn(&Value) -> bool| received.iter().any(|r| r.kind() == kind && check(&r.body));
     assert!(one("ban_lifted", &|b| b["facts"]["cause"] == "expired" && b["actor"].is_null()));
+    assert!(one("ban_lengthened", &|b| b["facts"]["source"] == "127.0.0.9"));
+    assert!(one("ban_lifted", &|b| {
+        b["facts"]["cause"] == "reset_login" && b["facts"]["source"] == "127.0.0.10" && b["actor"] == "admin-token"
+    }));
     assert!(one("attack_started", &|b| b["facts"]["login"] == "dave@example.com"));
     assert!(one("attack_ended", &|b| b["facts"]["login"] == "dave@example.com"));
     assert!(one("quarantine_started", &|b| {

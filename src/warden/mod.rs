@@ -501,7 +501,9 @@ impl Warden {
             tracing::info!(source = %source, login = refused_login, cause = cause.label(), "ban lifted");
         }
         if let Some(ban) = &lifted {
-            let actor = (cause == LiftCause::Admin).then_some(crate::notify::ADMIN_TOKEN);
+            // Both come through the admin API.
+            let by_admin = matches!(cause, LiftCause::Admin | LiftCause::ResetLogin);
+            let actor = by_admin.then_some(crate::notify::ADMIN_TOKEN);
             shared.notifier.publish_durably(Notice::ban_lifted(ban, cause, now, actor));
         }
         Ok(lifted)
