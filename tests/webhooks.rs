@@ -110,7 +110,11 @@ fn notices_queued_while_the_receiver_is_down_survive_kill_9_and_each_arrives_onc
         block(&mw, network);
     }
     ban(&mw, "127.0.0.4");
-    // Every change above was acknowledged; nobody has received anything yet.
+    // Every change above was acknowledged; nobody has received anything yet. The endpoint
+    // that is down is tried once per backoff interval, not once per waiting notice.
+    std::thread::sleep(Duration::from_secs(1));
+    let failed = metric(&mw, "mailwarden_webhook_deliveries_total{endpoint=\"siem\",result=\"failed\"}");
+    assert!((1.0..=10.0).contains(&failed), "{failed} failed attempts in a second");
     mw.kill9();
     mw.restart();
     let receiver = Receiver::start(port, SECRET, 0);

@@ -244,6 +244,10 @@ pub trait Sink: Send + Sync {
     /// Takes one notice. Called on the dispatcher thread, or on the caller's blocking thread
     /// for a durable notice: it may write to disk, never wait on the network.
     fn accept(&self, notice: &Notice);
+    /// Takes several at once (a sink that writes to disk does so in one step).
+    fn accept_all(&self, notices: &[Notice]) {
+        notices.iter().for_each(|notice| self.accept(notice));
+    }
     /// Stops whatever the sink runs in the background (at shutdown).
     fn close(&self);
 }
@@ -305,6 +309,17 @@ impl Notifier {
     pub fn publish_durably(&self, notice: Notice) {
         self.sinks.iter().for_each(|sink| sink.accept(&notice));
         self.counter.with_label_values(&[notice.kind.label(), "published"]).inc();
+    }
+
+    /// `publish_durably` for several notices, handed over together.
+    pub fn publish_all_durably(&self, notices: Vec<Notice>) {
+        if notices.is_empty() {
+            return;
+        }
+        self.sinks.iter().for_each(|sink| sink.accept_all(&notices));
+        for notice in &notices {
+            self.counter.with_label_values(&[notice.kind.label(), "published"]).inc();
+        }
     }
 
     /// Hands the queued notices to the sinks and stops them (at shutdown).

@@ -4,6 +4,7 @@
 //! own file in both store backends: in cluster mode each node delivers what it noticed.
 //! Not the durable state (`store`): nothing here is read by a decision.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
@@ -26,6 +27,16 @@ pub struct Queued {
     /// Failed attempts so far.
     pub attempts: u32,
     pub next_attempt: Timestamp,
+}
+
+/// A notice to queue for one endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'a> {
+    pub endpoint: &'a str,
+    /// The endpoint's `max_queued`.
+    pub max_queued: usize,
+    pub id: &'a str,
+    pub body: &'a str,
 }
 
 pub struct Outbox {
@@ -57,30 +68,36 @@ impl Outbox {
         self.connection.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `body` (notice `id`) for each of `endpoints` in one transaction, except for an
-    /// endpoint that already has `max_queued` waiting; returns the endpoints it was queued for.
-    pub fn add<'a>(
-        &self,
-        endpoints: &[(&'a str, usize)],
-        id: &str,
-        body: &str,
-        now: Timestamp,
-    ) -> rusqlite::Result<Vec<&'a str>> {
+    /// Queues every row in one transaction (one fsync for a burst, such as many bans ending
+    /// in one sweep), except where its endpoint already has its `max_queued` waiting; says
+    /// for each row whether it was queued.
+    pub fn add(&self, rows: &[Row<'_>], now: Timestamp) -> rusqlite::Result<Vec<bool>> {
         let mut connection = self.connection();
         let transaction = connection.transaction()?;
-        let mut queued = Vec::new();
-        for &(endpoint, max_queued) in endpoints {
-            let waiting: i64 =
-                transaction
-                    .query_row("SELECT count(*) FROM outbox WHERE endpoint = ?1", [endpoint], |row| row.get(0))?;
-            if usize::try_from(waiting).unwrap_or(usize::MAX) >= max_queued {
+        let mut waiting: HashMap<&str, usize> = HashMap::new();
+        let mut queued = Vec::with_capacity(rows.len());
+        for row in rows {
+            let count = match waiting.get_mut(row.endpoint) {
+                Some(count) => count,
+                None => {
+                    let stored: i64 = transaction.query_row(
+                        "SELECT count(*) FROM outbox WHERE endpoint = ?1",
+                        [row.endpoint],
+                        |r| r.get(0),
+                    )?;
+                    waiting.entry(row.endpoint).or_insert(usize::try_from(stored).unwrap_or(usize::MAX))
+                }
+            };
+            if *count >= row.max_queued {
+                queued.push(false);
                 continue;
             }
             transaction.execute(
                 "INSERT INTO outbox (endpoint, id, body, queued_at, next_attempt) VALUES (?1, ?2, ?3, ?4, ?4)",
-                params![endpoint, id, body, now.unix_millis()],
+                params![row.endpoint, row.id, row.body, now.unix_millis()],
             )?;
-            queued.push(endpoint);
+            *count += 1;
+            queued.push(true);
         }
         transaction.commit()?;
         Ok(queued)
@@ -149,11 +166,15 @@ mod tests {
 
     const NOW: Timestamp = Timestamp(1_764_633_600_000);
 
+    fn row<'a>(endpoint: &'a str, max_queued: usize, id: &'a str) -> Row<'a> {
+        Row { endpoint, max_queued, id, body: "{}" }
+    }
+
     #[test]
     fn a_queued_notice_is_still_there_when_the_outbox_is_opened_again() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::open(dir.path()).unwrap();
-        assert_eq!(outbox.add(&[("siem", 10), ("chat", 10)], "abc", "{}", NOW).unwrap(), vec!["siem", "chat"]);
+        assert_eq!(outbox.add(&[row("siem", 10, "abc"), row("chat", 10, "abc")], NOW).unwrap(), [true, true]);
         drop(outbox);
         let outbox = Outbox::open(dir.path()).unwrap();
         let next = outbox.next("siem").unwrap().unwrap();
@@ -165,17 +186,17 @@ mod tests {
     fn a_full_endpoint_takes_no_more_while_the_others_still_do() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::open(dir.path()).unwrap();
-        outbox.add(&[("siem", 1)], "one", "{}", NOW).unwrap();
-        assert_eq!(outbox.add(&[("siem", 1), ("chat", 1)], "two", "{}", NOW).unwrap(), vec!["chat"]);
-        assert_eq!(outbox.depth("siem").unwrap(), 1);
+        outbox.add(&[row("siem", 2, "one")], NOW).unwrap();
+        let burst = [row("siem", 2, "two"), row("siem", 2, "three"), row("chat", 2, "two")];
+        assert_eq!(outbox.add(&burst, NOW).unwrap(), [true, false, true]);
+        assert_eq!(outbox.depth("siem").unwrap(), 2);
     }
 
     #[test]
     fn a_notice_waiting_for_its_retry_lets_the_one_due_first_go_ahead() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::open(dir.path()).unwrap();
-        outbox.add(&[("siem", 10)], "first", "{}", NOW).unwrap();
-        outbox.add(&[("siem", 10)], "second", "{}", NOW).unwrap();
+        outbox.add(&[row("siem", 10, "first"), row("siem", 10, "second")], NOW).unwrap();
         let first = outbox.next("siem").unwrap().unwrap();
         outbox.retry_at(first.seq, 1, NOW.plus(std::time::Duration::from_secs(5))).unwrap();
         assert_eq!(outbox.next("siem").unwrap().unwrap().id, "second");

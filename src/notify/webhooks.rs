@@ -16,7 +16,7 @@ use prometheus::{IntCounterVec, IntGaugeVec};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use super::outbox::Outbox;
+use super::outbox::{Outbox, Row};
 use super::{Notice, NoticeKind, Sink};
 use crate::clock::{Clock, Timestamp};
 use crate::events::{Event, EventKind};
@@ -289,27 +289,32 @@ impl Webhooks {
 
 impl Sink for Webhooks {
     fn accept(&self, notice: &Notice) {
-        let wanted: Vec<(&str, usize)> = self
-            .endpoints
+        self.accept_all(std::slice::from_ref(notice));
+    }
+
+    fn accept_all(&self, notices: &[Notice]) {
+        let bodies: Vec<String> = notices.iter().map(Notice::to_json).collect();
+        let rows: Vec<Row<'_>> = notices
             .iter()
-            .filter(|e| e.settings.wants(notice.kind))
-            .map(|e| (e.settings.name.as_str(), e.settings.max_queued))
+            .zip(&bodies)
+            .flat_map(|(notice, body)| {
+                self.endpoints.iter().filter(|e| e.settings.wants(notice.kind)).map(move |e| Row {
+                    endpoint: &e.settings.name,
+                    max_queued: e.settings.max_queued,
+                    id: &notice.id,
+                    body,
+                })
+            })
             .collect();
-        if wanted.is_empty() {
+        if rows.is_empty() {
             return;
         }
-        match self.outbox.add(&wanted, &notice.id, &notice.to_json(), self.clock.now()) {
-            Ok(queued) => {
-                for (name, _) in wanted.iter().filter(|(name, _)| !queued.contains(name)) {
-                    self.metrics.deliveries.with_label_values(&[name, "queue_full"]).inc();
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, notice = notice.kind.label(), "cannot queue a webhook notice");
-                for (name, _) in &wanted {
-                    self.metrics.deliveries.with_label_values(&[name, "queue_full"]).inc();
-                }
-            }
+        let queued = self.outbox.add(&rows, self.clock.now()).unwrap_or_else(|e| {
+            tracing::error!(error = %e, notices = notices.len(), "cannot queue webhook notices");
+            vec![false; rows.len()]
+        });
+        for (row, _) in rows.iter().zip(queued).filter(|(_, queued)| !queued) {
+            self.metrics.deliveries.with_label_values(&[row.endpoint, "queue_full"]).inc();
         }
         self.wake();
     }
@@ -340,9 +345,17 @@ impl Delivery {
         let name = settings.name.as_str();
         // Failed attempts in a row, and whether the block log was told.
         let (mut failing, mut noted) = (0u32, false);
+        // After a failure the endpoint as a whole waits out the backoff, so an endpoint that
+        // is down gets one attempt per interval, not one per queued notice.
+        let mut resume_at = Timestamp(0);
+        // The queue depth is counted at most once a second (a count of the endpoint's rows).
+        let mut depth_counted: Option<std::time::Instant> = None;
         while !self.stop.load(Ordering::SeqCst) {
-            if let Ok(depth) = self.outbox.depth(name) {
+            if depth_counted.is_none_or(|at| at.elapsed() >= IDLE)
+                && let Ok(depth) = self.outbox.depth(name)
+            {
                 self.metrics.queued.with_label_values(&[name]).set(i64::try_from(depth).unwrap_or(i64::MAX));
+                depth_counted = Some(std::time::Instant::now());
             }
             let now = self.clock.now();
             let queued = match self.outbox.next(name) {
@@ -368,8 +381,9 @@ impl Delivery {
                 self.forget(queued.seq);
                 continue;
             }
-            if queued.next_attempt > now {
-                std::thread::park_timeout(now.until(queued.next_attempt).min(IDLE));
+            let due = queued.next_attempt.max(resume_at);
+            if due > now {
+                std::thread::park_timeout(now.until(due).min(IDLE));
                 continue;
             }
             match self.send(&queued.id, &queued.body, now) {
@@ -379,14 +393,15 @@ impl Delivery {
                     if noted {
                         tracing::info!(endpoint = name, "webhook endpoint answers again");
                     }
-                    (failing, noted) = (0, false);
+                    (failing, noted, resume_at) = (0, false, Timestamp(0));
                 }
                 Err(error) => {
                     self.metrics.deliveries.with_label_values(&[name, "failed"]).inc();
                     failing = failing.saturating_add(1);
                     let attempts = queued.attempts.saturating_add(1);
                     let deadline = queued.queued_at.plus(settings.deadline);
-                    let next = now.plus(backoff(settings, attempts, jitter())).min(deadline);
+                    resume_at = now.plus(backoff(settings, failing.max(attempts), jitter()));
+                    let next = resume_at.min(deadline);
                     tracing::debug!(endpoint = name, id = queued.id, attempts, error, "webhook delivery failed");
                     if let Err(e) = self.outbox.retry_at(queued.seq, attempts, next) {
                         tracing::error!(endpoint = name, error = %e, "cannot record a webhook retry");

@@ -530,8 +530,10 @@ impl Warden {
             shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
             for ban in &ended {
                 tracing::info!(source = %ban.source, login = ban.refused_login(), "ban expired");
-                shared.notifier.publish_durably(Notice::ban_lifted(ban, LiftCause::Expired, now, None));
             }
+            // One write for the lot: a flood's bans tend to end together.
+            let notices = ended.iter().map(|ban| Notice::ban_lifted(ban, LiftCause::Expired, now, None)).collect();
+            shared.notifier.publish_all_durably(notices);
         }
         self.announce_ended_attacks(now);
         // Memory first: an unreachable store must not keep histories from expiring.
