@@ -139,11 +139,11 @@ pub fn parse(name: &str, given: &toml::Value) -> Result<WebhookSettings, Vec<Pro
             None => problems.push(("events".into(), format!("{label:?} is not one of {:?}", NoticeKind::labels()))),
         }
     }
-    let second = Duration::from_millis(1);
+    let millisecond = Duration::from_millis(1);
     let durations = (
         duration("timeout", &written.timeout, Duration::from_millis(100), Duration::from_secs(60)),
-        duration("first_retry", &written.first_retry, second, Duration::from_secs(3600)),
-        duration("max_retry_interval", &written.max_retry_interval, second, Duration::from_secs(24 * 3600)),
+        duration("first_retry", &written.first_retry, millisecond, Duration::from_secs(3600)),
+        duration("max_retry_interval", &written.max_retry_interval, millisecond, Duration::from_secs(24 * 3600)),
         duration("deadline", &written.deadline, Duration::from_secs(1), Duration::from_secs(30 * 24 * 3600)),
     );
     if !(1..=1_000_000).contains(&written.max_queued) {
