@@ -224,3 +224,29 @@ fn expiries_attacks_quarantines_and_admin_changes_are_each_announced() {
     assert_eq!(missing(&received), Vec::<&str>::new());
     assert!(received.iter().all(|r| r.verified && !r.raw_body.contains("57a1e")), "a body names a password hash");
 }
+
+#[test]
+fn an_endpoint_that_never_answers_slows_neither_logins_nor_bans() {
+    // Accepts connections and never answers: each delivery waits for its whole timeout.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", hung.local_addr().unwrap());
+    let holder = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in hung.incoming().take(4) {
+            held.push(stream);
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    });
+    let mw = Mailwarden::start_with(&endpoint("siem", &url, &[]));
+    block(&mw, "192.0.2.0/24");
+    let started = std::time::Instant::now();
+    ban(&mw, "127.0.0.11");
+    let (status, _) = mw.policy("allow", &support::mailwarden::login_body("127.0.0.11", "alice@example.com", "0f96"));
+    assert_eq!(status, 200);
+    // The endpoint's timeout is 2 s; the five reports, one placing a ban, and a login do not
+    // wait for it.
+    assert!(started.elapsed() < Duration::from_millis(1500), "took {:?}", started.elapsed());
+    let (_, body) = mw.admin("GET", "/api/v1/bans/127.0.0.11");
+    assert!(body.contains("127.0.0.11"), "{body}");
+    drop(holder);
+}

@@ -367,6 +367,34 @@ mod tests {
         assert!(kinds.contains(&NoticeKind::AttackStarted) && kinds.contains(&NoticeKind::AttackEnded));
     }
 
+    /// A sink that takes nothing until it is let go.
+    struct Stuck(Mutex<()>);
+    impl Sink for Stuck {
+        fn accept(&self, _: &Notice) {
+            drop(lock(&self.0));
+        }
+        fn close(&self) {}
+    }
+
+    #[test]
+    fn publishing_never_waits_for_a_stuck_notifier_and_counts_what_it_drops() {
+        let sink = Arc::new(Stuck(Mutex::new(())));
+        let held = lock(&sink.0);
+        let counter = counter();
+        let notifier = Notifier::start(vec![sink.clone()], counter.clone());
+        let at = Timestamp::from_unix_millis(1_000);
+        let started = std::time::Instant::now();
+        for _ in 0..QUEUE + 10 {
+            notifier.publish(Notice::attack(NoticeKind::AttackStarted, "alice", 5, at, at));
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let dropped = counter.with_label_values(&["attack_started", "dropped"]).get();
+        // The dispatcher holds one notice in its hands, the queue the next QUEUE.
+        assert!((9..=10).contains(&dropped), "{dropped} dropped");
+        drop(held);
+        notifier.close();
+    }
+
     #[test]
     fn each_notice_has_its_own_id_and_a_body_with_id_type_time_actor_and_facts() {
         let at = Timestamp::from_unix_millis(1_764_633_600_000);
