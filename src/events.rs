@@ -41,10 +41,13 @@ pub enum EventKind {
     SelfUnblock,
     /// A login refused while the shared store was unreachable (`store.on_store_error = "reject"`).
     StoreUnavailable,
+    /// A webhook endpoint failed `notify::webhooks::FAILING_AFTER` times in a row (noted once
+    /// per run of failures, not per attempt).
+    WebhookFailing,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::Ban,
         EventKind::Blocked,
         EventKind::FirewallRule,
@@ -60,6 +63,7 @@ impl EventKind {
         EventKind::StoreUnavailable,
         EventKind::LoginRefused,
         EventKind::LoginRefusalPlaced,
+        EventKind::WebhookFailing,
     ];
 
     pub fn label(self) -> &'static str {
@@ -79,6 +83,7 @@ impl EventKind {
             EventKind::StoreUnavailable => "store_unavailable",
             EventKind::LoginRefused => "login_refused",
             EventKind::LoginRefusalPlaced => "login_refusal_placed",
+            EventKind::WebhookFailing => "webhook_failing",
         }
     }
 

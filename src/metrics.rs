@@ -88,6 +88,9 @@ pub struct Metrics {
     pub cluster_shared_counts: IntCounterVec,
     /// Changes announced by other nodes and applied here, by kind.
     pub cluster_announcements: IntCounterVec,
+    /// Notices on the internal stream by type and result (`published`, `dropped`).
+    pub notifications: IntCounterVec,
+    pub webhooks: crate::notify::webhooks::WebhookMetrics,
 }
 
 /// The GeoIP databases' metrics, handed to `geoip::GeoIp`.
@@ -209,6 +212,7 @@ impl Metrics {
         #[cfg(target_os = "linux")]
         r.registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         let event_reasons: Vec<&str> = crate::events::EventKind::ALL.iter().map(|kind| kind.label()).collect();
+        let notice_types = crate::notify::NoticeKind::labels();
 
         let metrics = Metrics {
             requests: r.counter(
@@ -406,6 +410,23 @@ impl Metrics {
                     "mailwarden_geoip_reloads_total",
                     "Re-openings of GeoIP database files replaced on disk, by database and result.",
                     &[("database", &["country", "asn", "anonymous", "asn_list", "network_list"]), ("result", SUCCESS_OR_FAILURE)],
+                )?,
+            },
+            notifications: r.counter(
+                "mailwarden_notifications_total",
+                "Notices on the internal stream every notifier reads, by type and result (published, dropped: the queue was full).",
+                &[("type", &notice_types), ("result", &["published", "dropped"])],
+            )?,
+            webhooks: crate::notify::webhooks::WebhookMetrics {
+                deliveries: r.counter(
+                    "mailwarden_webhook_deliveries_total",
+                    "Webhook delivery attempts by endpoint (its name in policy.toml) and result (delivered, failed: retried later, expired: dropped at the deadline, queue_full: dropped, never queued).",
+                    &[("endpoint", &[]), ("result", &["delivered", "failed", "expired", "queue_full"])],
+                )?,
+                queued: r.gauge_vec(
+                    "mailwarden_webhook_queued",
+                    "Notices waiting in the outbox for delivery, by endpoint.",
+                    &[("endpoint", &[])],
                 )?,
             },
             catalogue: Arc::new(r.catalogue),

@@ -337,3 +337,36 @@ fn a_login_refused_on_an_office_is_refused_by_every_node_and_lifting_it_on_one_l
     within(Duration::from_secs(1), "A lifts the refusal B lifted", || status(&a, office, "alice@example.com") == 0);
     assert_eq!(json(&a.admin("GET", "/api/v1/bans").1)["total"], 0);
 }
+
+#[test]
+fn each_node_announces_to_its_webhooks_only_what_it_did_itself() {
+    let Some(redis) = RedisServer::start() else { return };
+    let urls = vec![redis.url()];
+    let secret = "cluster-webhook-secret-0123";
+    let receivers = [
+        support::webhook_receiver::Receiver::start(0, secret, 0),
+        support::webhook_receiver::Receiver::start(0, secret, 0),
+    ];
+    let with_endpoint = |receiver: &support::webhook_receiver::Receiver| {
+        let endpoint = format!(
+            "[webhooks.siem]\nurl = \"{}\"\nsecret = \"{secret}\"\nevents = [\"ban_placed\", \"ban_lifted\"]\n",
+            receiver.url()
+        );
+        Mailwarden::start_with(&format!("{}\n{endpoint}", store_toml(&urls, false)))
+    };
+    let (a, b) = (with_endpoint(&receivers[0]), with_endpoint(&receivers[1]));
+    for _ in 0..5 {
+        fail(&a, "127.0.0.20", "alice@example.com");
+    }
+    within(Duration::from_secs(5), "node b adopts the ban", || status(&b, "127.0.0.20", "alice@example.com") == -1);
+    assert_eq!(b.admin("DELETE", "/api/v1/bans/127.0.0.20").0, 200);
+    let kinds = |receiver: &support::webhook_receiver::Receiver| {
+        receiver.received().iter().map(|r| r.kind().to_string()).collect::<Vec<_>>()
+    };
+    receivers[0].wait_until(Duration::from_secs(10), |got| !got.is_empty());
+    receivers[1].wait_until(Duration::from_secs(10), |got| !got.is_empty());
+    // Time for a notice announced twice to arrive.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(kinds(&receivers[0]), ["ban_placed"], "node a placed the ban and did not lift it");
+    assert_eq!(kinds(&receivers[1]), ["ban_lifted"], "node b lifted the ban it had adopted");
+}

@@ -511,7 +511,10 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus_after_an_attack() {
     let geoip_dir = mw.dir.path().join("geoip");
     fs::create_dir_all(&geoip_dir).expect("create the GeoIP folder");
     let paths = write_fixtures(&geoip_dir);
-    let policy = format!("{}\n{POLICY}", geoip_section(&paths));
+    // A webhook endpoint, so the notification panels have deliveries to show.
+    let receiver = support::webhook_receiver::Receiver::start(0, "observability-secret-0123", 0);
+    let webhook = format!("[webhooks.siem]\nurl = \"{}\"\nsecret = \"observability-secret-0123\"\n", receiver.url());
+    let policy = format!("{}\n{POLICY}\n{webhook}", geoip_section(&paths));
     let public_port = support::mailwarden::free_port();
     mw.write_config(&format!("public_listen = \"127.0.0.1:{public_port}\"\n"), &policy);
     mw.restart();

@@ -22,6 +22,7 @@ use crate::events::Retention;
 use crate::firewall::{KeyedRuleSet, RuleSetOrigin, StoredRuleSet, parse_key};
 use crate::geoip::GeoIpSettings;
 use crate::network::{SourceGrouping, parse_network};
+use crate::notify::webhooks::{self, WebhookSettings};
 use crate::secrets::{AuthSettings, Secret};
 use crate::selfservice::SelfServiceSettings;
 use crate::store::{RedisSettings, mask_url};
@@ -69,6 +70,8 @@ pub struct Policy {
     pub events: Retention,
     pub messages: Messages,
     pub log: LogSettings,
+    /// `[webhooks.NAME]`: where notices are sent, in the file's order.
+    pub webhooks: Vec<WebhookSettings>,
     pub store: StoreSettings,
     /// Every setting's value as checked against the table, defaults filled in: what
     /// `describe` prints and what a reload compares.
@@ -330,6 +333,7 @@ impl Policy {
             }
             let value = self.values.get(setting.key);
             match (name, value) {
+                (None, Value::Tree(_)) if setting.kind == Kind::Webhooks => self.describe_webhooks(&mut out),
                 (None, Value::Tree(_)) => self.describe_rule_sets(&mut out),
                 (Some(name), Value::TextTable(table)) => {
                     let _ = writeln!(out, "# {}", setting.description);
@@ -357,6 +361,26 @@ impl Policy {
             }
         }
         out
+    }
+
+    /// Each endpoint with its secret masked.
+    fn describe_webhooks(&self, out: &mut String) {
+        for endpoint in &self.webhooks {
+            let _ = writeln!(out, "\n[webhooks.{}]", endpoint.name);
+            let _ = writeln!(out, "url = {}", quote(&mask_url(&endpoint.url)));
+            let _ = writeln!(out, "secret = {}", quote("********"));
+            let events: Vec<String> = endpoint.events.iter().map(|k| quote(k.label())).collect();
+            let _ = writeln!(out, "events = [{}]", events.join(", "));
+            for (key, value) in [
+                ("timeout", endpoint.timeout),
+                ("first_retry", endpoint.first_retry),
+                ("max_retry_interval", endpoint.max_retry_interval),
+                ("deadline", endpoint.deadline),
+            ] {
+                let _ = writeln!(out, "{key} = {}", quote(&humantime::format_duration(value).to_string()));
+            }
+            let _ = writeln!(out, "max_queued = {}", endpoint.max_queued);
+        }
     }
 
     fn describe_rule_sets(&self, out: &mut String) {
@@ -545,6 +569,19 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
         }
     }
 
+    let mut endpoints = Vec::new();
+    for (name, given) in v.tree("webhooks").into_iter().flatten() {
+        match webhooks::parse(name, given) {
+            Ok(endpoint) => endpoints.push(endpoint),
+            Err(found) => {
+                for (key, message) in found {
+                    let at = if key.is_empty() { String::new() } else { format!(".{key}") };
+                    problem(&format!("webhooks.{name:?}{at}"), message);
+                }
+            }
+        }
+    }
+
     let optional_path = |key: &str| (!v.text(key).is_empty()).then(|| resolve(v.text(key)));
     let geoip = GeoIpSettings {
         country_db: optional_path("geoip.country_db"),
@@ -675,6 +712,7 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
         messages: messages?,
         log: LogSettings { level: v.text("log.level").to_string(), format },
         store: store?,
+        webhooks: endpoints,
         base_dir: base_dir.to_path_buf(),
         values,
     };
@@ -820,6 +858,40 @@ mod tests {
     }
 
     #[test]
+    fn a_webhook_endpoint_is_read_with_its_filter_and_check_config_masks_its_secret() {
+        let policy = load(
+            "[webhooks.siem]\nurl = \"https://siem.example.com/hook\"\nsecret = \"shared-secret-0123456789\"\nevents = [\"ban_placed\"]\n",
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(policy.webhooks.len(), 1);
+        assert_eq!(policy.webhooks[0].name, "siem");
+        assert!(policy.webhooks[0].wants(crate::notify::NoticeKind::BanPlaced));
+        assert!(!policy.webhooks[0].wants(crate::notify::NoticeKind::BanLifted));
+        let shown = policy.describe();
+        assert!(
+            shown.contains("[webhooks.siem]") && shown.contains("url = \"https://siem.example.com/hook\""),
+            "{shown}"
+        );
+        assert!(!shown.contains("shared-secret-0123456789"), "{shown}");
+    }
+
+    #[test]
+    fn a_webhook_endpoints_problems_name_its_key() {
+        let text = problems("[webhooks.siem]\nurl = \"siem.example.com\"\nsecret = \"short\"\ndeadline = \"soon\"\n");
+        assert!(
+            text.contains("webhooks.\"siem\".url: \"siem.example.com\" is not an http:// or https:// URL"),
+            "{text}"
+        );
+        assert!(text.contains("webhooks.\"siem\".secret: must be 16 characters or more"), "{text}");
+        assert!(text.contains("webhooks.\"siem\".deadline: \"soon\" is not a duration"), "{text}");
+        let text = problems(
+            "[webhooks.siem]\nurl = \"http://127.0.0.1:9/\"\nsecret = \"shared-secret-0123456789\"\nretries = 3\n",
+        );
+        assert!(text.contains("webhooks.\"siem\"") && text.contains("retries"), "{text}");
+    }
+
+    #[test]
     fn unknown_keys_and_wrong_types_are_named() {
         let text = problems("[autoban]\nmax_failure = 5\n");
         assert!(text.contains("max_failure"), "{text}");
@@ -911,7 +983,8 @@ mod tests {
         let values = source::read(&text, &HashMap::new(), Path::new("/"), &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
         let defaults = source::read("", &HashMap::new(), Path::new("/"), &mut problems);
-        for setting in SETTINGS.iter().filter(|s| !matches!(s.kind, Kind::RuleSets | Kind::TextTable)) {
+        for setting in SETTINGS.iter().filter(|s| !matches!(s.kind, Kind::RuleSets | Kind::TextTable | Kind::Webhooks))
+        {
             assert!(matches!(values.origin(setting.key), Origin::File(_)), "policy.toml does not set {}", setting.key);
             assert_eq!(
                 values.get(setting.key),

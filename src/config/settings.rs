@@ -40,6 +40,8 @@ pub enum Kind {
     TextTable,
     /// A table of firewall rule sets by mailbox or domain (`[mailboxes."a@b"]`).
     RuleSets,
+    /// A table of webhook endpoints by name (`[webhooks.siem]`).
+    Webhooks,
 }
 
 /// What a reload does when the key's value changed.
@@ -550,6 +552,14 @@ pub const SETTINGS: &[Setting] = &[
         Restart,
         "How often a node rereads the shared state under the announcements.",
     ),
+    // [webhooks]
+    setting(
+        "webhooks",
+        Kind::Webhooks,
+        "{}",
+        Restart,
+        "Signed webhook endpoints by name: url, secret, events and delivery limits (see Notifications).",
+    ),
 ];
 
 /// The setting of `key`, if there is one.
@@ -601,6 +611,7 @@ pub fn reference() -> String {
             Kind::Secret => "16 characters or more".to_string(),
             Kind::TextTable => "a table of texts".to_string(),
             Kind::RuleSets => "tables of rule sets".to_string(),
+            Kind::Webhooks => "tables of endpoints".to_string(),
         };
         let reload = match setting.reload {
             Reload::Live => "live",

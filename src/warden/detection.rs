@@ -503,6 +503,14 @@ impl Warden {
                 recorded.repeats
             );
             shared.journal.event(event(EventKind::QuarantineStarted, detail));
+            shared.notifier.publish(crate::notify::Notice::quarantine_started(
+                &attempt.login,
+                source,
+                attempt.protocol.label(),
+                &attempt.device_id,
+                recorded.repeats,
+                now,
+            ));
         }
         if policy.account_protection.enabled
             && shared.accounts.record_failure(&attempt.login, source, now, &protection(policy))
@@ -514,6 +522,7 @@ impl Warden {
                 humantime::format_duration(policy.account_protection.window)
             );
             shared.journal.event(event(EventKind::AttackStarted, detail));
+            self.announce_attack(&attempt.login, policy.account_protection.sources as usize, now);
             effects.attacked_login = Some(attempt.login.to_string());
         }
         if let Some(share) = shared.count_sharing.get() {

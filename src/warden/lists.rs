@@ -107,6 +107,8 @@ impl Warden {
         let previous = entries.insert((list, network), entry.clone());
         self.rebuild_access(&entries);
         let created = previous.is_none_or(|p| !p.is_active(now));
+        let actor = Some(crate::notify::ADMIN_TOKEN);
+        self.notify_durably(crate::notify::Notice::list_changed(&entry, "added", now, actor));
         tracing::info!(list = list.label(), network = %network, expires_at = ?expires_at.map(Timestamp::rfc3339), comment, "list entry added");
         Ok(ListChange { entry, created })
     }
@@ -127,6 +129,8 @@ impl Warden {
         deleted?;
         entries.remove(&(list, network));
         self.rebuild_access(&entries);
+        let actor = Some(crate::notify::ADMIN_TOKEN);
+        self.notify_durably(crate::notify::Notice::list_changed(&existing, "removed", now, actor));
         tracing::info!(list = list.label(), network = %network, "list entry removed");
         Ok(existing)
     }

@@ -49,6 +49,9 @@ use crate::geoip::GeoIp;
 use crate::journal::{Journal, Keep};
 use crate::metrics::Metrics;
 use crate::network::{Source, SourceGrouping};
+use crate::notify::outbox::Outbox;
+use crate::notify::webhooks::Webhooks;
+use crate::notify::{LiftCause, Notice, NoticeKind, Notifier, Sink};
 use crate::store::{Store, StoreError};
 use crate::tolerance::ToleranceTracker;
 use crate::wire::{self, LoginAttempt, Protocol, Reply};
@@ -72,8 +75,14 @@ struct Shared {
     api_rule_sets: Mutex<HashMap<String, RuleSet>>,
     /// The GeoIP databases; replaced when the settings change on reload.
     geoip: ArcSwap<GeoIp>,
-    /// Writes the block log and known sources in the background.
-    journal: Journal,
+    /// Writes the block log and known sources in the background (shared with the webhook
+    /// delivery threads, which note a failing endpoint there).
+    journal: Arc<Journal>,
+    /// The stream of notices every notifier reads (webhooks).
+    notifier: Notifier,
+    /// Accounts whose attack was announced, and since when, so its end is announced too
+    /// (memory only; at most the accounts under attack).
+    attacks_announced: Mutex<HashMap<Box<str>, Timestamp>>,
     /// How long the journal's records are kept (read by its writer thread; set on reload).
     keep: Arc<Mutex<Keep>>,
     /// Accounts under a distributed attack (memory only, bounded).
@@ -122,6 +131,8 @@ pub enum OpenError {
     Store(#[from] StoreError),
     #[error("firewall rules need GeoIP data that is not configured:\n  - {}", .0.join("\n  - "))]
     Rules(Vec<String>),
+    #[error("cannot open the webhook outbox in server.state_dir: {0}")]
+    Outbox(String),
 }
 
 /// How long a banned or blocked source's refusal stands for its repeats in the block log: a
@@ -259,13 +270,25 @@ impl Warden {
         }
         let firewall = rules::build_firewall(&policy, &api_rule_sets);
         let keep = Arc::new(Mutex::new(detection::keep(&policy)));
-        let journal = Journal::start(
+        let journal = Arc::new(Journal::start(
             store.clone(),
             clock.clone(),
             keep.clone(),
             metrics.events.clone(),
             metrics.known_sources.clone(),
-        );
+        ));
+        let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
+        if !policy.webhooks.is_empty() {
+            let state_dir = &policy.server.state_dir;
+            let outbox = crate::state_dir::create(state_dir)
+                .map_err(|e| e.to_string())
+                .and_then(|()| Outbox::open(state_dir).map_err(|e| e.to_string()))
+                .map_err(OpenError::Outbox)?;
+            let webhooks =
+                Webhooks::start(&policy.webhooks, outbox, clock.clone(), metrics.webhooks.clone(), journal.clone());
+            sinks.push(Arc::new(webhooks));
+        }
+        let notifier = Notifier::start(sinks, metrics.notifications.clone());
         let protection = &policy.account_protection;
         let policy_window = policy.autoban.window;
         let max_tolerated_sources = policy.autoban.max_tolerated_sources;
@@ -286,6 +309,8 @@ impl Warden {
             api_rule_sets: Mutex::new(api_rule_sets),
             geoip: ArcSwap::from_pointee(geoip),
             journal,
+            notifier,
+            attacks_announced: Mutex::new(HashMap::new()),
             keep,
             accounts,
             ban_history,
@@ -427,9 +452,15 @@ impl Warden {
         self.shared.refusals_noted.entry((source, kind, observed)).or_insert(()).is_fresh()
     }
 
-    /// Writes a ban placed by `report` to the store. Blocking.
+    /// Writes a ban placed by `report` to the store, and its notice to the notifiers' durable
+    /// queue, before `report` answers. Blocking.
     pub fn persist_ban(&self, ban: &Ban) -> Result<(), StoreError> {
         let result = self.shared.store.save_ban(ban);
+        let usual = self.shared.policy.load().autoban.ban_for;
+        let lengthened = ban.reason == crate::bans::BanReason::Autoban
+            && ban.refused_login.is_none()
+            && ban.created_at.until(ban.expires_at) > usual;
+        self.shared.notifier.publish_durably(Notice::ban_placed(ban, lengthened));
         self.shared.metrics.store_result("save_ban", &result);
         match &result {
             Err(e) => {
@@ -486,23 +517,23 @@ impl Warden {
 
     /// Lifts the ban on `source` and forgets its failure history. Blocking.
     pub fn unban(&self, source: Source) -> Result<Option<Arc<Ban>>, StoreError> {
-        self.lift_ban(source, None, "admin")
+        self.lift_ban(source, None, LiftCause::Admin)
     }
 
     /// Lifts the IP+login refusal of `login` (any spelling) from `source` and forgives that
     /// login's guesses from there, so its next wrong password does not refuse it again at
     /// once; the source's other guesses still count. Blocking.
     pub fn unban_login(&self, source: Source, login: &str) -> Result<Option<Arc<Ban>>, StoreError> {
-        self.lift_ban(source, Some(&crate::login::key(login)), "admin")
+        self.lift_ban(source, Some(&crate::login::key(login)), LiftCause::Admin)
     }
 
     /// Lifts the ban on `source` of that scope (`refused_login`, a login key: that login's
-    /// IP+login refusal), counting it under `cause` (`admin`, `self_service`). Blocking.
+    /// IP+login refusal), counted and announced under `cause`. Blocking.
     fn lift_ban(
         &self,
         source: Source,
         refused_login: Option<&str>,
-        cause: &'static str,
+        cause: LiftCause,
     ) -> Result<Option<Arc<Ban>>, StoreError> {
         let shared = &*self.shared;
         let deleted = shared.store.delete_ban(source, refused_login);
@@ -530,8 +561,14 @@ impl Warden {
         shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
         let lifted = removed.filter(|b| b.is_active(now));
         if lifted.is_some() || deleted {
-            shared.metrics.bans_lifted.with_label_values(&[cause]).inc();
-            tracing::info!(source = %source, login = refused_login, cause, "ban lifted");
+            shared.metrics.bans_lifted.with_label_values(&[cause.label()]).inc();
+            tracing::info!(source = %source, login = refused_login, cause = cause.label(), "ban lifted");
+        }
+        if let Some(ban) = &lifted {
+            // Both come through the admin API.
+            let by_admin = matches!(cause, LiftCause::Admin | LiftCause::ResetLogin);
+            let actor = by_admin.then_some(crate::notify::ADMIN_TOKEN);
+            shared.notifier.publish_durably(Notice::ban_lifted(ban, cause, now, actor));
         }
         Ok(lifted)
     }
@@ -558,7 +595,11 @@ impl Warden {
             for ban in &ended {
                 tracing::info!(source = %ban.source, login = ban.refused_login(), "ban expired");
             }
+            // One write for the lot: a flood's bans tend to end together.
+            let notices = ended.iter().map(|ban| Notice::ban_lifted(ban, LiftCause::Expired, now, None)).collect();
+            shared.notifier.publish_all_durably(notices);
         }
+        self.announce_ended_attacks(now);
         // Memory first: an unreachable store must not keep histories from expiring.
         shared.failures.sweep(now);
         shared.subnets.sweep(now);
@@ -569,6 +610,35 @@ impl Warden {
         shared.metrics.store_result("delete_expired_bans", &deleted);
         deleted?;
         Ok(ended.len() + self.sweep_expired_entries(now)?)
+    }
+
+    /// Announces the attack on `login` that just began (from `report`: never blocks).
+    pub(super) fn announce_attack(&self, login: &str, sources: usize, now: Timestamp) {
+        lock(&self.shared.attacks_announced).insert(login.into(), now);
+        self.shared.notifier.publish(Notice::attack(NoticeKind::AttackStarted, login, sources, now, now));
+    }
+
+    /// Announces the end of every announced attack that is over: its account no longer has
+    /// failures from enough sources within the window.
+    fn announce_ended_attacks(&self, now: Timestamp) {
+        if lock(&self.shared.attacks_announced).is_empty() {
+            return;
+        }
+        let attacked: std::collections::HashSet<String> = self.accounts_under_attack().into_iter().collect();
+        let ended: Vec<(Box<str>, Timestamp)> = {
+            let mut announced = lock(&self.shared.attacks_announced);
+            let over: Vec<Box<str>> = announced.keys().filter(|login| !attacked.contains(&***login)).cloned().collect();
+            over.into_iter().filter_map(|login| announced.remove_entry(&login)).collect()
+        };
+        for (login, since) in ended {
+            self.shared.notifier.publish(Notice::attack(NoticeKind::AttackEnded, &login, 0, since, now));
+        }
+    }
+
+    /// Hands a notice about a stored change to the notifiers before the change is answered.
+    /// Blocking.
+    pub(super) fn notify_durably(&self, notice: Notice) {
+        self.shared.notifier.publish_durably(notice);
     }
 
     /// Re-opens GeoIP databases replaced on disk; returns how many.
@@ -659,6 +729,9 @@ impl Warden {
     /// Stores the queued events and leaves the store compact before the process exits.
     /// Blocking.
     pub fn close(&self) -> Result<(), StoreError> {
+        // The notifier first: its delivery threads may still note a failing endpoint in the
+        // block log.
+        self.shared.notifier.close();
         self.shared.journal.close();
         self.shared.store.close()
     }

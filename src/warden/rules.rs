@@ -11,7 +11,7 @@ use super::{LoginView, Warden, lock};
 use crate::config::Policy;
 use crate::firewall::{
     Action, AddressFacts, Applicable, Firewall, KeyedRuleSet, Outcome, Protocols, Rule, RuleSet, RuleSetOrigin,
-    parse_key,
+    StoredRuleSet, parse_key,
 };
 use crate::geoip::GeoIp;
 use crate::store::StoreError;
@@ -227,6 +227,9 @@ impl Warden {
         let saved = self.shared.store.save_firewall_rule_set(&key, &set);
         self.shared.metrics.store_result("save_firewall_rules", &saved);
         saved?;
+        let (now, actor) = (self.shared.clock.now(), Some(crate::notify::ADMIN_TOKEN));
+        let written = Some(StoredRuleSet::from(&set));
+        self.notify_durably(crate::notify::Notice::firewall_changed(&key, written, now, actor));
         sets.insert(key.clone(), set);
         self.rebuild_firewall(&sets);
         let in_force = self.shared.firewall.load().get(&key).cloned();
@@ -323,6 +326,8 @@ impl Warden {
         deleted?;
         sets.remove(&key);
         self.shared.firewall.store(Arc::new(build_firewall(&self.shared.policy.load(), &sets)));
+        let (now, actor) = (self.shared.clock.now(), Some(crate::notify::ADMIN_TOKEN));
+        self.notify_durably(crate::notify::Notice::firewall_changed(&key, None, now, actor));
         tracing::info!(key, "firewall rules from the API removed");
         Ok(())
     }

@@ -190,7 +190,7 @@ impl Warden {
         };
         let (mut lifted, mut failed) = (None, None);
         for (source, refused_login) in &lifting {
-            match self.lift_ban(*source, refused_login.as_deref(), "self_service") {
+            match self.lift_ban(*source, refused_login.as_deref(), crate::notify::LiftCause::SelfService) {
                 Ok(this) => lifted = lifted.or(this),
                 Err(e) => {
                     failed = Some(e);
@@ -220,6 +220,7 @@ impl Warden {
                 status.source, count, status.max_unblocks_per_day
             ),
         });
+        self.notify_durably(crate::notify::Notice::self_unblock(&lifted, now));
         Ok(lifted)
     }
 }
