@@ -22,6 +22,7 @@ use crate::events::Retention;
 use crate::firewall::{KeyedRuleSet, RuleSetOrigin, StoredRuleSet, parse_key};
 use crate::geoip::GeoIpSettings;
 use crate::network::{SourceGrouping, parse_network};
+use crate::nftables::NftablesSettings;
 use crate::secrets::{AuthSettings, Secret};
 use crate::selfservice::SelfServiceSettings;
 use crate::store::{RedisSettings, mask_url};
@@ -70,6 +71,8 @@ pub struct Policy {
     pub messages: Messages,
     pub log: LogSettings,
     pub store: StoreSettings,
+    /// Enforcement at the host firewall (`[nftables]`).
+    pub nftables: NftablesSettings,
     /// Every setting's value as checked against the table, defaults filled in: what
     /// `describe` prints and what a reload compares.
     pub values: Values,
@@ -405,6 +408,38 @@ fn masked_urls(value: &Value) -> Value {
     }
 }
 
+/// A name `nft` takes unquoted: a letter, then letters, digits and underscores.
+fn is_nft_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && name.len() <= 200
+}
+
+/// `[nftables]`: the names `nft` will see and the guarded ports.
+fn nftables_settings(v: &Values, problem: &mut impl FnMut(&str, String)) -> NftablesSettings {
+    for key in ["nftables.table", "nftables.set"] {
+        if !is_nft_name(v.text(key)) {
+            problem(key, format!("{:?} is not an nftables name (a letter, then letters, digits or _)", v.text(key)));
+        }
+    }
+    let mut ports = Vec::new();
+    for (i, port) in v.list("nftables.ports").iter().enumerate() {
+        match port.trim().parse::<u16>() {
+            Ok(port) if port > 0 && !ports.contains(&port) => ports.push(port),
+            Ok(port) if port > 0 => problem(&format!("nftables.ports[{i}]"), format!("{port} is listed twice")),
+            _ => problem(&format!("nftables.ports[{i}]"), format!("{port:?} is not a TCP port (1 to 65535)")),
+        }
+    }
+    NftablesSettings {
+        enabled: v.bool("nftables.enabled"),
+        table: v.text("nftables.table").to_string(),
+        set: v.text("nftables.set").to_string(),
+        ports,
+        resync_every: v.duration("nftables.resync_every"),
+    }
+}
+
 /// Stage two: the checked values into a `Policy`. Records a problem for every value that is
 /// well typed but still wrong (an address that does not parse, a template with an unknown
 /// placeholder, two settings that contradict each other); `None` when any was found.
@@ -569,6 +604,7 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
     }
     let format = if v.text("log.format") == "json" { LogFormat::Json } else { LogFormat::Text };
     let store = store_settings(v, &mut problem);
+    let nftables = nftables_settings(v, &mut problem);
 
     let count = |key: &str| usize::try_from(v.integer(key)).unwrap_or(usize::MAX);
     let small = |key: &str| u32::try_from(v.integer(key)).unwrap_or(u32::MAX);
@@ -655,6 +691,7 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
         messages: messages?,
         log: LogSettings { level: v.text("log.level").to_string(), format },
         store: store?,
+        nftables,
         base_dir: base_dir.to_path_buf(),
         values,
     };
