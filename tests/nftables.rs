@@ -103,9 +103,17 @@ fn a_banned_address_is_dropped_at_the_firewall_until_unbanned_and_a_restart_recr
     ban_through_reports(&mw, "127.0.0.4");
     wait_until_connect_is("127.0.0.4", port, false);
 
+    // An IPv6 source is banned as its /64, which the IPv6 set holds as a network.
+    ban_through_reports(&mw, "2001:db8:1:2::7");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !netns.nft(&["list", "set", "inet", TABLE, "banned_ipv6"]).contains("2001:db8:1:2::/64 timeout") {
+        assert!(Instant::now() < deadline, "the IPv6 ban never reached the set");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     let (status, list) = mw.admin("GET", "/api/v1/bans.txt");
     assert_eq!(status, 200);
-    assert_eq!(list, "127.0.0.2\n127.0.0.4\n127.0.0.8/29\n");
+    assert_eq!(list, "127.0.0.2\n127.0.0.4\n127.0.0.8/29\n2001:db8:1:2::/64\n");
 
     let (status, body) = mw.admin("DELETE", "/api/v1/bans/127.0.0.2");
     assert_eq!(status, 200, "{body}");
@@ -122,6 +130,26 @@ fn a_banned_address_is_dropped_at_the_firewall_until_unbanned_and_a_restart_recr
     assert!(can_connect("127.0.0.2", port), "the lifted ban came back with the restart");
     assert!(can_connect("127.0.0.9", port), "the trusted address is dropped after the restart");
     assert!(!can_connect("127.0.0.10", port), "the blocked network is not enforced after the restart");
+}
+
+#[test]
+fn a_table_deleted_by_hand_is_recreated_by_the_next_resync_with_the_bans_in_force() {
+    let Some(netns) = Netns::enter(&format!("mw-nft-resync-{}", std::process::id())) else {
+        return;
+    };
+    let port = listener();
+    let mw = Mailwarden::start_with(&format!(
+        "[autoban]\nmax_failures = {MAX_FAILURES}\n\n\
+         [nftables]\nenabled = true\ntable = \"{TABLE}\"\nports = [\"{port}\"]\nresync_every = \"1s\"\n"
+    ));
+    ban_through_reports(&mw, "127.0.0.5");
+    wait_until_connect_is("127.0.0.5", port, false);
+    netns.nft(&["delete", "table", "inet", TABLE]);
+    assert!(can_connect("127.0.0.5", port), "the table is gone, yet 127.0.0.5 is dropped");
+    wait_until_connect_is("127.0.0.5", port, false);
+    assert!(can_connect("127.0.0.6", port));
+    let (_, metrics) = mw.admin("GET", "/metrics");
+    assert!(metrics.contains("mailwarden_nftables_batches_total{result=\"failure\"} 0"), "{metrics}");
 }
 
 #[test]

@@ -824,6 +824,20 @@ mod tests {
     }
 
     #[test]
+    fn nftables_names_and_ports_that_nft_would_refuse_are_named_by_key() {
+        let text = problems(
+            "[nftables]\ntable = \"mail warden\"\nset = \"1st\"\nports = [\"993\", \"imaps\", \"0\", \"993\"]\n",
+        );
+        assert!(text.contains("nftables.table: \"mail warden\" is not an nftables name"), "{text}");
+        assert!(text.contains("nftables.set: \"1st\" is not an nftables name"), "{text}");
+        assert!(text.contains("nftables.ports[1]: \"imaps\" is not a TCP port"), "{text}");
+        assert!(text.contains("nftables.ports[2]: \"0\" is not a TCP port"), "{text}");
+        assert!(text.contains("nftables.ports[3]: 993 is listed twice"), "{text}");
+        let every_port = load("[nftables]\nenabled = true\nports = []\n", &[]).expect("valid");
+        assert!(every_port.nftables.enabled && every_port.nftables.ports.is_empty());
+    }
+
+    #[test]
     fn unknown_keys_and_wrong_types_are_named() {
         let text = problems("[autoban]\nmax_failure = 5\n");
         assert!(text.contains("max_failure"), "{text}");
