@@ -107,12 +107,13 @@ impl Enforcer {
             next_resync: None,
             retry: FIRST_RETRY,
         };
-        worker.resync()?;
+        // Watched before the table is made, so a ban placed meanwhile leaves a wake-up queued.
         let (wake, woken) = sync_channel(1);
         let notify = wake.clone();
         warden.watch_drops(Box::new(move || match notify.try_send(()) {
             Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
         }));
+        worker.resync()?;
         let stopping = Arc::new(AtomicBool::new(false));
         let stop = stopping.clone();
         let thread = std::thread::Builder::new()
