@@ -153,6 +153,30 @@ fn a_table_deleted_by_hand_is_recreated_by_the_next_resync_with_the_bans_in_forc
 }
 
 #[test]
+fn a_batch_the_kernel_refuses_is_counted_and_retried_by_recreating_the_table() {
+    let Some(netns) = Netns::enter(&format!("mw-nft-retry-{}", std::process::id())) else {
+        return;
+    };
+    let port = listener();
+    let mw = Mailwarden::start_with(&format!(
+        "[autoban]\nmax_failures = {MAX_FAILURES}\n\n\
+         [nftables]\nenabled = true\ntable = \"{TABLE}\"\nports = [\"{port}\"]\nresync_every = \"1h\"\n"
+    ));
+    ban_through_reports(&mw, "127.0.0.5");
+    wait_until_connect_is("127.0.0.5", port, false);
+    // With the table gone, adding the next ban's element fails; the retry recreates the table
+    // with both bans, long before the hourly resync.
+    netns.nft(&["delete", "table", "inet", TABLE]);
+    ban_through_reports(&mw, "127.0.0.6");
+    wait_until_connect_is("127.0.0.6", port, false);
+    assert!(!can_connect("127.0.0.5", port), "the retry left out the first ban");
+    assert!(can_connect("127.0.0.7", port));
+    let (_, metrics) = mw.admin("GET", "/metrics");
+    assert!(metrics.contains("mailwarden_nftables_batches_total{result=\"failure\"} 1"), "{metrics}");
+    assert!(mw.log().contains("could not update the nftables sets"), "{}", mw.log());
+}
+
+#[test]
 fn a_start_with_nftables_enabled_but_no_nft_fails_naming_the_key() {
     let mw = Mailwarden::configure("[nftables]\nenabled = true\n");
     let out = Command::new(env!("CARGO_BIN_EXE_mailwarden"))
