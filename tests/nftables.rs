@@ -69,17 +69,37 @@ fn element(netns: &Netns, address: &str) -> Option<(u64, u64)> {
     })
 }
 
+/// mailwarden with enforcement on, in a namespace of its own, guarding a listener's port.
+/// The namespace is gone once both it and the server are dropped, whichever goes first.
+struct Guarded {
+    mw: Mailwarden,
+    port: u16,
+    netns: Netns,
+}
+
+/// `extra` goes before the `[nftables]` section, which guards the port and resyncs every
+/// `resync_every`. `None` when the machine cannot have a namespace (outside CI).
+fn start_in_namespace(name: &str, extra: &str, resync_every: &str) -> Option<Guarded> {
+    let netns = Netns::enter(&format!("mw-nft-{name}-{}", std::process::id()))?;
+    let port = listener();
+    let mw = Mailwarden::start_with(&format!(
+        "[autoban]\nmax_failures = {MAX_FAILURES}\n{extra}\n\
+         [nftables]\nenabled = true\ntable = \"{TABLE}\"\nports = [\"{port}\"]\nresync_every = \"{resync_every}\"\n"
+    ));
+    Some(Guarded { mw, port, netns })
+}
+
 #[test]
 fn a_banned_address_is_dropped_at_the_firewall_until_unbanned_and_a_restart_recreates_the_set() {
-    let Some(netns) = Netns::enter(&format!("mw-nft-{}", std::process::id())) else {
+    let extra = "ban_for = \"10m\"
+subnet_bans = 0
+
+[networks]
+trusted = [\"127.0.0.9\"]
+";
+    let Some(Guarded { mut mw, port, netns }) = start_in_namespace("enforce", extra, "1h") else {
         return;
     };
-    let port = listener();
-    let mut mw = Mailwarden::start_with(&format!(
-        "[autoban]\nmax_failures = {MAX_FAILURES}\nban_for = \"10m\"\nsubnet_bans = 0\n\n\
-         [networks]\ntrusted = [\"127.0.0.9\"]\n\n\
-         [nftables]\nenabled = true\ntable = \"{TABLE}\"\nports = [\"{port}\"]\nresync_every = \"1h\"\n"
-    ));
     for address in ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.9", "127.0.0.10"] {
         assert!(can_connect(address, port), "{address} cannot connect before any ban");
     }
@@ -134,14 +154,9 @@ fn a_banned_address_is_dropped_at_the_firewall_until_unbanned_and_a_restart_recr
 
 #[test]
 fn a_table_deleted_by_hand_is_recreated_by_the_next_resync_with_the_bans_in_force() {
-    let Some(netns) = Netns::enter(&format!("mw-nft-resync-{}", std::process::id())) else {
+    let Some(Guarded { mw, port, netns }) = start_in_namespace("resync", "", "1s") else {
         return;
     };
-    let port = listener();
-    let mw = Mailwarden::start_with(&format!(
-        "[autoban]\nmax_failures = {MAX_FAILURES}\n\n\
-         [nftables]\nenabled = true\ntable = \"{TABLE}\"\nports = [\"{port}\"]\nresync_every = \"1s\"\n"
-    ));
     ban_through_reports(&mw, "127.0.0.5");
     wait_until_connect_is("127.0.0.5", port, false);
     netns.nft(&["delete", "table", "inet", TABLE]);
@@ -154,14 +169,9 @@ fn a_table_deleted_by_hand_is_recreated_by_the_next_resync_with_the_bans_in_forc
 
 #[test]
 fn a_batch_the_kernel_refuses_is_counted_and_retried_by_recreating_the_table() {
-    let Some(netns) = Netns::enter(&format!("mw-nft-retry-{}", std::process::id())) else {
+    let Some(Guarded { mw, port, netns }) = start_in_namespace("retry", "", "1h") else {
         return;
     };
-    let port = listener();
-    let mw = Mailwarden::start_with(&format!(
-        "[autoban]\nmax_failures = {MAX_FAILURES}\n\n\
-         [nftables]\nenabled = true\ntable = \"{TABLE}\"\nports = [\"{port}\"]\nresync_every = \"1h\"\n"
-    ));
     ban_through_reports(&mw, "127.0.0.5");
     wait_until_connect_is("127.0.0.5", port, false);
     // With the table gone, adding the next ban's element fails; the retry recreates the table
