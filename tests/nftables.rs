@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Socket, Type};
 use support::mailwarden::{Mailwarden, fresh_pwhash, report_body};
 use support::netns::Netns;
+use support::redis::RedisServer;
 
 const TABLE: &str = "mwtest";
 const MAX_FAILURES: usize = 3;
@@ -83,10 +84,17 @@ fn start_in_namespace(name: &str, extra: &str, resync_every: &str) -> Option<Gua
     let netns = Netns::enter(&format!("mw-nft-{name}-{}", std::process::id()))?;
     let port = listener();
     let mw = Mailwarden::start_with(&format!(
-        "[autoban]\nmax_failures = {MAX_FAILURES}\n{extra}\n\
-         [nftables]\nenabled = true\ntable = \"{TABLE}\"\nports = [\"{port}\"]\nresync_every = \"{resync_every}\"\n"
+        "[autoban]\nmax_failures = {MAX_FAILURES}\n{extra}\n{}",
+        nftables_toml(TABLE, port, resync_every)
     ));
     Some(Guarded { mw, port, netns })
+}
+
+/// The `[nftables]` section guarding `port` with `table`.
+fn nftables_toml(table: &str, port: u16, resync_every: &str) -> String {
+    format!(
+        "[nftables]\nenabled = true\ntable = \"{table}\"\nports = [\"{port}\"]\nresync_every = \"{resync_every}\"\n"
+    )
 }
 
 #[test]
@@ -184,6 +192,36 @@ fn a_batch_the_kernel_refuses_is_counted_and_retried_by_recreating_the_table() {
     let (_, metrics) = mw.admin("GET", "/metrics");
     assert!(metrics.contains("mailwarden_nftables_batches_total{result=\"failure\"} 1"), "{metrics}");
     assert!(mw.log().contains("could not update the nftables sets"), "{}", mw.log());
+}
+
+#[test]
+fn in_cluster_mode_each_node_programs_its_own_table_with_the_bans_another_node_placed() {
+    let Some(netns) = Netns::enter(&format!("mw-nft-cluster-{}", std::process::id())) else {
+        return;
+    };
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let port = listener();
+    let node = |table: &str| {
+        Mailwarden::start_with(&format!(
+            "[store]\nbackend = \"redis\"\nurl = {:?}\nprefix = \"mwnft:\"\n\n\
+             [autoban]\nmax_failures = {MAX_FAILURES}\n\n{}",
+            redis.url(),
+            nftables_toml(table, port, "1h")
+        ))
+    };
+    let (first, second) = (node("mwfirst"), node("mwsecond"));
+    ban_through_reports(&first, "127.0.0.5");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !netns.nft(&["list", "set", "inet", "mwsecond", "banned_ipv4"]).contains("127.0.0.5 timeout") {
+        assert!(Instant::now() < deadline, "the second node never dropped the first node's ban");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, body) = second.admin("DELETE", "/api/v1/bans/127.0.0.5");
+    assert_eq!(status, 200, "{body}");
+    wait_until_connect_is("127.0.0.5", port, true);
+    assert!(!netns.nft(&["list", "set", "inet", "mwfirst", "banned_ipv4"]).contains("127.0.0.5"));
 }
 
 #[test]
