@@ -20,6 +20,7 @@ pub mod logging;
 pub mod login;
 pub mod metrics;
 pub mod network;
+pub mod nftables;
 pub mod notify;
 pub mod printable;
 pub mod reload;

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub list_entries: IntGaugeVec,
     /// Policy reloads by result.
     pub config_reloads: IntCounterVec,
+    /// `nft -f` batches applied to the host firewall, by result.
+    pub nftables_batches: IntCounterVec,
     pub geoip: GeoIpMetrics,
     /// Block-log events by reason and result (`stored`, `dropped`).
     pub events: IntCounterVec,
@@ -341,6 +343,11 @@ impl Metrics {
                 "Policy reloads by result (success, failure).",
                 &[("result", SUCCESS_OR_FAILURE)],
             )?,
+            nftables_batches: r.counter(
+                "mailwarden_nftables_batches_total",
+                "Batches applied to the host firewall's nftables sets, by result (success, failure).",
+                &[("result", SUCCESS_OR_FAILURE)],
+            )?,
             tracked_source_evictions: r.counter(
                 "mailwarden_tracked_source_evictions_total",
                 "Failure histories dropped from memory, by cause (capacity, expired). Never a ban.",
@@ -438,6 +445,9 @@ impl Metrics {
         }
         for change in ANNOUNCEMENTS {
             metrics.cluster_announcements.with_label_values(&[change]);
+        }
+        for result in SUCCESS_OR_FAILURE {
+            metrics.nftables_batches.with_label_values(&[result]);
         }
         Ok(metrics)
     }

@@ -22,6 +22,7 @@ use crate::events::Retention;
 use crate::firewall::{KeyedRuleSet, RuleSetOrigin, StoredRuleSet, parse_key};
 use crate::geoip::GeoIpSettings;
 use crate::network::{SourceGrouping, parse_network};
+use crate::nftables::NftablesSettings;
 use crate::notify::webhooks::{self, WebhookSettings};
 use crate::secrets::{AuthSettings, Secret};
 use crate::selfservice::SelfServiceSettings;
@@ -73,6 +74,8 @@ pub struct Policy {
     /// `[webhooks.NAME]`: where notices are sent, in the file's order.
     pub webhooks: Vec<WebhookSettings>,
     pub store: StoreSettings,
+    /// Enforcement at the host firewall (`[nftables]`).
+    pub nftables: NftablesSettings,
     /// Every setting's value as checked against the table, defaults filled in: what
     /// `describe` prints and what a reload compares.
     pub values: Values,
@@ -433,6 +436,38 @@ fn masked_urls(value: &Value) -> Value {
     }
 }
 
+/// A name `nft` takes unquoted: a letter, then letters, digits and underscores.
+fn is_nft_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && name.len() <= 200
+}
+
+/// `[nftables]`: the names `nft` will see and the guarded ports.
+fn nftables_settings(v: &Values, problem: &mut impl FnMut(&str, String)) -> NftablesSettings {
+    for key in ["nftables.table", "nftables.set"] {
+        if !is_nft_name(v.text(key)) {
+            problem(key, format!("{:?} is not an nftables name (a letter, then letters, digits or _)", v.text(key)));
+        }
+    }
+    let mut ports = Vec::new();
+    for (i, port) in v.list("nftables.ports").iter().enumerate() {
+        match port.trim().parse::<u16>() {
+            Ok(port) if port > 0 && !ports.contains(&port) => ports.push(port),
+            Ok(port) if port > 0 => problem(&format!("nftables.ports[{i}]"), format!("{port} is listed twice")),
+            _ => problem(&format!("nftables.ports[{i}]"), format!("{port:?} is not a TCP port (1 to 65535)")),
+        }
+    }
+    NftablesSettings {
+        enabled: v.bool("nftables.enabled"),
+        table: v.text("nftables.table").to_string(),
+        set: v.text("nftables.set").to_string(),
+        ports,
+        resync_every: v.duration("nftables.resync_every"),
+    }
+}
+
 /// Stage two: the checked values into a `Policy`. Records a problem for every value that is
 /// well typed but still wrong (an address that does not parse, a template with an unknown
 /// placeholder, two settings that contradict each other); `None` when any was found.
@@ -625,6 +660,7 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
     }
     let format = if v.text("log.format") == "json" { LogFormat::Json } else { LogFormat::Text };
     let store = store_settings(v, &mut problem);
+    let nftables = nftables_settings(v, &mut problem);
 
     let count = |key: &str| usize::try_from(v.integer(key)).unwrap_or(usize::MAX);
     let small = |key: &str| u32::try_from(v.integer(key)).unwrap_or(u32::MAX);
@@ -713,6 +749,7 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
         log: LogSettings { level: v.text("log.level").to_string(), format },
         store: store?,
         webhooks: endpoints,
+        nftables,
         base_dir: base_dir.to_path_buf(),
         values,
     };
@@ -889,6 +926,20 @@ mod tests {
             "[webhooks.siem]\nurl = \"http://127.0.0.1:9/\"\nsecret = \"shared-secret-0123456789\"\nretries = 3\n",
         );
         assert!(text.contains("webhooks.\"siem\"") && text.contains("retries"), "{text}");
+    }
+
+    #[test]
+    fn nftables_names_and_ports_that_nft_would_refuse_are_named_by_key() {
+        let text = problems(
+            "[nftables]\ntable = \"mail warden\"\nset = \"1st\"\nports = [\"993\", \"imaps\", \"0\", \"993\"]\n",
+        );
+        assert!(text.contains("nftables.table: \"mail warden\" is not an nftables name"), "{text}");
+        assert!(text.contains("nftables.set: \"1st\" is not an nftables name"), "{text}");
+        assert!(text.contains("nftables.ports[1]: \"imaps\" is not a TCP port"), "{text}");
+        assert!(text.contains("nftables.ports[2]: \"0\" is not a TCP port"), "{text}");
+        assert!(text.contains("nftables.ports[3]: 993 is listed twice"), "{text}");
+        let every_port = load("[nftables]\nenabled = true\nports = []\n", &[]).expect("valid");
+        assert!(every_port.nftables.enabled && every_port.nftables.ports.is_empty());
     }
 
     #[test]

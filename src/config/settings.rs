@@ -517,6 +517,36 @@ pub const SETTINGS: &[Setting] = &[
         "Where people go when self-service is not enough.",
     ),
     setting("self_service.text", Kind::TextTable, "{}", Live, "The page's texts by name, overriding the defaults."),
+    // [nftables]
+    setting(
+        "nftables.enabled",
+        Kind::Bool,
+        "false",
+        Restart,
+        "Drop banned sources and blocked networks at the host firewall (nftables), before TLS.",
+    ),
+    setting("nftables.table", Kind::Text, "\"mailwarden\"", Restart, "The inet table mailwarden owns and recreates."),
+    setting(
+        "nftables.set",
+        Kind::Text,
+        "\"banned\"",
+        Restart,
+        "Base name of the sets: <set>_ipv4, <set>_ipv6, <set>_trusted_ipv4, <set>_trusted_ipv6.",
+    ),
+    setting(
+        "nftables.ports",
+        Kind::List,
+        "[\"110\", \"143\", \"465\", \"587\", \"993\", \"995\", \"4190\"]",
+        Restart,
+        "TCP ports a banned source is dropped on; empty: every packet from it.",
+    ),
+    setting(
+        "nftables.resync_every",
+        dur(secs(1), secs(3600)),
+        "\"5m\"",
+        Restart,
+        "How often the table is recreated from the bans in force.",
+    ),
     // [log]
     setting("log.level", Kind::Text, "\"info\"", Restart, "Log filter, such as \"info\" or \"mailwarden=debug\"."),
     setting("log.format", Kind::Choice(&["text", "json"]), "\"text\"", Restart, "Log lines as text or as JSON."),

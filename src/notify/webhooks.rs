@@ -451,6 +451,7 @@ impl Delivery {
         );
         tracing::warn!(endpoint = settings.name, failures, error, "webhook endpoint keeps failing");
         self.block_log.event(Event {
+            observed: false,
             at: now,
             kind: EventKind::WebhookFailing,
             login: String::new(),

@@ -63,6 +63,7 @@ impl Warden {
     pub(super) fn rebuild_access(&self, api_entries: &ApiEntries) {
         let lists = build_access(&self.shared.policy.load(), api_entries, self.shared.clock.now());
         self.shared.access.store(Arc::new(lists));
+        self.lists_changed();
     }
 
     fn in_policy_file(&self, list: ListKind, network: IpNet) -> bool {

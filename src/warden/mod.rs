@@ -11,6 +11,7 @@
 //! lists), `rules` (the mailbox firewall), `explain` (the dry run).
 
 mod detection;
+mod drops;
 mod explain;
 mod lists;
 mod reset;
@@ -121,6 +122,8 @@ struct Shared {
     unsaved_bans: Mutex<HashMap<BanKey, Arc<Ban>>>,
     /// Where counted failures and successes go for the other nodes (cluster mode only).
     count_sharing: OnceLock<Box<dyn Fn(Counted) + Send + Sync>>,
+    /// Told when the admin lists change (the host firewall's worker; bans tell it themselves).
+    drops_watch: OnceLock<Arc<dyn Fn() + Send + Sync>>,
     metrics: Metrics,
 }
 
@@ -327,6 +330,7 @@ impl Warden {
             store,
             unsaved_bans: Mutex::new(HashMap::new()),
             count_sharing: OnceLock::new(),
+            drops_watch: OnceLock::new(),
             metrics,
         };
         Ok(Warden { shared: Arc::new(shared) })
@@ -673,6 +677,8 @@ impl Warden {
         self.shared.access.store(Arc::new(lists::build_access(&new, &entries, self.shared.clock.now())));
         self.shared.firewall.store(Arc::new(rules::build_firewall(&new, &rule_sets)));
         self.shared.policy.store(Arc::new(new));
+        // After the policy: what the firewall drops depends on its lists and on server.mode.
+        self.lists_changed();
         Ok(kept)
     }
 

@@ -94,3 +94,16 @@ pub async fn delete_ban(
     let ban = lifted.ok_or_else(|| not_found(source, &scope))?;
     Ok(HttpResponse::Ok().json(Unbanned { unbanned: BanView::new(&ban, warden.now()) }))
 }
+
+#[utoipa::path(get, path = "/api/v1/bans.txt", tag = "bans",
+    responses((status = 200, description = "What the host firewall drops, for other firewalls to fetch: one address or network (CIDR) per line, the active bans of whole sources (never an IP+login refusal) and the blocked networks in force, without those inside a wider one or a trusted network; sorted, IPv4 first.", body = String, content_type = "text/plain"),
+              (status = 401, description = "No or wrong bearer token.", body = ErrorBody)))]
+pub async fn ban_list_text(_: Admin, warden: web::Data<Warden>) -> HttpResponse {
+    let sets = crate::nftables::sets::Sets::wanted(&warden.firewall_drops());
+    let mut body = String::new();
+    for network in sets.banned_networks() {
+        body.push_str(&Source::from_network(network).to_string());
+        body.push('\n');
+    }
+    HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(body)
+}

@@ -47,6 +47,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/api/v1/reload", web::post().to(reload::reload))
         .route("/api/v1/decide", web::get().to(decide::decide))
         .route("/api/v1/bans", web::get().to(bans::list_bans))
+        .route("/api/v1/bans.txt", web::get().to(bans::ban_list_text))
         .route("/api/v1/bans/{addr:.+}", web::get().to(bans::show_ban))
         .route("/api/v1/bans/{addr:.+}", web::delete().to(bans::delete_ban))
         .route("/api/v1/logins/{login}/reset", web::post().to(logins::reset_login))
@@ -313,7 +314,7 @@ impl utoipa::Modify for BearerAuth {
     info(title = "mailwarden admin API", description = "Bans, admin lists, dry-run decisions and reloads of a running mailwarden."),
     paths(
         healthz, metrics, openapi, reload::reload, decide::decide,
-        bans::list_bans, bans::show_ban, bans::delete_ban, logins::reset_login,
+        bans::list_bans, bans::ban_list_text, bans::show_ban, bans::delete_ban, logins::reset_login,
         lists::list_blocks, lists::add_block, lists::remove_block,
         lists::list_trusted, lists::add_trusted, lists::remove_trusted,
         events::list_events, why::why,
