@@ -9,6 +9,7 @@ pub mod client;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod digest;
 pub mod engine;
 pub mod events;
 pub mod failures;

@@ -94,6 +94,8 @@ pub struct Metrics {
     pub notifications: IntCounterVec,
     /// Mails to mailbox owners by kind and result.
     pub owner_mails: IntCounterVec,
+    /// Admin digests by result.
+    pub digests: IntCounterVec,
     pub webhooks: crate::notify::webhooks::WebhookMetrics,
 }
 
@@ -433,6 +435,11 @@ impl Metrics {
                     ("kind", &["stale_device", "attack"]),
                     ("result", &["sent", "failed", "rate_limited", "no_recipient", "dropped"]),
                 ],
+            )?,
+            digests: r.counter(
+                "mailwarden_digests_total",
+                "Admin digests by result (sent: one per recipient, failed, quiet: the period reached no threshold).",
+                &[("result", &["sent", "failed", "quiet"])],
             )?,
             webhooks: crate::notify::webhooks::WebhookMetrics {
                 deliveries: r.counter(

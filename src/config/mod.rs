@@ -18,9 +18,11 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::digest::DigestSettings;
 use crate::events::Retention;
 use crate::firewall::{KeyedRuleSet, RuleSetOrigin, StoredRuleSet, parse_key};
 use crate::geoip::GeoIpSettings;
+use crate::mailer::SmtpSettings;
 use crate::network::{SourceGrouping, parse_network};
 use crate::nftables::NftablesSettings;
 use crate::notify::webhooks::{self, WebhookSettings};
@@ -75,6 +77,7 @@ pub struct Policy {
     /// `[webhooks.NAME]`: where notices are sent, in the file's order.
     pub webhooks: Vec<WebhookSettings>,
     pub owner_mail: OwnerMailSettings,
+    pub digest: DigestSettings,
     pub store: StoreSettings,
     /// Enforcement at the host firewall (`[nftables]`).
     pub nftables: NftablesSettings,
@@ -574,7 +577,9 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
         }
     }
 
-    let owner_mail = owner_mail_settings(&v, &mut problem, &text);
+    let smtp = smtp_settings(&v, &mut problem);
+    let owner_mail = owner_mail_settings(&v, &mut problem, &text, &smtp);
+    let digest = digest_settings(&v, &mut problem, &smtp);
 
     let mut mailboxes = Vec::new();
     // Keys are compared as logins are (`login::key`): two spellings of one mailbox would leave
@@ -687,6 +692,7 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
             observe: v.text("server.mode") == "observe",
         },
         owner_mail,
+        digest,
         self_service: SelfServiceSettings {
             max_unblocks_per_day: small("self_service.max_unblocks_per_day"),
             max_requests_per_minute: small("self_service.max_requests_per_minute"),
@@ -831,26 +837,66 @@ fn store_settings(v: &Values, problem: &mut impl FnMut(&str, String)) -> Option<
     Some(StoreSettings { backend, on_store_error, refresh_every: v.duration("store.refresh_every") })
 }
 
+/// `[mail]`: the mail server and From address of every mail mailwarden sends; the From address
+/// is required once any of them is on.
+fn smtp_settings(v: &Values, problem: &mut impl FnMut(&str, String)) -> SmtpSettings {
+    let from = v.text("mail.from").trim().to_string();
+    let mailing = ["owner_mail.enabled", "digest.enabled"].into_iter().find(|key| v.bool(key));
+    if let Some(key) = mailing
+        && from.is_empty()
+    {
+        problem("mail.from", format!("required when {key} = true: the From address of mailwarden's mail"));
+    }
+    if !from.is_empty()
+        && let Err(e) = crate::mailer::check_address(&from)
+    {
+        problem("mail.from", format!("{from:?} is not a mail address: {e}"));
+    }
+    let url = v.text("mail.smtp_url").trim().to_string();
+    if let Err(e) = crate::mailer::check_url(&url) {
+        problem("mail.smtp_url", format!("{url:?} is not an smtp:// or smtps:// URL: {e}"));
+    }
+    let password = v.text("mail.smtp_password");
+    SmtpSettings {
+        url,
+        user: v.text("mail.smtp_user").trim().to_string(),
+        password: (!password.is_empty()).then(|| Secret::new(password)),
+        from,
+    }
+}
+
+/// `[digest]`.
+fn digest_settings(v: &Values, problem: &mut impl FnMut(&str, String), smtp: &SmtpSettings) -> DigestSettings {
+    let enabled = v.bool("digest.enabled");
+    let to: Vec<String> = v.list("digest.to").iter().map(|a| a.trim().to_string()).collect();
+    if enabled && to.is_empty() {
+        problem("digest.to", "required when digest.enabled = true: the admins' addresses".into());
+    }
+    for (i, address) in to.iter().enumerate() {
+        if let Err(e) = crate::mailer::check_address(address) {
+            problem(&format!("digest.to[{i}]"), format!("{address:?} is not a mail address: {e}"));
+        }
+    }
+    let count = |key: &str| u32::try_from(v.integer(key)).unwrap_or(u32::MAX);
+    DigestSettings {
+        enabled,
+        smtp: smtp.clone(),
+        to,
+        every: v.duration("digest.every"),
+        min_bans: count("digest.min_bans"),
+        min_attacks: count("digest.min_attacks"),
+        min_stale_devices: count("digest.min_stale_devices"),
+    }
+}
+
 /// `[owner_mail]`, with the page's provider name and support contact (`texts`: the page's).
 fn owner_mail_settings(
     v: &Values,
     problem: &mut impl FnMut(&str, String),
     page_texts: &std::collections::BTreeMap<String, String>,
+    smtp: &SmtpSettings,
 ) -> OwnerMailSettings {
     let enabled = v.bool("owner_mail.enabled");
-    let from = v.text("owner_mail.from").trim().to_string();
-    if enabled && from.is_empty() {
-        problem("owner_mail.from", "required when owner_mail.enabled = true: the notices' From address".into());
-    }
-    if !from.is_empty()
-        && let Err(e) = crate::mailer::check_address(&from)
-    {
-        problem("owner_mail.from", format!("{from:?} is not a mail address: {e}"));
-    }
-    let url = v.text("owner_mail.smtp_url").trim().to_string();
-    if let Err(e) = crate::mailer::check_url(&url) {
-        problem("owner_mail.smtp_url", format!("{url:?} is not an smtp:// or smtps:// URL: {e}"));
-    }
     let recipient = v.text("owner_mail.recipient").trim().to_string();
     if !recipient.is_empty() && !recipient.contains("{login}") {
         problem(
@@ -870,16 +916,10 @@ fn owner_mail_settings(
             text.insert(key.clone(), value.clone());
         }
     }
-    let password = v.text("owner_mail.smtp_password");
     let support = v.text("self_service.support_contact");
     OwnerMailSettings {
         enabled,
-        smtp: crate::mailer::SmtpSettings {
-            url,
-            user: v.text("owner_mail.smtp_user").trim().to_string(),
-            password: (!password.is_empty()).then(|| Secret::new(password)),
-            from,
-        },
+        smtp: smtp.clone(),
         recipient,
         skip,
         per_device_every: v.duration("owner_mail.per_device_every"),

@@ -549,6 +549,48 @@ pub const SETTINGS: &[Setting] = &[
         Restart,
         "How often the table is recreated from the bans in force.",
     ),
+    // [mail]
+    setting(
+        "mail.smtp_url",
+        Kind::Text,
+        "\"smtp://127.0.0.1:25\"",
+        Live,
+        "The mail server notices and digests go through: smtp://host:port (?tls=required for STARTTLS), or smtps://host:port.",
+    ),
+    setting("mail.smtp_user", Kind::Text, "\"\"", Live, "User for SMTP AUTH with the mail server; empty: none."),
+    setting("mail.smtp_password", Kind::Password, "\"\"", Live, "Password for SMTP AUTH."),
+    setting("mail.from", Kind::Text, "\"\"", Live, "The From address of mailwarden's mail (required when any is on)."),
+    // [digest]
+    setting(
+        "digest.enabled",
+        Kind::Bool,
+        "false",
+        Live,
+        "Mail the admins a summary of bans, attacks and stale devices.",
+    ),
+    setting("digest.to", Kind::List, "[]", Live, "The admins' addresses (required when enabled)."),
+    setting("digest.every", dur(secs(1), secs(30 * DAY)), "\"1d\"", Restart, "At most one digest in this long."),
+    setting(
+        "digest.min_bans",
+        int(0, 1_000_000),
+        "1",
+        Live,
+        "Bans placed in the period that make a digest worth sending (0: never by themselves).",
+    ),
+    setting(
+        "digest.min_attacks",
+        int(0, 1_000_000),
+        "1",
+        Live,
+        "Accounts that came under attack in the period that make it worth sending.",
+    ),
+    setting(
+        "digest.min_stale_devices",
+        int(0, 1_000_000),
+        "5",
+        Live,
+        "Stale-password quarantines in the period that make it worth sending.",
+    ),
     // [owner_mail]
     setting(
         "owner_mail.enabled",
@@ -557,16 +599,6 @@ pub const SETTINGS: &[Setting] = &[
         Live,
         "Mail the mailbox owner when a device of theirs is quarantined for an old password or the account comes under attack.",
     ),
-    setting(
-        "owner_mail.smtp_url",
-        Kind::Text,
-        "\"smtp://127.0.0.1:25\"",
-        Live,
-        "The mail server notices go through: smtp://host:port (?tls=required for STARTTLS), or smtps://host:port.",
-    ),
-    setting("owner_mail.smtp_user", Kind::Text, "\"\"", Live, "User for SMTP AUTH with the mail server; empty: none."),
-    setting("owner_mail.smtp_password", Kind::Password, "\"\"", Live, "Password for SMTP AUTH."),
-    setting("owner_mail.from", Kind::Text, "\"\"", Live, "The notices' From address (required when enabled)."),
     setting(
         "owner_mail.recipient",
         Kind::Text,

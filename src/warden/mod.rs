@@ -42,6 +42,7 @@ use crate::bans::{Ban, BanIndex, BanKey};
 use crate::bounded::BoundedMap;
 use crate::clock::{Clock, Timestamp};
 use crate::config::{OnStoreError, Policy};
+use crate::digest::Digest;
 use crate::engine::{self, AllowFacts, Decision, Observing, Refusal, Ruling};
 use crate::events::{Event, EventFilter, EventKind, EventPage};
 use crate::failures::FailureTracker;
@@ -84,6 +85,8 @@ struct Shared {
     notifier: Notifier,
     /// The mail to mailbox owners, a reader of `notifier` (kept to give it reloaded settings).
     owner_mail: Arc<OwnerMail>,
+    /// The admins' digest, another reader of `notifier`.
+    digest: Arc<Digest>,
     /// Accounts whose attack was announced, and since when, so its end is announced too
     /// (memory only; at most the accounts under attack).
     attacks_announced: Mutex<HashMap<Box<str>, Timestamp>>,
@@ -296,6 +299,8 @@ impl Warden {
         }
         let owner_mail = OwnerMail::start(policy.owner_mail.clone(), clock.clone(), metrics.owner_mails.clone());
         sinks.push(owner_mail.clone());
+        let digest = Digest::start(policy.digest.clone(), clock.clone(), metrics.digests.clone());
+        sinks.push(digest.clone());
         let notifier = Notifier::start(sinks, metrics.notifications.clone());
         let protection = &policy.account_protection;
         let policy_window = policy.autoban.window;
@@ -319,6 +324,7 @@ impl Warden {
             journal,
             notifier,
             owner_mail,
+            digest,
             attacks_announced: Mutex::new(HashMap::new()),
             keep,
             accounts,
@@ -683,6 +689,7 @@ impl Warden {
         self.shared.access.store(Arc::new(lists::build_access(&new, &entries, self.shared.clock.now())));
         self.shared.firewall.store(Arc::new(rules::build_firewall(&new, &rule_sets)));
         self.shared.owner_mail.set_settings(new.owner_mail.clone());
+        self.shared.digest.set_settings(new.digest.clone());
         self.shared.policy.store(Arc::new(new));
         // After the policy: what the firewall drops depends on its lists and on server.mode.
         self.lists_changed();

@@ -1,4 +1,6 @@
-//! End to end: the mail to the mailbox owner about the device with the old password. A laptop
+//! End to end: mailwarden's mail, delivered by a real Postfix on loopback through Dovecot's LMTP
+//! and read back over IMAP. The admins' digest: one after a period with a ban, none after a
+//! quiet one. The mail to the mailbox owner about the device with the old password: a laptop
 //! keeps logging in to a real Dovecot over IMAP with an old password until mailwarden
 //! quarantines that password; mailwarden mails the owner through a real Postfix on loopback,
 //! which relays to Dovecot's LMTP into the owner's Maildir; the owner reads the notice over
@@ -9,8 +11,9 @@ mod support;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use support::dovecot::{self, Dovecot, LAPTOP_OWNER, imap_inbox, imap_login_with_id};
+use support::dovecot::{self, Dovecot, LAPTOP_OWNER, USERS, imap_inbox, imap_login_with_id};
 use support::mailwarden::Mailwarden;
+use support::mailwarden::{fresh_pwhash, report_body};
 use support::postfix::{self, Postfix};
 
 const OLD_PASSWORD: &str = "laptop-owner-OLD-secret";
@@ -44,11 +47,11 @@ fn readable(message: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The owner's INBOX once it holds `count` messages (or what it holds after 20 s).
-fn inbox_with(dovecot: &Dovecot, phone: Ipv4Addr, count: usize) -> Vec<String> {
+/// `user`'s INBOX once it holds `count` messages (or what it holds after 20 s).
+fn inbox_of(dovecot: &Dovecot, (login, password): (&str, &str), count: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let messages = imap_inbox(dovecot, phone, LAPTOP_OWNER.0, LAPTOP_OWNER.1);
+        let messages = imap_inbox(dovecot, Ipv4Addr::new(127, 0, 0, 42), login, password);
         if messages.len() >= count || Instant::now() > deadline {
             return messages;
         }
@@ -56,21 +59,26 @@ fn inbox_with(dovecot: &Dovecot, phone: Ipv4Addr, count: usize) -> Vec<String> {
     }
 }
 
-#[test]
-fn the_owner_of_a_laptop_with_an_old_password_gets_one_plain_notice_naming_its_mail_app() {
+/// mailwarden, a Dovecot with LMTP and a Postfix relaying to it; `config` is the rest of
+/// policy.toml, given `[mail]` for that Postfix (`from` the From address). `None`: skipped.
+fn mail_stack(from: &str, config: &str) -> Option<(Mailwarden, Dovecot, Postfix)> {
     if !dovecot::require_dovecot() || !dovecot::require_dovecot_lmtp() || !postfix::require_postfix() {
-        return;
+        return None;
     }
     let mut mailwarden = Mailwarden::configure("");
     let dovecot = Dovecot::start_with_delivery(&mailwarden.policy_url(), &mailwarden.api_key);
     let postfix = Postfix::start(dovecot.lmtp_port());
-    let owner_mail = format!(
-        "[self_service]\nprovider_name = \"Example Mail\"\nsupport_contact = \"help@example.com\"\n\
-         [owner_mail]\nenabled = true\nsmtp_url = \"smtp://127.0.0.1:{}\"\nfrom = \"postmaster@example.com\"\n",
-        postfix.port()
-    );
-    mailwarden.write_config("", &owner_mail);
+    let mail = format!("[mail]\nsmtp_url = \"smtp://127.0.0.1:{}\"\nfrom = {from:?}\n{config}", postfix.port());
+    mailwarden.write_config("", &mail);
     mailwarden.restart();
+    Some((mailwarden, dovecot, postfix))
+}
+
+#[test]
+fn the_owner_of_a_laptop_with_an_old_password_gets_one_plain_notice_naming_its_mail_app() {
+    let config = "[self_service]\nprovider_name = \"Example Mail\"\nsupport_contact = \"help@example.com\"\n\
+                  [owner_mail]\nenabled = true\n";
+    let Some((mailwarden, dovecot, postfix)) = mail_stack("postmaster@example.com", config) else { return };
     let logs = || format!("\n--- postfix ---\n{}\n--- mailwarden ---\n{}", postfix.log(), mailwarden.log());
 
     let laptop = Ipv4Addr::new(127, 0, 0, 41);
@@ -86,7 +94,7 @@ fn the_owner_of_a_laptop_with_an_old_password_gets_one_plain_notice_naming_its_m
     }
     assert!(quarantined, "the laptop's old password is quarantined{}", logs());
 
-    let messages = inbox_with(&dovecot, phone, 1);
+    let messages = inbox_of(&dovecot, LAPTOP_OWNER, 1);
     assert_eq!(messages.len(), 1, "one notice in the owner's INBOX{}", logs());
     let notice = &readable(&messages[0]);
     for expected in [
@@ -120,4 +128,37 @@ fn the_owner_of_a_laptop_with_an_old_password_gets_one_plain_notice_naming_its_m
     assert_eq!(imap_inbox(&dovecot, phone, LAPTOP_OWNER.0, LAPTOP_OWNER.1).len(), 1, "still exactly one notice");
     let metrics = mailwarden.admin("GET", "/metrics").1;
     assert!(metrics.contains("mailwarden_owner_mails_total{kind=\"stale_device\",result=\"sent\"} 1"), "{metrics}");
+}
+
+#[test]
+fn the_admins_digest_names_the_periods_bans_and_a_quiet_period_sends_none() {
+    let admin = USERS[0];
+    let config = format!("[digest]\nenabled = true\nto = [\"{}\"]\nevery = \"3s\"\n", admin.0);
+    let Some((mailwarden, dovecot, postfix)) = mail_stack("mailwarden@example.com", &config) else { return };
+    let logs = || format!("\n--- postfix ---\n{}\n--- mailwarden ---\n{}", postfix.log(), mailwarden.log());
+    for _ in 0..5 {
+        let body = report_body("203.0.113.9", "bob@example.com", &fresh_pwhash(), false);
+        assert_eq!(mailwarden.policy("report", &body).0, 200);
+    }
+    let messages = inbox_of(&dovecot, admin, 1);
+    assert_eq!(messages.len(), 1, "one digest after the period with a ban{}", logs());
+    let digest = readable(&messages[0]);
+    for expected in [
+        "Subject: mailwarden digest: 1 bans, 0 accounts under attack, 0 stale devices",
+        "Bans placed: 1 (autoban 1)",
+        "203.0.113.9: 1",
+    ] {
+        assert!(digest.contains(expected), "{expected:?} in the digest:\n{digest}");
+    }
+    // The next periods see nothing: no mail, counted as quiet.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !mailwarden.admin("GET", "/metrics").1.contains("mailwarden_digests_total{result=\"quiet\"} 2") {
+        assert!(Instant::now() < deadline, "two quiet periods{}", logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        imap_inbox(&dovecot, Ipv4Addr::new(127, 0, 0, 42), admin.0, admin.1).len(),
+        1,
+        "no mail for a quiet period"
+    );
 }
