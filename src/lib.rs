@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod accounts;
+pub mod audit;
 pub mod bans;
 pub mod bounded;
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod logging;
 pub mod login;
 pub mod metrics;
 pub mod network;
+pub mod principal;
 pub mod printable;
 pub mod reload;
 pub mod secrets;
@@ -29,6 +31,7 @@ pub mod state_dir;
 pub mod store;
 pub mod subnets;
 pub mod template;
+pub mod tokens;
 pub mod tolerance;
 pub mod warden;
 pub mod wire;

@@ -8,8 +8,10 @@ use ipnet::IpNet;
 
 use super::{Warden, lock};
 use crate::access::{AccessEntry, AccessLists, ListKind, Origin};
+use crate::audit::AuditAction;
 use crate::clock::Timestamp;
 use crate::config::Policy;
+use crate::principal::Principal;
 use crate::store::StoreError;
 
 /// Why a change to the admin lists was refused.
@@ -71,8 +73,25 @@ impl Warden {
         file.contains(&network)
     }
 
-    /// Adds `network` to `list` (or replaces the API's entry for it), durably. Blocking.
+    /// Adds `network` to `list` (or replaces the API's entry for it), durably, recorded as
+    /// `actor`'s. Blocking.
     pub fn add_to_list(
+        &self,
+        list: ListKind,
+        network: IpNet,
+        expires_at: Option<Timestamp>,
+        comment: &str,
+        actor: &Principal,
+    ) -> Result<ListChange, ListError> {
+        let change = self.put_list_entry(list, network, expires_at, comment)?;
+        let expiry = expires_at.map_or_else(|| "no expiry".to_string(), |t| format!("until {}", t.rfc3339()));
+        let detail = format!("{}, {expiry}, comment {comment:?}", list.label());
+        self.record_change(actor, AuditAction::ListEntryAdded, &change.entry.network.to_string(), detail);
+        Ok(change)
+    }
+
+    /// `add_to_list` without its audit record, for changes that record themselves.
+    pub(super) fn put_list_entry(
         &self,
         list: ListKind,
         network: IpNet,
@@ -107,7 +126,12 @@ impl Warden {
     }
 
     /// Removes the API's entry for `network` from `list`, durably. Blocking.
-    pub fn remove_from_list(&self, list: ListKind, network: IpNet) -> Result<AccessEntry, ListError> {
+    pub fn remove_from_list(
+        &self,
+        list: ListKind,
+        network: IpNet,
+        actor: &Principal,
+    ) -> Result<AccessEntry, ListError> {
         let network = network.trunc();
         if self.in_policy_file(list, network) {
             return Err(ListError::DefinedInPolicyFile { list, network });
@@ -123,6 +147,7 @@ impl Warden {
         entries.remove(&(list, network));
         self.rebuild_access(&entries);
         tracing::info!(list = list.label(), network = %network, "list entry removed");
+        self.record_change(actor, AuditAction::ListEntryRemoved, &network.to_string(), list.label().to_string());
         Ok(existing)
     }
 

@@ -10,6 +10,7 @@
 //! One file per concern: this one (decisions, reports, bans, reload), `lists` (the admin
 //! lists), `rules` (the mailbox firewall), `explain` (the dry run).
 
+mod audit;
 mod detection;
 mod explain;
 mod lists;
@@ -18,6 +19,7 @@ mod rules;
 mod sync;
 #[cfg(test)]
 mod tests;
+mod tokens;
 mod unblock;
 
 use std::collections::HashMap;
@@ -33,10 +35,12 @@ pub use lists::{ListChange, ListError};
 pub use reset::LoginReset;
 pub use rules::{FirewallCheck, FirewallError, MailboxFirewall, RuleMove};
 pub use sync::{Restored, Resynced};
+pub use tokens::{AuthRefusal, NewToken, TokenError};
 pub use unblock::{SelfUnblockError, VisitorStatus};
 
 use crate::access::{AccessEntry, AccessLists, ListKind, Standing};
 use crate::accounts::AccountTracker;
+use crate::audit::AuditAction;
 use crate::bans::{Ban, BanIndex, BanKey};
 use crate::bounded::BoundedMap;
 use crate::clock::{Clock, Timestamp};
@@ -49,6 +53,7 @@ use crate::geoip::GeoIp;
 use crate::journal::{Journal, Keep};
 use crate::metrics::Metrics;
 use crate::network::{Source, SourceGrouping};
+use crate::principal::Principal;
 use crate::store::{Store, StoreError};
 use crate::tolerance::ToleranceTracker;
 use crate::wire::{self, LoginAttempt, Protocol, Reply};
@@ -113,6 +118,10 @@ struct Shared {
     /// Where counted failures and successes go for the other nodes (cluster mode only).
     count_sharing: OnceLock<Box<dyn Fn(Counted) + Send + Sync>>,
     metrics: Metrics,
+    /// The admin API's stored tokens by digest (the store holds the same); replaced whole.
+    tokens: crate::tokens::Tokens,
+    /// Failed bearer authentications per client address (memory only, bounded).
+    sign_in: crate::tokens::SignInGuard,
 }
 
 /// Why the core could not start.
@@ -213,6 +222,10 @@ impl Warden {
             return Err(OpenError::Rules(problems));
         }
         let firewall = rules::build_firewall(&policy, &api_rule_sets);
+        let stored_tokens = store.tokens();
+        metrics.store_result("load_tokens", &stored_tokens);
+        let tokens = crate::tokens::Tokens::default();
+        tokens.replace(unless_unreachable(stored_tokens)?);
         let keep = Arc::new(Mutex::new(detection::keep(&policy)));
         let journal = Journal::start(
             store.clone(),
@@ -256,6 +269,8 @@ impl Warden {
             unsaved_bans: Mutex::new(HashMap::new()),
             count_sharing: OnceLock::new(),
             metrics,
+            tokens,
+            sign_in: crate::tokens::SignInGuard::default(),
         };
         Ok(Warden { shared: Arc::new(shared) })
     }
@@ -420,16 +435,56 @@ impl Warden {
         self.shared.bans.list(self.shared.clock.now())
     }
 
-    /// Lifts the ban on `source` and forgets its failure history. Blocking.
-    pub fn unban(&self, source: Source) -> Result<Option<Arc<Ban>>, StoreError> {
-        self.lift_ban(source, None, "admin")
+    /// Lifts the ban on `source` and forgets its failure history, recorded as `actor`'s.
+    /// Blocking.
+    pub fn unban(&self, source: Source, actor: &Principal) -> Result<Option<Arc<Ban>>, StoreError> {
+        let lifted = self.lift_ban(source, None, "admin")?;
+        if let Some(ban) = &lifted {
+            let detail = format!("{} ban lifted", ban.reason.label());
+            self.record_change(actor, AuditAction::BanLifted, &source.to_string(), detail);
+        }
+        Ok(lifted)
     }
 
     /// Lifts the IP+login refusal of `login` (any spelling) from `source` and forgives that
     /// login's guesses from there, so its next wrong password does not refuse it again at
-    /// once; the source's other guesses still count. Blocking.
-    pub fn unban_login(&self, source: Source, login: &str) -> Result<Option<Arc<Ban>>, StoreError> {
-        self.lift_ban(source, Some(&crate::login::key(login)), "admin")
+    /// once; the source's other guesses still count. Recorded as `actor`'s. Blocking.
+    pub fn unban_login(&self, source: Source, login: &str, actor: &Principal) -> Result<Option<Arc<Ban>>, StoreError> {
+        let key = crate::login::key(login);
+        let lifted = self.lift_ban(source, Some(&key), "admin")?;
+        if lifted.is_some() {
+            let detail = format!("IP+login refusal of {key} lifted");
+            self.record_change(actor, AuditAction::BanLifted, &source.to_string(), detail);
+        }
+        Ok(lifted)
+    }
+
+    /// "Lift and trust": puts the banned network on the trusted list with `comment` (so it is
+    /// never banned again), then lifts the ban on `source` (`login`: that login's IP+login
+    /// refusal), recorded as one change of `actor`'s. `None`, changing nothing, when there is
+    /// no such ban. Blocking.
+    pub fn lift_and_trust(
+        &self,
+        source: Source,
+        login: Option<&str>,
+        comment: &str,
+        actor: &Principal,
+    ) -> Result<Option<Arc<Ban>>, ListError> {
+        let key = login.map(crate::login::key);
+        let banned = match &key {
+            Some(key) => self.login_refusal(source, key),
+            None => self.ban(source),
+        };
+        if banned.is_none() {
+            return Ok(None);
+        }
+        self.put_list_entry(ListKind::Trusted, source.network(), None, comment)?;
+        let lifted = self.lift_ban(source, key.as_deref(), "admin")?;
+        if let Some(ban) = &lifted {
+            let detail = format!("{} ban lifted, trusted with comment {comment:?}", ban.reason.label());
+            self.record_change(actor, AuditAction::BanLiftedAndTrusted, &source.to_string(), detail);
+        }
+        Ok(lifted)
     }
 
     /// Lifts the ban on `source` of that scope (`refused_login`, a login key: that login's
