@@ -173,7 +173,7 @@ impl Tokens {
     }
 }
 
-/// Failed bearer authentications per client address, memory only: after
+/// Wrong bearer tokens per client address, memory only: after
 /// `MAX_FAILURES_PER_MINUTE` within a minute of the first, every request from there is
 /// answered 429 until that minute has passed, the right token included, so the API (and the
 /// console's sign-in) cannot be used to guess tokens. IPv6 clients count per /64, as one

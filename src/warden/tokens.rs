@@ -50,9 +50,10 @@ impl Warden {
             failures.with_label_values(&["rate_limited"]).inc();
             return Err(AuthRefusal::RateLimited);
         }
+        // A request without a token guesses nothing, so only wrong tokens count toward the
+        // address's limit.
         let Some(presented) = presented else {
             failures.with_label_values(&["missing"]).inc();
-            shared.sign_in.failed(client, now);
             return Err(AuthRefusal::Unauthorized);
         };
         if shared.policy.load().auth.admin_token.as_ref().is_some_and(|t| t.matches(presented.as_bytes())) {
