@@ -421,6 +421,9 @@ impl Metrics {
         for change in ANNOUNCEMENTS {
             metrics.cluster_announcements.with_label_values(&[change]);
         }
+        for reason in ["missing", "wrong", "rate_limited"] {
+            metrics.admin_auth_failures.with_label_values(&[reason]);
+        }
         Ok(metrics)
     }
 

@@ -151,6 +151,24 @@ admin_routes! {
     get "/api/v1/audit" => audit::list_audit, Admin;
 }
 
+/// The README's table of which scope reaches which route, generated from `ROUTES`.
+pub fn scope_table() -> String {
+    let mut table = String::from("| Route | admin | support | domain: | metrics |\n|---|---|---|---|---|\n");
+    for route in ROUTES {
+        let cells: Vec<&str> = ScopeKind::ALL
+            .iter()
+            .map(|&scope| match (route.reach.admits(scope), scope, route.reach) {
+                (false, ..) => "no",
+                (true, ScopeKind::Domain, Reach::Mailboxes) => "its domain's mailboxes",
+                (true, ScopeKind::Domain, Reach::BlockLog) => "its domain's logins",
+                (true, ..) => "yes",
+            })
+            .collect();
+        table.push_str(&format!("| `{} {}` | {} |\n", route.method, route.openapi_path(), cells.join(" | ")));
+    }
+    table
+}
+
 /// The reach of the route `request` matched; a request no route matched (answered 404) is
 /// open to every scope but `metrics`, so a typo is not mistaken for a missing permission.
 fn reach_of(request: &HttpRequest) -> Reach {
@@ -492,7 +510,35 @@ pub struct ApiDoc;
 
 #[cfg(test)]
 mod tests {
-    use super::bearer_token;
+    use super::{ROUTES, bearer_token, scope_table};
+
+    /// `MAILWARDEN_BLESS=1 cargo test --lib the_readme` writes the table anew after a change.
+    #[test]
+    fn the_readme_scope_table_is_the_route_table() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        let readme = std::fs::read_to_string(&path).expect("README.md");
+        let (begin, end) =
+            ("<!-- scope table: generated from src/http/admin/mod.rs -->\n", "<!-- end of scope table -->");
+        let start = readme.find(begin).expect("the README marks its scope table") + begin.len();
+        let stop = readme[start..].find(end).expect("the end marker") + start;
+        let generated = scope_table();
+        if readme[start..stop] != generated && std::env::var_os("MAILWARDEN_BLESS").is_some() {
+            std::fs::write(&path, format!("{}{generated}{}", &readme[..start], &readme[stop..]))
+                .expect("write README.md");
+            return;
+        }
+        assert!(
+            readme[start..stop] == generated,
+            "the README's scope table is out of date (MAILWARDEN_BLESS=1 cargo test --lib the_readme)"
+        );
+    }
+
+    #[test]
+    fn the_route_table_shows_its_paths_as_the_openapi_document_does() {
+        let paths: Vec<String> = ROUTES.iter().map(|route| route.openapi_path()).collect();
+        assert!(paths.contains(&"/api/v1/bans/{addr}".to_string()), "{paths:?}");
+        assert!(paths.contains(&"/api/v1/mailboxes/{login}/firewall/rules/{number}/move".to_string()));
+    }
 
     #[test]
     fn the_bearer_scheme_is_case_insensitive_and_needs_a_space() {
