@@ -73,6 +73,16 @@ fn invalid(field: &'static str, message: String) -> ApiError {
 }
 
 fn filter(query: &AuditQuery, now: Timestamp) -> Result<AuditFilter, ApiError> {
+    for (field, value, max) in [
+        ("actor", &query.actor, 64),
+        ("action", &query.action, 64),
+        ("target", &query.target, 320),
+        ("since", &query.since, 64),
+    ] {
+        if value.as_ref().is_some_and(|text| text.chars().count() > max) {
+            return Err(invalid(field, format!("{field}: longer than {max} characters")));
+        }
+    }
     let action = match &query.action {
         Some(text) => Some(AuditAction::from_label(text.trim()).ok_or_else(|| {
             let known: Vec<&str> = AuditAction::ALL.iter().map(|a| a.label()).collect();

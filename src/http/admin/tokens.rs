@@ -109,7 +109,6 @@ pub async fn create_token(
         ),
         None => None,
     };
-    debug_assert!(name.len() <= MAX_NAME_LEN);
     let handle = warden.get_ref().clone();
     let created = blocking(move || handle.create_token(&admin.0, &name, scope, expires_at)).await?;
     Ok(HttpResponse::Created().json(CreatedToken { token: created.secret, view: TokenView::new(&created.record) }))
