@@ -60,6 +60,19 @@ impl AuditAction {
         }
     }
 
+    /// Whether it changed a mailbox's or domain's firewall rules (its target is their key).
+    pub fn is_firewall_change(self) -> bool {
+        matches!(
+            self,
+            AuditAction::FirewallReplaced
+                | AuditAction::FirewallReset
+                | AuditAction::RuleAdded
+                | AuditAction::RuleMoved
+                | AuditAction::RuleDeleted
+                | AuditAction::DefaultActionSet
+        )
+    }
+
     pub fn from_label(text: &str) -> Option<AuditAction> {
         AuditAction::ALL.into_iter().find(|action| action.label() == text)
     }

@@ -90,6 +90,7 @@ fn entry(list: ListKind, network: &str, expires_at: Option<Timestamp>) -> Access
         created_at: NOW,
         expires_at,
         origin: Origin::Api,
+        added_by: "desk".into(),
     }
 }
 

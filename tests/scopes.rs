@@ -84,6 +84,15 @@ fn a_domain_token_sees_and_changes_only_its_own_domains_mailboxes_however_anothe
     assert_eq!(listed["total"], 2);
     let own = mw.admin_as(&customer, "GET", "/api/v1/mailboxes/Bob@EXAMPLE.com/firewall", None);
     assert_eq!(own.0, 200, "its own mailbox in any case: {}", own.1);
+    let moved = mw.admin_as(
+        &customer,
+        "POST",
+        "/api/v1/mailboxes/bob@example.com/firewall/rules",
+        Some(r#"{"action":"allow","address":"198.51.100.7","position":1}"#),
+    );
+    assert_eq!(moved.0, 201, "{}", moved.1);
+    let shown = json(&mw.admin("GET", "/api/v1/mailboxes/bob@example.com/firewall").1);
+    assert_eq!(shown["changed_by"], "customer", "the rule set says who changed it last: {shown}");
 
     for spelling in [
         "Bob@OTHER.com",
@@ -193,6 +202,7 @@ fn the_audit_trail_names_the_token_that_lifted_a_ban_and_the_one_that_lifted_and
     let trusted = json(&mw.admin("GET", "/api/v1/trusted").1);
     let entry = &trusted["entries"].as_array().unwrap()[0];
     assert_eq!((entry["network"].as_str(), entry["comment"].as_str()), (Some("203.0.113.8/32"), Some("office NAT")));
+    assert_eq!(entry["added_by"], "desk", "the entry says who made it: {entry}");
     assert_eq!(mw.admin_as(&desk, "POST", "/api/v1/trusted", Some(r#"{"network":"192.0.2.1"}"#)).0, 403);
 
     let lifted = json(&mw.admin("GET", "/api/v1/audit?action=ban_lifted").1);

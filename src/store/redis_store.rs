@@ -861,6 +861,9 @@ struct AccessEntryRecord {
     created_at: i64,
     #[serde(default)]
     expires_at: Option<i64>,
+    /// The token that made it (absent in records of earlier versions).
+    #[serde(default)]
+    added_by: String,
 }
 
 fn access_field(list: ListKind, network: IpNet) -> String {
@@ -878,6 +881,7 @@ fn parse_access_entry(json: &str) -> Result<AccessEntry, String> {
         created_at: Timestamp(record.created_at),
         expires_at: record.expires_at.map(Timestamp),
         origin: Origin::Api,
+        added_by: record.added_by,
     };
     super::note_clamped(entry.clamp_times(), "list entry", &record.network);
     Ok(entry)
@@ -1042,6 +1046,7 @@ impl Store for RedisStore {
             comment: entry.comment.clone(),
             created_at: entry.created_at.0,
             expires_at: entry.expires_at.map(|t| t.0),
+            added_by: entry.added_by.clone(),
         };
         let json = serde_json::to_string(&record).map_err(|e| StoreError::operation("saving a list entry", e))?;
         let mut set = redis::cmd("HSET");

@@ -130,7 +130,9 @@ const MIGRATIONS: &[&str] = &[
         target      TEXT NOT NULL,
         detail      TEXT NOT NULL
     );
-    CREATE INDEX audit_by_actor ON audit (actor, id);",
+    CREATE INDEX audit_by_actor ON audit (actor, id);
+    CREATE INDEX audit_by_target ON audit (target, id);
+    ALTER TABLE access_entries ADD COLUMN added_by TEXT NOT NULL DEFAULT '';",
 ];
 
 /// Work a migration needs done in Rust, in its transaction, after its SQL.
@@ -245,6 +247,7 @@ fn access_entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Acc
         created_at: Timestamp(row.get(3)?),
         expires_at: row.get::<_, Option<i64>>(4)?.map(Timestamp),
         origin: Origin::Api,
+        added_by: row.get(5)?,
     };
     super::note_clamped(entry.clamp_times(), "list entry", &entry.network.to_string());
     Ok(Some(entry))
@@ -330,7 +333,7 @@ impl Store for SqliteStore {
     fn access_entries(&self) -> Result<Vec<AccessEntry>, StoreError> {
         let connection = self.lock();
         let mut statement = connection
-            .prepare("SELECT list, network, comment, created_at, expires_at FROM access_entries")
+            .prepare("SELECT list, network, comment, created_at, expires_at, added_by FROM access_entries")
             .map_err(|e| StoreError::operation("reading list entries", e))?;
         let rows = statement
             .query_map([], access_entry_from_row)
@@ -348,13 +351,14 @@ impl Store for SqliteStore {
     fn save_access_entry(&self, entry: &AccessEntry) -> Result<(), StoreError> {
         self.lock()
             .execute(
-                "INSERT OR REPLACE INTO access_entries (list, network, comment, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR REPLACE INTO access_entries (list, network, comment, created_at, expires_at, added_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     entry.list.label(),
                     entry.network.to_string(),
                     entry.comment,
                     entry.created_at.0,
                     entry.expires_at.map(|t| t.0),
+                    entry.added_by,
                 ],
             )
             .map(|_| ())
@@ -950,6 +954,7 @@ mod tests {
             created_at: NOW,
             expires_at: None,
             origin: Origin::Api,
+            added_by: "desk".into(),
         };
         let brief = AccessEntry {
             list: ListKind::Blocked,
@@ -958,6 +963,7 @@ mod tests {
             created_at: NOW,
             expires_at: Some(Timestamp(NOW.0 + 1000)),
             origin: Origin::Api,
+            added_by: String::new(),
         };
         store.save_access_entry(&forever).unwrap();
         store.save_access_entry(&brief).unwrap();

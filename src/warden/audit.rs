@@ -33,6 +33,14 @@ impl Warden {
         }
     }
 
+    /// The name of whoever last changed the API's firewall rules of `key`, from the audit
+    /// trail (which holds that fact once); `None` when the trail does not say. Blocking.
+    pub fn rules_changed_by(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let filter = AuditFilter { target: Some(key.to_string()), limit: 20, ..AuditFilter::default() };
+        let (records, _) = self.audit(&filter)?;
+        Ok(records.into_iter().find(|record| record.action.is_firewall_change()).map(|record| record.actor))
+    }
+
     /// The audit records matching `filter`, newest first, and how many match. Blocking.
     pub fn audit(&self, filter: &AuditFilter) -> Result<(Vec<AuditRecord>, usize), StoreError> {
         let found = self.shared.store.audit(filter);

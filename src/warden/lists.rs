@@ -46,6 +46,7 @@ pub(super) fn build_access(policy: &Policy, api_entries: &ApiEntries, now: Times
         created_at: now,
         expires_at: None,
         origin: Origin::PolicyFile,
+        added_by: String::new(),
     };
     let trusted = policy.networks.trusted.iter().map(move |n| entry(ListKind::Trusted, n));
     let blocked = policy.networks.blocked.iter().map(move |n| entry(ListKind::Blocked, n));
@@ -83,7 +84,7 @@ impl Warden {
         comment: &str,
         actor: &Principal,
     ) -> Result<ListChange, ListError> {
-        let change = self.put_list_entry(list, network, expires_at, comment)?;
+        let change = self.put_list_entry(list, network, expires_at, comment, &actor.name)?;
         let expiry = expires_at.map_or_else(|| "no expiry".to_string(), |t| format!("until {}", t.rfc3339()));
         let detail = format!("{}, {expiry}, comment {comment:?}", list.label());
         self.record_change(actor, AuditAction::ListEntryAdded, &change.entry.network.to_string(), detail);
@@ -97,6 +98,7 @@ impl Warden {
         network: IpNet,
         expires_at: Option<Timestamp>,
         comment: &str,
+        added_by: &str,
     ) -> Result<ListChange, ListError> {
         let network = network.trunc();
         let now = self.shared.clock.now();
@@ -113,6 +115,7 @@ impl Warden {
             created_at: now,
             expires_at,
             origin: Origin::Api,
+            added_by: added_by.to_string(),
         };
         let mut entries = self.api_entries();
         let saved = self.shared.store.save_access_entry(&entry);

@@ -478,7 +478,7 @@ impl Warden {
         if banned.is_none() {
             return Ok(None);
         }
-        self.put_list_entry(ListKind::Trusted, source.network(), None, comment)?;
+        self.put_list_entry(ListKind::Trusted, source.network(), None, comment, &actor.name)?;
         let lifted = self.lift_ban(source, key.as_deref(), "admin")?;
         if let Some(ban) = &lifted {
             let detail = format!("{} ban lifted, trusted with comment {comment:?}", ban.reason.label());

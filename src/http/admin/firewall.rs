@@ -38,6 +38,10 @@ pub struct FirewallView {
     pub default: Option<String>,
     pub protocols: Vec<String>,
     pub rules: Vec<RuleView>,
+    /// For rules set through the API: the name of the token that last changed them, from
+    /// the audit trail (absent in listings, and when the trail does not say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed_by: Option<String>,
 }
 
 impl FirewallView {
@@ -56,6 +60,7 @@ impl FirewallView {
                 default: None,
                 protocols: Vec::new(),
                 rules: Vec::new(),
+                changed_by: None,
             },
         }
     }
@@ -70,6 +75,7 @@ impl FirewallView {
             default: Some(stored.default),
             protocols: stored.protocols,
             rules: stored.rules.into_iter().enumerate().map(|(i, rule)| RuleView { number: i + 1, rule }).collect(),
+            changed_by: None,
         }
     }
 }
@@ -126,14 +132,17 @@ fn invalid(field: &'static str, message: String) -> ApiError {
     ApiError::InvalidField { field, message }
 }
 
+/// The rules now in force after `changed_by`'s change.
 fn answer(
     warden: &Warden,
     login: &str,
     result: Result<std::sync::Arc<KeyedRuleSet>, crate::warden::FirewallError>,
+    changed_by: &str,
 ) -> Result<FirewallView, ApiError> {
     let keyed = result?;
     let mut view = FirewallView::of_set(login, &keyed);
     view.login = warden.mailbox_firewall(login).map(|m| m.key).unwrap_or_else(|_| login.to_string());
+    view.changed_by = Some(changed_by.to_string());
     Ok(view)
 }
 
@@ -161,7 +170,12 @@ pub async fn list_mailboxes(
               (status = 403, description = "A `domain:` token, for a mailbox of another domain.", body = ErrorBody)))]
 pub async fn show(admin: Admin, warden: web::Data<Warden>, login: web::Path<String>) -> Result<HttpResponse, ApiError> {
     admin.mailbox(&login)?;
-    Ok(HttpResponse::Ok().json(FirewallView::new(&warden.mailbox_firewall(&login)?)))
+    let mut view = FirewallView::new(&warden.mailbox_firewall(&login)?);
+    if let (Some("api"), Some(key)) = (view.origin.as_deref(), view.rules_of.clone()) {
+        let handle = warden.get_ref().clone();
+        view.changed_by = blocking(move || handle.rules_changed_by(&key)).await?;
+    }
+    Ok(HttpResponse::Ok().json(view))
 }
 
 #[utoipa::path(put, path = "/api/v1/mailboxes/{login}/firewall", tag = "firewall", request_body = StoredRuleSet,
@@ -180,8 +194,9 @@ pub async fn replace(
     let key = admin.mailbox(&login)?;
     let set = body.parse().map_err(|e| invalid(e.field, e.to_string()))?;
     let handle = warden.get_ref().clone();
+    let actor = admin.0.name.clone();
     let result = blocking(move || Ok::<_, ApiError>(handle.replace_rule_set(&key, set, &admin.0))).await?;
-    Ok(HttpResponse::Ok().json(answer(&warden, &login, result)?))
+    Ok(HttpResponse::Ok().json(answer(&warden, &login, result, &actor)?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/mailboxes/{login}/firewall", tag = "firewall",
@@ -221,8 +236,9 @@ pub async fn add_rule(
     let key = admin.mailbox(&login)?;
     let rule = spec.parse().map_err(|e| invalid(e.field, e.to_string()))?;
     let handle = warden.get_ref().clone();
+    let actor = admin.0.name.clone();
     let result = blocking(move || Ok::<_, ApiError>(handle.add_rule(&key, rule, position, &admin.0))).await?;
-    Ok(HttpResponse::Created().json(answer(&warden, &login, result)?))
+    Ok(HttpResponse::Created().json(answer(&warden, &login, result, &actor)?))
 }
 
 #[utoipa::path(post, path = "/api/v1/mailboxes/{login}/firewall/rules/{number}/move", tag = "firewall", request_body = MoveRule,
@@ -254,8 +270,9 @@ pub async fn move_rule(
         }
     };
     let handle = warden.get_ref().clone();
+    let actor = admin.0.name.clone();
     let result = blocking(move || Ok::<_, ApiError>(handle.move_rule(&key, number, movement, &admin.0))).await?;
-    Ok(HttpResponse::Ok().json(answer(&warden, &login, result)?))
+    Ok(HttpResponse::Ok().json(answer(&warden, &login, result, &actor)?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/mailboxes/{login}/firewall/rules/{number}", tag = "firewall",
@@ -275,8 +292,9 @@ pub async fn delete_rule(
     let (login, number) = path.into_inner();
     let key = admin.mailbox(&login)?;
     let handle = warden.get_ref().clone();
+    let actor = admin.0.name.clone();
     let result = blocking(move || Ok::<_, ApiError>(handle.delete_rule(&key, number, &admin.0))).await?;
-    Ok(HttpResponse::Ok().json(answer(&warden, &login, result)?))
+    Ok(HttpResponse::Ok().json(answer(&warden, &login, result, &actor)?))
 }
 
 #[utoipa::path(put, path = "/api/v1/mailboxes/{login}/firewall/default", tag = "firewall", request_body = DefaultAction,
@@ -296,6 +314,7 @@ pub async fn set_default(
     let action = Action::parse(&body.action)
         .ok_or_else(|| invalid("action", format!("action: {:?} is neither \"allow\" nor \"block\"", body.action)))?;
     let handle = warden.get_ref().clone();
+    let actor = admin.0.name.clone();
     let result = blocking(move || Ok::<_, ApiError>(handle.set_default(&key, action, &admin.0))).await?;
-    Ok(HttpResponse::Ok().json(answer(&warden, &login, result)?))
+    Ok(HttpResponse::Ok().json(answer(&warden, &login, result, &actor)?))
 }
