@@ -204,6 +204,12 @@ fn the_audit_trail_names_the_token_that_lifted_a_ban_and_the_one_that_lifted_and
     assert_eq!((entry["network"].as_str(), entry["comment"].as_str()), (Some("203.0.113.8/32"), Some("office NAT")));
     assert_eq!(entry["added_by"], "desk", "the entry says who made it: {entry}");
     assert_eq!(mw.admin_as(&desk, "POST", "/api/v1/trusted", Some(r#"{"network":"192.0.2.1"}"#)).0, 403);
+    // Lift and trust never unblocks what the lists block.
+    assert_eq!(mw.admin_post("/api/v1/blocks", Some(r#"{"network":"198.51.100.0/24"}"#)).0, 201);
+    ban(&mw, "198.51.100.9");
+    let (status, body) = mw.admin_as(&desk, "DELETE", "/api/v1/bans/198.51.100.9?trust=true", None);
+    assert_eq!((status, json(&body)["error"].as_str()), (409, Some("inside_blocked_network")), "{body}");
+    assert_eq!(mw.admin("GET", "/api/v1/bans/198.51.100.9").0, 200, "the ban stays");
 
     let lifted = json(&mw.admin("GET", "/api/v1/audit?action=ban_lifted").1);
     let record = &lifted["records"][0];

@@ -19,6 +19,12 @@ use crate::store::StoreError;
 pub enum ListError {
     #[error("{network} is on the {} list in the policy file; edit the file and reload to change it", list.label())]
     DefinedInPolicyFile { list: ListKind, network: IpNet },
+    /// Lift and trust would carve a trusted network out of a blocked one, which is a decision
+    /// for whoever manages the lists, not for the support desk's ban button.
+    #[error(
+        "{network} is inside the blocked network {blocked}: trusting it would unblock it; an admin can trust it with the trusted list"
+    )]
+    InsideBlocked { network: IpNet, blocked: IpNet },
     #[error("{network} is not on the {} list", list.label())]
     NotListed { list: ListKind, network: IpNet },
     #[error("the expiry is not in the future")]

@@ -478,6 +478,11 @@ impl Warden {
         if banned.is_none() {
             return Ok(None);
         }
+        let network = source.network();
+        if let Standing::Blocked(blocked) = self.shared.access.load().standing(network.addr(), self.shared.clock.now())
+        {
+            return Err(ListError::InsideBlocked { network, blocked });
+        }
         self.put_list_entry(ListKind::Trusted, source.network(), None, comment, &actor.name)?;
         let lifted = self.lift_ban(source, key.as_deref(), "admin")?;
         if let Some(ban) = &lifted {

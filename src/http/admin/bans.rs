@@ -79,7 +79,7 @@ pub async fn show_ban(
     params(("addr" = String, Path, description = "An address, or a banned network such as 2001:db8:1:2::/64."), BanScope),
     responses((status = 200, description = "The ban was lifted and the source's failure history cleared (with `login`: that login's IP+login refusal lifted and its wrong passwords from there forgiven; with `trust`: the network trusted too).", body = Unbanned),
               (status = 400, description = "Not an address, or a bad `comment`.", body = ErrorBody),
-              (status = 409, description = "With `trust`: the network is on a list in the policy file; nothing changed.", body = ErrorBody),
+              (status = 409, description = "With `trust`: the network is on a list in the policy file, or inside a blocked network; nothing changed.", body = ErrorBody),
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
               (status = 404, description = "Not banned.", body = ErrorBody),
               (status = 503, description = "The state store failed; nothing changed.", body = ErrorBody)))]

@@ -259,6 +259,7 @@ impl ApiError {
             ApiError::NotBanned(_) => "not_banned",
             ApiError::List(ListError::DefinedInPolicyFile { .. }) => "defined_in_policy_file",
             ApiError::List(ListError::NotListed { .. }) => "not_listed",
+            ApiError::List(ListError::InsideBlocked { .. }) => "inside_blocked_network",
             ApiError::List(ListError::ExpiryInPast) => "invalid_field",
             ApiError::List(ListError::Store(_)) | ApiError::Store(_) => "store_unavailable",
             ApiError::Firewall(FirewallError::InvalidKey(_) | FirewallError::Invalid { .. }) => "invalid_field",
@@ -312,7 +313,9 @@ impl ResponseError for ApiError {
             | ApiError::Firewall(
                 FirewallError::NoRuleSet(_) | FirewallError::NoSuchRule { .. } | FirewallError::NoApiRuleSet(_),
             ) => StatusCode::NOT_FOUND,
-            ApiError::List(ListError::DefinedInPolicyFile { .. }) => StatusCode::CONFLICT,
+            ApiError::List(ListError::DefinedInPolicyFile { .. } | ListError::InsideBlocked { .. }) => {
+                StatusCode::CONFLICT
+            }
             ApiError::InvalidConfig(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Store(_)
             | ApiError::List(ListError::Store(_))
