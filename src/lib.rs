@@ -23,6 +23,8 @@ pub mod metrics;
 pub mod network;
 pub mod principal;
 pub mod printable;
+#[cfg(test)]
+mod readme;
 pub mod reload;
 pub mod secrets;
 pub mod selfservice;

@@ -518,21 +518,11 @@ mod tests {
     /// `MAILWARDEN_BLESS=1 cargo test --lib the_readme` writes the table anew after a change.
     #[test]
     fn the_readme_scope_table_is_the_route_table() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
-        let readme = std::fs::read_to_string(&path).expect("README.md");
-        let (begin, end) =
-            ("<!-- scope table: generated from src/http/admin/mod.rs -->\n", "<!-- end of scope table -->");
-        let start = readme.find(begin).expect("the README marks its scope table") + begin.len();
-        let stop = readme[start..].find(end).expect("the end marker") + start;
-        let generated = scope_table();
-        if readme[start..stop] != generated && std::env::var_os("MAILWARDEN_BLESS").is_some() {
-            std::fs::write(&path, format!("{}{generated}{}", &readme[..start], &readme[stop..]))
-                .expect("write README.md");
-            return;
-        }
-        assert!(
-            readme[start..stop] == generated,
-            "the README's scope table is out of date (MAILWARDEN_BLESS=1 cargo test --lib the_readme)"
+        crate::readme::check_generated_section(
+            "<!-- scope table: generated from src/http/admin/mod.rs -->\n",
+            "<!-- end of scope table -->",
+            &scope_table(),
+            "scope table",
         );
     }
 
