@@ -182,6 +182,21 @@ fn a_token_is_shown_once_stored_only_as_its_digest_and_refused_at_once_when_revo
     let check = String::from_utf8_lossy(&mw.cli(&["check-config"]).stdout).into_owned();
     assert!(!check.contains(&token));
 
+    for (body, field) in [
+        (r#"{"name":"a b","scope":"support"}"#, "name"),
+        (r#"{"name":"admin-token","scope":"admin"}"#, "name"),
+        (r#"{"name":"x","scope":"root"}"#, "scope"),
+        (r#"{"name":"x","scope":"domain:localhost"}"#, "scope"),
+        (r#"{"name":"x","scope":"support","expires":"soon"}"#, "expires"),
+    ] {
+        let (status, answer) = mw.admin_post("/api/v1/tokens", Some(body));
+        assert_eq!((status, json(&answer)["field"].as_str()), (400, Some(field)), "{body}: {answer}");
+    }
+    let long_name = format!(r#"{{"name":"{}","scope":"support"}}"#, "x".repeat(65));
+    assert_eq!(json(&mw.admin_post("/api/v1/tokens", Some(&long_name)).1)["field"], "name");
+    let (status, answer) = mw.admin_post("/api/v1/tokens", Some(r#"{"name":"desk","scope":"admin"}"#));
+    assert_eq!((status, json(&answer)["error"].as_str()), (409, Some("token_exists")), "{answer}");
+
     let revoked = mw.cli(&["token", "revoke", "desk"]);
     assert!(revoked.status.success(), "{revoked:?}");
     let (status, body) = mw.admin_as(&token, "GET", "/api/v1/bans", None);
