@@ -267,3 +267,66 @@ fn an_address_that_sent_ten_wrong_tokens_is_refused_until_its_minute_has_passed_
     assert!(metrics.contains("mailwarden_admin_auth_failures_total{reason=\"rate_limited\"} 2"), "{metrics}");
     assert!(!metrics.contains("mwt_guess"), "no token in a label");
 }
+
+#[test]
+fn every_kind_of_change_through_the_api_is_in_the_audit_trail_with_the_token_that_made_it() {
+    let mw = Mailwarden::start();
+    let ops = mw.create_token("ops", "admin");
+    ban(&mw, "203.0.113.7");
+    ban(&mw, "203.0.113.8");
+    let changes: &[(&str, &str, Option<&str>)] = &[
+        ("DELETE", "/api/v1/bans/203.0.113.7", None),
+        ("DELETE", "/api/v1/bans/203.0.113.8?trust=true", None),
+        ("POST", "/api/v1/blocks", Some(r#"{"network":"198.51.100.0/24"}"#)),
+        ("DELETE", "/api/v1/blocks?network=198.51.100.0/24", None),
+        (
+            "PUT",
+            "/api/v1/mailboxes/bob@example.com/firewall",
+            Some(r#"{"default":"allow","rules":[{"action":"block","network":"198.51.100.0/24"}]}"#),
+        ),
+        (
+            "POST",
+            "/api/v1/mailboxes/bob@example.com/firewall/rules",
+            Some(r#"{"action":"allow","address":"198.51.100.7"}"#),
+        ),
+        ("POST", "/api/v1/mailboxes/bob@example.com/firewall/rules/2/move", Some(r#"{"direction":"up"}"#)),
+        ("DELETE", "/api/v1/mailboxes/bob@example.com/firewall/rules/2", None),
+        ("PUT", "/api/v1/mailboxes/bob@example.com/firewall/default", Some(r#"{"action":"block"}"#)),
+        ("DELETE", "/api/v1/mailboxes/bob@example.com/firewall", None),
+        ("POST", "/api/v1/reload", None),
+        ("POST", "/api/v1/logins/alice@example.com/reset", None),
+        ("POST", "/api/v1/tokens", Some(r#"{"name":"temp","scope":"metrics"}"#)),
+        ("DELETE", "/api/v1/tokens/temp", None),
+    ];
+    for (method, path, body) in changes {
+        let (status, answer) = mw.admin_as(&ops, method, path, *body);
+        assert!((200..300).contains(&status), "{method} {path}: {status} {answer}");
+    }
+    let trail = json(&mw.admin("GET", "/api/v1/audit?actor=ops").1);
+    let mut actions: Vec<&str> =
+        trail["records"].as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap()).collect();
+    actions.reverse();
+    assert_eq!(
+        actions,
+        [
+            "ban_lifted",
+            "ban_lifted_and_trusted",
+            "list_entry_added",
+            "list_entry_removed",
+            "firewall_replaced",
+            "rule_added",
+            "rule_moved",
+            "rule_deleted",
+            "default_action_set",
+            "firewall_reset",
+            "policy_reloaded",
+            "login_reset",
+            "token_created",
+            "token_revoked",
+        ]
+    );
+    let created = json(&mw.admin("GET", "/api/v1/audit?action=token_created").1);
+    let creators: Vec<&str> =
+        created["records"].as_array().unwrap().iter().map(|r| r["actor"].as_str().unwrap()).collect();
+    assert_eq!(creators, ["ops", "admin-token"], "the policy file's token acts as admin-token");
+}
