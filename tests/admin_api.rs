@@ -447,7 +447,9 @@ fn the_served_openapi_document_is_valid_and_every_route_answers_as_it_describes(
     for (path, item) in raw["paths"].as_object().expect("paths") {
         for (method, operation) in item.as_object().expect("a path item") {
             described.insert((method.clone(), path.clone()));
-            assert!(operation["responses"]["401"].is_object(), "{method} {path} documents 401");
+            for status in ["401", "403", "429"] {
+                assert!(operation["responses"][status].is_object(), "{method} {path} documents {status}");
+            }
         }
     }
     let routes = routes();

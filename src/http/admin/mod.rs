@@ -1,8 +1,10 @@
-//! The admin listener: health, metrics, bans, the admin lists, the dry run and reload, for
-//! the CLI, scripts and Prometheus. Every route needs `Authorization: Bearer
-//! <auth.admin_token>`; every error is JSON `{"error": "<stable code>", "message": "...",
-//! "field": "<when one input is at fault>"}`. The OpenAPI document is generated from the
-//! handlers' annotations (utoipa), so it cannot drift from the routes.
+//! The admin listener: health, metrics, bans, the admin lists, the dry run and reload, tokens
+//! and the audit trail, for the CLI, scripts and Prometheus. Every route needs `Authorization:
+//! Bearer <token>` (the policy file's `auth.admin_token`, or a stored token) whose scope
+//! reaches it (`admin_routes!`, the one table of each route's reach); every error is JSON
+//! `{"error": "<stable code>", "message": "...", "field": "<when one input is at fault>"}`.
+//! The OpenAPI document is generated from the handlers' annotations (utoipa), so it cannot
+//! drift from the routes.
 
 mod audit;
 mod bans;
@@ -26,6 +28,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 use serde::Deserialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{IntoParams, OpenApi};
 
 use crate::principal::{Principal, ScopeKind};
@@ -479,6 +482,23 @@ impl utoipa::Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        // Every route can refuse a scope it does not reach and an address that sent too many
+        // wrong tokens; said once here rather than on each handler.
+        let error = |description: &str| {
+            let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+            ResponseBuilder::new().description(description).content("application/json", content).build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [&mut item.get, &mut item.post, &mut item.put, &mut item.delete].into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                responses.entry("403".into()).or_insert_with(|| {
+                    error("The token's scope does not reach this route (see the README's scope table).").into()
+                });
+                responses.entry("429".into()).or_insert_with(|| {
+                    error("This address sent 10 wrong tokens within the minute; try again when it has passed.").into()
+                });
+            }
+        }
     }
 }
 
