@@ -24,6 +24,8 @@ for target in policy_request policy_toml admin_inputs; do
   [ "$target" = policy_request ] && runs="$policy_runs"
   corpus="fuzz/corpus/$target"
   mkdir -p "$corpus"
+  # The shipped policy.toml as it is now, rather than a copy that falls behind it.
+  [ "$target" = policy_toml ] && cp policy.toml "$corpus/shipped-policy.toml"
   echo "== fuzzing $target for $runs executions"
   log="fuzz/corpus/$target.log"
   if ! cargo fuzz run "$target" "$corpus" "fuzz/seeds/$target" -- \

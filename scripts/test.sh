@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite, runnable on a fresh Debian machine: installs the system packages the
-# tests drive (a real Dovecot with IMAP, POP3 and submission, Prometheus, Chromium,
+# tests drive (a real Dovecot with IMAP, POP3 and submission, Prometheus, Chromium, nftables,
 # schemathesis, cargo-fuzz), then runs a short fuzzing run and the unit, HTTP, end-to-end and
 # reliability tests.
 # With CI=true a missing component fails the run instead of skipping tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-submissiond systemd prometheus debootstrap chromium chromium-driver redis-server redis-tools)
+packages=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-submissiond systemd prometheus debootstrap chromium chromium-driver redis-server redis-tools iproute2 nftables)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

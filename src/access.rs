@@ -64,6 +64,8 @@ pub struct AccessEntry {
     /// The name of the token that made it through the API; empty for the policy file's, and
     /// for entries stored before tokens had names.
     pub added_by: String,
+    /// A blocked entry in observe mode: what it would refuse is recorded, nothing is refused.
+    pub observe: bool,
 }
 
 impl AccessEntry {
@@ -88,6 +90,8 @@ pub enum Standing {
     Trusted(IpNet),
     /// On the blocked list (and not on an equally or more specific trusted entry): always refused.
     Blocked(IpNet),
+    /// As `Blocked`, by an entry in observe mode: recorded as "would refuse", not refused.
+    ObservedBlock(IpNet),
     Unlisted,
 }
 
@@ -136,11 +140,14 @@ impl AccessLists {
         }
         let active = |entry: &AccessEntry| entry.is_active(now);
         let trusted = self.trusted.longest_match_where(ip, active).map(|(net, _)| net);
-        let blocked = self.blocked.longest_match_where(ip, active).map(|(net, _)| net);
+        let blocked = self.blocked.longest_match_where(ip, active);
+        let block = |(net, entry): (IpNet, &AccessEntry)| {
+            if entry.observe { Standing::ObservedBlock(net) } else { Standing::Blocked(net) }
+        };
         match (trusted, blocked) {
-            (Some(t), Some(b)) if b.prefix_len() > t.prefix_len() => Standing::Blocked(b),
+            (Some(t), Some(b)) if b.0.prefix_len() > t.prefix_len() => block(b),
             (Some(t), _) => Standing::Trusted(t),
-            (None, Some(b)) => Standing::Blocked(b),
+            (None, Some(b)) => block(b),
             (None, None) => Standing::Unlisted,
         }
     }
@@ -174,6 +181,7 @@ mod tests {
 
     fn entry(list: ListKind, network: &str, origin: Origin, expires_in: Option<u64>) -> AccessEntry {
         AccessEntry {
+            observe: false,
             list,
             network: parse_network(network).unwrap(),
             comment: String::new(),

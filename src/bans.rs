@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::clock::Timestamp;
 use crate::network::{Source, SourceGrouping};
@@ -135,12 +135,14 @@ impl Ban {
 /// in force later (a reload may change `autoban.ipv4_prefix`), so an address is looked up at
 /// each prefix length that some ban has: one hash probe while every ban has the same length,
 /// as they do unless the grouping changed. Writes are rare (a ban placed, lifted or expired).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct BanIndex {
     inner: RwLock<Bans>,
     /// Whether any IP+login refusal is held (`Bans::by_login` is not empty), kept beside the
     /// lock so that `allow` skips the lookup without taking it while there is none.
     any_login_refusal: AtomicBool,
+    /// Told after every change (the host firewall's worker); must not block.
+    watcher: OnceLock<Arc<dyn Fn() + Send + Sync>>,
 }
 
 #[derive(Debug, Default)]
@@ -218,7 +220,16 @@ impl BanIndex {
         let mut bans = self.write();
         let result = change(&mut bans);
         self.any_login_refusal.store(!bans.by_login.is_empty(), Ordering::Release);
+        drop(bans);
+        if let Some(watcher) = self.watcher.get() {
+            watcher();
+        }
         result
+    }
+
+    /// Has `watcher` told of every later change. Set once; a second call is ignored.
+    pub fn watch(&self, watcher: Arc<dyn Fn() + Send + Sync>) {
+        let _ = self.watcher.set(watcher);
     }
 
     /// The ban on `source` if it is still active at `now`.

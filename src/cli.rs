@@ -50,6 +50,9 @@ struct EntryOptions {
     /// Why, for the next admin.
     #[arg(long, value_name = "TEXT")]
     comment: Option<String>,
+    /// A blocked entry in observe mode: record what it would refuse, refuse nothing.
+    #[arg(long)]
+    observe: bool,
     /// Print the API's JSON.
     #[arg(long)]
     json: bool,
@@ -599,7 +602,8 @@ fn describe_entry(entry: &Json) -> String {
         "" => String::new(),
         c => format!(" ({c})"),
     };
-    format!("{} {until}{comment}", text(entry, "network"))
+    let observe = if text(entry, "mode") == "observe" { ", observe mode: nothing refused" } else { "" };
+    format!("{} {until}{comment}{observe}", text(entry, "network"))
 }
 
 fn add_entry(client: &AdminClient, (path, verb): (&str, &str), options: &EntryOptions) -> Result<Answer, ClientError> {
@@ -609,6 +613,9 @@ fn add_entry(client: &AdminClient, (path, verb): (&str, &str), options: &EntryOp
     }
     if let Some(comment) = &options.comment {
         body["comment"] = Json::from(comment.as_str());
+    }
+    if options.observe {
+        body["mode"] = Json::from("observe");
     }
     let json = client.post(path, Some(&body))?;
     let text = format!("{verb} {}.\n", describe_entry(&json));

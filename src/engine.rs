@@ -116,22 +116,71 @@ pub struct AllowFacts<'a> {
     pub unknown_source_under_attack: Option<AttackResponse>,
     /// The shared store is unreachable and the policy refuses untrusted logins meanwhile.
     pub refuse_while_store_unreachable: bool,
+    /// What is only observed: decided and recorded, never enforced.
+    pub observing: Observing,
     pub now: Timestamp,
+}
+
+/// The parts of the policy in observe mode (Nauthilus's `mode: observe`, CSF's TESTING): what
+/// they decide is recorded as "would refuse", and the login goes on to the next check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Observing {
+    /// `server.mode = "observe"`: every decision.
+    pub everything: bool,
+    /// The mailbox's rule set is in observe mode. (A blocked-list entry in observe mode is
+    /// `Standing::ObservedBlock`.)
+    pub firewall: bool,
+}
+
+/// What `allow` answers, and the refusal or delay it would have answered where something in
+/// observe mode decided otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ruling {
+    pub decision: Decision,
+    /// The decision with everything observed enforced, when it differs from `decision`
+    /// (always a refusal or a delay).
+    pub observed: Option<Decision>,
+}
+
+/// `decide_allow`, and what observe mode held back: the decision with every observed part
+/// enforced. With `server.mode = "observe"` the answer is always allowed.
+pub fn rule_allow(facts: &AllowFacts<'_>) -> Ruling {
+    let observed_block = matches!(facts.standing, Standing::ObservedBlock(_));
+    if !facts.observing.everything && !facts.observing.firewall && !observed_block {
+        // Nothing observed (nearly every login): one decision.
+        return Ruling { decision: decide(facts, false), observed: None };
+    }
+    let full = decide(facts, true);
+    let enforced = if facts.observing.everything { Decision::Allow(Allowed::Clean) } else { decide(facts, false) };
+    let observed = (full != enforced && !matches!(full, Decision::Allow(_))).then_some(full);
+    Ruling { decision: enforced, observed }
 }
 
 /// Precedence: the admin's blocked list, then the mailbox firewall (the owner's restriction
 /// holds even on the admin's trusted networks), then the trusted list, then an active ban,
 /// then the login's IP+login refusal, then an unreachable store when the policy says so, then the stale-password quarantine,
 /// then the protection of an account under attack.
+/// Parts in observe mode are skipped, as if they were not there; `rule_allow` also tells what
+/// they would have decided.
 pub fn decide_allow(facts: &AllowFacts<'_>) -> Decision {
+    decide(facts, false)
+}
+
+/// The decision, counting the parts in observe mode (`with_observed`) or skipping them.
+fn decide(facts: &AllowFacts<'_>, with_observed: bool) -> Decision {
     let Some(address) = facts.address else {
         return Decision::Allow(Allowed::NoSource);
     };
-    if let Standing::Blocked(network) = facts.standing {
-        return Decision::Reject(Refusal::Blocked { address, network });
+    match facts.standing {
+        Standing::Blocked(network) => return Decision::Reject(Refusal::Blocked { address, network }),
+        Standing::ObservedBlock(network) if with_observed => {
+            return Decision::Reject(Refusal::Blocked { address, network });
+        }
+        _ => {}
     }
     let login = || facts.login.to_string();
-    match facts.firewall {
+    let firewall = if facts.observing.firewall && !with_observed { None } else { facts.firewall };
+    match firewall {
         Some(FirewallOutcome::BlockedByRule(rule)) => {
             return Decision::Reject(Refusal::FirewallRule { rule, login: login() });
         }
@@ -356,6 +405,7 @@ mod tests {
             stale_guess: false,
             refuse_while_store_unreachable: false,
             unknown_source_under_attack: None,
+            observing: Observing::default(),
             now: NOW,
         };
         let decision = decide_allow(&facts);
@@ -396,6 +446,7 @@ mod tests {
         let net = parse_network("203.0.113.0/24").unwrap();
         let decide = |standing, stale_guess, unknown_source_under_attack| {
             let facts = AllowFacts {
+                observing: Observing::default(),
                 address: Some(parse_ip("203.0.113.7").unwrap()),
                 standing,
                 ban: None,
@@ -423,6 +474,7 @@ mod tests {
         let live = ban("203.0.113.7", NOW.plus(Duration::from_secs(600)));
         let decide = |standing, ban, refuse_while_store_unreachable| {
             let facts = AllowFacts {
+                observing: Observing::default(),
                 address: Some(parse_ip("203.0.113.7").unwrap()),
                 standing,
                 ban,
@@ -472,6 +524,7 @@ mod tests {
             stale_guess: false,
             refuse_while_store_unreachable: false,
             unknown_source_under_attack: None,
+            observing: Observing::default(),
             now: NOW,
         };
         match decide_allow(&facts) {
@@ -562,6 +615,7 @@ mod tests {
                 stale_guess: true,
                 refuse_while_store_unreachable: false,
                 unknown_source_under_attack: None,
+                observing: Observing::default(),
                 now: NOW,
             })
         };
@@ -577,5 +631,57 @@ mod tests {
         let mut ended = refusal.clone();
         ended.expires_at = NOW;
         assert_eq!(decide(Standing::Unlisted, None, Some(&ended)).reason(), "stale_password");
+    }
+
+    #[test]
+    fn observe_mode_allows_and_tells_what_it_would_have_refused() {
+        let live = ban("203.0.113.7", NOW.plus(Duration::from_secs(600)));
+        let net = parse_network("203.0.113.0/24").unwrap();
+        let facts = |standing, ban: Option<&'static Ban>, firewall, observing| AllowFacts {
+            address: Some(parse_ip("203.0.113.7").unwrap()),
+            standing,
+            ban,
+            login_refusal: None,
+            firewall,
+            login: "alice@example.com",
+            stale_guess: false,
+            refuse_while_store_unreachable: false,
+            unknown_source_under_attack: None,
+            observing,
+            now: NOW,
+        };
+        let live: &'static Ban = Box::leak(Box::new(live));
+        let label = |d: &Decision| format!("{}/{}", d.verdict(), d.reason());
+        let everything = Observing { everything: true, firewall: false };
+
+        // server.mode = "observe": a ban is recorded, the login goes on.
+        let ruling = rule_allow(&facts(Standing::Unlisted, Some(live), None, everything));
+        assert_eq!(label(&ruling.decision), "allow/none");
+        assert_eq!(ruling.observed.as_ref().map(label).as_deref(), Some("reject/ban"));
+        // Nothing to hold back: nothing observed.
+        assert_eq!(rule_allow(&facts(Standing::Unlisted, None, None, everything)).observed, None);
+
+        // A blocked entry in observe mode: recorded, and the ban after it still refuses.
+        let ruling = rule_allow(&facts(Standing::ObservedBlock(net), Some(live), None, Observing::default()));
+        assert_eq!(label(&ruling.decision), "reject/ban");
+        assert_eq!(ruling.observed.as_ref().map(label).as_deref(), Some("reject/blocked"));
+        let ruling = rule_allow(&facts(Standing::ObservedBlock(net), None, None, Observing::default()));
+        assert_eq!(
+            (label(&ruling.decision), ruling.observed.as_ref().map(label)),
+            ("allow/none".into(), Some("reject/blocked".into()))
+        );
+
+        // A rule set in observe mode: its rule is recorded, not enforced.
+        let observed_rules = Observing { everything: false, firewall: true };
+        let rule = Some(FirewallOutcome::BlockedByRule(2));
+        let ruling = rule_allow(&facts(Standing::Unlisted, None, rule, observed_rules));
+        assert_eq!(label(&ruling.decision), "allow/none");
+        assert_eq!(
+            ruling.observed,
+            Some(Decision::Reject(Refusal::FirewallRule { rule: 2, login: "alice@example.com".into() }))
+        );
+        // The same rule set enforcing refuses and holds nothing back.
+        let ruling = rule_allow(&facts(Standing::Unlisted, None, rule, Observing::default()));
+        assert_eq!((label(&ruling.decision), ruling.observed), ("reject/firewall_rule".into(), None));
     }
 }

@@ -41,10 +41,13 @@ pub enum EventKind {
     SelfUnblock,
     /// A login refused while the shared store was unreachable (`store.on_store_error = "reject"`).
     StoreUnavailable,
+    /// A webhook endpoint failed `notify::webhooks::FAILING_AFTER` times in a row (noted once
+    /// per run of failures, not per attempt).
+    WebhookFailing,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::Ban,
         EventKind::Blocked,
         EventKind::FirewallRule,
@@ -60,6 +63,7 @@ impl EventKind {
         EventKind::StoreUnavailable,
         EventKind::LoginRefused,
         EventKind::LoginRefusalPlaced,
+        EventKind::WebhookFailing,
     ];
 
     pub fn label(self) -> &'static str {
@@ -79,6 +83,7 @@ impl EventKind {
             EventKind::StoreUnavailable => "store_unavailable",
             EventKind::LoginRefused => "login_refused",
             EventKind::LoginRefusalPlaced => "login_refusal_placed",
+            EventKind::WebhookFailing => "webhook_failing",
         }
     }
 
@@ -99,6 +104,9 @@ pub struct Event {
     pub rule: Option<u32>,
     /// What the user was told, or what was done.
     pub detail: String,
+    /// Decided by a part of the policy in observe mode: the login was not refused ("would
+    /// refuse").
+    pub observed: bool,
 }
 
 /// What one stored event counts for beyond its text: its time, kind, rule and the store's
@@ -135,6 +143,8 @@ pub struct EventFilter {
     pub domain: Option<String>,
     pub kind: Option<EventKind>,
     pub since: Option<Timestamp>,
+    /// Only "would refuse" records of observe mode (`true`), or only real refusals (`false`).
+    pub observed: Option<bool>,
     /// Newest first, at most this many.
     pub limit: usize,
     /// After skipping this many matches.

@@ -628,10 +628,7 @@ impl FailureTracker {
         let tags = self.tags();
         self.histories.rekey(
             now,
-            |source| {
-                let regrouped = grouping.source_of(source.network().addr());
-                (regrouped.network().prefix_len() <= source.network().prefix_len()).then_some(regrouped)
-            },
+            |source| grouping.regroup(*source),
             |history, other| history.merge(other, now, &counting, tags),
             |history| history.needed_until(&counting),
         )

@@ -303,6 +303,9 @@ pub struct RuleSet {
     pub rules: Vec<Rule>,
     pub default: Action,
     pub protocols: Protocols,
+    /// Observe mode: what the rules would refuse is recorded ("would refuse"), nothing is
+    /// refused. A customer trials "only France" for a week this way.
+    pub observe: bool,
 }
 
 /// What evaluation needs to know about the address.
@@ -386,6 +389,9 @@ pub struct StoredRuleSet {
     /// Evaluated top to bottom; the first match decides.
     #[serde(default)]
     pub rules: Vec<RuleSpec>,
+    /// `enforce` (the default) or `observe`: only record what the rules would refuse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 fn mail_app_protocols() -> Vec<String> {
@@ -436,7 +442,18 @@ impl StoredRuleSet {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(RuleSet { rules, default, protocols })
+        let observe = match self.mode.as_deref() {
+            None | Some("enforce") => false,
+            Some("observe") => true,
+            Some(other) => {
+                return Err(RuleSetError {
+                    location: "mode".into(),
+                    field: "mode",
+                    message: format!("{other:?} is neither \"enforce\" nor \"observe\""),
+                });
+            }
+        };
+        Ok(RuleSet { rules, default, protocols, observe })
     }
 }
 
@@ -446,6 +463,7 @@ impl From<&RuleSet> for StoredRuleSet {
             default: set.default.label().to_string(),
             protocols: set.protocols.names(),
             rules: set.rules.iter().map(Rule::spec).collect(),
+            mode: set.observe.then(|| "observe".to_string()),
         }
     }
 }
@@ -574,6 +592,7 @@ mod tests {
     fn alice_rules() -> RuleSet {
         // The example from the issue: the office network, then no hosting/VPN, then FR and BE.
         RuleSet {
+            observe: false,
             rules: vec![
                 rule(r#"{"action":"allow","network":"198.51.100.0/24"}"#),
                 rule(r#"{"action":"block","non_residential":true}"#),
@@ -603,6 +622,7 @@ mod tests {
     #[test]
     fn every_criterion_matches_v4_and_v6() {
         let set = RuleSet {
+            observe: false,
             rules: vec![
                 rule(r#"{"action":"block","address":"2001:db8::7"}"#),
                 rule(r#"{"action":"allow","network":"2001:db8::/32"}"#),
@@ -661,7 +681,7 @@ mod tests {
         let set = |key: &str, default| KeyedRuleSet {
             key: key.into(),
             origin: RuleSetOrigin::PolicyFile,
-            rule_set: RuleSet { rules: vec![], default, protocols: Protocols::MAIL_APPS },
+            rule_set: RuleSet { observe: false, rules: vec![], default, protocols: Protocols::MAIL_APPS },
         };
         let firewall =
             Firewall::build([set("@example.com", Action::Block), set("alice@example.com", Action::Allow)], &[]);
@@ -679,7 +699,12 @@ mod tests {
         let file = KeyedRuleSet {
             key: "alice@example.com".into(),
             origin: RuleSetOrigin::PolicyFile,
-            rule_set: RuleSet { rules: vec![], default: Action::Block, protocols: Protocols::MAIL_APPS },
+            rule_set: RuleSet {
+                observe: false,
+                rules: vec![],
+                default: Action::Block,
+                protocols: Protocols::MAIL_APPS,
+            },
         };
         let api = KeyedRuleSet {
             origin: RuleSetOrigin::Api,
@@ -708,7 +733,12 @@ mod tests {
         let set = |written: &str| KeyedRuleSet {
             key: parse_key(written).unwrap(),
             origin: RuleSetOrigin::PolicyFile,
-            rule_set: RuleSet { rules: vec![], default: Action::Block, protocols: Protocols::MAIL_APPS },
+            rule_set: RuleSet {
+                observe: false,
+                rules: vec![],
+                default: Action::Block,
+                protocols: Protocols::MAIL_APPS,
+            },
         };
         let firewall = Firewall::build([set("ÄRZTE@example.de"), set("Jörg@Example.com"), set("@ÉCOLE.fr")], &[]);
         // Dovecot's lowercasing leaves non-ASCII letters as they were typed.

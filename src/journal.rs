@@ -126,6 +126,7 @@ impl Journal {
             EventKind::AttackStarted => log!("account under a distributed attack"),
             EventKind::AccountExpired | EventKind::AccountDisabled => log!("login to an unusable account"),
             EventKind::SelfUnblock => log!("address unblocked by its user"),
+            EventKind::WebhookFailing => log!("a webhook endpoint keeps failing"),
             EventKind::AccountUnderAttack if event.detail.starts_with("delayed") => {
                 log!("login delayed")
             }

@@ -21,6 +21,8 @@ pub mod logging;
 pub mod login;
 pub mod metrics;
 pub mod network;
+pub mod nftables;
+pub mod notify;
 pub mod principal;
 pub mod printable;
 #[cfg(test)]

@@ -14,6 +14,21 @@ const DURATION_BUCKETS: &[f64] = &[
     0.5, 1.0,
 ];
 
+/// The `reason` label of `allow`'s answers: the three allowed ones, then every refusal.
+const DECISION_REASONS: &[&str] = &[
+    "none",
+    "trusted",
+    "no_source",
+    "ban",
+    "login_refused",
+    "blocked",
+    "firewall_rule",
+    "firewall_default",
+    "stale_password",
+    "account_under_attack",
+    "store_unavailable",
+];
+
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
@@ -28,6 +43,8 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     /// `allow` answers by verdict, reason and protocol.
     pub decisions: IntCounterVec,
+    /// What observe mode held back: the refusals and delays that were not enforced.
+    pub observed_decisions: IntCounterVec,
     /// Reports by how they were treated (`success`, `failure`, `policy_reject`, ...).
     pub reports: IntCounterVec,
     /// Bans placed, by reason.
@@ -45,6 +62,8 @@ pub struct Metrics {
     pub list_entries: IntGaugeVec,
     /// Policy reloads by result.
     pub config_reloads: IntCounterVec,
+    /// `nft -f` batches applied to the host firewall, by result.
+    pub nftables_batches: IntCounterVec,
     pub geoip: GeoIpMetrics,
     /// Block-log events by reason and result (`stored`, `dropped`).
     pub events: IntCounterVec,
@@ -74,6 +93,9 @@ pub struct Metrics {
     pub cluster_shared_counts: IntCounterVec,
     /// Changes announced by other nodes and applied here, by kind.
     pub cluster_announcements: IntCounterVec,
+    /// Notices on the internal stream by type and result (`published`, `dropped`).
+    pub notifications: IntCounterVec,
+    pub webhooks: crate::notify::webhooks::WebhookMetrics,
 }
 
 /// The GeoIP databases' metrics, handed to `geoip::GeoIp`.
@@ -196,6 +218,7 @@ impl Metrics {
         #[cfg(target_os = "linux")]
         r.registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         let event_reasons: Vec<&str> = crate::events::EventKind::ALL.iter().map(|kind| kind.label()).collect();
+        let notice_types = crate::notify::NoticeKind::labels();
 
         let metrics = Metrics {
             requests: r.counter(
@@ -209,22 +232,16 @@ impl Metrics {
                 "Answers to allow requests by verdict, reason and protocol.",
                 &[
                     ("verdict", &["allow", "delay", "reject"]),
-                    (
-                        "reason",
-                        &[
-                            "none",
-                            "trusted",
-                            "no_source",
-                            "ban",
-                            "login_refused",
-                            "blocked",
-                            "firewall_rule",
-                            "firewall_default",
-                            "stale_password",
-                            "account_under_attack",
-                            "store_unavailable",
-                        ],
-                    ),
+                    ("reason", DECISION_REASONS),
+                    ("protocol", PROTOCOLS),
+                ],
+            )?,
+            observed_decisions: r.counter(
+                "mailwarden_observed_decisions_total",
+                "Refusals and delays observe mode held back (the login was allowed), by verdict, reason and protocol.",
+                &[
+                    ("verdict", &["delay", "reject"]),
+                    ("reason", &DECISION_REASONS[3..]),
                     ("protocol", PROTOCOLS),
                 ],
             )?,
@@ -308,6 +325,7 @@ impl Metrics {
                             "delete_firewall_rules",
                             "read_events",
                             "read_known_sources",
+                            "load_known_sources",
                             "read_self_service_key",
                             "spend_challenge",
                             "read_self_unblocks",
@@ -338,6 +356,11 @@ impl Metrics {
             config_reloads: r.counter(
                 "mailwarden_config_reloads_total",
                 "Policy reloads by result (success, failure).",
+                &[("result", SUCCESS_OR_FAILURE)],
+            )?,
+            nftables_batches: r.counter(
+                "mailwarden_nftables_batches_total",
+                "Batches applied to the host firewall's nftables sets, by result (success, failure).",
                 &[("result", SUCCESS_OR_FAILURE)],
             )?,
             tracked_source_evictions: r.counter(
@@ -411,6 +434,23 @@ impl Metrics {
                     &[("database", &["country", "asn", "anonymous", "asn_list", "network_list"]), ("result", SUCCESS_OR_FAILURE)],
                 )?,
             },
+            notifications: r.counter(
+                "mailwarden_notifications_total",
+                "Notices on the internal stream every notifier reads, by type and result (published, dropped: the queue was full).",
+                &[("type", &notice_types), ("result", &["published", "dropped"])],
+            )?,
+            webhooks: crate::notify::webhooks::WebhookMetrics {
+                deliveries: r.counter(
+                    "mailwarden_webhook_deliveries_total",
+                    "Webhook delivery attempts by endpoint (its name in policy.toml) and result (delivered, failed: retried later, expired: dropped at the deadline, queue_full: dropped, never queued).",
+                    &[("endpoint", &[]), ("result", &["delivered", "failed", "expired", "queue_full"])],
+                )?,
+                queued: r.gauge_vec(
+                    "mailwarden_webhook_queued",
+                    "Notices waiting in the outbox for delivery, by endpoint.",
+                    &[("endpoint", &[])],
+                )?,
+            },
             catalogue: Arc::new(r.catalogue),
             registry: r.registry,
         };
@@ -423,6 +463,9 @@ impl Metrics {
         }
         for reason in ["missing", "wrong", "rate_limited"] {
             metrics.admin_auth_failures.with_label_values(&[reason]);
+        }
+        for result in SUCCESS_OR_FAILURE {
+            metrics.nftables_batches.with_label_values(&[result]);
         }
         Ok(metrics)
     }

@@ -105,6 +105,14 @@ impl SourceGrouping {
         };
         Source(net.trunc())
     }
+
+    /// `source`, taken under an earlier grouping, as a source of this one: the same or a
+    /// wider network; `None` when this grouping is narrower (which of its sources it was
+    /// cannot be told).
+    pub fn regroup(self, source: Source) -> Option<Source> {
+        let regrouped = self.source_of(source.network().addr());
+        (regrouped.network().prefix_len() <= source.network().prefix_len()).then_some(regrouped)
+    }
 }
 
 /// A set of networks, each with a value, matched by longest prefix. Lookups cost one hash

@@ -17,6 +17,7 @@ use crate::config::{Policy, StoreBackend};
 use crate::geoip::{GeoIp, GeoIpError};
 use crate::http;
 use crate::metrics::Metrics;
+use crate::nftables::Enforcer;
 use crate::reload::Reloader;
 use crate::store::{RedisStore, SqliteStore, Store, StoreError};
 use crate::warden::{OpenError, Warden};
@@ -64,6 +65,8 @@ pub enum ServeError {
     GeoIp(#[from] GeoIpError),
     #[error("cannot set up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("nftables.enabled = true, but the host firewall cannot be programmed: {0}")]
+    Nftables(#[from] crate::nftables::NftError),
     #[error("server stopped with an error: {0}")]
     Runtime(io::Error),
 }
@@ -98,8 +101,19 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
     let metrics = Metrics::new()?;
     let geoip = GeoIp::open(&policy.geoip, metrics.geoip.clone())?;
     let geoip_every = policy.geoip_check_every;
+    let nftables = policy.nftables.clone();
     let warden = Warden::open(policy, store, Arc::new(SystemClock), metrics, geoip)?;
     tracing::info!(bans = warden.bans().len(), store = warden.store_backend(), "state loaded");
+    let enforcer = if nftables.enabled {
+        let warden = warden.clone();
+        let enforcer = web::block(move || Enforcer::start(&warden, nftables))
+            .await
+            .map_err(|e| ServeError::Runtime(io::Error::other(e.to_string())))??;
+        tracing::info!("host firewall programmed (nftables)");
+        Some(enforcer)
+    } else {
+        None
+    };
     let cluster = redis.map(|redis| Arc::new(Cluster::start(&warden, redis, refresh_every)));
     let data = web::Data::new(warden.clone());
     let reloader = web::Data::new(Reloader::new(config_path, warden.clone()));
@@ -175,6 +189,9 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
     }
     if let Some(cluster) = cluster {
         let _ = web::block(move || cluster.stop()).await;
+    }
+    if let Some(enforcer) = enforcer {
+        let _ = web::block(move || enforcer.stop()).await;
     }
     let closing = warden.clone();
     match web::block(move || closing.close()).await {

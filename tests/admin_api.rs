@@ -484,6 +484,7 @@ fn the_served_openapi_document_is_valid_and_every_route_answers_as_it_describes(
         ("post", "/api/v1/reload", None),
         ("get", "/api/v1/decide?ip=203.0.113.7", None),
         ("get", "/api/v1/bans?limit=10", None),
+        ("get", "/api/v1/bans.txt", None),
         ("get", "/api/v1/bans/203.0.113.7", None),
         ("delete", "/api/v1/bans/203.0.113.7", None),
         ("post", "/api/v1/logins/alice@example.com/reset", None),
@@ -528,6 +529,8 @@ fn the_served_openapi_document_is_valid_and_every_route_answers_as_it_describes(
         assert!(documented.is_object(), "{method} {url} answered {status}, which it does not document: {answer}");
         if documented["content"]["application/json"].is_object() {
             json(&answer);
+        } else if path == "/api/v1/bans.txt" {
+            assert_eq!(answer, "203.0.113.7\n", "{method} {url}");
         } else {
             assert!(answer.contains("mailwarden_build_info"), "{method} {url}");
         }

@@ -358,3 +358,36 @@ fn a_token_created_on_one_node_works_on_the_other_and_its_revocation_holds_there
     let audit = json(&b.admin("GET", "/api/v1/audit?action=token_revoked").1);
     assert_eq!(audit["records"][0]["target"], "desk", "one audit trail for the cluster: {audit}");
 }
+
+#[test]
+fn each_node_announces_to_its_webhooks_only_what_it_did_itself() {
+    let Some(redis) = RedisServer::start() else { return };
+    let urls = vec![redis.url()];
+    let secret = "cluster-webhook-secret-0123";
+    let receivers = [
+        support::webhook_receiver::Receiver::start(0, secret, 0),
+        support::webhook_receiver::Receiver::start(0, secret, 0),
+    ];
+    let with_endpoint = |receiver: &support::webhook_receiver::Receiver| {
+        let endpoint = format!(
+            "[webhooks.siem]\nurl = \"{}\"\nsecret = \"{secret}\"\nevents = [\"ban_placed\", \"ban_lifted\"]\n",
+            receiver.url()
+        );
+        Mailwarden::start_with(&format!("{}\n{endpoint}", store_toml(&urls, false)))
+    };
+    let (a, b) = (with_endpoint(&receivers[0]), with_endpoint(&receivers[1]));
+    for _ in 0..5 {
+        fail(&a, "127.0.0.20", "alice@example.com");
+    }
+    within(Duration::from_secs(5), "node b adopts the ban", || status(&b, "127.0.0.20", "alice@example.com") == -1);
+    assert_eq!(b.admin("DELETE", "/api/v1/bans/127.0.0.20").0, 200);
+    let kinds = |receiver: &support::webhook_receiver::Receiver| {
+        receiver.received().iter().map(|r| r.kind().to_string()).collect::<Vec<_>>()
+    };
+    receivers[0].wait_until(Duration::from_secs(10), |got| !got.is_empty());
+    receivers[1].wait_until(Duration::from_secs(10), |got| !got.is_empty());
+    // Time for a notice announced twice to arrive.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(kinds(&receivers[0]), ["ban_placed"], "node a placed the ban and did not lift it");
+    assert_eq!(kinds(&receivers[1]), ["ban_lifted"], "node b lifted the ban it had adopted");
+}

@@ -184,6 +184,33 @@ fn stdout(output: &std::process::Output) -> String {
 }
 
 #[test]
+fn an_office_keeps_the_tolerance_it_earned_across_a_restart() {
+    let mut mw = Mailwarden::start();
+    let office = "198.51.100.30";
+    for n in 0..4 {
+        succeed(&mw, office, &format!("colleague{n}@example.com"));
+    }
+    // The known sources reach the store in the block log's next batch.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    mw.restart();
+    // Six colleagues mistype their password once each: six distinct wrong guesses, one more
+    // than a stranger may make, and the office is not banned.
+    for n in 0..6 {
+        fail(&mw, office, &format!("typo{n}@example.com"), &fresh_pwhash());
+    }
+    assert_eq!(allow(&mw, office, "colleague0@example.com", "00900d")["status"], 0, "the office still logs in");
+    let why = json(&mw.admin("GET", &format!("/api/v1/why?ip={office}")).1);
+    let tolerance =
+        why["lines"].as_array().unwrap().iter().filter_map(Value::as_str).find(|l| l.starts_with("tolerance:"));
+    assert!(tolerance.is_some_and(|l| l.contains("instead of 5")), "{why}");
+    // A stranger is banned at five, restart or not.
+    for _ in 0..5 {
+        fail(&mw, "198.51.100.31", "alice@example.com", &fresh_pwhash());
+    }
+    assert_eq!(allow(&mw, "198.51.100.31", "alice@example.com", "00900d")["status"], -1);
+}
+
+#[test]
 fn an_office_where_one_colleague_is_guessed_five_times_refuses_that_login_only_until_the_cli_lifts_it() {
     let mut mw = Mailwarden::start();
     let office = "198.51.100.20";

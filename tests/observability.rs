@@ -161,6 +161,10 @@ fn drive_an_attack_and_its_handling(mw: &Mailwarden, paths: &FixturePaths, polic
     }
     assert_eq!(mw.admin_post("/api/v1/trusted", Some(r#"{"network":"198.51.100.77"}"#)).0, 201);
     assert_eq!(allow(mw, "carol@example.org", "198.51.100.77", "pop3"), 0);
+    // A blocked entry on trial (observe mode): its address logs in, recorded as "would refuse".
+    let observed = r#"{"network":"192.0.2.200","mode":"observe"}"#;
+    assert_eq!(mw.admin_post("/api/v1/blocks", Some(observed)).0, 201);
+    assert_eq!(allow(mw, "carol@example.org", "192.0.2.200", "imap"), 0);
 
     // Guessing: a source banned after five distinct wrong passwords, unbanned by the admin,
     // and banned again at once, for longer; sources that fail once (each on another account)
@@ -507,7 +511,10 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus_after_an_attack() {
     let geoip_dir = mw.dir.path().join("geoip");
     fs::create_dir_all(&geoip_dir).expect("create the GeoIP folder");
     let paths = write_fixtures(&geoip_dir);
-    let policy = format!("{}\n{POLICY}", geoip_section(&paths));
+    // A webhook endpoint, so the notification panels have deliveries to show.
+    let receiver = support::webhook_receiver::Receiver::start(0, "observability-secret-0123", 0);
+    let webhook = format!("[webhooks.siem]\nurl = \"{}\"\nsecret = \"observability-secret-0123\"\n", receiver.url());
+    let policy = format!("{}\n{POLICY}\n{webhook}", geoip_section(&paths));
     let public_port = support::mailwarden::free_port();
     mw.write_config(&format!("public_listen = \"127.0.0.1:{public_port}\"\n"), &policy);
     mw.restart();

@@ -84,6 +84,7 @@ fn ban(address: &str, expires_in_ms: i64) -> Ban {
 
 fn entry(list: ListKind, network: &str, expires_at: Option<Timestamp>) -> AccessEntry {
     AccessEntry {
+        observe: false,
         list,
         network: network.parse().unwrap(),
         comment: "office".into(),
@@ -96,6 +97,7 @@ fn entry(list: ListKind, network: &str, expires_at: Option<Timestamp>) -> Access
 
 fn event(at: i64, kind: EventKind, ip: &str, login: &str) -> Event {
     Event {
+        observed: false,
         at: Timestamp(at),
         kind,
         login: login.into(),
@@ -109,7 +111,12 @@ fn event(at: i64, kind: EventKind, ip: &str, login: &str) -> Event {
 
 fn rule_set() -> RuleSet {
     let spec: RuleSpec = serde_json::from_str(r#"{"action":"block","country":["CN"]}"#).unwrap();
-    RuleSet { rules: vec![spec.parse().unwrap()], default: Action::Allow, protocols: Protocols::MAIL_APPS }
+    RuleSet {
+        observe: false,
+        rules: vec![spec.parse().unwrap()],
+        default: Action::Allow,
+        protocols: Protocols::MAIL_APPS,
+    }
 }
 
 /// Runs a raw command through the store's connection (to plant or inspect keys).
@@ -272,6 +279,21 @@ fn check_known_sources_keep_the_latest_success_and_are_bounded_per_account(targe
     );
     assert_eq!(store.known_sources("alice", Timestamp(25), 10).unwrap(), vec![source("203.0.113.7")]);
     assert_eq!(store.known_sources("alice", Timestamp(0), 1).unwrap(), vec![source("203.0.113.7")]);
+    let pair = |k: &KnownSource| (k.login.clone(), k.source.to_string(), k.at.0);
+    assert_eq!(
+        store.recent_known_sources(Timestamp(12), 10).unwrap().iter().map(pair).collect::<Vec<_>>(),
+        vec![
+            ("bob".into(), "192.0.2.1".into(), 15),
+            ("alice".into(), "198.51.100.7".into(), 20),
+            ("alice".into(), "203.0.113.7".into(), 30)
+        ],
+        "every account's sources since then, oldest first"
+    );
+    assert_eq!(
+        store.recent_known_sources(Timestamp(0), 2).unwrap().iter().map(pair).collect::<Vec<_>>(),
+        vec![("alice".into(), "198.51.100.7".into(), 20), ("alice".into(), "203.0.113.7".into(), 30)],
+        "the newest within the limit"
+    );
     assert_eq!(store.prune_known_sources(Timestamp(0), 1).unwrap(), 1);
     assert_eq!(store.known_sources("alice", Timestamp(0), 10).unwrap(), vec![source("203.0.113.7")]);
     assert_eq!(store.prune_known_sources(Timestamp(16), 10).unwrap(), 1, "bob's is too old");

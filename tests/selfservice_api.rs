@@ -484,3 +484,23 @@ fn a_proxy_header_that_is_no_header_name_is_refused_with_its_key() {
     mw.write_config("proxy_header = \"X-Real-IP\"\n", "");
     assert!(mw.cli(&["check-config"]).status.success(), "any header name, in any case");
 }
+
+#[test]
+fn a_self_unblock_is_announced_to_the_webhooks_as_an_unblock_and_a_lifted_ban() {
+    let secret = "selfservice-secret-0123";
+    let receiver = support::webhook_receiver::Receiver::start(0, secret, 0);
+    let endpoint = format!(
+        "[webhooks.siem]\nurl = \"{}\"\nsecret = \"{secret}\"\nevents = [\"self_unblock\", \"ban_lifted\"]\n",
+        receiver.url()
+    );
+    let (mw, base) = start("", &endpoint);
+    ban(&mw, "127.0.0.1");
+    let (status, answer) = solve_and_unblock(&base);
+    assert_eq!(status, 200, "{answer}");
+    let received = receiver.wait_until(std::time::Duration::from_secs(10), |got| got.len() >= 2);
+    assert!(received.iter().all(|r| r.verified && r.body["facts"]["source"] == "127.0.0.1"), "{received:#?}");
+    let unblock = received.iter().find(|r| r.kind() == "self_unblock").expect("a self_unblock notice");
+    assert_eq!(unblock.body["actor"], Value::Null);
+    let lifted = received.iter().find(|r| r.kind() == "ban_lifted").expect("a ban_lifted notice");
+    assert_eq!(lifted.body["facts"]["cause"], "self_service");
+}

@@ -22,6 +22,8 @@ use crate::events::Retention;
 use crate::firewall::{KeyedRuleSet, RuleSetOrigin, StoredRuleSet, parse_key};
 use crate::geoip::GeoIpSettings;
 use crate::network::{SourceGrouping, parse_network};
+use crate::nftables::NftablesSettings;
+use crate::notify::webhooks::{self, WebhookSettings};
 use crate::secrets::{AuthSettings, Secret};
 use crate::selfservice::SelfServiceSettings;
 use crate::store::{RedisSettings, mask_url};
@@ -69,7 +71,11 @@ pub struct Policy {
     pub events: Retention,
     pub messages: Messages,
     pub log: LogSettings,
+    /// `[webhooks.NAME]`: where notices are sent, in the file's order.
+    pub webhooks: Vec<WebhookSettings>,
     pub store: StoreSettings,
+    /// Enforcement at the host firewall (`[nftables]`).
+    pub nftables: NftablesSettings,
     /// Every setting's value as checked against the table, defaults filled in: what
     /// `describe` prints and what a reload compares.
     pub values: Values,
@@ -130,6 +136,8 @@ pub struct ServerSettings {
     pub client_timeout: Duration,
     /// Open connections each listener accepts; past it new ones wait.
     pub max_connections: usize,
+    /// `server.mode = "observe"`: every decision is recorded, none enforced.
+    pub observe: bool,
 }
 
 /// The `[networks]` lists as written in the file; `access` combines them with the API's.
@@ -137,6 +145,8 @@ pub struct ServerSettings {
 pub struct FileNetworks {
     pub trusted: Vec<IpNet>,
     pub blocked: Vec<IpNet>,
+    /// Blocked networks in observe mode.
+    pub blocked_observe: Vec<IpNet>,
     /// Webmail servers: logins whose TCP peer (`real_remote`) is here skip the mailbox firewall.
     pub webmail: Vec<IpNet>,
 }
@@ -326,6 +336,7 @@ impl Policy {
             }
             let value = self.values.get(setting.key);
             match (name, value) {
+                (None, Value::Tree(_)) if setting.kind == Kind::Webhooks => self.describe_webhooks(&mut out),
                 (None, Value::Tree(_)) => self.describe_rule_sets(&mut out),
                 (Some(name), Value::TextTable(table)) => {
                     let _ = writeln!(out, "# {}", setting.description);
@@ -353,6 +364,26 @@ impl Policy {
             }
         }
         out
+    }
+
+    /// Each endpoint with its secret masked.
+    fn describe_webhooks(&self, out: &mut String) {
+        for endpoint in &self.webhooks {
+            let _ = writeln!(out, "\n[webhooks.{}]", endpoint.name);
+            let _ = writeln!(out, "url = {}", quote(&mask_url(&endpoint.url)));
+            let _ = writeln!(out, "secret = {}", quote("********"));
+            let events: Vec<String> = endpoint.events.iter().map(|k| quote(k.label())).collect();
+            let _ = writeln!(out, "events = [{}]", events.join(", "));
+            for (key, value) in [
+                ("timeout", endpoint.timeout),
+                ("first_retry", endpoint.first_retry),
+                ("max_retry_interval", endpoint.max_retry_interval),
+                ("deadline", endpoint.deadline),
+            ] {
+                let _ = writeln!(out, "{key} = {}", quote(&humantime::format_duration(value).to_string()));
+            }
+            let _ = writeln!(out, "max_queued = {}", endpoint.max_queued);
+        }
     }
 
     fn describe_rule_sets(&self, out: &mut String) {
@@ -402,6 +433,38 @@ fn masked_urls(value: &Value) -> Value {
         Value::Text(url) => Value::Text(mask_url(url)),
         Value::List(urls) => Value::List(urls.iter().map(|u| mask_url(u)).collect()),
         other => other.clone(),
+    }
+}
+
+/// A name `nft` takes unquoted: a letter, then letters, digits and underscores.
+fn is_nft_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && name.len() <= 200
+}
+
+/// `[nftables]`: the names `nft` will see and the guarded ports.
+fn nftables_settings(v: &Values, problem: &mut impl FnMut(&str, String)) -> NftablesSettings {
+    for key in ["nftables.table", "nftables.set"] {
+        if !is_nft_name(v.text(key)) {
+            problem(key, format!("{:?} is not an nftables name (a letter, then letters, digits or _)", v.text(key)));
+        }
+    }
+    let mut ports = Vec::new();
+    for (i, port) in v.list("nftables.ports").iter().enumerate() {
+        match port.trim().parse::<u16>() {
+            Ok(port) if port > 0 && !ports.contains(&port) => ports.push(port),
+            Ok(port) if port > 0 => problem(&format!("nftables.ports[{i}]"), format!("{port} is listed twice")),
+            _ => problem(&format!("nftables.ports[{i}]"), format!("{port:?} is not a TCP port (1 to 65535)")),
+        }
+    }
+    NftablesSettings {
+        enabled: v.bool("nftables.enabled"),
+        table: v.text("nftables.table").to_string(),
+        set: v.text("nftables.set").to_string(),
+        ports,
+        resync_every: v.duration("nftables.resync_every"),
     }
 }
 
@@ -482,8 +545,13 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
     let file_networks = FileNetworks {
         trusted: networks("networks.trusted", true),
         blocked: networks("networks.blocked", true),
+        blocked_observe: networks("networks.blocked_observe", true),
         webmail: networks("networks.webmail", true),
     };
+
+    for net in file_networks.blocked_observe.iter().filter(|net| file_networks.blocked.contains(net)) {
+        problem("networks.blocked_observe", format!("{net} is also in networks.blocked; keep it in one of the two"));
+    }
 
     let response = match v.text("account_protection.action") {
         "reject" => AttackResponse::Reject,
@@ -503,6 +571,9 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
     }
 
     let mut mailboxes = Vec::new();
+    // Keys are compared as logins are (`login::key`): two spellings of one mailbox would leave
+    // one of the two rule sets silently unused.
+    let mut spellings: HashMap<String, &str> = HashMap::new();
     for (written, given) in v.tree("mailboxes").into_iter().flatten() {
         let key = match parse_key(written) {
             Ok(key) => key,
@@ -511,6 +582,13 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
                 continue;
             }
         };
+        if let Some(first) = spellings.insert(key.clone(), written) {
+            problem(
+                &format!("mailboxes.{written:?}"),
+                format!("the same mailbox as mailboxes.{first:?} (mailboxes are compared without case); keep one"),
+            );
+            continue;
+        }
         let stored: StoredRuleSet = match serde_path_to_error::deserialize(given.clone()) {
             Ok(stored) => stored,
             Err(e) => {
@@ -523,6 +601,19 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
         match stored.parse() {
             Ok(rule_set) => mailboxes.push(KeyedRuleSet { key, origin: RuleSetOrigin::PolicyFile, rule_set }),
             Err(e) => problem(&format!("mailboxes.{written:?}"), e.to_string()),
+        }
+    }
+
+    let mut endpoints = Vec::new();
+    for (name, given) in v.tree("webhooks").into_iter().flatten() {
+        match webhooks::parse(name, given) {
+            Ok(endpoint) => endpoints.push(endpoint),
+            Err(found) => {
+                for (key, message) in found {
+                    let at = if key.is_empty() { String::new() } else { format!(".{key}") };
+                    problem(&format!("webhooks.{name:?}{at}"), message);
+                }
+            }
         }
     }
 
@@ -569,6 +660,7 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
     }
     let format = if v.text("log.format") == "json" { LogFormat::Json } else { LogFormat::Text };
     let store = store_settings(v, &mut problem);
+    let nftables = nftables_settings(v, &mut problem);
 
     let count = |key: &str| usize::try_from(v.integer(key)).unwrap_or(usize::MAX);
     let small = |key: &str| u32::try_from(v.integer(key)).unwrap_or(u32::MAX);
@@ -586,6 +678,7 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
             proxy_header,
             client_timeout: v.duration("server.client_timeout"),
             max_connections: count("server.max_connections"),
+            observe: v.text("server.mode") == "observe",
         },
         self_service: SelfServiceSettings {
             max_unblocks_per_day: small("self_service.max_unblocks_per_day"),
@@ -655,6 +748,8 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
         messages: messages?,
         log: LogSettings { level: v.text("log.level").to_string(), format },
         store: store?,
+        webhooks: endpoints,
+        nftables,
         base_dir: base_dir.to_path_buf(),
         values,
     };
@@ -787,6 +882,67 @@ mod tests {
     }
 
     #[test]
+    fn two_spellings_of_one_mailbox_are_refused_naming_both() {
+        let text = problems(
+            "[mailboxes.\"Alice@Example.com\"]\ndefault = \"block\"\n[mailboxes.\"alice@example.com\"]\ndefault = \"allow\"\n",
+        );
+        assert!(
+            text.contains("mailboxes.\"alice@example.com\": the same mailbox as mailboxes.\"Alice@Example.com\"")
+                || text
+                    .contains("mailboxes.\"Alice@Example.com\": the same mailbox as mailboxes.\"alice@example.com\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_webhook_endpoint_is_read_with_its_filter_and_check_config_masks_its_secret() {
+        let policy = load(
+            "[webhooks.siem]\nurl = \"https://siem.example.com/hook\"\nsecret = \"shared-secret-0123456789\"\nevents = [\"ban_placed\"]\n",
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(policy.webhooks.len(), 1);
+        assert_eq!(policy.webhooks[0].name, "siem");
+        assert!(policy.webhooks[0].wants(crate::notify::NoticeKind::BanPlaced));
+        assert!(!policy.webhooks[0].wants(crate::notify::NoticeKind::BanLifted));
+        let shown = policy.describe();
+        assert!(
+            shown.contains("[webhooks.siem]") && shown.contains("url = \"https://siem.example.com/hook\""),
+            "{shown}"
+        );
+        assert!(!shown.contains("shared-secret-0123456789"), "{shown}");
+    }
+
+    #[test]
+    fn a_webhook_endpoints_problems_name_its_key() {
+        let text = problems("[webhooks.siem]\nurl = \"siem.example.com\"\nsecret = \"short\"\ndeadline = \"soon\"\n");
+        assert!(
+            text.contains("webhooks.\"siem\".url: \"siem.example.com\" is not an http:// or https:// URL"),
+            "{text}"
+        );
+        assert!(text.contains("webhooks.\"siem\".secret: must be 16 characters or more"), "{text}");
+        assert!(text.contains("webhooks.\"siem\".deadline: \"soon\" is not a duration"), "{text}");
+        let text = problems(
+            "[webhooks.siem]\nurl = \"http://127.0.0.1:9/\"\nsecret = \"shared-secret-0123456789\"\nretries = 3\n",
+        );
+        assert!(text.contains("webhooks.\"siem\"") && text.contains("retries"), "{text}");
+    }
+
+    #[test]
+    fn nftables_names_and_ports_that_nft_would_refuse_are_named_by_key() {
+        let text = problems(
+            "[nftables]\ntable = \"mail warden\"\nset = \"1st\"\nports = [\"993\", \"imaps\", \"0\", \"993\"]\n",
+        );
+        assert!(text.contains("nftables.table: \"mail warden\" is not an nftables name"), "{text}");
+        assert!(text.contains("nftables.set: \"1st\" is not an nftables name"), "{text}");
+        assert!(text.contains("nftables.ports[1]: \"imaps\" is not a TCP port"), "{text}");
+        assert!(text.contains("nftables.ports[2]: \"0\" is not a TCP port"), "{text}");
+        assert!(text.contains("nftables.ports[3]: 993 is listed twice"), "{text}");
+        let every_port = load("[nftables]\nenabled = true\nports = []\n", &[]).expect("valid");
+        assert!(every_port.nftables.enabled && every_port.nftables.ports.is_empty());
+    }
+
+    #[test]
     fn unknown_keys_and_wrong_types_are_named() {
         let text = problems("[autoban]\nmax_failure = 5\n");
         assert!(text.contains("max_failure"), "{text}");
@@ -878,7 +1034,8 @@ mod tests {
         let values = source::read(&text, &HashMap::new(), Path::new("/"), &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
         let defaults = source::read("", &HashMap::new(), Path::new("/"), &mut problems);
-        for setting in SETTINGS.iter().filter(|s| !matches!(s.kind, Kind::RuleSets | Kind::TextTable)) {
+        for setting in SETTINGS.iter().filter(|s| !matches!(s.kind, Kind::RuleSets | Kind::TextTable | Kind::Webhooks))
+        {
             assert!(matches!(values.origin(setting.key), Origin::File(_)), "policy.toml does not set {}", setting.key);
             assert_eq!(
                 values.get(setting.key),

@@ -40,6 +40,8 @@ pub enum Kind {
     TextTable,
     /// A table of firewall rule sets by mailbox or domain (`[mailboxes."a@b"]`).
     RuleSets,
+    /// A table of webhook endpoints by name (`[webhooks.siem]`).
+    Webhooks,
 }
 
 /// What a reload does when the key's value changed.
@@ -162,6 +164,13 @@ pub const SETTINGS: &[Setting] = &[
         "10000",
         Restart,
         "Open connections each listener accepts; past it new ones wait.",
+    ),
+    setting(
+        "server.mode",
+        Kind::Choice(&["enforce", "observe"]),
+        "\"enforce\"",
+        Live,
+        "enforce: refuse as decided; observe: allow every login and record what would have been refused.",
     ),
     // [auth]
     setting(
@@ -374,6 +383,13 @@ pub const SETTINGS: &[Setting] = &[
     // [networks]
     setting("networks.trusted", Kind::List, "[]", Live, "Networks that are never refused (office, monitoring)."),
     setting("networks.blocked", Kind::List, "[]", Live, "Networks that are always refused."),
+    setting(
+        "networks.blocked_observe",
+        Kind::List,
+        "[]",
+        Live,
+        "Blocked networks in observe mode: what they would refuse is recorded, nothing is refused.",
+    ),
     setting("networks.webmail", Kind::List, "[]", Live, "Webmail servers: their logins skip the mailbox firewall."),
     // [mailboxes]
     setting("mailboxes", Kind::RuleSets, "{}", Live, "Email firewall rule sets by mailbox or @domain."),
@@ -501,6 +517,36 @@ pub const SETTINGS: &[Setting] = &[
         "Where people go when self-service is not enough.",
     ),
     setting("self_service.text", Kind::TextTable, "{}", Live, "The page's texts by name, overriding the defaults."),
+    // [nftables]
+    setting(
+        "nftables.enabled",
+        Kind::Bool,
+        "false",
+        Restart,
+        "Drop banned sources and blocked networks at the host firewall (nftables), before TLS.",
+    ),
+    setting("nftables.table", Kind::Text, "\"mailwarden\"", Restart, "The inet table mailwarden owns and recreates."),
+    setting(
+        "nftables.set",
+        Kind::Text,
+        "\"banned\"",
+        Restart,
+        "Base name of the sets: <set>_ipv4, <set>_ipv6, <set>_trusted_ipv4, <set>_trusted_ipv6.",
+    ),
+    setting(
+        "nftables.ports",
+        Kind::List,
+        "[\"110\", \"143\", \"465\", \"587\", \"993\", \"995\", \"4190\"]",
+        Restart,
+        "TCP ports a banned source is dropped on; empty: every packet from it.",
+    ),
+    setting(
+        "nftables.resync_every",
+        dur(secs(1), secs(3600)),
+        "\"5m\"",
+        Restart,
+        "How often the table is recreated from the bans in force.",
+    ),
     // [log]
     setting("log.level", Kind::Text, "\"info\"", Restart, "Log filter, such as \"info\" or \"mailwarden=debug\"."),
     setting("log.format", Kind::Choice(&["text", "json"]), "\"text\"", Restart, "Log lines as text or as JSON."),
@@ -535,6 +581,14 @@ pub const SETTINGS: &[Setting] = &[
         "\"30s\"",
         Restart,
         "How often a node rereads the shared state under the announcements.",
+    ),
+    // [webhooks]
+    setting(
+        "webhooks",
+        Kind::Webhooks,
+        "{}",
+        Restart,
+        "Signed webhook endpoints by name: url, secret, events and delivery limits (see Notifications).",
     ),
 ];
 
@@ -587,6 +641,7 @@ pub fn reference() -> String {
             Kind::Secret => "16 characters or more".to_string(),
             Kind::TextTable => "a table of texts".to_string(),
             Kind::RuleSets => "tables of rule sets".to_string(),
+            Kind::Webhooks => "tables of endpoints".to_string(),
         };
         let reload = match setting.reload {
             Reload::Live => "live",

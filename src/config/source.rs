@@ -372,6 +372,10 @@ fn check(setting: &Setting, given: &toml::Value) -> Result<Value, String> {
                 .map(Value::TextTable),
             _ => Err(format!("expected a table of texts, found {}", found())),
         },
+        Kind::Webhooks => match given {
+            toml::Value::Table(table) => Ok(Value::Tree(table.clone())),
+            _ => Err(format!("expected a table of endpoints such as [webhooks.siem], found {}", found())),
+        },
         Kind::RuleSets => match given {
             toml::Value::Table(table) => Ok(Value::Tree(table.clone())),
             _ => Err(format!("expected a table of rule sets such as [mailboxes.\"a@example.com\"], found {}", found())),
@@ -429,7 +433,7 @@ fn from_environment(setting: &Setting, text: &str) -> Result<Value, String> {
         Kind::List => Ok(Value::List(
             text.split(',').map(str::trim).filter(|item| !item.is_empty()).map(str::to_string).collect(),
         )),
-        Kind::TextTable | Kind::RuleSets => Err("can only be set in the file".into()),
+        Kind::TextTable | Kind::RuleSets | Kind::Webhooks => Err("can only be set in the file".into()),
         _ => from_text(setting, text),
     }
 }

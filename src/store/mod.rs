@@ -162,6 +162,9 @@ pub trait Store: Send + Sync {
     fn save_known_sources(&self, known: &[KnownSource]) -> Result<(), StoreError>;
     /// The sources `login` logged in from since `since`, most recent first, at most `limit`.
     fn known_sources(&self, login: &str, since: Timestamp, limit: usize) -> Result<Vec<Source>, StoreError>;
+    /// Every account's known sources since `since`, oldest first, at most `limit` (the newest):
+    /// what toleration learns again at start, so a restart does not make an office a stranger.
+    fn recent_known_sources(&self, since: Timestamp, limit: usize) -> Result<Vec<KnownSource>, StoreError>;
     /// Removes known sources older than `older_than`, then all but the newest `per_account` of
     /// each account.
     fn prune_known_sources(&self, older_than: Timestamp, per_account: usize) -> Result<usize, StoreError>;

@@ -646,6 +646,27 @@ impl RedisStore {
         Ok(deleted)
     }
 
+    /// The members of the sorted set `key` scored `since` or later, highest score first, at
+    /// most `limit`.
+    fn newest_members(
+        &self,
+        operation: &'static str,
+        key: &str,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.call(operation, |connection| {
+            redis::cmd("ZREVRANGEBYSCORE")
+                .arg(key)
+                .arg("+inf")
+                .arg(since.0)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .query(connection.like())
+        })
+    }
+
     fn known_key(&self, login: &str) -> String {
         self.key(&format!("known:{{{login}}}"))
     }
@@ -864,6 +885,8 @@ struct AccessEntryRecord {
     /// The token that made it (absent in records of earlier versions).
     #[serde(default)]
     added_by: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    observe: bool,
 }
 
 fn access_field(list: ListKind, network: IpNet) -> String {
@@ -882,6 +905,7 @@ fn parse_access_entry(json: &str) -> Result<AccessEntry, String> {
         expires_at: record.expires_at.map(Timestamp),
         origin: Origin::Api,
         added_by: record.added_by,
+        observe: record.observe,
     };
     super::note_clamped(entry.clamp_times(), "list entry", &record.network);
     Ok(entry)
@@ -905,6 +929,8 @@ struct EventRecord {
     rule: Option<u32>,
     #[serde(default)]
     detail: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    observed: bool,
 }
 
 impl From<&Event> for EventRecord {
@@ -918,6 +944,7 @@ impl From<&Event> for EventRecord {
             device_id: event.device_id.clone(),
             rule: event.rule,
             detail: event.detail.clone(),
+            observed: event.observed,
         }
     }
 }
@@ -933,6 +960,7 @@ fn parse_event(json: &[u8]) -> Option<Event> {
         device_id: record.device_id,
         rule: record.rule,
         detail: record.detail,
+        observed: record.observed,
     };
     super::note_clamped(event.clamp_time(), "event", &record.ip);
     Some(event)
@@ -945,6 +973,7 @@ fn event_matches(event: &Event, filter: &EventFilter, login: Option<&str>) -> bo
         && filter.domain.as_deref().is_none_or(|domain| in_domain(&crate::login::key(&event.login), domain))
         && filter.kind.is_none_or(|kind| event.kind == kind)
         && filter.since.is_none_or(|since| event.at >= since)
+        && filter.observed.is_none_or(|observed| event.observed == observed)
 }
 
 /// Whether the login key `key` is a mailbox of `domain`.
@@ -1047,6 +1076,7 @@ impl Store for RedisStore {
             created_at: entry.created_at.0,
             expires_at: entry.expires_at.map(|t| t.0),
             added_by: entry.added_by.clone(),
+            observe: entry.observe,
         };
         let json = serde_json::to_string(&record).map_err(|e| StoreError::operation("saving a list entry", e))?;
         let mut set = redis::cmd("HSET");
@@ -1241,17 +1271,43 @@ impl Store for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let members: Vec<String> = self.call("reading known sources", |connection| {
-            redis::cmd("ZREVRANGEBYSCORE")
-                .arg(self.known_key(login))
-                .arg("+inf")
-                .arg(since.0)
-                .arg("LIMIT")
-                .arg(0)
-                .arg(limit)
-                .query(connection.like())
-        })?;
+        let members = self.newest_members("reading known sources", &self.known_key(login), since, limit)?;
         Ok(members.iter().filter_map(|member| Source::parse(member).ok()).collect())
+    }
+
+    fn recent_known_sources(&self, since: Timestamp, limit: usize) -> Result<Vec<KnownSource>, StoreError> {
+        let operation = "reading recent known sources";
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // The logins with a success since `since` (newest first), then each one's sources
+        // since then with their times, a batch of logins per round trip.
+        let logins = self.newest_members(operation, &self.key("known-logins"), since, limit)?;
+        let mut known = Vec::new();
+        for chunk in logins.chunks(WRITE_BATCH) {
+            let commands: Vec<Cmd> = chunk
+                .iter()
+                .map(|login| {
+                    let mut range = redis::cmd("ZRANGEBYSCORE");
+                    range.arg(self.known_key(login)).arg(since.0).arg("+inf").arg("WITHSCORES");
+                    range
+                })
+                .collect();
+            let replies = self.call(operation, |connection| connection.pipeline(&commands))?;
+            for (login, reply) in chunk.iter().zip(replies) {
+                // A reply this version cannot read is skipped, like any stored record.
+                let Ok(members) = redis::from_redis_value::<Vec<(String, f64)>>(reply) else { continue };
+                for (member, score) in members {
+                    if let Ok(source) = Source::parse(&member) {
+                        known.push(KnownSource { login: login.clone(), source, at: Timestamp(score as i64) });
+                    }
+                }
+            }
+        }
+        known.sort_by_key(|record| record.at);
+        let surplus = known.len().saturating_sub(limit);
+        known.drain(..surplus);
+        Ok(known)
     }
 
     fn prune_known_sources(&self, older_than: Timestamp, per_account: usize) -> Result<usize, StoreError> {

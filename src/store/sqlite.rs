@@ -112,6 +112,9 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE bans;
     ALTER TABLE scoped_bans RENAME TO bans;
     CREATE INDEX bans_by_expiry ON bans (expires_at);",
+    // 8: observe mode: a blocked entry that only records, and the block log's "would refuse".
+    "ALTER TABLE access_entries ADD COLUMN observe INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE events ADD COLUMN observed INTEGER NOT NULL DEFAULT 0;",
     // Admin tokens by name, as the SHA-256 of the token in hex (never the token), and the
     // audit trail of changes made through the API.
     "CREATE TABLE tokens (
@@ -247,7 +250,8 @@ fn access_entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Acc
         created_at: Timestamp(row.get(3)?),
         expires_at: row.get::<_, Option<i64>>(4)?.map(Timestamp),
         origin: Origin::Api,
-        added_by: row.get(5)?,
+        observe: row.get::<_, i64>(5)? != 0,
+        added_by: row.get(6)?,
     };
     super::note_clamped(entry.clamp_times(), "list entry", &entry.network.to_string());
     Ok(Some(entry))
@@ -333,7 +337,7 @@ impl Store for SqliteStore {
     fn access_entries(&self) -> Result<Vec<AccessEntry>, StoreError> {
         let connection = self.lock();
         let mut statement = connection
-            .prepare("SELECT list, network, comment, created_at, expires_at, added_by FROM access_entries")
+            .prepare("SELECT list, network, comment, created_at, expires_at, observe, added_by FROM access_entries")
             .map_err(|e| StoreError::operation("reading list entries", e))?;
         let rows = statement
             .query_map([], access_entry_from_row)
@@ -351,13 +355,14 @@ impl Store for SqliteStore {
     fn save_access_entry(&self, entry: &AccessEntry) -> Result<(), StoreError> {
         self.lock()
             .execute(
-                "INSERT OR REPLACE INTO access_entries (list, network, comment, created_at, expires_at, added_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR REPLACE INTO access_entries (list, network, comment, created_at, expires_at, observe, added_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     entry.list.label(),
                     entry.network.to_string(),
                     entry.comment,
                     entry.created_at.0,
                     entry.expires_at.map(|t| t.0),
+                    i64::from(entry.observe),
                     entry.added_by,
                 ],
             )
@@ -387,7 +392,7 @@ impl Store for SqliteStore {
         let transaction = connection.transaction().map_err(error)?;
         {
             let mut insert = transaction
-                .prepare_cached("INSERT INTO events (at, kind, login, ip, protocol, device_id, rule, detail, login_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
+                .prepare_cached("INSERT INTO events (at, kind, login, ip, protocol, device_id, rule, detail, login_key, observed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
                 .map_err(error)?;
             for event in events {
                 insert
@@ -401,6 +406,7 @@ impl Store for SqliteStore {
                         event.rule,
                         event.detail,
                         crate::login::key(&event.login),
+                        i64::from(event.observed),
                     ])
                     .map_err(error)?;
             }
@@ -435,11 +441,15 @@ impl Store for SqliteStore {
             conditions.push_str(" AND at >= ?");
             values.push(since.0.into());
         }
+        if let Some(observed) = filter.observed {
+            conditions.push_str(" AND observed = ?");
+            values.push(i64::from(observed).into());
+        }
         let connection = self.lock();
         let total = count_then_page(&connection, "events", &conditions, &mut values, filter.limit, filter.offset)
             .map_err(error)?;
         let sql = format!(
-            "SELECT at, kind, login, ip, protocol, device_id, rule, detail FROM events {conditions} ORDER BY at DESC, id DESC LIMIT ? OFFSET ?"
+            "SELECT at, kind, login, ip, protocol, device_id, rule, detail, observed FROM events {conditions} ORDER BY at DESC, id DESC LIMIT ? OFFSET ?"
         );
         let mut statement = connection.prepare(&sql).map_err(error)?;
         let rows = statement
@@ -456,6 +466,7 @@ impl Store for SqliteStore {
                         device_id: row.get(5).unwrap_or_default(),
                         rule: row.get(6).unwrap_or(None),
                         detail: row.get(7).unwrap_or_default(),
+                        observed: row.get::<_, i64>(8).unwrap_or(0) != 0,
                     };
                     super::note_clamped(event.clamp_time(), "event", &ip);
                     event
@@ -577,6 +588,30 @@ impl Store for SqliteStore {
             }
         }
         Ok(sources)
+    }
+
+    fn recent_known_sources(&self, since: Timestamp, limit: usize) -> Result<Vec<KnownSource>, StoreError> {
+        let error = |e: rusqlite::Error| StoreError::operation("reading recent known sources", e);
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT login, source, last_success FROM known_sources WHERE last_success >= ?1 ORDER BY last_success DESC LIMIT ?2",
+            )
+            .map_err(error)?;
+        let rows = statement
+            .query_map(params![since.0, i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?))
+            })
+            .map_err(error)?;
+        let mut known = Vec::new();
+        for row in rows {
+            let (login, source, at) = row.map_err(error)?;
+            if let Ok(source) = Source::parse(&source) {
+                known.push(KnownSource { login, source, at: Timestamp(at) });
+            }
+        }
+        known.reverse();
+        Ok(known)
     }
 
     fn prune_known_sources(&self, older_than: Timestamp, per_account: usize) -> Result<usize, StoreError> {
@@ -948,6 +983,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         let forever = AccessEntry {
+            observe: false,
             list: ListKind::Trusted,
             network: "192.0.2.0/24".parse().unwrap(),
             comment: "office".into(),
@@ -957,6 +993,7 @@ mod tests {
             added_by: "desk".into(),
         };
         let brief = AccessEntry {
+            observe: false,
             list: ListKind::Blocked,
             network: "2001:db8::/48".parse().unwrap(),
             comment: String::new(),
@@ -982,6 +1019,7 @@ mod tests {
     fn events_are_stored_filtered_newest_first_and_pruned() {
         let store = SqliteStore::in_memory().unwrap();
         let event = |at: i64, kind, ip: &str, login: &str| Event {
+            observed: false,
             at: Timestamp(at),
             kind,
             login: login.into(),
@@ -1021,6 +1059,7 @@ mod tests {
     fn the_login_filter_matches_every_spelling_of_a_login_also_in_events_stored_before_it_did() {
         let dir = tempfile::tempdir().unwrap();
         let event = |login: &str| Event {
+            observed: false,
             at: Timestamp(1),
             kind: EventKind::Ban,
             login: login.into(),
@@ -1065,6 +1104,7 @@ mod tests {
         let store = SqliteStore::in_memory().unwrap();
         let events: Vec<Event> = (0..100)
             .map(|at| Event {
+                observed: false,
                 at: Timestamp(at),
                 kind: EventKind::Ban,
                 login: "alice@example.com".into(),
@@ -1089,6 +1129,7 @@ mod tests {
         let store = SqliteStore::in_memory().unwrap();
         let spec: crate::firewall::RuleSpec = serde_json::from_str(r#"{"action":"block","country":["CN"]}"#).unwrap();
         let rule_set = RuleSet {
+            observe: false,
             rules: vec![spec.parse().unwrap()],
             default: crate::firewall::Action::Allow,
             protocols: crate::firewall::Protocols::MAIL_APPS,
@@ -1123,6 +1164,10 @@ mod tests {
             vec![source("203.0.113.7"), source("198.51.100.7")]
         );
         assert_eq!(store.known_sources("alice", Timestamp(25), 10).unwrap(), vec![source("203.0.113.7")]);
+        let recent: Vec<(String, i64)> =
+            store.recent_known_sources(Timestamp(12), 10).unwrap().into_iter().map(|k| (k.login, k.at.0)).collect();
+        assert_eq!(recent, [("bob".into(), 15), ("alice".into(), 20), ("alice".into(), 30)], "oldest first");
+        assert_eq!(store.recent_known_sources(Timestamp(0), 2).unwrap().len(), 2, "at most the limit");
         assert_eq!(store.prune_known_sources(Timestamp(0), 1).unwrap(), 1);
         assert_eq!(store.known_sources("alice", Timestamp(0), 10).unwrap(), vec![source("203.0.113.7")]);
         assert_eq!(store.prune_known_sources(Timestamp(16), 10).unwrap(), 1, "bob's is too old");

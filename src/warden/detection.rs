@@ -99,6 +99,7 @@ fn ban_record(
 /// The block-log record of a ban (or IP+login refusal) just placed.
 fn placed(kind: EventKind, ban: &Ban, address: Option<IpAddr>, detail: String) -> Event {
     Event {
+        observed: false,
         at: ban.created_at,
         kind,
         login: ban.cause.login.clone(),
@@ -427,6 +428,7 @@ impl Warden {
                 }
                 shared.unusable_noted.insert(seen, ());
                 shared.journal.event(Event {
+                    observed: false,
                     at: now,
                     kind: event,
                     login: login.to_string(),
@@ -493,16 +495,7 @@ impl Warden {
         let recorded = shared.failures.record_failure(source, failed, now, &counting(policy));
         let guess_kind = if recorded.new_guess { "new" } else { "repeated" };
         shared.metrics.failed_guesses.with_label_values(&[guess_kind]).inc();
-        let event = |kind, detail: String| Event {
-            at: now,
-            kind,
-            login: attempt.login.to_string(),
-            ip: attempt.remote,
-            protocol: attempt.protocol.label().to_string(),
-            device_id: attempt.device_id.to_string(),
-            rule: None,
-            detail,
-        };
+        let event = |kind, detail: String| super::attempt_event(attempt, kind, now, detail);
         if recorded.quarantined {
             shared.metrics.quarantines.with_label_values(&[attempt.protocol.label()]).inc();
             let detail = format!(
@@ -510,6 +503,14 @@ impl Warden {
                 recorded.repeats
             );
             shared.journal.event(event(EventKind::QuarantineStarted, detail));
+            shared.notifier.publish(crate::notify::Notice::quarantine_started(
+                &attempt.login,
+                source,
+                attempt.protocol.label(),
+                &attempt.device_id,
+                recorded.repeats,
+                now,
+            ));
         }
         if policy.account_protection.enabled
             && shared.accounts.record_failure(&attempt.login, source, now, &protection(policy))
@@ -521,6 +522,7 @@ impl Warden {
                 humantime::format_duration(policy.account_protection.window)
             );
             shared.journal.event(event(EventKind::AttackStarted, detail));
+            self.announce_attack(&attempt.login, policy.account_protection.sources as usize, now);
             effects.attacked_login = Some(attempt.login.to_string());
         }
         if let Some(share) = shared.count_sharing.get() {
@@ -649,6 +651,7 @@ impl Warden {
         shared.metrics.bans_created.with_label_values(&[BanReason::Subnet.label()]).inc();
         shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
         shared.journal.event(Event {
+            observed: false,
             at: now,
             kind: EventKind::BanPlaced,
             login: subnet_ban.cause.login.clone(),

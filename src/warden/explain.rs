@@ -9,7 +9,7 @@ use super::{LoginView, Warden};
 use crate::access::{AccessEntry, ListKind, Origin, Standing};
 use crate::bans::{Ban, BanReason};
 use crate::clock::Timestamp;
-use crate::engine::{Allowed, Decision, Delayed, Refusal};
+use crate::engine::{Allowed, Decision, Delayed, Refusal, Ruling};
 use crate::firewall::{AddressFacts, Outcome, RuleSetOrigin};
 use crate::network::Source;
 use crate::warden::FirewallCheck;
@@ -19,6 +19,8 @@ use crate::wire::{self, Reply};
 #[derive(Debug, Clone)]
 pub struct Explanation {
     pub decision: Decision,
+    /// What observe mode held back: the refusal the parts in observe mode would have made.
+    pub observed: Option<Decision>,
     pub reply: Reply,
     pub address: IpAddr,
     pub source: Source,
@@ -95,10 +97,18 @@ impl Explanation {
         }
     }
 
-    /// One sentence for support staff.
+    /// One sentence for support staff; with what observe mode held back after it.
     pub fn summary(&self) -> String {
+        let told = self.sentence(&self.decision);
+        match &self.observed {
+            Some(observed) => format!("{told}; observe mode: it would be {}", self.sentence(observed)),
+            None => told,
+        }
+    }
+
+    fn sentence(&self, decision: &Decision) -> String {
         let firewall = self.firewall_note();
-        match (&self.decision, &self.list_entry, &self.ban) {
+        match (decision, &self.list_entry, &self.ban) {
             (Decision::Reject(Refusal::Blocked { .. }), Some(entry), _) => {
                 format!("refused: {} is blocked by {}", self.address, entry_note(entry))
             }
@@ -174,16 +184,19 @@ impl Warden {
         let policy = shared.policy.load();
         let now = shared.clock.now();
         let firewall = self.firewall_check(view);
-        let decision = self.decide_with(view, &firewall);
+        let Ruling { decision, observed } = self.rule_with(view, &firewall);
         let list_entry = match self.standing(Some(address), now) {
             Standing::Trusted(net) => shared.access.load().entry(ListKind::Trusted, net).cloned(),
-            Standing::Blocked(net) => shared.access.load().entry(ListKind::Blocked, net).cloned(),
+            Standing::Blocked(net) | Standing::ObservedBlock(net) => {
+                shared.access.load().entry(ListKind::Blocked, net).cloned()
+            }
             Standing::Unlisted => None,
         };
         let source = policy.autoban.grouping.source_of(address);
         Explanation {
             reply: wire::allow_reply(&decision, &policy.messages, now),
             decision,
+            observed,
             address,
             source,
             list_entry,

@@ -45,7 +45,7 @@ type ApiEntries = HashMap<(ListKind, IpNet), AccessEntry>;
 
 /// The combined snapshot of the policy file's entries and the API's.
 pub(super) fn build_access(policy: &Policy, api_entries: &ApiEntries, now: Timestamp) -> AccessLists {
-    let entry = move |list, network: &IpNet| AccessEntry {
+    let entry = move |list, network: &IpNet, observe| AccessEntry {
         list,
         network: *network,
         comment: String::new(),
@@ -53,10 +53,13 @@ pub(super) fn build_access(policy: &Policy, api_entries: &ApiEntries, now: Times
         expires_at: None,
         origin: Origin::PolicyFile,
         added_by: String::new(),
+        observe,
     };
-    let trusted = policy.networks.trusted.iter().map(move |n| entry(ListKind::Trusted, n));
-    let blocked = policy.networks.blocked.iter().map(move |n| entry(ListKind::Blocked, n));
-    AccessLists::build(trusted.chain(blocked).chain(api_entries.values().cloned()))
+    let networks = &policy.networks;
+    let trusted = networks.trusted.iter().map(move |n| entry(ListKind::Trusted, n, false));
+    let blocked = networks.blocked.iter().map(move |n| entry(ListKind::Blocked, n, false));
+    let observed = networks.blocked_observe.iter().map(move |n| entry(ListKind::Blocked, n, true));
+    AccessLists::build(trusted.chain(blocked).chain(observed).chain(api_entries.values().cloned()))
 }
 
 impl Warden {
@@ -69,6 +72,7 @@ impl Warden {
     pub(super) fn rebuild_access(&self, api_entries: &ApiEntries) {
         let lists = build_access(&self.shared.policy.load(), api_entries, self.shared.clock.now());
         self.shared.access.store(Arc::new(lists));
+        self.lists_changed();
     }
 
     fn in_policy_file(&self, list: ListKind, network: IpNet) -> bool {
@@ -77,7 +81,7 @@ impl Warden {
             ListKind::Trusted => &policy.networks.trusted,
             ListKind::Blocked => &policy.networks.blocked,
         };
-        file.contains(&network)
+        file.contains(&network) || (list == ListKind::Blocked && policy.networks.blocked_observe.contains(&network))
     }
 
     /// Adds `network` to `list` (or replaces the API's entry for it), durably, recorded as
@@ -88,11 +92,13 @@ impl Warden {
         network: IpNet,
         expires_at: Option<Timestamp>,
         comment: &str,
+        observe: bool,
         actor: &Principal,
     ) -> Result<ListChange, ListError> {
-        let change = self.put_list_entry(list, network, expires_at, comment, &actor.name)?;
+        let change = self.put_list_entry(list, network, expires_at, comment, observe, &actor.name)?;
         let expiry = expires_at.map_or_else(|| "no expiry".to_string(), |t| format!("until {}", t.rfc3339()));
-        let detail = format!("{}, {expiry}, comment {comment:?}", list.label());
+        let mode = if change.entry.observe { ", observe" } else { "" };
+        let detail = format!("{}{mode}, {expiry}, comment {comment:?}", list.label());
         self.record_change(actor, AuditAction::ListEntryAdded, &change.entry.network.to_string(), detail);
         Ok(change)
     }
@@ -104,6 +110,7 @@ impl Warden {
         network: IpNet,
         expires_at: Option<Timestamp>,
         comment: &str,
+        observe: bool,
         added_by: &str,
     ) -> Result<ListChange, ListError> {
         let network = network.trunc();
@@ -122,6 +129,7 @@ impl Warden {
             expires_at,
             origin: Origin::Api,
             added_by: added_by.to_string(),
+            observe: observe && list == ListKind::Blocked,
         };
         let mut entries = self.api_entries();
         let saved = self.shared.store.save_access_entry(&entry);
@@ -130,6 +138,7 @@ impl Warden {
         let previous = entries.insert((list, network), entry.clone());
         self.rebuild_access(&entries);
         let created = previous.is_none_or(|p| !p.is_active(now));
+        self.notify_durably(crate::notify::Notice::list_changed(&entry, "added", now, Some(added_by)));
         tracing::info!(list = list.label(), network = %network, expires_at = ?expires_at.map(Timestamp::rfc3339), comment, "list entry added");
         Ok(ListChange { entry, created })
     }
@@ -155,6 +164,8 @@ impl Warden {
         deleted?;
         entries.remove(&(list, network));
         self.rebuild_access(&entries);
+        let by = Some(actor.name.as_str());
+        self.notify_durably(crate::notify::Notice::list_changed(&existing, "removed", now, by));
         tracing::info!(list = list.label(), network = %network, "list entry removed");
         self.record_change(actor, AuditAction::ListEntryRemoved, &network.to_string(), list.label().to_string());
         Ok(existing)

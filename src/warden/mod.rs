@@ -12,6 +12,7 @@
 
 mod audit;
 mod detection;
+mod drops;
 mod explain;
 mod lists;
 mod reset;
@@ -45,7 +46,7 @@ use crate::bans::{Ban, BanIndex, BanKey};
 use crate::bounded::BoundedMap;
 use crate::clock::{Clock, Timestamp};
 use crate::config::{OnStoreError, Policy};
-use crate::engine::{self, AllowFacts, Decision, Refusal};
+use crate::engine::{self, AllowFacts, Decision, Observing, Refusal, Ruling};
 use crate::events::{Event, EventFilter, EventKind, EventPage};
 use crate::failures::FailureTracker;
 use crate::firewall::{Firewall, RuleSet};
@@ -53,6 +54,9 @@ use crate::geoip::GeoIp;
 use crate::journal::{Journal, Keep};
 use crate::metrics::Metrics;
 use crate::network::{Source, SourceGrouping};
+use crate::notify::outbox::Outbox;
+use crate::notify::webhooks::Webhooks;
+use crate::notify::{LiftCause, Notice, NoticeKind, Notifier, Sink};
 use crate::principal::Principal;
 use crate::store::{Store, StoreError};
 use crate::tolerance::ToleranceTracker;
@@ -77,8 +81,14 @@ struct Shared {
     api_rule_sets: Mutex<HashMap<String, RuleSet>>,
     /// The GeoIP databases; replaced when the settings change on reload.
     geoip: ArcSwap<GeoIp>,
-    /// Writes the block log and known sources in the background.
-    journal: Journal,
+    /// Writes the block log and known sources in the background (shared with the webhook
+    /// delivery threads, which note a failing endpoint there).
+    journal: Arc<Journal>,
+    /// The stream of notices every notifier reads (webhooks).
+    notifier: Notifier,
+    /// Accounts whose attack was announced, and since when, so its end is announced too
+    /// (memory only; at most the accounts under attack).
+    attacks_announced: Mutex<HashMap<Box<str>, Timestamp>>,
     /// How long the journal's records are kept (read by its writer thread; set on reload).
     keep: Arc<Mutex<Keep>>,
     /// Accounts under a distributed attack (memory only, bounded).
@@ -100,7 +110,7 @@ struct Shared {
     /// Sources whose refusal for a ban or a blocked network is in the block log within the
     /// last `REFUSAL_NOTED_FOR`: their further refusals are answered but not recorded, so one
     /// client retrying in a loop cannot push everyone else's history out (memory only, bounded).
-    refusals_noted: moka::sync::Cache<(Source, EventKind), ()>,
+    refusals_noted: moka::sync::Cache<(Source, EventKind, bool), ()>,
     clock: Arc<dyn Clock>,
     /// Failed-login history per source (memory only, bounded).
     failures: FailureTracker,
@@ -117,6 +127,8 @@ struct Shared {
     unsaved_bans: Mutex<HashMap<BanKey, Arc<Ban>>>,
     /// Where counted failures and successes go for the other nodes (cluster mode only).
     count_sharing: OnceLock<Box<dyn Fn(Counted) + Send + Sync>>,
+    /// Told when the admin lists change (the host firewall's worker; bans tell it themselves).
+    drops_watch: OnceLock<Arc<dyn Fn() + Send + Sync>>,
     metrics: Metrics,
     /// The admin API's stored tokens by digest (the store holds the same); replaced whole.
     tokens: crate::tokens::Tokens,
@@ -131,6 +143,8 @@ pub enum OpenError {
     Store(#[from] StoreError),
     #[error("firewall rules need GeoIP data that is not configured:\n  - {}", .0.join("\n  - "))]
     Rules(Vec<String>),
+    #[error("cannot open the webhook outbox in server.state_dir: {0}")]
+    Outbox(String),
 }
 
 /// How long a banned or blocked source's refusal stands for its repeats in the block log: a
@@ -181,6 +195,51 @@ fn unless_unreachable<T>(loaded: Result<Vec<T>, StoreError>) -> Result<Vec<T>, S
     }
 }
 
+/// Learns again, from the known sources in the store, the tolerance the sources earned before a
+/// restart, so that an office is not a stranger for a week after one. A failure only costs
+/// that: it is logged, and the start goes on.
+fn learn_tolerance(
+    tolerance: &ToleranceTracker,
+    store: &dyn Store,
+    policy: &Policy,
+    metrics: &Metrics,
+    now: Timestamp,
+) {
+    let toleration = &policy.autoban.toleration;
+    if toleration.per_account == 0 {
+        return;
+    }
+    // Rows are (account, source) pairs; more than the tracker holds would only be evicted.
+    let limit = usize::try_from(policy.autoban.max_tolerated_sources).unwrap_or(usize::MAX).min(1_000_000);
+    let recent = store.recent_known_sources(now.minus(toleration.window), limit);
+    metrics.store_result("load_known_sources", &recent);
+    match recent {
+        Ok(known) => {
+            for record in known {
+                if let Some(source) = policy.autoban.grouping.regroup(record.source) {
+                    tolerance.record_success(source, &record.login, record.at.min(now), toleration);
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read the known sources; toleration starts from nothing"),
+    }
+}
+
+/// The block-log record of `attempt` (no rule, not observed).
+fn attempt_event(attempt: &LoginAttempt<'_>, kind: EventKind, at: Timestamp, detail: String) -> Event {
+    Event {
+        at,
+        kind,
+        login: attempt.login.to_string(),
+        ip: attempt.remote,
+        protocol: attempt.protocol.label().to_string(),
+        device_id: attempt.device_id.to_string(),
+        rule: None,
+        detail,
+        observed: false,
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -227,16 +286,30 @@ impl Warden {
         let tokens = crate::tokens::Tokens::default();
         tokens.replace(unless_unreachable(stored_tokens)?);
         let keep = Arc::new(Mutex::new(detection::keep(&policy)));
-        let journal = Journal::start(
+        let journal = Arc::new(Journal::start(
             store.clone(),
             clock.clone(),
             keep.clone(),
             metrics.events.clone(),
             metrics.known_sources.clone(),
-        );
+        ));
+        let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
+        if !policy.webhooks.is_empty() {
+            let state_dir = &policy.server.state_dir;
+            let outbox = crate::state_dir::create(state_dir)
+                .map_err(|e| e.to_string())
+                .and_then(|()| Outbox::open(state_dir).map_err(|e| e.to_string()))
+                .map_err(OpenError::Outbox)?;
+            let webhooks =
+                Webhooks::start(&policy.webhooks, outbox, clock.clone(), metrics.webhooks.clone(), journal.clone());
+            sinks.push(Arc::new(webhooks));
+        }
+        let notifier = Notifier::start(sinks, metrics.notifications.clone());
         let protection = &policy.account_protection;
         let policy_window = policy.autoban.window;
         let max_tolerated_sources = policy.autoban.max_tolerated_sources;
+        let tolerance = ToleranceTracker::new(max_tolerated_sources);
+        learn_tolerance(&tolerance, &*store, &policy, &metrics, now);
         let accounts = AccountTracker::new(protection.max_tracked_accounts);
         let ban_history = moka::sync::Cache::builder()
             .max_capacity(100_000)
@@ -252,6 +325,8 @@ impl Warden {
             api_rule_sets: Mutex::new(api_rule_sets),
             geoip: ArcSwap::from_pointee(geoip),
             journal,
+            notifier,
+            attacks_announced: Mutex::new(HashMap::new()),
             keep,
             accounts,
             ban_history,
@@ -262,12 +337,13 @@ impl Warden {
             refusals_noted: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(REFUSAL_NOTED_FOR).build(),
             clock,
             failures,
-            tolerance: ToleranceTracker::new(max_tolerated_sources),
+            tolerance,
             bans,
             subnets: crate::subnets::SubnetWatch::new(100_000),
             store,
             unsaved_bans: Mutex::new(HashMap::new()),
             count_sharing: OnceLock::new(),
+            drops_watch: OnceLock::new(),
             metrics,
             tokens,
             sign_in: crate::tokens::SignInGuard::default(),
@@ -294,12 +370,17 @@ impl Warden {
         }
     }
 
-    /// Decides an `allow` request without changing any state.
+    /// Decides an `allow` request without changing any state (parts in observe mode skipped).
     pub fn decide(&self, view: &LoginView<'_>) -> Decision {
-        self.decide_with(view, &self.firewall_check(view))
+        self.rule(view).decision
     }
 
-    fn decide_with(&self, view: &LoginView<'_>, firewall: &FirewallCheck) -> Decision {
+    /// Decides an `allow` request without changing any state, with what observe mode held back.
+    pub fn rule(&self, view: &LoginView<'_>) -> Ruling {
+        self.rule_with(view, &self.firewall_check(view))
+    }
+
+    pub(super) fn rule_with(&self, view: &LoginView<'_>, firewall: &FirewallCheck) -> Ruling {
         let shared = &*self.shared;
         let now = shared.clock.now();
         let standing = self.standing(view.address, now);
@@ -309,7 +390,7 @@ impl Warden {
             view.address.and_then(|ip| shared.bans.active_login_refusal(ip, policy.autoban.grouping, view.login, now));
         let refuse_while_store_unreachable =
             policy.store.on_store_error == OnStoreError::Reject && !shared.store.is_up();
-        engine::decide_allow(&AllowFacts {
+        engine::rule_allow(&AllowFacts {
             refuse_while_store_unreachable,
             address: view.address,
             standing,
@@ -319,21 +400,42 @@ impl Warden {
             login: view.login,
             stale_guess: self.stale_guess(view, now),
             unknown_source_under_attack: self.unknown_source_under_attack(view, now),
+            observing: Observing { everything: policy.server.observe, firewall: firewall.observed() },
             now,
         })
     }
 
-    /// Answers Dovecot's `allow`; every refusal goes to the block log.
+    /// Answers Dovecot's `allow`; every refusal goes to the block log, and so does every
+    /// refusal observe mode held back ("would refuse"), marked as such.
     pub fn allow(&self, attempt: &LoginAttempt<'_>) -> Reply {
-        let decision = self.decide(&LoginView::of(attempt));
-        self.shared
-            .metrics
-            .decisions
-            .with_label_values(&[decision.verdict(), decision.reason(), attempt.protocol.label()])
-            .inc();
+        let ruling = self.rule(&LoginView::of(attempt));
+        let metrics = &self.shared.metrics;
+        let protocol = attempt.protocol.label();
+        let decision = &ruling.decision;
+        metrics.decisions.with_label_values(&[decision.verdict(), decision.reason(), protocol]).inc();
         let now = self.shared.clock.now();
-        let reply = wire::allow_reply(&decision, &self.shared.policy.load().messages, now);
-        let recorded = match &decision {
+        let messages = &self.shared.policy.load().messages;
+        let reply = wire::allow_reply(decision, messages, now);
+        self.record_refusal(attempt, decision, &reply.msg, false, now);
+        if let Some(observed) = &ruling.observed {
+            metrics.observed_decisions.with_label_values(&[observed.verdict(), observed.reason(), protocol]).inc();
+            let would = wire::allow_reply(observed, messages, now);
+            self.record_refusal(attempt, observed, &would.msg, true, now);
+        }
+        reply
+    }
+
+    /// Records `decision` in the block log when it refused or delayed (`observed`: it only
+    /// would have).
+    fn record_refusal(
+        &self,
+        attempt: &LoginAttempt<'_>,
+        decision: &Decision,
+        msg: &str,
+        observed: bool,
+        now: Timestamp,
+    ) {
+        let recorded = match decision {
             Decision::Allow(_) => None,
             Decision::Delay { .. } => Some((EventKind::AccountUnderAttack, None)),
             Decision::Reject(Refusal::Banned { .. }) => Some((EventKind::Ban, None)),
@@ -347,40 +449,37 @@ impl Warden {
             Decision::Reject(Refusal::AccountUnderAttack { .. }) => Some((EventKind::AccountUnderAttack, None)),
             Decision::Reject(Refusal::StoreUnavailable) => Some((EventKind::StoreUnavailable, None)),
         };
-        if let Some((kind, rule)) = recorded
-            && self.first_refusal_lately(attempt.remote, kind)
-        {
-            let detail = match &decision {
-                Decision::Delay { seconds, .. } => {
-                    format!("delayed {seconds}s: the account is under attack and this address is new to it")
-                }
-                _ => reply.msg.clone(),
-            };
-            self.shared.journal.event(Event {
-                at: now,
-                kind,
-                login: attempt.login.to_string(),
-                ip: attempt.remote,
-                protocol: attempt.protocol.label().to_string(),
-                device_id: attempt.device_id.to_string(),
-                rule,
-                detail,
-            });
+        let Some((kind, rule)) = recorded else { return };
+        if !self.first_refusal_lately(attempt.remote, kind, observed) {
+            return;
         }
-        reply
+        let told = match decision {
+            Decision::Delay { seconds, .. } => {
+                format!("delayed {seconds}s: the account is under attack and this address is new to it")
+            }
+            _ => msg.to_string(),
+        };
+        let detail = if observed { format!("would refuse (observe mode): {told}") } else { told };
+        self.shared.journal.event(Event { rule, observed, ..attempt_event(attempt, kind, now, detail) });
     }
 
     /// Whether a refusal of `kind` from `address` is the first of its source within
     /// `REFUSAL_NOTED_FOR` (always, for refusals that depend on more than the source).
-    fn first_refusal_lately(&self, address: Option<IpAddr>, kind: EventKind) -> bool {
+    fn first_refusal_lately(&self, address: Option<IpAddr>, kind: EventKind, observed: bool) -> bool {
         let (Some(ip), EventKind::Ban | EventKind::Blocked) = (address, kind) else { return true };
         let source = self.shared.policy.load().autoban.grouping.source_of(ip);
-        self.shared.refusals_noted.entry((source, kind)).or_insert(()).is_fresh()
+        self.shared.refusals_noted.entry((source, kind, observed)).or_insert(()).is_fresh()
     }
 
-    /// Writes a ban placed by `report` to the store. Blocking.
+    /// Writes a ban placed by `report` to the store, and its notice to the notifiers' durable
+    /// queue, before `report` answers. Blocking.
     pub fn persist_ban(&self, ban: &Ban) -> Result<(), StoreError> {
         let result = self.shared.store.save_ban(ban);
+        let usual = self.shared.policy.load().autoban.ban_for;
+        let lengthened = ban.reason == crate::bans::BanReason::Autoban
+            && ban.refused_login.is_none()
+            && ban.created_at.until(ban.expires_at) > usual;
+        self.shared.notifier.publish_durably(Notice::ban_placed(ban, lengthened));
         self.shared.metrics.store_result("save_ban", &result);
         match &result {
             Err(e) => {
@@ -438,7 +537,7 @@ impl Warden {
     /// Lifts the ban on `source` and forgets its failure history, recorded as `actor`'s.
     /// Blocking.
     pub fn unban(&self, source: Source, actor: &Principal) -> Result<Option<Arc<Ban>>, StoreError> {
-        let lifted = self.lift_ban(source, None, "admin")?;
+        let lifted = self.lift_ban(source, None, LiftCause::Admin, Some(actor))?;
         if let Some(ban) = &lifted {
             let detail = format!("{} ban lifted", ban.reason.label());
             self.record_change(actor, AuditAction::BanLifted, &source.to_string(), detail);
@@ -451,7 +550,7 @@ impl Warden {
     /// once; the source's other guesses still count. Recorded as `actor`'s. Blocking.
     pub fn unban_login(&self, source: Source, login: &str, actor: &Principal) -> Result<Option<Arc<Ban>>, StoreError> {
         let key = crate::login::key(login);
-        let lifted = self.lift_ban(source, Some(&key), "admin")?;
+        let lifted = self.lift_ban(source, Some(&key), LiftCause::Admin, Some(actor))?;
         if lifted.is_some() {
             let detail = format!("IP+login refusal of {key} lifted");
             self.record_change(actor, AuditAction::BanLifted, &source.to_string(), detail);
@@ -483,8 +582,8 @@ impl Warden {
         {
             return Err(ListError::InsideBlocked { network, blocked });
         }
-        self.put_list_entry(ListKind::Trusted, source.network(), None, comment, &actor.name)?;
-        let lifted = self.lift_ban(source, key.as_deref(), "admin")?;
+        self.put_list_entry(ListKind::Trusted, source.network(), None, comment, false, &actor.name)?;
+        let lifted = self.lift_ban(source, key.as_deref(), LiftCause::Admin, Some(actor))?;
         if let Some(ban) = &lifted {
             let detail = format!("{} ban lifted, trusted with comment {comment:?}", ban.reason.label());
             self.record_change(actor, AuditAction::BanLiftedAndTrusted, &source.to_string(), detail);
@@ -493,12 +592,13 @@ impl Warden {
     }
 
     /// Lifts the ban on `source` of that scope (`refused_login`, a login key: that login's
-    /// IP+login refusal), counting it under `cause` (`admin`, `self_service`). Blocking.
+    /// IP+login refusal), counted and announced under `cause`. Blocking.
     fn lift_ban(
         &self,
         source: Source,
         refused_login: Option<&str>,
-        cause: &'static str,
+        cause: LiftCause,
+        actor: Option<&Principal>,
     ) -> Result<Option<Arc<Ban>>, StoreError> {
         let shared = &*self.shared;
         let deleted = shared.store.delete_ban(source, refused_login);
@@ -526,8 +626,12 @@ impl Warden {
         shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
         let lifted = removed.filter(|b| b.is_active(now));
         if lifted.is_some() || deleted {
-            shared.metrics.bans_lifted.with_label_values(&[cause]).inc();
-            tracing::info!(source = %source, login = refused_login, cause, "ban lifted");
+            shared.metrics.bans_lifted.with_label_values(&[cause.label()]).inc();
+            tracing::info!(source = %source, login = refused_login, cause = cause.label(), "ban lifted");
+        }
+        if let Some(ban) = &lifted {
+            let by = actor.map(|principal| principal.name.as_str());
+            shared.notifier.publish_durably(Notice::ban_lifted(ban, cause, now, by));
         }
         Ok(lifted)
     }
@@ -554,7 +658,11 @@ impl Warden {
             for ban in &ended {
                 tracing::info!(source = %ban.source, login = ban.refused_login(), "ban expired");
             }
+            // One write for the lot: a flood's bans tend to end together.
+            let notices = ended.iter().map(|ban| Notice::ban_lifted(ban, LiftCause::Expired, now, None)).collect();
+            shared.notifier.publish_all_durably(notices);
         }
+        self.announce_ended_attacks(now);
         // Memory first: an unreachable store must not keep histories from expiring.
         shared.failures.sweep(now);
         shared.subnets.sweep(now);
@@ -565,6 +673,35 @@ impl Warden {
         shared.metrics.store_result("delete_expired_bans", &deleted);
         deleted?;
         Ok(ended.len() + self.sweep_expired_entries(now)?)
+    }
+
+    /// Announces the attack on `login` that just began (from `report`: never blocks).
+    pub(super) fn announce_attack(&self, login: &str, sources: usize, now: Timestamp) {
+        lock(&self.shared.attacks_announced).insert(login.into(), now);
+        self.shared.notifier.publish(Notice::attack(NoticeKind::AttackStarted, login, sources, now, now));
+    }
+
+    /// Announces the end of every announced attack that is over: its account no longer has
+    /// failures from enough sources within the window.
+    fn announce_ended_attacks(&self, now: Timestamp) {
+        if lock(&self.shared.attacks_announced).is_empty() {
+            return;
+        }
+        let attacked: std::collections::HashSet<String> = self.accounts_under_attack().into_iter().collect();
+        let ended: Vec<(Box<str>, Timestamp)> = {
+            let mut announced = lock(&self.shared.attacks_announced);
+            let over: Vec<Box<str>> = announced.keys().filter(|login| !attacked.contains(&***login)).cloned().collect();
+            over.into_iter().filter_map(|login| announced.remove_entry(&login)).collect()
+        };
+        for (login, since) in ended {
+            self.shared.notifier.publish(Notice::attack(NoticeKind::AttackEnded, &login, 0, since, now));
+        }
+    }
+
+    /// Hands a notice about a stored change to the notifiers before the change is answered.
+    /// Blocking.
+    pub(super) fn notify_durably(&self, notice: Notice) {
+        self.shared.notifier.publish_durably(notice);
     }
 
     /// Re-opens GeoIP databases replaced on disk; returns how many.
@@ -599,6 +736,8 @@ impl Warden {
         self.shared.access.store(Arc::new(lists::build_access(&new, &entries, self.shared.clock.now())));
         self.shared.firewall.store(Arc::new(rules::build_firewall(&new, &rule_sets)));
         self.shared.policy.store(Arc::new(new));
+        // After the policy: what the firewall drops depends on its lists and on server.mode.
+        self.lists_changed();
         Ok(kept)
     }
 
@@ -655,6 +794,9 @@ impl Warden {
     /// Stores the queued events and leaves the store compact before the process exits.
     /// Blocking.
     pub fn close(&self) -> Result<(), StoreError> {
+        // The notifier first: its delivery threads may still note a failing endpoint in the
+        // block log.
+        self.shared.notifier.close();
         self.shared.journal.close();
         self.shared.store.close()
     }

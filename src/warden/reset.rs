@@ -38,7 +38,9 @@ impl Warden {
             None => !ban.cause.guesses.is_empty() && ban.cause.guesses.iter().all(|g| login::key(&g.login) == key),
         };
         for ban in self.bans().into_iter().filter(|ban| caused_by_login_alone(ban)) {
-            if let Some(lifted) = self.lift_ban(ban.source, ban.refused_login(), "reset_login")? {
+            if let Some(lifted) =
+                self.lift_ban(ban.source, ban.refused_login(), crate::notify::LiftCause::ResetLogin, Some(actor))?
+            {
                 reset.bans_lifted.push(lifted);
             }
         }

@@ -12,7 +12,7 @@ use crate::audit::AuditAction;
 use crate::config::Policy;
 use crate::firewall::{
     Action, AddressFacts, Applicable, Firewall, KeyedRuleSet, Outcome, Protocols, Rule, RuleSet, RuleSetOrigin,
-    parse_key,
+    StoredRuleSet, parse_key,
 };
 use crate::geoip::GeoIp;
 use crate::principal::Principal;
@@ -77,6 +77,14 @@ impl FirewallCheck {
         match self {
             FirewallCheck::Evaluated { outcome, .. } => Some(*outcome),
             _ => None,
+        }
+    }
+
+    /// Whether the rule set that judged the login is in observe mode.
+    pub fn observed(&self) -> bool {
+        match self {
+            FirewallCheck::Evaluated { applied, .. } => applied.keyed.rule_set.observe,
+            _ => false,
         }
     }
 }
@@ -204,7 +212,12 @@ impl Warden {
             Some(own) => own.clone(),
             None => match self.mailbox_firewall(&key)?.applied {
                 Some(applied) => applied.keyed.rule_set.clone(),
-                None => RuleSet { rules: Vec::new(), default: Action::Allow, protocols: Protocols::MAIL_APPS },
+                None => RuleSet {
+                    rules: Vec::new(),
+                    default: Action::Allow,
+                    protocols: Protocols::MAIL_APPS,
+                    observe: false,
+                },
             },
         };
         change(&mut set)?;
@@ -217,6 +230,9 @@ impl Warden {
         let saved = self.shared.store.save_firewall_rule_set(&key, &set);
         self.shared.metrics.store_result("save_firewall_rules", &saved);
         saved?;
+        let (now, by) = (self.shared.clock.now(), Some(actor.name.as_str()));
+        let written = Some(StoredRuleSet::from(&set));
+        self.notify_durably(crate::notify::Notice::firewall_changed(&key, written, now, by));
         sets.insert(key.clone(), set);
         self.rebuild_firewall(&sets);
         let in_force = self.shared.firewall.load().get(&key).cloned();
@@ -344,6 +360,8 @@ impl Warden {
         deleted?;
         sets.remove(&key);
         self.shared.firewall.store(Arc::new(build_firewall(&self.shared.policy.load(), &sets)));
+        let (now, by) = (self.shared.clock.now(), Some(actor.name.as_str()));
+        self.notify_durably(crate::notify::Notice::firewall_changed(&key, None, now, by));
         tracing::info!(key, "firewall rules from the API removed");
         self.record_change(actor, AuditAction::FirewallReset, &key, "back to the policy file's rules".into());
         Ok(())

@@ -216,6 +216,7 @@ fn runtime_list_entries_decide_until_they_expire_and_survive_a_restart() {
             network("198.51.100.0/24"),
             Some(START.plus(hour)),
             "spam run",
+            false,
             &crate::principal::Principal::built_in_admin(),
         )
         .unwrap();
@@ -225,6 +226,7 @@ fn runtime_list_entries_decide_until_they_expire_and_survive_a_restart() {
             network("198.51.100.10"),
             None,
             "monitoring",
+            false,
             &crate::principal::Principal::built_in_admin(),
         )
         .unwrap();
@@ -250,7 +252,7 @@ fn policy_file_entries_cannot_be_changed_through_the_api() {
         Err(ListError::DefinedInPolicyFile { .. })
     ));
     assert!(matches!(
-        h.warden.add_to_list(ListKind::Blocked, net, None, "", &crate::principal::Principal::built_in_admin()),
+        h.warden.add_to_list(ListKind::Blocked, net, None, "", false, &crate::principal::Principal::built_in_admin()),
         Err(ListError::DefinedInPolicyFile { .. })
     ));
     assert!(matches!(
@@ -267,6 +269,7 @@ fn policy_file_entries_cannot_be_changed_through_the_api() {
             network("10.1.0.0/16"),
             Some(START),
             "",
+            false,
             &crate::principal::Principal::built_in_admin()
         ),
         Err(ListError::ExpiryInPast)
@@ -290,6 +293,7 @@ fn a_reloaded_policy_changes_thresholds_and_file_lists_but_keeps_counts_bans_and
             network("198.51.100.0/24"),
             None,
             "",
+            false,
             &crate::principal::Principal::built_in_admin(),
         )
         .unwrap();
@@ -327,6 +331,7 @@ fn the_explanation_names_what_decided_without_changing_anything() {
             network("192.0.2.7"),
             None,
             "monitoring",
+            false,
             &crate::principal::Principal::built_in_admin(),
         )
         .unwrap();
@@ -1046,4 +1051,67 @@ fn a_reset_lifts_the_logins_own_refusals_on_offices() {
     let reset = h.warden.reset_login("alice@example.com", &crate::principal::Principal::built_in_admin()).unwrap();
     assert_eq!(reset.bans_lifted.len(), 1);
     assert_eq!(h.allow(office, "alice@example.com").status, 0);
+}
+
+#[test]
+fn the_host_firewall_drops_banned_sources_and_blocked_networks_but_never_a_login_refusal() {
+    let h = harness("[networks]\nblocked = [\"192.0.2.0/24\"]\ntrusted = [\"100.64.0.0/10\"]\n");
+    let woken = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let count = woken.clone();
+    h.warden.watch_drops(Box::new(move || {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }));
+    office(&h, "198.51.100.40");
+    for _ in 0..5 {
+        h.fail("198.51.100.40", "alice@example.com");
+        h.fail("203.0.113.7", "alice@example.com");
+    }
+    let source = h.warden.source_for("198.51.100.40/32".parse().unwrap());
+    assert!(h.warden.login_refusal(source, "alice@example.com").is_some(), "alice is refused from the office");
+    let drops = h.warden.firewall_drops();
+    let banned: Vec<String> = drops.banned.iter().map(|e| e.network.to_string()).collect();
+    assert_eq!(banned, ["203.0.113.7/32", "192.0.2.0/24"], "the office's refusal of one login drops nothing");
+    let ban = h.warden.ban(h.warden.source_for("203.0.113.7/32".parse().unwrap())).unwrap();
+    assert_eq!(drops.banned[0].ends, Some(ban.expires_at));
+    assert_eq!(drops.banned[1].ends, None);
+    assert_eq!(drops.trusted.iter().map(|e| e.network.to_string()).collect::<Vec<_>>(), ["100.64.0.0/10"]);
+    let before = woken.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(before >= 1, "placing the ban woke the firewall's worker");
+    h.warden
+        .add_to_list(
+            ListKind::Blocked,
+            "10.9.0.0/16".parse().unwrap(),
+            None,
+            "",
+            false,
+            &crate::principal::Principal::built_in_admin(),
+        )
+        .unwrap();
+    assert!(woken.load(std::sync::atomic::Ordering::Relaxed) > before, "a list change wakes it too");
+}
+
+#[test]
+fn observe_mode_drops_nothing_at_the_host_firewall_until_it_is_lifted() {
+    let h = harness(
+        "[server]\nmode = \"observe\"\n[networks]\nblocked = [\"192.0.2.0/24\"]\nblocked_observe = [\"198.51.100.0/24\"]\n",
+    );
+    for _ in 0..5 {
+        h.fail("203.0.113.7", "alice@example.com");
+    }
+    h.warden
+        .add_to_list(
+            ListKind::Blocked,
+            "10.9.0.0/16".parse().unwrap(),
+            None,
+            "trial",
+            true,
+            &crate::principal::Principal::built_in_admin(),
+        )
+        .unwrap();
+    let banned = |h: &Harness| -> Vec<String> {
+        h.warden.firewall_drops().banned.iter().map(|e| e.network.to_string()).collect()
+    };
+    assert_eq!(banned(&h), ["192.0.2.0/24"], "no ban while the server observes, no observed entry ever");
+    reload(&h, "[networks]\nblocked = [\"192.0.2.0/24\"]\nblocked_observe = [\"198.51.100.0/24\"]\n");
+    assert_eq!(banned(&h), ["203.0.113.7/32", "192.0.2.0/24"], "the ban recorded in observe mode is enforced");
 }

@@ -190,7 +190,7 @@ impl Warden {
         };
         let (mut lifted, mut failed) = (None, None);
         for (source, refused_login) in &lifting {
-            match self.lift_ban(*source, refused_login.as_deref(), "self_service") {
+            match self.lift_ban(*source, refused_login.as_deref(), crate::notify::LiftCause::SelfService, None) {
                 Ok(this) => lifted = lifted.or(this),
                 Err(e) => {
                     failed = Some(e);
@@ -207,6 +207,7 @@ impl Warden {
             }
         };
         shared.journal.event(Event {
+            observed: false,
             at: now,
             kind: EventKind::SelfUnblock,
             login: lifted.cause.login.clone(),
@@ -219,6 +220,7 @@ impl Warden {
                 status.source, count, status.max_unblocks_per_day
             ),
         });
+        self.notify_durably(crate::notify::Notice::self_unblock(&lifted, now));
         Ok(lifted)
     }
 }

@@ -6,5 +6,7 @@ pub mod dovecot;
 pub mod dovecot24;
 pub mod geoip;
 pub mod mailwarden;
+pub mod netns;
 pub mod prometheus;
 pub mod redis;
+pub mod webhook_receiver;

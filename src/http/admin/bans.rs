@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::views::{BanList, BanView, ErrorBody, Unbanned};
+use super::views::{BanList, BanView, ErrorBody, Mode, Unbanned};
 use super::{Admin, ApiError, Page, blocking};
 use crate::network::{Source, parse_network};
 use crate::warden::Warden;
@@ -51,7 +51,8 @@ pub async fn list_bans(_: Admin, warden: web::Data<Warden>, page: web::Query<Pag
     let now = warden.now();
     let (bans, total, limit, offset) = page.slice(warden.bans())?;
     let bans = bans.iter().map(|b| BanView::new(b, now)).collect();
-    Ok(HttpResponse::Ok().json(BanList { bans, total, limit, offset }))
+    let mode = Mode::of(warden.policy().server.observe);
+    Ok(HttpResponse::Ok().json(BanList { bans, total, limit, offset, mode }))
 }
 
 #[utoipa::path(get, path = "/api/v1/bans/{addr}", tag = "bans",
@@ -111,4 +112,17 @@ pub async fn delete_ban(
     .await?;
     let ban = lifted.ok_or_else(|| not_found(source, &scope))?;
     Ok(HttpResponse::Ok().json(Unbanned { unbanned: BanView::new(&ban, warden.now()) }))
+}
+
+#[utoipa::path(get, path = "/api/v1/bans.txt", tag = "bans",
+    responses((status = 200, description = "What the host firewall drops, for other firewalls to fetch: one address or network (CIDR) per line, the active bans of whole sources (never an IP+login refusal) and the blocked networks in force, without those inside a wider one or a trusted network; sorted, IPv4 first.", body = String, content_type = "text/plain"),
+              (status = 401, description = "No or wrong bearer token.", body = ErrorBody)))]
+pub async fn ban_list_text(_: Admin, warden: web::Data<Warden>) -> HttpResponse {
+    let sets = crate::nftables::sets::Sets::wanted(&warden.firewall_drops());
+    let mut body = String::new();
+    for network in sets.banned_networks() {
+        body.push_str(&Source::from_network(network).to_string());
+        body.push('\n');
+    }
+    HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(body)
 }

@@ -29,6 +29,8 @@ pub struct EventQuery {
     /// most 3660 days).
     #[param(max_length = 64)]
     since: Option<String>,
+    /// `true`: only what observe mode would have refused; `false`: only real refusals.
+    observed: Option<bool>,
     /// At most this many (1-1000, default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
@@ -50,6 +52,9 @@ pub struct EventView {
     pub rule: Option<u32>,
     /// What the user was told, or what was done.
     pub detail: String,
+    /// Decided by a part of the policy in observe mode: the login was allowed; the record
+    /// says what would have been refused.
+    pub observed: bool,
 }
 
 impl EventView {
@@ -63,6 +68,7 @@ impl EventView {
             device_id: event.device_id.clone(),
             rule: event.rule,
             detail: event.detail.clone(),
+            observed: event.observed,
         }
     }
 }
@@ -120,7 +126,7 @@ fn filter(query: &EventQuery, now: Timestamp) -> Result<EventFilter, ApiError> {
         });
     }
     let login = query.login.as_ref().map(|l| crate::login::key(l.trim()).into_owned());
-    Ok(EventFilter { ip, login, domain: None, kind, since, limit, offset })
+    Ok(EventFilter { ip, login, domain: None, kind, since, observed: query.observed, limit, offset })
 }
 
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventQuery),

@@ -6,7 +6,7 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::views::ErrorBody;
+use super::views::{ErrorBody, Mode};
 use super::{Admin, ApiError, Page, blocking};
 use crate::firewall::{Action, AsnSpec, KeyedRuleSet, RuleSpec, StoredRuleSet};
 use crate::warden::{MailboxFirewall, RuleMove, Warden};
@@ -42,6 +42,10 @@ pub struct FirewallView {
     /// the audit trail (absent in listings, and when the trail does not say).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changed_by: Option<String>,
+    /// `enforce`, or `observe`: the rules refuse nothing and the block log records what they
+    /// would refuse; absent when none apply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
 }
 
 impl FirewallView {
@@ -61,6 +65,7 @@ impl FirewallView {
                 protocols: Vec::new(),
                 rules: Vec::new(),
                 changed_by: None,
+                mode: None,
             },
         }
     }
@@ -76,6 +81,7 @@ impl FirewallView {
             protocols: stored.protocols,
             rules: stored.rules.into_iter().enumerate().map(|(i, rule)| RuleView { number: i + 1, rule }).collect(),
             changed_by: None,
+            mode: Some(Mode::of(keyed.rule_set.observe)),
         }
     }
 }

@@ -5,7 +5,7 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::views::{ErrorBody, ListEntries, ListEntryView, NewListEntry, Removed};
+use super::views::{ErrorBody, ListEntries, ListEntryView, Mode, NewListEntry, Removed};
 use super::{Admin, ApiError, Page, blocking};
 use crate::access::ListKind;
 use crate::clock::{MAX_LENGTH, MAX_LENGTH_TEXT, Timestamp, checked_length};
@@ -85,8 +85,12 @@ async fn list(list: ListKind, warden: &Warden, page: &Page) -> Result<HttpRespon
 
 async fn add(list: ListKind, warden: &Warden, entry: &NewListEntry, admin: Admin) -> Result<HttpResponse, ApiError> {
     let (network, expires_at, comment) = checked(entry, warden.now())?;
+    let observe = entry.mode == Some(Mode::Observe);
+    if observe && list == ListKind::Trusted {
+        return Err(invalid("mode", "mode: observe is for blocked entries; a trusted entry only ever allows".into()));
+    }
     let handle = warden.clone();
-    let change = blocking(move || handle.add_to_list(list, network, expires_at, &comment, &admin.0)).await?;
+    let change = blocking(move || handle.add_to_list(list, network, expires_at, &comment, observe, &admin.0)).await?;
     let view = ListEntryView::new(&change.entry);
     Ok(if change.created { HttpResponse::Created().json(view) } else { HttpResponse::Ok().json(view) })
 }

@@ -129,6 +129,7 @@ admin_routes! {
     post "/api/v1/reload" => reload::reload, Admin;
     get "/api/v1/decide" => decide::decide, Support;
     get "/api/v1/bans" => bans::list_bans, Support;
+    get "/api/v1/bans.txt" => bans::ban_list_text, Support;
     get "/api/v1/bans/{addr:.+}" => bans::show_ban, Support;
     delete "/api/v1/bans/{addr:.+}" => bans::delete_ban, Support;
     post "/api/v1/logins/{login}/reset" => logins::reset_login, Admin;
@@ -508,7 +509,7 @@ impl utoipa::Modify for BearerAuth {
     info(title = "mailwarden admin API", description = "Bans, admin lists, dry-run decisions and reloads of a running mailwarden."),
     paths(
         healthz, metrics, openapi, reload::reload, decide::decide,
-        bans::list_bans, bans::show_ban, bans::delete_ban, logins::reset_login,
+        bans::list_bans, bans::ban_list_text, bans::show_ban, bans::delete_ban, logins::reset_login,
         lists::list_blocks, lists::add_block, lists::remove_block,
         lists::list_trusted, lists::add_trusted, lists::remove_trusted,
         events::list_events, why::why,

@@ -106,6 +106,9 @@ pub struct BanList {
     pub total: usize,
     pub limit: usize,
     pub offset: usize,
+    /// `observe` while `server.mode = "observe"`: these bans are recorded, not enforced
+    /// (logins from them are allowed and logged as "would refuse") until the mode is lifted.
+    pub mode: Mode,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -130,6 +133,7 @@ pub struct ListEntryView {
     /// entries (and for entries made before tokens had names).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub added_by: Option<String>,
+    pub mode: Mode,
 }
 
 impl ListEntryView {
@@ -142,6 +146,7 @@ impl ListEntryView {
             created_at: entry.created_at.rfc3339(),
             expires_at: entry.expires_at.map(Timestamp::rfc3339),
             added_by: Some(entry.added_by.clone()).filter(|name| !name.is_empty()),
+            mode: Mode::of(entry.observe),
         }
     }
 }
@@ -175,6 +180,25 @@ pub struct NewListEntry {
     #[serde(default)]
     #[schema(max_length = 200)]
     pub comment: Option<String>,
+    /// `observe`: a blocked entry that refuses nothing and records what it would refuse (the
+    /// block log's "would refuse"); `enforce` (the default) refuses. Not for trusted entries.
+    #[serde(default)]
+    pub mode: Option<Mode>,
+}
+
+/// Whether a part of the policy refuses (`enforce`) or only records what it would refuse
+/// (`observe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Enforce,
+    Observe,
+}
+
+impl Mode {
+    pub fn of(observe: bool) -> Mode {
+        if observe { Mode::Observe } else { Mode::Enforce }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -207,6 +231,10 @@ pub struct DecisionView {
     pub list_entry: Option<ListEntryView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ban: Option<BanView>,
+    /// The reason (as `reason`) a part of the policy in observe mode would have refused or
+    /// delayed the login for; absent when observe mode held nothing back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_refuse: Option<String>,
 }
 
 impl DecisionView {
@@ -225,6 +253,7 @@ impl DecisionView {
             max_failures: explanation.max_failures,
             list_entry: explanation.list_entry.as_ref().map(ListEntryView::new),
             ban: explanation.ban.as_deref().map(|b| BanView::new(b, now)),
+            would_refuse: explanation.observed.as_ref().map(|d| d.reason().to_string()),
         }
     }
 }
