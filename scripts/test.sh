@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-submissiond systemd prometheus debootstrap chromium chromium-driver redis-server redis-tools iproute2 nftables)
+packages=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-submissiond systemd prometheus debootstrap chromium chromium-driver redis-server redis-tools iproute2 nftables dovecot-lmtpd postfix)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -17,6 +17,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "Installing test dependencies: ${missing[*]}"
   $sudo apt-get update -q
+  # Postfix asks how to configure the system's own mail service: not at all (the tests run
+  # their own instance on a loopback port).
+  echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
   # Debian starts the system Dovecot (and Redis) on install where it can; the tests run their
   # own instances on free loopback ports and do not need or touch them.
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -170,6 +170,8 @@ pub struct Recorded {
     pub repeats: u32,
     /// Whether this failure put the guess in quarantine.
     pub quarantined: bool,
+    /// When this guess first failed in the window (for the owner's notice: "since when").
+    pub first_failed: Timestamp,
     /// Distinct guesses in the long window, this one included (0 while it is off).
     pub long_distinct: u32,
 }
@@ -365,12 +367,13 @@ impl SourceHistory {
             }
             _ => false,
         };
-        let repeats = guess.failures;
+        let (repeats, first_failed) = (guess.failures, guess.first_seen);
         Recorded {
             distinct: self.distinct_in_window(now, counting.window),
             new_guess,
             repeats,
             quarantined,
+            first_failed,
             long_distinct: self.distinct_in_long_window(now, counting),
         }
     }

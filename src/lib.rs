@@ -19,10 +19,12 @@ pub mod http;
 pub mod journal;
 pub mod logging;
 pub mod login;
+pub mod mailer;
 pub mod metrics;
 pub mod network;
 pub mod nftables;
 pub mod notify;
+pub mod owner_mail;
 pub mod principal;
 pub mod printable;
 #[cfg(test)]

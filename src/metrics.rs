@@ -95,6 +95,8 @@ pub struct Metrics {
     pub cluster_announcements: IntCounterVec,
     /// Notices on the internal stream by type and result (`published`, `dropped`).
     pub notifications: IntCounterVec,
+    /// Mails to mailbox owners by kind and result.
+    pub owner_mails: IntCounterVec,
     pub webhooks: crate::notify::webhooks::WebhookMetrics,
 }
 
@@ -438,6 +440,14 @@ impl Metrics {
                 "mailwarden_notifications_total",
                 "Notices on the internal stream every notifier reads, by type and result (published, dropped: the queue was full).",
                 &[("type", &notice_types), ("result", &["published", "dropped"])],
+            )?,
+            owner_mails: r.counter(
+                "mailwarden_owner_mails_total",
+                "Mails to mailbox owners by kind (stale_device, attack) and result (sent, failed, rate_limited: one was sent for that account and device lately, no_recipient: not an address or turned off, dropped: the queue was full).",
+                &[
+                    ("kind", &["stale_device", "attack"]),
+                    ("result", &["sent", "failed", "rate_limited", "no_recipient", "dropped"]),
+                ],
             )?,
             webhooks: crate::notify::webhooks::WebhookMetrics {
                 deliveries: r.counter(

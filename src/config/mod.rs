@@ -24,6 +24,7 @@ use crate::geoip::GeoIpSettings;
 use crate::network::{SourceGrouping, parse_network};
 use crate::nftables::NftablesSettings;
 use crate::notify::webhooks::{self, WebhookSettings};
+use crate::owner_mail::OwnerMailSettings;
 use crate::secrets::{AuthSettings, Secret};
 use crate::selfservice::SelfServiceSettings;
 use crate::store::{RedisSettings, mask_url};
@@ -73,6 +74,7 @@ pub struct Policy {
     pub log: LogSettings,
     /// `[webhooks.NAME]`: where notices are sent, in the file's order.
     pub webhooks: Vec<WebhookSettings>,
+    pub owner_mail: OwnerMailSettings,
     pub store: StoreSettings,
     /// Enforcement at the host firewall (`[nftables]`).
     pub nftables: NftablesSettings,
@@ -353,6 +355,8 @@ impl Policy {
                             quote("(generated into state_dir on first start)")
                         }
                         (Kind::Secret, _) => quote("********"),
+                        (Kind::Password, Value::Text(text)) if text.is_empty() => quote(""),
+                        (Kind::Password, _) => quote("********"),
                         (_, value) if setting.key == "store.url" || setting.key == "store.cluster_urls" => {
                             show_value(&masked_urls(value))
                         }
@@ -570,6 +574,8 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
         }
     }
 
+    let owner_mail = owner_mail_settings(&v, &mut problem, &text);
+
     let mut mailboxes = Vec::new();
     // Keys are compared as logins are (`login::key`): two spellings of one mailbox would leave
     // one of the two rule sets silently unused.
@@ -680,6 +686,7 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
             max_connections: count("server.max_connections"),
             observe: v.text("server.mode") == "observe",
         },
+        owner_mail,
         self_service: SelfServiceSettings {
             max_unblocks_per_day: small("self_service.max_unblocks_per_day"),
             max_requests_per_minute: small("self_service.max_requests_per_minute"),
@@ -822,6 +829,68 @@ fn store_settings(v: &Values, problem: &mut impl FnMut(&str, String)) -> Option<
         }
     };
     Some(StoreSettings { backend, on_store_error, refresh_every: v.duration("store.refresh_every") })
+}
+
+/// `[owner_mail]`, with the page's provider name and support contact (`texts`: the page's).
+fn owner_mail_settings(
+    v: &Values,
+    problem: &mut impl FnMut(&str, String),
+    page_texts: &std::collections::BTreeMap<String, String>,
+) -> OwnerMailSettings {
+    let enabled = v.bool("owner_mail.enabled");
+    let from = v.text("owner_mail.from").trim().to_string();
+    if enabled && from.is_empty() {
+        problem("owner_mail.from", "required when owner_mail.enabled = true: the notices' From address".into());
+    }
+    if !from.is_empty()
+        && let Err(e) = crate::mailer::check_address(&from)
+    {
+        problem("owner_mail.from", format!("{from:?} is not a mail address: {e}"));
+    }
+    let url = v.text("owner_mail.smtp_url").trim().to_string();
+    if let Err(e) = crate::mailer::check_url(&url) {
+        problem("owner_mail.smtp_url", format!("{url:?} is not an smtp:// or smtps:// URL: {e}"));
+    }
+    let recipient = v.text("owner_mail.recipient").trim().to_string();
+    if !recipient.is_empty() && !recipient.contains("{login}") {
+        problem(
+            "owner_mail.recipient",
+            format!("{recipient:?} does not contain {{login}}: every such login would get one address's mail"),
+        );
+    }
+    let skip = v.list("owner_mail.skip").iter().map(|entry| crate::login::key(entry.trim()).into_owned()).collect();
+    let mut text = crate::owner_mail::default_texts();
+    for (key, value) in v.text_table("owner_mail.text").into_iter().flatten() {
+        if !text.contains_key(key) {
+            let known: Vec<&String> = text.keys().collect();
+            problem(&format!("owner_mail.text.{key}"), format!("not a text of the notices; the texts are {known:?}"));
+        } else if key.ends_with("_subject") && value.chars().any(char::is_control) {
+            problem(&format!("owner_mail.text.{key}"), "a subject must be one line".into());
+        } else {
+            text.insert(key.clone(), value.clone());
+        }
+    }
+    let password = v.text("owner_mail.smtp_password");
+    let support = v.text("self_service.support_contact");
+    OwnerMailSettings {
+        enabled,
+        smtp: crate::mailer::SmtpSettings {
+            url,
+            user: v.text("owner_mail.smtp_user").trim().to_string(),
+            password: (!password.is_empty()).then(|| Secret::new(password)),
+            from,
+        },
+        recipient,
+        skip,
+        per_device_every: v.duration("owner_mail.per_device_every"),
+        text,
+        provider: v.text("self_service.provider_name").to_string(),
+        support: if support.is_empty() {
+            page_texts.get("support_fallback").cloned().unwrap_or_default()
+        } else {
+            support.to_string()
+        },
+    }
 }
 
 #[cfg(test)]

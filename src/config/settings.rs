@@ -36,6 +36,8 @@ pub enum Kind {
     Template(&'static [&'static str]),
     /// A secret: never printed. Empty means "generated into state_dir on first start".
     Secret,
+    /// A password for another service: never printed. Empty means none.
+    Password,
     /// A table of texts by name (`[self_service.text]`).
     TextTable,
     /// A table of firewall rule sets by mailbox or domain (`[mailboxes."a@b"]`).
@@ -547,6 +549,40 @@ pub const SETTINGS: &[Setting] = &[
         Restart,
         "How often the table is recreated from the bans in force.",
     ),
+    // [owner_mail]
+    setting(
+        "owner_mail.enabled",
+        Kind::Bool,
+        "false",
+        Live,
+        "Mail the mailbox owner when a device of theirs is quarantined for an old password or the account comes under attack.",
+    ),
+    setting(
+        "owner_mail.smtp_url",
+        Kind::Text,
+        "\"smtp://127.0.0.1:25\"",
+        Live,
+        "The mail server notices go through: smtp://host:port (?tls=required for STARTTLS), or smtps://host:port.",
+    ),
+    setting("owner_mail.smtp_user", Kind::Text, "\"\"", Live, "User for SMTP AUTH with the mail server; empty: none."),
+    setting("owner_mail.smtp_password", Kind::Password, "\"\"", Live, "Password for SMTP AUTH."),
+    setting("owner_mail.from", Kind::Text, "\"\"", Live, "The notices' From address (required when enabled)."),
+    setting(
+        "owner_mail.recipient",
+        Kind::Text,
+        "\"\"",
+        Live,
+        "For logins that are not addresses: where their notices go, e.g. {login}@example.com; empty: none.",
+    ),
+    setting("owner_mail.skip", Kind::List, "[]", Live, "Mailboxes and @domains that never get a notice."),
+    setting(
+        "owner_mail.per_device_every",
+        dur(secs(60), secs(30 * DAY)),
+        "\"1d\"",
+        Live,
+        "At most one notice per account and mail app (or per attack) in this long.",
+    ),
+    setting("owner_mail.text", Kind::TextTable, "{}", Live, "The notices' texts by name, overriding the defaults."),
     // [log]
     setting("log.level", Kind::Text, "\"info\"", Restart, "Log filter, such as \"info\" or \"mailwarden=debug\"."),
     setting("log.format", Kind::Choice(&["text", "json"]), "\"text\"", Restart, "Log lines as text or as JSON."),
@@ -620,6 +656,7 @@ pub fn reference() -> String {
     for setting in SETTINGS {
         let default = match (setting.kind, setting.default) {
             (Kind::Secret, _) => "empty: generated into `state_dir`".to_string(),
+            (Kind::Password, _) => "empty: none".to_string(),
             (_, "\"\"") => "empty".to_string(),
             (_, "[]") | (_, "{}") => "none".to_string(),
             (_, text) => format!("`{}`", text.trim_matches('"')),
@@ -639,6 +676,7 @@ pub fn reference() -> String {
                 format!("a message with {}", names.join(", "))
             }
             Kind::Secret => "16 characters or more".to_string(),
+            Kind::Password => "a password (never printed)".to_string(),
             Kind::TextTable => "a table of texts".to_string(),
             Kind::RuleSets => "tables of rule sets".to_string(),
             Kind::Webhooks => "tables of endpoints".to_string(),

@@ -343,12 +343,16 @@ fn check(setting: &Setting, given: &toml::Value) -> Result<Value, String> {
                 Err(format!("{number} is outside {min:.1}..={max:.1}"))
             }
         }
-        Kind::Duration { .. } | Kind::Text | Kind::Path | Kind::Choice(_) | Kind::Template(_) | Kind::Secret => {
-            match given {
-                toml::Value::String(text) => from_text(setting, text),
-                _ => Err(format!("expected text in quotes, found {}", found())),
-            }
-        }
+        Kind::Duration { .. }
+        | Kind::Text
+        | Kind::Path
+        | Kind::Choice(_)
+        | Kind::Template(_)
+        | Kind::Secret
+        | Kind::Password => match given {
+            toml::Value::String(text) => from_text(setting, text),
+            _ => Err(format!("expected text in quotes, found {}", found())),
+        },
         Kind::List => match given {
             toml::Value::Array(items) => items
                 .iter()

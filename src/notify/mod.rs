@@ -181,24 +181,24 @@ impl Notice {
         Notice::new(kind, at, None, facts(json!({"login": login, "sources": sources, "since": since.rfc3339()})))
     }
 
-    pub fn quarantine_started(
-        login: &str,
-        source: Source,
-        protocol: &str,
-        device_id: &str,
-        failures: u32,
-        at: Timestamp,
-    ) -> Notice {
+    /// A stale password quarantined: whose, from where (the address, its country when GeoIP
+    /// knows it), which mail app (`device`: its name from the IMAP ID), since when and how
+    /// many tries.
+    pub fn quarantine_started(stale: &StaleDevice<'_>, at: Timestamp) -> Notice {
         Notice::new(
             NoticeKind::QuarantineStarted,
             at,
             None,
             facts(json!({
-                "login": login,
-                "source": source.to_string(),
-                "protocol": protocol,
-                "device_id": device_id,
-                "failures": failures,
+                "login": stale.login,
+                "source": stale.source.to_string(),
+                "address": stale.address.map(|ip| ip.to_string()),
+                "country": stale.country,
+                "protocol": stale.protocol,
+                "device_id": stale.device_id,
+                "device": stale.device,
+                "failures": stale.failures,
+                "since": stale.since.rfc3339(),
             })),
         )
     }
@@ -233,6 +233,21 @@ impl Notice {
         })
         .to_string()
     }
+}
+
+/// What a stale-password quarantine's notice tells.
+#[derive(Debug, Clone)]
+pub struct StaleDevice<'a> {
+    pub login: &'a str,
+    pub source: Source,
+    pub address: Option<std::net::IpAddr>,
+    pub country: Option<String>,
+    pub protocol: &'a str,
+    pub device_id: &'a str,
+    pub device: Option<String>,
+    pub failures: u32,
+    /// When this password first failed from there.
+    pub since: Timestamp,
 }
 
 /// A reader of the stream.

@@ -503,14 +503,20 @@ impl Warden {
                 recorded.repeats
             );
             shared.journal.event(event(EventKind::QuarantineStarted, detail));
-            shared.notifier.publish(crate::notify::Notice::quarantine_started(
-                &attempt.login,
+            // One GeoIP lookup per quarantine (rare), for the owner's notice.
+            let country = attempt.remote.and_then(|ip| shared.geoip.load().country(ip)).map(|c| c.to_string());
+            let stale = crate::notify::StaleDevice {
+                login: &attempt.login,
                 source,
-                attempt.protocol.label(),
-                &attempt.device_id,
-                recorded.repeats,
-                now,
-            ));
+                address: attempt.remote,
+                country,
+                protocol: attempt.protocol.label(),
+                device_id: &attempt.device_id,
+                device: device_name(&attempt.device_id),
+                failures: recorded.repeats,
+                since: recorded.first_failed,
+            };
+            shared.notifier.publish(crate::notify::Notice::quarantine_started(&stale, now));
         }
         if policy.account_protection.enabled
             && shared.accounts.record_failure(&attempt.login, source, now, &protection(policy))

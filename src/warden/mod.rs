@@ -57,6 +57,7 @@ use crate::network::{Source, SourceGrouping};
 use crate::notify::outbox::Outbox;
 use crate::notify::webhooks::Webhooks;
 use crate::notify::{LiftCause, Notice, NoticeKind, Notifier, Sink};
+use crate::owner_mail::OwnerMail;
 use crate::principal::Principal;
 use crate::store::{Store, StoreError};
 use crate::tolerance::ToleranceTracker;
@@ -84,8 +85,10 @@ struct Shared {
     /// Writes the block log and known sources in the background (shared with the webhook
     /// delivery threads, which note a failing endpoint there).
     journal: Arc<Journal>,
-    /// The stream of notices every notifier reads (webhooks).
+    /// The stream of notices every notifier reads (webhooks, the owners' mail).
     notifier: Notifier,
+    /// The mail to mailbox owners, a reader of `notifier` (kept to give it reloaded settings).
+    owner_mail: Arc<OwnerMail>,
     /// Accounts whose attack was announced, and since when, so its end is announced too
     /// (memory only; at most the accounts under attack).
     attacks_announced: Mutex<HashMap<Box<str>, Timestamp>>,
@@ -304,6 +307,8 @@ impl Warden {
                 Webhooks::start(&policy.webhooks, outbox, clock.clone(), metrics.webhooks.clone(), journal.clone());
             sinks.push(Arc::new(webhooks));
         }
+        let owner_mail = OwnerMail::start(policy.owner_mail.clone(), clock.clone(), metrics.owner_mails.clone());
+        sinks.push(owner_mail.clone());
         let notifier = Notifier::start(sinks, metrics.notifications.clone());
         let protection = &policy.account_protection;
         let policy_window = policy.autoban.window;
@@ -326,6 +331,7 @@ impl Warden {
             geoip: ArcSwap::from_pointee(geoip),
             journal,
             notifier,
+            owner_mail,
             attacks_announced: Mutex::new(HashMap::new()),
             keep,
             accounts,
@@ -735,6 +741,7 @@ impl Warden {
         *lock(&self.shared.keep) = detection::keep(&new);
         self.shared.access.store(Arc::new(lists::build_access(&new, &entries, self.shared.clock.now())));
         self.shared.firewall.store(Arc::new(rules::build_firewall(&new, &rule_sets)));
+        self.shared.owner_mail.set_settings(new.owner_mail.clone());
         self.shared.policy.store(Arc::new(new));
         // After the policy: what the firewall drops depends on its lists and on server.mode.
         self.lists_changed();

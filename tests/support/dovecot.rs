@@ -27,6 +27,8 @@ const DOVEADM: &str = "/usr/bin/doveadm";
 const LOGIN_BINARIES: [&str; 2] = ["/usr/lib/dovecot/imap-login", "/usr/lib/dovecot/pop3-login"];
 /// The submission service (dovecot-submissiond): its login process, which asks the policy
 /// server, and the post-login process a successful SMTP AUTH hands the session to.
+/// Dovecot's LMTP server (dovecot-lmtpd), which delivers into the Maildirs.
+const LMTP_BINARY: &str = "/usr/lib/dovecot/lmtp";
 const SUBMISSION_BINARIES: [&str; 2] = ["/usr/lib/dovecot/submission-login", "/usr/lib/dovecot/submission"];
 
 /// Accounts in the test passdb, as (login, password).
@@ -85,6 +87,11 @@ pub fn require_dovecot_submission() -> bool {
     require(&SUBMISSION_BINARIES, "dovecot-core, dovecot-imapd, dovecot-pop3d and dovecot-submissiond")
 }
 
+/// Dovecot's LMTP delivery (Debian's `dovecot-lmtpd`).
+pub fn require_dovecot_lmtp() -> bool {
+    require(&[LMTP_BINARY], "dovecot-core, dovecot-imapd, dovecot-pop3d and dovecot-lmtpd")
+}
+
 fn require(extra: &[&'static str], packages: &str) -> bool {
     let missing = missing_binaries(extra);
     if missing.is_empty() {
@@ -115,6 +122,8 @@ pub struct Dovecot {
     pop3_port: u16,
     /// Dovecot's submission service (SMTP AUTH), when started with it.
     submission_port: Option<u16>,
+    /// Dovecot's LMTP delivery into the users' Maildirs, when started with it.
+    lmtp_port: Option<u16>,
     stopped: bool,
 }
 
@@ -122,16 +131,22 @@ impl Dovecot {
     /// Starts Dovecot asking the policy server at `policy_url` with header `X-API-Key: <api_key>`,
     /// and waits until its IMAP and POP3 ports accept connections.
     pub fn start(policy_url: &str, api_key: &str) -> Dovecot {
-        Dovecot::start_services(policy_url, api_key, false)
+        Dovecot::start_services(policy_url, api_key, false, false)
     }
 
     /// [`Dovecot::start`] with the submission service too (call [`require_dovecot_submission`]
     /// first), and waits until its port accepts connections as well.
     pub fn start_with_submission(policy_url: &str, api_key: &str) -> Dovecot {
-        Dovecot::start_services(policy_url, api_key, true)
+        Dovecot::start_services(policy_url, api_key, true, false)
     }
 
-    fn start_services(policy_url: &str, api_key: &str, submission: bool) -> Dovecot {
+    /// [`Dovecot::start`] with LMTP on a loopback port (call [`require_dovecot_lmtp`] first),
+    /// delivering into the users' Maildirs, which IMAP then reads.
+    pub fn start_with_delivery(policy_url: &str, api_key: &str) -> Dovecot {
+        Dovecot::start_services(policy_url, api_key, false, true)
+    }
+
+    fn start_services(policy_url: &str, api_key: &str, submission: bool, delivery: bool) -> Dovecot {
         let dir = tempfile::Builder::new().prefix("mailwarden-dovecot-").tempdir().expect("create Dovecot temp folder");
         // mkdtemp makes the folder 0700, and the auth process (user `dovecot`) could not read
         // the passwd-file inside it: every login would fail with "Temporary authentication failure".
@@ -154,9 +169,11 @@ impl Dovecot {
         let imap_port = free_port();
         let pop3_port = free_port();
         let submission = submission.then(|| Submission { port: free_port(), relay_port: free_port() });
+        let lmtp_port = delivery.then(free_port);
         let config_path = root.join("dovecot.conf");
         let log_path = root.join("dovecot.log");
-        fs::write(&config_path, test_config(root, imap_port, pop3_port, submission)).expect("write dovecot.conf");
+        fs::write(&config_path, test_config(root, imap_port, pop3_port, submission, lmtp_port))
+            .expect("write dovecot.conf");
 
         // `dovecot` daemonizes and the daemon keeps the stdout/stderr it inherited: a pipe here
         // would never reach EOF, so both go to a file.
@@ -179,8 +196,9 @@ impl Dovecot {
             );
         }
         let submission_port = submission.map(|s| s.port);
-        let dovecot = Dovecot { dir, config_path, log_path, imap_port, pop3_port, submission_port, stopped: false };
-        for port in [imap_port, pop3_port].into_iter().chain(submission_port) {
+        let dovecot =
+            Dovecot { dir, config_path, log_path, imap_port, pop3_port, submission_port, lmtp_port, stopped: false };
+        for port in [imap_port, pop3_port].into_iter().chain(submission_port).chain(lmtp_port) {
             dovecot.wait_for_port(port);
         }
         dovecot
@@ -188,6 +206,11 @@ impl Dovecot {
 
     pub fn imap_port(&self) -> u16 {
         self.imap_port
+    }
+
+    /// Where LMTP listens; panics unless started with [`Dovecot::start_with_delivery`].
+    pub fn lmtp_port(&self) -> u16 {
+        self.lmtp_port.expect("Dovecot was started without LMTP")
     }
 
     pub fn pop3_port(&self) -> u16 {
@@ -284,11 +307,17 @@ struct Submission {
 
 /// Everything a self-contained instance needs, then the shipped snippet. The test-only settings
 /// (no failure delay, no anvil penalty) keep a failed login at ~0.5 s instead of 2-15 s.
-fn test_config(root: &Path, imap_port: u16, pop3_port: u16, submission: Option<Submission>) -> String {
-    let (protocols, submission_config) = match submission {
-        None => ("imap pop3", String::new()),
+fn test_config(
+    root: &Path,
+    imap_port: u16,
+    pop3_port: u16,
+    submission: Option<Submission>,
+    lmtp_port: Option<u16>,
+) -> String {
+    let (mut protocols, mut submission_config) = match submission {
+        None => ("imap pop3".to_string(), String::new()),
         Some(Submission { port, relay_port }) => (
-            "imap pop3 submission",
+            "imap pop3 submission".to_string(),
             format!(
                 r#"
 # SMTP AUTH in plain text on loopback (ssl = no, disable_plaintext_auth = no above).
@@ -303,6 +332,20 @@ service submission-login {{
             ),
         ),
     };
+    if let Some(port) = lmtp_port {
+        protocols.push_str(" lmtp");
+        submission_config.push_str(&format!(
+            r#"
+# Delivery (Postfix relays to it): into ~/Maildir, as IMAP reads it.
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+}}
+"#
+        ));
+    }
     let root = root.display();
     format!(
         r#"# Generated by tests/support/dovecot.rs for one test.
@@ -427,6 +470,51 @@ pub fn imap_login_with_id(
     conn.send("z LOGOUT");
     conn.drain();
     LoginOutcome { ok: line.starts_with("a OK"), line }
+}
+
+/// Every message in `user`'s INBOX, whole (headers and body), read over IMAP as a mail app
+/// would (`FETCH BODY.PEEK[]`, so nothing is marked read). Panics unless the login succeeds.
+pub fn imap_inbox(dovecot: &impl LoginPorts, from: Ipv4Addr, user: &str, pass: &str) -> Vec<String> {
+    let mut conn = LineConnection::open(from, dovecot.imap_port(), "IMAP");
+    let greeting = conn.read_line();
+    assert!(greeting.starts_with("* OK"), "unexpected IMAP greeting: {greeting:?}");
+    conn.send(&format!("a LOGIN {} {}", imap_quote(user), imap_quote(pass)));
+    let login = conn.read_tagged("a");
+    assert!(login.starts_with("a OK"), "IMAP login of {user} refused: {login:?}");
+    conn.send("b SELECT INBOX");
+    let mut exists = 0;
+    loop {
+        let line = conn.read_line();
+        if let Some(count) = line.strip_prefix("* ").and_then(|rest| rest.strip_suffix(" EXISTS")) {
+            exists = count.parse().unwrap_or(0);
+        }
+        if line.starts_with("b ") {
+            assert!(line.starts_with("b OK"), "SELECT INBOX refused: {line:?}");
+            break;
+        }
+    }
+    let mut messages = Vec::new();
+    if exists > 0 {
+        conn.send("c FETCH 1:* BODY.PEEK[]");
+        loop {
+            let line = conn.read_line();
+            if line.starts_with("c ") {
+                assert!(line.starts_with("c OK"), "FETCH refused: {line:?}");
+                break;
+            }
+            // `* n FETCH (BODY[] {size}`: the message follows as `size` bytes.
+            let Some(size) = line.rsplit_once('{').and_then(|(_, n)| n.strip_suffix('}')).and_then(|n| n.parse().ok())
+            else {
+                continue;
+            };
+            let mut literal = vec![0u8; size];
+            std::io::Read::read_exact(&mut conn.reader, &mut literal).expect("read a message");
+            messages.push(String::from_utf8_lossy(&literal).into_owned());
+        }
+    }
+    conn.send("z LOGOUT");
+    conn.drain();
+    messages
 }
 
 /// POP3 `USER`/`PASS` from source address `from`.

@@ -7,6 +7,7 @@ pub mod dovecot24;
 pub mod geoip;
 pub mod mailwarden;
 pub mod netns;
+pub mod postfix;
 pub mod prometheus;
 pub mod redis;
 pub mod webhook_receiver;
