@@ -61,6 +61,9 @@ pub struct AccessEntry {
     /// `None`: until removed.
     pub expires_at: Option<Timestamp>,
     pub origin: Origin,
+    /// The name of the token that made it through the API; empty for the policy file's, and
+    /// for entries stored before tokens had names.
+    pub added_by: String,
     /// A blocked entry in observe mode: what it would refuse is recorded, nothing is refused.
     pub observe: bool,
 }
@@ -185,6 +188,7 @@ mod tests {
             created_at: NOW,
             expires_at: expires_in.map(|s| NOW.plus(Duration::from_secs(s))),
             origin,
+            added_by: String::new(),
         }
     }
 

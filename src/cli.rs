@@ -58,6 +58,22 @@ struct EntryOptions {
     json: bool,
 }
 
+/// The time filter and page of `events` and `audit`.
+#[derive(Debug, clap::Args)]
+struct LogPage {
+    /// Only since then: a duration back from now (2h, 3days) or an RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+    /// At most this many (default 50).
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// Skip this many of the newest matches first (the next page: --offset 50).
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (the default).
@@ -77,6 +93,12 @@ enum Command {
         /// Lift only the refusal of this login from the address (an IP+login refusal).
         #[arg(long)]
         login: Option<String>,
+        /// Also trust the banned network, so it is never banned again ("lift and trust").
+        #[arg(long)]
+        trust: bool,
+        /// The trusted entry's comment (with --trust).
+        #[arg(long, value_name = "TEXT", requires = "trust")]
+        comment: Option<String>,
         /// Print the API's JSON.
         #[arg(long)]
         json: bool,
@@ -147,6 +169,23 @@ enum Command {
     /// Show and change a mailbox's (or a domain's) email firewall.
     #[command(subcommand)]
     Firewall(FirewallCommand),
+    /// Create, list and revoke the admin API's named, scoped tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Show the audit trail: who changed what through the API, newest first.
+    Audit {
+        /// Only changes by this token (its name).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only this kind of change, e.g. ban_lifted, rule_moved, token_revoked.
+        #[arg(long)]
+        action: Option<String>,
+        /// Only changes to this address, network, mailbox, login or token.
+        #[arg(long)]
+        target: Option<String>,
+        #[command(flatten)]
+        page: LogPage,
+    },
     /// Show the block log: refusals and bans, newest first.
     Events {
         /// Only this client address.
@@ -158,15 +197,35 @@ enum Command {
         /// Only this reason: ban, blocked, firewall_rule, firewall_default, ban_placed.
         #[arg(long)]
         reason: Option<String>,
-        /// Only since then: a duration back from now (2h, 3days) or an RFC 3339 time.
+        #[command(flatten)]
+        page: LogPage,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it, this once: the server keeps only its SHA-256.
+    Create {
+        /// Its name, shown in the audit trail: letters, digits, '.', '_' and '-'.
         #[arg(long)]
-        since: Option<String>,
-        /// At most this many (default 50).
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-        /// Skip this many of the newest matches first (the next page: --offset 50).
-        #[arg(long, default_value_t = 0)]
-        offset: usize,
+        name: String,
+        /// admin, support, metrics or domain:example.com.
+        #[arg(long)]
+        scope: String,
+        /// How long it lasts, e.g. 90d (default: until revoked).
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the tokens: name, scope, created, expiry, last used (to the hour).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token, on every node of a cluster.
+    Revoke {
+        name: String,
         #[arg(long)]
         json: bool,
     },
@@ -246,7 +305,9 @@ pub fn main() -> ExitCode {
         Command::Serve => serve(config, cli.log_format),
         Command::CheckConfig => check_config(config),
         Command::Bans { json } => with_client(config, json, list_bans),
-        Command::Unban { address, login, json } => with_client(config, json, |c| unban(c, &address, login.as_deref())),
+        Command::Unban { address, login, trust, comment, json } => {
+            with_client(config, json, |c| unban(c, &address, login.as_deref(), trust.then_some(comment.as_deref())))
+        }
         Command::ResetLogin { login, json } => with_client(config, json, |c| reset_login(c, &login)),
         Command::Block(options) => with_client(config, options.json, |c| add_entry(c, BLOCKS, &options)),
         Command::Trust(options) => with_client(config, options.json, |c| add_entry(c, TRUSTED, &options)),
@@ -260,17 +321,96 @@ pub fn main() -> ExitCode {
         Command::Reload { json } => with_client(config, json, reload),
         Command::Firewall(command) => firewall(config, command),
         Command::Why { address, login, json } => with_client(config, json, |c| why(c, &address, login.as_deref())),
-        Command::Events { ip, login, reason, since, limit, offset, json } => {
-            let (limit, offset) = (limit.to_string(), offset.to_string());
-            let mut query = vec![("limit", limit.as_str()), ("offset", offset.as_str())];
-            for (key, value) in [("ip", &ip), ("login", &login), ("reason", &reason), ("since", &since)] {
-                if let Some(value) = value {
-                    query.push((key, value.as_str()));
-                }
-            }
-            with_client(config, json, |c| events(c, &query))
+        Command::Events { ip, login, reason, page } => {
+            let filters = [("ip", &ip), ("login", &login), ("reason", &reason), ("since", &page.since)];
+            with_client(config, page.json, |c| events(c, &paged_query(&filters, page.limit, page.offset)))
+        }
+        Command::Token(command) => token(config, command),
+        Command::Audit { actor, action, target, page } => {
+            let filters = [("actor", &actor), ("action", &action), ("target", &target), ("since", &page.since)];
+            with_client(config, page.json, |c| audit(c, &paged_query(&filters, page.limit, page.offset)))
         }
     }
+}
+
+/// A query of the filters given, and the page.
+fn paged_query<'a>(filters: &[(&'a str, &'a Option<String>)], limit: usize, offset: usize) -> Vec<(&'a str, String)> {
+    let mut query = vec![("limit", limit.to_string()), ("offset", offset.to_string())];
+    query.extend(filters.iter().filter_map(|(key, value)| Some((*key, (*value).clone()?))));
+    query
+}
+
+fn token(config: &std::path::Path, command: TokenCommand) -> ExitCode {
+    match command {
+        TokenCommand::Create { name, scope, expires, json } => with_client(config, json, |client| {
+            let mut body = serde_json::json!({ "name": name, "scope": scope });
+            if let Some(expires) = expires {
+                body["expires"] = Json::String(expires);
+            }
+            let json = client.post("/api/v1/tokens", Some(&body))?;
+            let text = format!(
+                "{}\n\nThe {} token {} (scope {}). Store it now: it cannot be shown again.\n",
+                text(&json, "token"),
+                if json.get("expires_at").is_some() { "expiring" } else { "lasting" },
+                text(&json, "name"),
+                text(&json, "scope"),
+            );
+            Ok(Answer { json, text })
+        }),
+        TokenCommand::List { json } => with_client(config, json, |client| {
+            let json = client.get("/api/v1/tokens", &[])?;
+            let tokens = json.get("tokens").and_then(Json::as_array).cloned().unwrap_or_default();
+            let mut out = String::new();
+            if tokens.is_empty() {
+                out.push_str("No tokens (besides the policy file's auth.admin_token).\n");
+            } else {
+                out.push_str(&format!(
+                    "{:<24} {:<28} {:<24} {:<24} LAST USED\n",
+                    "NAME", "SCOPE", "CREATED", "EXPIRES"
+                ));
+                for token in &tokens {
+                    let expires = readable_time(&text(token, "expires_at"));
+                    let used = readable_time(&text(token, "last_used"));
+                    out.push_str(&format!(
+                        "{:<24} {:<28} {:<24} {:<24} {}\n",
+                        text(token, "name"),
+                        text(token, "scope"),
+                        readable_time(&text(token, "created_at")),
+                        if expires.is_empty() { "never".to_string() } else { expires },
+                        if used.is_empty() { "never".to_string() } else { format!("{used} (to the hour)") },
+                    ));
+                }
+            }
+            Ok(Answer { json, text: out })
+        }),
+        TokenCommand::Revoke { name, json } => with_client(config, json, |client| {
+            let json = client.delete(&format!("/api/v1/tokens/{}", path_segment(name.trim())), &[])?;
+            let revoked = json.get("revoked").cloned().unwrap_or(Json::Null);
+            let text = format!("Revoked the token {} (scope {}).\n", text(&revoked, "name"), text(&revoked, "scope"));
+            Ok(Answer { json, text })
+        }),
+    }
+}
+
+fn audit(client: &AdminClient, query: &[(&str, String)]) -> Result<Answer, ClientError> {
+    let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let json = client.get("/api/v1/audit", &query)?;
+    let records = json.get("records").and_then(Json::as_array).cloned().unwrap_or_default();
+    let mut out = String::new();
+    if records.is_empty() {
+        out.push_str("No matching changes.\n");
+    }
+    for record in &records {
+        out.push_str(&format!(
+            "{}  {:<24} {:<24} {}\n    {}\n",
+            readable_time(&text(record, "at")),
+            text(record, "actor"),
+            text(record, "action"),
+            text(record, "target"),
+            text(record, "detail")
+        ));
+    }
+    Ok(Answer { json, text: out })
 }
 
 fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
@@ -407,16 +547,29 @@ fn list_bans(client: &AdminClient) -> Result<Answer, ClientError> {
     Ok(Answer { json, text: out })
 }
 
-fn unban(client: &AdminClient, address: &str, login: Option<&str>) -> Result<Answer, ClientError> {
-    let query: Vec<(&str, &str)> = login.map(|login| ("login", login)).into_iter().collect();
+/// `trust`: lift and trust, with the entry's comment if any.
+fn unban(
+    client: &AdminClient,
+    address: &str,
+    login: Option<&str>,
+    trust: Option<Option<&str>>,
+) -> Result<Answer, ClientError> {
+    let mut query: Vec<(&str, &str)> = login.map(|login| ("login", login)).into_iter().collect();
+    if let Some(comment) = trust {
+        query.push(("trust", "true"));
+        query.extend(comment.map(|comment| ("comment", comment)));
+    }
     let json = client.delete(&format!("/api/v1/bans/{}", path_segment(address.trim())), &query)?;
     let ban = json.get("unbanned").cloned().unwrap_or(Json::Null);
     let what = match ban.get("login").and_then(Json::as_str) {
         Some(login) => format!("{login} from {}", self::text(&ban, "source")),
         None => self::text(&ban, "source").to_string(),
     };
-    let text =
+    let mut text =
         format!("Unbanned {what} (the ban would have ended at {}).\n", readable_time(&self::text(&ban, "expires_at")));
+    if trust.is_some() {
+        text.push_str(&format!("{} is trusted now.\n", self::text(&ban, "network")));
+    }
     Ok(Answer { json, text })
 }
 
@@ -650,8 +803,9 @@ fn firewall_answer(json: Json) -> Result<Answer, ClientError> {
     Ok(Answer { json, text: out })
 }
 
-fn events(client: &AdminClient, query: &[(&str, &str)]) -> Result<Answer, ClientError> {
-    let json = client.get("/api/v1/events", query)?;
+fn events(client: &AdminClient, query: &[(&str, String)]) -> Result<Answer, ClientError> {
+    let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let json = client.get("/api/v1/events", &query)?;
     let events = json.get("events").and_then(Json::as_array).cloned().unwrap_or_default();
     let mut out = String::new();
     if events.is_empty() {

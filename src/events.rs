@@ -138,6 +138,9 @@ pub struct EventFilter {
     pub ip: Option<IpAddr>,
     /// Events whose login has this `login::key` (so `Alice@Example.com` finds `alice@example.com`).
     pub login: Option<String>,
+    /// Only events whose login's key is in this domain (`login::key` of the domain, no `@`):
+    /// what a `domain:` token's block log is confined to.
+    pub domain: Option<String>,
     pub kind: Option<EventKind>,
     pub since: Option<Timestamp>,
     /// Only "would refuse" records of observe mode (`true`), or only real refusals (`false`).

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod accounts;
+pub mod audit;
 pub mod bans;
 pub mod bounded;
 pub mod cli;
@@ -25,7 +26,10 @@ pub mod network;
 pub mod nftables;
 pub mod notify;
 pub mod owner_mail;
+pub mod principal;
 pub mod printable;
+#[cfg(test)]
+mod readme;
 pub mod reload;
 pub mod secrets;
 pub mod selfservice;
@@ -34,6 +38,7 @@ pub mod state_dir;
 pub mod store;
 pub mod subnets;
 pub mod template;
+pub mod tokens;
 pub mod tolerance;
 pub mod warden;
 pub mod wire;

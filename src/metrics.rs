@@ -34,6 +34,9 @@ pub struct Metrics {
     registry: Registry,
     /// What `registry` holds, for the README's table and its test.
     catalogue: Arc<Vec<MetricInfo>>,
+    /// Admin-API requests refused before any route ran, by reason (`missing`, `wrong`,
+    /// `rate_limited`).
+    pub admin_auth_failures: IntCounterVec,
     /// Policy requests by command (`allow`, `report`, `unknown`) and HTTP status code.
     pub requests: IntCounterVec,
     /// Time to answer a policy request, by command.
@@ -198,6 +201,7 @@ const ANNOUNCEMENTS: &[&str] = &[
     "login_reset",
     "login_refusal_saved",
     "login_refusal_deleted",
+    "tokens",
 ];
 
 impl Metrics {
@@ -332,10 +336,21 @@ impl Metrics {
                             "count_self_unblock",
                             "uncount_self_unblock",
                             "announce_login_reset",
+                            "load_tokens",
+                            "save_token",
+                            "delete_token",
+                            "touch_token",
+                            "save_audit",
+                            "read_audit",
                         ],
                     ),
                     ("result", &["ok", "error"]),
                 ],
+            )?,
+            admin_auth_failures: r.counter(
+                "mailwarden_admin_auth_failures_total",
+                "Admin-API requests refused for their bearer token, by reason (missing, wrong, rate_limited: the address failed 10 times within a minute).",
+                &[("reason", &["missing", "wrong", "rate_limited"])],
             )?,
             list_entries: r.gauge_vec(
                 "mailwarden_list_entries",
@@ -462,6 +477,9 @@ impl Metrics {
         }
         for change in ANNOUNCEMENTS {
             metrics.cluster_announcements.with_label_values(&[change]);
+        }
+        for reason in ["missing", "wrong", "rate_limited"] {
+            metrics.admin_auth_failures.with_label_values(&[reason]);
         }
         for result in SUCCESS_OR_FAILURE {
             metrics.nftables_batches.with_label_values(&[result]);

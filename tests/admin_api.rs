@@ -427,35 +427,10 @@ fn matches_template(template: &str, url: &str) -> bool {
     a.len() == b.len() && a.iter().zip(&b).all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}')))
 }
 
-/// Every operation the API serves, as (method, OpenAPI path).
-const ROUTES: &[(&str, &str)] = &[
-    ("get", "/healthz"),
-    ("get", "/metrics"),
-    ("get", "/api/v1/openapi.json"),
-    ("post", "/api/v1/reload"),
-    ("get", "/api/v1/decide"),
-    ("get", "/api/v1/bans"),
-    ("get", "/api/v1/bans.txt"),
-    ("get", "/api/v1/bans/{addr}"),
-    ("delete", "/api/v1/bans/{addr}"),
-    ("post", "/api/v1/logins/{login}/reset"),
-    ("get", "/api/v1/blocks"),
-    ("post", "/api/v1/blocks"),
-    ("delete", "/api/v1/blocks"),
-    ("get", "/api/v1/trusted"),
-    ("post", "/api/v1/trusted"),
-    ("delete", "/api/v1/trusted"),
-    ("get", "/api/v1/events"),
-    ("get", "/api/v1/why"),
-    ("get", "/api/v1/mailboxes"),
-    ("get", "/api/v1/mailboxes/{login}/firewall"),
-    ("put", "/api/v1/mailboxes/{login}/firewall"),
-    ("delete", "/api/v1/mailboxes/{login}/firewall"),
-    ("put", "/api/v1/mailboxes/{login}/firewall/default"),
-    ("post", "/api/v1/mailboxes/{login}/firewall/rules"),
-    ("post", "/api/v1/mailboxes/{login}/firewall/rules/{number}/move"),
-    ("delete", "/api/v1/mailboxes/{login}/firewall/rules/{number}"),
-];
+/// Every operation the API serves, as (method, OpenAPI path): the server's own route table.
+fn routes() -> Vec<(String, String)> {
+    mailwarden::http::admin::ROUTES.iter().map(|route| (route.method.to_lowercase(), route.openapi_path())).collect()
+}
 
 #[test]
 fn the_served_openapi_document_is_valid_and_every_route_answers_as_it_describes() {
@@ -472,19 +447,25 @@ fn the_served_openapi_document_is_valid_and_every_route_answers_as_it_describes(
     for (path, item) in raw["paths"].as_object().expect("paths") {
         for (method, operation) in item.as_object().expect("a path item") {
             described.insert((method.clone(), path.clone()));
-            assert!(operation["responses"]["401"].is_object(), "{method} {path} documents 401");
+            for status in ["401", "403", "429"] {
+                assert!(operation["responses"][status].is_object(), "{method} {path} documents {status}");
+            }
         }
     }
-    let served: BTreeSet<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let routes = routes();
+    let served: BTreeSet<(String, String)> = routes.iter().cloned().collect();
     assert_eq!(described, served, "the document lists exactly the routes served");
 
     // Every operation refuses a missing token, as it documents.
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    for (method, path) in ROUTES {
-        let filled =
-            path.replace("{addr}", "203.0.113.7").replace("{login}", "alice@example.com").replace("{number}", "1");
+    for (method, path) in &routes {
+        let filled = path
+            .replace("{addr}", "203.0.113.7")
+            .replace("{login}", "alice@example.com")
+            .replace("{number}", "1")
+            .replace("{name}", "desk");
         let url = format!("http://{}{}", mw.admin_addr, filled);
-        let response = match *method {
+        let response = match method.as_str() {
             "get" => agent.get(&url).call(),
             "delete" => agent.delete(&url).call(),
             "put" => agent.put(&url).send_empty(),
@@ -531,16 +512,20 @@ fn the_served_openapi_document_is_valid_and_every_route_answers_as_it_describes(
         ("post", "/api/v1/mailboxes/alice@example.com/firewall/rules/2/move", Some(r#"{"direction":"up"}"#)),
         ("delete", "/api/v1/mailboxes/alice@example.com/firewall/rules/2", None),
         ("delete", "/api/v1/mailboxes/alice@example.com/firewall", None),
+        ("post", "/api/v1/tokens", Some(r#"{"name":"desk","scope":"support","expires":"90d"}"#)),
+        ("get", "/api/v1/tokens", None),
+        ("delete", "/api/v1/tokens/desk", None),
+        ("get", "/api/v1/audit?limit=5", None),
     ];
-    assert_eq!(calls.len(), ROUTES.len());
+    assert_eq!(calls.len(), routes.len());
     for (method, url, body) in calls {
         let (status, answer) = match *method {
             "post" => mw.admin_post(url, *body),
             "put" => mw.admin_put(url, body.unwrap_or("{}")),
             other => mw.admin(&other.to_uppercase(), url),
         };
-        let path = ROUTES.iter().find(|(m, p)| m == method && matches_template(p, url)).map(|(_, p)| *p).unwrap();
-        let documented = &raw["paths"][path][*method]["responses"][status.to_string()];
+        let path = routes.iter().find(|(m, p)| m == method && matches_template(p, url)).map(|(_, p)| p).unwrap();
+        let documented = &raw["paths"][path.as_str()][*method]["responses"][status.to_string()];
         assert!(documented.is_object(), "{method} {url} answered {status}, which it does not document: {answer}");
         if documented["content"]["application/json"].is_object() {
             json(&answer);

@@ -339,6 +339,27 @@ fn a_login_refused_on_an_office_is_refused_by_every_node_and_lifting_it_on_one_l
 }
 
 #[test]
+fn a_token_created_on_one_node_works_on_the_other_and_its_revocation_holds_there_at_once() {
+    let Some(redis) = RedisServer::start() else { return };
+    let urls = vec![redis.url()];
+    let a = node(&urls, false);
+    let b = node(&urls, false);
+    let token = a.create_token("desk", "support");
+    within(Duration::from_secs(5), "B accepts the token made on A", || {
+        b.admin_as(&token, "GET", "/api/v1/bans", None).0 == 200
+    });
+    assert_eq!(b.admin_as(&token, "POST", "/api/v1/reload", None).0, 403, "with A's scope");
+    let (code, body) = a.admin("DELETE", "/api/v1/tokens/desk");
+    assert_eq!(code, 200, "{body}");
+    let took = within(Duration::from_secs(1), "B refuses the revoked token", || {
+        b.admin_as(&token, "GET", "/api/v1/bans", None).0 == 401
+    });
+    eprintln!("revocation reached the other node in {took:?}");
+    let audit = json(&b.admin("GET", "/api/v1/audit?action=token_revoked").1);
+    assert_eq!(audit["records"][0]["target"], "desk", "one audit trail for the cluster: {audit}");
+}
+
+#[test]
 fn each_node_announces_to_its_webhooks_only_what_it_did_itself() {
     let Some(redis) = RedisServer::start() else { return };
     let urls = vec![redis.url()];

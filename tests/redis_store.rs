@@ -91,6 +91,7 @@ fn entry(list: ListKind, network: &str, expires_at: Option<Timestamp>) -> Access
         created_at: NOW,
         expires_at,
         origin: Origin::Api,
+        added_by: "desk".into(),
     }
 }
 
@@ -319,6 +320,26 @@ fn check_every_write_announces_its_change(target: &Target) {
     store.delete_access_entry(ListKind::Trusted, trusted.network).unwrap();
     store.save_firewall_rule_set("@example.com", &rule_set()).unwrap();
     store.delete_firewall_rule_set("@example.com").unwrap();
+    // A token's creation and revocation are announced; its use and the audit trail are not.
+    let token = mailwarden::tokens::TokenRecord {
+        name: "desk".into(),
+        scope: mailwarden::principal::Scope::Support,
+        digest: mailwarden::tokens::digest("mwt_x"),
+        created_at: NOW,
+        expires_at: None,
+        last_used: None,
+    };
+    store.create_token(&token).unwrap();
+    store.touch_token("desk", NOW).unwrap();
+    let record = mailwarden::audit::AuditRecord::new(
+        NOW,
+        "ops",
+        mailwarden::audit::AuditAction::TokenCreated,
+        "desk",
+        String::new(),
+    );
+    store.save_audit(&record).unwrap();
+    store.delete_token("desk").unwrap();
 
     let expected = [
         Change::BanSaved { source: "2001:db8:1:2::/64".into() },
@@ -327,6 +348,8 @@ fn check_every_write_announces_its_change(target: &Target) {
         Change::AccessEntries,
         Change::RuleSet { key: "@example.com".into() },
         Change::RuleSet { key: "@example.com".into() },
+        Change::Tokens,
+        Change::Tokens,
     ];
     for change in expected {
         let message = pubsub.get_message().expect("an announcement within 5 s");
@@ -507,7 +530,56 @@ fn check_the_self_service_records_are_shared_by_every_node_and_expire(target: &T
 }
 
 /// Every check, on `target`, each under its own prefix.
+fn check_tokens_are_stored_as_digests_announced_and_the_audit_trail_reads_newest_first(target: &Target) {
+    use mailwarden::audit::{AuditAction, AuditFilter, AuditRecord};
+    use mailwarden::principal::Scope;
+    use mailwarden::tokens::TokenRecord;
+    let store = target.store(&fresh_prefix("tokens"));
+    let token = TokenRecord {
+        name: "desk".into(),
+        scope: Scope::Domain("example.com".into()),
+        digest: mailwarden::tokens::digest("mwt_secret"),
+        created_at: NOW,
+        expires_at: Some(Timestamp(NOW.0 + 1000)),
+        last_used: None,
+    };
+    assert!(store.create_token(&token).unwrap());
+    assert!(!store.create_token(&token).unwrap(), "a second token of that name");
+    store.touch_token("desk", Timestamp(NOW.0 + 5)).unwrap();
+    assert_eq!(store.tokens().unwrap(), vec![TokenRecord { last_used: Some(Timestamp(NOW.0 + 5)), ..token.clone() }]);
+    assert!(store.delete_token("desk").unwrap());
+    store.touch_token("desk", Timestamp(NOW.0 + 6)).unwrap();
+    assert!(store.tokens().unwrap().is_empty(), "recording a use never brings a revoked token back");
+
+    for (at, actor, action) in
+        [(1, "desk", AuditAction::BanLifted), (2, "ops", AuditAction::RuleMoved), (3, "desk", AuditAction::RuleAdded)]
+    {
+        store
+            .save_audit(&AuditRecord::new(Timestamp(NOW.0 + at), actor, action, "203.0.113.7", String::new()))
+            .unwrap();
+    }
+    let (records, total) =
+        store.audit(&AuditFilter { actor: Some("desk".into()), limit: 10, ..Default::default() }).unwrap();
+    assert_eq!(total, 2);
+    assert_eq!(records.iter().map(|r| r.action).collect::<Vec<_>>(), [AuditAction::RuleAdded, AuditAction::BanLifted]);
+    let (page, total) = store.audit(&AuditFilter { limit: 1, offset: 1, ..Default::default() }).unwrap();
+    assert_eq!((page[0].actor.as_str(), total), ("ops", 3));
+
+    store
+        .save_events(&[
+            event(NOW.0, EventKind::Blocked, "192.0.2.1", "Bob@Example.COM"),
+            event(NOW.0 + 1, EventKind::Blocked, "192.0.2.2", "carol@other.com"),
+            event(NOW.0 + 2, EventKind::Blocked, "192.0.2.3", "dave"),
+        ])
+        .unwrap();
+    let page =
+        store.events(&EventFilter { domain: Some("example.com".into()), limit: 10, ..Default::default() }).unwrap();
+    assert_eq!(page.events.iter().map(|e| e.login.as_str()).collect::<Vec<_>>(), ["Bob@Example.COM"]);
+    assert_eq!(page.total, 1);
+}
+
 fn check_everything(target: &Target) {
+    check_tokens_are_stored_as_digests_announced_and_the_audit_trail_reads_newest_first(target);
     check_bans_round_trip_and_survive_a_new_store(target);
     check_list_entries_round_trip_with_and_without_expiry(target);
     check_events_are_stored_filtered_newest_first_and_pruned(target);
@@ -527,6 +599,12 @@ fn check_everything(target: &Target) {
 }
 
 // ----- one server -----
+
+#[test]
+fn tokens_and_the_audit_trail_round_trip_and_the_block_log_is_confined_to_a_domain() {
+    let Some(redis) = RedisServer::start() else { return };
+    check_tokens_are_stored_as_digests_announced_and_the_audit_trail_reads_newest_first(&Target::server(&redis));
+}
 
 #[test]
 fn bans_round_trip_and_survive_a_new_store_on_the_same_redis() {

@@ -250,3 +250,20 @@ fn an_endpoint_that_never_answers_slows_neither_logins_nor_bans() {
     assert!(body.contains("127.0.0.11"), "{body}");
     drop(holder);
 }
+
+#[test]
+fn a_notice_of_a_change_names_the_token_that_made_it() {
+    let receiver = Receiver::start(0, SECRET, 0);
+    let mw = Mailwarden::start_with(&endpoint("siem", &receiver.url(), &[]));
+    let desk = mw.create_token("desk", "support");
+    ban(&mw, "127.0.0.3");
+    let (status, body) = mw.admin_as(&desk, "DELETE", "/api/v1/bans/127.0.0.3?trust=true", None);
+    assert_eq!(status, 200, "{body}");
+    let received = receiver.wait_until(Duration::from_secs(20), |got| {
+        got.iter().any(|r| r.kind() == "ban_lifted") && got.iter().any(|r| r.kind() == "list_changed")
+    });
+    for kind in ["ban_lifted", "list_changed"] {
+        let notice = received.iter().find(|r| r.kind() == kind).unwrap();
+        assert_eq!(notice.body["actor"], "desk", "{kind}: {}", notice.raw_body);
+    }
+}

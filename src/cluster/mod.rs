@@ -395,6 +395,7 @@ impl Listener {
             Change::RuleSet { .. } => "rule_set",
             Change::Quarantine { .. } => "quarantine",
             Change::LoginReset { .. } => "login_reset",
+            Change::Tokens => "tokens",
         };
         if let Err(e) = self.apply_change(announcement.change) {
             tracing::warn!(change = kind, error = %e, "could not apply another node's change; the next reread will");
@@ -432,6 +433,7 @@ impl Listener {
             Change::LoginReset { login } => {
                 self.warden.reset_login_here(&login);
             }
+            Change::Tokens => self.warden.reload_tokens()?,
             Change::Quarantine { source: text, guess, login, protocol, device_id, until } => {
                 let guess = FailedGuess {
                     key: crate::failures::GuessKey(guess),

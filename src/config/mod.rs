@@ -1159,22 +1159,11 @@ mod tests {
     /// the_readme` writes it anew after a change.
     #[test]
     fn the_readme_lists_every_setting_as_the_table_describes_it() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
-        let readme = std::fs::read_to_string(&path).expect("README.md");
-        let (begin, end) =
-            ("<!-- settings table: generated from src/config/settings.rs -->\n", "<!-- end of settings table -->");
-        let start = readme.find(begin).expect("the README marks its settings table") + begin.len();
-        let stop = readme[start..].find(end).expect("the end marker") + start;
-        let generated = reference();
-        if readme[start..stop] != generated && std::env::var_os("MAILWARDEN_BLESS").is_some() {
-            std::fs::write(&path, format!("{}{generated}{}", &readme[..start], &readme[stop..]))
-                .expect("write README.md");
-            return;
-        }
-        let stale: Vec<&str> = generated.lines().filter(|line| !readme[start..stop].contains(line)).collect();
-        assert!(
-            readme[start..stop] == generated,
-            "the README's settings table is out of date (run MAILWARDEN_BLESS=1 cargo test the_readme); new or changed rows: {stale:#?}"
+        crate::readme::check_generated_section(
+            "<!-- settings table: generated from src/config/settings.rs -->\n",
+            "<!-- end of settings table -->",
+            &reference(),
+            "settings table",
         );
     }
 }

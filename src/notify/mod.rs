@@ -27,10 +27,6 @@ use crate::clock::Timestamp;
 use crate::firewall::StoredRuleSet;
 use crate::network::Source;
 
-/// Who acted, for changes made through the admin API with its one admin token. Named scoped
-/// tokens will pass their own name here.
-pub const ADMIN_TOKEN: &str = "admin-token";
-
 /// What a notice is about; its `label` is the `type` of the webhook body and what
 /// `[webhooks.NAME] events` filters on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -13,12 +13,14 @@ pub use sqlite::SqliteStore;
 use ipnet::IpNet;
 
 use crate::access::{AccessEntry, ListKind};
+use crate::audit::{AuditFilter, AuditRecord};
 use crate::bans::Ban;
 use crate::clock::Timestamp;
 use crate::events::{Event, EventFilter, EventPage};
 use crate::firewall::{KeyedRuleSet, RuleSet};
 use crate::journal::KnownSource;
 use crate::network::Source;
+use crate::tokens::TokenRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -73,6 +75,9 @@ pub enum Change {
     AccessEntries,
     /// The API's rule set for this key was saved or deleted.
     RuleSet { key: String },
+    /// An admin token was created or revoked (nodes reload all tokens; they are few), so a
+    /// revocation holds on every node at once.
+    Tokens,
     /// Sent by the warden through the store: `login`'s password was reset on one node.
     LoginReset { login: String },
     /// Sent by the cluster code, not the store: a guess was quarantined cluster-wide.
@@ -184,6 +189,19 @@ pub trait Store: Send + Sync {
     ) -> Result<DailyCount, StoreError>;
     /// Takes back one self-unblock counted for `source` (the unblock did not happen after all).
     fn uncount_self_unblock(&self, source: Source) -> Result<(), StoreError>;
+    /// The admin API's tokens (their digests, never the tokens), with when each was last used.
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Stores a new token unless one of that name exists; returns whether it was stored.
+    fn create_token(&self, token: &TokenRecord) -> Result<bool, StoreError>;
+    /// Removes the token named `name`; returns whether there was one.
+    fn delete_token(&self, name: &str) -> Result<bool, StoreError>;
+    /// Records that the token named `name` was used at `at` (coarse; never announced, and
+    /// never brings back a token revoked meanwhile).
+    fn touch_token(&self, name: &str, at: Timestamp) -> Result<(), StoreError>;
+    /// Appends a record to the audit trail and drops the oldest beyond `audit::MAX_RECORDS`.
+    fn save_audit(&self, record: &AuditRecord) -> Result<(), StoreError>;
+    /// The page of audit records matching `filter`, newest first, and how many match.
+    fn audit(&self, filter: &AuditFilter) -> Result<(Vec<AuditRecord>, usize), StoreError>;
     /// Makes the on-disk state compact and self-contained before the process exits.
     fn close(&self) -> Result<(), StoreError>;
     /// A short name for metrics and logs.

@@ -26,6 +26,9 @@
 //! | `{prefix}self-service-key` | string | the key that signs the self-service page's challenges (set once with NX) |
 //! | `{prefix}spent:<id>` | string | a self-service challenge already used; expires when the challenge would have |
 //! | `{prefix}unblocks:<source>` | string | the source's self-unblocks in its day; expires a day after the first |
+//! | `{prefix}tokens` | hash | field: an admin token's name; value: its record as JSON (scope, SHA-256 digest in hex, created, expiry), never the token |
+//! | `{prefix}tokens-used` | hash | field: a token's name; value: when it was last used, in ms, to the hour (apart from the record, so recording a use never brings back a token revoked meanwhile) |
+//! | `{prefix}audit` | stream | the audit trail: one field `audit`, the record as JSON; capped at `audit::MAX_RECORDS` entries |
 //! | `{prefix}changes` | pub/sub channel | the announcements |
 //!
 //! Values a version cannot read (a malformed JSON, an unknown reason) are skipped with a
@@ -43,12 +46,15 @@ use serde::{Deserialize, Serialize};
 
 use super::{Announcement, Change, DailyCount, Store, StoreError};
 use crate::access::{AccessEntry, ListKind, Origin};
+use crate::audit::{AuditAction, AuditFilter, AuditRecord};
 use crate::bans::{Ban, BanCause, BanGuess, BanReason};
 use crate::clock::Timestamp;
 use crate::events::{Event, EventFilter, EventKind, EventPage};
 use crate::firewall::{KeyedRuleSet, RuleSet, StoredRuleSet};
 use crate::journal::KnownSource;
 use crate::network::Source;
+use crate::principal::Scope;
+use crate::tokens::TokenRecord;
 
 /// Hash fields read per HSCAN round trip, and stream entries per XREVRANGE.
 const SCAN_BATCH: usize = 500;
@@ -820,6 +826,52 @@ fn parse_ban(json: &[u8]) -> Result<Ban, String> {
     Ok(ban)
 }
 
+/// An admin token as stored in `{prefix}tokens`.
+#[derive(Serialize, Deserialize)]
+struct TokenStoredRecord {
+    scope: String,
+    /// The SHA-256 of the token, in hex.
+    digest: String,
+    created_at: i64,
+    #[serde(default)]
+    expires_at: Option<i64>,
+}
+
+fn parse_token(name: String, json: &str, last_used: Option<i64>) -> Result<TokenRecord, String> {
+    let record: TokenStoredRecord = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    Ok(TokenRecord {
+        scope: Scope::parse(&record.scope)?,
+        digest: crate::tokens::parse_digest(&record.digest).ok_or("the digest is not 64 hex digits")?,
+        created_at: Timestamp(record.created_at).clamped(),
+        expires_at: record.expires_at.map(|t| Timestamp(t).clamped()),
+        last_used: last_used.map(|t| Timestamp(t).clamped()),
+        name,
+    })
+}
+
+/// An audit record as stored in `{prefix}audit`.
+#[derive(Serialize, Deserialize)]
+struct AuditStoredRecord {
+    at: i64,
+    actor: String,
+    action: String,
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    detail: String,
+}
+
+fn parse_audit(json: &[u8]) -> Option<AuditRecord> {
+    let record: AuditStoredRecord = serde_json::from_slice(json).ok()?;
+    Some(AuditRecord {
+        at: Timestamp(record.at).clamped(),
+        actor: record.actor,
+        action: AuditAction::from_label(&record.action)?,
+        target: record.target,
+        detail: record.detail,
+    })
+}
+
 /// An API list entry as stored in `{prefix}lists`.
 #[derive(Serialize, Deserialize)]
 struct AccessEntryRecord {
@@ -830,6 +882,9 @@ struct AccessEntryRecord {
     created_at: i64,
     #[serde(default)]
     expires_at: Option<i64>,
+    /// The token that made it (absent in records of earlier versions).
+    #[serde(default)]
+    added_by: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     observe: bool,
 }
@@ -849,6 +904,7 @@ fn parse_access_entry(json: &str) -> Result<AccessEntry, String> {
         created_at: Timestamp(record.created_at),
         expires_at: record.expires_at.map(Timestamp),
         origin: Origin::Api,
+        added_by: record.added_by,
         observe: record.observe,
     };
     super::note_clamped(entry.clamp_times(), "list entry", &record.network);
@@ -914,9 +970,15 @@ fn parse_event(json: &[u8]) -> Option<Event> {
 fn event_matches(event: &Event, filter: &EventFilter, login: Option<&str>) -> bool {
     filter.ip.is_none_or(|ip| event.ip == Some(ip))
         && login.is_none_or(|login| crate::login::key(&event.login) == login)
+        && filter.domain.as_deref().is_none_or(|domain| in_domain(&crate::login::key(&event.login), domain))
         && filter.kind.is_none_or(|kind| event.kind == kind)
         && filter.since.is_none_or(|since| event.at >= since)
         && filter.observed.is_none_or(|observed| event.observed == observed)
+}
+
+/// Whether the login key `key` is a mailbox of `domain`.
+fn in_domain(key: &str, domain: &str) -> bool {
+    key.rsplit_once('@').is_some_and(|(_, of)| of == domain)
 }
 
 /// The time part of a stream id (`1700000000000-3`).
@@ -1013,6 +1075,7 @@ impl Store for RedisStore {
             comment: entry.comment.clone(),
             created_at: entry.created_at.0,
             expires_at: entry.expires_at.map(|t| t.0),
+            added_by: entry.added_by.clone(),
             observe: entry.observe,
         };
         let json = serde_json::to_string(&record).map_err(|e| StoreError::operation("saving a list entry", e))?;
@@ -1063,7 +1126,11 @@ impl Store for RedisStore {
         let wanted = filter.offset.saturating_add(filter.limit);
         // With no filter the stream's length is the total, and the scan may stop once it has
         // the page; a filter must read on (up to the cap) to count its matches.
-        let narrowed = filter.ip.is_some() || login.is_some() || filter.kind.is_some() || filter.since.is_some();
+        let narrowed = filter.ip.is_some()
+            || login.is_some()
+            || filter.domain.is_some()
+            || filter.kind.is_some()
+            || filter.since.is_some();
         self.call("reading events", |connection| {
             // The newest `offset + limit` matches so far, newest first (by time, then by id).
             let mut found: Vec<Event> = Vec::new();
@@ -1362,6 +1429,110 @@ impl Store for RedisStore {
             self.uncount_self_unblock.key(self.self_unblocks_key(source)).invoke(connection.like())
         })?;
         Ok(())
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let used: HashMap<String, i64> = self
+            .hash_entries("reading tokens", &self.key("tokens-used"))?
+            .into_iter()
+            .filter_map(|(name, at)| Some((name, at.parse().ok()?)))
+            .collect();
+        let mut tokens = Vec::new();
+        for (name, json) in self.hash_entries("reading tokens", &self.key("tokens"))? {
+            let last_used = used.get(&name).copied();
+            match parse_token(name.clone(), &json, last_used) {
+                Ok(token) => tokens.push(token),
+                Err(e) => tracing::warn!(token = name, error = %e, "skipped a stored token this version cannot read"),
+            }
+        }
+        tokens.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(tokens)
+    }
+
+    fn create_token(&self, token: &TokenRecord) -> Result<bool, StoreError> {
+        let record = TokenStoredRecord {
+            scope: token.scope.to_string(),
+            digest: token.digest_hex(),
+            created_at: token.created_at.0,
+            expires_at: token.expires_at.map(|t| t.0),
+        };
+        let json = serde_json::to_string(&record).map_err(|e| StoreError::operation("saving a token", e))?;
+        let mut set = redis::cmd("HSETNX");
+        set.arg(self.key("tokens")).arg(&token.name).arg(json);
+        let replies = self.write("saving a token", &[set], Change::Tokens)?;
+        Ok(replies.first().is_some_and(|reply| integer(reply) > 0))
+    }
+
+    fn delete_token(&self, name: &str) -> Result<bool, StoreError> {
+        let mut delete = redis::cmd("HDEL");
+        delete.arg(self.key("tokens")).arg(name);
+        let mut forget = redis::cmd("HDEL");
+        forget.arg(self.key("tokens-used")).arg(name);
+        let replies = self.write("deleting a token", &[delete, forget], Change::Tokens)?;
+        Ok(replies.first().is_some_and(|reply| integer(reply) > 0))
+    }
+
+    fn touch_token(&self, name: &str, at: Timestamp) -> Result<(), StoreError> {
+        let mut set = redis::cmd("HSET");
+        set.arg(self.key("tokens-used")).arg(name).arg(at.0);
+        self.call("recording a token's use", |connection| connection.pipeline(&[set])).map(|_| ())
+    }
+
+    fn save_audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
+        let stored = AuditStoredRecord {
+            at: record.at.0,
+            actor: record.actor.clone(),
+            action: record.action.label().to_string(),
+            target: record.target.clone(),
+            detail: record.detail.clone(),
+        };
+        let json = serde_json::to_string(&stored).map_err(|e| StoreError::operation("saving an audit record", e))?;
+        let mut add = redis::cmd("XADD");
+        add.arg(self.key("audit"))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(crate::audit::MAX_RECORDS)
+            .arg("*")
+            .arg("audit")
+            .arg(json);
+        self.call("saving an audit record", |connection| connection.pipeline(&[add])).map(|_| ())
+    }
+
+    fn audit(&self, filter: &AuditFilter) -> Result<(Vec<AuditRecord>, usize), StoreError> {
+        let key = self.key("audit");
+        self.call("reading the audit trail", |connection| {
+            let mut found = Vec::new();
+            let mut total = 0;
+            let mut end = String::from("+");
+            let mut scanned = 0;
+            while scanned < crate::audit::MAX_RECORDS + SCAN_BATCH {
+                let batch: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XREVRANGE")
+                    .arg(&key)
+                    .arg(&end)
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(SCAN_BATCH)
+                    .query(connection.like())?;
+                let Some((last_id, _)) = batch.last() else { break };
+                end = format!("({last_id}");
+                scanned += batch.len();
+                for (_, fields) in &batch {
+                    let json = fields.chunks_exact(2).find(|pair| pair[0] == b"audit").map(|pair| pair[1].as_slice());
+                    if let Some(record) = json.and_then(parse_audit)
+                        && filter.matches(&record)
+                    {
+                        if total >= filter.offset && found.len() < filter.limit {
+                            found.push(record);
+                        }
+                        total += 1;
+                    }
+                }
+                if batch.len() < SCAN_BATCH {
+                    break;
+                }
+            }
+            Ok((found, total))
+        })
     }
 
     fn close(&self) -> Result<(), StoreError> {

@@ -13,12 +13,15 @@ use ipnet::IpNet;
 
 use super::{DailyCount, Store, StoreError};
 use crate::access::{AccessEntry, ListKind, Origin};
+use crate::audit::{AuditAction, AuditFilter, AuditRecord};
 use crate::bans::{Ban, BanCause, BanReason};
 use crate::clock::Timestamp;
 use crate::events::{EVENT_OVERHEAD_BYTES, Event, EventFilter, EventKind, EventPage};
 use crate::firewall::{KeyedRuleSet, RuleSet, StoredRuleSet};
 use crate::journal::KnownSource;
 use crate::network::Source;
+use crate::principal::Scope;
+use crate::tokens::TokenRecord;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -112,6 +115,27 @@ const MIGRATIONS: &[&str] = &[
     // 8: observe mode: a blocked entry that only records, and the block log's "would refuse".
     "ALTER TABLE access_entries ADD COLUMN observe INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE events ADD COLUMN observed INTEGER NOT NULL DEFAULT 0;",
+    // Admin tokens by name, as the SHA-256 of the token in hex (never the token), and the
+    // audit trail of changes made through the API.
+    "CREATE TABLE tokens (
+        name        TEXT PRIMARY KEY NOT NULL,
+        scope       TEXT NOT NULL,
+        digest      TEXT NOT NULL UNIQUE,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER,
+        last_used   INTEGER
+    );
+    CREATE TABLE audit (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        at          INTEGER NOT NULL,
+        actor       TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        target      TEXT NOT NULL,
+        detail      TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_actor ON audit (actor, id);
+    CREATE INDEX audit_by_target ON audit (target, id);
+    ALTER TABLE access_entries ADD COLUMN added_by TEXT NOT NULL DEFAULT '';",
 ];
 
 /// Work a migration needs done in Rust, in its transaction, after its SQL.
@@ -227,9 +251,30 @@ fn access_entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Acc
         expires_at: row.get::<_, Option<i64>>(4)?.map(Timestamp),
         origin: Origin::Api,
         observe: row.get::<_, i64>(5)? != 0,
+        added_by: row.get(6)?,
     };
     super::note_clamped(entry.clamp_times(), "list entry", &entry.network.to_string());
     Ok(Some(entry))
+}
+
+/// Counts the rows of `table` matching `conditions` (a `WHERE` clause with `values`), then
+/// adds the page's `LIMIT ? OFFSET ?` values for the query that follows.
+fn count_then_page(
+    connection: &Connection,
+    table: &str,
+    conditions: &str,
+    values: &mut Vec<rusqlite::types::Value>,
+    limit: usize,
+    offset: usize,
+) -> rusqlite::Result<i64> {
+    let total = connection.query_row(
+        &format!("SELECT COUNT(*) FROM {table} {conditions}"),
+        rusqlite::params_from_iter(values.iter()),
+        |row| row.get(0),
+    )?;
+    values.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+    values.push(i64::try_from(offset).unwrap_or(i64::MAX).into());
+    Ok(total)
 }
 
 impl Store for SqliteStore {
@@ -292,7 +337,7 @@ impl Store for SqliteStore {
     fn access_entries(&self) -> Result<Vec<AccessEntry>, StoreError> {
         let connection = self.lock();
         let mut statement = connection
-            .prepare("SELECT list, network, comment, created_at, expires_at, observe FROM access_entries")
+            .prepare("SELECT list, network, comment, created_at, expires_at, observe, added_by FROM access_entries")
             .map_err(|e| StoreError::operation("reading list entries", e))?;
         let rows = statement
             .query_map([], access_entry_from_row)
@@ -310,7 +355,7 @@ impl Store for SqliteStore {
     fn save_access_entry(&self, entry: &AccessEntry) -> Result<(), StoreError> {
         self.lock()
             .execute(
-                "INSERT OR REPLACE INTO access_entries (list, network, comment, created_at, expires_at, observe) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR REPLACE INTO access_entries (list, network, comment, created_at, expires_at, observe, added_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     entry.list.label(),
                     entry.network.to_string(),
@@ -318,6 +363,7 @@ impl Store for SqliteStore {
                     entry.created_at.0,
                     entry.expires_at.map(|t| t.0),
                     i64::from(entry.observe),
+                    entry.added_by,
                 ],
             )
             .map(|_| ())
@@ -380,6 +426,13 @@ impl Store for SqliteStore {
             conditions.push_str(" AND login_key = ?");
             values.push(crate::login::key(login).into_owned().into());
         }
+        if let Some(domain) = &filter.domain {
+            // By the key's end rather than LIKE, whose wildcards a domain may contain (`_`).
+            conditions.push_str(" AND substr(login_key, -length(?)) = ?");
+            let suffix = format!("@{domain}");
+            values.push(suffix.clone().into());
+            values.push(suffix.into());
+        }
         if let Some(kind) = filter.kind {
             conditions.push_str(" AND kind = ?");
             values.push(kind.label().to_string().into());
@@ -393,18 +446,11 @@ impl Store for SqliteStore {
             values.push(i64::from(observed).into());
         }
         let connection = self.lock();
-        let total: i64 = connection
-            .query_row(
-                &format!("SELECT COUNT(*) FROM events {conditions}"),
-                rusqlite::params_from_iter(&values),
-                |row| row.get(0),
-            )
+        let total = count_then_page(&connection, "events", &conditions, &mut values, filter.limit, filter.offset)
             .map_err(error)?;
         let sql = format!(
             "SELECT at, kind, login, ip, protocol, device_id, rule, detail, observed FROM events {conditions} ORDER BY at DESC, id DESC LIMIT ? OFFSET ?"
         );
-        values.push(i64::try_from(filter.limit).unwrap_or(i64::MAX).into());
-        values.push(i64::try_from(filter.offset).unwrap_or(i64::MAX).into());
         let mut statement = connection.prepare(&sql).map_err(error)?;
         let rows = statement
             .query_map(rusqlite::params_from_iter(values), |row| {
@@ -667,6 +713,140 @@ impl Store for SqliteStore {
             .map_err(|e| StoreError::operation("taking back a self-unblock", e))
     }
 
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let error = |e: rusqlite::Error| StoreError::operation("reading tokens", e);
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare("SELECT name, scope, digest, created_at, expires_at, last_used FROM tokens ORDER BY name")
+            .map_err(error)?;
+        let rows = statement
+            .query_map([], |row| {
+                let name: String = row.get(0)?;
+                let scope: String = row.get(1)?;
+                let digest: String = row.get(2)?;
+                Ok((
+                    name,
+                    scope,
+                    digest,
+                    row.get::<_, i64>(3)?,
+                    row.get::<_, Option<i64>>(4)?,
+                    row.get::<_, Option<i64>>(5)?,
+                ))
+            })
+            .map_err(error)?;
+        let mut tokens = Vec::new();
+        for row in rows {
+            let (name, scope, digest, created_at, expires_at, last_used) = row.map_err(error)?;
+            match (Scope::parse(&scope), crate::tokens::parse_digest(&digest)) {
+                (Ok(scope), Some(digest)) => tokens.push(TokenRecord {
+                    name,
+                    scope,
+                    digest,
+                    created_at: Timestamp(created_at).clamped(),
+                    expires_at: expires_at.map(|t| Timestamp(t).clamped()),
+                    last_used: last_used.map(|t| Timestamp(t).clamped()),
+                }),
+                _ => tracing::warn!(token = name, "skipped a stored token this version cannot read"),
+            }
+        }
+        Ok(tokens)
+    }
+
+    fn create_token(&self, token: &TokenRecord) -> Result<bool, StoreError> {
+        self.lock()
+            .execute(
+                "INSERT OR IGNORE INTO tokens (name, scope, digest, created_at, expires_at, last_used)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    token.name,
+                    token.scope.to_string(),
+                    token.digest_hex(),
+                    token.created_at.0,
+                    token.expires_at.map(|t| t.0),
+                    token.last_used.map(|t| t.0)
+                ],
+            )
+            .map(|inserted| inserted > 0)
+            .map_err(|e| StoreError::operation("saving a token", e))
+    }
+
+    fn delete_token(&self, name: &str) -> Result<bool, StoreError> {
+        self.lock()
+            .execute("DELETE FROM tokens WHERE name = ?1", params![name])
+            .map(|deleted| deleted > 0)
+            .map_err(|e| StoreError::operation("deleting a token", e))
+    }
+
+    fn touch_token(&self, name: &str, at: Timestamp) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "UPDATE tokens SET last_used = max(coalesce(last_used, ?2), ?2) WHERE name = ?1",
+                params![name, at.0],
+            )
+            .map(|_| ())
+            .map_err(|e| StoreError::operation("recording a token's use", e))
+    }
+
+    fn save_audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
+        let error = |e: rusqlite::Error| StoreError::operation("saving an audit record", e);
+        let mut connection = self.lock();
+        let transaction = connection.transaction().map_err(error)?;
+        transaction
+            .execute(
+                "INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![record.at.0, record.actor, record.action.label(), record.target, record.detail],
+            )
+            .map_err(error)?;
+        let newest = transaction.last_insert_rowid();
+        let keep = i64::try_from(crate::audit::MAX_RECORDS).unwrap_or(i64::MAX);
+        transaction.execute("DELETE FROM audit WHERE id <= ?1", params![newest - keep]).map_err(error)?;
+        transaction.commit().map_err(error)
+    }
+
+    fn audit(&self, filter: &AuditFilter) -> Result<(Vec<AuditRecord>, usize), StoreError> {
+        let error = |e: rusqlite::Error| StoreError::operation("reading the audit trail", e);
+        let mut conditions = String::from("WHERE 1=1");
+        let mut values: Vec<rusqlite::types::Value> = Vec::new();
+        for (column, value) in [
+            ("actor", filter.actor.clone()),
+            ("action", filter.action.map(|a| a.label().to_string())),
+            ("target", filter.target.clone()),
+        ] {
+            if let Some(value) = value {
+                conditions.push_str(&format!(" AND {column} = ?"));
+                values.push(value.into());
+            }
+        }
+        if let Some(since) = filter.since {
+            conditions.push_str(" AND at >= ?");
+            values.push(since.0.into());
+        }
+        let connection = self.lock();
+        let total = count_then_page(&connection, "audit", &conditions, &mut values, filter.limit, filter.offset)
+            .map_err(error)?;
+        let sql = format!(
+            "SELECT at, actor, action, target, detail FROM audit {conditions} ORDER BY id DESC LIMIT ? OFFSET ?"
+        );
+        let mut statement = connection.prepare(&sql).map_err(error)?;
+        let rows = statement
+            .query_map(rusqlite::params_from_iter(values), |row| {
+                let action: String = row.get(2)?;
+                Ok(AuditAction::from_label(&action).map(|action| AuditRecord {
+                    at: Timestamp(row.get(0).unwrap_or(0)).clamped(),
+                    actor: row.get(1).unwrap_or_default(),
+                    action,
+                    target: row.get(3).unwrap_or_default(),
+                    detail: row.get(4).unwrap_or_default(),
+                }))
+            })
+            .map_err(error)?;
+        let mut records = Vec::new();
+        for row in rows {
+            records.extend(row.map_err(error)?);
+        }
+        Ok((records, usize::try_from(total).unwrap_or(0)))
+    }
+
     fn close(&self) -> Result<(), StoreError> {
         self.lock()
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
@@ -810,6 +990,7 @@ mod tests {
             created_at: NOW,
             expires_at: None,
             origin: Origin::Api,
+            added_by: "desk".into(),
         };
         let brief = AccessEntry {
             observe: false,
@@ -819,6 +1000,7 @@ mod tests {
             created_at: NOW,
             expires_at: Some(Timestamp(NOW.0 + 1000)),
             origin: Origin::Api,
+            added_by: String::new(),
         };
         store.save_access_entry(&forever).unwrap();
         store.save_access_entry(&brief).unwrap();
@@ -1016,6 +1198,53 @@ mod tests {
         assert_eq!(store.self_unblocks(me, tomorrow).unwrap(), 0, "the day started with the first unblock");
         assert_eq!(store.count_self_unblock(me, 2, tomorrow, day).unwrap(), DailyCount::Counted(1));
         assert!(store.spend_challenge("c1", Timestamp(tomorrow.0 + 60_000), tomorrow).unwrap(), "forgotten once ended");
+    }
+
+    #[test]
+    fn tokens_are_stored_as_digests_and_the_audit_trail_reads_back_newest_first() {
+        use crate::audit::{AuditAction, AuditFilter, AuditRecord};
+        let store = SqliteStore::in_memory().unwrap();
+        let token = TokenRecord {
+            name: "desk".into(),
+            scope: Scope::Domain("example.com".into()),
+            digest: crate::tokens::digest("mwt_secret"),
+            created_at: Timestamp(1_000),
+            expires_at: Some(Timestamp(9_000)),
+            last_used: None,
+        };
+        assert!(store.create_token(&token).unwrap());
+        assert!(!store.create_token(&token).unwrap(), "a second token of the same name");
+        store.touch_token("desk", Timestamp(3_600_000)).unwrap();
+        let stored = store.tokens().unwrap();
+        assert_eq!(stored, vec![TokenRecord { last_used: Some(Timestamp(3_600_000)), ..token.clone() }]);
+        let digests: Vec<String> = store
+            .lock()
+            .prepare("SELECT digest FROM tokens")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(digests, vec![token.digest_hex()]);
+        assert!(store.delete_token("desk").unwrap());
+        assert!(store.tokens().unwrap().is_empty());
+
+        for (at, actor, action) in [
+            (1, "desk", AuditAction::BanLifted),
+            (2, "ops", AuditAction::RuleMoved),
+            (3, "desk", AuditAction::RuleAdded),
+        ] {
+            store.save_audit(&AuditRecord::new(Timestamp(at), actor, action, "203.0.113.7", String::new())).unwrap();
+        }
+        let (records, total) =
+            store.audit(&AuditFilter { actor: Some("desk".into()), limit: 10, ..Default::default() }).unwrap();
+        assert_eq!(total, 2);
+        assert_eq!(
+            records.iter().map(|r| r.action).collect::<Vec<_>>(),
+            [AuditAction::RuleAdded, AuditAction::BanLifted]
+        );
+        let (page, total) = store.audit(&AuditFilter { limit: 1, offset: 1, ..Default::default() }).unwrap();
+        assert_eq!((page[0].actor.as_str(), total), ("ops", 3));
     }
 
     #[test]

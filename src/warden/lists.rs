@@ -8,8 +8,10 @@ use ipnet::IpNet;
 
 use super::{Warden, lock};
 use crate::access::{AccessEntry, AccessLists, ListKind, Origin};
+use crate::audit::AuditAction;
 use crate::clock::Timestamp;
 use crate::config::Policy;
+use crate::principal::Principal;
 use crate::store::StoreError;
 
 /// Why a change to the admin lists was refused.
@@ -17,6 +19,12 @@ use crate::store::StoreError;
 pub enum ListError {
     #[error("{network} is on the {} list in the policy file; edit the file and reload to change it", list.label())]
     DefinedInPolicyFile { list: ListKind, network: IpNet },
+    /// Lift and trust would carve a trusted network out of a blocked one, which is a decision
+    /// for whoever manages the lists, not for the support desk's ban button.
+    #[error(
+        "{network} is inside the blocked network {blocked}: trusting it would unblock it; an admin can trust it with the trusted list"
+    )]
+    InsideBlocked { network: IpNet, blocked: IpNet },
     #[error("{network} is not on the {} list", list.label())]
     NotListed { list: ListKind, network: IpNet },
     #[error("the expiry is not in the future")]
@@ -44,6 +52,7 @@ pub(super) fn build_access(policy: &Policy, api_entries: &ApiEntries, now: Times
         created_at: now,
         expires_at: None,
         origin: Origin::PolicyFile,
+        added_by: String::new(),
         observe,
     };
     let networks = &policy.networks;
@@ -75,7 +84,8 @@ impl Warden {
         file.contains(&network) || (list == ListKind::Blocked && policy.networks.blocked_observe.contains(&network))
     }
 
-    /// Adds `network` to `list` (or replaces the API's entry for it), durably. Blocking.
+    /// Adds `network` to `list` (or replaces the API's entry for it), durably, recorded as
+    /// `actor`'s. Blocking.
     pub fn add_to_list(
         &self,
         list: ListKind,
@@ -83,6 +93,25 @@ impl Warden {
         expires_at: Option<Timestamp>,
         comment: &str,
         observe: bool,
+        actor: &Principal,
+    ) -> Result<ListChange, ListError> {
+        let change = self.put_list_entry(list, network, expires_at, comment, observe, &actor.name)?;
+        let expiry = expires_at.map_or_else(|| "no expiry".to_string(), |t| format!("until {}", t.rfc3339()));
+        let mode = if change.entry.observe { ", observe" } else { "" };
+        let detail = format!("{}{mode}, {expiry}, comment {comment:?}", list.label());
+        self.record_change(actor, AuditAction::ListEntryAdded, &change.entry.network.to_string(), detail);
+        Ok(change)
+    }
+
+    /// `add_to_list` without its audit record, for changes that record themselves.
+    pub(super) fn put_list_entry(
+        &self,
+        list: ListKind,
+        network: IpNet,
+        expires_at: Option<Timestamp>,
+        comment: &str,
+        observe: bool,
+        added_by: &str,
     ) -> Result<ListChange, ListError> {
         let network = network.trunc();
         let now = self.shared.clock.now();
@@ -99,6 +128,7 @@ impl Warden {
             created_at: now,
             expires_at,
             origin: Origin::Api,
+            added_by: added_by.to_string(),
             observe: observe && list == ListKind::Blocked,
         };
         let mut entries = self.api_entries();
@@ -108,14 +138,18 @@ impl Warden {
         let previous = entries.insert((list, network), entry.clone());
         self.rebuild_access(&entries);
         let created = previous.is_none_or(|p| !p.is_active(now));
-        let actor = Some(crate::notify::ADMIN_TOKEN);
-        self.notify_durably(crate::notify::Notice::list_changed(&entry, "added", now, actor));
+        self.notify_durably(crate::notify::Notice::list_changed(&entry, "added", now, Some(added_by)));
         tracing::info!(list = list.label(), network = %network, expires_at = ?expires_at.map(Timestamp::rfc3339), comment, "list entry added");
         Ok(ListChange { entry, created })
     }
 
     /// Removes the API's entry for `network` from `list`, durably. Blocking.
-    pub fn remove_from_list(&self, list: ListKind, network: IpNet) -> Result<AccessEntry, ListError> {
+    pub fn remove_from_list(
+        &self,
+        list: ListKind,
+        network: IpNet,
+        actor: &Principal,
+    ) -> Result<AccessEntry, ListError> {
         let network = network.trunc();
         if self.in_policy_file(list, network) {
             return Err(ListError::DefinedInPolicyFile { list, network });
@@ -130,9 +164,10 @@ impl Warden {
         deleted?;
         entries.remove(&(list, network));
         self.rebuild_access(&entries);
-        let actor = Some(crate::notify::ADMIN_TOKEN);
-        self.notify_durably(crate::notify::Notice::list_changed(&existing, "removed", now, actor));
+        let by = Some(actor.name.as_str());
+        self.notify_durably(crate::notify::Notice::list_changed(&existing, "removed", now, by));
         tracing::info!(list = list.label(), network = %network, "list entry removed");
+        self.record_change(actor, AuditAction::ListEntryRemoved, &network.to_string(), list.label().to_string());
         Ok(existing)
     }
 

@@ -10,6 +10,7 @@
 //! One file per concern: this one (decisions, reports, bans, reload), `lists` (the admin
 //! lists), `rules` (the mailbox firewall), `explain` (the dry run).
 
+mod audit;
 mod detection;
 mod drops;
 mod explain;
@@ -19,6 +20,7 @@ mod rules;
 mod sync;
 #[cfg(test)]
 mod tests;
+mod tokens;
 mod unblock;
 
 use std::collections::HashMap;
@@ -34,10 +36,12 @@ pub use lists::{ListChange, ListError};
 pub use reset::LoginReset;
 pub use rules::{FirewallCheck, FirewallError, MailboxFirewall, RuleMove};
 pub use sync::{Restored, Resynced};
+pub use tokens::{AuthRefusal, NewToken, TokenError};
 pub use unblock::{SelfUnblockError, VisitorStatus};
 
 use crate::access::{AccessEntry, AccessLists, ListKind, Standing};
 use crate::accounts::AccountTracker;
+use crate::audit::AuditAction;
 use crate::bans::{Ban, BanIndex, BanKey};
 use crate::bounded::BoundedMap;
 use crate::clock::{Clock, Timestamp};
@@ -55,6 +59,7 @@ use crate::notify::outbox::Outbox;
 use crate::notify::webhooks::Webhooks;
 use crate::notify::{LiftCause, Notice, NoticeKind, Notifier, Sink};
 use crate::owner_mail::OwnerMail;
+use crate::principal::Principal;
 use crate::store::{Store, StoreError};
 use crate::tolerance::ToleranceTracker;
 use crate::wire::{self, LoginAttempt, Protocol, Reply};
@@ -131,6 +136,10 @@ struct Shared {
     /// Told when the admin lists change (the host firewall's worker; bans tell it themselves).
     drops_watch: OnceLock<Arc<dyn Fn() + Send + Sync>>,
     metrics: Metrics,
+    /// The admin API's stored tokens by digest (the store holds the same); replaced whole.
+    tokens: crate::tokens::Tokens,
+    /// Failed bearer authentications per client address (memory only, bounded).
+    sign_in: crate::tokens::SignInGuard,
 }
 
 /// Why the core could not start.
@@ -278,6 +287,10 @@ impl Warden {
             return Err(OpenError::Rules(problems));
         }
         let firewall = rules::build_firewall(&policy, &api_rule_sets);
+        let stored_tokens = store.tokens();
+        metrics.store_result("load_tokens", &stored_tokens);
+        let tokens = crate::tokens::Tokens::default();
+        tokens.replace(unless_unreachable(stored_tokens)?);
         let keep = Arc::new(Mutex::new(detection::keep(&policy)));
         let journal = Arc::new(Journal::start(
             store.clone(),
@@ -344,6 +357,8 @@ impl Warden {
             count_sharing: OnceLock::new(),
             drops_watch: OnceLock::new(),
             metrics,
+            tokens,
+            sign_in: crate::tokens::SignInGuard::default(),
         };
         Ok(Warden { shared: Arc::new(shared) })
     }
@@ -531,16 +546,61 @@ impl Warden {
         self.shared.bans.list(self.shared.clock.now())
     }
 
-    /// Lifts the ban on `source` and forgets its failure history. Blocking.
-    pub fn unban(&self, source: Source) -> Result<Option<Arc<Ban>>, StoreError> {
-        self.lift_ban(source, None, LiftCause::Admin)
+    /// Lifts the ban on `source` and forgets its failure history, recorded as `actor`'s.
+    /// Blocking.
+    pub fn unban(&self, source: Source, actor: &Principal) -> Result<Option<Arc<Ban>>, StoreError> {
+        let lifted = self.lift_ban(source, None, LiftCause::Admin, Some(actor))?;
+        if let Some(ban) = &lifted {
+            let detail = format!("{} ban lifted", ban.reason.label());
+            self.record_change(actor, AuditAction::BanLifted, &source.to_string(), detail);
+        }
+        Ok(lifted)
     }
 
     /// Lifts the IP+login refusal of `login` (any spelling) from `source` and forgives that
     /// login's guesses from there, so its next wrong password does not refuse it again at
-    /// once; the source's other guesses still count. Blocking.
-    pub fn unban_login(&self, source: Source, login: &str) -> Result<Option<Arc<Ban>>, StoreError> {
-        self.lift_ban(source, Some(&crate::login::key(login)), LiftCause::Admin)
+    /// once; the source's other guesses still count. Recorded as `actor`'s. Blocking.
+    pub fn unban_login(&self, source: Source, login: &str, actor: &Principal) -> Result<Option<Arc<Ban>>, StoreError> {
+        let key = crate::login::key(login);
+        let lifted = self.lift_ban(source, Some(&key), LiftCause::Admin, Some(actor))?;
+        if lifted.is_some() {
+            let detail = format!("IP+login refusal of {key} lifted");
+            self.record_change(actor, AuditAction::BanLifted, &source.to_string(), detail);
+        }
+        Ok(lifted)
+    }
+
+    /// "Lift and trust": puts the banned network on the trusted list with `comment` (so it is
+    /// never banned again), then lifts the ban on `source` (`login`: that login's IP+login
+    /// refusal), recorded as one change of `actor`'s. `None`, changing nothing, when there is
+    /// no such ban. Blocking.
+    pub fn lift_and_trust(
+        &self,
+        source: Source,
+        login: Option<&str>,
+        comment: &str,
+        actor: &Principal,
+    ) -> Result<Option<Arc<Ban>>, ListError> {
+        let key = login.map(crate::login::key);
+        let banned = match &key {
+            Some(key) => self.login_refusal(source, key),
+            None => self.ban(source),
+        };
+        if banned.is_none() {
+            return Ok(None);
+        }
+        let network = source.network();
+        if let Standing::Blocked(blocked) = self.shared.access.load().standing(network.addr(), self.shared.clock.now())
+        {
+            return Err(ListError::InsideBlocked { network, blocked });
+        }
+        self.put_list_entry(ListKind::Trusted, source.network(), None, comment, false, &actor.name)?;
+        let lifted = self.lift_ban(source, key.as_deref(), LiftCause::Admin, Some(actor))?;
+        if let Some(ban) = &lifted {
+            let detail = format!("{} ban lifted, trusted with comment {comment:?}", ban.reason.label());
+            self.record_change(actor, AuditAction::BanLiftedAndTrusted, &source.to_string(), detail);
+        }
+        Ok(lifted)
     }
 
     /// Lifts the ban on `source` of that scope (`refused_login`, a login key: that login's
@@ -550,6 +610,7 @@ impl Warden {
         source: Source,
         refused_login: Option<&str>,
         cause: LiftCause,
+        actor: Option<&Principal>,
     ) -> Result<Option<Arc<Ban>>, StoreError> {
         let shared = &*self.shared;
         let deleted = shared.store.delete_ban(source, refused_login);
@@ -581,10 +642,8 @@ impl Warden {
             tracing::info!(source = %source, login = refused_login, cause = cause.label(), "ban lifted");
         }
         if let Some(ban) = &lifted {
-            // Both come through the admin API.
-            let by_admin = matches!(cause, LiftCause::Admin | LiftCause::ResetLogin);
-            let actor = by_admin.then_some(crate::notify::ADMIN_TOKEN);
-            shared.notifier.publish_durably(Notice::ban_lifted(ban, cause, now, actor));
+            let by = actor.map(|principal| principal.name.as_str());
+            shared.notifier.publish_durably(Notice::ban_lifted(ban, cause, now, by));
         }
         Ok(lifted)
     }

@@ -6,9 +6,11 @@
 use std::sync::Arc;
 
 use super::Warden;
+use crate::audit::AuditAction;
 use crate::bans::Ban;
 use crate::login;
 use crate::network::Source;
+use crate::principal::Principal;
 use crate::store::StoreError;
 use crate::warden::Counted;
 
@@ -26,7 +28,7 @@ pub struct LoginReset {
 impl Warden {
     /// Forgives `login` on this node and in the cluster, and lifts the bans its guesses alone
     /// caused. Blocking (lifting a ban writes the store).
-    pub fn reset_login(&self, login: &str) -> Result<LoginReset, StoreError> {
+    pub fn reset_login(&self, login: &str, actor: &Principal) -> Result<LoginReset, StoreError> {
         let mut reset = self.reset_login_here(login);
         let key = login::key(login);
         // The login's own IP+login refusals, and bans of whole sources whose every guess was
@@ -37,7 +39,7 @@ impl Warden {
         };
         for ban in self.bans().into_iter().filter(|ban| caused_by_login_alone(ban)) {
             if let Some(lifted) =
-                self.lift_ban(ban.source, ban.refused_login(), crate::notify::LiftCause::ResetLogin)?
+                self.lift_ban(ban.source, ban.refused_login(), crate::notify::LiftCause::ResetLogin, Some(actor))?
             {
                 reset.bans_lifted.push(lifted);
             }
@@ -52,6 +54,8 @@ impl Warden {
             bans_lifted = reset.bans_lifted.len(),
             "login reset after a password change"
         );
+        let detail = format!("{} sources forgiven, {} bans lifted", reset.sources.len(), reset.bans_lifted.len());
+        self.record_change(actor, AuditAction::LoginReset, &login::key(login), detail);
         Ok(reset)
     }
 

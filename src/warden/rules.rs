@@ -8,12 +8,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
 
 use super::{LoginView, Warden, lock};
+use crate::audit::AuditAction;
 use crate::config::Policy;
 use crate::firewall::{
     Action, AddressFacts, Applicable, Firewall, KeyedRuleSet, Outcome, Protocols, Rule, RuleSet, RuleSetOrigin,
     StoredRuleSet, parse_key,
 };
 use crate::geoip::GeoIp;
+use crate::principal::Principal;
 use crate::store::StoreError;
 
 type ApiRuleSets = HashMap<String, RuleSet>;
@@ -201,6 +203,7 @@ impl Warden {
     fn edit(
         &self,
         key: &str,
+        (actor, action, detail): (&Principal, AuditAction, String),
         change: impl FnOnce(&mut RuleSet) -> Result<(), FirewallError>,
     ) -> Result<Arc<KeyedRuleSet>, FirewallError> {
         let key = parse_key(key).map_err(FirewallError::InvalidKey)?;
@@ -227,27 +230,42 @@ impl Warden {
         let saved = self.shared.store.save_firewall_rule_set(&key, &set);
         self.shared.metrics.store_result("save_firewall_rules", &saved);
         saved?;
-        let (now, actor) = (self.shared.clock.now(), Some(crate::notify::ADMIN_TOKEN));
+        let (now, by) = (self.shared.clock.now(), Some(actor.name.as_str()));
         let written = Some(StoredRuleSet::from(&set));
-        self.notify_durably(crate::notify::Notice::firewall_changed(&key, written, now, actor));
+        self.notify_durably(crate::notify::Notice::firewall_changed(&key, written, now, by));
         sets.insert(key.clone(), set);
         self.rebuild_firewall(&sets);
         let in_force = self.shared.firewall.load().get(&key).cloned();
         tracing::info!(key, "firewall rules changed");
+        self.record_change(actor, action, &key, detail);
         in_force.ok_or(FirewallError::NoRuleSet(key))
     }
 
     /// Replaces the API's set for `key` whole. Blocking.
-    pub fn replace_rule_set(&self, key: &str, new: RuleSet) -> Result<Arc<KeyedRuleSet>, FirewallError> {
-        self.edit(key, |set| {
+    pub fn replace_rule_set(
+        &self,
+        key: &str,
+        new: RuleSet,
+        actor: &Principal,
+    ) -> Result<Arc<KeyedRuleSet>, FirewallError> {
+        let detail = format!("{} rules, default {}", new.rules.len(), new.default.label());
+        self.edit(key, (actor, AuditAction::FirewallReplaced, detail), |set| {
             *set = new;
             Ok(())
         })
     }
 
     /// Inserts `rule` at `position` (from 1; default: last). Blocking.
-    pub fn add_rule(&self, key: &str, rule: Rule, position: Option<usize>) -> Result<Arc<KeyedRuleSet>, FirewallError> {
-        self.edit(key, |set| {
+    pub fn add_rule(
+        &self,
+        key: &str,
+        rule: Rule,
+        position: Option<usize>,
+        actor: &Principal,
+    ) -> Result<Arc<KeyedRuleSet>, FirewallError> {
+        let detail =
+            format!("{} at {}", rule_text(&rule), position.map_or("the end".to_string(), |p| format!("no. {p}")));
+        self.edit(key, (actor, AuditAction::RuleAdded, detail), |set| {
             let last = set.rules.len() + 1;
             let position = position.unwrap_or(last);
             if !(1..=last).contains(&position) {
@@ -262,9 +280,20 @@ impl Warden {
     }
 
     /// Moves rule `number` up, down, or to a position. Blocking.
-    pub fn move_rule(&self, key: &str, number: usize, movement: RuleMove) -> Result<Arc<KeyedRuleSet>, FirewallError> {
+    pub fn move_rule(
+        &self,
+        key: &str,
+        number: usize,
+        movement: RuleMove,
+        actor: &Principal,
+    ) -> Result<Arc<KeyedRuleSet>, FirewallError> {
         let owner = key.to_string();
-        self.edit(key, |set| {
+        let detail = match movement {
+            RuleMove::Up => format!("rule no. {number} up"),
+            RuleMove::Down => format!("rule no. {number} down"),
+            RuleMove::To(to) => format!("rule no. {number} to no. {to}"),
+        };
+        self.edit(key, (actor, AuditAction::RuleMoved, detail), |set| {
             let count = existing_rule(&owner, number, set)?;
             let target = match movement {
                 RuleMove::Up if number == 1 => {
@@ -296,9 +325,9 @@ impl Warden {
     }
 
     /// Deletes rule `number`. Blocking.
-    pub fn delete_rule(&self, key: &str, number: usize) -> Result<Arc<KeyedRuleSet>, FirewallError> {
+    pub fn delete_rule(&self, key: &str, number: usize, actor: &Principal) -> Result<Arc<KeyedRuleSet>, FirewallError> {
         let owner = key.to_string();
-        self.edit(key, |set| {
+        self.edit(key, (actor, AuditAction::RuleDeleted, format!("rule no. {number}")), |set| {
             existing_rule(&owner, number, set)?;
             set.rules.remove(number - 1);
             Ok(())
@@ -306,8 +335,13 @@ impl Warden {
     }
 
     /// Sets the default action. Blocking.
-    pub fn set_default(&self, key: &str, default: Action) -> Result<Arc<KeyedRuleSet>, FirewallError> {
-        self.edit(key, |set| {
+    pub fn set_default(
+        &self,
+        key: &str,
+        default: Action,
+        actor: &Principal,
+    ) -> Result<Arc<KeyedRuleSet>, FirewallError> {
+        self.edit(key, (actor, AuditAction::DefaultActionSet, format!("default {}", default.label())), |set| {
             set.default = default;
             Ok(())
         })
@@ -315,7 +349,7 @@ impl Warden {
 
     /// Deletes the API's set for `key`, so the file's baseline (or the domain's set) applies
     /// again. Blocking.
-    pub fn reset_rule_set(&self, key: &str) -> Result<(), FirewallError> {
+    pub fn reset_rule_set(&self, key: &str, actor: &Principal) -> Result<(), FirewallError> {
         let key = parse_key(key).map_err(FirewallError::InvalidKey)?;
         let mut sets = self.api_rule_sets();
         if !sets.contains_key(&key) {
@@ -326,9 +360,15 @@ impl Warden {
         deleted?;
         sets.remove(&key);
         self.shared.firewall.store(Arc::new(build_firewall(&self.shared.policy.load(), &sets)));
-        let (now, actor) = (self.shared.clock.now(), Some(crate::notify::ADMIN_TOKEN));
-        self.notify_durably(crate::notify::Notice::firewall_changed(&key, None, now, actor));
+        let (now, by) = (self.shared.clock.now(), Some(actor.name.as_str()));
+        self.notify_durably(crate::notify::Notice::firewall_changed(&key, None, now, by));
         tracing::info!(key, "firewall rules from the API removed");
+        self.record_change(actor, AuditAction::FirewallReset, &key, "back to the policy file's rules".into());
         Ok(())
     }
+}
+
+/// A rule as the audit trail shows it: its written form (`{"action":"block","country":["RU"]}`).
+fn rule_text(rule: &Rule) -> String {
+    serde_json::to_string(&rule.spec()).unwrap_or_else(|_| rule.action.label().to_string())
 }

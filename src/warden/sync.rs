@@ -111,9 +111,10 @@ impl Warden {
         tracing::info!(key, "firewall rules changed on another node");
     }
 
-    /// Rereads the bans, list entries and rule sets from the store and makes memory match it,
-    /// keeping bans placed here a moment ago that may still be on their way. Blocking.
+    /// Rereads the bans, list entries, rule sets and tokens from the store and makes memory
+    /// match it, keeping bans placed here a moment ago that may still be on their way. Blocking.
     pub fn resync(&self) -> Result<Resynced, StoreError> {
+        self.reload_tokens()?;
         let shared = &*self.shared;
         let now = shared.clock.now();
         let stored = shared.store.active_bans(now);

@@ -194,12 +194,12 @@ fn unban_lifts_the_ban_and_clears_the_history() {
         h.fail("203.0.113.7", "alice@example.com");
     }
     let source = h.warden.source_for("203.0.113.7/32".parse().unwrap());
-    assert!(h.warden.unban(source).unwrap().is_some());
+    assert!(h.warden.unban(source, &crate::principal::Principal::built_in_admin()).unwrap().is_some());
     assert_eq!(h.allow("203.0.113.7", "alice@example.com").status, 0);
     assert!(h.store.active_bans(START).unwrap().is_empty());
     h.fail("203.0.113.7", "alice@example.com");
     assert_eq!(h.allow("203.0.113.7", "alice@example.com").status, 0, "one new failure after an unban does not re-ban");
-    assert!(h.warden.unban(source).unwrap().is_none());
+    assert!(h.warden.unban(source, &crate::principal::Principal::built_in_admin()).unwrap().is_none());
 }
 
 fn network(text: &str) -> IpNet {
@@ -211,9 +211,25 @@ fn runtime_list_entries_decide_until_they_expire_and_survive_a_restart() {
     let h = harness("");
     let hour = Duration::from_secs(3600);
     h.warden
-        .add_to_list(ListKind::Blocked, network("198.51.100.0/24"), Some(START.plus(hour)), "spam run", false)
+        .add_to_list(
+            ListKind::Blocked,
+            network("198.51.100.0/24"),
+            Some(START.plus(hour)),
+            "spam run",
+            false,
+            &crate::principal::Principal::built_in_admin(),
+        )
         .unwrap();
-    h.warden.add_to_list(ListKind::Trusted, network("198.51.100.10"), None, "monitoring", false).unwrap();
+    h.warden
+        .add_to_list(
+            ListKind::Trusted,
+            network("198.51.100.10"),
+            None,
+            "monitoring",
+            false,
+            &crate::principal::Principal::built_in_admin(),
+        )
+        .unwrap();
     assert_eq!(h.allow("198.51.100.9", "alice@example.com").status, -1);
     assert_eq!(h.allow("198.51.100.10", "alice@example.com").status, 0);
 
@@ -231,17 +247,31 @@ fn runtime_list_entries_decide_until_they_expire_and_survive_a_restart() {
 fn policy_file_entries_cannot_be_changed_through_the_api() {
     let h = harness("[networks]\nblocked = [\"10.0.0.0/8\"]\n");
     let net = network("10.0.0.0/8");
-    assert!(matches!(h.warden.remove_from_list(ListKind::Blocked, net), Err(ListError::DefinedInPolicyFile { .. })));
     assert!(matches!(
-        h.warden.add_to_list(ListKind::Blocked, net, None, "", false),
+        h.warden.remove_from_list(ListKind::Blocked, net, &crate::principal::Principal::built_in_admin()),
         Err(ListError::DefinedInPolicyFile { .. })
     ));
     assert!(matches!(
-        h.warden.remove_from_list(ListKind::Blocked, network("10.1.0.0/16")),
+        h.warden.add_to_list(ListKind::Blocked, net, None, "", false, &crate::principal::Principal::built_in_admin()),
+        Err(ListError::DefinedInPolicyFile { .. })
+    ));
+    assert!(matches!(
+        h.warden.remove_from_list(
+            ListKind::Blocked,
+            network("10.1.0.0/16"),
+            &crate::principal::Principal::built_in_admin()
+        ),
         Err(ListError::NotListed { .. })
     ));
     assert!(matches!(
-        h.warden.add_to_list(ListKind::Blocked, network("10.1.0.0/16"), Some(START), "", false),
+        h.warden.add_to_list(
+            ListKind::Blocked,
+            network("10.1.0.0/16"),
+            Some(START),
+            "",
+            false,
+            &crate::principal::Principal::built_in_admin()
+        ),
         Err(ListError::ExpiryInPast)
     ));
     let entries = h.warden.list_entries(ListKind::Blocked);
@@ -257,7 +287,16 @@ fn a_reloaded_policy_changes_thresholds_and_file_lists_but_keeps_counts_bans_and
     }
     h.fail("203.0.113.8", "alice@example.com");
     h.fail("203.0.113.8", "alice@example.com");
-    h.warden.add_to_list(ListKind::Blocked, network("198.51.100.0/24"), None, "", false).unwrap();
+    h.warden
+        .add_to_list(
+            ListKind::Blocked,
+            network("198.51.100.0/24"),
+            None,
+            "",
+            false,
+            &crate::principal::Principal::built_in_admin(),
+        )
+        .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("policy.toml");
@@ -286,7 +325,16 @@ fn a_reloaded_policy_changes_thresholds_and_file_lists_but_keeps_counts_bans_and
 #[test]
 fn the_explanation_names_what_decided_without_changing_anything() {
     let h = harness("[networks]\nblocked = [\"198.51.100.0/24\"]\n");
-    h.warden.add_to_list(ListKind::Trusted, network("192.0.2.7"), None, "monitoring", false).unwrap();
+    h.warden
+        .add_to_list(
+            ListKind::Trusted,
+            network("192.0.2.7"),
+            None,
+            "monitoring",
+            false,
+            &crate::principal::Principal::built_in_admin(),
+        )
+        .unwrap();
     for _ in 0..5 {
         h.fail("203.0.113.7", "alice@example.com");
     }
@@ -431,7 +479,7 @@ fn repeat_offenders_are_banned_longer_when_escalation_is_on() {
         }
         lengths.push(ban_length(&h));
         let source = h.warden.source_for("198.51.100.7/32".parse().unwrap());
-        h.warden.unban(source).unwrap();
+        h.warden.unban(source, &crate::principal::Principal::built_in_admin()).unwrap();
         h.clock.advance(Duration::from_secs(3600));
     }
     assert_eq!(lengths, [30, 60, 90]);
@@ -580,7 +628,7 @@ fn a_reload_that_changes_the_source_grouping_keeps_every_ban_in_force() {
     assert_eq!(h.allow("203.0.113.77", "alice@example.com").status, -1, "the /24 ban still holds");
     let source = h.warden.source_for("203.0.113.77/32".parse().unwrap());
     assert_eq!(source.to_string(), "203.0.113.0/24", "unban finds the ban covering the address");
-    assert!(h.warden.unban(source).unwrap().is_some());
+    assert!(h.warden.unban(source, &crate::principal::Principal::built_in_admin()).unwrap().is_some());
     assert_eq!(h.allow("203.0.113.77", "alice@example.com").status, 0);
     assert_eq!(h.allow("203.0.113.7", "alice@example.com").status, -1, "the other ban is untouched");
 }
@@ -697,7 +745,12 @@ fn one_colleagues_account_guessed_five_times_on_an_office_is_refused_alone() {
     assert_eq!(h.warden.metrics().login_refusals.with_label_values(&["imap"]).get(), 1);
 
     // Lifted: alice logs in again, and her next wrong password does not refuse her at once.
-    assert!(h.warden.unban_login(source, "Alice@Example.com").unwrap().is_some());
+    assert!(
+        h.warden
+            .unban_login(source, "Alice@Example.com", &crate::principal::Principal::built_in_admin())
+            .unwrap()
+            .is_some()
+    );
     assert!(h.store.active_bans(START).unwrap().is_empty());
     assert_eq!(h.allow("198.51.100.40", "alice@example.com").status, 0);
     h.fail("198.51.100.40", "alice@example.com");
@@ -919,7 +972,7 @@ fn three_sources_of_one_slash_24_banned_within_the_hour_ban_the_subnet_but_not_a
     assert_eq!(listed.expires_at, h.warden.now().plus(Duration::from_secs(3600)));
     let restarted = h.restarted();
     assert_eq!(restarted.ban(subnet).map(|b| b.reason), Some(crate::bans::BanReason::Subnet), "stored");
-    assert!(h.warden.unban(subnet).unwrap().is_some());
+    assert!(h.warden.unban(subnet, &crate::principal::Principal::built_in_admin()).unwrap().is_some());
     assert_eq!(h.allow("192.0.2.77", "alice@example.com").status, 0, "lifted");
 }
 
@@ -971,7 +1024,7 @@ fn a_reset_after_a_password_change_forgives_the_login_everywhere_and_lifts_only_
     }
     assert_eq!(h.warden.bans().len(), 2);
 
-    let reset = h.warden.reset_login("Alice@Example.com").unwrap();
+    let reset = h.warden.reset_login("Alice@Example.com", &crate::principal::Principal::built_in_admin()).unwrap();
     assert_eq!(reset.quarantines_ended, 1);
     let lifted: Vec<String> = reset.bans_lifted.iter().map(|b| b.source.to_string()).collect();
     assert_eq!(lifted, ["203.0.113.60"], "only the ban alice's guesses alone caused");
@@ -995,7 +1048,7 @@ fn a_reset_lifts_the_logins_own_refusals_on_offices() {
     }
     assert_eq!(h.allow(office, "alice@example.com").status, -1, "alice alone is refused");
     assert_eq!(h.allow(office, "bob@example.com").status, 0);
-    let reset = h.warden.reset_login("alice@example.com").unwrap();
+    let reset = h.warden.reset_login("alice@example.com", &crate::principal::Principal::built_in_admin()).unwrap();
     assert_eq!(reset.bans_lifted.len(), 1);
     assert_eq!(h.allow(office, "alice@example.com").status, 0);
 }
@@ -1024,7 +1077,16 @@ fn the_host_firewall_drops_banned_sources_and_blocked_networks_but_never_a_login
     assert_eq!(drops.trusted.iter().map(|e| e.network.to_string()).collect::<Vec<_>>(), ["100.64.0.0/10"]);
     let before = woken.load(std::sync::atomic::Ordering::Relaxed);
     assert!(before >= 1, "placing the ban woke the firewall's worker");
-    h.warden.add_to_list(ListKind::Blocked, "10.9.0.0/16".parse().unwrap(), None, "", false).unwrap();
+    h.warden
+        .add_to_list(
+            ListKind::Blocked,
+            "10.9.0.0/16".parse().unwrap(),
+            None,
+            "",
+            false,
+            &crate::principal::Principal::built_in_admin(),
+        )
+        .unwrap();
     assert!(woken.load(std::sync::atomic::Ordering::Relaxed) > before, "a list change wakes it too");
 }
 
@@ -1036,7 +1098,16 @@ fn observe_mode_drops_nothing_at_the_host_firewall_until_it_is_lifted() {
     for _ in 0..5 {
         h.fail("203.0.113.7", "alice@example.com");
     }
-    h.warden.add_to_list(ListKind::Blocked, "10.9.0.0/16".parse().unwrap(), None, "trial", true).unwrap();
+    h.warden
+        .add_to_list(
+            ListKind::Blocked,
+            "10.9.0.0/16".parse().unwrap(),
+            None,
+            "trial",
+            true,
+            &crate::principal::Principal::built_in_admin(),
+        )
+        .unwrap();
     let banned = |h: &Harness| -> Vec<String> {
         h.warden.firewall_drops().banned.iter().map(|e| e.network.to_string()).collect()
     };

@@ -190,7 +190,7 @@ impl Warden {
         };
         let (mut lifted, mut failed) = (None, None);
         for (source, refused_login) in &lifting {
-            match self.lift_ban(*source, refused_login.as_deref(), crate::notify::LiftCause::SelfService) {
+            match self.lift_ban(*source, refused_login.as_deref(), crate::notify::LiftCause::SelfService, None) {
                 Ok(this) => lifted = lifted.or(this),
                 Err(e) => {
                     failed = Some(e);

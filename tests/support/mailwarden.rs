@@ -243,6 +243,33 @@ impl Mailwarden {
         answer(request.send(body))
     }
 
+    /// Any admin call as `token`, with a JSON body for POST and PUT (`{}` when none).
+    pub fn admin_as(&self, token: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let url = format!("http://{}{path}", self.admin_addr);
+        let authorization = format!("Bearer {token}");
+        answer(match method {
+            "GET" => agent().get(url).header("Authorization", authorization).call(),
+            "DELETE" => agent().delete(url).header("Authorization", authorization).call(),
+            "POST" | "PUT" => {
+                let request = if method == "POST" { agent().post(url) } else { agent().put(url) };
+                request
+                    .header("Authorization", authorization)
+                    .header("Content-Type", "application/json")
+                    .send(body.unwrap_or("{}"))
+            }
+            other => panic!("unsupported method {other}"),
+        })
+    }
+
+    /// Creates a token through the API with the admin token; returns the token.
+    pub fn create_token(&self, name: &str, scope: &str) -> String {
+        let body = format!(r#"{{"name":"{name}","scope":"{scope}"}}"#);
+        let (status, answer) = self.admin_post("/api/v1/tokens", Some(&body));
+        assert_eq!(status, 201, "{answer}");
+        let created: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+        created["token"].as_str().expect("the token").to_string()
+    }
+
     /// A GET or DELETE on the admin API with `token` (or none).
     pub fn admin_with_token(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
         let url = format!("http://{}{path}", self.admin_addr);

@@ -22,6 +22,12 @@ pub struct BanScope {
     /// The login refused from the address (an IP+login refusal), in any spelling; without it,
     /// the ban of the whole source.
     login: Option<String>,
+    /// On lifting: also put the banned network on the trusted list ("lift and trust"), so it
+    /// is never banned again; with `comment`. Default false.
+    trust: Option<bool>,
+    /// The trusted entry's comment (with `trust`), at most 200 characters on one line.
+    #[param(max_length = 200)]
+    comment: Option<String>,
 }
 
 impl BanScope {
@@ -72,13 +78,14 @@ pub async fn show_ban(
 
 #[utoipa::path(delete, path = "/api/v1/bans/{addr}", tag = "bans",
     params(("addr" = String, Path, description = "An address, or a banned network such as 2001:db8:1:2::/64."), BanScope),
-    responses((status = 200, description = "The ban was lifted and the source's failure history cleared (with `login`: that login's IP+login refusal lifted and its wrong passwords from there forgiven).", body = Unbanned),
-              (status = 400, description = "Not an address.", body = ErrorBody),
+    responses((status = 200, description = "The ban was lifted and the source's failure history cleared (with `login`: that login's IP+login refusal lifted and its wrong passwords from there forgiven; with `trust`: the network trusted too).", body = Unbanned),
+              (status = 400, description = "Not an address, or a bad `comment`.", body = ErrorBody),
+              (status = 409, description = "With `trust`: the network is on a list in the policy file, or inside a blocked network; nothing changed.", body = ErrorBody),
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
               (status = 404, description = "Not banned.", body = ErrorBody),
               (status = 503, description = "The state store failed; nothing changed.", body = ErrorBody)))]
 pub async fn delete_ban(
-    _: Admin,
+    admin: Admin,
     warden: web::Data<Warden>,
     addr: web::Path<String>,
     scope: web::Query<BanScope>,
@@ -86,9 +93,21 @@ pub async fn delete_ban(
     let source = source_of(&warden, &addr)?;
     let handle = warden.get_ref().clone();
     let login = scope.login().map(str::to_string);
-    let lifted = blocking(move || match login {
-        Some(login) => handle.unban_login(source, &login),
-        None => handle.unban(source),
+    let trust = match (scope.trust.unwrap_or(false), &scope.comment) {
+        (true, comment) => Some(super::lists::checked_comment(comment.as_deref().unwrap_or_default())?),
+        (false, Some(_)) => {
+            return Err(ApiError::InvalidField { field: "comment", message: "comment: only with trust=true".into() });
+        }
+        (false, None) => None,
+    };
+    let actor = admin.0;
+    let lifted = blocking(move || match trust {
+        Some(comment) => handle.lift_and_trust(source, login.as_deref(), &comment, &actor).map_err(ApiError::from),
+        None => match login {
+            Some(login) => handle.unban_login(source, &login, &actor),
+            None => handle.unban(source, &actor),
+        }
+        .map_err(ApiError::from),
     })
     .await?;
     let ban = lifted.ok_or_else(|| not_found(source, &scope))?;

@@ -89,6 +89,22 @@ fn invalid(field: &'static str, message: String) -> ApiError {
     ApiError::InvalidField { field, message }
 }
 
+/// A `since` filter: an RFC 3339 time, or a duration back from `now` (at most `MAX_LENGTH`).
+pub(super) fn since(text: &str, now: Timestamp) -> Result<Timestamp, ApiError> {
+    let quoted: String = text.chars().take(40).collect();
+    if let Some(time) = Timestamp::parse_rfc3339(text) {
+        return Ok(time);
+    }
+    match humantime::parse_duration(text.trim()) {
+        Ok(back) if back <= MAX_LENGTH => Ok(now.minus(back)),
+        Ok(_) => Err(invalid("since", format!("since: {quoted:?} reaches back more than {MAX_LENGTH_TEXT}"))),
+        Err(_) => Err(invalid(
+            "since",
+            format!("since: {quoted:?} is neither an RFC 3339 time nor a duration such as \"2h\""),
+        )),
+    }
+}
+
 fn filter(query: &EventQuery, now: Timestamp) -> Result<EventFilter, ApiError> {
     let ip = match &query.ip {
         Some(text) => Some(parse_ip(text).map_err(|e| invalid("ip", format!("ip: {e}")))?),
@@ -101,27 +117,7 @@ fn filter(query: &EventQuery, now: Timestamp) -> Result<EventFilter, ApiError> {
         })?),
         None => None,
     };
-    let since = match &query.since {
-        Some(text) => {
-            let quoted: String = text.chars().take(40).collect();
-            Some(match Timestamp::parse_rfc3339(text) {
-                Some(time) => time,
-                None => match humantime::parse_duration(text.trim()) {
-                    Ok(back) if back <= MAX_LENGTH => now.minus(back),
-                    Ok(_) => {
-                        let message = format!("since: {quoted:?} reaches back more than {MAX_LENGTH_TEXT}");
-                        return Err(invalid("since", message));
-                    }
-                    Err(_) => {
-                        let message =
-                            format!("since: {quoted:?} is neither an RFC 3339 time nor a duration such as \"2h\"");
-                        return Err(invalid("since", message));
-                    }
-                },
-            })
-        }
-        None => None,
-    };
+    let since = query.since.as_deref().map(|text| since(text, now)).transpose()?;
     let (limit, offset) = Page { limit: query.limit, offset: query.offset }.checked()?;
     if query.login.as_ref().is_some_and(|l| l.len() > crate::wire::MAX_LOGIN_LEN) {
         return Err(ApiError::InvalidField {
@@ -130,20 +126,29 @@ fn filter(query: &EventQuery, now: Timestamp) -> Result<EventFilter, ApiError> {
         });
     }
     let login = query.login.as_ref().map(|l| crate::login::key(l.trim()).into_owned());
-    Ok(EventFilter { ip, login, kind, since, observed: query.observed, limit, offset })
+    Ok(EventFilter { ip, login, domain: None, kind, since, observed: query.observed, limit, offset })
 }
 
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventQuery),
     responses((status = 200, description = "Matching events, newest first.", body = EventList),
               (status = 400, description = "A filter, `limit` or `offset` is invalid; `field` names it.", body = ErrorBody),
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
+              (status = 403, description = "A `domain:` token, filtering by a login of another domain.", body = ErrorBody),
               (status = 503, description = "The state store failed.", body = ErrorBody)))]
 pub async fn list_events(
-    _: Admin,
+    admin: Admin,
     warden: web::Data<Warden>,
     query: web::Query<EventQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let filter = filter(&query, warden.now())?;
+    let mut filter = filter(&query, warden.now())?;
+    // A `domain:` token reads its domain's logins only: a login filter naming another
+    // domain's is refused, and without one the query is confined to the domain.
+    if let Some(domain) = admin.0.domain() {
+        if filter.login.as_deref().is_some_and(|login| !admin.0.sees_key(login)) {
+            return Err(ApiError::Forbidden);
+        }
+        filter.domain = Some(domain.to_string());
+    }
     let handle = warden.get_ref().clone();
     let (limit, offset) = (filter.limit, filter.offset);
     let page = blocking(move || handle.events(&filter)).await?;

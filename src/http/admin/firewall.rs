@@ -38,6 +38,10 @@ pub struct FirewallView {
     pub default: Option<String>,
     pub protocols: Vec<String>,
     pub rules: Vec<RuleView>,
+    /// For rules set through the API: the name of the token that last changed them, from
+    /// the audit trail (absent in listings, and when the trail does not say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed_by: Option<String>,
     /// `enforce`, or `observe`: the rules refuse nothing and the block log records what they
     /// would refuse; absent when none apply.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -60,6 +64,7 @@ impl FirewallView {
                 default: None,
                 protocols: Vec::new(),
                 rules: Vec::new(),
+                changed_by: None,
                 mode: None,
             },
         }
@@ -75,6 +80,7 @@ impl FirewallView {
             default: Some(stored.default),
             protocols: stored.protocols,
             rules: stored.rules.into_iter().enumerate().map(|(i, rule)| RuleView { number: i + 1, rule }).collect(),
+            changed_by: None,
             mode: Some(Mode::of(keyed.rule_set.observe)),
         }
     }
@@ -132,27 +138,32 @@ fn invalid(field: &'static str, message: String) -> ApiError {
     ApiError::InvalidField { field, message }
 }
 
+/// The rules now in force after `changed_by`'s change.
 fn answer(
     warden: &Warden,
     login: &str,
     result: Result<std::sync::Arc<KeyedRuleSet>, crate::warden::FirewallError>,
+    changed_by: &str,
 ) -> Result<FirewallView, ApiError> {
     let keyed = result?;
     let mut view = FirewallView::of_set(login, &keyed);
     view.login = warden.mailbox_firewall(login).map(|m| m.key).unwrap_or_else(|_| login.to_string());
+    view.changed_by = Some(changed_by.to_string());
     Ok(view)
 }
 
 #[utoipa::path(get, path = "/api/v1/mailboxes", tag = "firewall", params(Page),
     responses((status = 200, description = "Every mailbox and domain with firewall rules, by key.", body = MailboxList),
               (status = 400, description = "A bad `limit` or `offset`.", body = ErrorBody),
-              (status = 401, description = "No or wrong bearer token.", body = ErrorBody)))]
+              (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
+              (status = 403, description = "A `domain:` token, for a mailbox of another domain.", body = ErrorBody)))]
 pub async fn list_mailboxes(
-    _: Admin,
+    admin: Admin,
     warden: web::Data<Warden>,
     page: web::Query<Page>,
 ) -> Result<HttpResponse, ApiError> {
-    let (sets, total, limit, offset) = page.slice(warden.rule_sets())?;
+    let visible = warden.rule_sets().into_iter().filter(|keyed| admin.0.sees_key(&keyed.key)).collect();
+    let (sets, total, limit, offset) = page.slice(visible)?;
     let mailboxes = sets.iter().map(|keyed| FirewallView::of_set(&keyed.key, keyed)).collect();
     Ok(HttpResponse::Ok().json(MailboxList { mailboxes, total, limit, offset }))
 }
@@ -161,9 +172,16 @@ pub async fn list_mailboxes(
     params(("login" = String, Path, description = "A login (alice@example.com) or a domain (@example.com).")),
     responses((status = 200, description = "The rules in force for it: its own, its domain's, or none.", body = FirewallView),
               (status = 400, description = "Not a login or domain.", body = ErrorBody),
-              (status = 401, description = "No or wrong bearer token.", body = ErrorBody)))]
-pub async fn show(_: Admin, warden: web::Data<Warden>, login: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(FirewallView::new(&warden.mailbox_firewall(&login)?)))
+              (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
+              (status = 403, description = "A `domain:` token, for a mailbox of another domain.", body = ErrorBody)))]
+pub async fn show(admin: Admin, warden: web::Data<Warden>, login: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    admin.mailbox(&login)?;
+    let mut view = FirewallView::new(&warden.mailbox_firewall(&login)?);
+    if let (Some("api"), Some(key)) = (view.origin.as_deref(), view.rules_of.clone()) {
+        let handle = warden.get_ref().clone();
+        view.changed_by = blocking(move || handle.rules_changed_by(&key)).await?;
+    }
+    Ok(HttpResponse::Ok().json(view))
 }
 
 #[utoipa::path(put, path = "/api/v1/mailboxes/{login}/firewall", tag = "firewall", request_body = StoredRuleSet,
@@ -171,17 +189,20 @@ pub async fn show(_: Admin, warden: web::Data<Warden>, login: web::Path<String>)
     responses((status = 200, description = "The rules were replaced and are in force.", body = FirewallView),
               (status = 400, description = "A field is invalid; `field` names it. Nothing changed.", body = ErrorBody),
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
+              (status = 403, description = "A `domain:` token, for a mailbox of another domain.", body = ErrorBody),
               (status = 503, description = "The state store failed; nothing changed.", body = ErrorBody)))]
 pub async fn replace(
-    _: Admin,
+    admin: Admin,
     warden: web::Data<Warden>,
     login: web::Path<String>,
     body: web::Json<StoredRuleSet>,
 ) -> Result<HttpResponse, ApiError> {
+    let key = admin.mailbox(&login)?;
     let set = body.parse().map_err(|e| invalid(e.field, e.to_string()))?;
-    let (handle, key) = (warden.get_ref().clone(), login.clone());
-    let result = blocking(move || Ok::<_, ApiError>(handle.replace_rule_set(&key, set))).await?;
-    Ok(HttpResponse::Ok().json(answer(&warden, &login, result)?))
+    let handle = warden.get_ref().clone();
+    let actor = admin.0.name.clone();
+    let result = blocking(move || Ok::<_, ApiError>(handle.replace_rule_set(&key, set, &admin.0))).await?;
+    Ok(HttpResponse::Ok().json(answer(&warden, &login, result, &actor)?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/mailboxes/{login}/firewall", tag = "firewall",
@@ -189,11 +210,17 @@ pub async fn replace(
     responses((status = 200, description = "The API's rules were removed; what applies now (the policy file's, the domain's, or none).", body = FirewallView),
               (status = 400, description = "Not a login or domain.", body = ErrorBody),
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
+              (status = 403, description = "A `domain:` token, for a mailbox of another domain.", body = ErrorBody),
               (status = 404, description = "It has no rules set through the API.", body = ErrorBody),
               (status = 503, description = "The state store failed; nothing changed.", body = ErrorBody)))]
-pub async fn reset(_: Admin, warden: web::Data<Warden>, login: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let (handle, key) = (warden.get_ref().clone(), login.clone());
-    blocking(move || handle.reset_rule_set(&key)).await?;
+pub async fn reset(
+    admin: Admin,
+    warden: web::Data<Warden>,
+    login: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let key = admin.mailbox(&login)?;
+    let handle = warden.get_ref().clone();
+    blocking(move || handle.reset_rule_set(&key, &admin.0)).await?;
     Ok(HttpResponse::Ok().json(FirewallView::new(&warden.mailbox_firewall(&login)?)))
 }
 
@@ -202,19 +229,22 @@ pub async fn reset(_: Admin, warden: web::Data<Warden>, login: web::Path<String>
     responses((status = 201, description = "The rule was added; the rules now in force.", body = FirewallView),
               (status = 400, description = "A field is invalid; `field` names it. Nothing changed.", body = ErrorBody),
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
+              (status = 403, description = "A `domain:` token, for a mailbox of another domain.", body = ErrorBody),
               (status = 503, description = "The state store failed; nothing changed.", body = ErrorBody)))]
 pub async fn add_rule(
-    _: Admin,
+    admin: Admin,
     warden: web::Data<Warden>,
     login: web::Path<String>,
     body: web::Json<NewRule>,
 ) -> Result<HttpResponse, ApiError> {
     let NewRule { action, address, network, country, asn, non_residential, position } = body.into_inner();
     let spec = RuleSpec { action, address, network, country, asn, non_residential };
+    let key = admin.mailbox(&login)?;
     let rule = spec.parse().map_err(|e| invalid(e.field, e.to_string()))?;
-    let (handle, key) = (warden.get_ref().clone(), login.clone());
-    let result = blocking(move || Ok::<_, ApiError>(handle.add_rule(&key, rule, position))).await?;
-    Ok(HttpResponse::Created().json(answer(&warden, &login, result)?))
+    let handle = warden.get_ref().clone();
+    let actor = admin.0.name.clone();
+    let result = blocking(move || Ok::<_, ApiError>(handle.add_rule(&key, rule, position, &admin.0))).await?;
+    Ok(HttpResponse::Created().json(answer(&warden, &login, result, &actor)?))
 }
 
 #[utoipa::path(post, path = "/api/v1/mailboxes/{login}/firewall/rules/{number}/move", tag = "firewall", request_body = MoveRule,
@@ -223,15 +253,17 @@ pub async fn add_rule(
     responses((status = 200, description = "The rule was moved; the rules now in force.", body = FirewallView),
               (status = 400, description = "A bad direction or position, or the rule cannot move that way.", body = ErrorBody),
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
+              (status = 403, description = "A `domain:` token, for a mailbox of another domain.", body = ErrorBody),
               (status = 404, description = "No such rule.", body = ErrorBody),
               (status = 503, description = "The state store failed; nothing changed.", body = ErrorBody)))]
 pub async fn move_rule(
-    _: Admin,
+    admin: Admin,
     warden: web::Data<Warden>,
     path: web::Path<(String, usize)>,
     body: web::Json<MoveRule>,
 ) -> Result<HttpResponse, ApiError> {
     let (login, number) = path.into_inner();
+    let key = admin.mailbox(&login)?;
     let movement = match (body.direction.as_deref(), body.to) {
         (Some("up"), None) => RuleMove::Up,
         (Some("down"), None) => RuleMove::Down,
@@ -243,9 +275,10 @@ pub async fn move_rule(
             return Err(invalid("direction", "give either direction (up or down) or to (a position)".into()));
         }
     };
-    let (handle, key) = (warden.get_ref().clone(), login.clone());
-    let result = blocking(move || Ok::<_, ApiError>(handle.move_rule(&key, number, movement))).await?;
-    Ok(HttpResponse::Ok().json(answer(&warden, &login, result)?))
+    let handle = warden.get_ref().clone();
+    let actor = admin.0.name.clone();
+    let result = blocking(move || Ok::<_, ApiError>(handle.move_rule(&key, number, movement, &admin.0))).await?;
+    Ok(HttpResponse::Ok().json(answer(&warden, &login, result, &actor)?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/mailboxes/{login}/firewall/rules/{number}", tag = "firewall",
@@ -254,17 +287,20 @@ pub async fn move_rule(
     responses((status = 200, description = "The rule was deleted; the rules now in force.", body = FirewallView),
               (status = 400, description = "Not a login or domain.", body = ErrorBody),
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
+              (status = 403, description = "A `domain:` token, for a mailbox of another domain.", body = ErrorBody),
               (status = 404, description = "No such rule.", body = ErrorBody),
               (status = 503, description = "The state store failed; nothing changed.", body = ErrorBody)))]
 pub async fn delete_rule(
-    _: Admin,
+    admin: Admin,
     warden: web::Data<Warden>,
     path: web::Path<(String, usize)>,
 ) -> Result<HttpResponse, ApiError> {
     let (login, number) = path.into_inner();
-    let (handle, key) = (warden.get_ref().clone(), login.clone());
-    let result = blocking(move || Ok::<_, ApiError>(handle.delete_rule(&key, number))).await?;
-    Ok(HttpResponse::Ok().json(answer(&warden, &login, result)?))
+    let key = admin.mailbox(&login)?;
+    let handle = warden.get_ref().clone();
+    let actor = admin.0.name.clone();
+    let result = blocking(move || Ok::<_, ApiError>(handle.delete_rule(&key, number, &admin.0))).await?;
+    Ok(HttpResponse::Ok().json(answer(&warden, &login, result, &actor)?))
 }
 
 #[utoipa::path(put, path = "/api/v1/mailboxes/{login}/firewall/default", tag = "firewall", request_body = DefaultAction,
@@ -272,16 +308,19 @@ pub async fn delete_rule(
     responses((status = 200, description = "The default action was set; the rules now in force.", body = FirewallView),
               (status = 400, description = "Not `allow` or `block`.", body = ErrorBody),
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
+              (status = 403, description = "A `domain:` token, for a mailbox of another domain.", body = ErrorBody),
               (status = 503, description = "The state store failed; nothing changed.", body = ErrorBody)))]
 pub async fn set_default(
-    _: Admin,
+    admin: Admin,
     warden: web::Data<Warden>,
     login: web::Path<String>,
     body: web::Json<DefaultAction>,
 ) -> Result<HttpResponse, ApiError> {
+    let key = admin.mailbox(&login)?;
     let action = Action::parse(&body.action)
         .ok_or_else(|| invalid("action", format!("action: {:?} is neither \"allow\" nor \"block\"", body.action)))?;
-    let (handle, key) = (warden.get_ref().clone(), login.clone());
-    let result = blocking(move || Ok::<_, ApiError>(handle.set_default(&key, action))).await?;
-    Ok(HttpResponse::Ok().json(answer(&warden, &login, result)?))
+    let handle = warden.get_ref().clone();
+    let actor = admin.0.name.clone();
+    let result = blocking(move || Ok::<_, ApiError>(handle.set_default(&key, action, &admin.0))).await?;
+    Ok(HttpResponse::Ok().json(answer(&warden, &login, result, &actor)?))
 }

@@ -62,14 +62,19 @@ fn checked(entry: &NewListEntry, now: Timestamp) -> Result<(ipnet::IpNet, Option
         }
         (None, None) => None,
     };
-    let comment = entry.comment.clone().unwrap_or_default();
+    let comment = checked_comment(entry.comment.as_deref().unwrap_or_default())?;
+    Ok((network, expires_at, comment))
+}
+
+/// A list entry's comment: at most 200 characters on one line.
+pub(super) fn checked_comment(comment: &str) -> Result<String, ApiError> {
     if comment.chars().count() > 200 {
         return Err(invalid("comment", "comment: longer than 200 characters".into()));
     }
     if comment.chars().any(char::is_control) {
         return Err(invalid("comment", "comment: must be one line without control characters".into()));
     }
-    Ok((network, expires_at, comment))
+    Ok(comment.to_string())
 }
 
 async fn list(list: ListKind, warden: &Warden, page: &Page) -> Result<HttpResponse, ApiError> {
@@ -78,22 +83,22 @@ async fn list(list: ListKind, warden: &Warden, page: &Page) -> Result<HttpRespon
     Ok(HttpResponse::Ok().json(ListEntries { entries, total, limit, offset }))
 }
 
-async fn add(list: ListKind, warden: &Warden, entry: &NewListEntry) -> Result<HttpResponse, ApiError> {
+async fn add(list: ListKind, warden: &Warden, entry: &NewListEntry, admin: Admin) -> Result<HttpResponse, ApiError> {
     let (network, expires_at, comment) = checked(entry, warden.now())?;
     let observe = entry.mode == Some(Mode::Observe);
     if observe && list == ListKind::Trusted {
         return Err(invalid("mode", "mode: observe is for blocked entries; a trusted entry only ever allows".into()));
     }
     let handle = warden.clone();
-    let change = blocking(move || handle.add_to_list(list, network, expires_at, &comment, observe)).await?;
+    let change = blocking(move || handle.add_to_list(list, network, expires_at, &comment, observe, &admin.0)).await?;
     let view = ListEntryView::new(&change.entry);
     Ok(if change.created { HttpResponse::Created().json(view) } else { HttpResponse::Ok().json(view) })
 }
 
-async fn remove(list: ListKind, warden: &Warden, query: &NetworkQuery) -> Result<HttpResponse, ApiError> {
+async fn remove(list: ListKind, warden: &Warden, query: &NetworkQuery, admin: Admin) -> Result<HttpResponse, ApiError> {
     let network = network_field(&query.network)?;
     let handle = warden.clone();
-    let removed = blocking(move || handle.remove_from_list(list, network)).await?;
+    let removed = blocking(move || handle.remove_from_list(list, network, &admin.0)).await?;
     Ok(HttpResponse::Ok().json(Removed { removed: ListEntryView::new(&removed) }))
 }
 
@@ -117,11 +122,11 @@ pub async fn list_blocks(
               (status = 409, description = "The network is listed in the policy file.", body = ErrorBody),
               (status = 503, description = "The state store failed; nothing changed.", body = ErrorBody)))]
 pub async fn add_block(
-    _: Admin,
+    admin: Admin,
     warden: web::Data<Warden>,
     entry: web::Json<NewListEntry>,
 ) -> Result<HttpResponse, ApiError> {
-    add(ListKind::Blocked, &warden, &entry).await
+    add(ListKind::Blocked, &warden, &entry, admin).await
 }
 
 #[utoipa::path(delete, path = "/api/v1/blocks", tag = "lists", params(NetworkQuery),
@@ -132,11 +137,11 @@ pub async fn add_block(
               (status = 409, description = "Listed in the policy file; edit the file and reload.", body = ErrorBody),
               (status = 503, description = "The state store failed; nothing changed.", body = ErrorBody)))]
 pub async fn remove_block(
-    _: Admin,
+    admin: Admin,
     warden: web::Data<Warden>,
     query: web::Query<NetworkQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    remove(ListKind::Blocked, &warden, &query).await
+    remove(ListKind::Blocked, &warden, &query, admin).await
 }
 
 #[utoipa::path(get, path = "/api/v1/trusted", tag = "lists", params(Page),
@@ -159,11 +164,11 @@ pub async fn list_trusted(
               (status = 409, description = "The network is listed in the policy file.", body = ErrorBody),
               (status = 503, description = "The state store failed; nothing changed.", body = ErrorBody)))]
 pub async fn add_trusted(
-    _: Admin,
+    admin: Admin,
     warden: web::Data<Warden>,
     entry: web::Json<NewListEntry>,
 ) -> Result<HttpResponse, ApiError> {
-    add(ListKind::Trusted, &warden, &entry).await
+    add(ListKind::Trusted, &warden, &entry, admin).await
 }
 
 #[utoipa::path(delete, path = "/api/v1/trusted", tag = "lists", params(NetworkQuery),
@@ -174,9 +179,9 @@ pub async fn add_trusted(
               (status = 409, description = "Listed in the policy file; edit the file and reload.", body = ErrorBody),
               (status = 503, description = "The state store failed; nothing changed.", body = ErrorBody)))]
 pub async fn remove_trusted(
-    _: Admin,
+    admin: Admin,
     warden: web::Data<Warden>,
     query: web::Query<NetworkQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    remove(ListKind::Trusted, &warden, &query).await
+    remove(ListKind::Trusted, &warden, &query, admin).await
 }

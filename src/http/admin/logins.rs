@@ -28,7 +28,7 @@ pub struct LoginResetView {
               (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
               (status = 503, description = "The state store failed; bans may be left in force.", body = ErrorBody)))]
 pub async fn reset_login(
-    _: Admin,
+    admin: Admin,
     warden: web::Data<Warden>,
     login: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -47,7 +47,7 @@ pub async fn reset_login(
     }
     let handle = warden.get_ref().clone();
     let asked = login.clone();
-    let reset = blocking(move || handle.reset_login(&asked)).await?;
+    let reset = blocking(move || handle.reset_login(&asked, &admin.0)).await?;
     let now = warden.now();
     Ok(HttpResponse::Ok().json(LoginResetView {
         login,

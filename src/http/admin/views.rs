@@ -129,6 +129,10 @@ pub struct ListEntryView {
     /// Absent: until removed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// The name of the token that added it through the API; absent for the policy file's
+    /// entries (and for entries made before tokens had names).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub added_by: Option<String>,
     pub mode: Mode,
 }
 
@@ -141,6 +145,7 @@ impl ListEntryView {
             origin: entry.origin.label().to_string(),
             created_at: entry.created_at.rfc3339(),
             expires_at: entry.expires_at.map(Timestamp::rfc3339),
+            added_by: Some(entry.added_by.clone()).filter(|name| !name.is_empty()),
             mode: Mode::of(entry.observe),
         }
     }
