@@ -29,6 +29,7 @@ pub mod state_dir;
 pub mod store;
 pub mod subnets;
 pub mod template;
+pub mod tls;
 pub mod tolerance;
 pub mod warden;
 pub mod wire;

@@ -8,3 +8,4 @@ pub mod geoip;
 pub mod mailwarden;
 pub mod prometheus;
 pub mod redis;
+pub mod tls;

@@ -65,7 +65,19 @@ pub struct RedisServer {
     persistence: Persistence,
     /// `cluster-enabled yes` with this cluster bus port.
     cluster_port: Option<u16>,
+    /// Also listening with TLS on this port, with these files (the plain port stays, for the
+    /// harness's own PING).
+    tls: Option<RedisTls>,
     child: Option<Child>,
+}
+
+/// A TLS port's certificate, key and CA (PEM files), with client certificates not asked for.
+#[derive(Debug, Clone)]
+pub struct RedisTls {
+    pub port: u16,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 impl RedisServer {
@@ -82,9 +94,23 @@ impl RedisServer {
         Some(RedisServer::launch(persistence, None))
     }
 
+    /// A memory-only server that also speaks TLS (`--tls-port`) with `cert`, `key` and `ca`.
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Option<RedisServer> {
+        if !require_redis() {
+            return None;
+        }
+        let tls =
+            RedisTls { port: free_port(), cert: cert.to_path_buf(), key: key.to_path_buf(), ca: ca.to_path_buf() };
+        Some(RedisServer::launch_with(Persistence::None, None, Some(tls)))
+    }
+
     fn launch(persistence: Persistence, cluster_port: Option<u16>) -> RedisServer {
+        RedisServer::launch_with(persistence, cluster_port, None)
+    }
+
+    fn launch_with(persistence: Persistence, cluster_port: Option<u16>, tls: Option<RedisTls>) -> RedisServer {
         let dir = tempfile::Builder::new().prefix("mailwarden-redis-").tempdir().expect("create Redis temp folder");
-        let mut server = RedisServer { dir, port: free_port(), persistence, cluster_port, child: None };
+        let mut server = RedisServer { dir, port: free_port(), persistence, cluster_port, tls, child: None };
         server.spawn();
         server
     }
@@ -92,6 +118,11 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `rediss://127.0.0.1:<tls port>` (`start_tls`).
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.tls.as_ref().expect("started with start_tls").port)
     }
 
     pub fn dir(&self) -> &Path {
@@ -126,6 +157,16 @@ impl RedisServer {
                 .args(["--cluster-node-timeout", "5000"])
                 .arg("--cluster-config-file")
                 .arg(self.dir.path().join("nodes.conf"));
+        }
+        if let Some(tls) = &self.tls {
+            command
+                .args(["--tls-port", &tls.port.to_string(), "--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca);
         }
         let child = command
             .stdin(Stdio::null())
