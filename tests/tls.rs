@@ -2,7 +2,7 @@
 //! (tests/support/tls.rs): Dovecot 2.3 asking over https, the admin listener requiring client
 //! certificates and the CLI presenting one, a reload serving a renewed certificate (and
 //! keeping the old one when the new file is broken), errors naming the key and the path, and
-//! the Redis store over rediss://.
+//! the Redis store over rediss://. Dovecot 2.4 (tests/support/dovecot24.rs) over https too.
 
 mod support;
 
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use mailwarden::store::{RedisSettings, RedisStore};
 use support::dovecot::{self, Dovecot, imap_login};
+use support::dovecot24::{self, Dovecot24, Setup};
 use support::mailwarden::{Mailwarden, login_body, report_body};
 use support::redis::RedisServer;
 use support::tls::{PemPair, TestCa, agent, served_certificate};
@@ -72,6 +73,27 @@ fn dovecot_asks_over_https_and_shows_the_refusal_to_the_imap_client() {
     assert!(welcome.ok, "{:?}{}", welcome.line, logs());
     assert!(!dovecot.log().contains(": Error: "), "no policy errors in Dovecot's log:{}", logs());
     assert!(!mw.log().contains("Illegal SNI"), "Dovecot's IP-address SNI is not warned about on every connection");
+}
+
+#[test]
+fn dovecot_does_not_trust_a_policy_server_whose_certificate_another_ca_signed() {
+    if !dovecot::require_dovecot() {
+        return;
+    }
+    let ca = TestCa::new("policy");
+    let server = ca.server("policy", &["127.0.0.1"], 1);
+    let mut mw = Mailwarden::configure(&format!("[tls]\n{}", tls_section("policy", &server)));
+    mw.use_tls(agent(&ca.cert, None), true, false);
+    mw.restart();
+    let other_ca = TestCa::new("other");
+    let dovecot = Dovecot::start_trusting(&mw.policy_url(), &mw.api_key, &other_ca.cert);
+    // The shipped snippet fails open (auth_policy_reject_on_fail = no): the login goes
+    // through, and Dovecot logs why it could not ask.
+    let outcome = imap_login(&dovecot, Ipv4Addr::new(127, 0, 0, 2), "alice@example.com", "alice-secret");
+    assert!(outcome.ok, "{:?}", outcome.line);
+    let log = dovecot.log();
+    assert!(log.contains("Error: policy") && log.contains("certificate"), "Dovecot names the certificate:\n{log}");
+    assert_eq!(mw.reports_answered(), 0, "no request reached mailwarden");
 }
 
 #[test]
@@ -221,4 +243,32 @@ fn cluster_mode_keeps_its_bans_in_redis_over_rediss_and_refuses_a_server_it_cann
     let stored = redis.cli(&["HKEYS", "tls:bans"]);
     assert!(stored.contains("203.0.113.7"), "the ban is in Redis: {stored:?}\n{}", mw.log());
     assert!(mw.log().contains("connected to the shared store (Redis)"), "{}", mw.log());
+}
+
+#[test]
+fn dovecot_24_asks_over_https_and_shows_the_refusal_to_the_imap_client() {
+    let Some(root) = dovecot24::require_dovecot24() else { return };
+    let ca = TestCa::new("dovecot24");
+    let server = ca.server("policy", &["127.0.0.1"], 1);
+    let mut mw = Mailwarden::configure(&format!("[tls]\n{}", tls_section("policy", &server)));
+    mw.use_tls(agent(&ca.cert, None), true, false);
+    mw.restart();
+    let setup = Setup { trusted_ca: Some(ca.cert.clone()), ..Setup::default() };
+    let dovecot = Dovecot24::start_with(&root, &mw.policy_url(), &mw.api_key, &setup);
+    let logs = || format!("\n--- Dovecot 2.4 ---\n{}\n--- mailwarden ---\n{}", dovecot.log(), mw.log());
+    let attacker = Ipv4Addr::new(127, 0, 0, 2);
+    for i in 0..5 {
+        let outcome = imap_login(&dovecot, attacker, "alice@example.com", &format!("wrong-{i}"));
+        assert!(!outcome.ok, "{i}: {:?}{}", outcome.line, logs());
+        mw.wait_for_reports(i + 1);
+    }
+    let refused = imap_login(&dovecot, attacker, "alice@example.com", "alice-secret");
+    assert!(
+        refused.line.starts_with("a NO [ALERT] ") && refused.line.contains("Too many failed logins from 127.0.0.2;"),
+        "{:?}{}",
+        refused.line,
+        logs()
+    );
+    let welcome = imap_login(&dovecot, Ipv4Addr::new(127, 0, 0, 3), "alice@example.com", "alice-secret");
+    assert!(welcome.ok, "{:?}{}", welcome.line, logs());
 }
