@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use mailwarden::store::{RedisSettings, RedisStore};
 use support::dovecot::{self, Dovecot, imap_login};
 use support::dovecot24::{self, Dovecot24, Setup};
-use support::mailwarden::{Mailwarden, login_body, report_body};
+use support::mailwarden::{Mailwarden, free_port, login_body, report_body};
 use support::redis::RedisServer;
 use support::tls::{PemPair, TestCa, agent, served_certificate};
 
@@ -179,6 +179,27 @@ fn a_reload_serves_a_renewed_certificate_and_a_broken_one_keeps_the_old() {
         assert!(Instant::now() < deadline, "SIGHUP did not serve the new certificate:\n{}", mw.log());
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn the_self_service_page_is_served_over_https_with_its_own_certificate() {
+    let ca = TestCa::new("public");
+    let page = ca.server("public", &["127.0.0.1"], 7);
+    let policy = ca.server("policy", &["127.0.0.1"], 8);
+    let mut mw = Mailwarden::configure("");
+    let port = free_port();
+    mw.write_config(
+        &format!("public_listen = \"127.0.0.1:{port}\"\n"),
+        &format!("[tls]\n{}{}", tls_section("public", &page), tls_section("policy", &policy)),
+    );
+    mw.use_tls(agent(&ca.cert, None), true, false);
+    mw.restart();
+    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(served_certificate(address, &ca.cert).unwrap(), page.der(), "the page's own certificate");
+    assert_eq!(served_certificate(mw.policy_addr, &ca.cert).unwrap(), policy.der());
+    let mut response = agent(&ca.cert, None).get(format!("https://{address}/")).call().expect("the page answers");
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(response.body_mut().read_to_string().unwrap().contains("<html"), "the unblock page");
 }
 
 #[test]
