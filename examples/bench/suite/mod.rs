@@ -121,7 +121,7 @@ pub struct Settings {
     pub pin: bool,
     /// Record mailwarden's throughput run with `perf record`.
     pub perf: bool,
-    /// Niceness of the servers and load threads of the mix, memory and redis parts (0:
+    /// Niceness of the servers and load threads of the mix, memory, redis and tls parts (0:
     /// unchanged; -10 keeps other tenants of a shared machine from distorting them).
     pub nice: i32,
 }
@@ -221,7 +221,7 @@ pub fn run(settings: &Settings) -> io::Result<Report> {
     process::set_nice(settings.nice);
     if settings.nice != 0 {
         report.notes.push(format!(
-            "servers and load threads of the mix, memory and redis parts ran at niceness {}",
+            "servers and load threads of the mix, memory, redis and tls parts ran at niceness {}",
             settings.nice
         ));
     }
