@@ -36,6 +36,16 @@ fn the_policy_listener_answers_dovecot_over_https_and_refuses_plain_http() {
     assert_eq!((status, body.as_str()), (200, r#"{"status":0,"msg":""}"#));
     let plain = ureq::get(format!("http://{}/?command=allow", mw.policy_addr)).call();
     assert!(plain.is_err(), "plain HTTP must not be answered on a TLS listener: {plain:?}");
+
+    // Turning TLS on for the admin listener and off for the policy listener needs a restart,
+    // and the reload says so; both keep speaking as they did.
+    let admin = ca.server("admin", &["127.0.0.1"], 2);
+    mw.write_config("", &format!("[tls]\n{}", tls_section("admin", &admin)));
+    let (status, body) = mw.admin_post("/api/v1/reload", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("tls.policy_cert") && body.contains("tls.admin_cert"), "restart_required names both: {body}");
+    assert_eq!(served_certificate(mw.policy_addr, &ca.cert).unwrap(), server.der());
+    assert_eq!(mw.admin("GET", "/healthz").0, 200, "the admin listener still speaks plain HTTP");
 }
 
 #[test]
