@@ -14,7 +14,7 @@ use mailwarden::store::{RedisSettings, RedisStore};
 use support::dovecot::{self, Dovecot, imap_login};
 use support::dovecot24::{self, Dovecot24, Setup};
 use support::mailwarden::{Mailwarden, free_port, login_body, report_body};
-use support::redis::RedisServer;
+use support::redis::{RedisCluster, RedisServer};
 use support::tls::{PemPair, TestCa, agent, served_certificate};
 
 fn tls_section(key: &str, pair: &PemPair) -> String {
@@ -302,4 +302,26 @@ fn dovecot_24_asks_over_https_and_shows_the_refusal_to_the_imap_client() {
     );
     let welcome = imap_login(&dovecot, Ipv4Addr::new(127, 0, 0, 3), "alice@example.com", "alice-secret");
     assert!(welcome.ok, "{:?}{}", welcome.line, logs());
+}
+
+#[test]
+fn a_redis_cluster_is_reached_over_rediss_with_the_ca_file() {
+    let ca = TestCa::new("redis-cluster");
+    let node = ca.peer("redis", &["127.0.0.1"], 1);
+    let Some(cluster) = RedisCluster::start_tls(3, &node.cert, &node.key, &ca.cert) else { return };
+    let urls: Vec<String> = cluster.tls_urls().iter().map(|u| format!("{u:?}")).collect();
+    let mw = Mailwarden::start_with(&format!(
+        "[store]\nbackend = \"redis\"\ncluster_urls = [{}]\nca_file = \"{}\"\ntimeout = \"500ms\"\nprefix = \"tls:\"\n",
+        urls.join(", "),
+        ca.cert.display()
+    ));
+    for i in 0..5 {
+        mw.policy("report", &report_body("203.0.113.8", "alice@example.com", &format!("guess-{i}"), false));
+    }
+    let (_, answer) = mw.policy("allow", &login_body("203.0.113.8", "alice@example.com", "x"));
+    assert!(answer.contains(r#""status":-1"#), "banned after five guesses: {answer}\n{}", mw.log());
+    let (_, health) = mw.admin("GET", "/healthz");
+    assert!(!health.contains("degraded"), "the store is up: {health}\n{}", mw.log());
+    let stored = cluster.nodes[0].cli(&["HKEYS", "tls:bans"]);
+    assert!(stored.contains("203.0.113.8"), "the ban is in the cluster: {stored:?}\n{}", mw.log());
 }

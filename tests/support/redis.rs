@@ -159,6 +159,11 @@ impl RedisServer {
                 .arg(self.dir.path().join("nodes.conf"));
         }
         if let Some(tls) = &self.tls {
+            if self.cluster_port.is_some() {
+                // The nodes then talk TLS to each other (presenting their certificate as
+                // clients too) and tell clients their TLS ports.
+                command.args(["--tls-cluster", "yes"]);
+            }
             command
                 .args(["--tls-port", &tls.port.to_string(), "--tls-auth-clients", "no"])
                 .arg("--tls-cert-file")
@@ -316,10 +321,42 @@ impl RedisCluster {
         let nodes: Vec<RedisServer> =
             (0..masters).map(|_| RedisServer::launch(Persistence::None, Some(free_port()))).collect();
         let addresses: Vec<String> = nodes.iter().map(|node| format!("127.0.0.1:{}", node.port)).collect();
-        let output = Command::new(program("redis-cli"))
-            .arg("--cluster")
-            .arg("create")
-            .args(&addresses)
+        Some(RedisCluster::join(nodes, &addresses, &[]))
+    }
+
+    /// As `start`, with every node also speaking TLS (`RedisServer::start_tls`), to clients
+    /// and to each other (`--tls-cluster yes`: `cert` must be good for client use too), joined
+    /// over TLS.
+    pub fn start_tls(masters: usize, cert: &Path, key: &Path, ca: &Path) -> Option<RedisCluster> {
+        if !require_redis() {
+            return None;
+        }
+        let nodes: Vec<RedisServer> = (0..masters)
+            .map(|_| {
+                let tls = RedisTls {
+                    port: free_port(),
+                    cert: cert.to_path_buf(),
+                    key: key.to_path_buf(),
+                    ca: ca.to_path_buf(),
+                };
+                RedisServer::launch_with(Persistence::None, Some(free_port()), Some(tls))
+            })
+            .collect();
+        let addresses: Vec<String> =
+            nodes.iter().filter_map(|node| node.tls.as_ref()).map(|tls| format!("127.0.0.1:{}", tls.port)).collect();
+        let ca = ca.display().to_string();
+        Some(RedisCluster::join(nodes, &addresses, &["--tls", "--cacert", &ca]))
+    }
+
+    /// `redis-cli <connection args> --cluster create <addresses>`, then waits for
+    /// `cluster_state:ok`. Bounded: redis-cli waits for ever for nodes that cannot meet.
+    fn join(nodes: Vec<RedisServer>, addresses: &[String], connection: &[&str]) -> RedisCluster {
+        let output = Command::new("timeout")
+            .arg("60")
+            .arg(program("redis-cli"))
+            .args(connection)
+            .args(["--cluster", "create"])
+            .args(addresses)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
@@ -327,18 +364,23 @@ impl RedisCluster {
         let cluster = RedisCluster { nodes };
         assert!(
             output.status.success(),
-            "redis-cli --cluster create failed: {}{}\n{}",
+            "redis-cli {connection:?} --cluster create failed: {}{}\n{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr),
             cluster.logs()
         );
         cluster.wait_until_ok();
-        Some(cluster)
+        cluster
     }
 
     /// The nodes' URLs, as a cluster configuration lists them.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The nodes' `rediss://` URLs (`start_tls`).
+    pub fn tls_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::tls_url).collect()
     }
 
     fn logs(&self) -> String {

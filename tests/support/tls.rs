@@ -65,6 +65,18 @@ impl TestCa {
         self.sign(file, params)
     }
 
+    /// A certificate for `names` good for both ends of a connection (server and client
+    /// authentication), as the nodes of a Redis Cluster with `tls-cluster` need.
+    pub fn peer(&self, file: &str, names: &[&str], serial: u64) -> PemPair {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("params");
+        params.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or("peer"));
+        params.serial_number = Some(SerialNumber::from(serial));
+        params.extended_key_usages =
+            vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(file, params)
+    }
+
     /// A client certificate named `common_name`.
     pub fn client(&self, file: &str, common_name: &str) -> PemPair {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
