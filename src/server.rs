@@ -169,7 +169,7 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
     tracing::info!(
         policy = %policy_address,
         admin = %admin_address,
-        tls = ?Listener::ALL.iter().filter(|l| tls.server_config(**l).is_some()).map(|l| l.cert_key()).collect::<Vec<_>>(),
+        tls = ?Listener::ALL.iter().filter(|l| tls.speaks_tls(**l)).map(|l| l.cert_key()).collect::<Vec<_>>(),
         version = env!("CARGO_PKG_VERSION"), "mailwarden listening");
 
     let mut tasks = vec![

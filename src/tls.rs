@@ -7,7 +7,7 @@
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use rustls::client::danger::HandshakeSignatureValid;
@@ -100,7 +100,8 @@ pub enum TlsError {
 /// The one cryptographic provider everything here uses (ring), named explicitly because test
 /// builds also link aws-lc-rs (through a dev-dependency), and rustls then has no default.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())).clone()
 }
 
 /// Makes ring the process-wide default, for the libraries that build their own rustls
@@ -265,6 +266,11 @@ impl ListenersTls {
             }
         }
         Ok(ListenersTls { current })
+    }
+
+    /// Whether `listener` was started with TLS.
+    pub fn speaks_tls(&self, listener: Listener) -> bool {
+        self.current[listener.index()].is_some()
     }
 
     /// The rustls configuration of `listener`, or `None` when it speaks plain HTTP.
