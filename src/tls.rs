@@ -315,3 +315,75 @@ pub struct Prepared {
     /// Listeners whose TLS was turned on or off in the file: their cert keys.
     pub restart_required: Vec<&'static str>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate for 127.0.0.1 and its key, written into `dir` as `name.pem`
+    /// and `name.key`.
+    fn pair(dir: &Path, name: &str) -> ListenerFiles {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("certificate");
+        let files = ListenerFiles {
+            cert: dir.join(format!("{name}.pem")),
+            key: dir.join(format!("{name}.key")),
+            client_ca: None,
+        };
+        std::fs::write(&files.cert, cert.pem()).expect("write");
+        std::fs::write(&files.key, key.serialize_pem()).expect("write");
+        files
+    }
+
+    fn served(tls: &ListenersTls, listener: Listener) -> Vec<u8> {
+        let current = tls.current[listener.index()].as_ref().expect("a TLS listener");
+        current.certified.load().cert[0].to_vec()
+    }
+
+    #[test]
+    fn a_reload_with_one_broken_file_puts_no_listener_s_new_certificate_in_force() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let settings = TlsSettings {
+            policy: Some(pair(dir.path(), "policy")),
+            admin: Some(pair(dir.path(), "admin")),
+            ..TlsSettings::default()
+        };
+        let tls = ListenersTls::load(&settings).expect("loads");
+        let (policy_before, admin_before) = (served(&tls, Listener::Policy), served(&tls, Listener::Admin));
+
+        // Both renewed, but the admin key is cut short: nothing changes, and the error names it.
+        pair(dir.path(), "policy");
+        pair(dir.path(), "admin");
+        std::fs::write(dir.path().join("admin.key"), "-----BEGIN PRIVATE KEY-----\n").expect("write");
+        let error = tls.prepare(&settings).err().expect("refused").to_string();
+        assert!(error.starts_with("tls.admin_key: ") && error.contains("admin.key"), "{error}");
+        assert_eq!(served(&tls, Listener::Policy), policy_before, "the policy listener keeps its certificate too");
+        assert_eq!(served(&tls, Listener::Admin), admin_before);
+
+        // Mended: both new certificates are served together.
+        let admin = pair(dir.path(), "admin");
+        let prepared = tls.prepare(&settings).expect("reads");
+        assert!(prepared.restart_required.is_empty());
+        tls.apply(prepared);
+        assert_ne!(served(&tls, Listener::Policy), policy_before);
+        let renewed = read_certificates("tls.admin_cert", &admin.cert).expect("reads");
+        assert_eq!(served(&tls, Listener::Admin), renewed[0].to_vec(), "the mended renewal is served");
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_certificate_s_is_refused_naming_both_files() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = pair(dir.path(), "first");
+        let second = pair(dir.path(), "second");
+        let mixed = ListenerFiles { cert: first.cert.clone(), key: second.key.clone(), client_ca: None };
+        let error = Loaded::read(Listener::Public, &mixed).err().expect("refused").to_string();
+        assert!(
+            error.starts_with("tls.public_key: ") && error.contains("second.key") && error.contains("does not go with"),
+            "{error}"
+        );
+        assert!(error.contains("first.pem"), "{error}");
+    }
+}
