@@ -5,6 +5,7 @@
 #   scripts/bench.sh                          # everything, the documented numbers (~10 min)
 #   scripts/bench.sh --parts mix,latency      # only the throughput and latency runs
 #   scripts/bench.sh --parts redis            # the mix, embedded store against redis mode (issue 9)
+#   scripts/bench.sh --parts tls              # the mix, plain against a TLS policy listener (issue 20)
 #   scripts/bench.sh --perf                   # also profile mailwarden's throughput run
 #   scripts/bench.sh --help                   # every knob
 # The Dovecot part needs root and Debian's dovecot-core and dovecot-imapd; the redis part starts

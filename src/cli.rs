@@ -447,6 +447,8 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     let checked = Policy::load(path).map_err(|e| e.to_string()).and_then(|policy| {
         let metrics = crate::metrics::Metrics::new().map_err(|e| e.to_string())?;
         let geoip = crate::geoip::GeoIp::open(&policy.geoip, metrics.geoip).map_err(|e| e.to_string())?;
+        // The certificates and keys the listeners would serve, read as a start would.
+        crate::tls::ListenersTls::load(&policy.tls).map_err(|e| e.to_string())?;
         let problems = crate::warden::file_rule_problems(&policy, &geoip);
         if problems.is_empty() {
             Ok(policy)
@@ -485,8 +487,9 @@ fn with_client(
     if let Err(e) = secrets::resolve(&mut policy.auth, &policy.server.state_dir.clone(), Missing::Fail) {
         return fail(2, e);
     }
-    let Some(client) = AdminClient::new(&policy) else {
-        return fail(2, "no admin token configured (auth.admin_token)");
+    let client = match AdminClient::new(&policy) {
+        Ok(client) => client,
+        Err(e) => return fail(2, e),
     };
     match action(&client) {
         Ok(answer) if json => {

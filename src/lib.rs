@@ -38,6 +38,7 @@ pub mod state_dir;
 pub mod store;
 pub mod subnets;
 pub mod template;
+pub mod tls;
 pub mod tokens;
 pub mod tolerance;
 pub mod warden;

@@ -4,11 +4,12 @@
 //! the error is logged, counted and returned to whoever asked.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::config::{ConfigError, Policy};
 use crate::geoip::{GeoIp, GeoIpError};
 use crate::secrets::{self, Missing, SecretError};
+use crate::tls::{ListenersTls, TlsError};
 use crate::warden::Warden;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +20,8 @@ pub enum ReloadError {
     Secrets(#[from] SecretError),
     #[error(transparent)]
     GeoIp(#[from] GeoIpError),
+    #[error("{0}; the certificates in force stay served")]
+    Tls(#[from] TlsError),
     #[error("firewall rules need GeoIP data that is not configured:\n  - {}", .0.join("\n  - "))]
     Rules(Vec<String>),
 }
@@ -33,13 +36,15 @@ pub struct Reloaded {
 pub struct Reloader {
     path: PathBuf,
     warden: Warden,
+    /// What the TLS listeners serve: a reload re-reads their files (a renewed certificate).
+    tls: Arc<ListenersTls>,
     /// One reload at a time, so two triggers at once apply in order.
     running: Mutex<()>,
 }
 
 impl Reloader {
-    pub fn new(path: &Path, warden: Warden) -> Reloader {
-        Reloader { path: path.to_path_buf(), warden, running: Mutex::new(()) }
+    pub fn new(path: &Path, warden: Warden, tls: Arc<ListenersTls>) -> Reloader {
+        Reloader { path: path.to_path_buf(), warden, tls, running: Mutex::new(()) }
     }
 
     pub fn path(&self) -> &Path {
@@ -56,7 +61,11 @@ impl Reloader {
             } else {
                 Some(GeoIp::open(&policy.geoip, self.warden.metrics().geoip.clone())?)
             };
-            let restart_required = self.warden.apply_policy(policy, geoip).map_err(ReloadError::Rules)?;
+            // Read before anything changes, so a broken certificate refuses the whole reload.
+            let tls = self.tls.prepare(&policy.tls)?;
+            let mut restart_required = self.warden.apply_policy(policy, geoip).map_err(ReloadError::Rules)?;
+            restart_required.extend(tls.restart_required.iter().copied());
+            self.tls.apply(tls);
             Ok(Reloaded { restart_required })
         });
         let metrics = self.warden.metrics();

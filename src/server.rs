@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::nftables::Enforcer;
 use crate::reload::Reloader;
 use crate::store::{RedisStore, SqliteStore, Store, StoreError};
+use crate::tls::{Listener, ListenersTls, TlsError};
 use crate::warden::{OpenError, Warden};
 
 /// How often ended bans are swept from memory and the store. Expired bans are already
@@ -63,6 +64,8 @@ pub enum ServeError {
     Open(#[from] OpenError),
     #[error(transparent)]
     GeoIp(#[from] GeoIpError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("cannot set up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("nftables.enabled = true, but the host firewall cannot be programmed: {0}")]
@@ -74,10 +77,25 @@ pub enum ServeError {
 /// Runs the server until it is told to stop. `config_path` is where reloads read the policy.
 pub fn run(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
     http::log_panics();
+    crate::tls::install_default_provider();
     actix_web::rt::System::new().block_on(serve(policy, config_path))
 }
 
+/// Binds `$server` to `$address`, with TLS when `$tls` (an `Option<ServerConfig>`) is some;
+/// an error names the listener's key.
+macro_rules! bind {
+    ($server:expr, $key:expr, $address:expr, $tls:expr) => {
+        match $tls {
+            Some(config) => $server.bind_rustls_0_23($address, config),
+            None => $server.bind($address),
+        }
+        .map_err(|source| ServeError::Bind { key: $key, address: $address, source })?
+    };
+}
+
 async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
+    // Before anything else, so a certificate that cannot be read stops the start at once.
+    let tls = Arc::new(ListenersTls::load(&policy.tls)?);
     let (store, redis): (Arc<dyn Store>, Option<Arc<RedisStore>>) = match &policy.store.backend {
         StoreBackend::Embedded => (Arc::new(SqliteStore::open(&policy.server.state_dir)?), None),
         StoreBackend::Redis(settings) => {
@@ -116,7 +134,7 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
     };
     let cluster = redis.map(|redis| Arc::new(Cluster::start(&warden, redis, refresh_every)));
     let data = web::Data::new(warden.clone());
-    let reloader = web::Data::new(Reloader::new(config_path, warden.clone()));
+    let reloader = web::Data::new(Reloader::new(config_path, warden.clone(), tls.clone()));
 
     let policy_data = data.clone();
     let policy_server = HttpServer::new(move || {
@@ -127,10 +145,9 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
     .max_connections(per_worker(POLICY_WORKERS))
     .client_request_timeout(client_timeout)
     .client_disconnect_timeout(Duration::from_secs(1))
-    .shutdown_timeout(10)
-    .bind(policy_address)
-    .map_err(|source| ServeError::Bind { key: "server.policy_listen", address: policy_address, source })?
-    .run();
+    .shutdown_timeout(10);
+    let policy_server =
+        bind!(policy_server, "server.policy_listen", policy_address, tls.server_config(Listener::Policy)).run();
     let admin_data = data.clone();
     let admin_reloader = reloader.clone();
     let admin_server = HttpServer::new(move || {
@@ -143,10 +160,9 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
     .workers(1)
     .max_connections(per_worker(1))
     .client_request_timeout(client_timeout)
-    .shutdown_timeout(10)
-    .bind(admin_address)
-    .map_err(|source| ServeError::Bind { key: "server.admin_listen", address: admin_address, source })?
-    .run();
+    .shutdown_timeout(10);
+    let admin_server =
+        bind!(admin_server, "server.admin_listen", admin_address, tls.server_config(Listener::Admin)).run();
     let public_server = match public_address {
         Some(address) => {
             let public_data = data.clone();
@@ -157,16 +173,18 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
             .max_connections(per_worker(1))
             .client_request_timeout(client_timeout)
             .client_disconnect_timeout(Duration::from_secs(1))
-            .shutdown_timeout(10)
-            .bind(address)
-            .map_err(|source| ServeError::Bind { key: "server.public_listen", address, source })?
-            .run();
+            .shutdown_timeout(10);
+            let server = bind!(server, "server.public_listen", address, tls.server_config(Listener::Public)).run();
             tracing::info!(public = %address, "self-service unblock page listening");
             Some(server)
         }
         None => None,
     };
-    tracing::info!(policy = %policy_address, admin = %admin_address, version = env!("CARGO_PKG_VERSION"), "mailwarden listening");
+    tracing::info!(
+        policy = %policy_address,
+        admin = %admin_address,
+        tls = ?Listener::ALL.iter().filter(|l| tls.speaks_tls(**l)).map(|l| l.cert_key()).collect::<Vec<_>>(),
+        version = env!("CARGO_PKG_VERSION"), "mailwarden listening");
 
     let mut tasks = vec![
         actix_web::rt::spawn(sweep_forever(warden.clone())),

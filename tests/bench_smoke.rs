@@ -1,7 +1,8 @@
 //! A smoke run of the benchmark (`examples/bench`, `scripts/bench.sh`) with tiny numbers, so
 //! the machinery keeps working: the login mix against mailwarden and the baseline, the
 //! fixed-rate run, the memory runs with their ban check, the mix against an embedded and a
-//! redis-mode mailwarden (where redis-server is installed), and Dovecot logins with and without
+//! redis-mode mailwarden (where redis-server is installed), the mix over a plain and a TLS policy
+//! listener, and Dovecot logins with and without
 //! mailwarden (where Dovecot can run). It asserts that every part completes and prints its
 //! figures, never how fast anything was.
 
@@ -60,6 +61,14 @@ fn the_benchmark_runs_every_part_with_tiny_numbers_and_prints_its_figures() {
             assert_eq!(redis.bans_redis_mode, settings.mix.banned as u64, "{text}");
         }
     }
+
+    let tls = report.figures.tls.as_ref().expect("tls figures");
+    assert!(text.contains("TLS throughput:"), "{text}");
+    for run in [&tls.plain, &tls.tls] {
+        assert_eq!(run.units, settings.tls_logins as u64, "every login is replayed over both: {}", run.summary());
+        assert_eq!(run.answers.http_errors, 0, "{}", run.summary());
+    }
+    assert_eq!((tls.bans_plain, tls.bans_tls), (settings.mix.banned as u64, settings.mix.banned as u64), "{text}");
 
     if report.figures.dovecot.is_none() {
         assert!(report.notes.iter().any(|n| n.contains("Dovecot part skipped")), "{text}");

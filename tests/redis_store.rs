@@ -37,7 +37,13 @@ impl Target {
     }
 
     fn settings(&self, prefix: &str) -> RedisSettings {
-        RedisSettings { urls: self.urls.clone(), cluster: self.cluster, prefix: prefix.into(), budget: BUDGET }
+        RedisSettings {
+            urls: self.urls.clone(),
+            cluster: self.cluster,
+            prefix: prefix.into(),
+            budget: BUDGET,
+            ca_file: None,
+        }
     }
 
     /// A store under `prefix`, which must have reached Redis.
@@ -842,7 +848,7 @@ fn concurrent_callers_each_get_a_connection_and_every_write_lands() {
 #[test]
 fn an_unreachable_cluster_at_open_gives_a_down_store() {
     let urls = (0..3).map(|_| format!("redis://127.0.0.1:{}", support::mailwarden::free_port())).collect();
-    let settings = RedisSettings { urls, cluster: true, prefix: "mw:".into(), budget: BUDGET };
+    let settings = RedisSettings { urls, cluster: true, prefix: "mw:".into(), budget: BUDGET, ca_file: None };
     let store = RedisStore::open(&settings).expect("open succeeds while the cluster is down");
     assert!(!store.is_up());
     let started = Instant::now();
@@ -859,6 +865,7 @@ fn malformed_settings_are_refused_with_the_password_masked() {
         cluster: false,
         prefix: "mw:".into(),
         budget: BUDGET,
+        ca_file: None,
     };
     let Err(error) = RedisStore::open(&settings) else { panic!("a malformed URL must be refused") };
     let message = error.to_string();

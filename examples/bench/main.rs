@@ -1,6 +1,6 @@
 //! The benchmark of issue 8 as one program: mailwarden and a minimal actix-web baseline under
 //! the same login mix, latency at a fixed rate, memory under a flood of sources, the same mix
-//! against mailwarden's redis mode (issue 9), and the cost of a real Dovecot login with and
+//! against mailwarden's redis mode (issue 9), the same mix over TLS (issue 20), and the cost of a real Dovecot login with and
 //! without mailwarden. `scripts/bench.sh` builds and runs it; docs/BENCHMARKS.md says what
 //! each figure means. The machinery lives in `suite`, which `tests/bench_smoke.rs` runs with
 //! tiny numbers.
@@ -27,8 +27,8 @@ struct Cli {
     /// Where the generated policies, GeoIP database, state and logs go (emptied first).
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
-    /// Which parts to run, comma-separated: mix, latency, memory, redis, dovecot (or all).
-    #[arg(long, default_value = "mix,latency,memory,redis,dovecot", value_delimiter = ',')]
+    /// Which parts to run, comma-separated: mix, latency, memory, redis, tls, dovecot (or all).
+    #[arg(long, default_value = "mix,latency,memory,redis,tls,dovecot", value_delimiter = ',')]
     parts: Vec<String>,
     /// Logins replayed in the throughput run (each is 2 or 3 requests).
     #[arg(long)]
@@ -69,6 +69,9 @@ struct Cli {
     /// Logins replayed against each server of the redis part (embedded and redis mode).
     #[arg(long)]
     redis_logins: Option<usize>,
+    /// Logins replayed against each server of the tls part (plain and TLS policy listener).
+    #[arg(long)]
+    tls_logins: Option<usize>,
     /// Sequential IMAP logins per Dovecot configuration.
     #[arg(long)]
     dovecot_logins: Option<usize>,
@@ -144,6 +147,7 @@ fn apply(cli: &Cli, s: &mut suite::Settings) {
     s.flood_sources = cli.flood_sources.unwrap_or(s.flood_sources);
     s.max_tracked_sources = cli.max_tracked_sources.unwrap_or(s.max_tracked_sources);
     s.redis_logins = cli.redis_logins.unwrap_or(s.redis_logins);
+    s.tls_logins = cli.tls_logins.unwrap_or(s.tls_logins);
     s.dovecot_logins = cli.dovecot_logins.unwrap_or(s.dovecot_logins);
     s.pin = s.pin && !cli.no_pin;
     s.perf = cli.perf;

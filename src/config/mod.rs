@@ -31,6 +31,7 @@ use crate::secrets::{AuthSettings, Secret};
 use crate::selfservice::SelfServiceSettings;
 use crate::store::{RedisSettings, mask_url};
 use crate::template::Template;
+use crate::tls::{ClientFiles, ListenerFiles, TlsSettings};
 use crate::tolerance::Toleration;
 
 pub use settings::{Kind, Reload, SETTINGS, Setting, reference};
@@ -81,6 +82,8 @@ pub struct Policy {
     pub store: StoreSettings,
     /// Enforcement at the host firewall (`[nftables]`).
     pub nftables: NftablesSettings,
+    /// Which listeners speak TLS with which files, and what the CLI trusts and presents.
+    pub tls: TlsSettings,
     /// Every setting's value as checked against the table, defaults filled in: what
     /// `describe` prints and what a reload compares.
     pub values: Values,
@@ -672,6 +675,7 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
     let format = if v.text("log.format") == "json" { LogFormat::Json } else { LogFormat::Text };
     let store = store_settings(v, &mut problem);
     let nftables = nftables_settings(v, &mut problem);
+    let tls = tls_settings(v, &mut problem);
 
     let count = |key: &str| usize::try_from(v.integer(key)).unwrap_or(usize::MAX);
     let small = |key: &str| u32::try_from(v.integer(key)).unwrap_or(u32::MAX);
@@ -703,6 +707,7 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
             text,
         },
         auth: AuthSettings { api_key, api_key_header: header, admin_token },
+        tls,
         autoban: Autoban {
             max_failures: small("autoban.max_failures"),
             window: v.duration("autoban.window"),
@@ -769,22 +774,59 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
     Some(policy)
 }
 
+/// `[tls]`: a listener speaks TLS when its certificate is named, and then needs its key (and
+/// the other way round); the files themselves are read by `tls` when the server starts or
+/// reloads, and by the CLI.
+fn tls_settings(v: &Values, problem: &mut impl FnMut(&str, String)) -> TlsSettings {
+    let path = |key: &str| Some(v.text(key).trim()).filter(|t| !t.is_empty()).map(PathBuf::from);
+    let mut pair = |first: &str, second: &str| match (path(first), path(second)) {
+        (Some(a), Some(b)) => Some((a, b)),
+        (None, None) => None,
+        (Some(_), None) => {
+            problem(second, format!("{first} is set, so this must name its PEM private key"));
+            None
+        }
+        (None, Some(_)) => {
+            problem(first, format!("{second} is set, so this must name the PEM certificate it goes with"));
+            None
+        }
+    };
+    let listener = |(cert, key): (PathBuf, PathBuf)| ListenerFiles { cert, key, client_ca: None };
+    let policy = pair("tls.policy_cert", "tls.policy_key").map(listener);
+    let mut admin = pair("tls.admin_cert", "tls.admin_key").map(listener);
+    let public = pair("tls.public_cert", "tls.public_key").map(listener);
+    let cert_and_key = pair("tls.cli_cert", "tls.cli_key");
+    if let Some(ca) = path("tls.admin_client_ca") {
+        match admin.as_mut() {
+            Some(admin) => admin.client_ca = Some(ca),
+            None => problem(
+                "tls.admin_client_ca",
+                "client certificates need TLS on the admin listener: set tls.admin_cert and tls.admin_key".into(),
+            ),
+        }
+    }
+    TlsSettings { policy, admin, public, client: ClientFiles { ca: path("tls.cli_ca"), cert_and_key } }
+}
+
 /// `[store]`: the backend, and for Redis where it is and how long a call may take.
 fn store_settings(v: &Values, problem: &mut impl FnMut(&str, String)) -> Option<StoreSettings> {
     let on_store_error =
         if v.text("store.on_store_error") == "reject" { OnStoreError::Reject } else { OnStoreError::Local };
     let url = v.text("store.url");
     let cluster: Vec<&str> = v.list("store.cluster_urls").iter().map(|u| u.trim()).collect();
+    let mut schemes = Vec::new();
     let mut check_url = |key: String, url: &str| {
         let scheme = url.split("://").next().unwrap_or_default();
-        if !url.contains("://") || scheme != "redis" {
+        if !url.contains("://") || !matches!(scheme, "redis" | "rediss") {
             let shown = mask_url(url);
-            let hint = if scheme == "rediss" {
-                "TLS to Redis is not built in; reach Redis over a private network or a TLS tunnel (stunnel)"
-            } else {
-                "write it as redis://host:port/db or redis://:password@host:port"
-            };
-            problem(&key, format!("{shown:?} is not a Redis URL; {hint}"));
+            problem(
+                &key,
+                format!(
+                    "{shown:?} is not a Redis URL; write it as redis://host:port/db or redis://:password@host:port (rediss:// for TLS)"
+                ),
+            );
+        } else {
+            schemes.push(scheme.to_string());
         }
     };
     let backend = match v.text("store.backend") {
@@ -805,6 +847,17 @@ fn store_settings(v: &Values, problem: &mut impl FnMut(&str, String)) -> Option<
                     }
                 }
             }
+            let tls = schemes.iter().any(|s| s == "rediss");
+            if tls && schemes.iter().any(|s| s == "redis") {
+                problem(
+                    "store.cluster_urls",
+                    "mixes redis:// and rediss://; every node is reached the same way".into(),
+                );
+            }
+            let ca_file = Some(v.text("store.ca_file").trim()).filter(|t| !t.is_empty()).map(PathBuf::from);
+            if ca_file.is_some() && !tls {
+                problem("store.ca_file", "is only used over TLS: write the URLs as rediss://".into());
+            }
             let prefix = v.text("store.prefix");
             if prefix.is_empty() || prefix.len() > 64 || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 problem(
@@ -822,6 +875,7 @@ fn store_settings(v: &Values, problem: &mut impl FnMut(&str, String)) -> Option<
                 cluster: !cluster.is_empty(),
                 prefix: prefix.to_string(),
                 budget: v.duration("store.timeout"),
+                ca_file,
             })
         }
         _ => {
@@ -1072,6 +1126,40 @@ mod tests {
     }
 
     #[test]
+    fn redis_over_tls_is_accepted_for_one_server_and_for_a_cluster_with_its_ca_file() {
+        let policy = load("[store]\nbackend = \"redis\"\nurl = \"rediss://x:6380\"\nca_file = \"/etc/ca.pem\"\n", &[])
+            .expect("valid");
+        let StoreBackend::Redis(redis) = &policy.store.backend else { panic!("redis expected") };
+        assert_eq!(redis.ca_file.as_deref(), Some(Path::new("/etc/ca.pem")));
+        let cluster = "[store]\nbackend = \"redis\"\ncluster_urls = [\"rediss://a:7000\", \"rediss://b:7001\"]\n";
+        let policy = load(cluster, &[]).expect("valid");
+        let StoreBackend::Redis(redis) = &policy.store.backend else { panic!("redis expected") };
+        assert!(redis.cluster && redis.ca_file.is_none());
+    }
+
+    #[test]
+    fn a_listener_speaks_tls_only_with_both_its_certificate_and_its_key() {
+        assert_eq!(load("", &[]).expect("defaults").tls, TlsSettings::default());
+        let policy = load(
+            "[tls]\npolicy_cert = \"/etc/mw/policy.pem\"\npolicy_key = \"/etc/mw/policy.key\"\n\
+             admin_cert = \"a.pem\"\nadmin_key = \"a.key\"\nadmin_client_ca = \"ca.pem\"\n",
+            &[],
+        )
+        .expect("valid");
+        let files = policy.tls.policy.expect("policy listener TLS");
+        assert_eq!(files.cert, Path::new("/etc/mw/policy.pem"));
+        let admin = policy.tls.admin.expect("admin listener TLS");
+        assert!(admin.client_ca.is_some_and(|ca| ca.is_absolute() && ca.ends_with("ca.pem")), "relative to the file");
+        assert!(policy.tls.public.is_none());
+
+        assert!(problems("[tls]\npolicy_cert = \"c.pem\"\n").contains("tls.policy_key: tls.policy_cert is set"));
+        assert!(problems("[tls]\npublic_key = \"k.pem\"\n").contains("tls.public_cert: tls.public_key is set"));
+        assert!(problems("[tls]\ncli_cert = \"c.pem\"\n").contains("tls.cli_key: tls.cli_cert is set"));
+        let no_admin_tls = problems("[tls]\nadmin_client_ca = \"ca.pem\"\n");
+        assert!(no_admin_tls.contains("tls.admin_client_ca: client certificates need TLS on the admin listener"));
+    }
+
+    #[test]
     fn a_missing_file_is_named() {
         let err = Policy::load(Path::new("/nonexistent/policy.toml")).expect_err("missing");
         assert!(err.to_string().contains("/nonexistent/policy.toml"));
@@ -1121,9 +1209,13 @@ mod tests {
                 .contains("store.backend: \"etcd\" is not one of \"embedded\", \"redis\"")
         );
         assert!(problems("[store]\nurl = \"redis://x\"\n").contains("store.backend: \"embedded\" does not use"));
-        let tls = problems("[store]\nbackend = \"redis\"\nurl = \"rediss://:pw-secret@x:6380\"\n");
-        assert!(tls.contains("store.url: \"rediss://:***@x:6380\" is not a Redis URL; TLS"), "{tls}");
-        assert!(!tls.contains("pw-secret"));
+        let bad = problems("[store]\nbackend = \"redis\"\nurl = \"http://:pw-secret@x:6380\"\n");
+        assert!(bad.contains("store.url: \"http://:***@x:6380\" is not a Redis URL"), "{bad}");
+        assert!(!bad.contains("pw-secret"));
+        let mixed = "[store]\nbackend = \"redis\"\ncluster_urls = [\"rediss://a:1\", \"redis://b:2\"]\n";
+        assert!(problems(mixed).contains("store.cluster_urls: mixes redis:// and rediss://"));
+        let plain_with_ca = "[store]\nbackend = \"redis\"\nurl = \"redis://x\"\nca_file = \"ca.pem\"\n";
+        assert!(problems(plain_with_ca).contains("store.ca_file: is only used over TLS"));
         let both = "[store]\nbackend = \"redis\"\nurl = \"redis://x\"\ncluster_urls = [\"redis://y\"]\n";
         assert!(problems(both).contains("store.cluster_urls: give either"));
         assert!(problems("[store]\ntimeout = \"5s\"\n").contains("store.timeout: \"5s\" is outside 1ms..=1s"));

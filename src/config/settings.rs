@@ -174,6 +174,47 @@ pub const SETTINGS: &[Setting] = &[
         Live,
         "enforce: refuse as decided; observe: allow every login and record what would have been refused.",
     ),
+    // [tls]
+    setting(
+        "tls.policy_cert",
+        Kind::Path,
+        "\"\"",
+        Live,
+        "PEM certificate chain of the policy listener (Dovecot then uses https); empty: plain HTTP. Re-read on reload; turning TLS on or off needs a restart.",
+    ),
+    setting("tls.policy_key", Kind::Path, "\"\"", Live, "PEM private key of tls.policy_cert."),
+    setting(
+        "tls.admin_cert",
+        Kind::Path,
+        "\"\"",
+        Live,
+        "PEM certificate chain of the admin listener; empty: plain HTTP. Re-read on reload; turning TLS on or off needs a restart.",
+    ),
+    setting("tls.admin_key", Kind::Path, "\"\"", Live, "PEM private key of tls.admin_cert."),
+    setting(
+        "tls.admin_client_ca",
+        Kind::Path,
+        "\"\"",
+        Live,
+        "PEM CA certificates: the admin listener then refuses clients without a certificate they signed (mTLS); empty: no client certificates.",
+    ),
+    setting(
+        "tls.public_cert",
+        Kind::Path,
+        "\"\"",
+        Live,
+        "PEM certificate chain of the self-service page; empty: plain HTTP. Re-read on reload; turning TLS on or off needs a restart.",
+    ),
+    setting("tls.public_key", Kind::Path, "\"\"", Live, "PEM private key of tls.public_cert."),
+    setting(
+        "tls.cli_ca",
+        Kind::Path,
+        "\"\"",
+        Live,
+        "CLI: the PEM CA that signed the admin listener's certificate (which must name the address the CLI reaches).",
+    ),
+    setting("tls.cli_cert", Kind::Path, "\"\"", Live, "CLI: its PEM client certificate, for tls.admin_client_ca."),
+    setting("tls.cli_key", Kind::Path, "\"\"", Live, "CLI: the PEM private key of tls.cli_cert."),
     // [auth]
     setting(
         "auth.api_key",
@@ -626,7 +667,13 @@ pub const SETTINGS: &[Setting] = &[
         Restart,
         "Where durable state lives: SQLite in state_dir, or Redis shared by every node.",
     ),
-    setting("store.url", Kind::Text, "\"\"", Restart, "Redis: redis://host:port/db or redis://:password@host:port."),
+    setting(
+        "store.url",
+        Kind::Text,
+        "\"\"",
+        Restart,
+        "Redis: redis://host:port/db or redis://:password@host:port; rediss:// for TLS.",
+    ),
     setting("store.cluster_urls", Kind::List, "[]", Restart, "Redis Cluster: the nodes' URLs (instead of store.url)."),
     setting("store.prefix", Kind::Text, "\"mailwarden:\"", Restart, "Redis: the prefix of every key."),
     setting(
@@ -649,6 +696,13 @@ pub const SETTINGS: &[Setting] = &[
         "\"30s\"",
         Restart,
         "How often a node rereads the shared state under the announcements.",
+    ),
+    setting(
+        "store.ca_file",
+        Kind::Path,
+        "\"\"",
+        Restart,
+        "Redis over TLS (rediss://): the PEM CA that signed the server's certificate; empty: the system's roots.",
     ),
     // [webhooks]
     setting(

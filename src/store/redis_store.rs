@@ -130,6 +130,9 @@ pub struct RedisSettings {
     pub prefix: String,
     /// Time budget of every call: connect, write and read timeouts (default 50 ms in config).
     pub budget: Duration,
+    /// For `rediss://` URLs: the PEM CA that signed the server's certificate; `None`: the
+    /// system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 enum Target {
@@ -250,16 +253,38 @@ impl RedisStore {
         if settings.budget.is_zero() {
             return Err(invalid(shown, "the time budget of a Redis call must be more than zero".into()));
         }
+        let root_cert =
+            match &settings.ca_file {
+                Some(path) => Some(std::fs::read(path).map_err(|e| {
+                    invalid(shown.clone(), format!("store.ca_file: cannot read {}: {e}", path.display()))
+                })?),
+                None => None,
+            };
+        if settings.urls.iter().any(|url| url.starts_with("rediss://")) {
+            // The redis crate builds its rustls configuration from the process default.
+            crate::tls::install_default_provider();
+        }
+        // Without a CA file a rediss:// client verifies against the system's roots.
+        let certificates = || redis::TlsCertificates { client_tls: None, root_cert: root_cert.clone() };
         let mut node_clients = Vec::with_capacity(settings.urls.len());
         for url in &settings.urls {
             let info = url.as_str().into_connection_info().map_err(|e| invalid(mask_url(url), e.to_string()))?;
-            node_clients.push(redis::Client::open(info).map_err(|e| invalid(mask_url(url), e.to_string()))?);
+            let client = if root_cert.is_some() && url.starts_with("rediss://") {
+                redis::Client::build_with_tls(info, certificates())
+            } else {
+                redis::Client::open(info)
+            };
+            node_clients.push(client.map_err(|e| invalid(mask_url(url), e.to_string()))?);
         }
         let target = if settings.cluster {
             let budget_ms = u64::try_from(settings.budget.as_millis()).unwrap_or(u64::MAX);
             // One retry, without the default waits of seconds: enough to follow a MOVED after a
             // failover, while a dead node still fails the call within about twice the budget.
-            let client = redis::cluster::ClusterClient::builder(settings.urls.iter().map(String::as_str))
+            let mut builder = redis::cluster::ClusterClient::builder(settings.urls.iter().map(String::as_str));
+            if root_cert.is_some() {
+                builder = builder.certs(certificates());
+            }
+            let client = builder
                 .connection_timeout(settings.budget)
                 .response_timeout(settings.budget)
                 .retries(1)
@@ -1576,6 +1601,7 @@ mod tests {
             cluster,
             prefix: "mw:".into(),
             budget: Duration::from_millis(50),
+            ca_file: None,
         };
         let message = |s: RedisSettings| match RedisStore::open(&s) {
             Err(e @ StoreError::Open { .. }) => e.to_string(),

@@ -131,22 +131,35 @@ impl Dovecot {
     /// Starts Dovecot asking the policy server at `policy_url` with header `X-API-Key: <api_key>`,
     /// and waits until its IMAP and POP3 ports accept connections.
     pub fn start(policy_url: &str, api_key: &str) -> Dovecot {
-        Dovecot::start_services(policy_url, api_key, false, false)
+        Dovecot::start_services(policy_url, api_key, false, false, "")
+    }
+
+    /// As `start`, for an https `policy_url`: Dovecot's HTTP client verifies the policy
+    /// server's certificate against `ca` (`ssl_client_ca_file`; without it Dovecot 2.3 accepts
+    /// any certificate).
+    pub fn start_trusting(policy_url: &str, api_key: &str, ca: &Path) -> Dovecot {
+        Dovecot::start_services(policy_url, api_key, false, false, &format!("ssl_client_ca_file = {}\n", ca.display()))
     }
 
     /// [`Dovecot::start`] with the submission service too (call [`require_dovecot_submission`]
     /// first), and waits until its port accepts connections as well.
     pub fn start_with_submission(policy_url: &str, api_key: &str) -> Dovecot {
-        Dovecot::start_services(policy_url, api_key, true, false)
+        Dovecot::start_services(policy_url, api_key, true, false, "")
     }
 
     /// [`Dovecot::start`] with LMTP on a loopback port (call [`require_dovecot_lmtp`] first),
     /// delivering into the users' Maildirs, which IMAP then reads.
     pub fn start_with_delivery(policy_url: &str, api_key: &str) -> Dovecot {
-        Dovecot::start_services(policy_url, api_key, false, true)
+        Dovecot::start_services(policy_url, api_key, false, true, "")
     }
 
-    fn start_services(policy_url: &str, api_key: &str, submission: bool, delivery: bool) -> Dovecot {
+    fn start_services(
+        policy_url: &str,
+        api_key: &str,
+        submission: bool,
+        delivery: bool,
+        extra_config: &str,
+    ) -> Dovecot {
         let dir = tempfile::Builder::new().prefix("mailwarden-dovecot-").tempdir().expect("create Dovecot temp folder");
         // mkdtemp makes the folder 0700, and the auth process (user `dovecot`) could not read
         // the passwd-file inside it: every login would fail with "Temporary authentication failure".
@@ -172,7 +185,7 @@ impl Dovecot {
         let lmtp_port = delivery.then(free_port);
         let config_path = root.join("dovecot.conf");
         let log_path = root.join("dovecot.log");
-        fs::write(&config_path, test_config(root, imap_port, pop3_port, submission, lmtp_port))
+        fs::write(&config_path, test_config(root, imap_port, pop3_port, submission, lmtp_port) + extra_config)
             .expect("write dovecot.conf");
 
         // `dovecot` daemonizes and the daemon keeps the stdout/stderr it inherited: a pipe here

@@ -149,6 +149,9 @@ pub struct Setup {
     pub broken_passdb: bool,
     /// `auth_debug = yes`: Dovecot logs every policy request body ([`Dovecot24::policy_requests`]).
     pub log_policy_requests: bool,
+    /// A CA certificate (PEM) that Dovecot's HTTP client trusts (`ssl_client_ca_file`), for an
+    /// https policy URL. Copied into the root, where Dovecot can read it.
+    pub trusted_ca: Option<PathBuf>,
 }
 
 /// A running Dovecot 2.4 in the Debian 13 root. Stopped on drop.
@@ -312,8 +315,12 @@ impl Dovecot24 {
         fs::write(host_dir.join("disabled"), disabled).expect("write the deny passdb");
         fs::write(host_dir.join("95-mailwarden.conf"), shipped_snippet(policy_url, api_key))
             .expect("write the policy snippet");
-        fs::write(host_dir.join("dovecot.conf"), test_config(&self.inner_dir, self.imap_port, self.pop3_port, setup))
-            .expect("write dovecot.conf");
+        let mut config = test_config(&self.inner_dir, self.imap_port, self.pop3_port, setup);
+        if let Some(ca) = &setup.trusted_ca {
+            fs::copy(ca, host_dir.join("ca.pem")).expect("copy the CA into the root");
+            config.push_str(&format!("ssl_client_ca_file = {inner}/ca.pem\n"));
+        }
+        fs::write(host_dir.join("dovecot.conf"), config).expect("write dovecot.conf");
     }
 
     fn wait_for_port(&self, port: u16) {

@@ -19,6 +19,10 @@ pub struct Mailwarden {
     pub admin_token: String,
     log_path: PathBuf,
     child: Option<Child>,
+    /// The client of both listeners: plain, or one trusting the test CA (`use_tls`).
+    agent: ureq::Agent,
+    policy_scheme: &'static str,
+    admin_scheme: &'static str,
 }
 
 /// A loopback port nobody listens on right now.
@@ -63,6 +67,9 @@ impl Mailwarden {
             admin_token: ADMIN_TOKEN.into(),
             log_path,
             child: None,
+            agent: agent(),
+            policy_scheme: "http",
+            admin_scheme: "http",
         };
         mw.write_config("", extra_toml);
         mw
@@ -92,7 +99,14 @@ impl Mailwarden {
     }
 
     pub fn policy_url(&self) -> String {
-        format!("http://{}/", self.policy_addr)
+        format!("{}://{}/", self.policy_scheme, self.policy_addr)
+    }
+
+    /// Talks https to the listeners that speak TLS, through `agent` (tests/support/tls.rs).
+    pub fn use_tls(&mut self, agent: ureq::Agent, policy: bool, admin: bool) {
+        self.agent = agent;
+        self.policy_scheme = if policy { "https" } else { "http" };
+        self.admin_scheme = if admin { "https" } else { "http" };
     }
 
     /// Starts the server (again) with the same folder, configuration and ports, and waits
@@ -183,8 +197,8 @@ impl Mailwarden {
     }
 
     pub fn policy_with_key(&self, command: &str, body: &str, key: Option<&str>) -> (u16, String) {
-        let url = format!("http://{}/?command={command}", self.policy_addr);
-        let mut request = agent().post(url).header("Content-Type", "application/json");
+        let url = format!("{}://{}/?command={command}", self.policy_scheme, self.policy_addr);
+        let mut request = self.agent.post(url).header("Content-Type", "application/json");
         if let Some(key) = key {
             // Dovecot sends the value with a leading space.
             request = request.header("X-API-Key", format!(" {key}"));
@@ -222,8 +236,9 @@ impl Mailwarden {
 
     /// POSTs a JSON body (or none) to the admin API with the right token.
     pub fn admin_post(&self, path: &str, body: Option<&str>) -> (u16, String) {
-        let url = format!("http://{}{path}", self.admin_addr);
-        let request = agent()
+        let url = format!("{}://{}{path}", self.admin_scheme, self.admin_addr);
+        let request = self
+            .agent
             .post(url)
             .header("Authorization", format!("Bearer {}", self.admin_token))
             .header("Content-Type", "application/json");
@@ -235,8 +250,9 @@ impl Mailwarden {
 
     /// PUTs a JSON body to the admin API with the right token.
     pub fn admin_put(&self, path: &str, body: &str) -> (u16, String) {
-        let url = format!("http://{}{path}", self.admin_addr);
-        let request = agent()
+        let url = format!("{}://{}{path}", self.admin_scheme, self.admin_addr);
+        let request = self
+            .agent
             .put(url)
             .header("Authorization", format!("Bearer {}", self.admin_token))
             .header("Content-Type", "application/json");
@@ -272,10 +288,10 @@ impl Mailwarden {
 
     /// A GET or DELETE on the admin API with `token` (or none).
     pub fn admin_with_token(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
-        let url = format!("http://{}{path}", self.admin_addr);
+        let url = format!("{}://{}{path}", self.admin_scheme, self.admin_addr);
         let request = match method {
-            "GET" => agent().get(url),
-            "DELETE" => agent().delete(url),
+            "GET" => self.agent.get(url),
+            "DELETE" => self.agent.delete(url),
             other => panic!("unsupported method {other}"),
         };
         let request = match token {

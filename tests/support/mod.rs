@@ -10,4 +10,5 @@ pub mod netns;
 pub mod postfix;
 pub mod prometheus;
 pub mod redis;
+pub mod tls;
 pub mod webhook_receiver;

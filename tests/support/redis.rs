@@ -65,7 +65,19 @@ pub struct RedisServer {
     persistence: Persistence,
     /// `cluster-enabled yes` with this cluster bus port.
     cluster_port: Option<u16>,
+    /// Also listening with TLS on this port, with these files (the plain port stays, for the
+    /// harness's own PING).
+    tls: Option<RedisTls>,
     child: Option<Child>,
+}
+
+/// A TLS port's certificate, key and CA (PEM files), with client certificates not asked for.
+#[derive(Debug, Clone)]
+pub struct RedisTls {
+    pub port: u16,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 impl RedisServer {
@@ -82,9 +94,23 @@ impl RedisServer {
         Some(RedisServer::launch(persistence, None))
     }
 
+    /// A memory-only server that also speaks TLS (`--tls-port`) with `cert`, `key` and `ca`.
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Option<RedisServer> {
+        if !require_redis() {
+            return None;
+        }
+        let tls =
+            RedisTls { port: free_port(), cert: cert.to_path_buf(), key: key.to_path_buf(), ca: ca.to_path_buf() };
+        Some(RedisServer::launch_with(Persistence::None, None, Some(tls)))
+    }
+
     fn launch(persistence: Persistence, cluster_port: Option<u16>) -> RedisServer {
+        RedisServer::launch_with(persistence, cluster_port, None)
+    }
+
+    fn launch_with(persistence: Persistence, cluster_port: Option<u16>, tls: Option<RedisTls>) -> RedisServer {
         let dir = tempfile::Builder::new().prefix("mailwarden-redis-").tempdir().expect("create Redis temp folder");
-        let mut server = RedisServer { dir, port: free_port(), persistence, cluster_port, child: None };
+        let mut server = RedisServer { dir, port: free_port(), persistence, cluster_port, tls, child: None };
         server.spawn();
         server
     }
@@ -92,6 +118,11 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `rediss://127.0.0.1:<tls port>` (`start_tls`).
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.tls.as_ref().expect("started with start_tls").port)
     }
 
     pub fn dir(&self) -> &Path {
@@ -126,6 +157,21 @@ impl RedisServer {
                 .args(["--cluster-node-timeout", "5000"])
                 .arg("--cluster-config-file")
                 .arg(self.dir.path().join("nodes.conf"));
+        }
+        if let Some(tls) = &self.tls {
+            if self.cluster_port.is_some() {
+                // The nodes then talk TLS to each other (presenting their certificate as
+                // clients too) and tell clients their TLS ports.
+                command.args(["--tls-cluster", "yes"]);
+            }
+            command
+                .args(["--tls-port", &tls.port.to_string(), "--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca);
         }
         let child = command
             .stdin(Stdio::null())
@@ -275,10 +321,42 @@ impl RedisCluster {
         let nodes: Vec<RedisServer> =
             (0..masters).map(|_| RedisServer::launch(Persistence::None, Some(free_port()))).collect();
         let addresses: Vec<String> = nodes.iter().map(|node| format!("127.0.0.1:{}", node.port)).collect();
-        let output = Command::new(program("redis-cli"))
-            .arg("--cluster")
-            .arg("create")
-            .args(&addresses)
+        Some(RedisCluster::join(nodes, &addresses, &[]))
+    }
+
+    /// As `start`, with every node also speaking TLS (`RedisServer::start_tls`), to clients
+    /// and to each other (`--tls-cluster yes`: `cert` must be good for client use too), joined
+    /// over TLS.
+    pub fn start_tls(masters: usize, cert: &Path, key: &Path, ca: &Path) -> Option<RedisCluster> {
+        if !require_redis() {
+            return None;
+        }
+        let nodes: Vec<RedisServer> = (0..masters)
+            .map(|_| {
+                let tls = RedisTls {
+                    port: free_port(),
+                    cert: cert.to_path_buf(),
+                    key: key.to_path_buf(),
+                    ca: ca.to_path_buf(),
+                };
+                RedisServer::launch_with(Persistence::None, Some(free_port()), Some(tls))
+            })
+            .collect();
+        let addresses: Vec<String> =
+            nodes.iter().filter_map(|node| node.tls.as_ref()).map(|tls| format!("127.0.0.1:{}", tls.port)).collect();
+        let ca = ca.display().to_string();
+        Some(RedisCluster::join(nodes, &addresses, &["--tls", "--cacert", &ca]))
+    }
+
+    /// `redis-cli <connection args> --cluster create <addresses>`, then waits for
+    /// `cluster_state:ok`. Bounded: redis-cli waits for ever for nodes that cannot meet.
+    fn join(nodes: Vec<RedisServer>, addresses: &[String], connection: &[&str]) -> RedisCluster {
+        let output = Command::new("timeout")
+            .arg("60")
+            .arg(program("redis-cli"))
+            .args(connection)
+            .args(["--cluster", "create"])
+            .args(addresses)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
@@ -286,18 +364,23 @@ impl RedisCluster {
         let cluster = RedisCluster { nodes };
         assert!(
             output.status.success(),
-            "redis-cli --cluster create failed: {}{}\n{}",
+            "redis-cli {connection:?} --cluster create failed: {}{}\n{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr),
             cluster.logs()
         );
         cluster.wait_until_ok();
-        Some(cluster)
+        cluster
     }
 
     /// The nodes' URLs, as a cluster configuration lists them.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The nodes' `rediss://` URLs (`start_tls`).
+    pub fn tls_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::tls_url).collect()
     }
 
     fn logs(&self) -> String {

@@ -8,6 +8,9 @@
 //! peak throughput) and a fixed rate (each connection on its own schedule; a request the
 //! server made late is timed from when it should have been sent, so a stall shows in the
 //! percentiles instead of silently lowering the rate).
+//!
+//! A target may speak TLS (the tls part): each connection then makes one handshake when it
+//! opens and keeps the session for all its requests, as Dovecot's HTTP client does.
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::process;
@@ -26,6 +29,15 @@ use super::world::{Login, Password, World};
 pub struct Target {
     pub addr: SocketAddr,
     pub api_key: String,
+    /// Speak TLS with this configuration (the server's name is its IP address).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Target {
+    /// A plain-HTTP target.
+    pub fn plain(addr: SocketAddr, api_key: &str) -> Target {
+        Target { addr, api_key: api_key.to_string(), tls: None }
+    }
 }
 
 /// What the connections replay.
@@ -228,7 +240,7 @@ async fn connection_task(shared: Arc<Shared>, index: usize, progress: Progress) 
     let expected = (total / spec.connections.max(1) as u64).saturating_mul(3).min(1 << 24) as usize;
     let mut session = Session {
         target: spec.target.clone(),
-        connection: Connection::open(spec.target.addr).await?,
+        connection: Connection::open(&spec.target).await?,
         pacer: Pacer::new(spec.pace, spec.connections, index, shared.started),
         answers: Answers::default(),
         latencies: Vec::with_capacity(expected),
@@ -302,7 +314,7 @@ impl Session {
             Ok(answer) => answer,
             Err(_) => {
                 self.answers.connection_errors += 1;
-                self.connection = Connection::open(self.target.addr).await?;
+                self.connection = Connection::open(&self.target).await?;
                 self.connection.exchange(&self.request).await?
             }
         };
@@ -386,16 +398,28 @@ fn render_request(out: &mut Vec<u8>, target: &Target, command: &str, body: &[u8]
     out.extend_from_slice(body);
 }
 
+/// A byte stream to the server: TCP, or TLS over TCP.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
 /// A keep-alive connection: one request, one answer.
 struct Connection {
-    stream: TcpStream,
+    /// Boxed for both kinds, so plain and TLS runs pay the same indirection.
+    stream: Box<dyn Stream>,
     input: Vec<u8>,
 }
 
 impl Connection {
-    async fn open(addr: SocketAddr) -> io::Result<Connection> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+    async fn open(target: &Target) -> io::Result<Connection> {
+        let tcp = TcpStream::connect(target.addr).await?;
+        tcp.set_nodelay(true)?;
+        let stream: Box<dyn Stream> = match &target.tls {
+            None => Box::new(tcp),
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::IpAddress(target.addr.ip().into());
+                Box::new(tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp).await?)
+            }
+        };
         Ok(Connection { stream, input: Vec::with_capacity(4096) })
     }
 

@@ -32,7 +32,7 @@ pub fn run(settings: &Settings, dir: &Path) -> io::Result<MemoryFigures> {
     figures.rss_idle_kib = server.rss_kib();
     say(format!("memory: {} bans placed; RSS {} KiB", figures.bans_placed, figures.rss_idle_kib));
 
-    let target = Target { addr: server.policy_addr, api_key: server.api_key.clone() };
+    let target = Target::plain(server.policy_addr, &server.api_key);
     let spec = |first: u64, count: u64| LoadSpec {
         target: target.clone(),
         workload: Workload::Flood { first, count },

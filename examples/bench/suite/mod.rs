@@ -10,6 +10,8 @@
 //!   flood), and a check that every ban survived;
 //! - **redis**: the same login mix against an embedded and a redis-mode mailwarden (issue 9's
 //!   cluster mode, with a private redis-server), loaded alternately round by round;
+//! - **tls**: the same login mix against a plain and a TLS policy listener (issue 20), loaded
+//!   alternately round by round over keep-alive connections;
 //! - **dovecot**: IMAP logins through a real Dovecot 2.3 with and without mailwarden.
 
 pub mod baseline;
@@ -22,6 +24,7 @@ mod memory;
 mod process;
 mod redis;
 mod report;
+mod tls;
 pub mod world;
 
 use std::fs;
@@ -57,12 +60,13 @@ pub struct Parts {
     pub latency: bool,
     pub memory: bool,
     pub redis: bool,
+    pub tls: bool,
     pub dovecot: bool,
 }
 
 impl Parts {
     pub fn all() -> Parts {
-        Parts { mix: true, latency: true, memory: true, redis: true, dovecot: true }
+        Parts { mix: true, latency: true, memory: true, redis: true, tls: true, dovecot: true }
     }
 
     pub fn from_names(names: &[String]) -> Parts {
@@ -72,6 +76,7 @@ impl Parts {
             latency: has("latency"),
             memory: has("memory"),
             redis: has("redis"),
+            tls: has("tls"),
             dovecot: has("dovecot"),
         }
     }
@@ -107,6 +112,8 @@ pub struct Settings {
     /// Logins of the mix replayed against each server of the redis part (the first of the
     /// throughput run's plan).
     pub redis_logins: usize,
+    /// Logins of the mix replayed against each server of the tls part.
+    pub tls_logins: usize,
     /// Sequential IMAP logins per Dovecot configuration; the concurrent run does as many.
     pub dovecot_logins: usize,
     pub dovecot_concurrency: usize,
@@ -114,7 +121,7 @@ pub struct Settings {
     pub pin: bool,
     /// Record mailwarden's throughput run with `perf record`.
     pub perf: bool,
-    /// Niceness of the servers and load threads of the mix, memory and redis parts (0:
+    /// Niceness of the servers and load threads of the mix, memory, redis and tls parts (0:
     /// unchanged; -10 keeps other tenants of a shared machine from distorting them).
     pub nice: i32,
 }
@@ -146,6 +153,7 @@ impl Settings {
             max_tracked_sources: 1_000_000,
             memory_bans: 300,
             redis_logins: 300_000,
+            tls_logins: 300_000,
             dovecot_logins: 2_000,
             dovecot_concurrency: 8,
             pin: true,
@@ -181,6 +189,7 @@ impl Settings {
             max_tracked_sources: 1_000,
             memory_bans: 5,
             redis_logins: 1_000,
+            tls_logins: 1_000,
             dovecot_logins: 6,
             dovecot_concurrency: 2,
             pin: false,
@@ -212,7 +221,7 @@ pub fn run(settings: &Settings) -> io::Result<Report> {
     process::set_nice(settings.nice);
     if settings.nice != 0 {
         report.notes.push(format!(
-            "servers and load threads of the mix, memory and redis parts ran at niceness {}",
+            "servers and load threads of the mix, memory, redis and tls parts ran at niceness {}",
             settings.nice
         ));
     }
@@ -227,6 +236,9 @@ pub fn run(settings: &Settings) -> io::Result<Report> {
             Ok(figures) => report.figures.redis = Some(figures),
             Err(skipped) => report.notes.push(skipped),
         }
+    }
+    if settings.parts.tls {
+        report.figures.tls = Some(tls::run(settings, pinned, &settings.out.join("tls"))?);
     }
     // Dovecot runs at its usual priority, and so does the mailwarden it asks.
     process::set_nice(0);
@@ -330,7 +342,7 @@ fn run_mix(settings: &Settings, pinned: bool, report: &mut Report) -> io::Result
     figures.rss_start_kib = mailwarden.rss_kib();
     let servers = [&mailwarden, &baseline];
     let spec = |server: &Server, plan: &Arc<[world::Login]>, pace: Pace, connections: usize, threads: usize| LoadSpec {
-        target: Target { addr: server.policy_addr, api_key: server.api_key.clone() },
+        target: Target::plain(server.policy_addr, &server.api_key),
         workload: Workload::Mix { world: world.clone(), plan: plan.clone() },
         connections,
         threads,

@@ -76,7 +76,7 @@ pub fn run(settings: &Settings, pinned: bool, dir: &Path) -> io::Result<Result<R
     settle(&[embedded.pid(), clustered.pid(), redis.pid()]);
 
     let spec = |server: &Server, plan: &Arc<[world::Login]>| LoadSpec {
-        target: Target { addr: server.policy_addr, api_key: server.api_key.clone() },
+        target: Target::plain(server.policy_addr, &server.api_key),
         workload: Workload::Mix { world: world.clone(), plan: plan.clone() },
         connections: settings.connections,
         threads: if pinned { 1 } else { 2 },

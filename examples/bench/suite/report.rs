@@ -229,11 +229,36 @@ impl RedisFigures {
     }
 }
 
+/// The login mix against a plain and a TLS policy listener (issue 20; no target).
+#[derive(Debug, Clone, Default)]
+pub struct TlsFigures {
+    pub logins: usize,
+    pub rounds: usize,
+    pub connections: usize,
+    /// Bans each server holds before the mix.
+    pub bans_plain: u64,
+    pub bans_tls: u64,
+    pub plain: RunFigures,
+    pub tls: RunFigures,
+    /// TLS throughput as a share of plain's, per round.
+    pub round_ratios: Vec<f64>,
+    pub rss_plain_kib: u64,
+    pub rss_tls_kib: u64,
+}
+
+impl TlsFigures {
+    /// TLS's throughput over plain's.
+    pub fn throughput_ratio(&self) -> f64 {
+        self.tls.requests_per_second / self.plain.requests_per_second.max(1e-9)
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Figures {
     pub mix: Option<MixFigures>,
     pub memory: Option<MemoryFigures>,
     pub redis: Option<RedisFigures>,
+    pub tls: Option<TlsFigures>,
     pub dovecot: Option<DovecotFigures>,
 }
 
@@ -428,6 +453,38 @@ impl fmt::Display for Report {
                 "mailwarden RSS at the end: embedded {:.1} MiB, redis mode {:.1} MiB",
                 mib(redis.rss_embedded_kib),
                 mib(redis.rss_redis_mode_kib)
+            )?;
+        }
+        if let Some(tls) = &self.figures.tls {
+            writeln!(
+                f,
+                "\n-- TLS against plain HTTP on the policy listener ({} logins, {} keep-alive connections; {} and {} sources banned first) --",
+                tls.logins, tls.connections, tls.bans_plain, tls.bans_tls
+            )?;
+            writeln!(f, "plain peak: {}", tls.plain.summary())?;
+            writeln!(f, "TLS peak:   {}", tls.tls.summary())?;
+            let rounds: Vec<String> = tls.round_ratios.iter().map(|r| format!("{:.1}%", 100.0 * r)).collect();
+            writeln!(
+                f,
+                "per round ({} rounds alternating between the two): {} of plain",
+                tls.rounds,
+                rounds.join(", ")
+            )?;
+            writeln!(
+                f,
+                "TLS throughput: {:.1}% of plain ({:.0} vs {:.0} req/s); server CPU per request {:.1} us with TLS, {:.1} us \
+                 without -- information, no target",
+                100.0 * tls.throughput_ratio(),
+                tls.tls.requests_per_second,
+                tls.plain.requests_per_second,
+                tls.tls.server_cpu_per_request_us(),
+                tls.plain.server_cpu_per_request_us()
+            )?;
+            writeln!(
+                f,
+                "mailwarden RSS at the end: plain {:.1} MiB, TLS {:.1} MiB",
+                mib(tls.rss_plain_kib),
+                mib(tls.rss_tls_kib)
             )?;
         }
         if let Some(dovecot) = &self.figures.dovecot {
