@@ -331,6 +331,25 @@ mod tests {
     }
 
     #[test]
+    fn an_attack_notice_tells_the_owner_their_devices_keep_working_and_what_to_do() {
+        let notice = Notice::attack(
+            NoticeKind::AttackStarted,
+            "alice",
+            12,
+            Timestamp(1_796_112_000_000),
+            Timestamp(1_796_112_060_000),
+        );
+        let (key, mail) = compose(&notice, &settings()).unwrap();
+        assert_eq!(mail.to, "alice@example.net", "a plain login through the recipient template");
+        assert_eq!(mail.subject, "Someone is trying to guess the password of alice");
+        assert!(mail.body.contains("from 12 different addresses since 2026-12-01"), "{}", mail.body);
+        assert!(mail.body.contains("Your own devices, on the addresses they use, are not affected"), "{}", mail.body);
+        assert!(!mail.body.contains('{'), "{}", mail.body);
+        let (stale_key, _) = compose(&quarantine("alice", "Thunderbird 115"), &settings()).unwrap();
+        assert_ne!(key, stale_key, "an attack and a stale device are separate notices");
+    }
+
+    #[test]
     fn other_notices_are_not_mailed_to_the_owner() {
         let notice = Notice::new(NoticeKind::BanPlaced, Timestamp(0), None, Default::default());
         assert!(compose(&notice, &settings()).is_none());
