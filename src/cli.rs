@@ -546,6 +546,9 @@ fn list_bans(client: &AdminClient) -> Result<Answer, ClientError> {
                 text(ban, "last_login")
             ));
         }
+        if text(&json, "mode") == "observe" {
+            out.push_str("server.mode is observe: these bans are recorded, not enforced, until the mode is lifted.\n");
+        }
     }
     Ok(Answer { json, text: out })
 }

@@ -58,6 +58,9 @@ fn in_observe_mode_a_banned_address_logs_in_and_the_block_log_says_what_would_ha
 
     let bans = json(&mw.admin("GET", "/api/v1/bans").1);
     assert_eq!((bans["total"].as_u64(), bans["mode"].as_str()), (Some(1), Some("observe")), "{bans}");
+    let listed = mw.cli(&["bans"]);
+    let printed = String::from_utf8_lossy(&listed.stdout);
+    assert!(printed.contains("203.0.113.7") && printed.contains("recorded, not enforced"), "{printed}");
     let decided = json(&mw.admin("GET", "/api/v1/decide?ip=203.0.113.7").1);
     assert_eq!((decided["status"].as_i64(), decided["would_refuse"].as_str()), (Some(0), Some("ban")), "{decided}");
     assert!(decided["summary"].as_str().unwrap().contains("observe mode: it would be refused: 203.0.113.7 is banned"));
