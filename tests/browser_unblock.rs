@@ -101,6 +101,9 @@ fn a_banned_visitor_unblocks_itself_in_a_real_browser_until_the_daily_limit() {
                          format!("--user-data-dir={}", profile.display())],
             }),
         );
+        // This test process links rustls with both ring and aws-lc-rs (fantoccini brings the
+        // latter), so rustls cannot pick one itself: take the one mailwarden uses.
+        mailwarden::tls::install_default_provider();
         let client = ClientBuilder::rustls()
             .expect("tls")
             .capabilities(capabilities)
