@@ -100,6 +100,11 @@ impl Timestamp {
         i64::try_from(millis).ok().map(Timestamp)
     }
 
+    /// `2026-11-22 14:05:09 UTC`: the form people read in messages, pages and mails.
+    pub fn readable(self) -> String {
+        self.rfc3339().replace('T', " ").replace('Z', " UTC")
+    }
+
     /// `2026-11-22T14:05:09Z`: the form used in the admin API and the CLI's JSON. A time
     /// outside `EARLIEST..=LATEST` is shown as the nearest end of it.
     pub fn rfc3339(self) -> String {

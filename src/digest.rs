@@ -111,10 +111,6 @@ impl Period {
     }
 }
 
-fn readable(t: Timestamp) -> String {
-    t.rfc3339().replace('T', " ").replace('Z', " UTC")
-}
-
 /// The digest's subject and body for `period`, ending `now`.
 pub fn compose(period: &Period, now: Timestamp) -> (String, String) {
     let subject = format!(
@@ -123,7 +119,7 @@ pub fn compose(period: &Period, now: Timestamp) -> (String, String) {
         period.attacks.len(),
         period.stale_count
     );
-    let mut body = format!("From {} to {}:\n\n", readable(period.since), readable(now));
+    let mut body = format!("From {} to {}:\n\n", period.since.readable(), now.readable());
     body.push_str(&format!("Bans placed: {}", period.bans));
     if !period.bans_by_reason.is_empty() {
         let reasons: Vec<String> = period.bans_by_reason.iter().map(|(r, n)| format!("{r} {n}")).collect();

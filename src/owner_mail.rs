@@ -110,8 +110,9 @@ fn number(facts: &serde_json::Map<String, Value>, key: &str) -> String {
     facts.get(key).and_then(Value::as_u64).map(|n| n.to_string()).unwrap_or_default()
 }
 
+/// A time fact in the form people read (the fact as sent when it is not a time).
 fn readable(rfc3339: &str) -> String {
-    rfc3339.replace('T', " ").replace('Z', " UTC")
+    Timestamp::parse_rfc3339(rfc3339).map_or_else(|| rfc3339.to_string(), Timestamp::readable)
 }
 
 /// The mail for `notice`, or `None` when it is not one the owner gets.

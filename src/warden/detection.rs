@@ -192,10 +192,6 @@ pub struct Diagnosis {
     pub login_refusals: Vec<Arc<Ban>>,
 }
 
-fn readable(t: Timestamp) -> String {
-    t.rfc3339().replace('T', " ").replace('Z', " UTC")
-}
-
 /// The mail app's name from an IMAP ID string such as `"name" "Thunderbird" "version" "115"`.
 pub fn device_name(device_id: &str) -> Option<String> {
     let fields: Vec<&str> = device_id.split('"').skip(1).step_by(2).collect();
@@ -229,8 +225,8 @@ impl Diagnosis {
                     "led to the ban: a wrong password for {} over {}{device}, {times}, {} to {}",
                     guess.login,
                     guess.protocol,
-                    readable(Timestamp(guess.first_seen)),
-                    readable(Timestamp(guess.last_seen))
+                    Timestamp(guess.first_seen).readable(),
+                    Timestamp(guess.last_seen).readable()
                 ));
             }
         }
@@ -239,7 +235,7 @@ impl Diagnosis {
             lines.push(format!(
                 "per-login refusal: logins to {login} from {} are refused until {} after {} distinct wrong passwords for it; other accounts at this address are not affected",
                 refusal.source,
-                readable(refusal.expires_at),
+                refusal.expires_at.readable(),
                 refusal.failures
             ));
         }
@@ -270,7 +266,7 @@ impl Diagnosis {
             lines.push(format!(
                 "{} is banned as a subnet until {} ({} of its addresses were banned), but people log in successfully from {}, so it is not refused",
                 ban.source,
-                readable(ban.expires_at),
+                ban.expires_at.readable(),
                 ban.failures,
                 e.source
             ));
@@ -303,15 +299,15 @@ impl Diagnosis {
             let line = {
                 let quarantine = guess
                     .quarantined_until()
-                    .map(|end| format!("; that password is refused from here until {}", readable(end)))
+                    .map(|end| format!("; that password is refused from here until {}", end.readable()))
                     .unwrap_or_default();
                 format!(
                     "stale device: a mail app{device} keeps using an old password for {} over {}: {} tries since {}, last at {}{quarantine}{forgiven}",
                     guess.login,
                     guess.protocol.label(),
                     guess.failures,
-                    readable(guess.first_seen),
-                    readable(guess.last_seen)
+                    guess.first_seen.readable(),
+                    guess.last_seen.readable()
                 )
             };
             lines.push(line);
@@ -325,8 +321,8 @@ impl Diagnosis {
             lines.push(format!(
                 "{what} for {login} over {protocol}{device}: {tries} {} in the last {minutes} minutes, first at {}, last at {}",
                 if tries == 1 { "try" } else { "tries" },
-                readable(first),
-                readable(last)
+                first.readable(),
+                last.readable()
             ));
         }
         for login in &self.accounts_under_attack {

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use super::{LoginView, Warden};
 use crate::access::{AccessEntry, ListKind, Origin, Standing};
 use crate::bans::{Ban, BanReason};
-use crate::clock::Timestamp;
 use crate::engine::{Allowed, Decision, Delayed, Refusal, Ruling};
 use crate::firewall::{AddressFacts, Outcome, RuleSetOrigin};
 use crate::network::Source;
@@ -34,17 +33,13 @@ pub struct Explanation {
     pub firewall: FirewallCheck,
 }
 
-fn readable(t: Timestamp) -> String {
-    t.rfc3339().replace('T', " ").replace('Z', " UTC")
-}
-
 fn entry_note(e: &AccessEntry) -> String {
     let origin = match e.origin {
         Origin::PolicyFile => "policy.toml",
         Origin::Api => "the admin API",
     };
     let comment = if e.comment.is_empty() { String::new() } else { format!(" ({})", e.comment) };
-    let expiry = e.expires_at.map(|t| format!(" until {}", readable(t))).unwrap_or_default();
+    let expiry = e.expires_at.map(|t| format!(" until {}", t.readable())).unwrap_or_default();
     format!("{} in {origin}{comment}{expiry}", e.network)
 }
 
@@ -121,7 +116,7 @@ impl Explanation {
                 } else {
                     format!("; last failed login {} over {}", ban.cause.login, ban.cause.protocol)
                 };
-                let until = readable(ban.expires_at);
+                let until = ban.expires_at.readable();
                 match ban.reason {
                     BanReason::Autoban => {
                         format!(
@@ -142,7 +137,7 @@ impl Explanation {
             (Decision::Reject(Refusal::LoginRefused { login, source, until }), _, _) => {
                 format!(
                     "refused: {login} is refused from {source} until {} after too many wrong passwords for it; other accounts from {source} are not affected",
-                    readable(*until)
+                    until.readable()
                 )
             }
             (Decision::Reject(Refusal::StalePassword { login }), _, _) => {

@@ -14,7 +14,6 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
-use crate::clock::Timestamp;
 use crate::selfservice::SelfServiceSettings;
 use crate::selfservice::mask_login;
 use crate::warden::{SelfUnblockError, VisitorStatus, Warden, device_name};
@@ -120,10 +119,6 @@ impl Texts<'_> {
     }
 }
 
-fn readable(t: Timestamp) -> String {
-    t.rfc3339().replace('T', " ").replace('Z', " UTC")
-}
-
 async fn page(request: HttpRequest, warden: web::Data<Warden>) -> HttpResponse {
     let address = match admitted(&request, &warden) {
         Ok(address) => address,
@@ -144,7 +139,7 @@ async fn page(request: HttpRequest, warden: web::Data<Warden>) -> HttpResponse {
             ("count", status.unblocks_today.unwrap_or(0).to_string()),
             (
                 "until",
-                status.subnet_ban.as_ref().or(status.ban.as_ref()).map(|b| readable(b.expires_at)).unwrap_or_default(),
+                status.subnet_ban.as_ref().or(status.ban.as_ref()).map(|b| b.expires_at.readable()).unwrap_or_default(),
             ),
             ("network", status.subnet_ban.as_ref().map(|b| b.source.to_string()).unwrap_or_default()),
         ],
@@ -167,8 +162,10 @@ fn render(t: &Texts<'_>, status: &VisitorStatus) -> String {
             body.push_str("<div id=\"state\" class=\"blocked\">\n");
             for refusal in &status.login_refusals {
                 let login = mask_login(refusal.refused_login().unwrap_or_default());
-                let line =
-                    t.raw("login_refused").replace("{login}", &login).replace("{until}", &readable(refusal.expires_at));
+                let line = t
+                    .raw("login_refused")
+                    .replace("{login}", &login)
+                    .replace("{until}", &refusal.expires_at.readable());
                 body.push_str(&format!("<p>{}</p>\n", escape(&line)));
             }
             body.push_str("</div>\n");
@@ -322,7 +319,7 @@ async fn unblock(
         }
         Err(SelfUnblockError::SubnetBan { network, until }) => {
             let message =
-                text("subnet_banned").replace("{network}", &network.to_string()).replace("{until}", &readable(until));
+                text("subnet_banned").replace("{network}", &network.to_string()).replace("{until}", &until.readable());
             (StatusCode::FORBIDDEN, Answer { unblocked: false, message })
         }
         // The store could not check or record it: refused, never let through unlimited.
