@@ -11,6 +11,8 @@
 use std::hash::Hasher;
 use std::time::Duration;
 
+use smallvec::SmallVec;
+
 use crate::bounded::BoundedMap;
 use crate::clock::Timestamp;
 use crate::network::Source;
@@ -40,10 +42,12 @@ impl Toleration {
 }
 
 /// One source's good accounts: (the login's keyed hash, its last successful login), at most
-/// `Toleration::accounts_needed` of them.
+/// `Toleration::accounts_needed` of them. Most sources are one home or one phone, with one
+/// or two accounts: those are held in the entry itself, so earning tolerance allocates
+/// nothing and reading it follows no pointer (docs/BENCHMARKS.md).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GoodLogins {
-    accounts: Vec<(u64, Timestamp)>,
+    accounts: SmallVec<[(u64, Timestamp); 2]>,
 }
 
 impl GoodLogins {

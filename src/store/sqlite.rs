@@ -136,6 +136,18 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_by_actor ON audit (actor, id);
     CREATE INDEX audit_by_target ON audit (target, id);
     ALTER TABLE access_entries ADD COLUMN added_by TEXT NOT NULL DEFAULT '';",
+    // Known sources keyed by their primary key alone: every successful login of a new pair
+    // wrote a row, its rowid and its key index, three b-trees; now two (docs/BENCHMARKS.md).
+    "CREATE TABLE known_sources_by_key (
+        login       TEXT NOT NULL,
+        source      TEXT NOT NULL,
+        last_success INTEGER NOT NULL,
+        PRIMARY KEY (login, source)
+    ) WITHOUT ROWID;
+    INSERT INTO known_sources_by_key (login, source, last_success) SELECT login, source, last_success FROM known_sources;
+    DROP TABLE known_sources;
+    ALTER TABLE known_sources_by_key RENAME TO known_sources;
+    CREATE INDEX known_sources_by_time ON known_sources (last_success);",
 ];
 
 /// Work a migration needs done in Rust, in its transaction, after its SQL.
@@ -190,6 +202,11 @@ impl SqliteStore {
         connection.busy_timeout(Duration::from_secs(5))?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "FULL")?;
+        // SQLite's default page cache (2 MiB) is smaller than the known sources' b-trees of a
+        // busy host, so the journal's writer read their pages back from the file on every
+        // batch; it competes with the logins for the CPU (docs/BENCHMARKS.md). The cache
+        // grows only as pages are used.
+        connection.pragma_update(None, "cache_size", -32_768)?;
         let applied: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
         let applied = usize::try_from(applied).unwrap_or(0);
         for (number, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
@@ -622,9 +639,10 @@ impl Store for SqliteStore {
             .map_err(error)?;
         let surplus = connection
             .execute(
-                "DELETE FROM known_sources WHERE rowid IN (
-                     SELECT rowid FROM (
-                         SELECT rowid, ROW_NUMBER() OVER (PARTITION BY login ORDER BY last_success DESC) AS n FROM known_sources
+                "DELETE FROM known_sources WHERE (login, source) IN (
+                     SELECT login, source FROM (
+                         SELECT login, source, ROW_NUMBER() OVER (PARTITION BY login ORDER BY last_success DESC) AS n
+                         FROM known_sources
                      ) WHERE n > ?1)",
                 params![i64::try_from(per_account).unwrap_or(i64::MAX)],
             )
@@ -976,6 +994,35 @@ mod tests {
         assert_eq!(bans.len(), 1);
         assert_eq!((bans[0].source.to_string(), bans[0].refused_login.as_deref()), ("203.0.113.9".into(), None));
         assert_eq!(bans[0].cause.login, "bob@example.com");
+    }
+
+    #[test]
+    fn known_sources_stored_before_the_table_lost_its_rowid_are_kept_by_the_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let connection = Connection::open(dir.path().join("mailwarden.db")).unwrap();
+            for migration in &MIGRATIONS[..9] {
+                connection.execute_batch(migration).unwrap();
+            }
+            connection.pragma_update(None, "user_version", 9).unwrap();
+            for (login, source, at) in
+                [("alice", "203.0.113.7", 20), ("alice", "198.51.100.0/24", 10), ("bob", "203.0.113.7", 5)]
+            {
+                connection
+                    .execute(
+                        "INSERT INTO known_sources (login, source, last_success) VALUES (?1, ?2, ?3)",
+                        params![login, source, at],
+                    )
+                    .unwrap();
+            }
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.known_sources("alice", Timestamp(0), 10).unwrap(),
+            vec![Source::parse("203.0.113.7").unwrap(), Source::parse("198.51.100.0/24").unwrap()]
+        );
+        assert_eq!(store.prune_known_sources(Timestamp(0), 1).unwrap(), 1, "alice's older source is the surplus");
+        assert_eq!(store.known_sources("bob", Timestamp(0), 10).unwrap(), vec![Source::parse("203.0.113.7").unwrap()]);
     }
 
     #[test]
