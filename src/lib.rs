@@ -34,6 +34,7 @@ pub mod reload;
 pub mod secrets;
 pub mod selfservice;
 pub mod server;
+pub mod sessions;
 pub mod state_dir;
 pub mod store;
 pub mod subnets;

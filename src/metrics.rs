@@ -37,6 +37,8 @@ pub struct Metrics {
     /// Admin-API requests refused before any route ran, by reason (`missing`, `wrong`,
     /// `rate_limited`).
     pub admin_auth_failures: IntCounterVec,
+    /// Console sign-ins by result (`ok`, `wrong`, `rate_limited`, `metrics_scope`).
+    pub console_sign_ins: IntCounterVec,
     /// Policy requests by command (`allow`, `report`, `unknown`) and HTTP status code.
     pub requests: IntCounterVec,
     /// Time to answer a policy request, by command.
@@ -352,6 +354,11 @@ impl Metrics {
                 "Admin-API requests refused for their bearer token, by reason (missing, wrong, rate_limited: the address failed 10 times within a minute).",
                 &[("reason", &["missing", "wrong", "rate_limited"])],
             )?,
+            console_sign_ins: r.counter(
+                "mailwarden_console_sign_ins_total",
+                "Console sign-ins by result (ok, wrong: a token not in force, rate_limited: the address failed 10 times within a minute, metrics_scope: a metrics token, which cannot open the console).",
+                &[("result", &["ok", "wrong", "rate_limited", "metrics_scope"])],
+            )?,
             list_entries: r.gauge_vec(
                 "mailwarden_list_entries",
                 "Entries in force on the admin lists, by list.",
@@ -480,6 +487,9 @@ impl Metrics {
         }
         for reason in ["missing", "wrong", "rate_limited"] {
             metrics.admin_auth_failures.with_label_values(&[reason]);
+        }
+        for result in ["ok", "wrong", "rate_limited", "metrics_scope"] {
+            metrics.console_sign_ins.with_label_values(&[result]);
         }
         for result in SUCCESS_OR_FAILURE {
             metrics.nftables_batches.with_label_values(&[result]);

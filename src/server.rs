@@ -155,6 +155,7 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
             .wrap_fn(http::catch_panics)
             .app_data(admin_data.clone())
             .app_data(admin_reloader.clone())
+            .configure(http::console::configure)
             .configure(http::admin::configure)
     })
     .workers(1)

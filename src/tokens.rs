@@ -156,6 +156,14 @@ impl Tokens {
         records
     }
 
+    /// The principal of the stored token whose digest is `digest`, if it is in force at `now`
+    /// (what a console session was opened with).
+    pub fn principal_of(&self, digest: &TokenDigest, now: Timestamp) -> Option<Principal> {
+        let map = self.by_digest.load();
+        let held = map.get(digest).filter(|held| held.record.is_active(now))?;
+        Some(Principal { name: held.record.name.clone(), scope: held.record.scope.clone() })
+    }
+
     /// The principal of `presented`, if it is a stored token in force at `now`.
     pub fn authenticate(&self, presented: &str, now: Timestamp) -> Option<Authenticated> {
         let map = self.by_digest.load();

@@ -5,60 +5,12 @@
 
 mod support;
 
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::{ClientBuilder, Locator};
-use serde_json::{Value, json};
+use fantoccini::Locator;
+use serde_json::Value;
+use support::browser::{browser_available, screenshot, with_browser};
 use support::mailwarden::{Mailwarden, free_port, fresh_pwhash, login_body, report_body};
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-fn browser_available() -> bool {
-    let found = std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists();
-    if !found && std::env::var("CI").as_deref() == Ok("true") {
-        panic!("chromium and chromium-driver are missing; scripts/test.sh installs them");
-    }
-    if !found {
-        eprintln!("SKIP: chromium or chromedriver not installed");
-    }
-    found
-}
-
-/// chromedriver on a free loopback port, stopped on drop.
-struct Driver {
-    child: Child,
-    port: u16,
-}
-
-impl Driver {
-    fn start(log: &std::path::Path) -> Driver {
-        let port = free_port();
-        let log = std::fs::File::create(log).expect("driver log");
-        let child = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Driver { child, port }
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn ban(mw: &Mailwarden) {
     for _ in 0..5 {
@@ -85,32 +37,9 @@ fn a_banned_visitor_unblocks_itself_in_a_real_browser_until_the_daily_limit() {
     );
     mw.restart();
     let base = format!("http://127.0.0.1:{port}/");
-    let profile = mw.dir.path().join("chromium-profile");
-    let driver = Driver::start(&mw.dir.path().join("chromedriver.log"));
-    let screenshots = mw.dir.path().to_path_buf();
-
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-    runtime.block_on(async {
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": CHROMIUM,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                         format!("--user-data-dir={}", profile.display())],
-            }),
-        );
-        // This test process links rustls with both ring and aws-lc-rs (fantoccini brings the
-        // latter), so rustls cannot pick one itself: take the one mailwarden uses.
-        mailwarden::tls::install_default_provider();
-        let client = ClientBuilder::rustls()
-            .expect("tls")
-            .capabilities(capabilities)
-            .connect(&format!("http://127.0.0.1:{}", driver.port))
-            .await
-            .expect("a browser session");
-
+    let dir = mw.dir.path().to_path_buf();
+    let mw = &mw;
+    with_browser(&dir, |client| async move {
         for round in 1..=3 {
             ban(&mw);
             assert_eq!(allow_status(&mw), -1);
@@ -120,8 +49,7 @@ fn a_banned_visitor_unblocks_itself_in_a_real_browser_until_the_daily_limit() {
             let causes = client.find(Locator::Css("ul")).await.expect("the causes").text().await.unwrap();
             assert!(causes.contains("a***e@example.com over IMAP"), "round {round}: {causes}");
             if round == 1 {
-                let png = client.screenshot().await.expect("a screenshot");
-                std::fs::write(screenshots.join("banned.png"), png).unwrap();
+                screenshot(&client, "self-service-banned").await;
             }
             let button = client.find(Locator::Css("#unblock button")).await.expect("the button");
             assert_eq!(button.text().await.unwrap(), "Unblock my address");
@@ -148,14 +76,7 @@ fn a_banned_visitor_unblocks_itself_in_a_real_browser_until_the_daily_limit() {
             "{body}"
         );
         assert!(client.find(Locator::Css("#unblock button")).await.is_err(), "no button after the daily limit");
-        let png = client.screenshot().await.expect("a screenshot");
-        std::fs::write(screenshots.join("limit.png"), png).unwrap();
-        client.close().await.unwrap();
+        screenshot(&client, "self-service-limit").await;
     });
     assert_eq!(allow_status(&mw), -1, "the fourth ban stays");
-    if let Ok(dir) = std::env::var("MAILWARDEN_KEEP_SCREENSHOTS") {
-        for name in ["banned.png", "limit.png"] {
-            let _ = std::fs::copy(screenshots.join(name), std::path::Path::new(&dir).join(name));
-        }
-    }
 }

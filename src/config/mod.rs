@@ -29,6 +29,7 @@ use crate::notify::webhooks::{self, WebhookSettings};
 use crate::owner_mail::OwnerMailSettings;
 use crate::secrets::{AuthSettings, Secret};
 use crate::selfservice::SelfServiceSettings;
+use crate::sessions::ConsoleSettings;
 use crate::store::{RedisSettings, mask_url};
 use crate::template::Template;
 use crate::tls::{ClientFiles, ListenerFiles, TlsSettings};
@@ -66,6 +67,7 @@ pub struct Policy {
     pub account_protection: AccountProtection,
     pub networks: FileNetworks,
     pub self_service: SelfServiceSettings,
+    pub console: ConsoleSettings,
     /// The mailbox and domain firewall rule sets written in the file.
     pub mailboxes: Vec<KeyedRuleSet>,
     pub geoip: GeoIpSettings,
@@ -705,6 +707,11 @@ fn validate(values: Values, base_dir: &Path, problems: &mut Vec<String>) -> Opti
             provider_name: v.text("self_service.provider_name").to_string(),
             support_contact: v.text("self_service.support_contact").to_string(),
             text,
+        },
+        console: ConsoleSettings {
+            enabled: v.bool("console.enabled"),
+            idle_timeout: v.duration("console.idle_timeout"),
+            secure_cookie: v.bool("console.secure_cookie"),
         },
         auth: AuthSettings { api_key, api_key_header: header, admin_token },
         tls,

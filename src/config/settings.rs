@@ -601,6 +601,28 @@ pub const SETTINGS: &[Setting] = &[
     setting("mail.smtp_user", Kind::Text, "\"\"", Live, "User for SMTP AUTH with the mail server; empty: none."),
     setting("mail.smtp_password", Kind::Password, "\"\"", Live, "Password for SMTP AUTH."),
     setting("mail.from", Kind::Text, "\"\"", Live, "The From address of mailwarden's mail (required when any is on)."),
+    // [console]
+    setting(
+        "console.enabled",
+        Kind::Bool,
+        "true",
+        Live,
+        "Serve the web console under /console/ on the admin listener.",
+    ),
+    setting(
+        "console.idle_timeout",
+        dur(secs(10), secs(DAY)),
+        "\"30m\"",
+        Live,
+        "A console session unused this long is signed out.",
+    ),
+    setting(
+        "console.secure_cookie",
+        Kind::Bool,
+        "false",
+        Live,
+        "Mark the session cookie Secure although the admin listener speaks plain HTTP (TLS ends at a proxy in front); it always is when the listener has TLS.",
+    ),
     // [digest]
     setting(
         "digest.enabled",

@@ -3,7 +3,9 @@
 //! between HTTP and `Warden` and keep no state of their own.
 
 pub mod admin;
+pub mod console;
 pub mod policy;
+pub mod proxy;
 pub mod public;
 
 use std::future::Future;
@@ -24,6 +26,22 @@ struct ErrorBody<'a> {
 /// A JSON error response: `{"error": "<stable code>", "message": "<for humans>"}`.
 pub fn json_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(ErrorBody { error: code, message })
+}
+
+/// The headers every web page (the self-service page's, the console's) carries: its
+/// Content-Security-Policy `csp`, no sniffing, no referrer, no framing, and no caching unless
+/// the response says otherwise (the style sheets and scripts).
+pub fn page_headers(mut response: HttpResponse, csp: &'static str) -> HttpResponse {
+    use actix_web::http::header::{self, HeaderValue};
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
 }
 
 /// Reads a request body up to `limit` bytes; `None` when it is larger.

@@ -1,9 +1,10 @@
-//! Who the public page's visitor is: the TCP peer, or, only when the peer is one of
-//! `server.trusted_proxies`, the address in the one header the admin names
-//! (`server.proxy_header`). A visitor can send any header it likes; only the one the admin's
-//! proxy sets (appending to, or replacing, whatever the visitor sent) can be believed, so every
-//! other forwarding header is ignored, and so is every address left of the first one that no
-//! trusted proxy vouches for. Nothing here knows what the page does with the address.
+//! Who a web visitor is (the self-service page's, and the console's at sign-in): the TCP
+//! peer, or, only when the peer is one of `server.trusted_proxies`, the address in the one
+//! header the admin names (`server.proxy_header`). A visitor can send any header it likes;
+//! only the one the admin's proxy sets (appending to, or replacing, whatever the visitor sent)
+//! can be believed, so every other forwarding header is ignored, and so is every address left
+//! of the first one that no trusted proxy vouches for. Nothing here knows what the page does
+//! with the address.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -11,6 +11,7 @@
 //! lists), `rules` (the mailbox firewall), `explain` (the dry run).
 
 mod audit;
+mod console;
 mod detection;
 mod drops;
 mod explain;
@@ -30,6 +31,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
+pub use console::{ConsoleSession, SignInRefusal};
 pub use detection::{Counted, CountedFailure, Diagnosis, ReportEffects, device_name};
 pub use explain::Explanation;
 pub use lists::{ListChange, ListError};
@@ -140,6 +142,8 @@ struct Shared {
     tokens: crate::tokens::Tokens,
     /// Failed bearer authentications per client address (memory only, bounded).
     sign_in: crate::tokens::SignInGuard,
+    /// The console's open sessions (memory only, bounded).
+    sessions: crate::sessions::Sessions,
 }
 
 /// Why the core could not start.
@@ -359,6 +363,7 @@ impl Warden {
             metrics,
             tokens,
             sign_in: crate::tokens::SignInGuard::default(),
+            sessions: crate::sessions::Sessions::default(),
         };
         Ok(Warden { shared: Arc::new(shared) })
     }

@@ -1,7 +1,8 @@
 //! Shared test harness: the real mailwarden binary and a real Dovecot, both on loopback, and
-//! the real services they use (Prometheus, Redis).
+//! the real services they use (Prometheus, Redis, Postfix, a headless Chromium).
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod dovecot;
 pub mod dovecot24;
 pub mod geoip;

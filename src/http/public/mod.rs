@@ -4,8 +4,6 @@
 //! is `proxy`'s to say: the TCP peer, or, only behind a trusted proxy, the address in the one
 //! header the admin names.
 
-mod proxy;
-
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -38,26 +36,19 @@ pub fn configure(config: &mut web::ServiceConfig) {
         }));
 }
 
-fn secure(mut response: HttpResponse) -> HttpResponse {
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(SECURITY));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+fn secure(response: HttpResponse) -> HttpResponse {
+    super::page_headers(response, SECURITY)
 }
 
 /// The visitor's address, or the answer to give instead: an address that cannot be made out,
 /// or too many requests.
 fn admitted(request: &HttpRequest, warden: &Warden) -> Result<IpAddr, HttpResponse> {
     let policy = warden.policy();
-    let address = proxy::visitor_address(request, &policy.server.trusted_proxies, &policy.server.proxy_header)
+    let address = super::proxy::visitor_address(request, &policy.server.trusted_proxies, &policy.server.proxy_header)
         .map_err(|e| {
-            tracing::debug!(error = %e, "self-service request without a visitor address");
-            secure(
-                HttpResponse::BadRequest().content_type("text/plain; charset=utf-8").body(format!("Bad request: {e}.")),
-            )
-        })?;
+        tracing::debug!(error = %e, "self-service request without a visitor address");
+        secure(HttpResponse::BadRequest().content_type("text/plain; charset=utf-8").body(format!("Bad request: {e}.")))
+    })?;
     if warden.self_service_request_allowed(address) {
         Ok(address)
     } else {

@@ -1,0 +1,191 @@
+//! The console's access in a real headless Chromium and over plain HTTP against the real
+//! binary: signing in (a wrong token refused and counted, a metrics token refused), the
+//! screens a scope reaches, signing out, a change without the session's CSRF value refused,
+//! and a session that ends when idle.
+
+mod support;
+
+use std::time::Duration;
+
+use support::browser::{browser_available, click_to, fill, screenshot, text_of, wait_for_path, with_browser};
+use support::mailwarden::{ADMIN_TOKEN, Mailwarden};
+
+fn console_url(mw: &Mailwarden, path: &str) -> String {
+    format!("http://{}/console{path}", mw.admin_addr)
+}
+
+/// A plain HTTP client that keeps no cookies and follows no redirects.
+fn raw() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+/// Signs in over plain HTTP; returns the session cookie (`name=value`).
+fn sign_in(mw: &Mailwarden, token: &str) -> (u16, Option<String>) {
+    let response = raw()
+        .post(&console_url(mw, "/sign-in"))
+        .send_form([("token", token), ("next", "/console/")])
+        .expect("the sign-in answers");
+    let cookie = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("mailwarden_console="))
+        .map(|v| v.split(';').next().unwrap_or_default().to_string());
+    (response.status().as_u16(), cookie)
+}
+
+fn get(mw: &Mailwarden, path: &str, cookie: &str) -> (u16, String, String) {
+    let mut response = raw().get(&console_url(mw, path)).header("cookie", cookie).call().expect("the console answers");
+    let location = response.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let body = response.body_mut().read_to_string().unwrap_or_default();
+    (response.status().as_u16(), location, body)
+}
+
+#[test]
+fn a_session_cookie_is_http_only_strict_and_scoped_to_the_console() {
+    let mw = Mailwarden::start();
+    let response = raw()
+        .post(&console_url(&mw, "/sign-in"))
+        .send_form([("token", ADMIN_TOKEN), ("next", "/console/bans")])
+        .expect("the sign-in answers");
+    assert_eq!(response.status().as_u16(), 303);
+    assert_eq!(response.headers().get("location").unwrap(), "/console/bans", "back to the page asked for");
+    let cookie = response.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP without console.secure_cookie: {cookie}");
+    let csp = response.headers().get("content-security-policy").unwrap().to_str().unwrap();
+    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+}
+
+#[test]
+fn a_sign_in_link_cannot_send_anyone_away_from_the_console() {
+    let mw = Mailwarden::start();
+    for next in ["https://evil.example/", "//evil.example/console/", "/console/\\evil", "/api/v1/bans"] {
+        let response = raw()
+            .post(&console_url(&mw, "/sign-in"))
+            .send_form([("token", ADMIN_TOKEN), ("next", next)])
+            .expect("the sign-in answers");
+        assert_eq!(response.headers().get("location").unwrap(), "/console/", "{next}");
+    }
+}
+
+#[test]
+fn a_change_without_the_sessions_csrf_value_is_refused_and_changes_nothing() {
+    let mw = Mailwarden::start();
+    let (status, cookie) = sign_in(&mw, ADMIN_TOKEN);
+    assert_eq!(status, 303);
+    let cookie = cookie.expect("a session cookie");
+    for form in [vec![], vec![("csrf", "0000")]] {
+        let response = raw()
+            .post(&console_url(&mw, "/sign-out"))
+            .header("cookie", &cookie)
+            .send_form(form.clone())
+            .expect("the console answers");
+        assert_eq!(response.status().as_u16(), 403, "{form:?}");
+    }
+    let (status, _, body) = get(&mw, "/", &cookie);
+    assert_eq!(status, 200, "still signed in: the forged sign-out did nothing");
+    assert!(body.contains("Sign out"), "{body}");
+}
+
+/// Signs in through a proxy on 127.0.0.1 that says the visitor is `visitor`.
+fn sign_in_via(mw: &Mailwarden, token: &str, visitor: &str) -> u16 {
+    raw()
+        .post(&console_url(mw, "/sign-in"))
+        .header("x-forwarded-for", visitor)
+        .send_form([("token", token), ("next", "/console/")])
+        .expect("the sign-in answers")
+        .status()
+        .as_u16()
+}
+
+#[test]
+fn wrong_tokens_are_refused_counted_and_rate_limited_per_visitor_and_a_metrics_token_cannot_sign_in() {
+    let mut mw = Mailwarden::configure("");
+    mw.write_config("trusted_proxies = [\"127.0.0.1/32\"]\n", "");
+    mw.restart();
+    let metrics = mw.create_token("prometheus", "metrics");
+    assert_eq!(sign_in_via(&mw, &metrics, "198.51.100.7"), 401);
+    for _ in 0..10 {
+        assert_eq!(sign_in_via(&mw, "mwt_wrong", "198.51.100.7"), 401);
+    }
+    assert_eq!(sign_in_via(&mw, ADMIN_TOKEN, "198.51.100.7"), 429, "the visitor used up its tries for the minute");
+    assert_eq!(sign_in_via(&mw, ADMIN_TOKEN, "198.51.100.8"), 303, "another visitor behind the same proxy is not");
+    let (_, exposition) = mw.admin("GET", "/metrics");
+    for line in [
+        "mailwarden_console_sign_ins_total{result=\"wrong\"} 10",
+        "mailwarden_console_sign_ins_total{result=\"metrics_scope\"} 1",
+        "mailwarden_console_sign_ins_total{result=\"rate_limited\"} 1",
+        "mailwarden_console_sign_ins_total{result=\"ok\"} 1",
+    ] {
+        assert!(exposition.contains(line), "{line} in\n{exposition}");
+    }
+    assert!(!exposition.contains("mwt_wrong") && !mw.log().contains("mwt_wrong"), "no token in metrics or the log");
+}
+
+#[test]
+fn a_forwarding_header_from_a_peer_that_is_no_trusted_proxy_does_not_escape_the_limit() {
+    let mw = Mailwarden::start();
+    for n in 0..10 {
+        assert_eq!(sign_in_via(&mw, "mwt_wrong", &format!("198.51.100.{n}")), 401);
+    }
+    assert_eq!(sign_in_via(&mw, ADMIN_TOKEN, "198.51.100.99"), 429, "counted for the peer, whatever it claims");
+}
+
+#[test]
+fn revoking_a_token_ends_its_console_sessions_at_once() {
+    let mw = Mailwarden::start();
+    let desk = mw.create_token("desk", "support");
+    let cookie = sign_in(&mw, &desk).1.expect("a session");
+    assert_eq!(get(&mw, "/", &cookie).0, 200);
+    assert_eq!(mw.cli(&["token", "revoke", "desk"]).status.code(), Some(0));
+    let (status, location, _) = get(&mw, "/", &cookie);
+    assert_eq!((status, location.as_str()), (303, "/console/sign-in?next=%2Fconsole%2F"));
+}
+
+#[test]
+fn in_a_real_browser_one_signs_in_signs_out_is_kept_to_the_scope_and_is_signed_out_when_idle() {
+    if !browser_available() {
+        return;
+    }
+    let mw = Mailwarden::start_with("[console]\nidle_timeout = \"10s\"\n");
+    let customer = mw.create_token("customer", "domain:example.com");
+    let dir = mw.dir.path().to_path_buf();
+    let mw = &mw;
+    with_browser(&dir, |client| async move {
+        client.goto(&console_url(mw, "/")).await.expect("open the console");
+        wait_for_path(&client, "/console/sign-in").await;
+        screenshot(&client, "console-sign-in").await;
+        fill(&client, "#token", "mwt_not-a-token").await;
+        click_to(&client, "button[type=submit]", "/console/sign-in").await;
+        assert_eq!(text_of(&client, "p.flash.failure").await, "that token is not in force (wrong, revoked or expired)");
+
+        fill(&client, "#token", ADMIN_TOKEN).await;
+        click_to(&client, "button[type=submit]", "/console/").await;
+        assert_eq!(text_of(&client, "h1").await, "Overview");
+        let nav = text_of(&client, "nav").await;
+        for screen in ["Overview", "Look-up", "Bans", "Blocked and trusted", "Email firewall", "Block log"] {
+            assert!(nav.contains(screen), "the admin sees {screen}: {nav}");
+        }
+        assert!(text_of(&client, ".who").await.contains("admin-token (admin)"));
+        click_to(&client, ".sign-out button", "/console/sign-in").await;
+        client.goto(&console_url(mw, "/")).await.unwrap();
+        wait_for_path(&client, "/console/sign-in").await;
+
+        fill(&client, "#token", &customer).await;
+        click_to(&client, "button[type=submit]", "/console/firewall").await;
+
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        client.goto(&console_url(mw, "/?from=bookmark")).await.unwrap();
+        let url = wait_for_path(&client, "/console/sign-in").await;
+        assert_eq!(url.query(), Some("next=%2Fconsole%2F%3Ffrom%3Dbookmark"), "and back to the page after signing in");
+    });
+}
