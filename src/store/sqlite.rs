@@ -202,11 +202,6 @@ impl SqliteStore {
         connection.busy_timeout(Duration::from_secs(5))?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "FULL")?;
-        // SQLite's default page cache (2 MiB) is smaller than the known sources' b-trees of a
-        // busy host, so the journal's writer read their pages back from the file on every
-        // batch; it competes with the logins for the CPU (docs/BENCHMARKS.md). The cache
-        // grows only as pages are used.
-        connection.pragma_update(None, "cache_size", -32_768)?;
         let applied: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
         let applied = usize::try_from(applied).unwrap_or(0);
         for (number, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
