@@ -696,6 +696,12 @@ impl RedisStore {
         self.key(&format!("known:{{{login}}}"))
     }
 
+    /// The protocol and app of each known source of `login` (in the same hash slot as its
+    /// times).
+    fn known_detail_key(&self, login: &str) -> String {
+        self.key(&format!("known-app:{{{login}}}"))
+    }
+
     fn self_unblocks_key(&self, source: Source) -> String {
         self.key(&format!("unblocks:{source}"))
     }
@@ -1279,6 +1285,13 @@ impl Store for RedisStore {
                 let mut add = redis::cmd("ZADD");
                 add.arg(self.known_key(&record.login)).arg("GT").arg(record.at.0).arg(record.source.to_string());
                 commands.push(add);
+                // The protocol and app of the last success, beside the sorted set of times.
+                let mut detail = redis::cmd("HSET");
+                detail
+                    .arg(self.known_detail_key(&record.login))
+                    .arg(record.source.to_string())
+                    .arg(serde_json::json!([record.protocol, record.app]).to_string());
+                commands.push(detail);
                 let at = latest.entry(record.login.as_str()).or_insert(record.at.0);
                 *at = (*at).max(record.at.0);
             }
@@ -1324,7 +1337,7 @@ impl Store for RedisStore {
                 let Ok(members) = redis::from_redis_value::<Vec<(String, f64)>>(reply) else { continue };
                 for (member, score) in members {
                     if let Ok(source) = Source::parse(&member) {
-                        known.push(KnownSource { login: login.clone(), source, at: Timestamp(score as i64) });
+                        known.push(KnownSource::bare(login.clone(), source, Timestamp(score as i64)));
                     }
                 }
             }
@@ -1364,6 +1377,11 @@ impl Store for RedisStore {
             let mut forget = redis::cmd("ZREM");
             forget.arg(&logins_key).arg(&stale);
             commands.push(forget);
+            for login in &stale {
+                let mut details = redis::cmd("DEL");
+                details.arg(self.known_detail_key(login));
+                commands.push(details);
+            }
             let replies = self.call(operation, |connection| connection.pipeline(&commands))?;
             removed += replies[..stale.len().min(replies.len())].iter().map(count).sum::<usize>();
         }
@@ -1402,6 +1420,46 @@ impl Store for RedisStore {
             }
         }
         Ok(removed)
+    }
+
+    fn login_places(&self, login: &str, limit: usize) -> Result<Vec<KnownSource>, StoreError> {
+        let operation = "reading a login's places";
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let times: Vec<(String, f64)> = self.call(operation, |connection| {
+            redis::cmd("ZREVRANGEBYSCORE")
+                .arg(self.known_key(login))
+                .arg("+inf")
+                .arg("-inf")
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .query(connection.like())
+        })?;
+        if times.is_empty() {
+            return Ok(Vec::new());
+        }
+        let members: Vec<&str> = times.iter().map(|(member, _)| member.as_str()).collect();
+        let details: Vec<Option<String>> = self.call(operation, |connection| {
+            redis::cmd("HMGET").arg(self.known_detail_key(login)).arg(&members).query(connection.like())
+        })?;
+        let mut places = Vec::with_capacity(times.len());
+        for ((member, score), detail) in times.iter().zip(details.into_iter().chain(std::iter::repeat(None))) {
+            let Ok(source) = Source::parse(member) else { continue };
+            // Written before the detail was kept, or unreadable: an unknown app.
+            let (protocol, app) =
+                detail.and_then(|text| serde_json::from_str::<(String, String)>(&text).ok()).unwrap_or_default();
+            places.push(KnownSource {
+                login: login.to_string(),
+                source,
+                at: Timestamp(*score as i64).clamped(),
+                protocol,
+                app,
+            });
+        }
+        Ok(places)
     }
 
     fn self_service_key(&self, candidate: &str) -> Result<String, StoreError> {
