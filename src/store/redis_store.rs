@@ -696,10 +696,9 @@ impl RedisStore {
         self.key(&format!("known:{{{login}}}"))
     }
 
-    /// The protocol and app of each known source of `login` (in the same hash slot as its
-    /// times).
+    /// The last success from each known source of `login` in any spelling, by its key.
     fn known_detail_key(&self, login: &str) -> String {
-        self.key(&format!("known-app:{{{login}}}"))
+        self.key(&format!("known-app:{{{}}}", crate::login::key(login)))
     }
 
     fn self_unblocks_key(&self, source: Source) -> String {
@@ -1285,12 +1284,13 @@ impl Store for RedisStore {
                 let mut add = redis::cmd("ZADD");
                 add.arg(self.known_key(&record.login)).arg("GT").arg(record.at.0).arg(record.source.to_string());
                 commands.push(add);
-                // The protocol and app of the last success, beside the sorted set of times.
+                // For the login history, which finds a login in any spelling: the last success
+                // from each place with its protocol and app, under the login's key.
                 let mut detail = redis::cmd("HSET");
                 detail
                     .arg(self.known_detail_key(&record.login))
                     .arg(record.source.to_string())
-                    .arg(serde_json::json!([record.protocol, record.app]).to_string());
+                    .arg(serde_json::json!([record.login, record.at.0, record.protocol, record.app]).to_string());
                 commands.push(detail);
                 let at = latest.entry(record.login.as_str()).or_insert(record.at.0);
                 *at = (*at).max(record.at.0);
@@ -1423,42 +1423,20 @@ impl Store for RedisStore {
     }
 
     fn login_places(&self, login: &str, limit: usize) -> Result<Vec<KnownSource>, StoreError> {
-        let operation = "reading a login's places";
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let times: Vec<(String, f64)> = self.call(operation, |connection| {
-            redis::cmd("ZREVRANGEBYSCORE")
-                .arg(self.known_key(login))
-                .arg("+inf")
-                .arg("-inf")
-                .arg("WITHSCORES")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(limit)
-                .query(connection.like())
+        let stored: Vec<(String, String)> = self.call("reading a login's places", |connection| {
+            redis::cmd("HGETALL").arg(self.known_detail_key(login)).query(connection.like())
         })?;
-        if times.is_empty() {
-            return Ok(Vec::new());
-        }
-        let members: Vec<&str> = times.iter().map(|(member, _)| member.as_str()).collect();
-        let details: Vec<Option<String>> = self.call(operation, |connection| {
-            redis::cmd("HMGET").arg(self.known_detail_key(login)).arg(&members).query(connection.like())
-        })?;
-        let mut places = Vec::with_capacity(times.len());
-        for ((member, score), detail) in times.iter().zip(details.into_iter().chain(std::iter::repeat(None))) {
-            let Ok(source) = Source::parse(member) else { continue };
-            // Written before the detail was kept, or unreadable: an unknown app.
-            let (protocol, app) =
-                detail.and_then(|text| serde_json::from_str::<(String, String)>(&text).ok()).unwrap_or_default();
-            places.push(KnownSource {
-                login: login.to_string(),
-                source,
-                at: Timestamp(*score as i64).clamped(),
-                protocol,
-                app,
-            });
-        }
+        let mut places: Vec<KnownSource> = stored
+            .into_iter()
+            .filter_map(|(member, detail)| {
+                // A record this version cannot read is skipped, like any stored record.
+                let source = Source::parse(&member).ok()?;
+                let (login, at, protocol, app) = serde_json::from_str::<(String, i64, String, String)>(&detail).ok()?;
+                Some(KnownSource { login, source, at: Timestamp(at).clamped(), protocol, app })
+            })
+            .collect();
+        places.sort_by_key(|place| std::cmp::Reverse(place.at));
+        places.truncate(limit);
         Ok(places)
     }
 

@@ -149,16 +149,20 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE known_sources_by_key RENAME TO known_sources;
     CREATE INDEX known_sources_by_time ON known_sources (last_success);",
     // The protocol and mail app of the last success from each place, for a mailbox's login
-    // history; rows stored before read as unknown.
+    // history, which finds the login in any spelling by its key; rows stored before read as
+    // an unknown app.
     "ALTER TABLE known_sources ADD COLUMN protocol TEXT NOT NULL DEFAULT '';
-    ALTER TABLE known_sources ADD COLUMN app TEXT NOT NULL DEFAULT '';",
+    ALTER TABLE known_sources ADD COLUMN app TEXT NOT NULL DEFAULT '';
+    ALTER TABLE known_sources ADD COLUMN login_key TEXT NOT NULL DEFAULT '';
+    UPDATE known_sources SET login_key = lower(login);
+    CREATE INDEX known_sources_by_login_key ON known_sources (login_key, last_success);",
 ];
 
 /// Work a migration needs done in Rust, in its transaction, after its SQL.
 type MigrationStep = fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>;
 
 /// (The migration's index in `MIGRATIONS`, its step.)
-const MIGRATION_STEPS: &[(usize, MigrationStep)] = &[(6, key_event_logins)];
+const MIGRATION_STEPS: &[(usize, MigrationStep)] = &[(6, key_event_logins), (11, key_known_logins)];
 
 /// Sets `login_key` of events whose login is not plain ASCII (which `lower()` already keyed).
 fn key_event_logins(transaction: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
@@ -171,6 +175,17 @@ fn key_event_logins(transaction: &rusqlite::Transaction<'_>) -> rusqlite::Result
     }
     Ok(())
 }
+/// Sets `login_key` of known sources whose login is not plain ASCII (which `lower()` keyed).
+fn key_known_logins(transaction: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let mut select = transaction.prepare("SELECT login FROM known_sources WHERE login GLOB '*[^ -~]*'")?;
+    let logins: Vec<String> = select.query_map([], |row| row.get(0))?.collect::<rusqlite::Result<_>>()?;
+    let mut update = transaction.prepare("UPDATE known_sources SET login_key = ?1 WHERE login = ?2")?;
+    for login in logins {
+        update.execute(params![crate::login::key(&login), login])?;
+    }
+    Ok(())
+}
+
 /// An event row's text in bytes, as `Event::size` counts it (plus `EVENT_OVERHEAD_BYTES`).
 const EVENT_TEXT_BYTES: &str = "length(CAST(login AS BLOB)) + length(CAST(ip AS BLOB))
      + length(CAST(protocol AS BLOB)) + length(CAST(device_id AS BLOB)) + length(CAST(detail AS BLOB))
@@ -605,7 +620,7 @@ impl Store for SqliteStore {
         {
             let mut upsert = transaction
                 .prepare_cached(
-                    "INSERT INTO known_sources (login, source, last_success, protocol, app) VALUES (?1, ?2, ?3, ?4, ?5)
+                    "INSERT INTO known_sources (login, source, last_success, protocol, app, login_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT (login, source) DO UPDATE SET
                          protocol = CASE WHEN excluded.last_success >= last_success THEN excluded.protocol ELSE protocol END,
                          app = CASE WHEN excluded.last_success >= last_success THEN excluded.app ELSE app END,
@@ -619,7 +634,8 @@ impl Store for SqliteStore {
                         record.source.network().to_string(),
                         record.at.0,
                         record.protocol,
-                        record.app
+                        record.app,
+                        crate::login::key(&record.login)
                     ])
                     .map_err(error)?;
             }
@@ -658,8 +674,8 @@ impl Store for SqliteStore {
     fn login_places(&self, login: &str, limit: usize) -> Result<Vec<KnownSource>, StoreError> {
         self.read_known(
             "reading a login's places",
-            "SELECT login, source, last_success, protocol, app FROM known_sources WHERE login = ?1 ORDER BY last_success DESC LIMIT ?2",
-            params![login, i64::try_from(limit).unwrap_or(i64::MAX)],
+            "SELECT login, source, last_success, protocol, app FROM known_sources WHERE login_key = ?1 ORDER BY last_success DESC LIMIT ?2",
+            params![crate::login::key(login), i64::try_from(limit).unwrap_or(i64::MAX)],
         )
     }
 
@@ -1033,20 +1049,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let connection = Connection::open(dir.path().join("mailwarden.db")).unwrap();
-            for migration in &MIGRATIONS[..10] {
+            for migration in &MIGRATIONS[..11] {
                 connection.execute_batch(migration).unwrap();
             }
-            connection.pragma_update(None, "user_version", 10).unwrap();
+            connection.pragma_update(None, "user_version", 11).unwrap();
             connection
                 .execute(
-                    "INSERT INTO known_sources (login, source, last_success) VALUES ('alice', '203.0.113.7', 20)",
+                    "INSERT INTO known_sources (login, source, last_success) VALUES ('Alice', '203.0.113.7', 20)",
                     [],
                 )
                 .unwrap();
         }
         let store = SqliteStore::open(dir.path()).unwrap();
         let places = store.login_places("alice", 10).unwrap();
-        assert_eq!(places, vec![KnownSource::bare("alice", Source::parse("203.0.113.7").unwrap(), Timestamp(20))]);
+        assert_eq!(places, vec![KnownSource::bare("Alice", Source::parse("203.0.113.7").unwrap(), Timestamp(20))]);
     }
 
     #[test]
@@ -1075,6 +1091,7 @@ mod tests {
             vec![known("203.0.113.7", 30, "submission", "\"name\" \"K-9\""), known("198.51.100.7", 20, "pop3", "")]
         );
         assert_eq!(store.login_places("alice", 1).unwrap().len(), 1, "at most the limit");
+        assert_eq!(store.login_places("ALICE", 10).unwrap().len(), 2, "in any spelling");
         assert!(store.login_places("bob", 10).unwrap().is_empty());
     }
 

@@ -60,17 +60,7 @@ impl Warden {
         let key = crate::login::key(login);
         // Successes still being gathered by the journal count too.
         shared.journal.flush();
-        // Known sources keep the login as Dovecot spelt it: the key, and the spelling asked.
-        let mut known = shared.store.login_places(&key, HISTORY_LIMIT);
-        if key != login
-            && let Ok(found) = &mut known
-        {
-            let spelt = shared.store.login_places(login, HISTORY_LIMIT);
-            shared.metrics.store_result("read_known_sources", &spelt);
-            found.extend(spelt?);
-            found.sort_by_key(|place| std::cmp::Reverse(place.at));
-            found.truncate(HISTORY_LIMIT);
-        }
+        let known = shared.store.login_places(&key, HISTORY_LIMIT);
         shared.metrics.store_result("read_known_sources", &known);
         let geoip = shared.geoip.load();
         let places = known?
