@@ -603,6 +603,30 @@ impl FailureTracker {
         self.histories.get(&source, now, |history| history.distinct_in_long_window(now, &counting)).unwrap_or(0)
     }
 
+    /// Guesses that `keep` selects, held at `now`, with their sources: at most `limit`.
+    pub fn guesses_where(&self, now: Timestamp, limit: usize, keep: impl Fn(&Guess) -> bool) -> Vec<(Source, Guess)> {
+        let mut found = 0usize;
+        let mut chosen: Vec<(Source, Guess)> = self
+            .histories
+            .collect(now, |source, history| {
+                let picked: Vec<(Source, Guess)> =
+                    history.guesses.iter().filter(|g| found < limit && keep(g)).map(|g| (*source, g.clone())).collect();
+                found += picked.len();
+                (!picked.is_empty()).then_some(picked)
+            })
+            .into_iter()
+            .flatten()
+            .collect();
+        chosen.truncate(limit);
+        chosen.sort_by_key(|(_, guess)| std::cmp::Reverse(guess.last_seen));
+        chosen
+    }
+
+    /// Guesses in quarantine at `now` (a stale device's old password), at most `limit`.
+    pub fn quarantines(&self, now: Timestamp, limit: usize) -> Vec<(Source, Guess)> {
+        self.guesses_where(now, limit, |guess| guess.quarantined_at(now))
+    }
+
     /// The guesses of `source` still held at `now`, for diagnosis.
     pub fn guesses(&self, source: Source, now: Timestamp) -> Vec<Guess> {
         self.histories.get(&source, now, |history| history.guesses.clone()).unwrap_or_default()

@@ -17,12 +17,23 @@ use crate::events::{Event, EventKind, Retention};
 use crate::network::Source;
 use crate::store::Store;
 
-/// A successful login of `login` from `source` at `at`.
+/// A successful login of `login` from `source` at `at`, over `protocol` (its label) with the
+/// mail app `app` (the IMAP ID Dovecot sent as `device_id`, printable); both empty for
+/// records stored before they were kept ("unknown app").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownSource {
     pub login: String,
     pub source: Source,
     pub at: Timestamp,
+    pub protocol: String,
+    pub app: String,
+}
+
+impl KnownSource {
+    /// A record without protocol or app.
+    pub fn bare(login: impl Into<String>, source: Source, at: Timestamp) -> KnownSource {
+        KnownSource { login: login.into(), source, at, protocol: String::new(), app: String::new() }
+    }
 }
 
 /// How long the records are kept (set on reload).

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod accounts;
+pub mod activity;
 pub mod audit;
 pub mod bans;
 pub mod bounded;

@@ -15,7 +15,7 @@ const DURATION_BUCKETS: &[f64] = &[
 ];
 
 /// The `reason` label of `allow`'s answers: the three allowed ones, then every refusal.
-const DECISION_REASONS: &[&str] = &[
+pub const DECISION_REASONS: &[&str] = &[
     "none",
     "trusted",
     "no_source",
@@ -28,6 +28,9 @@ const DECISION_REASONS: &[&str] = &[
     "account_under_attack",
     "store_unavailable",
 ];
+
+/// The refusals (and the delay, `account_under_attack`) among `DECISION_REASONS`.
+pub const REFUSAL_REASONS: &[&str] = DECISION_REASONS.split_at(3).1;
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -247,7 +250,7 @@ impl Metrics {
                 "Refusals and delays observe mode held back (the login was allowed), by verdict, reason and protocol.",
                 &[
                     ("verdict", &["delay", "reject"]),
-                    ("reason", &DECISION_REASONS[3..]),
+                    ("reason", REFUSAL_REASONS),
                     ("protocol", PROTOCOLS),
                 ],
             )?,

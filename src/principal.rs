@@ -5,6 +5,15 @@
 
 use std::fmt;
 
+/// Why `Principal::mailbox_key` gave no key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailboxRefusal {
+    /// Not a login or `@domain` (the message says why).
+    Invalid(String),
+    /// Another domain's.
+    Forbidden,
+}
+
 /// What a token may do. `Admin` reaches everything; the others reach what `Reach` lists for
 /// each route (`http::admin`'s route table), `Domain` only that domain's mailboxes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -118,6 +127,14 @@ impl Principal {
             Scope::Domain(domain) => key.rsplit_once('@').is_some_and(|(_, of)| of == domain),
             Scope::Metrics => false,
         }
+    }
+
+    /// The firewall key of `login` (a mailbox or `@domain`, `firewall::parse_key`) if this
+    /// principal may see it: the very key the caller then acts on, so no spelling of another
+    /// domain's mailbox passes the check and then names it. Shared by the API and the console.
+    pub fn mailbox_key(&self, login: &str) -> Result<String, MailboxRefusal> {
+        let key = crate::firewall::parse_key(login).map_err(MailboxRefusal::Invalid)?;
+        if self.sees_key(&key) { Ok(key) } else { Err(MailboxRefusal::Forbidden) }
     }
 
     /// The domain this principal is confined to, if any.

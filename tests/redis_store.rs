@@ -268,8 +268,7 @@ fn check_firewall_rule_sets_round_trip(target: &Target) {
 
 fn check_known_sources_keep_the_latest_success_and_are_bounded_per_account(target: &Target) {
     let store = target.store(&fresh_prefix("known"));
-    let known =
-        |login: &str, src: &str, at: i64| KnownSource { login: login.into(), source: source(src), at: Timestamp(at) };
+    let known = |login: &str, src: &str, at: i64| KnownSource::bare(login, source(src), Timestamp(at));
     store
         .save_known_sources(&[
             known("alice", "203.0.113.7", 10),
@@ -307,6 +306,31 @@ fn check_known_sources_keep_the_latest_success_and_are_bounded_per_account(targe
     assert_eq!(store.known_sources("alice", Timestamp(0), 10).unwrap(), vec![source("203.0.113.7")]);
 }
 
+fn check_a_logins_places_carry_the_protocol_and_app_of_their_last_success(target: &Target) {
+    let store = target.store(&fresh_prefix("places"));
+    let known = |src: &str, at: i64, protocol: &str, app: &str| KnownSource {
+        login: "alice".into(),
+        source: source(src),
+        at: Timestamp(at),
+        protocol: protocol.into(),
+        app: app.into(),
+    };
+    store
+        .save_known_sources(&[
+            known("203.0.113.7", 10, "imap", "\"name\" \"Thunderbird\""),
+            known("198.51.100.7", 20, "pop3", ""),
+            known("203.0.113.7", 30, "submission", "\"name\" \"K-9\""),
+        ])
+        .unwrap();
+    assert_eq!(
+        store.login_places("alice", 10).unwrap(),
+        vec![known("203.0.113.7", 30, "submission", "\"name\" \"K-9\""), known("198.51.100.7", 20, "pop3", "")]
+    );
+    assert_eq!(store.login_places("alice", 1).unwrap().len(), 1, "at most the limit");
+    assert_eq!(store.login_places("ALICE", 10).unwrap().len(), 2, "in any spelling");
+    assert!(store.login_places("bob", 10).unwrap().is_empty());
+}
+
 fn check_every_write_announces_its_change(target: &Target) {
     let store = target.store(&fresh_prefix("announce"));
     let mut connection = store.pubsub_connection(Duration::from_secs(5)).unwrap();
@@ -318,7 +342,7 @@ fn check_every_write_announces_its_change(target: &Target) {
     store.save_ban(&banned).unwrap();
     // Neither the block log, nor known sources, nor sweeps of ended items announce anything.
     store.save_events(&[event(NOW.0, EventKind::Ban, "192.0.2.1", "alice@example.com")]).unwrap();
-    store.save_known_sources(&[KnownSource { login: "alice".into(), source: source("192.0.2.1"), at: NOW }]).unwrap();
+    store.save_known_sources(&[KnownSource::bare("alice", source("192.0.2.1"), NOW)]).unwrap();
     store.delete_expired_bans(Timestamp(NOW.0 + 120_000)).unwrap();
     store.delete_expired_access_entries(NOW).unwrap();
     store.delete_ban(banned.source, None).unwrap();
@@ -432,7 +456,7 @@ fn check_two_prefixes_do_not_see_each_other(target: &Target) {
     one.save_access_entry(&entry(ListKind::Blocked, "198.51.100.0/24", None)).unwrap();
     one.save_firewall_rule_set("alice@example.com", &rule_set()).unwrap();
     one.save_events(&[event(NOW.0, EventKind::Ban, "203.0.113.7", "alice@example.com")]).unwrap();
-    one.save_known_sources(&[KnownSource { login: "alice".into(), source: source("192.0.2.1"), at: NOW }]).unwrap();
+    one.save_known_sources(&[KnownSource::bare("alice", source("192.0.2.1"), NOW)]).unwrap();
 
     assert!(other.active_bans(NOW).unwrap().is_empty());
     assert!(other.access_entries().unwrap().is_empty());
@@ -593,6 +617,7 @@ fn check_everything(target: &Target) {
     check_events_are_found_by_login_in_any_case_and_paged_with_their_total(target);
     check_firewall_rule_sets_round_trip(target);
     check_known_sources_keep_the_latest_success_and_are_bounded_per_account(target);
+    check_a_logins_places_carry_the_protocol_and_app_of_their_last_success(target);
     check_every_write_announces_its_change(target);
     check_saving_or_lifting_a_ban_forgets_the_sources_failure_history(target);
     check_a_login_refusal_is_stored_announced_and_lifted_apart_from_its_sources_ban(target);
@@ -677,6 +702,12 @@ fn firewall_rule_sets_round_trip() {
 fn known_sources_keep_the_latest_success_and_are_bounded_per_account() {
     let Some(redis) = RedisServer::start() else { return };
     check_known_sources_keep_the_latest_success_and_are_bounded_per_account(&Target::server(&redis));
+}
+
+#[test]
+fn a_logins_places_carry_the_protocol_and_app_of_their_last_success() {
+    let Some(redis) = RedisServer::start() else { return };
+    check_a_logins_places_carry_the_protocol_and_app_of_their_last_success(&Target::server(&redis));
 }
 
 #[test]
@@ -908,9 +939,7 @@ fn the_store_behaves_the_same_on_a_three_master_redis_cluster() {
     let store = target.store(&fresh_prefix("spread"));
     for i in 0..30 {
         store.save_ban(&ban(&format!("203.0.113.{i}"), 60_000)).unwrap();
-        store
-            .save_known_sources(&[KnownSource { login: format!("user{i}"), source: source("192.0.2.1"), at: NOW }])
-            .unwrap();
+        store.save_known_sources(&[KnownSource::bare(format!("user{i}"), source("192.0.2.1"), NOW)]).unwrap();
     }
     let holding: Vec<i64> = cluster.nodes.iter().map(|node| node.cli(&["DBSIZE"]).parse().unwrap()).collect();
     assert!(holding.iter().filter(|&&keys| keys > 0).count() >= 2, "keys per master: {holding:?}");

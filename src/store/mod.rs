@@ -165,6 +165,9 @@ pub trait Store: Send + Sync {
     /// Every account's known sources since `since`, oldest first, at most `limit` (the newest):
     /// what toleration learns again at start, so a restart does not make an office a stranger.
     fn recent_known_sources(&self, since: Timestamp, limit: usize) -> Result<Vec<KnownSource>, StoreError>;
+    /// The places `login` (in any spelling: by `login::key`) logged in from, most recent first, at most
+    /// `limit`, with the protocol and mail app of the last success from each.
+    fn login_places(&self, login: &str, limit: usize) -> Result<Vec<KnownSource>, StoreError>;
     /// Removes known sources older than `older_than`, then all but the newest `per_account` of
     /// each account.
     fn prune_known_sources(&self, older_than: Timestamp, per_account: usize) -> Result<usize, StoreError>;

@@ -696,6 +696,11 @@ impl RedisStore {
         self.key(&format!("known:{{{login}}}"))
     }
 
+    /// The last success from each known source of `login` in any spelling, by its key.
+    fn known_detail_key(&self, login: &str) -> String {
+        self.key(&format!("known-app:{{{}}}", crate::login::key(login)))
+    }
+
     fn self_unblocks_key(&self, source: Source) -> String {
         self.key(&format!("unblocks:{source}"))
     }
@@ -1279,6 +1284,14 @@ impl Store for RedisStore {
                 let mut add = redis::cmd("ZADD");
                 add.arg(self.known_key(&record.login)).arg("GT").arg(record.at.0).arg(record.source.to_string());
                 commands.push(add);
+                // For the login history, which finds a login in any spelling: the last success
+                // from each place with its protocol and app, under the login's key.
+                let mut detail = redis::cmd("HSET");
+                detail
+                    .arg(self.known_detail_key(&record.login))
+                    .arg(record.source.to_string())
+                    .arg(serde_json::json!([record.login, record.at.0, record.protocol, record.app]).to_string());
+                commands.push(detail);
                 let at = latest.entry(record.login.as_str()).or_insert(record.at.0);
                 *at = (*at).max(record.at.0);
             }
@@ -1324,7 +1337,7 @@ impl Store for RedisStore {
                 let Ok(members) = redis::from_redis_value::<Vec<(String, f64)>>(reply) else { continue };
                 for (member, score) in members {
                     if let Ok(source) = Source::parse(&member) {
-                        known.push(KnownSource { login: login.clone(), source, at: Timestamp(score as i64) });
+                        known.push(KnownSource::bare(login.clone(), source, Timestamp(score as i64)));
                     }
                 }
             }
@@ -1364,6 +1377,11 @@ impl Store for RedisStore {
             let mut forget = redis::cmd("ZREM");
             forget.arg(&logins_key).arg(&stale);
             commands.push(forget);
+            for login in &stale {
+                let mut details = redis::cmd("DEL");
+                details.arg(self.known_detail_key(login));
+                commands.push(details);
+            }
             let replies = self.call(operation, |connection| connection.pipeline(&commands))?;
             removed += replies[..stale.len().min(replies.len())].iter().map(count).sum::<usize>();
         }
@@ -1402,6 +1420,24 @@ impl Store for RedisStore {
             }
         }
         Ok(removed)
+    }
+
+    fn login_places(&self, login: &str, limit: usize) -> Result<Vec<KnownSource>, StoreError> {
+        let stored: Vec<(String, String)> = self.call("reading a login's places", |connection| {
+            redis::cmd("HGETALL").arg(self.known_detail_key(login)).query(connection.like())
+        })?;
+        let mut places: Vec<KnownSource> = stored
+            .into_iter()
+            .filter_map(|(member, detail)| {
+                // A record this version cannot read is skipped, like any stored record.
+                let source = Source::parse(&member).ok()?;
+                let (login, at, protocol, app) = serde_json::from_str::<(String, i64, String, String)>(&detail).ok()?;
+                Some(KnownSource { login, source, at: Timestamp(at).clamped(), protocol, app })
+            })
+            .collect();
+        places.sort_by_key(|place| std::cmp::Reverse(place.at));
+        places.truncate(limit);
+        Ok(places)
     }
 
     fn self_service_key(&self, candidate: &str) -> Result<String, StoreError> {

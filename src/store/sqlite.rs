@@ -148,13 +148,21 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE known_sources;
     ALTER TABLE known_sources_by_key RENAME TO known_sources;
     CREATE INDEX known_sources_by_time ON known_sources (last_success);",
+    // The protocol and mail app of the last success from each place, for a mailbox's login
+    // history, which finds the login in any spelling by its key; rows stored before read as
+    // an unknown app.
+    "ALTER TABLE known_sources ADD COLUMN protocol TEXT NOT NULL DEFAULT '';
+    ALTER TABLE known_sources ADD COLUMN app TEXT NOT NULL DEFAULT '';
+    ALTER TABLE known_sources ADD COLUMN login_key TEXT NOT NULL DEFAULT '';
+    UPDATE known_sources SET login_key = lower(login);
+    CREATE INDEX known_sources_by_login_key ON known_sources (login_key, last_success);",
 ];
 
 /// Work a migration needs done in Rust, in its transaction, after its SQL.
 type MigrationStep = fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>;
 
 /// (The migration's index in `MIGRATIONS`, its step.)
-const MIGRATION_STEPS: &[(usize, MigrationStep)] = &[(6, key_event_logins)];
+const MIGRATION_STEPS: &[(usize, MigrationStep)] = &[(6, key_event_logins), (11, key_known_logins)];
 
 /// Sets `login_key` of events whose login is not plain ASCII (which `lower()` already keyed).
 fn key_event_logins(transaction: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
@@ -167,6 +175,17 @@ fn key_event_logins(transaction: &rusqlite::Transaction<'_>) -> rusqlite::Result
     }
     Ok(())
 }
+/// Sets `login_key` of known sources whose login is not plain ASCII (which `lower()` keyed).
+fn key_known_logins(transaction: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let mut select = transaction.prepare("SELECT login FROM known_sources WHERE login GLOB '*[^ -~]*'")?;
+    let logins: Vec<String> = select.query_map([], |row| row.get(0))?.collect::<rusqlite::Result<_>>()?;
+    let mut update = transaction.prepare("UPDATE known_sources SET login_key = ?1 WHERE login = ?2")?;
+    for login in logins {
+        update.execute(params![crate::login::key(&login), login])?;
+    }
+    Ok(())
+}
+
 /// An event row's text in bytes, as `Event::size` counts it (plus `EVENT_OVERHEAD_BYTES`).
 const EVENT_TEXT_BYTES: &str = "length(CAST(login AS BLOB)) + length(CAST(ip AS BLOB))
      + length(CAST(protocol AS BLOB)) + length(CAST(device_id AS BLOB)) + length(CAST(detail AS BLOB))
@@ -214,6 +233,31 @@ impl SqliteStore {
             transaction.commit()?;
         }
         Ok(SqliteStore { connection: Mutex::new(connection) })
+    }
+
+    /// Known sources that `query` (selecting login, source, last_success, protocol, app) finds.
+    fn read_known(
+        &self,
+        operation: &'static str,
+        query: &str,
+        parameters: impl rusqlite::Params,
+    ) -> Result<Vec<KnownSource>, StoreError> {
+        let error = |e: rusqlite::Error| StoreError::operation(operation, e);
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(query).map_err(error)?;
+        let rows = statement
+            .query_map(parameters, |row| {
+                Ok(KnownSource {
+                    login: row.get(0)?,
+                    source: Source::parse(&row.get::<_, String>(1)?).map_err(|_| rusqlite::Error::InvalidQuery)?,
+                    at: Timestamp(row.get(2)?).clamped(),
+                    protocol: row.get(3)?,
+                    app: row.get(4)?,
+                })
+            })
+            .map_err(error)?;
+        // A row this version cannot read is skipped, like any stored record.
+        Ok(rows.filter_map(Result::ok).collect())
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -571,13 +615,23 @@ impl Store for SqliteStore {
         {
             let mut upsert = transaction
                 .prepare_cached(
-                    "INSERT INTO known_sources (login, source, last_success) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (login, source) DO UPDATE SET last_success = MAX(last_success, excluded.last_success)",
+                    "INSERT INTO known_sources (login, source, last_success, protocol, app, login_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (login, source) DO UPDATE SET
+                         protocol = CASE WHEN excluded.last_success >= last_success THEN excluded.protocol ELSE protocol END,
+                         app = CASE WHEN excluded.last_success >= last_success THEN excluded.app ELSE app END,
+                         last_success = MAX(last_success, excluded.last_success)",
                 )
                 .map_err(error)?;
             for record in known {
                 upsert
-                    .execute(params![record.login, record.source.network().to_string(), record.at.0])
+                    .execute(params![
+                        record.login,
+                        record.source.network().to_string(),
+                        record.at.0,
+                        record.protocol,
+                        record.app,
+                        crate::login::key(&record.login)
+                    ])
                     .map_err(error)?;
             }
         }
@@ -603,27 +657,21 @@ impl Store for SqliteStore {
     }
 
     fn recent_known_sources(&self, since: Timestamp, limit: usize) -> Result<Vec<KnownSource>, StoreError> {
-        let error = |e: rusqlite::Error| StoreError::operation("reading recent known sources", e);
-        let connection = self.lock();
-        let mut statement = connection
-            .prepare_cached(
-                "SELECT login, source, last_success FROM known_sources WHERE last_success >= ?1 ORDER BY last_success DESC LIMIT ?2",
-            )
-            .map_err(error)?;
-        let rows = statement
-            .query_map(params![since.0, i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?))
-            })
-            .map_err(error)?;
-        let mut known = Vec::new();
-        for row in rows {
-            let (login, source, at) = row.map_err(error)?;
-            if let Ok(source) = Source::parse(&source) {
-                known.push(KnownSource { login, source, at: Timestamp(at) });
-            }
-        }
+        let mut known = self.read_known(
+            "reading recent known sources",
+            "SELECT login, source, last_success, protocol, app FROM known_sources WHERE last_success >= ?1 ORDER BY last_success DESC LIMIT ?2",
+            params![since.0, i64::try_from(limit).unwrap_or(i64::MAX)],
+        )?;
         known.reverse();
         Ok(known)
+    }
+
+    fn login_places(&self, login: &str, limit: usize) -> Result<Vec<KnownSource>, StoreError> {
+        self.read_known(
+            "reading a login's places",
+            "SELECT login, source, last_success, protocol, app FROM known_sources WHERE login_key = ?1 ORDER BY last_success DESC LIMIT ?2",
+            params![crate::login::key(login), i64::try_from(limit).unwrap_or(i64::MAX)],
+        )
     }
 
     fn prune_known_sources(&self, older_than: Timestamp, per_account: usize) -> Result<usize, StoreError> {
@@ -992,6 +1040,57 @@ mod tests {
     }
 
     #[test]
+    fn known_sources_stored_before_apps_were_kept_read_as_an_unknown_app() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let connection = Connection::open(dir.path().join("mailwarden.db")).unwrap();
+            for migration in &MIGRATIONS[..11] {
+                connection.execute_batch(migration).unwrap();
+            }
+            connection.pragma_update(None, "user_version", 11).unwrap();
+            connection
+                .execute(
+                    "INSERT INTO known_sources (login, source, last_success) VALUES ('Alice', '203.0.113.7', 20)",
+                    [],
+                )
+                .unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let places = store.login_places("alice", 10).unwrap();
+        assert_eq!(places, vec![KnownSource::bare("Alice", Source::parse("203.0.113.7").unwrap(), Timestamp(20))]);
+    }
+
+    #[test]
+    fn a_logins_places_carry_the_protocol_and_app_of_their_last_success() {
+        let store = SqliteStore::in_memory().unwrap();
+        let source = |text: &str| Source::parse(text).unwrap();
+        let known = |src: &str, at: i64, protocol: &str, app: &str| KnownSource {
+            login: "alice".into(),
+            source: source(src),
+            at: Timestamp(at),
+            protocol: protocol.into(),
+            app: app.into(),
+        };
+        store
+            .save_known_sources(&[
+                known("203.0.113.7", 10, "imap", "\"name\" \"Thunderbird\""),
+                known("198.51.100.7", 20, "pop3", ""),
+                known("203.0.113.7", 30, "submission", "\"name\" \"K-9\""),
+                // Late and older: changes nothing.
+                known("203.0.113.7", 5, "imap", "old"),
+            ])
+            .unwrap();
+        let places = store.login_places("alice", 10).unwrap();
+        assert_eq!(
+            places,
+            vec![known("203.0.113.7", 30, "submission", "\"name\" \"K-9\""), known("198.51.100.7", 20, "pop3", "")]
+        );
+        assert_eq!(store.login_places("alice", 1).unwrap().len(), 1, "at most the limit");
+        assert_eq!(store.login_places("ALICE", 10).unwrap().len(), 2, "in any spelling");
+        assert!(store.login_places("bob", 10).unwrap().is_empty());
+    }
+
+    #[test]
     fn known_sources_stored_before_the_table_lost_its_rowid_are_kept_by_the_migration() {
         let dir = tempfile::tempdir().unwrap();
         {
@@ -1187,11 +1286,7 @@ mod tests {
     fn known_sources_keep_the_latest_success_and_are_bounded_per_account() {
         let store = SqliteStore::in_memory().unwrap();
         let source = |text: &str| Source::parse(text).unwrap();
-        let known = |login: &str, src: &str, at: i64| KnownSource {
-            login: login.into(),
-            source: source(src),
-            at: Timestamp(at),
-        };
+        let known = |login: &str, src: &str, at: i64| KnownSource::bare(login, source(src), Timestamp(at));
         store
             .save_known_sources(&[
                 known("alice", "203.0.113.7", 10),

@@ -389,7 +389,7 @@ impl Warden {
         let source = policy.autoban.grouping.source_of(address);
         match kind {
             ReportKind::Success => {
-                self.record_success(&attempt.login, source, now, &policy);
+                self.record_success(attempt, source, now, &policy);
                 ReportEffects::default()
             }
             ReportKind::RefusedByPolicy if !attempt.pwhash.is_empty() => {
@@ -443,8 +443,9 @@ impl Warden {
     /// A successful login: its guesses from this source are forgiven (they stop counting
     /// toward a ban and their quarantine is lifted, but `why` still tells them), the source
     /// earns tolerance, and it becomes known to the account.
-    fn record_success(&self, login: &str, source: Source, now: Timestamp, policy: &Policy) {
+    fn record_success(&self, attempt: &LoginAttempt<'_>, source: Source, now: Timestamp, policy: &Policy) {
         let shared = &*self.shared;
+        let login: &str = &attempt.login;
         if login.is_empty() {
             return;
         }
@@ -472,7 +473,14 @@ impl Warden {
             return;
         }
         shared.tolerance.record_success(source, login, now, &policy.autoban.toleration);
-        shared.journal.known_source(KnownSource { login: login.to_string(), source, at: now });
+        shared.journal.known_source(KnownSource {
+            login: login.to_string(),
+            source,
+            at: now,
+            protocol: attempt.protocol.label().to_string(),
+            // Already cut to `MAX_DEVICE_ID_LEN` by the wire; shown on the console.
+            app: attempt.device_id.chars().filter(|c| !c.is_control()).collect(),
+        });
     }
 
     fn record_failure(
@@ -655,6 +663,7 @@ impl Warden {
         });
         shared.bans.insert(subnet_ban.clone());
         shared.metrics.bans_created.with_label_values(&[BanReason::Subnet.label()]).inc();
+        shared.activity.record(crate::activity::Kind::Ban(crate::activity::SUBNET_BAN), now);
         shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
         shared.journal.event(Event {
             observed: false,
@@ -699,6 +708,7 @@ impl Warden {
             Arc::new(ban_record(trigger, source, Some(login), login_failures, guesses, now, policy.autoban.ban_for));
         shared.bans.insert(ban.clone());
         shared.metrics.login_refusals.with_label_values(&[trigger.protocol.label()]).inc();
+        shared.activity.record(crate::activity::Kind::Ban(crate::activity::LOGIN_BAN), now);
         let detail = format!(
             "{} refused from {source} until {} after {login_failures} distinct wrong passwords for it; other logins from there are not refused",
             trigger.login,
@@ -743,6 +753,7 @@ impl Warden {
         shared.bans.insert(ban.clone());
         shared.failures.forget(source);
         shared.metrics.bans_created.with_label_values(&[ban.reason.label()]).inc();
+        shared.activity.record(crate::activity::Kind::Ban(crate::activity::SOURCE_BAN), now);
         shared.metrics.active_bans.set(gauge_value(shared.bans.len()));
         let escalated = if reason == BanReason::LongWindow {
             format!(

@@ -16,6 +16,7 @@ mod detection;
 mod drops;
 mod explain;
 mod lists;
+mod overview;
 mod reset;
 mod rules;
 mod sync;
@@ -35,6 +36,7 @@ pub use console::{ConsoleSession, SignInRefusal};
 pub use detection::{Counted, CountedFailure, Diagnosis, ReportEffects, device_name};
 pub use explain::Explanation;
 pub use lists::{ListChange, ListError};
+pub use overview::{HISTORY_LIMIT, LoginHistory, Place, RecentActivity};
 pub use reset::LoginReset;
 pub use rules::{FirewallCheck, FirewallError, MailboxFirewall, RuleMove};
 pub use sync::{Restored, Resynced};
@@ -144,6 +146,9 @@ struct Shared {
     sign_in: crate::tokens::SignInGuard,
     /// The console's open sessions (memory only, bounded).
     sessions: crate::sessions::Sessions,
+    /// Counts per minute of the last day's decisions and bans, for the overview (memory
+    /// only, fixed size).
+    activity: crate::activity::Activity,
 }
 
 /// Why the core could not start.
@@ -364,6 +369,7 @@ impl Warden {
             tokens,
             sign_in: crate::tokens::SignInGuard::default(),
             sessions: crate::sessions::Sessions::default(),
+            activity: crate::activity::Activity::default(),
         };
         Ok(Warden { shared: Arc::new(shared) })
     }
@@ -431,6 +437,7 @@ impl Warden {
         let decision = &ruling.decision;
         metrics.decisions.with_label_values(&[decision.verdict(), decision.reason(), protocol]).inc();
         let now = self.shared.clock.now();
+        self.shared.activity.record(crate::activity::Kind::of(decision), now);
         let messages = &self.shared.policy.load().messages;
         let reply = wire::allow_reply(decision, messages, now);
         self.record_refusal(attempt, decision, &reply.msg, false, now);

@@ -58,7 +58,7 @@ pub struct EventView {
 }
 
 impl EventView {
-    fn new(event: &Event) -> EventView {
+    pub fn new(event: &Event) -> EventView {
         EventView {
             at: event.at.rfc3339(),
             reason: event.kind.label().to_string(),

@@ -6,6 +6,7 @@
 //! The OpenAPI document is generated from the handlers' annotations (utoipa), so it cannot
 //! drift from the routes.
 
+mod activity;
 mod audit;
 mod bans;
 mod decide;
@@ -31,7 +32,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{IntoParams, OpenApi};
 
-use crate::principal::{Principal, ScopeKind};
+use crate::principal::{MailboxRefusal, Principal, ScopeKind};
 use crate::store::StoreError;
 use crate::warden::{AuthRefusal, FirewallError, ListError, TokenError, Warden};
 pub use views::ErrorBody;
@@ -141,6 +142,8 @@ admin_routes! {
     delete "/api/v1/trusted" => lists::remove_trusted, Admin;
     get "/api/v1/events" => events::list_events, BlockLog;
     get "/api/v1/why" => why::why, Support;
+    get "/api/v1/activity" => activity::recent_activity, Support;
+    get "/api/v1/logins/{login}/history" => logins::login_history, BlockLog;
     get "/api/v1/mailboxes" => firewall::list_mailboxes, Mailboxes;
     get "/api/v1/mailboxes/{login}/firewall" => firewall::show, Mailboxes;
     put "/api/v1/mailboxes/{login}/firewall" => firewall::replace, Mailboxes;
@@ -360,9 +363,12 @@ impl Admin {
     /// principal may see it: the very key the warden will act on, so no spelling of another
     /// domain's mailbox passes the check and then names it.
     fn mailbox(&self, login: &str) -> Result<String, ApiError> {
-        let key = crate::firewall::parse_key(login)
-            .map_err(|message| ApiError::InvalidField { field: "login", message: format!("login: {message}") })?;
-        if self.0.sees_key(&key) { Ok(key) } else { Err(ApiError::Forbidden) }
+        self.0.mailbox_key(login).map_err(|refusal| match refusal {
+            MailboxRefusal::Invalid(message) => {
+                ApiError::InvalidField { field: "login", message: format!("login: {message}") }
+            }
+            MailboxRefusal::Forbidden => ApiError::Forbidden,
+        })
     }
 }
 
@@ -512,7 +518,7 @@ impl utoipa::Modify for BearerAuth {
         bans::list_bans, bans::ban_list_text, bans::show_ban, bans::delete_ban, logins::reset_login,
         lists::list_blocks, lists::add_block, lists::remove_block,
         lists::list_trusted, lists::add_trusted, lists::remove_trusted,
-        events::list_events, why::why,
+        events::list_events, why::why, activity::recent_activity, logins::login_history,
         firewall::list_mailboxes, firewall::show, firewall::replace, firewall::reset,
         firewall::add_rule, firewall::move_rule, firewall::delete_rule, firewall::set_default,
         tokens::list_tokens, tokens::create_token, tokens::revoke_token, audit::list_audit,
@@ -523,7 +529,8 @@ impl utoipa::Modify for BearerAuth {
         events::EventView, events::EventList, why::WhyView, why::GuessView, views::BanGuessView,
         firewall::RuleView, firewall::FirewallView, firewall::MailboxList, firewall::NewRule,
         firewall::MoveRule, firewall::DefaultAction, crate::firewall::StoredRuleSet, crate::firewall::RuleSpec,
-        crate::firewall::AsnSpec, logins::LoginResetView,
+        crate::firewall::AsnSpec, logins::LoginResetView, logins::LoginHistoryView, logins::PlaceView,
+        logins::HeldFailureView, activity::ActivityView, activity::TallyView,
         tokens::TokenView, tokens::TokenList, tokens::NewToken, tokens::CreatedToken, tokens::RevokedToken,
         audit::AuditView, audit::AuditList,
     )),

@@ -8,6 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::views::{BanView, DecisionView, ErrorBody};
 use super::{Admin, ApiError};
+use crate::clock::Timestamp;
 use crate::failures::Guess;
 use crate::network::parse_ip;
 use crate::warden::Warden;
@@ -43,6 +44,23 @@ pub struct GuessView {
     pub quarantined_until: Option<String>,
 }
 
+impl GuessView {
+    /// `guess` as of `now`; `stale_after`: the tries that make a stale device, when on.
+    pub fn new(guess: &Guess, stale_after: Option<u32>, now: Timestamp) -> GuessView {
+        GuessView {
+            login: guess.login.to_string(),
+            protocol: guess.protocol.label().to_string(),
+            device_id: guess.device_id.to_string(),
+            failures: guess.failures,
+            first_seen: guess.first_seen.rfc3339(),
+            last_seen: guess.last_seen.rfc3339(),
+            stale: stale_after.is_some_and(|after| guess.failures >= after) || guess.quarantined_until().is_some(),
+            counted: !guess.forgiven(),
+            quarantined_until: guess.quarantined_until().filter(|end| *end > now).map(|end| end.rfc3339()),
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WhyView {
     /// The explanation in plain words, one sentence each.
@@ -66,17 +84,7 @@ pub async fn why(_: Admin, warden: web::Data<Warden>, query: web::Query<WhyQuery
     let diagnosis = warden.why(address, login.as_deref());
     let now = warden.now();
     let stale_after = diagnosis.stale_after;
-    let guess = |g: &Guess| GuessView {
-        login: g.login.to_string(),
-        protocol: g.protocol.label().to_string(),
-        device_id: g.device_id.to_string(),
-        failures: g.failures,
-        first_seen: g.first_seen.rfc3339(),
-        last_seen: g.last_seen.rfc3339(),
-        stale: stale_after.is_some_and(|after| g.failures >= after) || g.quarantined_until().is_some(),
-        counted: !g.forgiven(),
-        quarantined_until: g.quarantined_until().filter(|end| *end > now).map(|end| end.rfc3339()),
-    };
+    let guess = |g: &Guess| GuessView::new(g, stale_after, now);
     let view = WhyView {
         lines: diagnosis.lines(),
         decision: DecisionView::new(&diagnosis.explanation, login.unwrap_or_default(), "imap".into(), now),

@@ -13,6 +13,7 @@
 //! mailbox without the principal's `sees_key`, exactly as the API's handlers do.
 
 mod layout;
+mod logins;
 mod overview;
 
 use std::future::{Ready, ready};
@@ -50,6 +51,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
             .app_data(web::PayloadConfig::new(MAX_FORM_BYTES))
             .route("", web::get().to(|| async { see_other(&format!("{PREFIX}/")) }))
             .route("/", web::get().to(overview::page))
+            // Login history
+            .route("/logins", web::get().to(logins::page))
             .route("/sign-in", web::get().to(sign_in_page))
             .route("/sign-in", web::post().to(sign_in))
             .route("/sign-out", web::post().to(sign_out))
