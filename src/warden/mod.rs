@@ -8,13 +8,15 @@
 //! `server`); `allow`, `report`, `decide` and `explain` never touch it and never block.
 //!
 //! One file per concern: this one (decisions, reports, bans, reload), `lists` (the admin
-//! lists), `rules` (the mailbox firewall), `explain` (the dry run).
+//! lists), `rules` (the mailbox firewall), `explain` (the dry run), `lengthen` (a ban given a
+//! later end by hand).
 
 mod audit;
 mod console;
 mod detection;
 mod drops;
 mod explain;
+mod lengthen;
 mod lists;
 mod reset;
 mod rules;
@@ -34,6 +36,7 @@ use ipnet::IpNet;
 pub use console::{ConsoleSession, SignInRefusal};
 pub use detection::{Counted, CountedFailure, Diagnosis, ReportEffects, device_name};
 pub use explain::Explanation;
+pub use lengthen::{LONGEST_LENGTHENING, LONGEST_LENGTHENING_TEXT, LengthenError, Lengthening};
 pub use lists::{ListChange, ListError};
 pub use reset::LoginReset;
 pub use rules::{FirewallCheck, FirewallError, MailboxFirewall, RuleMove};
