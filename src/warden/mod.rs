@@ -635,10 +635,7 @@ impl Warden {
                 spellings.push(login);
                 spellings.dedup();
                 for spelling in spellings {
-                    shared.failures.forgive_login(source, spelling, now);
-                    if let Some(share) = shared.count_sharing.get() {
-                        share(detection::Counted::Forgiven { source, login: spelling.to_string() });
-                    }
+                    self.forgive_at(source, spelling, now);
                 }
             }
             (None, _) => shared.failures.forget(source),

@@ -34,6 +34,7 @@ use utoipa::{IntoParams, OpenApi};
 use crate::principal::{Principal, ScopeKind};
 use crate::store::StoreError;
 use crate::warden::{AuthRefusal, FirewallError, ListError, TokenError, Warden};
+pub(crate) use lists::checked_comment;
 pub use views::ErrorBody;
 
 /// Which scopes reach a route; `admin` reaches every route. Each route's reach is decided

@@ -12,7 +12,9 @@
 //! Architecture invariant: no handler here changes anything without `Change`, and none reads a
 //! mailbox without the principal's `sees_key`, exactly as the API's handlers do.
 
+mod bans;
 mod layout;
+mod lookup;
 mod overview;
 
 use std::future::{Ready, ready};
@@ -50,6 +52,14 @@ pub fn configure(config: &mut web::ServiceConfig) {
             .app_data(web::PayloadConfig::new(MAX_FORM_BYTES))
             .route("", web::get().to(|| async { see_other(&format!("{PREFIX}/")) }))
             .route("/", web::get().to(overview::page))
+            // Look-up
+            .route("/lookup", web::get().to(lookup::page))
+            .route("/lookup/lift", web::post().to(lookup::lift))
+            .route("/lookup/forgive", web::post().to(lookup::forgive))
+            // Bans
+            .route("/bans", web::get().to(bans::page))
+            .route("/bans/lift", web::post().to(bans::lift))
+            .route("/bans/lengthen", web::post().to(bans::lengthen))
             .route("/sign-in", web::get().to(sign_in_page))
             .route("/sign-in", web::post().to(sign_in))
             .route("/sign-out", web::post().to(sign_out))
