@@ -21,10 +21,11 @@ pub enum AuditAction {
     LoginReset,
     TokenCreated,
     TokenRevoked,
+    BanLengthened,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 14] = [
+    pub const ALL: [AuditAction; 15] = [
         AuditAction::BanLifted,
         AuditAction::BanLiftedAndTrusted,
         AuditAction::ListEntryAdded,
@@ -39,6 +40,7 @@ impl AuditAction {
         AuditAction::LoginReset,
         AuditAction::TokenCreated,
         AuditAction::TokenRevoked,
+        AuditAction::BanLengthened,
     ];
 
     pub fn label(self) -> &'static str {
@@ -57,6 +59,7 @@ impl AuditAction {
             AuditAction::LoginReset => "login_reset",
             AuditAction::TokenCreated => "token_created",
             AuditAction::TokenRevoked => "token_revoked",
+            AuditAction::BanLengthened => "ban_lengthened",
         }
     }
 

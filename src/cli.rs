@@ -75,6 +75,27 @@ struct LogPage {
 }
 
 #[derive(Debug, Subcommand)]
+enum BanAction {
+    /// Keep a ban in force longer (at most 30 days from now); to end one early, unban it.
+    Lengthen {
+        /// The banned address, or a banned network such as 2001:db8:1:2::/64.
+        address: String,
+        /// How much longer, such as 2h or 7days.
+        #[arg(long, value_name = "LENGTH", required_unless_present = "until", conflicts_with = "until")]
+        by: Option<String>,
+        /// The new end instead, an RFC 3339 time such as 2026-12-24T18:00:00Z.
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Lengthen only the refusal of this login from the address (an IP+login refusal).
+        #[arg(long)]
+        login: Option<String>,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (the default).
     Serve,
@@ -102,6 +123,11 @@ enum Command {
         /// Print the API's JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Change an active ban.
+    Ban {
+        #[command(subcommand)]
+        action: BanAction,
     },
     /// After a password change: forgive the login's wrong guesses everywhere (its old
     /// password on a forgotten device, its typos), end its quarantines, and lift the bans
@@ -307,6 +333,9 @@ pub fn main() -> ExitCode {
         Command::Bans { json } => with_client(config, json, list_bans),
         Command::Unban { address, login, trust, comment, json } => {
             with_client(config, json, |c| unban(c, &address, login.as_deref(), trust.then_some(comment.as_deref())))
+        }
+        Command::Ban { action: BanAction::Lengthen { address, by, until, login, json } } => {
+            with_client(config, json, |c| lengthen(c, &address, by.as_deref(), until.as_deref(), login.as_deref()))
         }
         Command::ResetLogin { login, json } => with_client(config, json, |c| reset_login(c, &login)),
         Command::Block(options) => with_client(config, options.json, |c| add_entry(c, BLOCKS, &options)),
@@ -553,6 +582,14 @@ fn list_bans(client: &AdminClient) -> Result<Answer, ClientError> {
     Ok(Answer { json, text: out })
 }
 
+/// A ban as the API shows it, in words: "203.0.113.7", or "alice@example.com from 203.0.113.7".
+fn described(ban: &Json) -> String {
+    match ban.get("login").and_then(Json::as_str) {
+        Some(login) => format!("{login} from {}", self::text(ban, "source")),
+        None => self::text(ban, "source").to_string(),
+    }
+}
+
 /// `trust`: lift and trust, with the entry's comment if any.
 fn unban(
     client: &AdminClient,
@@ -567,15 +604,35 @@ fn unban(
     }
     let json = client.delete(&format!("/api/v1/bans/{}", path_segment(address.trim())), &query)?;
     let ban = json.get("unbanned").cloned().unwrap_or(Json::Null);
-    let what = match ban.get("login").and_then(Json::as_str) {
-        Some(login) => format!("{login} from {}", self::text(&ban, "source")),
-        None => self::text(&ban, "source").to_string(),
-    };
+    let what = described(&ban);
     let mut text =
         format!("Unbanned {what} (the ban would have ended at {}).\n", readable_time(&self::text(&ban, "expires_at")));
     if trust.is_some() {
         text.push_str(&format!("{} is trusted now.\n", self::text(&ban, "network")));
     }
+    Ok(Answer { json, text })
+}
+
+fn lengthen(
+    client: &AdminClient,
+    address: &str,
+    by: Option<&str>,
+    until: Option<&str>,
+    login: Option<&str>,
+) -> Result<Answer, ClientError> {
+    let mut path = format!("/api/v1/bans/{}/lengthen", path_segment(address.trim()));
+    if let Some(login) = login {
+        path.push('?');
+        path.push_str(&serde_urlencoded::to_string([("login", login)]).unwrap_or_default());
+    }
+    let body = match (by, until) {
+        (Some(by), _) => serde_json::json!({ "by": by }),
+        (None, until) => serde_json::json!({ "until": until }),
+    };
+    let json = client.post(&path, Some(&body))?;
+    let ban = json.get("lengthened").cloned().unwrap_or(Json::Null);
+    let what = described(&ban);
+    let text = format!("The ban on {what} now ends at {}.\n", readable_time(&self::text(&ban, "expires_at")));
     Ok(Answer { json, text })
 }
 

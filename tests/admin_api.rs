@@ -486,6 +486,7 @@ fn the_served_openapi_document_is_valid_and_every_route_answers_as_it_describes(
         ("get", "/api/v1/bans?limit=10", None),
         ("get", "/api/v1/bans.txt", None),
         ("get", "/api/v1/bans/203.0.113.7", None),
+        ("post", "/api/v1/bans/203.0.113.7/lengthen", Some(r#"{"by":"1h"}"#)),
         ("delete", "/api/v1/bans/203.0.113.7", None),
         ("post", "/api/v1/logins/alice@example.com/reset", None),
         ("get", "/api/v1/blocks", None),

@@ -391,3 +391,25 @@ fn each_node_announces_to_its_webhooks_only_what_it_did_itself() {
     assert_eq!(kinds(&receivers[0]), ["ban_placed"], "node a placed the ban and did not lift it");
     assert_eq!(kinds(&receivers[1]), ["ban_lifted"], "node b lifted the ban it had adopted");
 }
+
+#[test]
+fn a_ban_lengthened_on_one_node_ends_later_on_every_node() {
+    let Some(redis) = RedisServer::start() else { return };
+    let urls = vec![redis.url()];
+    let (a, mut b) = (node(&urls, false), node(&urls, false));
+    let attacker = "203.0.113.50";
+    for i in 0..5 {
+        fail(&a, attacker, &format!("user{i}@example.com"));
+    }
+    within(Duration::from_secs(5), "B refuses the source A banned", || status(&b, attacker, "x@example.com") == -1);
+    let ends = |mw: &Mailwarden| json(&mw.admin("GET", &format!("/api/v1/bans/{attacker}")).1)["expires_at"].clone();
+    let before = ends(&a);
+    let (code, body) = b.admin_post(&format!("/api/v1/bans/{attacker}/lengthen"), Some(r#"{"by":"3h"}"#));
+    assert_eq!(code, 200, "{body}");
+    let lengthened = json(&body)["lengthened"]["expires_at"].clone();
+    assert_ne!(lengthened, before);
+    let took = within(Duration::from_secs(1), "A has the end B gave the ban", || ends(&a) == lengthened);
+    eprintln!("the lengthened ban reached the other node in {took:?}");
+    b.restart();
+    assert_eq!(ends(&b), lengthened, "Redis kept the new end");
+}

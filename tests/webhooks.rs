@@ -257,12 +257,14 @@ fn a_notice_of_a_change_names_the_token_that_made_it() {
     let mw = Mailwarden::start_with(&endpoint("siem", &receiver.url(), &[]));
     let desk = mw.create_token("desk", "support");
     ban(&mw, "127.0.0.3");
+    let (status, body) = mw.admin_as(&desk, "POST", "/api/v1/bans/127.0.0.3/lengthen", Some(r#"{"by":"1h"}"#));
+    assert_eq!(status, 200, "{body}");
     let (status, body) = mw.admin_as(&desk, "DELETE", "/api/v1/bans/127.0.0.3?trust=true", None);
     assert_eq!(status, 200, "{body}");
-    let received = receiver.wait_until(Duration::from_secs(20), |got| {
-        got.iter().any(|r| r.kind() == "ban_lifted") && got.iter().any(|r| r.kind() == "list_changed")
-    });
-    for kind in ["ban_lifted", "list_changed"] {
+    let kinds = ["ban_lengthened", "ban_lifted", "list_changed"];
+    let received = receiver
+        .wait_until(Duration::from_secs(20), |got| kinds.iter().all(|kind| got.iter().any(|r| r.kind() == *kind)));
+    for kind in kinds {
         let notice = received.iter().find(|r| r.kind() == kind).unwrap();
         assert_eq!(notice.body["actor"], "desk", "{kind}: {}", notice.raw_body);
     }

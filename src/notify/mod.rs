@@ -166,6 +166,11 @@ impl Notice {
         Notice::new(kind, ban.created_at, None, Notice::ban_facts(ban))
     }
 
+    /// A ban given a later end by `actor` (the notice escalations send too, with the actor).
+    pub fn ban_lengthened_by(ban: &Ban, at: Timestamp, actor: &str) -> Notice {
+        Notice::new(NoticeKind::BanLengthened, at, Some(actor), Notice::ban_facts(ban))
+    }
+
     pub fn ban_lifted(ban: &Ban, cause: LiftCause, at: Timestamp, actor: Option<&str>) -> Notice {
         let mut facts = Notice::ban_facts(ban);
         facts.insert("cause".into(), cause.label().into());

@@ -8,13 +8,15 @@
 //! `server`); `allow`, `report`, `decide` and `explain` never touch it and never block.
 //!
 //! One file per concern: this one (decisions, reports, bans, reload), `lists` (the admin
-//! lists), `rules` (the mailbox firewall), `explain` (the dry run).
+//! lists), `rules` (the mailbox firewall), `explain` (the dry run), `lengthen` (a ban given a
+//! later end by hand).
 
 mod audit;
 mod console;
 mod detection;
 mod drops;
 mod explain;
+mod lengthen;
 mod lists;
 mod overview;
 mod reset;
@@ -35,6 +37,7 @@ use ipnet::IpNet;
 pub use console::{ConsoleSession, SignInRefusal};
 pub use detection::{Counted, CountedFailure, Diagnosis, ReportEffects, device_name};
 pub use explain::Explanation;
+pub use lengthen::{LONGEST_LENGTHENING, LONGEST_LENGTHENING_TEXT, LengthenError, Lengthening};
 pub use lists::{ListChange, ListError};
 pub use overview::{HISTORY_LIMIT, LoginHistory, Place, RecentActivity};
 pub use reset::LoginReset;
@@ -639,10 +642,7 @@ impl Warden {
                 spellings.push(login);
                 spellings.dedup();
                 for spelling in spellings {
-                    shared.failures.forgive_login(source, spelling, now);
-                    if let Some(share) = shared.count_sharing.get() {
-                        share(detection::Counted::Forgiven { source, login: spelling.to_string() });
-                    }
+                    self.forgive_at(source, spelling, now);
                 }
             }
             (None, _) => shared.failures.forget(source),

@@ -59,6 +59,37 @@ impl Warden {
         Ok(reset)
     }
 
+    /// Forgives `login` at `source` alone, here and in the cluster: its guesses from there
+    /// stop counting and its quarantine there ends (a stale device whose owner has been told),
+    /// recorded as `actor`'s. Whether anything was held. Blocking (the audit trail).
+    pub fn forgive_login_at(&self, source: Source, login: &str, actor: &Principal) -> bool {
+        let now = self.shared.clock.now();
+        let held: Vec<String> = self
+            .shared
+            .failures
+            .guesses(source, now)
+            .into_iter()
+            .filter(|g| login::key(&g.login) == login::key(login))
+            .map(|g| g.login.to_string())
+            .collect();
+        for spelling in &held {
+            self.forgive_at(source, spelling, now);
+        }
+        if !held.is_empty() {
+            let detail = format!("forgiven at {source} only; its quarantine there ended");
+            self.record_change(actor, AuditAction::LoginReset, &login::key(login), detail);
+        }
+        !held.is_empty()
+    }
+
+    /// Forgives `spelling` (as Dovecot spelt the login) at `source`, here and in the cluster.
+    pub(super) fn forgive_at(&self, source: Source, spelling: &str, now: crate::clock::Timestamp) {
+        self.shared.failures.forgive_login(source, spelling, now);
+        if let Some(share) = self.shared.count_sharing.get() {
+            share(Counted::Forgiven { source, login: spelling.to_string() });
+        }
+    }
+
     /// The part of a reset every node does: forgive the login's guesses held here, end their
     /// quarantines, and clear them from the cluster-wide count.
     pub fn reset_login_here(&self, login: &str) -> LoginReset {

@@ -1115,3 +1115,79 @@ fn observe_mode_drops_nothing_at_the_host_firewall_until_it_is_lifted() {
     reload(&h, "[networks]\nblocked = [\"192.0.2.0/24\"]\nblocked_observe = [\"198.51.100.0/24\"]\n");
     assert_eq!(banned(&h), ["203.0.113.7/32", "192.0.2.0/24"], "the ban recorded in observe mode is enforced");
 }
+
+fn banned(h: &Harness, ip: &str) -> Source {
+    for _ in 0..5 {
+        h.fail(ip, "alice@example.com");
+    }
+    h.warden.source_for(format!("{ip}/32").parse().unwrap())
+}
+
+#[test]
+fn a_lengthened_ban_refuses_past_its_old_end_survives_a_restart_and_tells_the_host_firewall() {
+    let h = harness("");
+    let source = banned(&h, "203.0.113.7");
+    let woken = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let count = woken.clone();
+    h.warden.watch_drops(Box::new(move || {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }));
+    let old_end = h.warden.ban(source).unwrap().expires_at;
+    let two_hours = Duration::from_secs(2 * 3600);
+    let support = Principal::built_in_admin();
+    let ban = h.warden.lengthen_ban(source, None, Lengthening::By(two_hours), &support).unwrap();
+    assert_eq!(ban.expires_at, old_end.plus(two_hours));
+    assert!(woken.load(std::sync::atomic::Ordering::Relaxed) > 0, "the firewall's worker was woken");
+    assert_eq!(h.warden.firewall_drops().banned[0].ends, Some(old_end.plus(two_hours)));
+    h.clock.advance(Duration::from_secs(3600));
+    assert_eq!(h.allow("203.0.113.7", "alice@example.com").status, -1, "refused after the ban's old end");
+    let restarted = h.restarted();
+    assert_eq!(restarted.ban(source).unwrap().expires_at, old_end.plus(two_hours), "the store has the new end");
+    let filter =
+        crate::audit::AuditFilter { action: Some(AuditAction::BanLengthened), limit: 10, ..Default::default() };
+    let (records, _) = h.warden.audit(&filter).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].target, "203.0.113.7");
+    h.clock.advance(Duration::from_secs(2 * 3600));
+    assert_eq!(h.allow("203.0.113.7", "alice@example.com").status, 0, "it ends at the new end");
+}
+
+#[test]
+fn a_ban_is_not_shortened_nor_lengthened_past_thirty_days_nor_is_an_address_without_one() {
+    let h = harness("");
+    let source = banned(&h, "203.0.113.7");
+    let end = h.warden.ban(source).unwrap().expires_at;
+    let actor = Principal::built_in_admin();
+    let field = |result: Result<Arc<Ban>, LengthenError>| match result {
+        Err(LengthenError::Invalid { field, message }) => (field, message),
+        other => panic!("{other:?}"),
+    };
+    let (name, message) =
+        field(h.warden.lengthen_ban(source, None, Lengthening::Until(end.minus(Duration::from_secs(60))), &actor));
+    assert_eq!(name, "until");
+    assert!(message.contains("lift it instead"), "{message}");
+    let (name, message) =
+        field(h.warden.lengthen_ban(source, None, Lengthening::By(Duration::from_secs(31 * 24 * 3600)), &actor));
+    assert_eq!(name, "by");
+    assert!(message.contains("30 days"), "{message}");
+    assert_eq!(h.warden.ban(source).unwrap().expires_at, end, "nothing changed");
+    let free = h.warden.source_for("198.51.100.1/32".parse().unwrap());
+    assert!(matches!(
+        h.warden.lengthen_ban(free, None, Lengthening::By(Duration::from_secs(60)), &actor),
+        Err(LengthenError::NotBanned(_))
+    ));
+}
+
+#[test]
+fn lengthening_reads_a_length_or_a_time_and_names_the_field_it_could_not_read() {
+    assert_eq!(Lengthening::from_fields(Some("2h"), None).unwrap(), Lengthening::By(Duration::from_secs(7200)));
+    assert!(matches!(Lengthening::from_fields(None, Some("2026-12-24T18:00:00Z")).unwrap(), Lengthening::Until(_)));
+    let field = |by, until| match Lengthening::from_fields(by, until) {
+        Err(LengthenError::Invalid { field, .. }) => field,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(field(Some("soon"), None), "by");
+    assert_eq!(field(None, Some("tomorrow")), "until");
+    assert_eq!(field(Some("2h"), Some("2026-12-24T18:00:00Z")), "by");
+    assert_eq!(field(None, None), "by");
+}

@@ -20,7 +20,7 @@ pub struct AuditQuery {
     /// Only this kind of change: ban_lifted, ban_lifted_and_trusted, list_entry_added,
     /// list_entry_removed, firewall_replaced, firewall_reset, rule_added, rule_moved,
     /// rule_deleted, default_action_set, policy_reloaded, login_reset, token_created,
-    /// token_revoked.
+    /// token_revoked, ban_lengthened.
     #[param(max_length = 64)]
     action: Option<String>,
     /// Only changes to this: an address or network as shown, a mailbox or `@domain` key, a

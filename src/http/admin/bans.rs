@@ -2,12 +2,12 @@
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 
-use super::views::{BanList, BanView, ErrorBody, Mode, Unbanned};
+use super::views::{BanList, BanView, ErrorBody, Lengthened, Mode, Unbanned};
 use super::{Admin, ApiError, Page, blocking};
 use crate::network::{Source, parse_network};
-use crate::warden::Warden;
+use crate::warden::{LengthenError, Lengthening, Warden};
 
 fn source_of(warden: &Warden, addr: &str) -> Result<Source, ApiError> {
     let network = parse_network(addr).map_err(|e| ApiError::InvalidAddress(e.to_string()))?;
@@ -112,6 +112,63 @@ pub async fn delete_ban(
     .await?;
     let ban = lifted.ok_or_else(|| not_found(source, &scope))?;
     Ok(HttpResponse::Ok().json(Unbanned { unbanned: BanView::new(&ban, warden.now()) }))
+}
+
+/// Which ban to lengthen: the source's, or with `login` that login's IP+login refusal.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RefusalOf {
+    /// The login refused from the address (an IP+login refusal), in any spelling.
+    login: Option<String>,
+}
+
+/// How much longer the ban lasts: exactly one of `by` and `until`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LengthenBody {
+    /// Added to the ban's end: a length such as `2h` or `7days`.
+    #[schema(max_length = 40)]
+    by: Option<String>,
+    /// The ban's new end, an RFC 3339 time after its present end.
+    #[schema(max_length = 40)]
+    until: Option<String>,
+}
+
+impl From<LengthenError> for ApiError {
+    fn from(e: LengthenError) -> ApiError {
+        match e {
+            LengthenError::NotBanned(what) => ApiError::NotBanned(what),
+            LengthenError::Invalid { field, message } => ApiError::InvalidField { field, message },
+            LengthenError::Store(e) => ApiError::Store(e),
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/bans/{addr}/lengthen", tag = "bans",
+    params(("addr" = String, Path, description = "An address, or a banned network such as 2001:db8:1:2::/64."), RefusalOf),
+    request_body = LengthenBody,
+    responses((status = 200, description = "The ban with its new end, stored, enforced by the host firewall and announced to the other nodes.", body = Lengthened),
+              (status = 400, description = "Not an address; `by` not a length, `until` not a time; both or neither; a new end not after the present one (lift the ban instead) or more than 30 days from now. The error names the field.", body = ErrorBody),
+              (status = 401, description = "No or wrong bearer token.", body = ErrorBody),
+              (status = 404, description = "Not banned.", body = ErrorBody),
+              (status = 503, description = "The state store failed; nothing changed.", body = ErrorBody)))]
+pub async fn lengthen_ban(
+    admin: Admin,
+    warden: web::Data<Warden>,
+    addr: web::Path<String>,
+    scope: web::Query<RefusalOf>,
+    body: web::Json<LengthenBody>,
+) -> Result<HttpResponse, ApiError> {
+    let source = source_of(&warden, &addr)?;
+    let lengthening = Lengthening::from_fields(body.by.as_deref(), body.until.as_deref())?;
+    let login = scope.login.as_deref().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string);
+    let handle = warden.get_ref().clone();
+    let actor = admin.0;
+    let ban =
+        blocking(move || handle.lengthen_ban(source, login.as_deref(), lengthening, &actor).map_err(ApiError::from))
+            .await?;
+    Ok(HttpResponse::Ok().json(Lengthened { lengthened: BanView::new(&ban, warden.now()) }))
 }
 
 #[utoipa::path(get, path = "/api/v1/bans.txt", tag = "bans",

@@ -67,7 +67,7 @@ fn checked(entry: &NewListEntry, now: Timestamp) -> Result<(ipnet::IpNet, Option
 }
 
 /// A list entry's comment: at most 200 characters on one line.
-pub(super) fn checked_comment(comment: &str) -> Result<String, ApiError> {
+pub(crate) fn checked_comment(comment: &str) -> Result<String, ApiError> {
     if comment.chars().count() > 200 {
         return Err(invalid("comment", "comment: longer than 200 characters".into()));
     }

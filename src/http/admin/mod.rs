@@ -35,6 +35,7 @@ use utoipa::{IntoParams, OpenApi};
 use crate::principal::{MailboxRefusal, Principal, ScopeKind};
 use crate::store::StoreError;
 use crate::warden::{AuthRefusal, FirewallError, ListError, TokenError, Warden};
+pub(crate) use lists::checked_comment;
 pub use views::ErrorBody;
 
 /// Which scopes reach a route; `admin` reaches every route. Each route's reach is decided
@@ -133,6 +134,7 @@ admin_routes! {
     get "/api/v1/bans.txt" => bans::ban_list_text, Support;
     get "/api/v1/bans/{addr:.+}" => bans::show_ban, Support;
     delete "/api/v1/bans/{addr:.+}" => bans::delete_ban, Support;
+    post "/api/v1/bans/{addr:.+}/lengthen" => bans::lengthen_ban, Support;
     post "/api/v1/logins/{login}/reset" => logins::reset_login, Admin;
     get "/api/v1/blocks" => lists::list_blocks, Admin;
     post "/api/v1/blocks" => lists::add_block, Admin;
@@ -515,7 +517,7 @@ impl utoipa::Modify for BearerAuth {
     info(title = "mailwarden admin API", description = "Bans, admin lists, dry-run decisions and reloads of a running mailwarden."),
     paths(
         healthz, metrics, openapi, reload::reload, decide::decide,
-        bans::list_bans, bans::ban_list_text, bans::show_ban, bans::delete_ban, logins::reset_login,
+        bans::list_bans, bans::ban_list_text, bans::show_ban, bans::delete_ban, bans::lengthen_ban, logins::reset_login,
         lists::list_blocks, lists::add_block, lists::remove_block,
         lists::list_trusted, lists::add_trusted, lists::remove_trusted,
         events::list_events, why::why, activity::recent_activity, logins::login_history,
@@ -524,7 +526,8 @@ impl utoipa::Modify for BearerAuth {
         tokens::list_tokens, tokens::create_token, tokens::revoke_token, audit::list_audit,
     ),
     components(schemas(
-        ErrorBody, views::Health, views::BanView, views::BanList, views::Unbanned, views::ListEntryView,
+        ErrorBody, views::Health, views::BanView, views::BanList, views::Unbanned, views::Lengthened,
+        bans::LengthenBody, views::ListEntryView,
         views::ListEntries, views::NewListEntry, views::Removed, views::DecisionView, views::Reloaded,
         events::EventView, events::EventList, why::WhyView, why::GuessView, views::BanGuessView,
         firewall::RuleView, firewall::FirewallView, firewall::MailboxList, firewall::NewRule,

@@ -116,6 +116,11 @@ pub struct Unbanned {
     pub unbanned: BanView,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Lengthened {
+    pub lengthened: BanView,
+}
+
 /// An entry of the blocked or trusted list.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ListEntryView {

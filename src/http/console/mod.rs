@@ -12,8 +12,10 @@
 //! Architecture invariant: no handler here changes anything without `Change`, and none reads a
 //! mailbox without the principal's `sees_key`, exactly as the API's handlers do.
 
+mod bans;
 mod layout;
 mod logins;
+mod lookup;
 mod overview;
 
 use std::future::{Ready, ready};
@@ -53,6 +55,14 @@ pub fn configure(config: &mut web::ServiceConfig) {
             .route("/", web::get().to(overview::page))
             // Login history
             .route("/logins", web::get().to(logins::page))
+            // Look-up
+            .route("/lookup", web::get().to(lookup::page))
+            .route("/lookup/lift", web::post().to(lookup::lift))
+            .route("/lookup/forgive", web::post().to(lookup::forgive))
+            // Bans
+            .route("/bans", web::get().to(bans::page))
+            .route("/bans/lift", web::post().to(bans::lift))
+            .route("/bans/lengthen", web::post().to(bans::lengthen))
             .route("/sign-in", web::get().to(sign_in_page))
             .route("/sign-in", web::post().to(sign_in))
             .route("/sign-out", web::post().to(sign_out))
