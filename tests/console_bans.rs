@@ -251,3 +251,40 @@ fn the_bans_screen_shows_a_hundred_a_page_and_refuses_to_lift_more_than_a_thousa
     assert!(after.contains("At most 1000 bans at once; 1001 were ticked."), "{after}");
     assert!(after.contains("101 active bans"), "nothing was lifted");
 }
+
+#[test]
+fn look_up_lifts_one_logins_refusal_from_an_office_and_its_colleagues_were_never_refused() {
+    let mw = Mailwarden::start();
+    let office = "198.51.100.60";
+    for n in 0..3 {
+        let colleague = format!("colleague{n}@example.com");
+        assert_eq!(mw.policy("report", &report_body(office, &colleague, "00900d", true)).0, 200);
+    }
+    ban(&mw, office, "alice@example.com");
+    assert_eq!(allow_status(&mw, office, "alice@example.com", "0f96"), -1, "alice alone is refused");
+    assert_eq!(allow_status(&mw, office, "colleague1@example.com", "00900d"), 0);
+    let cookie = session(&mw, ADMIN_TOKEN);
+    let (status, _, page) = get(&mw, &format!("/lookup?ip={office}&login=alice@example.com"), &cookie);
+    assert_eq!(status, 200);
+    assert!(page.contains("Logins refused from here"), "{page}");
+    assert!(page.contains("Lift the ban on alice@example.com from 198.51.100.60"), "{page}");
+    let response = raw()
+        .post(&console_url(&mw, "/lookup/lift"))
+        .header("cookie", &cookie)
+        .send_form([
+            ("csrf", csrf_of(&page).as_str()),
+            ("addr", "198.51.100.60 alice@example.com"),
+            ("ip", office),
+            ("login", "alice@example.com"),
+        ])
+        .expect("the console answers");
+    assert_eq!(response.status().as_u16(), 303);
+    assert_eq!(
+        response.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some("/console/lookup?ip=198.51.100.60&login=alice%40example.com"),
+        "back to the same look-up"
+    );
+    assert_eq!(allow_status(&mw, office, "alice@example.com", "0f96"), 0, "alice may log in again");
+    let (_, _, after) = get(&mw, "/lookup?ip=198.51.100.60&login=alice@example.com", &cookie);
+    assert!(after.contains("Lifted the ban on alice@example.com from 198.51.100.60."), "{after}");
+}
