@@ -214,3 +214,77 @@ fn look_up_explains_a_ban_lifts_and_trusts_it_and_ends_a_stale_passwords_quarant
         assert_eq!(allow_status(mw, "192.0.2.50", "bob@example.com", "0badc0de"), 0, "the laptop may try again");
     });
 }
+
+/// The session's CSRF value, from a page's forms.
+fn csrf_of(page: &str) -> String {
+    let start =
+        page.find(r#"name="csrf" value=""#).expect("a form with the CSRF value") + r#"name="csrf" value=""#.len();
+    page[start..].split('"').next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn the_bans_screen_shows_a_hundred_a_page_and_refuses_to_lift_more_than_a_thousand_at_once() {
+    let mw = Mailwarden::start();
+    // Each in its own /24, so that no subnet is banned whole.
+    for n in 0..101 {
+        ban(&mw, &format!("198.18.{n}.1"), "alice@example.com");
+    }
+    let cookie = session(&mw, ADMIN_TOKEN);
+    let (_, _, first) = get(&mw, "/bans", &cookie);
+    assert_eq!(first.matches(r#"name="addr""#).count(), 100);
+    assert!(first.contains("Page 1 of 2"), "{first}");
+    let (_, _, second) = get(&mw, "/bans?q=&page=2", &cookie);
+    assert_eq!(second.matches(r#"name="addr""#).count(), 1);
+    let (status, _, odd) = get(&mw, "/bans?page=-1x", &cookie);
+    assert_eq!((status, odd.contains("Page 1 of 2")), (200, true), "a page number that is none shows the first");
+
+    let csrf = csrf_of(&first);
+    let mut form: Vec<(&str, String)> = vec![("csrf", csrf)];
+    form.extend((0..1001).map(|n| ("addr", format!("198.18.{}.1", n % 101))));
+    let response = raw()
+        .post(&console_url(&mw, "/bans/lift"))
+        .header("cookie", &cookie)
+        .send_form(form.iter().map(|(k, v)| (*k, v.as_str())))
+        .expect("the console answers");
+    assert_eq!(response.status().as_u16(), 303);
+    let (_, _, after) = get(&mw, "/bans", &cookie);
+    assert!(after.contains("At most 1000 bans at once; 1001 were ticked."), "{after}");
+    assert!(after.contains("101 active bans"), "nothing was lifted");
+}
+
+#[test]
+fn look_up_lifts_one_logins_refusal_from_an_office_and_its_colleagues_were_never_refused() {
+    let mw = Mailwarden::start();
+    let office = "198.51.100.60";
+    for n in 0..3 {
+        let colleague = format!("colleague{n}@example.com");
+        assert_eq!(mw.policy("report", &report_body(office, &colleague, "00900d", true)).0, 200);
+    }
+    ban(&mw, office, "alice@example.com");
+    assert_eq!(allow_status(&mw, office, "alice@example.com", "0f96"), -1, "alice alone is refused");
+    assert_eq!(allow_status(&mw, office, "colleague1@example.com", "00900d"), 0);
+    let cookie = session(&mw, ADMIN_TOKEN);
+    let (status, _, page) = get(&mw, &format!("/lookup?ip={office}&login=alice@example.com"), &cookie);
+    assert_eq!(status, 200);
+    assert!(page.contains("Logins refused from here"), "{page}");
+    assert!(page.contains("Lift the ban on alice@example.com from 198.51.100.60"), "{page}");
+    let response = raw()
+        .post(&console_url(&mw, "/lookup/lift"))
+        .header("cookie", &cookie)
+        .send_form([
+            ("csrf", csrf_of(&page).as_str()),
+            ("addr", "198.51.100.60 alice@example.com"),
+            ("ip", office),
+            ("login", "alice@example.com"),
+        ])
+        .expect("the console answers");
+    assert_eq!(response.status().as_u16(), 303);
+    assert_eq!(
+        response.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some("/console/lookup?ip=198.51.100.60&login=alice%40example.com"),
+        "back to the same look-up"
+    );
+    assert_eq!(allow_status(&mw, office, "alice@example.com", "0f96"), 0, "alice may log in again");
+    let (_, _, after) = get(&mw, "/lookup?ip=198.51.100.60&login=alice@example.com", &cookie);
+    assert!(after.contains("Lifted the ban on alice@example.com from 198.51.100.60."), "{after}");
+}

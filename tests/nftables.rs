@@ -161,6 +161,29 @@ trusted = [\"127.0.0.9\"]
 }
 
 #[test]
+fn a_lengthened_ban_is_held_by_the_firewall_until_its_new_end() {
+    let Some(Guarded { mw, port, netns }) = start_in_namespace("lengthen", "ban_for = \"10m\"", "1h") else {
+        return;
+    };
+    ban_through_reports(&mw, "127.0.0.6");
+    wait_until_connect_is("127.0.0.6", port, false);
+    let (status, body) = mw.admin_post("/api/v1/bans/127.0.0.6/lengthen", Some(r#"{"by":"2h"}"#));
+    assert_eq!(status, 200, "{body}");
+    let remaining = serde_json::from_str::<serde_json::Value>(&body).expect("JSON")["lengthened"]["remaining_seconds"]
+        .as_u64()
+        .expect("remaining_seconds");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match element(&netns, "127.0.0.6") {
+            Some((_, expires)) if expires.abs_diff(remaining) <= 2 => break,
+            other => assert!(Instant::now() < deadline, "the set still holds {other:?}, not {remaining}s"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!can_connect("127.0.0.6", port), "still dropped");
+}
+
+#[test]
 fn a_table_deleted_by_hand_is_recreated_by_the_next_resync_with_the_bans_in_force() {
     let Some(Guarded { mw, port, netns }) = start_in_namespace("resync", "", "1s") else {
         return;

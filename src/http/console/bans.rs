@@ -30,7 +30,8 @@ const LENGTHS: [(&str, &str); 5] =
 #[derive(Deserialize)]
 pub struct BansQuery {
     q: Option<String>,
-    page: Option<usize>,
+    /// Read leniently: a page number that is none shows the first page.
+    page: Option<String>,
 }
 
 /// A ban's key in a form: its source, and after a space the login of an IP+login refusal.
@@ -89,7 +90,7 @@ pub async fn page(console: Console, query: web::Query<BansQuery>) -> Result<Http
     let all = console.warden.bans();
     let found: Vec<Arc<Ban>> = all.iter().filter(|b| lowered.is_empty() || matches(b, &lowered)).cloned().collect();
     let pages = found.len().div_ceil(PER_PAGE).max(1);
-    let page = query.page.unwrap_or(1).clamp(1, pages);
+    let page = query.page.as_deref().and_then(|p| p.trim().parse::<usize>().ok()).unwrap_or(1).clamp(1, pages);
     let shown = found.iter().skip((page - 1) * PER_PAGE).take(PER_PAGE);
     let now = console.warden.now();
     let link = |page: usize| {
