@@ -489,6 +489,8 @@ fn the_served_openapi_document_is_valid_and_every_route_answers_as_it_describes(
         ("post", "/api/v1/bans/203.0.113.7/lengthen", Some(r#"{"by":"1h"}"#)),
         ("delete", "/api/v1/bans/203.0.113.7", None),
         ("post", "/api/v1/logins/alice@example.com/reset", None),
+        ("get", "/api/v1/logins/alice@example.com/history", None),
+        ("get", "/api/v1/activity", None),
         ("get", "/api/v1/blocks", None),
         ("post", "/api/v1/blocks", Some(r#"{"network":"198.51.100.0/24","for":"1h"}"#)),
         ("delete", "/api/v1/blocks?network=198.51.100.0/24", None),
