@@ -329,6 +329,14 @@ fn check_a_logins_places_carry_the_protocol_and_app_of_their_last_success(target
     assert_eq!(store.login_places("alice", 1).unwrap().len(), 1, "at most the limit");
     assert_eq!(store.login_places("ALICE", 10).unwrap().len(), 2, "in any spelling");
     assert!(store.login_places("bob", 10).unwrap().is_empty());
+    store.prune_known_sources(Timestamp(0), 1).unwrap();
+    assert_eq!(
+        store.login_places("alice", 10).unwrap(),
+        vec![known("203.0.113.7", 30, "submission", "\"name\" \"K-9\"")],
+        "pruned with the known sources: all but the newest place"
+    );
+    store.prune_known_sources(Timestamp(31), 10).unwrap();
+    assert!(store.login_places("alice", 10).unwrap().is_empty(), "and the places too old");
 }
 
 fn check_every_write_announces_its_change(target: &Target) {

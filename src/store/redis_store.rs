@@ -111,6 +111,28 @@ if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) 
 return {1, count}
 ";
 
+/// Trims the login history's hash `KEYS[1]` (place -> `[login, at, protocol, app]`) as the
+/// known sources are pruned: drops places last seen before `ARGV[1]` (and unreadable ones),
+/// then all but the newest `ARGV[2]`. Returns 0, so it adds nothing to the pruned count.
+const TRIM_KNOWN_DETAILS: &str = r"
+local all = redis.call('HGETALL', KEYS[1])
+local older = tonumber(ARGV[1])
+local kept = {}
+for i = 1, #all, 2 do
+  local ok, detail = pcall(cjson.decode, all[i + 1])
+  if not ok or type(detail) ~= 'table' or type(detail[2]) ~= 'number' or detail[2] < older then
+    redis.call('HDEL', KEYS[1], all[i])
+  else
+    table.insert(kept, {all[i], detail[2]})
+  end
+end
+table.sort(kept, function(a, b) return a[2] > b[2] end)
+for i = tonumber(ARGV[2]) + 1, #kept do
+  redis.call('HDEL', KEYS[1], kept[i][1])
+end
+return 0
+";
+
 /// Takes back one self-unblock of `KEYS[1]`'s source, never below zero (DECR keeps the expiry).
 const UNCOUNT_SELF_UNBLOCK: &str = r"
 local count = tonumber(redis.call('GET', KEYS[1])) or 0
@@ -1403,7 +1425,7 @@ impl Store for RedisStore {
             }
             offset += recent.len();
             let keep_rank = -1 - i64::try_from(per_account).unwrap_or(i64::MAX - 1);
-            let mut commands = Vec::with_capacity(recent.len() * 2);
+            let mut commands = Vec::with_capacity(recent.len() * 3);
             for login in &recent {
                 let key = self.known_key(login);
                 let mut aged = redis::cmd("ZREMRANGEBYSCORE");
@@ -1412,6 +1434,16 @@ impl Store for RedisStore {
                 let mut surplus = redis::cmd("ZREMRANGEBYRANK");
                 surplus.arg(&key).arg(0).arg(keep_rank);
                 commands.push(surplus);
+                // In the same pipeline: the script's text with each call, as a pipeline
+                // cannot rely on a script cached on the server.
+                let mut details = redis::cmd("EVAL");
+                details
+                    .arg(TRIM_KNOWN_DETAILS)
+                    .arg(1)
+                    .arg(self.known_detail_key(login))
+                    .arg(older_than.0)
+                    .arg(per_account);
+                commands.push(details);
             }
             let replies = self.call(operation, |connection| connection.pipeline(&commands))?;
             removed += replies.iter().map(count).sum::<usize>();

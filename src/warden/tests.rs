@@ -1191,3 +1191,48 @@ fn lengthening_reads_a_length_or_a_time_and_names_the_field_it_could_not_read() 
     assert_eq!(field(Some("2h"), Some("2026-12-24T18:00:00Z")), "by");
     assert_eq!(field(None, None), "by");
 }
+
+#[test]
+fn the_overview_counts_logins_refusals_and_bans_by_the_minute_and_forgets_them_after_a_day() {
+    use crate::activity::{Activity, Kind, SOURCE_BAN};
+    let h = harness("");
+    assert_eq!(h.allow("192.0.2.1", "alice@example.com").status, 0);
+    for _ in 0..20 {
+        if !h.warden.bans().is_empty() {
+            break;
+        }
+        h.fail("198.51.100.9", "bob@example.com");
+    }
+    assert_eq!(h.allow("198.51.100.9", "bob@example.com").status, -1, "banned");
+    let hour = Activity::total(&h.warden.recent_activity().last_hour);
+    assert_eq!((hour.logins(), hour.refusals(), hour.bans()), (1, 1, 1));
+    assert_eq!(hour.count(Kind::Refused(0)), 1, "refused by the ban");
+    assert_eq!(hour.count(Kind::Ban(SOURCE_BAN)), 1);
+    h.clock.advance(Duration::from_secs(2 * 3600));
+    let recent = h.warden.recent_activity();
+    assert_eq!(Activity::total(&recent.last_hour).logins(), 0, "two hours later the last hour is quiet");
+    assert_eq!(Activity::total(&recent.last_day).logins(), 1, "the day still has it");
+    h.clock.advance(Duration::from_secs(23 * 3600));
+    assert_eq!(Activity::total(&h.warden.recent_activity().last_day).bans(), 0, "a day later it is gone");
+}
+
+#[test]
+fn a_stale_devices_quarantine_is_listed_until_it_ends_and_shows_in_the_logins_history() {
+    let h = harness("[stale_passwords]\nquarantine_for = \"10m\"\n");
+    for _ in 0..3 {
+        h.fail_with("203.0.113.7", "alice@example.com", "old1");
+    }
+    let quarantined = h.warden.quarantines(10);
+    assert_eq!(quarantined.len(), 1);
+    assert_eq!((quarantined[0].0.to_string(), &*quarantined[0].1.login), ("203.0.113.7".into(), "alice@example.com"));
+    h.succeed("192.0.2.1", "Alice@Example.com", "right");
+    let history = h.warden.login_history("ALICE@example.com").unwrap();
+    assert_eq!(history.places.len(), 1, "the success, found in another spelling");
+    assert_eq!(
+        (history.places[0].known.source.to_string(), history.places[0].known.protocol.as_str()),
+        ("192.0.2.1".into(), "imap")
+    );
+    assert_eq!(history.failures.len(), 1, "the stale device's password");
+    h.clock.advance(Duration::from_secs(11 * 60));
+    assert!(h.warden.quarantines(10).is_empty(), "the quarantine ended");
+}

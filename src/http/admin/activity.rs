@@ -36,7 +36,7 @@ impl TallyView {
             start: tally.start.rfc3339(),
             logins: tally.logins(),
             delayed: tally.delayed(),
-            refusals: named(&REFUSALS, Kind::Refused),
+            refusals: named(REFUSALS, Kind::Refused),
             bans: named(&BANS, Kind::Ban),
         }
     }

@@ -35,19 +35,7 @@ pub async fn reset_login(
     warden: web::Data<Warden>,
     login: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    // Checked as sent: a login padded past the bound, or with a control character anywhere,
-    // is refused, not trimmed into shape.
-    let sent = login.into_inner();
-    let login = sent.trim().to_string();
-    if login.is_empty() || sent.len() > crate::wire::MAX_LOGIN_LEN || sent.chars().any(char::is_control) {
-        return Err(ApiError::InvalidField {
-            field: "login",
-            message: format!(
-                "login: give the login as Dovecot sends it, 1 to {} bytes without control characters",
-                crate::wire::MAX_LOGIN_LEN
-            ),
-        });
-    }
+    let login = checked_login(&login)?;
     let handle = warden.get_ref().clone();
     let asked = login.clone();
     let reset = blocking(move || handle.reset_login(&asked, &admin.0)).await?;
@@ -58,6 +46,22 @@ pub async fn reset_login(
         quarantines_ended: reset.quarantines_ended,
         bans_lifted: reset.bans_lifted.iter().map(|b| BanView::new(b, now)).collect(),
     }))
+}
+
+/// The login of a path, trimmed. Checked as sent: a login padded past the bound, or with a
+/// control character anywhere, is refused, not trimmed into shape.
+fn checked_login(sent: &str) -> Result<String, ApiError> {
+    let login = sent.trim().to_string();
+    if login.is_empty() || sent.len() > crate::wire::MAX_LOGIN_LEN || sent.chars().any(char::is_control) {
+        return Err(ApiError::InvalidField {
+            field: "login",
+            message: format!(
+                "login: give the login as Dovecot sends it, 1 to {} bytes without control characters",
+                crate::wire::MAX_LOGIN_LEN
+            ),
+        });
+    }
+    Ok(login)
 }
 
 /// A place a login logged in from successfully.
@@ -109,7 +113,7 @@ pub async fn login_history(
     warden: web::Data<Warden>,
     login: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = admin.mailbox(&login)?;
+    let key = admin.mailbox(&checked_login(&login)?)?;
     let handle = warden.get_ref().clone();
     let asked = key.clone();
     let history = blocking(move || handle.login_history(&asked)).await?;

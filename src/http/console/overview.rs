@@ -135,7 +135,7 @@ pub async fn page(console: Console) -> Result<HttpResponse, ConsoleError> {
         }
         p.hint { "Counted in memory since the server started; " (hour.delayed()) " logins delayed in the last hour, " (day.delayed()) " in the last day." }
         h2 { "Refusals and bans by reason" }
-        div #refusals-by-reason { (by_label("Logins refused", &REFUSALS, Kind::Refused, &hour, &day)) }
+        div #refusals-by-reason { (by_label("Logins refused", REFUSALS, Kind::Refused, &hour, &day)) }
         div #bans-by-kind { (by_label("Bans placed (source, IP+login, subnet)", &BANS, Kind::Ban, &hour, &day)) }
         @if !attacked.is_empty() {
             h2 { "Accounts under attack" }
