@@ -103,6 +103,15 @@ pub struct Principal {
 /// The name the policy file's (or state_dir's) `auth.admin_token` acts under.
 pub const BUILT_IN_ADMIN: &str = "admin-token";
 
+/// Why `Principal::mailbox_key` gave no key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailboxRefusal {
+    /// Not a login or `@domain`; the message says so.
+    NotAMailbox(String),
+    /// Another domain's mailbox, for a `domain:` principal.
+    NotYours,
+}
+
 impl Principal {
     /// The policy file's `auth.admin_token`.
     pub fn built_in_admin() -> Principal {
@@ -118,6 +127,15 @@ impl Principal {
             Scope::Domain(domain) => key.rsplit_once('@').is_some_and(|(_, of)| of == domain),
             Scope::Metrics => false,
         }
+    }
+
+    /// The firewall key of `login` (a mailbox or `@domain`, `firewall::parse_key`), if this
+    /// principal may see it: the very key the warden will act on, so no spelling of another
+    /// domain's mailbox (case, spaces, percent-decoded by the router) passes the check and
+    /// then names it. The admin API and the console both ask this, never `parse_key` alone.
+    pub fn mailbox_key(&self, login: &str) -> Result<String, MailboxRefusal> {
+        let key = crate::firewall::parse_key(login).map_err(MailboxRefusal::NotAMailbox)?;
+        if self.sees_key(&key) { Ok(key) } else { Err(MailboxRefusal::NotYours) }
     }
 
     /// The domain this principal is confined to, if any.

@@ -31,7 +31,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{IntoParams, OpenApi};
 
-use crate::principal::{Principal, ScopeKind};
+use crate::principal::{MailboxRefusal, Principal, ScopeKind};
 use crate::store::StoreError;
 use crate::warden::{AuthRefusal, FirewallError, ListError, TokenError, Warden};
 pub use views::ErrorBody;
@@ -356,13 +356,14 @@ impl Admin {
         &self.0
     }
 
-    /// The firewall key of `login` (a mailbox or `@domain`, `firewall::parse_key`), if this
-    /// principal may see it: the very key the warden will act on, so no spelling of another
-    /// domain's mailbox passes the check and then names it.
+    /// The firewall key of `login`, if this principal may see it (`Principal::mailbox_key`).
     fn mailbox(&self, login: &str) -> Result<String, ApiError> {
-        let key = crate::firewall::parse_key(login)
-            .map_err(|message| ApiError::InvalidField { field: "login", message: format!("login: {message}") })?;
-        if self.0.sees_key(&key) { Ok(key) } else { Err(ApiError::Forbidden) }
+        self.0.mailbox_key(login).map_err(|refusal| match refusal {
+            MailboxRefusal::NotAMailbox(message) => {
+                ApiError::InvalidField { field: "login", message: format!("login: {message}") }
+            }
+            MailboxRefusal::NotYours => ApiError::Forbidden,
+        })
     }
 }
 
