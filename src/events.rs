@@ -160,6 +160,18 @@ pub struct EventFilter {
 /// The longest message-text filter a query takes.
 pub const MAX_TEXT_FILTER: usize = 200;
 
+/// A message-text filter as the API and the console take it: at most `MAX_TEXT_FILTER` bytes,
+/// one line. The message names the field.
+pub fn checked_text(text: &str) -> Result<String, String> {
+    if text.len() > MAX_TEXT_FILTER {
+        return Err(format!("text: longer than {MAX_TEXT_FILTER} bytes"));
+    }
+    if text.chars().any(char::is_control) {
+        return Err("text: must be one line without control characters".into());
+    }
+    Ok(text.to_string())
+}
+
 /// Whether `detail` contains `text`, ignoring the case of ASCII letters: the store's
 /// `EventFilter::text` match, written once for the stores that filter in code.
 pub fn detail_contains(detail: &str, text: &str) -> bool {

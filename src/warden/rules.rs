@@ -197,6 +197,12 @@ impl Warden {
         (check, reply)
     }
 
+    /// The names the GeoIP data has for `ip`'s country and AS, for people to read.
+    pub fn geoip_names(&self, ip: IpAddr) -> (Option<String>, Option<String>) {
+        let geoip = self.shared.geoip.load();
+        (geoip.country_name(ip), geoip.as_organisation(ip))
+    }
+
     /// The rule set that applies to `key` (a login or `@domain`). `Err` only for a bad key.
     pub fn mailbox_firewall(&self, key: &str) -> Result<MailboxFirewall, FirewallError> {
         let key = parse_key(key).map_err(FirewallError::InvalidKey)?;

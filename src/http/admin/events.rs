@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::views::ErrorBody;
 use super::{Admin, ApiError, Page, blocking};
 use crate::clock::Timestamp;
-use crate::events::{Event, EventFilter, EventKind, MAX_TEXT_FILTER};
+use crate::events::{Event, EventFilter, EventKind};
 use crate::network::parse_ip;
 use crate::warden::Warden;
 
@@ -121,7 +121,11 @@ fn filter(query: &EventQuery, now: Timestamp) -> Result<EventFilter, ApiError> {
     };
     let since = query.since.as_deref().map(|text| since(text, now)).transpose()?;
     let until = query.until.as_deref().map(|text| point_in_time("until", text, now)).transpose()?;
-    let text = query.text.as_deref().map(|text| checked_text(text).map_err(|m| invalid("text", m))).transpose()?;
+    let text = query
+        .text
+        .as_deref()
+        .map(|text| crate::events::checked_text(text).map_err(|m| invalid("text", m)))
+        .transpose()?;
     let (limit, offset) = Page { limit: query.limit, offset: query.offset }.checked()?;
     if query.login.as_ref().is_some_and(|l| l.len() > crate::wire::MAX_LOGIN_LEN) {
         return Err(ApiError::InvalidField {
@@ -131,18 +135,6 @@ fn filter(query: &EventQuery, now: Timestamp) -> Result<EventFilter, ApiError> {
     }
     let login = query.login.as_ref().map(|l| crate::login::key(l.trim()).into_owned());
     Ok(EventFilter { ip, login, domain: None, kind, since, until, text, observed: query.observed, limit, offset })
-}
-
-/// A message-text filter: at most `MAX_TEXT_FILTER` bytes, one line. The console checks the
-/// same.
-pub fn checked_text(text: &str) -> Result<String, String> {
-    if text.len() > MAX_TEXT_FILTER {
-        return Err(format!("text: longer than {MAX_TEXT_FILTER} bytes"));
-    }
-    if text.chars().any(char::is_control) {
-        return Err("text: must be one line without control characters".into());
-    }
-    Ok(text.to_string())
 }
 
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventQuery),
