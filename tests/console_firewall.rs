@@ -140,7 +140,9 @@ fn moving_a_block_rule_above_an_allow_rule_in_the_console_refuses_the_next_login
 
 #[test]
 fn a_domain_token_sees_and_changes_only_its_domains_mailboxes_by_any_spelling_of_another() {
-    let mw = Mailwarden::start();
+    let mw = Mailwarden::start_with(
+        "[mailboxes.\"carol@example.com\"]\ndefault = \"allow\"\nrules = [{ action = \"block\", network = \"198.51.100.0/24\" }]\n",
+    );
     let rules = r#"{"default":"allow","rules":[{"action":"allow","network":"203.0.113.0/24"},{"action":"block","network":"203.0.113.7/32"}]}"#;
     for key in ["alice@example.com", "bob@other.com", "@other.com"] {
         let (status, body) = mw.admin_put(&format!("/api/v1/mailboxes/{key}/firewall"), rules);
@@ -161,6 +163,10 @@ fn a_domain_token_sees_and_changes_only_its_domains_mailboxes_by_any_spelling_of
     ] {
         assert_eq!(get(&mw, path, &cookie).0, 403, "{path}");
     }
+    let (status, file) = get(&mw, "/firewall/Carol@Example.com", &cookie);
+    assert_eq!(status, 200, "{file}");
+    assert!(file.contains("These rules are set in policy.toml"), "{file}");
+    assert!(file.contains("network 198.51.100.0/24") && !file.contains("Delete rule 1"), "shown, not editable: {file}");
     let (status, own) = get(&mw, "/firewall/alice@example.com", &cookie);
     assert_eq!(status, 200, "{own}");
     let csrf = csrf_of(&own);
@@ -274,6 +280,8 @@ fn the_block_log_filters_by_address_and_message_text_and_pages_newest_first() {
     assert_eq!(status, 200, "{body}");
     let page: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!((page["total"].as_u64(), page["events"].as_array().map(Vec::len)), (Some(3), Some(2)), "the API agrees");
+    let (status, body) = mw.admin("GET", "/api/v1/events?until=1h");
+    assert!(status == 200 && body.contains("\"total\":0"), "every event is newer than an hour ago: {body}");
     let customer = mw.create_token("customer", "domain:other.com");
     let (status, log) = get(mw, "/events", &sign_in(mw, &customer));
     assert!(status == 200 && log.contains("No events match."), "another domain's log is empty for it: {log}");
