@@ -55,6 +55,8 @@ fn csrf_of(page: &str) -> String {
 async fn click_and_load(client: &fantoccini::Client, css: &str) {
     let old = client.find(fantoccini::Locator::Css("html")).await.expect("a page");
     click(client, css).await;
+    // A Delete asks first (console.js, `data-confirm`): say yes. Other buttons ask nothing.
+    let _ = client.accept_alert().await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while old.text().await.is_ok() {
         assert!(std::time::Instant::now() < deadline, "clicking {css} loaded no page");
@@ -144,7 +146,7 @@ fn a_domain_token_sees_and_changes_only_its_domains_mailboxes_by_any_spelling_of
         "[mailboxes.\"carol@example.com\"]\ndefault = \"allow\"\nrules = [{ action = \"block\", network = \"198.51.100.0/24\" }]\n",
     );
     let rules = r#"{"default":"allow","rules":[{"action":"allow","network":"203.0.113.0/24"},{"action":"block","network":"203.0.113.7/32"}]}"#;
-    for key in ["alice@example.com", "bob@other.com", "@other.com"] {
+    for key in ["alice@example.com", "alice+news@example.com", "bob@other.com", "@other.com"] {
         let (status, body) = mw.admin_put(&format!("/api/v1/mailboxes/{key}/firewall"), rules);
         assert_eq!(status, 200, "{body}");
     }
@@ -163,6 +165,9 @@ fn a_domain_token_sees_and_changes_only_its_domains_mailboxes_by_any_spelling_of
     ] {
         assert_eq!(get(&mw, path, &cookie).0, 403, "{path}");
     }
+    assert!(list.contains("href=\"/console/firewall/alice+news@example.com\""), "{list}");
+    let (status, tagged) = get(&mw, "/firewall/alice+news@example.com", &cookie);
+    assert!(status == 200 && tagged.contains("Email firewall of alice+news@example.com"), "{tagged}");
     let (status, file) = get(&mw, "/firewall/Carol@Example.com", &cookie);
     assert_eq!(status, 200, "{file}");
     assert!(file.contains("These rules are set in policy.toml"), "{file}");

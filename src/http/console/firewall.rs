@@ -209,7 +209,7 @@ pub async fn mailbox_page(
             button type="submit" { "Set the default" }
         }
         @if own_api && applied.is_some_and(|a| a.keyed.origin == RuleSetOrigin::Api) {
-            form.row method="post" action={ (base) "/reset" } {
+            form.row method="post" action={ (base) "/reset" } data-confirm="Drop all of these rules?" {
                 (csrf_field(&console))
                 button.danger type="submit" { "Drop these rules (back to the policy file's, or none)" }
             }
@@ -255,7 +255,7 @@ fn rules_table(console: &Console, base: &str, keyed: &KeyedRuleSet, editable: bo
                                                 button type="submit" aria-label={ "Move rule " (number) " down" } { "Down" }
                                             }
                                         }
-                                        form.inline method="post" action={ (base) "/rules/" (number) "/delete" } {
+                                        form.inline method="post" action={ (base) "/rules/" (number) "/delete" } data-confirm={ "Delete rule " (number) "?" } {
                                             (csrf_field(console))
                                             button.danger type="submit" aria-label={ "Delete rule " (number) } { "Delete" }
                                         }

@@ -111,7 +111,7 @@ fn section(console: &Console, list: ListKind, search: &str) -> Markup {
                                 td { @if entry.origin == Origin::PolicyFile { "policy.toml" } @else { "console or API" } }
                                 td {
                                     @if entry.origin == Origin::Api {
-                                        form.inline method="post" action={ (lists_path()) "/delete" } {
+                                        form.inline method="post" action={ (lists_path()) "/delete" } data-confirm={ "Delete " (entry.network) " from the " (list.label()) " list?" } {
                                             (csrf_field(console))
                                             input type="hidden" name="list" value=(list.label());
                                             input type="hidden" name="network" value=(entry.network);

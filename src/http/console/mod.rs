@@ -396,3 +396,16 @@ pub fn path_segment(text: &str) -> String {
     }
     segment
 }
+
+#[cfg(test)]
+mod tests {
+    use super::path_segment;
+
+    #[test]
+    fn a_mailbox_key_in_a_link_keeps_its_plus_and_at_and_encodes_the_rest() {
+        assert_eq!(path_segment("alice+tag@example.com"), "alice+tag@example.com");
+        assert_eq!(path_segment("@example.com"), "@example.com");
+        assert_eq!(path_segment("a?b#c%d"), "a%3Fb%23c%25d");
+        assert_eq!(path_segment("jörg@example.de"), "j%C3%B6rg@example.de");
+    }
+}
