@@ -93,7 +93,6 @@ pub async fn page(console: Console, query: web::Query<LogQuery>) -> Result<HttpR
             }
         }
     }
-    let now = console.warden.now();
     let current = query.page.unwrap_or(1).clamp(1, MAX_PAGE);
     let body = html! {
         form.row #filters method="get" action={ (PREFIX) "/events" } {
@@ -131,7 +130,7 @@ pub async fn page(console: Console, query: web::Query<LogQuery>) -> Result<HttpR
                 div.table-wrap {
                     table #events {
                         thead { tr {
-                            th scope="col" { "When (UTC)" }
+                            th scope="col" { "When" }
                             th scope="col" { "Reason" }
                             th scope="col" { "Mailbox" }
                             th scope="col" { "Address" }
@@ -141,7 +140,7 @@ pub async fn page(console: Console, query: web::Query<LogQuery>) -> Result<HttpR
                         tbody {
                             @for event in &page.events {
                                 tr {
-                                    td { (event.at.short_utc(now)) }
+                                    td { (event.at.readable()) }
                                     td { (event.kind.label()) @if event.observed { " (observed)" } }
                                     td { (event.login) }
                                     td { (event.ip.map(|ip| ip.to_string()).unwrap_or_default()) }
