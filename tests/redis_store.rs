@@ -242,7 +242,7 @@ fn check_events_are_found_by_message_text_and_until_a_time(target: &Target) {
             with(1, "Access denied by email firewall rule no. 1"),
             with(2, "100% blocked"),
             with(3, "rule_1 applies"),
-            with(4, "ACCESS DENIED by default"),
+            Event { observed: true, ..with(4, "ACCESS DENIED by default") },
         ])
         .unwrap();
     let page = |filter: EventFilter| {
@@ -256,6 +256,8 @@ fn check_events_are_found_by_message_text_and_until_a_time(target: &Target) {
     assert_eq!(page(EventFilter { until: Some(Timestamp(2)), ..Default::default() }), (vec![2, 1], 2));
     let both = EventFilter { text: Some("RULE".into()), until: Some(Timestamp(2)), ..Default::default() };
     assert_eq!(page(both), (vec![1], 1), "the total counts the matches, not the stream");
+    let observed = EventFilter { observed: Some(true), ..Default::default() };
+    assert_eq!(page(observed), (vec![4], 1), "so does the observe-mode filter's");
 }
 
 fn check_late_events_come_out_in_time_order(target: &Target) {
