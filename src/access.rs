@@ -34,6 +34,18 @@ impl ListKind {
     }
 }
 
+/// A list entry's comment: at most 200 characters on one line (it goes into notices, the
+/// audit trail and CSV files). The message names the field.
+pub fn checked_comment(comment: &str) -> Result<String, String> {
+    if comment.chars().count() > 200 {
+        return Err("comment: longer than 200 characters".into());
+    }
+    if comment.chars().any(char::is_control) {
+        return Err("comment: must be one line without control characters".into());
+    }
+    Ok(comment.to_string())
+}
+
 /// Where an entry was made. Entries from policy.toml are the admin's baseline: shown, but not
 /// removable through the API (edit the file and reload).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

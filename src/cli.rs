@@ -223,6 +223,12 @@ enum Command {
         /// Only this reason: ban, blocked, firewall_rule, firewall_default, ban_placed.
         #[arg(long)]
         reason: Option<String>,
+        /// Only events whose message contains this text (ASCII case ignored).
+        #[arg(long)]
+        text: Option<String>,
+        /// Only events until then: an RFC 3339 time or a duration back, e.g. 30m.
+        #[arg(long)]
+        until: Option<String>,
         #[command(flatten)]
         page: LogPage,
     },
@@ -350,8 +356,15 @@ pub fn main() -> ExitCode {
         Command::Reload { json } => with_client(config, json, reload),
         Command::Firewall(command) => firewall(config, command),
         Command::Why { address, login, json } => with_client(config, json, |c| why(c, &address, login.as_deref())),
-        Command::Events { ip, login, reason, page } => {
-            let filters = [("ip", &ip), ("login", &login), ("reason", &reason), ("since", &page.since)];
+        Command::Events { ip, login, reason, text, until, page } => {
+            let filters = [
+                ("ip", &ip),
+                ("login", &login),
+                ("reason", &reason),
+                ("text", &text),
+                ("since", &page.since),
+                ("until", &until),
+            ];
             with_client(config, page.json, |c| events(c, &paged_query(&filters, page.limit, page.offset)))
         }
         Command::Token(command) => token(config, command),

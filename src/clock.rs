@@ -39,6 +39,20 @@ pub enum LengthError {
     TooLong { text: String },
 }
 
+/// Reads a point in time as filters take it: an RFC 3339 time, or a duration back from `now`
+/// such as `2h` (at most `MAX_LENGTH`). The message names the text, cut to 40 characters.
+pub fn time_or_ago(text: &str, now: Timestamp) -> Result<Timestamp, String> {
+    let quoted: String = text.chars().take(40).collect();
+    if let Some(time) = Timestamp::parse_rfc3339(text.trim()) {
+        return Ok(time);
+    }
+    match humantime::parse_duration(text.trim()) {
+        Ok(back) if back <= MAX_LENGTH => Ok(now.minus(back)),
+        Ok(_) => Err(format!("{quoted:?} reaches back more than {MAX_LENGTH_TEXT}")),
+        Err(_) => Err(format!("{quoted:?} is neither an RFC 3339 time nor a duration such as \"2h\"")),
+    }
+}
+
 /// Reads a length such as `2h` or `7days`, from one second to `MAX_LENGTH`. The text in the
 /// error is cut to 40 characters.
 pub fn checked_length(text: &str) -> Result<Duration, LengthError> {

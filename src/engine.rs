@@ -166,6 +166,16 @@ pub fn decide_allow(facts: &AllowFacts<'_>) -> Decision {
     decide(facts, false)
 }
 
+/// The refusal a firewall outcome makes of a login to `login`, if it refuses: the one place
+/// that maps an outcome to what the mail app is told (the console's rule test asks it too).
+pub fn firewall_refusal(outcome: FirewallOutcome, login: &str) -> Option<Refusal> {
+    match outcome {
+        FirewallOutcome::BlockedByRule(rule) => Some(Refusal::FirewallRule { rule, login: login.to_string() }),
+        FirewallOutcome::BlockedByDefault => Some(Refusal::FirewallDefault { login: login.to_string() }),
+        FirewallOutcome::AllowedByRule(_) | FirewallOutcome::AllowedByDefault => None,
+    }
+}
+
 /// The decision, counting the parts in observe mode (`with_observed`) or skipping them.
 fn decide(facts: &AllowFacts<'_>, with_observed: bool) -> Decision {
     let Some(address) = facts.address else {
@@ -180,14 +190,8 @@ fn decide(facts: &AllowFacts<'_>, with_observed: bool) -> Decision {
     }
     let login = || facts.login.to_string();
     let firewall = if facts.observing.firewall && !with_observed { None } else { facts.firewall };
-    match firewall {
-        Some(FirewallOutcome::BlockedByRule(rule)) => {
-            return Decision::Reject(Refusal::FirewallRule { rule, login: login() });
-        }
-        Some(FirewallOutcome::BlockedByDefault) => {
-            return Decision::Reject(Refusal::FirewallDefault { login: login() });
-        }
-        _ => {}
+    if let Some(refusal) = firewall.and_then(|outcome| firewall_refusal(outcome, facts.login)) {
+        return Decision::Reject(refusal);
     }
     if let Standing::Trusted(_) = facts.standing {
         return Decision::Allow(Allowed::Trusted);

@@ -143,12 +143,39 @@ pub struct EventFilter {
     pub domain: Option<String>,
     pub kind: Option<EventKind>,
     pub since: Option<Timestamp>,
+    /// Only events at or before this time.
+    pub until: Option<Timestamp>,
+    /// Only events whose `detail` (what the user was told) contains this text, ignoring the
+    /// case of ASCII letters (as SQLite's `LIKE` does, so both stores find the same); at most
+    /// `MAX_TEXT_FILTER` bytes, which the API and console check where it enters.
+    pub text: Option<String>,
     /// Only "would refuse" records of observe mode (`true`), or only real refusals (`false`).
     pub observed: Option<bool>,
     /// Newest first, at most this many.
     pub limit: usize,
     /// After skipping this many matches.
     pub offset: usize,
+}
+
+/// The longest message-text filter a query takes.
+pub const MAX_TEXT_FILTER: usize = 200;
+
+/// A message-text filter as the API and the console take it: at most `MAX_TEXT_FILTER` bytes,
+/// one line. The message names the field.
+pub fn checked_text(text: &str) -> Result<String, String> {
+    if text.len() > MAX_TEXT_FILTER {
+        return Err(format!("text: longer than {MAX_TEXT_FILTER} bytes"));
+    }
+    if text.chars().any(char::is_control) {
+        return Err("text: must be one line without control characters".into());
+    }
+    Ok(text.to_string())
+}
+
+/// Whether `detail` contains `text`, ignoring the case of ASCII letters: the store's
+/// `EventFilter::text` match, written once for the stores that filter in code.
+pub fn detail_contains(detail: &str, text: &str) -> bool {
+    text.is_empty() || detail.to_ascii_lowercase().contains(&text.to_ascii_lowercase())
 }
 
 /// One page of the events matching a filter, and how many match in all.

@@ -257,6 +257,28 @@ impl GeoIp {
             .lookup(|reader| Ok(decode::<AsnRecord>(reader, ip)?.and_then(|record| record.autonomous_system_number)))
     }
 
+    /// The English name of the country `ip` is in, as the country database writes it
+    /// (GeoLite2's `country.names.en`, else the registered country's), for people to read.
+    pub fn country_name(&self, ip: IpAddr) -> Option<String> {
+        self.country.as_ref()?.lookup(|reader| {
+            Ok(decode::<CountryNames>(reader, ip)?.and_then(|record| {
+                [record.country, record.registered_country]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|named| named.names.and_then(|names| names.en))
+                    .map(str::to_string)
+            }))
+        })
+    }
+
+    /// The organisation the ASN database names for the AS `ip` is announced from.
+    pub fn as_organisation(&self, ip: IpAddr) -> Option<String> {
+        self.asn.as_ref()?.lookup(|reader| {
+            Ok(decode::<AsnName>(reader, ip)?
+                .and_then(|record| record.autonomous_system_organization.map(str::to_string)))
+        })
+    }
+
     /// Why `ip` is not residential, checking the anonymous-IP database, then the AS list (with
     /// the ASN database), then the network list. `None`: residential, or nothing is known.
     pub fn non_residential(&self, ip: IpAddr) -> Option<NonResidential> {
@@ -438,6 +460,31 @@ struct CountryRecord<'a> {
 #[derive(Deserialize)]
 struct IsoCode<'a> {
     iso_code: Option<&'a str>,
+}
+
+/// The names in a country record; only the English one is read.
+#[derive(Deserialize)]
+struct CountryNames<'a> {
+    #[serde(borrow)]
+    country: Option<Named<'a>>,
+    #[serde(borrow)]
+    registered_country: Option<Named<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Named<'a> {
+    #[serde(borrow)]
+    names: Option<English<'a>>,
+}
+
+#[derive(Deserialize)]
+struct English<'a> {
+    en: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct AsnName<'a> {
+    autonomous_system_organization: Option<&'a str>,
 }
 
 impl<'a> CountryRecord<'a> {

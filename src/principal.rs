@@ -1,18 +1,9 @@
-//! Who is acting: the `Principal` an admin-API request (and later a console session) resolves
+//! Who is acting: the `Principal` an admin-API request (and a console session) resolves
 //! to, with its `Scope`, and what that scope may see. A small plain type on purpose: handlers
 //! pass it to the warden's change methods, the audit trail records its name, and the
 //! notifications read the same name. It knows nothing of HTTP, tokens or the store.
 
 use std::fmt;
-
-/// Why `Principal::mailbox_key` gave no key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MailboxRefusal {
-    /// Not a login or `@domain` (the message says why).
-    Invalid(String),
-    /// Another domain's.
-    Forbidden,
-}
 
 /// What a token may do. `Admin` reaches everything; the others reach what `Reach` lists for
 /// each route (`http::admin`'s route table), `Domain` only that domain's mailboxes.
@@ -112,6 +103,15 @@ pub struct Principal {
 /// The name the policy file's (or state_dir's) `auth.admin_token` acts under.
 pub const BUILT_IN_ADMIN: &str = "admin-token";
 
+/// Why `Principal::mailbox_key` gave no key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailboxRefusal {
+    /// Not a login or `@domain`; the message says so.
+    NotAMailbox(String),
+    /// Another domain's mailbox, for a `domain:` principal.
+    NotYours,
+}
+
 impl Principal {
     /// The policy file's `auth.admin_token`.
     pub fn built_in_admin() -> Principal {
@@ -129,12 +129,13 @@ impl Principal {
         }
     }
 
-    /// The firewall key of `login` (a mailbox or `@domain`, `firewall::parse_key`) if this
-    /// principal may see it: the very key the caller then acts on, so no spelling of another
-    /// domain's mailbox passes the check and then names it. Shared by the API and the console.
+    /// The firewall key of `login` (a mailbox or `@domain`, `firewall::parse_key`), if this
+    /// principal may see it: the very key the warden will act on, so no spelling of another
+    /// domain's mailbox (case, spaces, percent-decoded by the router) passes the check and
+    /// then names it. The admin API and the console both ask this, never `parse_key` alone.
     pub fn mailbox_key(&self, login: &str) -> Result<String, MailboxRefusal> {
-        let key = crate::firewall::parse_key(login).map_err(MailboxRefusal::Invalid)?;
-        if self.sees_key(&key) { Ok(key) } else { Err(MailboxRefusal::Forbidden) }
+        let key = crate::firewall::parse_key(login).map_err(MailboxRefusal::NotAMailbox)?;
+        if self.sees_key(&key) { Ok(key) } else { Err(MailboxRefusal::NotYours) }
     }
 
     /// The domain this principal is confined to, if any.

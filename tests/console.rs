@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use support::browser::{browser_available, click_to, fill, screenshot, text_of, wait_for_path, with_browser};
-use support::console_http::{console_url, get, raw, sign_in};
+use support::console::{console_url, get, raw, sign_in};
 use support::mailwarden::{ADMIN_TOKEN, Mailwarden};
 
 #[test]

@@ -7,7 +7,7 @@ mod support;
 
 use serde_json::Value;
 use support::browser::{browser_available, click, click_to, fill, screenshot, text_of, wait_for_path, with_browser};
-use support::console_http::{console_url, get, raw, sign_in};
+use support::console::{console_url, get, raw, sign_in};
 use support::mailwarden::{ADMIN_TOKEN, Mailwarden, fresh_pwhash, login_body, report_body};
 
 fn json(text: &str) -> Value {

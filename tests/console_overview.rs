@@ -4,14 +4,9 @@
 
 mod support;
 
-use std::time::Duration;
-
 use support::browser::{browser_available, click_to, fill, screenshot, text_of, wait_for_path, with_browser};
+use support::console::{console_url, get, sign_in};
 use support::mailwarden::{ADMIN_TOKEN, Mailwarden, fresh_pwhash, login_body, report_body};
-
-fn console_url(mw: &Mailwarden, path: &str) -> String {
-    format!("http://{}/console{path}", mw.admin_addr)
-}
 
 /// The `status` of an `allow` answer (0 allowed, -1 refused).
 fn allow(mw: &Mailwarden, remote: &str, login: &str, pwhash: &str) -> i64 {
@@ -152,31 +147,9 @@ fn the_login_history_shows_where_a_mailbox_logged_in_from_with_its_mail_app_and_
     });
 }
 
-/// A plain HTTP client that keeps no cookies and follows no redirects.
-fn raw() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into()
-}
-
 fn console_status(mw: &Mailwarden, token: &str, path: &str) -> u16 {
-    let response = raw()
-        .post(&console_url(mw, "/sign-in"))
-        .send_form([("token", token), ("next", "/console/")])
-        .expect("the sign-in answers");
-    let cookie = response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("mailwarden_console="))
-        .and_then(|v| v.split(';').next())
-        .expect("a session")
-        .to_string();
-    raw().get(&console_url(mw, path)).header("cookie", &cookie).call().expect("the console answers").status().as_u16()
+    let cookie = sign_in(mw, token).1.expect("a session");
+    get(mw, path, &cookie).0
 }
 
 #[test]

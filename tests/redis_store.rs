@@ -231,6 +231,35 @@ fn check_events_are_found_by_login_in_any_case_and_paged_with_their_total(target
     assert_eq!(page(bans), (vec![3], 3, true), "a filter counts every match, not only the page");
 }
 
+fn check_events_are_found_by_message_text_and_until_a_time(target: &Target) {
+    let store = target.store(&fresh_prefix("event-text"));
+    let with = |at: i64, detail: &str| Event {
+        detail: detail.into(),
+        ..event(at, EventKind::FirewallRule, "203.0.113.7", "alice@example.com")
+    };
+    store
+        .save_events(&[
+            with(1, "Access denied by email firewall rule no. 1"),
+            with(2, "100% blocked"),
+            with(3, "rule_1 applies"),
+            Event { observed: true, ..with(4, "ACCESS DENIED by default") },
+        ])
+        .unwrap();
+    let page = |filter: EventFilter| {
+        let page = store.events(&EventFilter { limit: 10, ..filter }).unwrap();
+        (page.events.iter().map(|e| e.at.0).collect::<Vec<_>>(), page.total)
+    };
+    let text = |text: &str| page(EventFilter { text: Some(text.into()), ..Default::default() });
+    assert_eq!(text("access denied"), (vec![4, 1], 2), "as SQLite's LIKE: ASCII case ignored");
+    assert_eq!(text("0%"), (vec![2], 1));
+    assert_eq!(text("e_1"), (vec![3], 1));
+    assert_eq!(page(EventFilter { until: Some(Timestamp(2)), ..Default::default() }), (vec![2, 1], 2));
+    let both = EventFilter { text: Some("RULE".into()), until: Some(Timestamp(2)), ..Default::default() };
+    assert_eq!(page(both), (vec![1], 1), "the total counts the matches, not the stream");
+    let observed = EventFilter { observed: Some(true), ..Default::default() };
+    assert_eq!(page(observed), (vec![4], 1), "so does the observe-mode filter's");
+}
+
 fn check_late_events_come_out_in_time_order(target: &Target) {
     let store = target.store(&fresh_prefix("late-events"));
     let at = |t: i64| event(NOW.0 + t, EventKind::Blocked, "192.0.2.9", "carol@example.com");
@@ -667,6 +696,12 @@ fn events_are_stored_filtered_newest_first_and_pruned() {
 fn events_are_found_by_login_in_any_case_and_paged_with_their_total() {
     let Some(redis) = RedisServer::start() else { return };
     check_events_are_found_by_login_in_any_case_and_paged_with_their_total(&Target::server(&redis));
+}
+
+#[test]
+fn events_are_found_by_message_text_and_until_a_time() {
+    let Some(redis) = RedisServer::start() else { return };
+    check_events_are_found_by_message_text_and_until_a_time(&Target::server(&redis));
 }
 
 #[test]

@@ -1025,6 +1025,8 @@ fn event_matches(event: &Event, filter: &EventFilter, login: Option<&str>) -> bo
         && filter.domain.as_deref().is_none_or(|domain| in_domain(&crate::login::key(&event.login), domain))
         && filter.kind.is_none_or(|kind| event.kind == kind)
         && filter.since.is_none_or(|since| event.at >= since)
+        && filter.until.is_none_or(|until| event.at <= until)
+        && filter.text.as_deref().is_none_or(|text| crate::events::detail_contains(&event.detail, text))
         && filter.observed.is_none_or(|observed| event.observed == observed)
 }
 
@@ -1182,7 +1184,10 @@ impl Store for RedisStore {
             || login.is_some()
             || filter.domain.is_some()
             || filter.kind.is_some()
-            || filter.since.is_some();
+            || filter.since.is_some()
+            || filter.until.is_some()
+            || filter.text.is_some()
+            || filter.observed.is_some();
         self.call("reading events", |connection| {
             // The newest `offset + limit` matches so far, newest first (by time, then by id).
             let mut found: Vec<Event> = Vec::new();

@@ -497,6 +497,17 @@ impl Store for SqliteStore {
             conditions.push_str(" AND at >= ?");
             values.push(since.0.into());
         }
+        if let Some(until) = filter.until {
+            conditions.push_str(" AND at <= ?");
+            values.push(until.0.into());
+        }
+        if let Some(text) = filter.text.as_deref().filter(|text| !text.is_empty()) {
+            // LIKE ignores the case of ASCII letters; its wildcards in the text are escaped,
+            // so `100%` and `a_b` are found as written.
+            conditions.push_str(" AND detail LIKE ? ESCAPE '\\'");
+            let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            values.push(format!("%{escaped}%").into());
+        }
         if let Some(observed) = filter.observed {
             conditions.push_str(" AND observed = ?");
             values.push(i64::from(observed).into());
@@ -1194,6 +1205,41 @@ mod tests {
         assert_eq!(store.prune_events(Timestamp(2), 10, u64::MAX).unwrap(), 1);
         assert_eq!(store.prune_events(Timestamp(0), 1, u64::MAX).unwrap(), 1);
         assert_eq!(query(EventFilter::default()).len(), 1);
+    }
+
+    #[test]
+    fn events_are_found_by_message_text_in_any_ascii_case_with_wildcards_as_written_and_until_a_time() {
+        let store = SqliteStore::in_memory().unwrap();
+        let event = |at: i64, detail: &str| Event {
+            observed: false,
+            at: Timestamp(at),
+            kind: EventKind::FirewallRule,
+            login: "alice@example.com".into(),
+            ip: "203.0.113.7".parse().ok(),
+            protocol: "imap".into(),
+            device_id: String::new(),
+            rule: None,
+            detail: detail.into(),
+        };
+        store
+            .save_events(&[
+                event(1, "Access denied by email firewall rule no. 1"),
+                event(2, "100% blocked"),
+                event(3, "rule_1 applies"),
+                event(4, "ACCESS DENIED by default"),
+            ])
+            .unwrap();
+        let times = |filter: EventFilter| -> Vec<i64> {
+            store.events(&EventFilter { limit: 10, ..filter }).unwrap().events.iter().map(|e| e.at.0).collect()
+        };
+        let text = |text: &str| times(EventFilter { text: Some(text.into()), ..Default::default() });
+        assert_eq!(text("access denied"), [4, 1]);
+        assert_eq!(text("0%"), [2], "% is a plain character");
+        assert_eq!(text("e_1"), [3], "_ is a plain character");
+        assert_eq!(text("rule"), [3, 1]);
+        assert_eq!(times(EventFilter { until: Some(Timestamp(2)), ..Default::default() }), [2, 1]);
+        let both = EventFilter { text: Some("RULE".into()), until: Some(Timestamp(2)), ..Default::default() };
+        assert_eq!(times(both), [1]);
     }
 
     #[test]

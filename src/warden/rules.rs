@@ -5,11 +5,13 @@
 //! deleting the API's set brings the file's baseline back.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, MutexGuard};
 
 use super::{LoginView, Warden, lock};
 use crate::audit::AuditAction;
 use crate::config::Policy;
+use crate::engine::{Decision, firewall_refusal};
 use crate::firewall::{
     Action, AddressFacts, Applicable, Firewall, KeyedRuleSet, Outcome, Protocols, Rule, RuleSet, RuleSetOrigin,
     StoredRuleSet, parse_key,
@@ -17,6 +19,7 @@ use crate::firewall::{
 use crate::geoip::GeoIp;
 use crate::principal::Principal;
 use crate::store::StoreError;
+use crate::wire::{self, Protocol, Reply};
 
 type ApiRuleSets = HashMap<String, RuleSet>;
 
@@ -179,6 +182,25 @@ impl Warden {
         };
         let outcome = set.evaluate(&facts);
         FirewallCheck::Evaluated { applied, facts, outcome }
+    }
+
+    /// The console's "test an address": how the firewall would treat a login to `key` (a
+    /// login or `@domain`) from `ip` over `protocol`, by the very check `allow` makes, and the
+    /// message the mail app would be told when it refuses (observe mode aside). Changes
+    /// nothing.
+    pub fn firewall_trial(&self, key: &str, ip: IpAddr, protocol: Protocol) -> (FirewallCheck, Option<Reply>) {
+        let view = LoginView { address: Some(ip), real_remote: None, login: key, pwhash: None, protocol };
+        let check = self.firewall_check(&view);
+        let reply = check.outcome().and_then(|outcome| firewall_refusal(outcome, key)).map(|refusal| {
+            wire::allow_reply(&Decision::Reject(refusal), &self.shared.policy.load().messages, self.shared.clock.now())
+        });
+        (check, reply)
+    }
+
+    /// The names the GeoIP data has for `ip`'s country and AS, for people to read.
+    pub fn geoip_names(&self, ip: IpAddr) -> (Option<String>, Option<String>) {
+        let geoip = self.shared.geoip.load();
+        (geoip.country_name(ip), geoip.as_organisation(ip))
     }
 
     /// The rule set that applies to `key` (a login or `@domain`). `Err` only for a bad key.

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
-pub mod console_http;
+pub mod console;
 pub mod dovecot;
 pub mod dovecot24;
 pub mod geoip;

@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::views::ErrorBody;
 use super::{Admin, ApiError, Page, blocking};
-use crate::clock::{MAX_LENGTH, MAX_LENGTH_TEXT, Timestamp};
+use crate::clock::Timestamp;
 use crate::events::{Event, EventFilter, EventKind};
 use crate::network::parse_ip;
 use crate::warden::Warden;
@@ -29,6 +29,14 @@ pub struct EventQuery {
     /// most 3660 days).
     #[param(max_length = 64)]
     since: Option<String>,
+    /// Only events until then (inclusive): an RFC 3339 time, or a duration back from now
+    /// such as `30m`.
+    #[param(max_length = 64)]
+    until: Option<String>,
+    /// Only events whose message (`detail`) contains this text, ignoring the case of ASCII
+    /// letters; `%` and `_` are plain characters.
+    #[param(max_length = 200)]
+    text: Option<String>,
     /// `true`: only what observe mode would have refused; `false`: only real refusals.
     observed: Option<bool>,
     /// At most this many (1-1000, default 100).
@@ -91,18 +99,12 @@ fn invalid(field: &'static str, message: String) -> ApiError {
 
 /// A `since` filter: an RFC 3339 time, or a duration back from `now` (at most `MAX_LENGTH`).
 pub(super) fn since(text: &str, now: Timestamp) -> Result<Timestamp, ApiError> {
-    let quoted: String = text.chars().take(40).collect();
-    if let Some(time) = Timestamp::parse_rfc3339(text) {
-        return Ok(time);
-    }
-    match humantime::parse_duration(text.trim()) {
-        Ok(back) if back <= MAX_LENGTH => Ok(now.minus(back)),
-        Ok(_) => Err(invalid("since", format!("since: {quoted:?} reaches back more than {MAX_LENGTH_TEXT}"))),
-        Err(_) => Err(invalid(
-            "since",
-            format!("since: {quoted:?} is neither an RFC 3339 time nor a duration such as \"2h\""),
-        )),
-    }
+    point_in_time("since", text, now)
+}
+
+/// A `since` or `until` filter (`field`): an RFC 3339 time, or a duration back from `now`.
+fn point_in_time(field: &'static str, text: &str, now: Timestamp) -> Result<Timestamp, ApiError> {
+    crate::clock::time_or_ago(text, now).map_err(|message| invalid(field, format!("{field}: {message}")))
 }
 
 fn filter(query: &EventQuery, now: Timestamp) -> Result<EventFilter, ApiError> {
@@ -118,6 +120,12 @@ fn filter(query: &EventQuery, now: Timestamp) -> Result<EventFilter, ApiError> {
         None => None,
     };
     let since = query.since.as_deref().map(|text| since(text, now)).transpose()?;
+    let until = query.until.as_deref().map(|text| point_in_time("until", text, now)).transpose()?;
+    let text = query
+        .text
+        .as_deref()
+        .map(|text| crate::events::checked_text(text).map_err(|m| invalid("text", m)))
+        .transpose()?;
     let (limit, offset) = Page { limit: query.limit, offset: query.offset }.checked()?;
     if query.login.as_ref().is_some_and(|l| l.len() > crate::wire::MAX_LOGIN_LEN) {
         return Err(ApiError::InvalidField {
@@ -126,7 +134,7 @@ fn filter(query: &EventQuery, now: Timestamp) -> Result<EventFilter, ApiError> {
         });
     }
     let login = query.login.as_ref().map(|l| crate::login::key(l.trim()).into_owned());
-    Ok(EventFilter { ip, login, domain: None, kind, since, observed: query.observed, limit, offset })
+    Ok(EventFilter { ip, login, domain: None, kind, since, until, text, observed: query.observed, limit, offset })
 }
 
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventQuery),

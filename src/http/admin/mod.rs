@@ -361,15 +361,13 @@ impl Admin {
         &self.0
     }
 
-    /// The firewall key of `login` (a mailbox or `@domain`, `firewall::parse_key`), if this
-    /// principal may see it: the very key the warden will act on, so no spelling of another
-    /// domain's mailbox passes the check and then names it.
+    /// The firewall key of `login`, if this principal may see it (`Principal::mailbox_key`).
     fn mailbox(&self, login: &str) -> Result<String, ApiError> {
         self.0.mailbox_key(login).map_err(|refusal| match refusal {
-            MailboxRefusal::Invalid(message) => {
+            MailboxRefusal::NotAMailbox(message) => {
                 ApiError::InvalidField { field: "login", message: format!("login: {message}") }
             }
-            MailboxRefusal::Forbidden => ApiError::Forbidden,
+            MailboxRefusal::NotYours => ApiError::Forbidden,
         })
     }
 }

@@ -226,7 +226,7 @@ async fn each_ban(
     change: impl Fn(&Warden, Source, Option<&str>) -> Outcome + Send + 'static,
 ) -> Result<HttpResponse, ConsoleError> {
     let warden = console.warden.get_ref().clone();
-    let (done, missing, refused) = crate::http::run_blocking(move || {
+    let (done, missing, refused) = super::blocking(move || {
         let (mut done, mut missing, mut refused) = (Vec::new(), Vec::new(), Vec::new());
         for key in keys {
             match parse_key(&warden, &key).map(|(source, login)| change(&warden, source, login.as_deref())) {
@@ -238,8 +238,7 @@ async fn each_ban(
         }
         (done, missing, refused)
     })
-    .await
-    .map_err(|_| ConsoleError::Failed("the server is stopping".into()))?;
+    .await?;
     let mut parts = Vec::new();
     if !done.is_empty() {
         parts.push(format!("{verb} {}: {}.", plural(done.len()), done.join(", ")));

@@ -8,7 +8,6 @@ use maud::html;
 use serde::Deserialize;
 
 use super::{Console, ConsoleError, PREFIX, Screen};
-use crate::principal::MailboxRefusal;
 use crate::warden::device_name;
 
 #[derive(Deserialize)]
@@ -36,19 +35,15 @@ pub async fn page(console: Console, query: web::Query<LoginQuery>) -> Result<Htt
         Some(login) if login.len() > crate::wire::MAX_LOGIN_LEN => {
             return Err(ConsoleError::Invalid(format!("a login is at most {} bytes", crate::wire::MAX_LOGIN_LEN)));
         }
-        Some(login) => Some(console.principal.mailbox_key(login).map_err(|refusal| match refusal {
-            MailboxRefusal::Invalid(message) => ConsoleError::Invalid(message),
-            MailboxRefusal::Forbidden => ConsoleError::Forbidden,
-        })?),
+        Some(login) => Some(console.principal.mailbox_key(login)?),
         None => None,
     };
     let history = match &key {
         Some(key) => {
             let warden = console.warden.clone();
             let key = key.clone();
-            let found = crate::http::run_blocking(move || warden.login_history(&key))
-                .await
-                .map_err(|_| ConsoleError::Failed("the server is stopping, or the look-up failed".into()))?
+            let found = super::blocking(move || warden.login_history(&key))
+                .await?
                 .map_err(|e| ConsoleError::Failed(format!("the state store failed: {e}")))?;
             Some(found)
         }

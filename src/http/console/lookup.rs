@@ -219,7 +219,7 @@ pub async fn lift(change: Change<LiftForm>) -> Result<HttpResponse, ConsoleError
     let warden = console.warden.get_ref().clone();
     let actor = console.principal.clone();
     let trusted = trust.is_some();
-    let lifted = crate::http::run_blocking(move || match trust {
+    let lifted = super::blocking(move || match trust {
         Some(comment) => warden.lift_and_trust(source, login.as_deref(), &comment, &actor).map_err(|e| e.to_string()),
         None => match &login {
             Some(login) => warden.unban_login(source, login, &actor),
@@ -227,8 +227,7 @@ pub async fn lift(change: Change<LiftForm>) -> Result<HttpResponse, ConsoleError
         }
         .map_err(|e| e.to_string()),
     })
-    .await
-    .map_err(|_| ConsoleError::Failed("the server is stopping".into()))?;
+    .await?;
     Ok(match lifted {
         Ok(Some(ban)) if trusted => console.done(
             true,
@@ -264,9 +263,7 @@ pub async fn forgive(change: Change<ForgiveForm>) -> Result<HttpResponse, Consol
     let actor = console.principal.clone();
     let held = {
         let login = login.clone();
-        crate::http::run_blocking(move || warden.forgive_login_at(source, &login, &actor))
-            .await
-            .map_err(|_| ConsoleError::Failed("the server is stopping".into()))?
+        super::blocking(move || warden.forgive_login_at(source, &login, &actor)).await?
     };
     Ok(if held {
         console.done(

@@ -13,7 +13,10 @@
 //! mailbox without the principal's `sees_key`, exactly as the API's handlers do.
 
 mod bans;
+mod events;
+mod firewall;
 mod layout;
+mod lists;
 mod logins;
 mod lookup;
 mod overview;
@@ -66,6 +69,21 @@ pub fn configure(config: &mut web::ServiceConfig) {
             .route("/sign-in", web::get().to(sign_in_page))
             .route("/sign-in", web::post().to(sign_in))
             .route("/sign-out", web::post().to(sign_out))
+            // Email firewall
+            .route("/firewall", web::get().to(firewall::list))
+            .route("/firewall/{login}", web::get().to(firewall::mailbox_page))
+            .route("/firewall/{login}/rules", web::post().to(firewall::add_rule))
+            .route("/firewall/{login}/rules/{number}/move", web::post().to(firewall::move_rule))
+            .route("/firewall/{login}/rules/{number}/delete", web::post().to(firewall::delete_rule))
+            .route("/firewall/{login}/default", web::post().to(firewall::set_default))
+            .route("/firewall/{login}/reset", web::post().to(firewall::reset))
+            // Blocked and trusted lists
+            .route("/lists", web::get().to(lists::page))
+            .route("/lists/add", web::post().to(lists::add))
+            .route("/lists/delete", web::post().to(lists::delete))
+            .route("/lists/{file}", web::get().to(lists::download))
+            // Block log
+            .route("/events", web::get().to(events::page))
             .route("/style.css", web::get().to(|| async { asset("text/css; charset=utf-8", STYLE) }))
             .route("/console.js", web::get().to(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
             .default_service(web::to(not_found)),
@@ -195,6 +213,15 @@ impl<T: DeserializeOwned + 'static> FromRequest for Change<T> {
             let form = serde_urlencoded::from_bytes(&body).map_err(|e| ConsoleError::BadForm(e.to_string()))?;
             Ok(Change { console, form, pairs })
         })
+    }
+}
+
+impl From<crate::principal::MailboxRefusal> for ConsoleError {
+    fn from(refusal: crate::principal::MailboxRefusal) -> ConsoleError {
+        match refusal {
+            crate::principal::MailboxRefusal::NotAMailbox(message) => ConsoleError::Invalid(message),
+            crate::principal::MailboxRefusal::NotYours => ConsoleError::Forbidden,
+        }
     }
 }
 
@@ -365,4 +392,42 @@ pub struct IgnoredFields {}
 /// The hidden field every change's form carries.
 pub fn csrf_field(console: &Console) -> Markup {
     html! { input type="hidden" name="csrf" value=(console.csrf); }
+}
+
+/// Runs a blocking `Warden` call (a store write) on the blocking pool, as the API does.
+pub async fn blocking<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> Result<T, ConsoleError> {
+    super::run_blocking(call).await.map_err(|failure| {
+        ConsoleError::Failed(match failure {
+            super::BlockingFailure::Panicked => "the change failed unexpectedly; the server log has the cause".into(),
+            super::BlockingFailure::ShuttingDown => "the server is stopping".into(),
+        })
+    })
+}
+
+/// `text` as one path segment of a console link: what the router gives back as `text`. Letters,
+/// digits and `@.-_~+` stay as they are (a `+` in a login is common and the router keeps it),
+/// every other byte is percent-encoded.
+pub fn path_segment(text: &str) -> String {
+    let mut segment = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"@.-_~+".contains(&byte) {
+            segment.push(char::from(byte));
+        } else {
+            segment.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    segment
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_segment;
+
+    #[test]
+    fn a_mailbox_key_in_a_link_keeps_its_plus_and_at_and_encodes_the_rest() {
+        assert_eq!(path_segment("alice+tag@example.com"), "alice+tag@example.com");
+        assert_eq!(path_segment("@example.com"), "@example.com");
+        assert_eq!(path_segment("a?b#c%d"), "a%3Fb%23c%25d");
+        assert_eq!(path_segment("jörg@example.de"), "j%C3%B6rg@example.de");
+    }
 }

@@ -1,10 +1,12 @@
-//! The console over plain HTTP, without a browser: a client that keeps no cookies and follows
-//! no redirects, so a test sees each answer (303s, 403s, cookies) as sent.
+//! The console over plain HTTP, for the tests that check what a browser cannot show (status
+//! codes, headers, forged forms): its URLs, a client that keeps no cookies and follows no
+//! redirects, and a signed-in session's cookie.
 
 use std::time::Duration;
 
 use super::mailwarden::Mailwarden;
 
+/// The console's `path` (after `/console`) on `mw`'s admin listener.
 pub fn console_url(mw: &Mailwarden, path: &str) -> String {
     format!("http://{}/console{path}", mw.admin_addr)
 }
@@ -19,7 +21,8 @@ pub fn raw() -> ureq::Agent {
         .into()
 }
 
-/// Signs in with `token`; the answer's status and session cookie (`name=value`).
+/// Signs in with `token`; returns the sign-in's status and the session cookie (`name=value`)
+/// it set, if any.
 pub fn sign_in(mw: &Mailwarden, token: &str) -> (u16, Option<String>) {
     let response = raw()
         .post(&console_url(mw, "/sign-in"))
@@ -35,7 +38,7 @@ pub fn sign_in(mw: &Mailwarden, token: &str) -> (u16, Option<String>) {
     (response.status().as_u16(), cookie)
 }
 
-/// A console page with the session `cookie`: its status, `Location` and body.
+/// GETs a console path with a session cookie: (status, `Location`, body).
 pub fn get(mw: &Mailwarden, path: &str, cookie: &str) -> (u16, String, String) {
     let mut response = raw().get(&console_url(mw, path)).header("cookie", cookie).call().expect("the console answers");
     let location = response.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
