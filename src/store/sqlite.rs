@@ -136,33 +136,33 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_by_actor ON audit (actor, id);
     CREATE INDEX audit_by_target ON audit (target, id);
     ALTER TABLE access_entries ADD COLUMN added_by TEXT NOT NULL DEFAULT '';",
-    // Known sources keyed by their primary key alone: every successful login of a new pair
-    // wrote a row, its rowid and its key index, three b-trees; now two (docs/BENCHMARKS.md).
+    // Known sources keyed by the login's key and the source, in the primary key alone (a
+    // table without rowid: two b-trees a row, with the time index, where a rowid table with a
+    // key index and a login-key index wrote four; docs/BENCHMARKS.md), with the protocol and
+    // mail app of the last success from each place, for a mailbox's login history. Rows
+    // stored before read as an unknown app; two spellings of a login from one source become
+    // one place, the newest.
     "CREATE TABLE known_sources_by_key (
-        login       TEXT NOT NULL,
-        source      TEXT NOT NULL,
+        login_key    TEXT NOT NULL,
+        source       TEXT NOT NULL,
+        login        TEXT NOT NULL,
         last_success INTEGER NOT NULL,
-        PRIMARY KEY (login, source)
+        protocol     TEXT NOT NULL DEFAULT '',
+        app          TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (login_key, source)
     ) WITHOUT ROWID;
-    INSERT INTO known_sources_by_key (login, source, last_success) SELECT login, source, last_success FROM known_sources;
+    INSERT INTO known_sources_by_key (login_key, source, login, last_success)
+        SELECT lower(login), source, login, MAX(last_success) FROM known_sources GROUP BY lower(login), source;
     DROP TABLE known_sources;
     ALTER TABLE known_sources_by_key RENAME TO known_sources;
     CREATE INDEX known_sources_by_time ON known_sources (last_success);",
-    // The protocol and mail app of the last success from each place, for a mailbox's login
-    // history, which finds the login in any spelling by its key; rows stored before read as
-    // an unknown app.
-    "ALTER TABLE known_sources ADD COLUMN protocol TEXT NOT NULL DEFAULT '';
-    ALTER TABLE known_sources ADD COLUMN app TEXT NOT NULL DEFAULT '';
-    ALTER TABLE known_sources ADD COLUMN login_key TEXT NOT NULL DEFAULT '';
-    UPDATE known_sources SET login_key = lower(login);
-    CREATE INDEX known_sources_by_login_key ON known_sources (login_key, last_success);",
 ];
 
 /// Work a migration needs done in Rust, in its transaction, after its SQL.
 type MigrationStep = fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>;
 
 /// (The migration's index in `MIGRATIONS`, its step.)
-const MIGRATION_STEPS: &[(usize, MigrationStep)] = &[(6, key_event_logins), (11, key_known_logins)];
+const MIGRATION_STEPS: &[(usize, MigrationStep)] = &[(6, key_event_logins), (10, key_known_logins)];
 
 /// Sets `login_key` of events whose login is not plain ASCII (which `lower()` already keyed).
 fn key_event_logins(transaction: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
@@ -175,13 +175,27 @@ fn key_event_logins(transaction: &rusqlite::Transaction<'_>) -> rusqlite::Result
     }
     Ok(())
 }
-/// Sets `login_key` of known sources whose login is not plain ASCII (which `lower()` keyed).
+/// Keys the known sources whose login is not plain ASCII (which `lower()` did not key as
+/// `login::key` does); a place that two spellings share keeps its newest success.
 fn key_known_logins(transaction: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
-    let mut select = transaction.prepare("SELECT login FROM known_sources WHERE login GLOB '*[^ -~]*'")?;
-    let logins: Vec<String> = select.query_map([], |row| row.get(0))?.collect::<rusqlite::Result<_>>()?;
-    let mut update = transaction.prepare("UPDATE known_sources SET login_key = ?1 WHERE login = ?2")?;
-    for login in logins {
-        update.execute(params![crate::login::key(&login), login])?;
+    let mut select = transaction
+        .prepare("SELECT login_key, source, login, last_success FROM known_sources WHERE login GLOB '*[^ -~]*'")?;
+    let rows: Vec<(String, String, String, i64)> = select
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut delete = transaction.prepare("DELETE FROM known_sources WHERE login_key = ?1 AND source = ?2")?;
+    let mut insert = transaction.prepare(
+        "INSERT INTO known_sources (login_key, source, login, last_success) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (login_key, source) DO UPDATE SET
+             login = CASE WHEN excluded.last_success >= last_success THEN excluded.login ELSE login END,
+             last_success = MAX(last_success, excluded.last_success)",
+    )?;
+    for (old_key, source, login, at) in rows {
+        let key = crate::login::key(&login);
+        if key != old_key {
+            delete.execute(params![old_key, source])?;
+            insert.execute(params![key, source, login, at])?;
+        }
     }
     Ok(())
 }
@@ -627,7 +641,8 @@ impl Store for SqliteStore {
             let mut upsert = transaction
                 .prepare_cached(
                     "INSERT INTO known_sources (login, source, last_success, protocol, app, login_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (login, source) DO UPDATE SET
+                     ON CONFLICT (login_key, source) DO UPDATE SET
+                         login = CASE WHEN excluded.last_success >= last_success THEN excluded.login ELSE login END,
                          protocol = CASE WHEN excluded.last_success >= last_success THEN excluded.protocol ELSE protocol END,
                          app = CASE WHEN excluded.last_success >= last_success THEN excluded.app ELSE app END,
                          last_success = MAX(last_success, excluded.last_success)",
@@ -653,10 +668,14 @@ impl Store for SqliteStore {
         let error = |e: rusqlite::Error| StoreError::operation("reading known sources", e);
         let connection = self.lock();
         let mut statement = connection
-            .prepare_cached("SELECT source FROM known_sources WHERE login = ?1 AND last_success >= ?2 ORDER BY last_success DESC LIMIT ?3")
+            .prepare_cached(
+                "SELECT source FROM known_sources WHERE login_key = ?1 AND last_success >= ?2 ORDER BY last_success DESC LIMIT ?3",
+            )
             .map_err(error)?;
         let rows = statement
-            .query_map(params![login, since.0, i64::try_from(limit).unwrap_or(i64::MAX)], |row| row.get::<_, String>(0))
+            .query_map(params![crate::login::key(login), since.0, i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+                row.get::<_, String>(0)
+            })
             .map_err(error)?;
         let mut sources = Vec::new();
         for row in rows {
@@ -693,9 +712,9 @@ impl Store for SqliteStore {
             .map_err(error)?;
         let surplus = connection
             .execute(
-                "DELETE FROM known_sources WHERE (login, source) IN (
-                     SELECT login, source FROM (
-                         SELECT login, source, ROW_NUMBER() OVER (PARTITION BY login ORDER BY last_success DESC) AS n
+                "DELETE FROM known_sources WHERE (login_key, source) IN (
+                     SELECT login_key, source FROM (
+                         SELECT login_key, source, ROW_NUMBER() OVER (PARTITION BY login_key ORDER BY last_success DESC) AS n
                          FROM known_sources
                      ) WHERE n > ?1)",
                 params![i64::try_from(per_account).unwrap_or(i64::MAX)],
@@ -1055,10 +1074,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let connection = Connection::open(dir.path().join("mailwarden.db")).unwrap();
-            for migration in &MIGRATIONS[..11] {
+            for migration in &MIGRATIONS[..10] {
                 connection.execute_batch(migration).unwrap();
             }
-            connection.pragma_update(None, "user_version", 11).unwrap();
+            connection.pragma_update(None, "user_version", 10).unwrap();
             connection
                 .execute(
                     "INSERT INTO known_sources (login, source, last_success) VALUES ('Alice', '203.0.113.7', 20)",
@@ -1106,13 +1125,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let connection = Connection::open(dir.path().join("mailwarden.db")).unwrap();
-            for migration in &MIGRATIONS[..9] {
+            for migration in &MIGRATIONS[..10] {
                 connection.execute_batch(migration).unwrap();
             }
-            connection.pragma_update(None, "user_version", 9).unwrap();
-            for (login, source, at) in
-                [("alice", "203.0.113.7", 20), ("alice", "198.51.100.0/24", 10), ("bob", "203.0.113.7", 5)]
-            {
+            connection.pragma_update(None, "user_version", 10).unwrap();
+            for (login, source, at) in [
+                ("alice", "203.0.113.7", 20),
+                ("alice", "198.51.100.0/24", 10),
+                ("bob", "203.0.113.7", 5),
+                // Two spellings of one login at one place, and a login lower() cannot key.
+                ("Bob", "203.0.113.7", 7),
+                ("ÉLODIE@example.com", "192.0.2.1", 3),
+            ] {
                 connection
                     .execute(
                         "INSERT INTO known_sources (login, source, last_success) VALUES (?1, ?2, ?3)",
@@ -1128,6 +1152,13 @@ mod tests {
         );
         assert_eq!(store.prune_known_sources(Timestamp(0), 1).unwrap(), 1, "alice's older source is the surplus");
         assert_eq!(store.known_sources("bob", Timestamp(0), 10).unwrap(), vec![Source::parse("203.0.113.7").unwrap()]);
+        let bob = store.login_places("BOB", 10).unwrap();
+        assert_eq!(
+            bob.iter().map(|k| (k.login.as_str(), k.at.0)).collect::<Vec<_>>(),
+            [("Bob", 7)],
+            "one place, the newest"
+        );
+        assert_eq!(store.known_sources("élodie@example.com", Timestamp(0), 10).unwrap().len(), 1);
     }
 
     #[test]
