@@ -7,9 +7,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::browser::{browser_available, click_to, fill, screenshot, text_of, wait_for_path, with_browser};
+use support::browser::{browser_available, click_to, fill, screenshot, text_of, wait_for_path, with_browser, with_browser_as};
 use support::console::{console_url, get, raw, sign_in};
-use support::mailwarden::{ADMIN_TOKEN, Mailwarden};
+use support::mailwarden::{ADMIN_TOKEN, Mailwarden, fresh_pwhash, report_body};
 
 #[test]
 fn a_session_cookie_is_http_only_strict_and_scoped_to_the_console() {
@@ -151,5 +151,81 @@ fn in_a_real_browser_one_signs_in_signs_out_is_kept_to_the_scope_and_is_signed_o
         client.goto(&console_url(mw, "/?from=bookmark")).await.unwrap();
         let url = wait_for_path(&client, "/console/sign-in").await;
         assert_eq!(url.query(), Some("next=%2Fconsole%2F%3Ffrom%3Dbookmark"), "and back to the page after signing in");
+    });
+}
+
+/// Every screen, with something on it.
+const SCREENS: [&str; 8] = [
+    "/",
+    "/lookup?ip=203.0.113.7",
+    "/bans",
+    "/lists",
+    "/firewall",
+    "/firewall/alice@example.com",
+    "/events",
+    "/logins?login=alice%40example.com",
+];
+
+/// A ban, a mailbox's rules and a blocked network, so each screen has rows to lay out.
+fn give_every_screen_data(mw: &Mailwarden) {
+    for _ in 0..5 {
+        let body = report_body("203.0.113.7", "alice@example.com", &fresh_pwhash(), false);
+        assert_eq!(mw.policy("report", &body).0, 200);
+    }
+    let rules = r#"{"default":"block","rules":[{"action":"allow","network":"198.51.100.0/24"},{"action":"block","network":"203.0.113.0/24"}]}"#;
+    assert_eq!(mw.admin_put("/api/v1/mailboxes/alice@example.com/firewall", rules).0, 200);
+    let block = r#"{"network":"192.0.2.0/24","comment":"a scanner seen in every log","for":"7d"}"#;
+    assert_eq!(mw.admin_post("/api/v1/blocks", Some(block)).0, 201);
+}
+
+async fn sign_in_as_admin(client: &fantoccini::Client, mw: &Mailwarden) {
+    client.goto(&console_url(mw, "/sign-in")).await.expect("open the sign-in");
+    fill(client, "#token", ADMIN_TOKEN).await;
+    click_to(client, "button[type=submit]", "/console/").await;
+}
+
+#[test]
+fn on_a_phone_no_screen_is_wider_than_the_phone() {
+    if !browser_available() {
+        return;
+    }
+    let mw = Mailwarden::start();
+    give_every_screen_data(&mw);
+    let dir = mw.dir.path().to_path_buf();
+    let mw = &mw;
+    with_browser_as(&dir, 390, 844, &[], |client| async move {
+        sign_in_as_admin(&client, mw).await;
+        for path in SCREENS {
+            client.goto(&console_url(mw, path)).await.expect("open the screen");
+            let widths = client
+                .execute("return [document.documentElement.scrollWidth, window.innerWidth]", vec![])
+                .await
+                .expect("the page's widths");
+            let (page, window) = (widths[0].as_u64().unwrap_or(u64::MAX), widths[1].as_u64().unwrap_or(0));
+            assert!(page <= window, "{path} is {page} px wide in a {window} px window");
+        }
+        client.goto(&console_url(mw, "/bans")).await.unwrap();
+        screenshot(&client, "console-phone-bans").await;
+    });
+}
+
+#[test]
+fn with_a_dark_system_setting_the_console_is_dark() {
+    if !browser_available() {
+        return;
+    }
+    let mw = Mailwarden::start();
+    give_every_screen_data(&mw);
+    let dir = mw.dir.path().to_path_buf();
+    let mw = &mw;
+    with_browser_as(&dir, 1200, 900, &["--blink-settings=preferredColorScheme=0"], |client| async move {
+        sign_in_as_admin(&client, mw).await;
+        client.goto(&console_url(mw, "/firewall/alice@example.com")).await.unwrap();
+        let background = client
+            .execute("return getComputedStyle(document.body).backgroundColor", vec![])
+            .await
+            .expect("the background");
+        assert_eq!(background.as_str(), Some("rgb(13, 17, 23)"), "the dark palette's background");
+        screenshot(&client, "console-dark-firewall").await;
     });
 }

@@ -54,6 +54,12 @@ impl Driver {
 
     /// A browser session with a fresh profile in `dir`, `width` by `height` pixels.
     pub async fn session(&self, dir: &Path, width: u32, height: u32) -> Client {
+        self.session_with(dir, width, height, &[]).await
+    }
+
+    /// The same, with more Chromium switches (`--blink-settings=preferredColorScheme=0` for a
+    /// dark system setting).
+    pub async fn session_with(&self, dir: &Path, width: u32, height: u32, switches: &[&str]) -> Client {
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
             "goog:chromeOptions".into(),
@@ -65,6 +71,9 @@ impl Driver {
                          format!("--user-data-dir={}", dir.join("chromium-profile").display())],
             }),
         );
+        if let Some(args) = capabilities["goog:chromeOptions"]["args"].as_array_mut() {
+            args.extend(switches.iter().map(|s| serde_json::Value::from(*s)));
+        }
         // This test process links rustls with both ring and aws-lc-rs (fantoccini brings the
         // latter), so rustls cannot pick one itself: take the one mailwarden uses.
         mailwarden::tls::install_default_provider();
@@ -155,10 +164,19 @@ where
     F: FnOnce(Client) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    with_browser_as(dir, 1200, 900, &[], test);
+}
+
+/// The same in a window of `width` by `height` pixels, with more Chromium `switches`.
+pub fn with_browser_as<F, Fut>(dir: &Path, width: u32, height: u32, switches: &[&str], test: F)
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let driver = Driver::start(&dir.join("chromedriver.log"));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     runtime.block_on(async {
-        let client = driver.session(dir, 1200, 900).await;
+        let client = driver.session_with(dir, width, height, switches).await;
         test(client.clone()).await;
         let _ = client.close().await;
     });
