@@ -7,7 +7,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::browser::{browser_available, click_to, fill, screenshot, text_of, wait_for_path, with_browser, with_browser_as};
+use support::browser::{
+    browser_available, click_to, fill, screenshot, text_of, wait_for_path, with_browser, with_browser_as,
+};
 use support::console::{console_url, get, raw, sign_in};
 use support::mailwarden::{ADMIN_TOKEN, Mailwarden, fresh_pwhash, report_body};
 

@@ -584,9 +584,10 @@ impl Warden {
                 _ => (policy.autoban.window, recorded.distinct),
             };
             let guesses = counted_guesses(&shared.failures.guesses(source, now), None, now, window).1;
-            let ban = self.place_ban(trigger, source, reason, failures, guesses, now, policy);
-            effects.subnet_ban = self.ban_subnet_after(&ban, trigger, now, policy);
-            effects.ban = Some(ban);
+            if let Some(ban) = self.place_ban(trigger, source, reason, failures, guesses, now, policy) {
+                effects.subnet_ban = self.ban_subnet_after(&ban, trigger, now, policy);
+                effects.ban = Some(ban);
+            }
         } else if earned > 0 && !already_banned {
             // A failure that would have banned an address nobody logged in from.
             if recorded.new_guess {
@@ -735,8 +736,15 @@ impl Warden {
         guesses: Vec<BanGuess>,
         now: Timestamp,
         policy: &Policy,
-    ) -> Arc<Ban> {
+    ) -> Option<Arc<Ban>> {
         let shared = &*self.shared;
+        // A request worker counting a failure here and the cluster's counting thread hearing
+        // the shared count may both find the source unbanned at once: the check and the
+        // insert are one step, so only one of them places (and announces) the ban.
+        let _placing = shared.placing_bans.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if shared.bans.active(source, now).is_some() {
+            return None;
+        }
         let previous = shared.ban_history.get(&source);
         let mut length = engine::ban_length(&policy.autoban, previous, now);
         if reason == BanReason::LongWindow {
@@ -770,7 +778,7 @@ impl Warden {
             ban.expires_at.rfc3339()
         );
         shared.journal.event(placed(EventKind::BanPlaced, &ban, trigger.address, detail));
-        ban
+        Some(ban)
     }
 
     /// Loads the known sources of an account that just came under attack. Blocking.

@@ -152,6 +152,8 @@ struct Shared {
     /// Counts per minute of the last day's decisions and bans, for the overview (memory
     /// only, fixed size).
     activity: crate::activity::Activity,
+    /// Held while a ban is checked for and placed, so two threads never place one twice.
+    placing_bans: Mutex<()>,
 }
 
 /// Why the core could not start.
@@ -372,6 +374,7 @@ impl Warden {
             tokens,
             sign_in: crate::tokens::SignInGuard::default(),
             sessions: crate::sessions::Sessions::default(),
+            placing_bans: Mutex::new(()),
             activity: crate::activity::Activity::default(),
         };
         Ok(Warden { shared: Arc::new(shared) })

@@ -237,7 +237,7 @@ impl Warden {
         };
         if crate::engine::bans_source(distinct, already_banned, threshold) {
             let guesses = count.ban_guesses(failure.at, window, None);
-            let ban = self.place_ban(trigger, failure.source, BanReason::Autoban, distinct, guesses, now, &policy);
+            let ban = self.place_ban(trigger, failure.source, BanReason::Autoban, distinct, guesses, now, &policy)?;
             if let Some(subnet_ban) = self.ban_subnet_after(&ban, trigger, now, &policy) {
                 // Stored here; the source's ban by the caller's `persist_ban`. On failure it
                 // stays in force here and waits like any unsaved ban.
