@@ -176,8 +176,14 @@ where
     let driver = Driver::start(&dir.join("chromedriver.log"));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     runtime.block_on(async {
+        use futures_util::FutureExt as _;
         let client = driver.session_with(dir, width, height, switches).await;
-        test(client.clone()).await;
+        let outcome = std::panic::AssertUnwindSafe(test(client.clone())).catch_unwind().await;
+        // Closed even when the test failed: chromedriver's end does not end the browser it
+        // started, which would outlive the test run.
         let _ = client.close().await;
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
     });
 }
