@@ -7,7 +7,7 @@ use actix_web::{HttpResponse, web};
 use maud::html;
 use serde::{Deserialize, Serialize};
 
-use super::{Console, ConsoleError, PREFIX, Screen, blocking};
+use super::{Console, ConsoleError, PREFIX, Screen, blocking, column_heads};
 use crate::clock::time_or_ago;
 use crate::events::{EventFilter, EventKind, MAX_TEXT_FILTER};
 use crate::network::parse_ip;
@@ -129,14 +129,7 @@ pub async fn page(console: Console, query: web::Query<LogQuery>) -> Result<HttpR
             @if !page.events.is_empty() {
                 div.table-wrap {
                     table #events {
-                        thead { tr {
-                            th scope="col" { "When" }
-                            th scope="col" { "Reason" }
-                            th scope="col" { "Mailbox" }
-                            th scope="col" { "Address" }
-                            th scope="col" { "Protocol" }
-                            th scope="col" { "What the user was told, or what was done" }
-                        } }
+                        (column_heads(&["When", "Reason", "Mailbox", "Address", "Protocol", "What the user was told, or what was done"]))
                         tbody {
                             @for event in &page.events {
                                 tr {

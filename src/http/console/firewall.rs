@@ -9,7 +9,7 @@ use actix_web::{HttpResponse, web};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{Change, Console, ConsoleError, PREFIX, Screen, blocking, csrf_field, path_segment};
+use super::{Change, Console, ConsoleError, PREFIX, Screen, blocking, column_heads, csrf_field, path_segment};
 use crate::firewall::{Action, AsnSpec, KeyedRuleSet, Outcome, RuleSetOrigin, RuleSpec};
 use crate::network::parse_ip;
 use crate::warden::{FirewallCheck, FirewallError, RuleMove};
@@ -57,13 +57,7 @@ pub async fn list(console: Console, query: web::Query<OpenQuery>) -> Result<Http
         } @else {
             div.table-wrap {
                 table #mailboxes {
-                    thead { tr {
-                        th scope="col" { "Mailbox or domain" }
-                        th scope="col" { "Rules" }
-                        th scope="col" { "Default" }
-                        th scope="col" { "Set in" }
-                        th scope="col" { span.visually-hidden { "Action" } }
-                    } }
+                    (column_heads(&["Mailbox or domain", "Rules", "Default", "Set in", ""]))
                     tbody {
                         @for keyed in &sets {
                             tr {

@@ -139,3 +139,21 @@ pub fn bare(title: &str, body: Markup) -> Markup {
         }
     }
 }
+
+/// A table's header row: one column heading per name; an empty name is the column of a row's
+/// buttons, named "Action" for screen readers only.
+pub fn column_heads(names: &[&str]) -> Markup {
+    html! {
+        thead {
+            tr {
+                @for name in names {
+                    @if name.is_empty() {
+                        th scope="col" { span.visually-hidden { "Action" } }
+                    } @else {
+                        th scope="col" { (name) }
+                    }
+                }
+            }
+        }
+    }
+}

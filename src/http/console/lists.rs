@@ -11,7 +11,7 @@ use actix_web::{HttpResponse, web};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{Change, Console, ConsoleError, PREFIX, Screen, blocking, csrf_field};
+use super::{Change, Console, ConsoleError, PREFIX, Screen, blocking, column_heads, csrf_field};
 use crate::access::{AccessEntry, ListKind, Origin, checked_comment};
 use crate::clock::{Timestamp, checked_length};
 use crate::network::parse_network;
@@ -93,14 +93,7 @@ fn section(console: &Console, list: ListKind, search: &str) -> Markup {
         } @else {
             div.table-wrap {
                 table id={ (list.label()) "-entries" } {
-                    thead { tr {
-                        th scope="col" { "Address or network" }
-                        th scope="col" { "Comment" }
-                        th scope="col" { "Until" }
-                        th scope="col" { "Added by" }
-                        th scope="col" { "From" }
-                        th scope="col" { span.visually-hidden { "Action" } }
-                    } }
+                    (column_heads(&["Address or network", "Comment", "Until", "Added by", "From", ""]))
                     tbody {
                         @for entry in &entries {
                             tr {

@@ -7,7 +7,7 @@ use actix_web::{HttpResponse, web};
 use maud::html;
 use serde::Deserialize;
 
-use super::{Console, ConsoleError, PREFIX, Screen};
+use super::{Console, ConsoleError, PREFIX, Screen, column_heads};
 use crate::warden::device_name;
 
 #[derive(Deserialize)]
@@ -69,15 +69,7 @@ pub async fn page(console: Console, query: web::Query<LoginQuery>) -> Result<Htt
             } @else {
                 div.table-wrap {
                     table #places {
-                        thead {
-                            tr {
-                                th scope="col" { "Address or network" }
-                                th scope="col" { "Country" }
-                                th scope="col" { "Mail app" }
-                                th scope="col" { "Protocol" }
-                                th scope="col" { "Last seen" }
-                            }
-                        }
+                        (column_heads(&["Address or network", "Country", "Mail app", "Protocol", "Last seen"]))
                         tbody {
                             @for place in &history.places {
                                 tr {
@@ -99,17 +91,7 @@ pub async fn page(console: Console, query: web::Query<LoginQuery>) -> Result<Htt
             } @else {
                 div.table-wrap {
                     table #failures {
-                        thead {
-                            tr {
-                                th scope="col" { "From" }
-                                th scope="col" { "Mail app" }
-                                th scope="col" { "Protocol" }
-                                th scope="col" { "Tries" }
-                                th scope="col" { "First" }
-                                th scope="col" { "Last" }
-                                th scope="col" { "Note" }
-                            }
-                        }
+                        (column_heads(&["From", "Mail app", "Protocol", "Tries", "First", "Last", "Note"]))
                         tbody {
                             @for (source, guess) in &history.failures {
                                 tr {
@@ -140,15 +122,7 @@ pub async fn page(console: Console, query: web::Query<LoginQuery>) -> Result<Htt
             } @else {
                 div.table-wrap {
                     table #refusals {
-                        thead {
-                            tr {
-                                th scope="col" { "When" }
-                                th scope="col" { "Reason" }
-                                th scope="col" { "Address" }
-                                th scope="col" { "Protocol" }
-                                th scope="col" { "What happened" }
-                            }
-                        }
+                        (column_heads(&["When", "Reason", "Address", "Protocol", "What happened"]))
                         tbody {
                             @for event in &history.refusals {
                                 tr {

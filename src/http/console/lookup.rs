@@ -8,7 +8,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::bans::{ban_key, cause, parse_key, remaining};
-use super::{Change, Console, ConsoleError, PREFIX, Screen, csrf_field};
+use super::{Change, Console, ConsoleError, PREFIX, Screen, column_heads, csrf_field};
 use crate::bans::Ban;
 use crate::engine::Decision;
 use crate::network::parse_ip;
@@ -143,14 +143,7 @@ fn explained(console: &Console, diagnosis: &Diagnosis, ip: &str, login: &str) ->
             h2 { "Wrong passwords remembered from " (e.source) }
             div.table-wrap {
                 table #guesses {
-                    thead { tr {
-                        th scope="col" { "Login" }
-                        th scope="col" { "Protocol" }
-                        th scope="col" { "Mail app" }
-                        th scope="col" { "Tries" }
-                        th scope="col" { "Last" }
-                        th scope="col" { "State" }
-                    } }
+                    (column_heads(&["Login", "Protocol", "Mail app", "Tries", "Last", "State"]))
                     tbody {
                         @for guess in &diagnosis.guesses {
                             @let quarantined = guess.quarantined_until().filter(|end| *end > now);

@@ -37,7 +37,7 @@ use super::admin::Reach;
 use crate::principal::Principal;
 use crate::sessions::{Flash, csrf_matches};
 use crate::warden::{SignInRefusal, Warden};
-pub use layout::Screen;
+pub use layout::{Screen, column_heads};
 
 /// Where the console is mounted; every link and the cookie's path start with it.
 pub const PREFIX: &str = "/console";

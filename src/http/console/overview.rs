@@ -5,7 +5,7 @@
 use actix_web::HttpResponse;
 use maud::{Markup, html};
 
-use super::{Console, ConsoleError, PREFIX, Screen};
+use super::{Console, ConsoleError, PREFIX, Screen, column_heads};
 use crate::activity::{Activity, BANS, Kind, REFUSALS, Tally};
 use crate::warden::device_name;
 
@@ -43,7 +43,7 @@ fn chart(id: &str, what: &str, tallies: &[Tally], value: impl Fn(&Tally) -> u64,
                 summary { "The numbers" }
                 div.table-wrap {
                     table {
-                        thead { tr { th scope="col" { "From" } th scope="col" { "Count" } } }
+                        (column_heads(&["From", "Count"]))
                         tbody {
                             @for (tally, n) in tallies.iter().zip(&values).filter(|(_, n)| **n > 0) {
                                 tr { td { (tally.start.readable()) } td { (n) } }
@@ -62,7 +62,7 @@ fn by_label(caption: &str, labels: &[&str], kind: fn(usize) -> Kind, hour: &Tall
         div.table-wrap {
             table {
                 caption { (caption) }
-                thead { tr { th scope="col" { "Reason" } th scope="col" { "Last hour" } th scope="col" { "Last day" } } }
+                (column_heads(&["Reason", "Last hour", "Last day"]))
                 tbody {
                     @for (i, label) in labels.iter().enumerate() {
                         tr {
@@ -156,16 +156,7 @@ pub async fn page(console: Console) -> Result<HttpResponse, ConsoleError> {
             p.hint { "A mail app keeps using an old password: that password is refused from that place until the time shown, without counting toward a ban." }
             div.table-wrap {
                 table #quarantine-list {
-                    thead {
-                        tr {
-                            th scope="col" { "Login" }
-                            th scope="col" { "From" }
-                            th scope="col" { "Mail app" }
-                            th scope="col" { "Tries" }
-                            th scope="col" { "Last try" }
-                            th scope="col" { "Refused until" }
-                        }
-                    }
+                    (column_heads(&["Login", "From", "Mail app", "Tries", "Last try", "Refused until"]))
                     tbody {
                         @for (source, guess) in &quarantines {
                             tr {
