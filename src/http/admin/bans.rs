@@ -30,9 +30,14 @@ pub struct BanScope {
     comment: Option<String>,
 }
 
+/// The refused login a query names, if it names one (blank is none).
+fn named_login(login: &Option<String>) -> Option<&str> {
+    login.as_deref().map(str::trim).filter(|l| !l.is_empty())
+}
+
 impl BanScope {
     fn login(&self) -> Option<&str> {
-        self.login.as_deref().map(str::trim).filter(|l| !l.is_empty())
+        named_login(&self.login)
     }
 }
 
@@ -162,7 +167,7 @@ pub async fn lengthen_ban(
 ) -> Result<HttpResponse, ApiError> {
     let source = source_of(&warden, &addr)?;
     let lengthening = Lengthening::from_fields(body.by.as_deref(), body.until.as_deref())?;
-    let login = scope.login.as_deref().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string);
+    let login = named_login(&scope.login).map(str::to_string);
     let handle = warden.get_ref().clone();
     let actor = admin.0;
     let ban =
