@@ -5,7 +5,7 @@
 //! down; losing the last few of them in a crash is harmless (bans and admin changes are not
 //! written here).
 
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -54,12 +54,17 @@ enum Record {
 /// Queue length between the request path and the writer.
 const QUEUE: usize = 10_000;
 /// Largest batch stored in one transaction.
-const BATCH: usize = 1_000;
-/// How long the writer sleeps after the first record of a batch before storing what has come:
-/// under load one transaction (and one fsync) then covers a busy moment instead of a few
-/// records each, and a sleeping writer is not woken (a futex call and a context switch on the
-/// request path) by every record queued meanwhile (docs/BENCHMARKS.md). A flush wakes it.
+const BATCH: usize = 5_000;
+/// How often the writer takes what has been queued while it gathers a batch: it sleeps
+/// meanwhile, so a sleeping writer is not woken (a futex call and a context switch on the
+/// request path) by every record queued (docs/BENCHMARKS.md). A flush wakes it.
 const GATHER: Duration = Duration::from_millis(50);
+/// How long a batch gathers at most before it is stored (unless it fills, or a reader asks for
+/// a flush). Under load one transaction then covers a busy second instead of a few records:
+/// each transaction rewrites every database page its records touch, and a page holds many
+/// known sources, so fewer, larger transactions write far less (docs/BENCHMARKS.md). The
+/// records of the last second are what a crash can lose.
+const COMMIT_AFTER: Duration = Duration::from_secs(1);
 /// How often old records are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Pruning also runs as soon as the events stored since the last one reach this share of
@@ -185,6 +190,27 @@ impl Drop for Journal {
     }
 }
 
+/// The writer thread's niceness. It shares the cores of the policy workers, and one of its
+/// transactions is a few milliseconds of work: at the workers' own priority a login that
+/// arrived meanwhile waited for it (the tail of the latency at a fixed rate,
+/// docs/BENCHMARKS.md). Niced, it still gets every idle moment and a share under full load;
+/// if it falls behind a flood, records are dropped and counted, as the queue's bound says.
+const WRITER_NICENESS: libc::c_int = 10;
+
+/// Lowers the calling thread's priority (on Linux the nice value is per thread). Failing
+/// changes nothing but the tail, so it is only logged.
+fn yield_to_the_request_path() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls on the calling thread, no memory handed over.
+        let tid = unsafe { libc::gettid() };
+        // The casts: glibc and musl declare the first two parameters with different types.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS as _, tid as _, WRITER_NICENESS) } != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "could not lower the journal writer's priority");
+        }
+    }
+}
+
 fn write_forever(
     receiver: Receiver<Record>,
     store: Arc<dyn Store>,
@@ -192,6 +218,7 @@ fn write_forever(
     keep: Arc<Mutex<Keep>>,
     (event_counter, known_counter): (IntCounterVec, IntCounterVec),
 ) {
+    yield_to_the_request_path();
     let mut last_prune = Instant::now();
     // Bytes of events stored since the last pruning, as `Event::size` counts them.
     let mut written: u64 = 0;
@@ -208,15 +235,27 @@ fn write_forever(
             Record::Flush(done) => flushes.push(done),
         };
         if let Some(record) = first {
-            if !matches!(record, Record::Flush(_)) {
+            let gathering_since = Instant::now();
+            let mut taken = 1;
+            let mut flushing = matches!(record, Record::Flush(_));
+            take(record);
+            while !flushing && taken < BATCH && gathering_since.elapsed() < COMMIT_AFTER {
                 // Woken early by a flush (or spuriously): the batch is only smaller.
                 std::thread::park_timeout(GATHER);
-            }
-            take(record);
-            for _ in 1..BATCH {
-                match receiver.try_recv() {
-                    Ok(record) => take(record),
-                    Err(_) => break,
+                while taken < BATCH {
+                    match receiver.try_recv() {
+                        Ok(record) => {
+                            flushing |= matches!(record, Record::Flush(_));
+                            taken += 1;
+                            take(record);
+                        }
+                        Err(TryRecvError::Empty) => break,
+                        // Closing: what was taken is stored, then the next wait ends the writer.
+                        Err(TryRecvError::Disconnected) => {
+                            flushing = true;
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -263,6 +302,59 @@ fn write_forever(
                 Err(e) if !e.is_unavailable() => tracing::warn!(error = %e, "could not prune old known sources"),
                 _ => {}
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::store::SqliteStore;
+
+    fn journal(store: Arc<dyn Store>) -> (Journal, IntCounterVec) {
+        let keep = Keep {
+            events: Retention { max_age: Duration::from_secs(86_400), max_count: 1_000, max_bytes: 1 << 20 },
+            known_for: Duration::from_secs(86_400),
+            known_per_account: 10,
+        };
+        let events = IntCounterVec::new(prometheus::Opts::new("events", "events"), &["reason", "result"]).unwrap();
+        let known = IntCounterVec::new(prometheus::Opts::new("known", "known"), &["result"]).unwrap();
+        let journal = Journal::start(store, Arc::new(SystemClock), Arc::new(Mutex::new(keep)), events, known.clone());
+        (journal, known)
+    }
+
+    fn place(n: u32) -> KnownSource {
+        let source = Source::parse(&format!("198.51.100.{}", n % 250)).unwrap();
+        KnownSource::bare(format!("user{n}@example.com"), source, Timestamp(1_000 + i64::from(n)))
+    }
+
+    #[test]
+    fn a_flush_stores_what_was_queued_without_waiting_for_the_batch_to_gather() {
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let (journal, known) = journal(store.clone());
+        journal.known_source(place(1));
+        let asked = Instant::now();
+        journal.flush();
+        assert!(asked.elapsed() < COMMIT_AFTER, "the flush cut the gathering short");
+        assert_eq!(store.known_sources("user1@example.com", Timestamp(0), 10).unwrap().len(), 1);
+        assert_eq!(known.with_label_values(&["stored"]).get(), 1);
+    }
+
+    #[test]
+    fn closing_stores_every_record_queued_even_more_than_one_batch() {
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let (journal, known) = journal(store.clone());
+        let records = u32::try_from(BATCH).unwrap() + 1_500;
+        for n in 0..records {
+            journal.known_source(place(n));
+        }
+        journal.close();
+        assert_eq!(known.with_label_values(&["stored"]).get(), u64::from(records));
+        assert_eq!(known.with_label_values(&["dropped"]).get(), 0);
+        for n in [0, records / 2, records - 1] {
+            let login = format!("user{n}@example.com");
+            assert_eq!(store.known_sources(&login, Timestamp(0), 10).unwrap().len(), 1, "{login}");
         }
     }
 }

@@ -223,7 +223,7 @@ fn resolved(setting: &Setting, value: Value, base_dir: &Path) -> Value {
 fn read_file(
     table: &toml::Table,
     base_dir: &Path,
-    lines: &Lines<'_>,
+    lines: &Lines,
     values: &mut BTreeMap<&'static str, (Value, Origin)>,
     problems: &mut Vec<String>,
 ) {
@@ -453,13 +453,16 @@ fn one_line(message: &str) -> String {
 }
 
 /// Finds the line of a key in the file, from the parser's spans.
-struct Lines<'a> {
-    text: &'a str,
+struct Lines {
+    /// The byte offset where each line after the first starts, in order: a key's line is found
+    /// by a binary search, so naming the lines of a policy with 10,000 mailbox sections stays
+    /// linear (counting the newlines before each key took 37 billion instructions for one).
+    line_starts: Vec<usize>,
     spans: HashMap<Vec<String>, usize>,
 }
 
-impl<'a> Lines<'a> {
-    fn new(text: &'a str) -> Lines<'a> {
+impl Lines {
+    fn new(text: &str) -> Lines {
         let mut spans = HashMap::new();
         if let Ok(table) = toml::de::DeTable::parse(text) {
             for (key, value) in table.get_ref() {
@@ -472,14 +475,16 @@ impl<'a> Lines<'a> {
                 }
             }
         }
-        Lines { text, spans }
+        let line_starts = text.match_indices('\n').map(|(at, _)| at + 1).collect();
+        Lines { line_starts, spans }
     }
 
     /// The line (from 1) of the key path, or 0 when the parser did not say.
     fn of(&self, path: &[&str]) -> usize {
         let path: Vec<String> = path.iter().map(|p| p.to_string()).collect();
         match self.spans.get(&path) {
-            Some(offset) => self.text[..(*offset).min(self.text.len())].matches('\n').count() + 1,
+            // The lines that start at or before the key's offset, plus the first.
+            Some(offset) => self.line_starts.partition_point(|start| start <= offset) + 1,
             None => 0,
         }
     }

@@ -279,6 +279,41 @@ impl SqliteStore {
     }
 }
 
+/// The connection with `synchronous = NORMAL` while the journal stores its records (block-log
+/// events, known sources), `FULL` again when dropped. Those records may be lost in a crash
+/// (src/journal.rs), so their commits need no fsync of their own: in WAL mode the database
+/// stays consistent either way, and the next `FULL` commit (a ban, an admin change) syncs the
+/// whole log, theirs included. An fsync per batch was most of the writer's kernel time and
+/// held the connection, and with it the next ban's write, for its duration.
+struct Relaxed<'a> {
+    connection: &'a mut Connection,
+}
+
+impl<'a> Relaxed<'a> {
+    fn new(connection: &'a mut Connection) -> rusqlite::Result<Relaxed<'a>> {
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(Relaxed { connection })
+    }
+}
+
+impl std::ops::Deref for Relaxed<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.connection
+    }
+}
+
+impl Drop for Relaxed<'_> {
+    fn drop(&mut self) {
+        // Cannot fail on an open connection; if it ever did, the next durable write would
+        // still be consistent, only not synced at once, so it is logged rather than hidden.
+        if let Err(e) = self.connection.pragma_update(None, "synchronous", "FULL") {
+            tracing::error!(error = %e, "could not set the store back to synchronous writes");
+        }
+    }
+}
+
 fn ban_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Ban>> {
     let source: String = row.get(0)?;
     let reason: String = row.get(3)?;
@@ -459,7 +494,8 @@ impl Store for SqliteStore {
     fn save_events(&self, events: &[Event]) -> Result<(), StoreError> {
         let mut connection = self.lock();
         let error = |e: rusqlite::Error| StoreError::operation("saving events", e);
-        let transaction = connection.transaction().map_err(error)?;
+        let connection = Relaxed::new(&mut connection).map_err(error)?;
+        let transaction = connection.unchecked_transaction().map_err(error)?;
         {
             let mut insert = transaction
                 .prepare_cached("INSERT INTO events (at, kind, login, ip, protocol, device_id, rule, detail, login_key, observed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
@@ -636,7 +672,8 @@ impl Store for SqliteStore {
     fn save_known_sources(&self, known: &[KnownSource]) -> Result<(), StoreError> {
         let mut connection = self.lock();
         let error = |e: rusqlite::Error| StoreError::operation("saving known sources", e);
-        let transaction = connection.transaction().map_err(error)?;
+        let connection = Relaxed::new(&mut connection).map_err(error)?;
+        let transaction = connection.unchecked_transaction().map_err(error)?;
         {
             let mut upsert = transaction
                 .prepare_cached(
@@ -1088,6 +1125,25 @@ mod tests {
         let store = SqliteStore::open(dir.path()).unwrap();
         let places = store.login_places("alice", 10).unwrap();
         assert_eq!(places, vec![KnownSource::bare("Alice", Source::parse("203.0.113.7").unwrap(), Timestamp(20))]);
+    }
+
+    #[test]
+    fn the_journals_records_skip_the_fsync_but_every_other_write_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let synchronous = |store: &SqliteStore| -> i64 {
+            store.lock().pragma_query_value(None, "synchronous", |row| row.get(0)).unwrap()
+        };
+        const FULL: i64 = 2;
+        assert_eq!(synchronous(&store), FULL);
+        let source = Source::parse("203.0.113.7").unwrap();
+        store.save_known_sources(&[KnownSource::bare("alice", source, Timestamp(10))]).unwrap();
+        assert_eq!(synchronous(&store), FULL, "a ban saved after the journal's batch is synced");
+        store.save_ban(&ban("203.0.113.8", 60_000)).unwrap();
+        drop(store);
+        let reopened = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.known_sources("alice", Timestamp(0), 10).unwrap(), vec![source]);
+        assert_eq!(reopened.active_bans(NOW).unwrap().len(), 1);
     }
 
     #[test]
