@@ -4,6 +4,7 @@
 //! sources it logged in from successfully lately (its "known sources", loaded from the store
 //! then), which keep logging in as usual while new sources are slowed down or refused.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use crate::bounded::{BoundedMap, Then};
@@ -79,13 +80,20 @@ impl AccountHistory {
 /// Failing sources per login, bounded in accounts and in sources per account.
 pub struct AccountTracker {
     accounts: BoundedMap<Box<str>, AccountHistory>,
+    /// The latest failure (`Timestamp`'s milliseconds) after which an account was under
+    /// attack. An account is under attack only while one of its failures is within the window,
+    /// and its last failure left it so, so no account is under attack at `now` unless
+    /// `now` is within a window of this: `under_attack` then answers without probing the map,
+    /// which every `allow` asks and which holds every login that failed lately. Written under
+    /// the account's lock, before any reader can see the account attacked.
+    last_attacked_failure: AtomicI64,
 }
 
 /// The window counts from the last failure; an account under attack stays so while failures
 /// keep coming from enough sources, and ends a window after they stop.
 impl AccountTracker {
     pub fn new(max_accounts: u64) -> AccountTracker {
-        AccountTracker { accounts: BoundedMap::new(max_accounts, |_| {}) }
+        AccountTracker { accounts: BoundedMap::new(max_accounts, |_| {}), last_attacked_failure: AtomicI64::new(i64::MIN) }
     }
 
     /// Records a failure of `login` from `source`; returns whether it put the account under
@@ -95,12 +103,18 @@ impl AccountTracker {
             return false;
         }
         let deadline = now.plus(protection.window);
-        self.accounts.upsert(login.into(), now, |history| (history.record(source, now, protection), deadline))
+        self.accounts.upsert(login.into(), now, |history| {
+            let began = history.record(source, now, protection);
+            if history.under_attack_since.is_some() {
+                self.last_attacked_failure.fetch_max(now.0, Ordering::SeqCst);
+            }
+            (began, deadline)
+        })
     }
 
     /// The account's history if it is under attack at `now`.
     pub fn under_attack(&self, login: &str, now: Timestamp, protection: &Protection) -> Option<AccountHistory> {
-        if login.is_empty() {
+        if login.is_empty() || !self.attack_possible(now, protection) {
             return None;
         }
         self.accounts
@@ -116,9 +130,20 @@ impl AccountTracker {
         });
     }
 
+    /// Whether any account may be under attack at `now` (see `last_attacked_failure`).
+    fn attack_possible(&self, now: Timestamp, protection: &Protection) -> bool {
+        // `sources` is at least 2, so an attack needs a failure within the window.
+        Timestamp(self.last_attacked_failure.load(Ordering::SeqCst)).plus(protection.window) > now
+    }
+
     /// Adds `source` to the known sources of `login` if it is under attack with its known
     /// sources loaded (a login that just succeeded from there).
-    pub fn add_known(&self, login: &str, source: Source, now: Timestamp) {
+    pub fn add_known(&self, login: &str, source: Source, now: Timestamp, protection: &Protection) {
+        // Known sources are loaded when an attack begins, and the history holding them expires
+        // a window after its last failure: with no attack possible there is none to add to.
+        if !self.attack_possible(now, protection) {
+            return;
+        }
         self.accounts.update(login, now, |history| {
             if let Some(known) = &mut history.known
                 && !known.contains(&source)
@@ -155,6 +180,26 @@ mod tests {
 
     fn source(i: u32) -> Source {
         GROUPING.source_of(parse_ip(&format!("198.18.0.{i}")).unwrap())
+    }
+
+    #[test]
+    fn an_attack_is_seen_to_its_windows_last_millisecond() {
+        let tracker = AccountTracker::new(1000);
+        for i in 1..=10 {
+            tracker.record_failure("alice", source(i), START, &PROTECTION);
+        }
+        let later = START.plus(Duration::from_secs(600));
+        for i in 1..=10 {
+            tracker.record_failure("bob", source(i), later, &PROTECTION);
+        }
+        let window = PROTECTION.window;
+        let just_before = |at: Timestamp| at.plus(window).minus(Duration::from_millis(1));
+        assert!(tracker.under_attack("alice", just_before(START), &PROTECTION).is_some());
+        assert!(tracker.under_attack("alice", START.plus(window), &PROTECTION).is_none());
+        assert!(tracker.under_attack("bob", just_before(later), &PROTECTION).is_some());
+        assert!(tracker.under_attack("bob", later.plus(window), &PROTECTION).is_none());
+        let fresh = AccountTracker::new(1000);
+        assert!(fresh.under_attack("alice", START, &PROTECTION).is_none(), "no attack ever: the map is not asked");
     }
 
     #[test]
@@ -202,11 +247,11 @@ mod tests {
             tracker.record_failure("alice", source(i), START, &PROTECTION);
         }
         tracker.set_known("alice", vec![source(200)], START);
-        tracker.add_known("alice", source(201), START);
-        tracker.add_known("alice", source(201), START);
+        tracker.add_known("alice", source(201), START, &PROTECTION);
+        tracker.add_known("alice", source(201), START, &PROTECTION);
         let history = tracker.under_attack("alice", START, &PROTECTION).unwrap();
         assert_eq!(history.known, Some(vec![source(200), source(201)]));
-        tracker.add_known("bob", source(1), START);
+        tracker.add_known("bob", source(1), START, &PROTECTION);
         assert!(tracker.under_attack("bob", START, &PROTECTION).is_none());
     }
 }

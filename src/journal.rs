@@ -59,11 +59,15 @@ const BATCH: usize = 5_000;
 /// meanwhile, so a sleeping writer is not woken (a futex call and a context switch on the
 /// request path) by every record queued (docs/BENCHMARKS.md). A flush wakes it.
 const GATHER: Duration = Duration::from_millis(50);
-/// How long a batch gathers at most before it is stored (unless it fills, or a reader asks for
-/// a flush). Under load one transaction then covers a busy second instead of a few records:
-/// each transaction rewrites every database page its records touch, and a page holds many
-/// known sources, so fewer, larger transactions write far less (docs/BENCHMARKS.md). The
-/// records of the last second are what a crash can lose.
+/// A batch keeps gathering while each 50 ms brings at least this many records (about 2,000 a
+/// second: a busy server), for up to `COMMIT_AFTER`. Under such load one transaction then
+/// covers a busy second instead of a few hundred records: each transaction rewrites every
+/// database page its records touch, and a page holds many known sources, so fewer, larger
+/// transactions write far less (docs/BENCHMARKS.md). Otherwise a batch is stored after its
+/// first 50 ms, so a crash of a quiet server loses only the last moment's records.
+const BUSY_GATHER: usize = 100;
+/// How long a busy batch gathers at most before it is stored (unless it fills, or a reader
+/// asks for a flush): the records a crash of a busy server can lose.
 const COMMIT_AFTER: Duration = Duration::from_secs(1);
 /// How often old records are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -154,11 +158,14 @@ impl Journal {
         }
     }
 
-    /// Queues a successful login for the known sources. Never blocks.
-    pub fn known_source(&self, known: KnownSource) {
-        if !self.queue(Record::Known(known)) {
+    /// Queues a successful login for the known sources; false (and counted) when the queue is
+    /// full. Never blocks.
+    pub fn known_source(&self, known: KnownSource) -> bool {
+        let queued = self.queue(Record::Known(known));
+        if !queued {
             self.known.with_label_values(&["dropped"]).inc();
         }
+        queued
     }
 
     /// Waits until everything queued so far is stored (at most a few seconds).
@@ -190,27 +197,6 @@ impl Drop for Journal {
     }
 }
 
-/// The writer thread's niceness. It shares the cores of the policy workers, and one of its
-/// transactions is a few milliseconds of work: at the workers' own priority a login that
-/// arrived meanwhile waited for it (the tail of the latency at a fixed rate,
-/// docs/BENCHMARKS.md). Niced, it still gets every idle moment and a share under full load;
-/// if it falls behind a flood, records are dropped and counted, as the queue's bound says.
-const WRITER_NICENESS: libc::c_int = 10;
-
-/// Lowers the calling thread's priority (on Linux the nice value is per thread). Failing
-/// changes nothing but the tail, so it is only logged.
-fn yield_to_the_request_path() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: plain system calls on the calling thread, no memory handed over.
-        let tid = unsafe { libc::gettid() };
-        // The casts: glibc and musl declare the first two parameters with different types.
-        if unsafe { libc::setpriority(libc::PRIO_PROCESS as _, tid as _, WRITER_NICENESS) } != 0 {
-            tracing::debug!(error = %std::io::Error::last_os_error(), "could not lower the journal writer's priority");
-        }
-    }
-}
-
 fn write_forever(
     receiver: Receiver<Record>,
     store: Arc<dyn Store>,
@@ -218,7 +204,6 @@ fn write_forever(
     keep: Arc<Mutex<Keep>>,
     (event_counter, known_counter): (IntCounterVec, IntCounterVec),
 ) {
-    yield_to_the_request_path();
     let mut last_prune = Instant::now();
     // Bytes of events stored since the last pruning, as `Event::size` counts them.
     let mut written: u64 = 0;
@@ -239,9 +224,11 @@ fn write_forever(
             let mut taken = 1;
             let mut flushing = matches!(record, Record::Flush(_));
             take(record);
-            while !flushing && taken < BATCH && gathering_since.elapsed() < COMMIT_AFTER {
+            let mut busy = true;
+            while busy && !flushing && taken < BATCH && gathering_since.elapsed() < COMMIT_AFTER {
                 // Woken early by a flush (or spuriously): the batch is only smaller.
                 std::thread::park_timeout(GATHER);
+                let before = taken;
                 while taken < BATCH {
                     match receiver.try_recv() {
                         Ok(record) => {
@@ -257,6 +244,7 @@ fn write_forever(
                         }
                     }
                 }
+                busy = taken - before >= BUSY_GATHER;
             }
         }
         if !events.is_empty() {

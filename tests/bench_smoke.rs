@@ -21,7 +21,10 @@ fn the_benchmark_runs_every_part_with_tiny_numbers_and_prints_its_figures() {
         "mailwarden peak:",
         "baseline peak:",
         "throughput ratio:",
+        "tail at saturation: p99",
         "latency at 400 req/s: p50",
+        "baseline latency at 400 req/s: p50",
+        "mailwarden journal:",
         "RSS after 1500 distinct sources failed once",
         "RSS during the flood",
         "bans after the flood",
@@ -31,6 +34,7 @@ fn the_benchmark_runs_every_part_with_tiny_numbers_and_prints_its_figures() {
 
     let mix = report.figures.mix.as_ref().expect("mix figures");
     assert_eq!(mix.bans_before, settings.mix.banned as u64, "the mix's sources are banned first");
+    assert!(mix.known_stored > 0, "the journal's figures come from mailwarden's metrics");
     for run in [&mix.mailwarden, &mix.baseline, &mix.rate_mailwarden, &mix.rate_baseline] {
         let run = run.as_ref().expect("every run of the mix has figures");
         assert!(run.requests > 0 && run.answers.http_errors == 0, "{}", run.summary());

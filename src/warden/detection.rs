@@ -338,6 +338,16 @@ impl Diagnosis {
     }
 }
 
+/// The mail app's IMAP ID as stored with a known source: without control characters (the
+/// wire already cut it to `MAX_DEVICE_ID_LEN`). Most IDs have none and are copied whole.
+fn printable_app(device_id: &str) -> String {
+    if device_id.bytes().any(|b| b.is_ascii_control()) || !device_id.is_ascii() {
+        device_id.chars().filter(|c| !c.is_control()).collect()
+    } else {
+        device_id.to_string()
+    }
+}
+
 impl Warden {
     /// Whether this exact login and password is quarantined from the login's source.
     pub(super) fn stale_guess(&self, view: &LoginView<'_>, now: Timestamp) -> bool {
@@ -453,7 +463,7 @@ impl Warden {
         if let Some(share) = shared.count_sharing.get() {
             share(Counted::Success { source, login: login.to_string() });
         }
-        shared.accounts.add_known(login, source, now);
+        shared.accounts.add_known(login, source, now, &protection(policy));
         // Keyed by a hash of the pair, so the check allocates nothing on every successful
         // login; a collision only skips one rewrite of a record.
         let pair = std::hash::BuildHasher::hash_one(&shared.known_recorded_keys, (login, source));
@@ -473,14 +483,19 @@ impl Warden {
             return;
         }
         shared.tolerance.record_success(source, login, now, &policy.autoban.toleration);
-        shared.journal.known_source(KnownSource {
+        let queued = shared.journal.known_source(KnownSource {
             login: login.to_string(),
             source,
             at: now,
             protocol: attempt.protocol.label().to_string(),
             // Already cut to `MAX_DEVICE_ID_LEN` by the wire; shown on the console.
-            app: attempt.device_id.chars().filter(|c| !c.is_control()).collect(),
+            app: printable_app(&attempt.device_id),
         });
+        if !queued {
+            // Dropped by a full queue: the pair's next success tries again, rather than the
+            // account missing this place for an hour.
+            shared.known_recorded.remove(&pair);
+        }
     }
 
     fn record_failure(
@@ -861,7 +876,7 @@ impl Warden {
 
 #[cfg(test)]
 mod tests {
-    use super::device_name;
+    use super::{device_name, printable_app};
 
     #[test]
     fn device_names_come_from_the_imap_id_string() {
@@ -869,5 +884,13 @@ mod tests {
         assert_eq!(device_name(r#""NAME" "iPhone Mail""#).as_deref(), Some("iPhone Mail"));
         assert_eq!(device_name(""), None);
         assert_eq!(device_name(r#""vendor" "Acme""#), None);
+    }
+
+    #[test]
+    fn a_mail_apps_id_is_stored_without_control_characters() {
+        assert_eq!(printable_app(r#""name" "Thunderbird""#), r#""name" "Thunderbird""#);
+        assert_eq!(printable_app("\"name\"\t\"K-9\"\u{7f}"), "\"name\"\"K-9\"");
+        assert_eq!(printable_app("\"name\" \"Outlook\u{85}é\""), "\"name\" \"Outlooké\"");
+        assert_eq!(printable_app(""), "");
     }
 }

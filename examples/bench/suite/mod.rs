@@ -403,6 +403,9 @@ fn run_mix(settings: &Settings, pinned: bool, report: &mut Report) -> io::Result
         figures.rate_baseline = b;
     }
     figures.rss_end_kib = mailwarden.rss_kib();
+    let metrics = mailwarden.admin("GET", "/metrics", None).map(|(_, body)| body).unwrap_or_default();
+    figures.known_stored = metric(&metrics, "mailwarden_known_sources_total{result=\"stored\"}");
+    figures.known_dropped = metric(&metrics, "mailwarden_known_sources_total{result=\"dropped\"}");
     figures.log_lines =
         mailwarden.log_path.as_ref().and_then(|p| fs::read_to_string(p).ok()).map_or(0, |t| t.lines().count());
     figures.rate = settings.rate;
@@ -410,6 +413,11 @@ fn run_mix(settings: &Settings, pinned: bool, report: &mut Report) -> io::Result
     figures.connections = settings.connections;
     report.figures.mix = Some(figures);
     Ok(())
+}
+
+/// The value of one series in Prometheus's text format (0 when absent).
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines().find_map(|line| line.strip_prefix(series)?.trim().parse::<f64>().ok()).map_or(0, |value| value as u64)
 }
 
 /// `plan` cut into `rounds` nearly equal parts.

@@ -112,8 +112,8 @@ pub fn run(settings: &Settings, pinned: bool, dir: &Path) -> io::Result<Result<R
     figures.rss_embedded_kib = embedded.rss_kib();
     figures.rss_redis_mode_kib = clustered.rss_kib();
     let metrics = clustered.admin("GET", "/metrics", None).map(|(_, body)| body).unwrap_or_default();
-    figures.shared_sent = metric(&metrics, "mailwarden_cluster_shared_counts_total{result=\"sent\"}");
-    figures.shared_dropped = metric(&metrics, "mailwarden_cluster_shared_counts_total{result=\"dropped\"}");
+    figures.shared_sent = super::metric(&metrics, "mailwarden_cluster_shared_counts_total{result=\"sent\"}");
+    figures.shared_dropped = super::metric(&metrics, "mailwarden_cluster_shared_counts_total{result=\"dropped\"}");
     drop(clustered);
     drop(embedded);
     figures.redis_cpu_total = process::cpu_time(redis.pid());
@@ -176,11 +176,6 @@ fn settle(pids: &[u32]) -> Duration {
         before = now;
     }
     started.elapsed().saturating_sub(WINDOW)
-}
-
-/// The value of one series in Prometheus's text format (0 when absent).
-fn metric(text: &str, series: &str) -> u64 {
-    text.lines().find_map(|line| line.strip_prefix(series)?.trim().parse::<f64>().ok()).map_or(0, |value| value as u64)
 }
 
 /// `redis-server` on PATH, or where Debian puts it.
