@@ -134,18 +134,22 @@ impl<'a> Reader<'a> {
         found
     }
 
+    /// How many bytes from the reading position up to the next quote, backslash or control
+    /// character: the run a string copies or borrows whole (`None` when the body ends first).
+    fn plain_run(&self) -> Option<usize> {
+        self.body[self.at..].iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+    }
+
     /// A string without escapes or control characters, borrowed from the body.
     fn string(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
         let start = self.at;
-        loop {
-            match self.next()? {
-                b'"' => break,
-                b'\\' | 0x00..=0x1f => return None,
-                _ => {}
-            }
+        let end = start + self.plain_run()?;
+        if self.body[end] != b'"' {
+            return None;
         }
-        let bytes = &self.body[start..self.at - 1];
+        self.at = end + 1;
+        let bytes = &self.body[start..end];
         if self.ascii {
             // SAFETY: every byte of the body is ASCII, so any slice of it is valid UTF-8.
             Some(unsafe { std::str::from_utf8_unchecked(bytes) })
@@ -165,6 +169,9 @@ impl<'a> Reader<'a> {
         self.expect(b'"')?;
         let mut text = Vec::new();
         loop {
+            let run = self.plain_run()?;
+            text.extend_from_slice(&self.body[self.at..self.at + run]);
+            self.at += run;
             match self.next()? {
                 b'"' => break,
                 b'\\' => text.push(match self.next()? {
@@ -178,8 +185,8 @@ impl<'a> Reader<'a> {
                     b't' => b'\t',
                     _ => return None,
                 }),
-                0x00..=0x1f => return None,
-                byte => text.push(byte),
+                // A control character (the run stopped only at these three).
+                _ => return None,
             }
         }
         String::from_utf8(text).ok().map(Cow::Owned)
