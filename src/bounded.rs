@@ -54,11 +54,13 @@ struct Shard<K, V> {
 const EVICTION_SAMPLES: usize = 5;
 /// Entries a shard holds at most: 7/16 of a power of two, so that a full shard's index table,
 /// once churn has doubled it, is half full and clears its tombstones in place from then on.
-/// Tables start empty and grow with their shard: reserved at the bound from the start, the
-/// index tables of a 1,000,000-source map spread its few thousand live entries over 20 MiB,
-/// and every probe (several a login) missed the cache and the TLB, twice as slow as in a
-/// table sized to what it holds (docs/BENCHMARKS.md). A shard pays for growing once per
-/// doubling, a copy of at most its own 28,672 slots.
+/// Tables start empty and grow with their shard. Reserved at the bound from the start (as
+/// they were until issue 21), every shard's table was written whole at once (hashbrown marks
+/// each slot empty), 9 MiB of a 1,000,000-source map before its first entry, and 10 MiB more
+/// once it held 1,000,000; and its few live entries were spread over megabytes, so a probe
+/// missed the cache (a probe took twice as long in a micro-benchmark, though the login mix
+/// measured no difference). A shard pays for growing once per doubling, a copy of at most its
+/// own 28,672 slots (docs/BENCHMARKS.md).
 const SHARD_CAPACITY: usize = 14_336;
 const MIN_SHARDS: usize = 16;
 /// Sweeping visits the shards in this many turns, so one call holds each lock briefly and

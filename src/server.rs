@@ -46,6 +46,22 @@ fn raise_open_file_limit() {
     }
 }
 
+/// Fixes glibc's mmap threshold at its default (128 KiB). Left dynamic, glibc raises it to the
+/// size of each large block freed, and the trackers' maps free one each time a shard's table
+/// doubles as it grows: from then on their tables and entry arrays (hundreds of KiB each)
+/// came from the heap, whose holes are never returned, and the 10,000,000-source flood's
+/// plateau stood 3 MiB higher (docs/BENCHMARKS.md). Fixed, every such block is mapped on its
+/// own and given back whole when it is freed.
+fn keep_large_blocks_mapped() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before the workers start.
+    unsafe {
+        if libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) != 1 {
+            tracing::warn!("could not fix the allocator's mmap threshold");
+        }
+    }
+}
+
 /// How often the policy file is checked for changes when `server.reload_on_change` is set.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
 
@@ -115,6 +131,7 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
     let max_connections = policy.server.max_connections;
     let per_worker = |workers: usize| (max_connections / workers).max(1);
     raise_open_file_limit();
+    keep_large_blocks_mapped();
     let public_address = policy.server.public_listen;
     let metrics = Metrics::new()?;
     let geoip = GeoIp::open(&policy.geoip, metrics.geoip.clone())?;
