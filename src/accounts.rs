@@ -93,7 +93,10 @@ pub struct AccountTracker {
 /// keep coming from enough sources, and ends a window after they stop.
 impl AccountTracker {
     pub fn new(max_accounts: u64) -> AccountTracker {
-        AccountTracker { accounts: BoundedMap::new(max_accounts, |_| {}), last_attacked_failure: AtomicI64::new(i64::MIN) }
+        AccountTracker {
+            accounts: BoundedMap::new(max_accounts, |_| {}),
+            last_attacked_failure: AtomicI64::new(i64::MIN),
+        }
     }
 
     /// Records a failure of `login` from `source`; returns whether it put the account under

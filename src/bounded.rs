@@ -89,12 +89,7 @@ impl<K: Hash + Eq, V: Default> BoundedMap<K, V> {
         let shard_count = capacity.div_ceil(SHARD_CAPACITY).clamp(MIN_SHARDS, 1 << 16);
         let per_shard = (capacity / shard_count).max(1);
         let shards = (0..shard_count)
-            .map(|i| {
-                Mutex::new(Shard {
-                    entries: IndexMap::new(),
-                    sampler: 0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1),
-                })
-            })
+            .map(|i| Mutex::new(Shard { entries: IndexMap::new(), sampler: 0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1) }))
             .collect();
         BoundedMap {
             shards,
