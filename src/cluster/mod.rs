@@ -45,6 +45,13 @@ const TICK: Duration = Duration::from_secs(1);
 /// Most counted logins sent to Redis in one pipeline (one round trip a batch).
 const BATCH: usize = 256;
 
+/// How long the worker lets counted logins gather after the first of a batch arrives. It
+/// sleeps meanwhile, so the request path's sends do not wake it one by one: woken for every
+/// counted login, it sent pipelines of one or two commands, and the context switches (to the
+/// worker, to redis-server and back) cost more than the commands (docs/BENCHMARKS.md). Other
+/// nodes see a count this much later, far below the time between two logins of a person.
+const GATHER: Duration = Duration::from_millis(5);
+
 /// What the worker is asked to do.
 enum Work {
     Counted(Counted),
@@ -171,6 +178,9 @@ impl Worker {
             let mut resync = false;
             match work.recv_timeout(TICK) {
                 Ok(first) => {
+                    if matches!(first, Work::Counted(_)) {
+                        std::thread::sleep(GATHER);
+                    }
                     let mut next = Some(first);
                     while let Some(item) = next {
                         match item {
