@@ -310,7 +310,12 @@ pub fn parse_attempt(body: &[u8], command: Command) -> Result<(LoginAttempt<'_>,
         ..raw
     };
     let remote = optional_address("remote", &raw.remote)?;
-    let real_remote = optional_address("real_remote", &raw.real_remote)?;
+    // Without a proxy in between both name the same address, the same text: parsed once.
+    let real_remote = if raw.real_remote.is_some() && raw.real_remote == raw.remote {
+        remote
+    } else {
+        optional_address("real_remote", &raw.real_remote)?
+    };
     let outcome = match (command, raw.success) {
         (Command::Report, Some(success)) => {
             Some(Outcome { success, policy_reject: raw.policy_reject.unwrap_or(false) })
@@ -608,6 +613,21 @@ mod tests {
             allow_reply(&stale, &messages(), NOW).msg,
             "Your mail app keeps using an old password for alice@example.com; update it in the app's account settings"
         );
+    }
+
+    #[test]
+    fn the_same_address_in_both_fields_is_read_once_and_a_bad_one_is_named() {
+        let (attempt, _) =
+            parse_attempt(br#"{"remote":"192.0.2.1","real_remote":"192.0.2.1"}"#, Command::Allow).expect("parses");
+        assert_eq!(attempt.remote, Some("192.0.2.1".parse().expect("an address")));
+        assert_eq!(attempt.real_remote, attempt.remote);
+        let field_of = |body: &[u8]| match parse_attempt(body, Command::Allow) {
+            Err(WireError::BadField { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field_of(br#"{"remote":"192.0.2.x","real_remote":"192.0.2.x"}"#), "remote");
+        assert_eq!(field_of(br#"{"remote":"192.0.2.1","real_remote":"192.0.2.x"}"#), "real_remote");
+        assert_eq!(field_of(br#"{"real_remote":"192.0.2.x"}"#), "real_remote");
     }
 
     #[test]
