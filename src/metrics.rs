@@ -2,8 +2,10 @@
 //! conventions: the `mailwarden_` prefix, base units, `_total` counters, and labels drawn only
 //! from small fixed sets (never an address, a login or anything else a peer chooses).
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 
+use prometheus::core::{MetricVec, MetricVecBuilder};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -43,15 +45,15 @@ pub struct Metrics {
     /// Console sign-ins by result (`ok`, `wrong`, `rate_limited`, `metrics_scope`).
     pub console_sign_ins: IntCounterVec,
     /// Policy requests by command (`allow`, `report`, `unknown`) and HTTP status code.
-    pub requests: IntCounterVec,
+    pub requests: Kept<IntCounterVec>,
     /// Time to answer a policy request, by command.
-    pub request_duration: HistogramVec,
+    pub request_duration: Kept<HistogramVec>,
     /// `allow` answers by verdict, reason and protocol.
-    pub decisions: IntCounterVec,
+    pub decisions: Kept<IntCounterVec>,
     /// What observe mode held back: the refusals and delays that were not enforced.
     pub observed_decisions: IntCounterVec,
     /// Reports by how they were treated (`success`, `failure`, `policy_reject`, ...).
-    pub reports: IntCounterVec,
+    pub reports: Kept<IntCounterVec>,
     /// Bans placed, by reason.
     pub bans_created: IntCounterVec,
     /// Bans ended, by cause (`expired`, `admin`).
@@ -73,7 +75,7 @@ pub struct Metrics {
     /// Block-log events by reason and result (`stored`, `dropped`).
     pub events: IntCounterVec,
     /// Counted failures by kind: `new` (a distinct guess) or `repeated` (the same password again).
-    pub failed_guesses: IntCounterVec,
+    pub failed_guesses: Kept<IntCounterVec>,
     /// Stale-password quarantines started.
     pub quarantines: IntCounterVec,
     /// Accounts that came under a distributed attack.
@@ -193,6 +195,19 @@ impl Registrar {
 }
 
 const COMMANDS: &[&str] = &["allow", "report", "unknown"];
+const VERDICTS: &[&str] = &["allow", "delay", "reject"];
+const REPORT_RESULTS: &[&str] = &[
+    "success",
+    "failure",
+    "failure_unknown_account",
+    "policy_reject",
+    "failure_trusted",
+    "failure_no_source",
+    "failure_internal",
+    "failure_expired",
+    "failure_disabled",
+];
+const GUESS_KINDS: &[&str] = &["new", "repeated"];
 const PROTOCOLS: &[&str] = &["imap", "pop3", "smtp", "submission", "sieve", "other"];
 const STORED_OR_DROPPED: &[&str] = &["stored", "dropped"];
 const SUCCESS_OR_FAILURE: &[&str] = &["success", "failure"];
@@ -208,6 +223,71 @@ const ANNOUNCEMENTS: &[&str] = &[
     "login_refusal_deleted",
     "tokens",
 ];
+
+/// A labelled family whose busiest series are found once and kept: `with_label_values`
+/// hashes the label values, takes the family's lock, probes its map and clones the series on
+/// every call, and the policy path moves three or four series a request (docs/BENCHMARKS.md,
+/// issue 21). A kept series is found by its values' positions in fixed lists; any other is
+/// looked up as before. A series still appears in `/metrics` only once it has been moved.
+/// Everything else of the family (`with_label_values`, `get_metric_with_label_values`) is
+/// reached through `Deref`.
+#[derive(Clone)]
+pub struct Kept<F: KeptFamily> {
+    family: F,
+    /// For each label, in the family's order, the values whose series are kept.
+    kept: Arc<[&'static [&'static str]]>,
+    /// One slot per combination of kept values, in mixed radix over `kept`.
+    series: Arc<[OnceLock<F::Series>]>,
+}
+
+/// A Prometheus family that `Kept` can hold (`IntCounterVec`, `HistogramVec`).
+pub trait KeptFamily {
+    type Series: Clone;
+    fn series(&self, labels: &[&str]) -> Self::Series;
+}
+
+impl<T: MetricVecBuilder> KeptFamily for MetricVec<T>
+where
+    T::M: Clone,
+{
+    type Series = T::M;
+
+    fn series(&self, labels: &[&str]) -> T::M {
+        self.with_label_values(labels)
+    }
+}
+
+impl<F: KeptFamily> Kept<F> {
+    fn new(family: F, kept: Vec<&'static [&'static str]>) -> Kept<F> {
+        let slots = kept.iter().map(|values| values.len()).product::<usize>();
+        Kept { family, kept: kept.into(), series: (0..slots).map(|_| OnceLock::new()).collect() }
+    }
+
+    /// The series for `labels` (one value per label, as `with_label_values` takes them).
+    pub fn of(&self, labels: &[&str]) -> Cow<'_, F::Series> {
+        match self.slot(labels).and_then(|slot| self.series.get(slot)) {
+            Some(kept) => Cow::Borrowed(kept.get_or_init(|| self.family.series(labels))),
+            None => Cow::Owned(self.family.series(labels)),
+        }
+    }
+
+    fn slot(&self, labels: &[&str]) -> Option<usize> {
+        if labels.len() != self.kept.len() {
+            return None;
+        }
+        labels.iter().zip(self.kept.iter()).try_fold(0, |slot, (value, values)| {
+            Some(slot * values.len() + values.iter().position(|kept| kept == value)?)
+        })
+    }
+}
+
+impl<F: KeptFamily> std::ops::Deref for Kept<F> {
+    type Target = F;
+
+    fn deref(&self) -> &F {
+        &self.family
+    }
+}
 
 impl Metrics {
     pub fn new() -> prometheus::Result<Metrics> {
@@ -230,21 +310,28 @@ impl Metrics {
         let notice_types = crate::notify::NoticeKind::labels();
 
         let metrics = Metrics {
-            requests: r.counter(
-                "mailwarden_requests_total",
-                "Policy requests by command and HTTP status code.",
-                &[("command", COMMANDS), ("code", &[])],
-            )?,
-            request_duration,
-            decisions: r.counter(
+            requests: Kept::new(
+                r.counter(
+                    "mailwarden_requests_total",
+                    "Policy requests by command and HTTP status code.",
+                    &[("command", COMMANDS), ("code", &[])],
+                )?,
+                // Nearly every request is answered 200.
+                vec![COMMANDS, &["200"]],
+            ),
+            request_duration: Kept::new(request_duration, vec![COMMANDS]),
+            decisions: Kept::new(
+                r.counter(
                 "mailwarden_decisions_total",
                 "Answers to allow requests by verdict, reason and protocol.",
                 &[
-                    ("verdict", &["allow", "delay", "reject"]),
+                    ("verdict", VERDICTS),
                     ("reason", DECISION_REASONS),
                     ("protocol", PROTOCOLS),
                 ],
-            )?,
+                )?,
+                vec![VERDICTS, DECISION_REASONS, PROTOCOLS],
+            ),
             observed_decisions: r.counter(
                 "mailwarden_observed_decisions_total",
                 "Refusals and delays observe mode held back (the login was allowed), by verdict, reason and protocol.",
@@ -254,24 +341,10 @@ impl Metrics {
                     ("protocol", PROTOCOLS),
                 ],
             )?,
-            reports: r.counter(
-                "mailwarden_reports_total",
-                "Login reports by how they were counted.",
-                &[(
-                    "result",
-                    &[
-                        "success",
-                        "failure",
-                        "failure_unknown_account",
-                        "policy_reject",
-                        "failure_trusted",
-                        "failure_no_source",
-                        "failure_internal",
-                        "failure_expired",
-                        "failure_disabled",
-                    ],
-                )],
-            )?,
+            reports: Kept::new(
+                r.counter("mailwarden_reports_total", "Login reports by how they were counted.", &[("result", REPORT_RESULTS)])?,
+                vec![REPORT_RESULTS],
+            ),
             bans_created: r.counter("mailwarden_bans_created_total", "Bans placed, by reason.", &[("reason", &["autoban", "long_window", "subnet"])])?,
             bans_lifted: r.counter(
                 "mailwarden_bans_lifted_total",
@@ -387,11 +460,14 @@ impl Metrics {
                 "Block-log events by reason and result (stored, dropped).",
                 &[("reason", &event_reasons), ("result", STORED_OR_DROPPED)],
             )?,
-            failed_guesses: r.counter(
-                "mailwarden_failed_guesses_total",
-                "Counted failed logins by kind: new (a distinct wrong password) or repeated (the same one again).",
-                &[("kind", &["new", "repeated"])],
-            )?,
+            failed_guesses: Kept::new(
+                r.counter(
+                    "mailwarden_failed_guesses_total",
+                    "Counted failed logins by kind: new (a distinct wrong password) or repeated (the same one again).",
+                    &[("kind", GUESS_KINDS)],
+                )?,
+                vec![GUESS_KINDS],
+            ),
             quarantines: r.counter(
                 "mailwarden_stale_password_quarantines_total",
                 "Logins and passwords quarantined after failing repeatedly from one source.",

@@ -105,13 +105,16 @@ pub fn catch_panics<S, B>(
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
 {
-    let route = format!("{} {}", request.method(), request.path());
+    // Kept as they are (a reference count each) and written out only if the handler panics:
+    // formatting them for every request cost an allocation a request (docs/BENCHMARKS.md).
+    let (method, uri) = (request.method().clone(), request.uri().clone());
     let answer = service.call(request);
     async move {
         match AssertUnwindSafe(answer).catch_unwind().await {
             Ok(answered) => answered,
             Err(_) => {
                 // The panic hook has logged the cause and where; this says which request.
+                let route = format!("{method} {}", uri.path());
                 tracing::error!(route = %route, "a request handler panicked; answered 500");
                 Err(HandlerPanicked.into())
             }

@@ -392,7 +392,7 @@ impl Warden {
             attempt.remote.is_some(),
             standing,
         );
-        shared.metrics.reports.with_label_values(&[kind.label()]).inc();
+        shared.metrics.reports.of(&[kind.label()]).inc();
         let Some(address) = attempt.remote else {
             return ReportEffects::default();
         };
@@ -517,7 +517,7 @@ impl Warden {
         };
         let recorded = shared.failures.record_failure(source, failed, now, &counting(policy));
         let guess_kind = if recorded.new_guess { "new" } else { "repeated" };
-        shared.metrics.failed_guesses.with_label_values(&[guess_kind]).inc();
+        shared.metrics.failed_guesses.of(&[guess_kind]).inc();
         let event = |kind, detail: String| super::attempt_event(attempt, kind, now, detail);
         if recorded.quarantined {
             shared.metrics.quarantines.with_label_values(&[attempt.protocol.label()]).inc();

@@ -441,7 +441,7 @@ impl Warden {
         let metrics = &self.shared.metrics;
         let protocol = attempt.protocol.label();
         let decision = &ruling.decision;
-        metrics.decisions.with_label_values(&[decision.verdict(), decision.reason(), protocol]).inc();
+        metrics.decisions.of(&[decision.verdict(), decision.reason(), protocol]).inc();
         let now = self.shared.clock.now();
         self.shared.activity.record(crate::activity::Kind::of(decision), now);
         let messages = &self.shared.policy.load().messages;
