@@ -597,3 +597,34 @@ impl Metrics {
         buffer
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exposed(metrics: &Metrics) -> String {
+        String::from_utf8(metrics.render()).unwrap_or_default()
+    }
+
+    #[test]
+    fn kept_series_count_as_looked_up_ones_and_appear_only_once_moved() {
+        let metrics = Metrics::new().expect("registers");
+        assert!(!exposed(&metrics).contains(r#"mailwarden_requests_total{code="200",command="allow"}"#));
+        // A kept series (allow, 200), one outside the kept values (a 401), a value in no list.
+        for _ in 0..3 {
+            metrics.requests.of(&["allow", "200"]).inc();
+        }
+        metrics.requests.of(&["allow", "401"]).inc();
+        metrics.requests.of(&["nonsense", "200"]).inc();
+        metrics.decisions.of(&["reject", "ban", "pop3"]).inc();
+        let text = exposed(&metrics);
+        assert!(text.contains(r#"mailwarden_requests_total{code="200",command="allow"} 3"#), "{text}");
+        assert!(text.contains(r#"mailwarden_requests_total{code="401",command="allow"} 1"#), "{text}");
+        assert!(text.contains(r#"mailwarden_requests_total{code="200",command="nonsense"} 1"#), "{text}");
+        assert!(text.contains(r#"mailwarden_decisions_total{protocol="pop3",reason="ban",verdict="reject"} 1"#));
+        assert!(!text.contains(r#"command="report""#), "an unused series stays absent");
+        // The kept handle and the family's own lookup are the same series.
+        assert_eq!(metrics.decisions.with_label_values(&["reject", "ban", "pop3"]).get(), 1);
+        assert_eq!(metrics.requests.with_label_values(&["allow", "200"]).get(), 3);
+    }
+}
