@@ -153,18 +153,13 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
     let data = web::Data::new(warden.clone());
     let reloader = web::Data::new(Reloader::new(config_path, warden.clone(), tls.clone()));
 
-    let policy_data = data.clone();
-    let policy_server = HttpServer::new(move || {
-        App::new().wrap_fn(http::catch_panics).app_data(policy_data.clone()).configure(http::policy::configure)
-    })
-    .keep_alive(KEEP_ALIVE)
-    .workers(POLICY_WORKERS)
-    .max_connections(per_worker(POLICY_WORKERS))
-    .client_request_timeout(client_timeout)
-    .client_disconnect_timeout(Duration::from_secs(1))
-    .shutdown_timeout(10);
-    let policy_server =
-        bind!(policy_server, "server.policy_listen", policy_address, tls.server_config(Listener::Policy)).run();
+    let policy_server = policy_listener(
+        warden.clone(),
+        policy_address,
+        tls.server_config(Listener::Policy),
+        client_timeout,
+        per_worker(POLICY_WORKERS),
+    )?;
     let admin_data = data.clone();
     let admin_reloader = reloader.clone();
     let admin_server = HttpServer::new(move || {
@@ -236,6 +231,47 @@ async fn serve(policy: Policy, config_path: &Path) -> Result<(), ServeError> {
     }
     tracing::info!("mailwarden stopped");
     policy_result.and(admin_result).and(public_result).map_err(ServeError::Runtime)
+}
+
+/// The policy listener: actix-http's `HttpService` around `http::policy::serve`, without
+/// actix-web's `App` (src/http/policy.rs says why), set up as `HttpServer` sets up the other
+/// listeners: the same keep-alive, timeouts, connection limit and graceful shutdown.
+fn policy_listener(
+    warden: Warden,
+    address: SocketAddr,
+    tls: Option<rustls::ServerConfig>,
+    client_timeout: Duration,
+    max_connections: usize,
+) -> Result<actix_server::Server, ServeError> {
+    let builder = actix_server::Server::build()
+        .workers(POLICY_WORKERS)
+        .max_concurrent_connections(max_connections)
+        .shutdown_timeout(10);
+    let shutting_down = builder.graceful_shutdown_signal();
+    // Built afresh for each worker, for plain TCP or for TLS (two stream types).
+    macro_rules! service {
+        () => {{
+            let warden = warden.clone();
+            let shutting_down = shutting_down.clone();
+            actix_http::HttpService::build()
+                // What `HttpServer` gives every service: idle keep-alive connections are closed
+                // as soon as a graceful shutdown starts, instead of holding it for its timeout.
+                .graceful_shutdown_signal(move || {
+                    let signal = shutting_down.clone();
+                    async move { signal.notified().await }
+                })
+                .keep_alive(KEEP_ALIVE)
+                .client_request_timeout(client_timeout)
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .finish(move |request| http::policy::serve(request, warden.clone()))
+        }};
+    }
+    let bound = match tls {
+        Some(config) => builder.bind("policy", address, move || service!().rustls_0_23(config.clone())),
+        None => builder.bind("policy", address, move || service!().tcp()),
+    };
+    let builder = bound.map_err(|source| ServeError::Bind { key: "server.policy_listen", address, source })?;
+    Ok(builder.run())
 }
 
 async fn sweep_forever(warden: Warden) {

@@ -46,7 +46,7 @@ pub fn page_headers(mut response: HttpResponse, csp: &'static str) -> HttpRespon
 
 /// Reads a request body up to `limit` bytes; `None` when it is larger.
 pub async fn read_limited(
-    mut payload: actix_web::web::Payload,
+    mut payload: impl futures_util::Stream<Item = Result<actix_web::web::Bytes, actix_web::error::PayloadError>> + Unpin,
     limit: usize,
 ) -> Result<Option<actix_web::web::Bytes>, actix_web::error::PayloadError> {
     let mut body = actix_web::web::BytesMut::new();

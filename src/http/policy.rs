@@ -1,42 +1,66 @@
 //! The listener Dovecot's `auth_policy_server_url` points at. Any path is accepted (the
 //! command is in the query); the API key is checked before the body is read; `allow` always
 //! answers 200 with Dovecot's JSON; bad requests get a JSON 4xx and change nothing.
+//!
+//! It is served by actix-http's `HttpService` directly, without actix-web's `App` (router,
+//! extractors, middleware): one route needs none of them, and they were about a tenth of the
+//! framework's cost of a request (docs/BENCHMARKS.md, issue 21). Its handler still answers
+//! with actix-web's `HttpResponse`, as every other listener does.
 
+use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
+use actix_http::{Payload, Request, Response};
+use actix_web::body::BoxBody;
+use actix_web::http::header::HeaderMap;
 use actix_web::http::{Method, StatusCode};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpResponse, ResponseError};
+use futures_util::FutureExt;
 
-use super::{json_error, read_limited};
+use super::{HandlerPanicked, json_error, read_limited};
 use crate::warden::Warden;
 use crate::wire::{self, Command, WireError};
 
-pub fn configure(config: &mut web::ServiceConfig) {
-    config.default_service(web::to(handle));
+/// Answers one policy request. Never fails: every problem is a JSON answer, and a panic in
+/// the handler (a bug) is logged and answered 500 in the admin API's error shape.
+pub async fn serve(mut request: Request, warden: Warden) -> Result<Response<BoxBody>, Infallible> {
+    let payload = request.take_payload();
+    let answered = AssertUnwindSafe(handle(&request, payload, &warden)).catch_unwind().await;
+    Ok(match answered {
+        Ok(response) => response.into(),
+        Err(_) => {
+            // The panic hook has logged the cause and where; this says which request.
+            let route = format!("{} {}", request.method(), request.path());
+            tracing::error!(route = %route, "a request handler panicked; answered 500");
+            HandlerPanicked.error_response().into()
+        }
+    })
 }
 
-async fn handle(request: HttpRequest, payload: web::Payload, warden: web::Data<Warden>) -> HttpResponse {
+async fn handle(request: &Request, payload: Payload, warden: &Warden) -> HttpResponse {
     let started = Instant::now();
-    let command = wire::command_from_query(request.query_string());
+    let command = wire::command_from_query(request.uri().query().unwrap_or(""));
     let label = command.as_ref().map_or("unknown", |c| c.label());
-    let response = answer(&request, payload, &warden, command).await;
+    let response = answer(request.method(), request.headers(), payload, warden, command).await;
     let metrics = warden.metrics();
-    metrics.requests.with_label_values(&[label, response.status().as_str()]).inc();
-    metrics.request_duration.with_label_values(&[label]).observe(started.elapsed().as_secs_f64());
+    metrics.requests.of(&[label, response.status().as_str()]).inc();
+    metrics.request_duration.of(&[label]).observe(started.elapsed().as_secs_f64());
     response
 }
 
 async fn answer(
-    request: &HttpRequest,
-    payload: web::Payload,
+    method: &Method,
+    headers: &HeaderMap,
+    payload: Payload,
     warden: &Warden,
     command: Result<Command, WireError>,
 ) -> HttpResponse {
-    if request.method() != Method::POST {
+    if method != Method::POST {
         return json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Dovecot's policy requests are POST");
     }
     let policy = warden.policy();
-    let presented = request.headers().get(policy.auth.api_key_header.as_str()).map(|v| v.as_bytes().trim_ascii());
+    let presented = headers.get(policy.auth.api_key_header.as_str()).map(|v| v.as_bytes().trim_ascii());
     let authorised = match (&policy.auth.api_key, presented) {
         (Some(key), Some(presented)) => key.matches(presented),
         _ => false,
