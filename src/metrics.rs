@@ -158,6 +158,17 @@ impl Registrar {
         Ok(metric)
     }
 
+    /// A counter whose labels all take fixed values, with every series kept (`Kept`).
+    fn kept_counter(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[Label<'static>],
+    ) -> prometheus::Result<Kept<IntCounterVec>> {
+        let family = self.counter(name, help, labels)?;
+        Ok(Kept::new(family, labels.iter().map(|(_, values)| *values).collect()))
+    }
+
     /// A counter without labels.
     fn plain_counter(&mut self, name: &str, help: &str) -> prometheus::Result<prometheus::IntCounter> {
         let metric = prometheus::IntCounter::new(name, help)?;
@@ -207,7 +218,6 @@ const REPORT_RESULTS: &[&str] = &[
     "failure_expired",
     "failure_disabled",
 ];
-const GUESS_KINDS: &[&str] = &["new", "repeated"];
 const PROTOCOLS: &[&str] = &["imap", "pop3", "smtp", "submission", "sieve", "other"];
 const STORED_OR_DROPPED: &[&str] = &["stored", "dropped"];
 const SUCCESS_OR_FAILURE: &[&str] = &["success", "failure"];
@@ -320,18 +330,11 @@ impl Metrics {
                 vec![COMMANDS, &["200"]],
             ),
             request_duration: Kept::new(request_duration, vec![COMMANDS]),
-            decisions: Kept::new(
-                r.counter(
+            decisions: r.kept_counter(
                 "mailwarden_decisions_total",
                 "Answers to allow requests by verdict, reason and protocol.",
-                &[
-                    ("verdict", VERDICTS),
-                    ("reason", DECISION_REASONS),
-                    ("protocol", PROTOCOLS),
-                ],
-                )?,
-                vec![VERDICTS, DECISION_REASONS, PROTOCOLS],
-            ),
+                &[("verdict", VERDICTS), ("reason", DECISION_REASONS), ("protocol", PROTOCOLS)],
+            )?,
             observed_decisions: r.counter(
                 "mailwarden_observed_decisions_total",
                 "Refusals and delays observe mode held back (the login was allowed), by verdict, reason and protocol.",
@@ -341,10 +344,11 @@ impl Metrics {
                     ("protocol", PROTOCOLS),
                 ],
             )?,
-            reports: Kept::new(
-                r.counter("mailwarden_reports_total", "Login reports by how they were counted.", &[("result", REPORT_RESULTS)])?,
-                vec![REPORT_RESULTS],
-            ),
+            reports: r.kept_counter(
+                "mailwarden_reports_total",
+                "Login reports by how they were counted.",
+                &[("result", REPORT_RESULTS)],
+            )?,
             bans_created: r.counter("mailwarden_bans_created_total", "Bans placed, by reason.", &[("reason", &["autoban", "long_window", "subnet"])])?,
             bans_lifted: r.counter(
                 "mailwarden_bans_lifted_total",
@@ -460,14 +464,11 @@ impl Metrics {
                 "Block-log events by reason and result (stored, dropped).",
                 &[("reason", &event_reasons), ("result", STORED_OR_DROPPED)],
             )?,
-            failed_guesses: Kept::new(
-                r.counter(
-                    "mailwarden_failed_guesses_total",
-                    "Counted failed logins by kind: new (a distinct wrong password) or repeated (the same one again).",
-                    &[("kind", GUESS_KINDS)],
-                )?,
-                vec![GUESS_KINDS],
-            ),
+            failed_guesses: r.kept_counter(
+                "mailwarden_failed_guesses_total",
+                "Counted failed logins by kind: new (a distinct wrong password) or repeated (the same one again).",
+                &[("kind", &["new", "repeated"])],
+            )?,
             quarantines: r.counter(
                 "mailwarden_stale_password_quarantines_total",
                 "Logins and passwords quarantined after failing repeatedly from one source.",

@@ -112,14 +112,16 @@ where
     async move {
         match AssertUnwindSafe(answer).catch_unwind().await {
             Ok(answered) => answered,
-            Err(_) => {
-                // The panic hook has logged the cause and where; this says which request.
-                let route = format!("{method} {}", uri.path());
-                tracing::error!(route = %route, "a request handler panicked; answered 500");
-                Err(HandlerPanicked.into())
-            }
+            Err(_) => Err(handler_panicked(&method, uri.path()).into()),
         }
     }
+}
+
+/// What a listener does when a handler panicked on `method path`: the panic hook has logged
+/// the cause and where; this logs which request, and the client gets a 500 in the error shape.
+pub fn handler_panicked(method: &actix_web::http::Method, path: &str) -> HandlerPanicked {
+    tracing::error!(route = %format!("{method} {path}"), "a request handler panicked; answered 500");
+    HandlerPanicked
 }
 
 /// Logs every panic (its message and location) through `tracing`, so it lands in the server

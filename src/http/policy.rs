@@ -18,7 +18,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpMessage, HttpResponse, ResponseError};
 use futures_util::FutureExt;
 
-use super::{HandlerPanicked, json_error, read_limited};
+use super::{handler_panicked, json_error, read_limited};
 use crate::warden::Warden;
 use crate::wire::{self, Command, WireError};
 
@@ -29,12 +29,7 @@ pub async fn serve(mut request: Request, warden: Warden) -> Result<Response<BoxB
     let answered = AssertUnwindSafe(handle(&request, payload, &warden)).catch_unwind().await;
     Ok(match answered {
         Ok(response) => response.into(),
-        Err(_) => {
-            // The panic hook has logged the cause and where; this says which request.
-            let route = format!("{} {}", request.method(), request.path());
-            tracing::error!(route = %route, "a request handler panicked; answered 500");
-            HandlerPanicked.error_response().into()
-        }
+        Err(_) => handler_panicked(request.method(), request.path()).error_response().into(),
     })
 }
 
