@@ -403,6 +403,7 @@ impl Metrics {
                             "load_firewall_rules",
                             "save_ban",
                             "delete_ban",
+                            "read_forgiven",
                             "delete_expired_bans",
                             "save_list_entry",
                             "delete_list_entry",

@@ -146,8 +146,8 @@ fn check_bans_round_trip_and_survive_a_new_store(target: &Target) {
     assert_eq!(store.ban(source("192.0.2.1")).unwrap(), None);
     assert_eq!(store.delete_expired_bans(NOW).unwrap(), 1);
     assert_eq!(store.delete_expired_bans(NOW).unwrap(), 0);
-    assert!(store.delete_ban(stored.source, None).unwrap());
-    assert!(!store.delete_ban(stored.source, None).unwrap());
+    assert!(store.delete_ban(stored.source, None, NOW).unwrap());
+    assert!(!store.delete_ban(stored.source, None, NOW).unwrap());
     assert!(store.active_bans(NOW).unwrap().is_empty());
     assert_eq!(store.backend(), "redis");
     // Every reason, on a subnet too, comes back as it was placed.
@@ -382,7 +382,7 @@ fn check_every_write_announces_its_change(target: &Target) {
     store.save_known_sources(&[KnownSource::bare("alice", source("192.0.2.1"), NOW)]).unwrap();
     store.delete_expired_bans(Timestamp(NOW.0 + 120_000)).unwrap();
     store.delete_expired_access_entries(NOW).unwrap();
-    store.delete_ban(banned.source, None).unwrap();
+    store.delete_ban(banned.source, None, NOW).unwrap();
     store.save_access_entry(&trusted).unwrap();
     store.delete_access_entry(ListKind::Trusted, trusted.network).unwrap();
     store.save_firewall_rule_set("@example.com", &rule_set()).unwrap();
@@ -450,7 +450,7 @@ fn check_a_login_refusal_is_stored_announced_and_lifted_apart_from_its_sources_b
     let mut loaded = store.active_bans(NOW).unwrap();
     loaded.sort_by_key(|b| b.expires_at);
     assert_eq!(loaded, vec![refusal.clone(), whole.clone()]);
-    assert!(store.delete_ban(refusal.source, Some("alice@example.com")).unwrap());
+    assert!(store.delete_ban(refusal.source, Some("alice@example.com"), NOW).unwrap());
     assert_eq!(store.ban(whole.source).unwrap(), Some(whole.clone()), "lifting the refusal keeps the ban");
     store.save_ban(&refusal).unwrap();
     assert_eq!(store.delete_expired_bans(Timestamp(NOW.0 + 45_000)).unwrap(), 1, "the refusal ended first");
@@ -481,8 +481,53 @@ fn check_saving_or_lifting_a_ban_forgets_the_sources_failure_history(target: &Ta
     store.save_ban(&banned).unwrap();
     assert!(!exists(), "saving the ban deletes the failure history");
     plant();
-    store.delete_ban(banned.source, None).unwrap();
+    let lifted_at = Timestamp(NOW.0 + 10_000);
+    store.delete_ban(banned.source, None, lifted_at).unwrap();
     assert!(!exists(), "lifting the ban deletes the failure history");
+}
+
+/// A node sends its counted failures in batches, so the save of a ban (or a lift) can reach
+/// Redis before failures that happened earlier: those must not be counted again, or the
+/// source would be banned a second time for the failures its first ban (or lift) consumed.
+fn check_a_failure_from_before_a_ban_or_a_lift_that_arrives_after_it_is_not_counted(target: &Target) {
+    let store = target.store(&fresh_prefix("late"));
+    let banned = ban("203.0.113.8", 60_000);
+    let counted = |at: i64| -> i64 {
+        let mut command = redis::cmd("EVAL");
+        command
+            .arg(mailwarden::cluster::counting::RECORD_FAILURE)
+            .arg(2)
+            .arg(store.failures_key(banned.source))
+            .arg(store.forgiven_key(banned.source))
+            .arg(format!("{:016x}", at))
+            .arg(at)
+            .arg(1_200_000)
+            .arg(1)
+            .arg(0)
+            .arg(600_000)
+            .arg("alice@example.com")
+            .arg("imap")
+            .arg("")
+            .arg(13);
+        raw::<(i64, i64, i64, Vec<String>)>(&store, &command).2
+    };
+    assert_eq!(counted(NOW.0 - 2), 1, "before any ban, a failure counts");
+    store.save_ban(&banned).unwrap();
+    assert_eq!(counted(NOW.0 - 1), 0, "a failure from before the ban, arriving after its save");
+    assert_eq!(counted(NOW.0), 0, "the failure that placed the ban");
+    assert_eq!(counted(NOW.0 + 1), 1, "a failure after the ban counts");
+    let lifted_at = Timestamp(NOW.0 + 10_000);
+    store.delete_ban(banned.source, None, lifted_at).unwrap();
+    assert_eq!(counted(NOW.0 + 5_000), 0, "a failure from before the lift, arriving after it");
+    assert_eq!(counted(NOW.0 + 10_001), 1, "a failure after the lift counts, from scratch");
+    // A ban placed before the lift on a node that could not store it yet is out of date.
+    assert!(store.forgiven_since(banned.source, Timestamp(NOW.0 + 9_999)).unwrap());
+    assert!(store.forgiven_since(banned.source, lifted_at).unwrap());
+    assert!(!store.forgiven_since(banned.source, Timestamp(NOW.0 + 10_001)).unwrap(), "a ban placed after it is not");
+    assert!(
+        !store.forgiven_since(ban("203.0.113.9", 60_000).source, NOW).unwrap(),
+        "nor one on a source never forgiven"
+    );
 }
 
 fn check_two_prefixes_do_not_see_each_other(target: &Target) {
@@ -500,7 +545,7 @@ fn check_two_prefixes_do_not_see_each_other(target: &Target) {
     assert!(other.firewall_rule_sets().unwrap().is_empty());
     assert!(other.events(&EventFilter { limit: 10, ..Default::default() }).unwrap().events.is_empty());
     assert!(other.known_sources("alice", Timestamp(0), 10).unwrap().is_empty());
-    assert!(!other.delete_ban(banned.source, None).unwrap());
+    assert!(!other.delete_ban(banned.source, None, NOW).unwrap());
     assert_eq!(other.delete_expired_bans(Timestamp(i64::MAX)).unwrap(), 0);
     assert_ne!(other.channel(), one.channel());
     assert_eq!(one.active_bans(NOW).unwrap(), vec![banned]);
@@ -657,6 +702,7 @@ fn check_everything(target: &Target) {
     check_a_logins_places_carry_the_protocol_and_app_of_their_last_success(target);
     check_every_write_announces_its_change(target);
     check_saving_or_lifting_a_ban_forgets_the_sources_failure_history(target);
+    check_a_failure_from_before_a_ban_or_a_lift_that_arrives_after_it_is_not_counted(target);
     check_a_login_refusal_is_stored_announced_and_lifted_apart_from_its_sources_ban(target);
     check_two_prefixes_do_not_see_each_other(target);
     check_a_malformed_stored_ban_is_skipped_and_the_others_load(target);
@@ -763,6 +809,12 @@ fn every_write_announces_its_change_on_the_channel() {
 fn saving_or_lifting_a_ban_forgets_the_sources_shared_failure_history() {
     let Some(redis) = RedisServer::start() else { return };
     check_saving_or_lifting_a_ban_forgets_the_sources_failure_history(&Target::server(&redis));
+}
+
+#[test]
+fn a_failure_from_before_a_ban_or_a_lift_that_reaches_redis_after_it_is_not_counted_again() {
+    let Some(redis) = RedisServer::start() else { return };
+    check_a_failure_from_before_a_ban_or_a_lift_that_arrives_after_it_is_not_counted(&Target::server(&redis));
 }
 
 #[test]

@@ -4,7 +4,9 @@
 //! source at once never lose a failure. The rules are those of `failures` (a repeated password
 //! counts once, a guess that failed `stale_after` times is quarantined, guesses leave the
 //! window after their last failure); the hash is dropped by the store when a ban is saved or
-//! lifted, and expires by itself when no guess in it is needed any more.
+//! lifted, which also notes the time (`RedisStore::forgiven_key`) so that a failure from before
+//! it that arrives later is not counted again, and expires by itself when no guess in it is
+//! needed any more.
 //!
 //! Each field is a guess's key (the same keyed hash on every node, 16 hex digits); its value
 //! is JSON: `t` failures in the window, `f`/`l` first and last failure (Unix ms), `w` weight,
@@ -20,11 +22,18 @@ use crate::clock::Timestamp;
 use crate::failures::{Counting, GuessKey};
 
 /// Records one failure of a guess and returns `{new_guess, quarantined, failures, {all fields}}`.
+/// A failure that happened by the time its source's failures were last forgiven (a ban or a
+/// lift, whose save may overtake the batch that carries it) is not recorded: `{0, 0, 0, {}}`.
 ///
-/// KEYS[1]: the source's hash. ARGV: guess, now, window, weight, stale_after (0: off),
+/// KEYS[1]: the source's hash, KEYS[2]: when its failures were forgiven (`forgiven_key`).
+/// ARGV: guess, now (the failure's time), window, weight, stale_after (0: off),
 /// quarantine_for, login, protocol, device, most guesses kept (all in milliseconds).
 pub const RECORD_FAILURE: &str = r#"
 local now = tonumber(ARGV[2])
+local forgiven = tonumber(redis.call('GET', KEYS[2]) or '')
+if forgiven and now <= forgiven then
+  return {0, 0, 0, {}}
+end
 local horizon = now - tonumber(ARGV[3])
 local stale_after = tonumber(ARGV[5])
 local raw = redis.call('HGET', KEYS[1], ARGV[1])

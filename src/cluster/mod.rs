@@ -137,8 +137,9 @@ impl Scripts {
             Counted::Failure(failure) => {
                 command
                     .arg(self.record.get_hash())
-                    .arg(1)
+                    .arg(2)
                     .arg(store.failures_key(failure.source))
+                    .arg(store.forgiven_key(failure.source))
                     .arg(counting::field(failure.key))
                     .arg(failure.at.0)
                     .arg(millis(rules.window))

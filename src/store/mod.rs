@@ -132,8 +132,14 @@ pub trait Store: Send + Sync {
     /// `ban.refused_login` from it); durable when this returns.
     fn save_ban(&self, ban: &Ban) -> Result<(), StoreError>;
     /// Removes the ban on `source` (`refused_login`: only that login's IP+login refusal, its
-    /// `login::key`); returns whether one was stored.
-    fn delete_ban(&self, source: Source, refused_login: Option<&str>) -> Result<bool, StoreError>;
+    /// `login::key`), lifted at `now`; returns whether one was stored.
+    fn delete_ban(&self, source: Source, refused_login: Option<&str>, now: Timestamp) -> Result<bool, StoreError>;
+    /// Whether `source`'s failures were forgiven, by a lift or by another ban, at or after
+    /// `at`: a whole-source ban placed at `at` that this node could not store yet is then
+    /// out of date. Only a store shared by several nodes can say yes.
+    fn forgiven_since(&self, _source: Source, _at: Timestamp) -> Result<bool, StoreError> {
+        Ok(false)
+    }
     /// Removes bans that ended by `now`; returns how many.
     fn delete_expired_bans(&self, now: Timestamp) -> Result<usize, StoreError>;
     /// Entries of the admin lists made through the API (policy-file entries are not stored).

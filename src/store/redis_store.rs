@@ -62,6 +62,10 @@ const SCAN_BATCH: usize = 500;
 const EVENT_SCAN_CAP: usize = 50_000;
 /// Events appended per script call, and records or logins per pipeline.
 const WRITE_BATCH: usize = 1000;
+/// How long a ban's or a lift's forgiveness time is held (`forgiven_key`): far longer than a
+/// batch of counted logins takes to reach Redis, which is milliseconds (a batch that cannot
+/// be sent is dropped, not kept).
+const FORGIVEN_HELD_MS: u64 = 5 * 60 * 1000;
 /// Idle connections kept for reuse; more are closed when returned.
 const IDLE_CONNECTIONS: usize = 8;
 /// A connection idle this long is checked with a PING before use: the server (its `timeout`
@@ -453,6 +457,24 @@ impl RedisStore {
     /// `{prefix}fail:{<source>}` (a hash tag, so a cluster keeps it in one slot).
     pub fn failures_key(&self, source: Source) -> String {
         self.key(&format!("fail:{{{source}}}"))
+    }
+
+    /// The key holding when `source`'s failures were last forgiven by a ban or a lift (Unix
+    /// ms), in the same slot as its history: `{prefix}fail-forgiven:{<source>}`. A failure
+    /// that happened by then and reaches Redis later (a node sends its counts in batches) is
+    /// not counted again (`counting::RECORD_FAILURE`).
+    pub fn forgiven_key(&self, source: Source) -> String {
+        self.key(&format!("fail-forgiven:{{{source}}}"))
+    }
+
+    /// The commands that forgive `source`'s failures up to `at`: drop its history, and hold
+    /// `at` long enough for every batch counted before it to have arrived.
+    fn forget_failures(&self, source: Source, at: Timestamp) -> [Cmd; 2] {
+        let mut forget = redis::cmd("DEL");
+        forget.arg(self.failures_key(source));
+        let mut forgiven = redis::cmd("SET");
+        forgiven.arg(self.forgiven_key(source)).arg(at.0).arg("PX").arg(FORGIVEN_HELD_MS);
+        [forget, forgiven]
     }
 
     /// A 16-byte secret shared by every node: the first node stores a random one
@@ -1070,14 +1092,13 @@ impl Store for RedisStore {
                 .write("saving a ban", &[set], Change::LoginRefusalSaved { source, login: login.clone() })
                 .map(|_| ()),
             None => {
-                let mut forget = redis::cmd("DEL");
-                forget.arg(self.failures_key(ban.source));
-                self.write("saving a ban", &[set, forget], Change::BanSaved { source }).map(|_| ())
+                let [forget, forgiven] = self.forget_failures(ban.source, ban.created_at);
+                self.write("saving a ban", &[set, forget, forgiven], Change::BanSaved { source }).map(|_| ())
             }
         }
     }
 
-    fn delete_ban(&self, source: Source, refused_login: Option<&str>) -> Result<bool, StoreError> {
+    fn delete_ban(&self, source: Source, refused_login: Option<&str>, now: Timestamp) -> Result<bool, StoreError> {
         let (key, field) = self.ban_field(source, refused_login);
         let mut delete = redis::cmd("HDEL");
         delete.arg(key).arg(&field);
@@ -1087,12 +1108,20 @@ impl Store for RedisStore {
                 self.write("deleting a ban", &[delete], change)?
             }
             None => {
-                let mut forget = redis::cmd("DEL");
-                forget.arg(self.failures_key(source));
-                self.write("deleting a ban", &[delete, forget], Change::BanDeleted { source: field })?
+                let [forget, forgiven] = self.forget_failures(source, now);
+                self.write("deleting a ban", &[delete, forget, forgiven], Change::BanDeleted { source: field })?
             }
         };
         Ok(replies.first().is_some_and(|reply| integer(reply) > 0))
+    }
+
+    fn forgiven_since(&self, source: Source, at: Timestamp) -> Result<bool, StoreError> {
+        let key = self.forgiven_key(source);
+        let forgiven: Option<String> = self.call("reading when a source was forgiven", |connection| {
+            redis::cmd("GET").arg(&key).query(connection.like())
+        })?;
+        // A value this version did not write (damaged, or set by hand) forgives nothing.
+        Ok(forgiven.and_then(|millis| millis.parse::<i64>().ok()).is_some_and(|millis| millis >= at.0))
     }
 
     fn delete_expired_bans(&self, now: Timestamp) -> Result<usize, StoreError> {

@@ -423,7 +423,7 @@ impl Store for SqliteStore {
             .map_err(|e| StoreError::operation("saving a ban", e))
     }
 
-    fn delete_ban(&self, source: Source, refused_login: Option<&str>) -> Result<bool, StoreError> {
+    fn delete_ban(&self, source: Source, refused_login: Option<&str>, _now: Timestamp) -> Result<bool, StoreError> {
         self.lock()
             .execute(
                 "DELETE FROM bans WHERE source = ?1 AND refused_login = ?2",
@@ -1049,8 +1049,8 @@ mod tests {
         assert_eq!(store.active_bans(NOW).unwrap(), vec![stored.clone()]);
         assert_eq!(store.ban(stored.source).unwrap(), Some(stored.clone()));
         assert_eq!(store.delete_expired_bans(NOW).unwrap(), 1);
-        assert!(store.delete_ban(stored.source, None).unwrap());
-        assert!(!store.delete_ban(stored.source, None).unwrap());
+        assert!(store.delete_ban(stored.source, None, Timestamp(0)).unwrap());
+        assert!(!store.delete_ban(stored.source, None, Timestamp(0)).unwrap());
         assert!(store.active_bans(NOW).unwrap().is_empty());
         for reason in BanReason::ALL {
             let mut placed = ban("198.51.100.7", 60_000);
@@ -1077,9 +1077,9 @@ mod tests {
         let mut loaded = store.active_bans(NOW).unwrap();
         loaded.sort_by_key(|b| b.expires_at);
         assert_eq!(loaded, vec![refusal.clone(), whole.clone()]);
-        assert!(store.delete_ban(whole.source, None).unwrap());
+        assert!(store.delete_ban(whole.source, None, Timestamp(0)).unwrap());
         assert_eq!(store.scoped_ban(whole.source, Some("alice@example.com")).unwrap(), Some(refusal.clone()));
-        assert!(store.delete_ban(whole.source, Some("alice@example.com")).unwrap());
+        assert!(store.delete_ban(whole.source, Some("alice@example.com"), Timestamp(0)).unwrap());
         assert!(store.active_bans(NOW).unwrap().is_empty());
     }
 

@@ -631,12 +631,12 @@ impl Warden {
         actor: Option<&Principal>,
     ) -> Result<Option<Arc<Ban>>, StoreError> {
         let shared = &*self.shared;
-        let deleted = shared.store.delete_ban(source, refused_login);
+        let now = shared.clock.now();
+        let deleted = shared.store.delete_ban(source, refused_login, now);
         shared.metrics.store_result("delete_ban", &deleted);
         let deleted = deleted?;
         lock(&shared.unsaved_bans).remove(&(source, refused_login.map(str::to_string)));
         let removed = shared.bans.remove(source, refused_login);
-        let now = shared.clock.now();
         match (refused_login, &removed) {
             (Some(login), removed) => {
                 // The guesses keep the login as Dovecot spelt it.

@@ -76,6 +76,8 @@ impl Warden {
     /// another node.
     pub fn drop_ban(&self, source: Source, refused_login: Option<&str>) {
         let shared = &*self.shared;
+        // The lift is newer than a ban placed here that waits for the store: it is not saved.
+        lock(&shared.unsaved_bans).remove(&(source, refused_login.map(str::to_string)));
         let removed = shared.bans.remove(source, refused_login);
         let now = shared.clock.now();
         match refused_login {
@@ -173,6 +175,17 @@ impl Warden {
         let now = shared.clock.now();
         let mut saved = 0;
         for ban in pending {
+            if ban.refused_login.is_none() {
+                // Another node lifted the source's ban, or banned it anew, once the store was
+                // back and before this node could store its own: the newer word stands. Its
+                // announcement (or the reread after a missed one) brings it here.
+                let superseded = shared.store.forgiven_since(ban.source, ban.created_at);
+                shared.metrics.store_result("read_forgiven", &superseded);
+                if superseded? {
+                    lock(&shared.unsaved_bans).remove(&ban.key());
+                    continue;
+                }
+            }
             if ban.is_active(now) {
                 let result = shared.store.save_ban(&ban);
                 shared.metrics.store_result("save_ban", &result);
