@@ -8,12 +8,12 @@
 //! lifted and swept alike; only the index keeps them apart, so a source ban is still one
 //! probe and a source without refusals costs `allow` one empty-map check.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::clock::Timestamp;
+use crate::hashing::KeyedMap;
 use crate::network::{Source, SourceGrouping};
 
 /// Why a ban exists; the store keeps the label.
@@ -147,10 +147,10 @@ pub struct BanIndex {
 
 #[derive(Debug, Default)]
 struct Bans {
-    by_source: HashMap<Source, Arc<Ban>>,
+    by_source: KeyedMap<Source, Arc<Ban>>,
     /// IP+login refusals, by source and then by login key. Placed on the source under the
     /// grouping in force; a reload that changes the grouping leaves them to expire.
-    by_login: HashMap<Source, HashMap<Box<str>, Arc<Ban>>>,
+    by_login: KeyedMap<Source, KeyedMap<Box<str>, Arc<Ban>>>,
     /// The prefix lengths of the bans held, longest first, each with its count.
     prefixes: Vec<(bool, u8, usize)>,
 }
@@ -202,7 +202,7 @@ impl Bans {
     }
 
     fn all(&self) -> impl Iterator<Item = &Arc<Ban>> {
-        self.by_source.values().chain(self.by_login.values().flat_map(HashMap::values))
+        self.by_source.values().chain(self.by_login.values().flat_map(KeyedMap::values))
     }
 }
 
@@ -343,7 +343,7 @@ impl BanIndex {
 
     /// IP+login refusals held.
     pub fn login_refusal_count(&self) -> usize {
-        self.read().by_login.values().map(HashMap::len).sum()
+        self.read().by_login.values().map(KeyedMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -10,6 +10,9 @@
 //! are dropped by `sweep` and whenever their shard needs room. A full shard makes room as Redis
 //! does: it samples a few entries and evicts the one whose deadline comes first, an expired
 //! one if it finds any. What is evicted is only counting history, never a ban.
+//!
+//! Keys are hashed by `hashing::Keyed` (foldhash with a secret key), for the shard and again in
+//! the shard's map.
 
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,6 +21,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use indexmap::{Equivalent, IndexMap};
 
 use crate::clock::Timestamp;
+use crate::hashing::Keyed;
 
 /// Why an entry left the map without being removed by its owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +48,7 @@ struct Slot<V> {
 }
 
 struct Shard<K, V> {
-    entries: IndexMap<K, Slot<V>>,
+    entries: IndexMap<K, Slot<V>, Keyed>,
     /// State of the generator that picks eviction samples (xorshift: cheap, and good enough
     /// to spread the samples over the shard).
     sampler: u64,
@@ -71,7 +75,7 @@ pub struct BoundedMap<K, V> {
     shards: Box<[Mutex<Shard<K, V>>]>,
     per_shard: usize,
     /// Picks the shard; the shards' maps hash again with their own keys.
-    shard_hasher: std::collections::hash_map::RandomState,
+    shard_hasher: Keyed,
     /// The next shard `sweep` visits.
     sweep_cursor: AtomicUsize,
     on_evict: Box<dyn Fn(Eviction) + Send + Sync>,
@@ -89,12 +93,17 @@ impl<K: Hash + Eq, V: Default> BoundedMap<K, V> {
         let shard_count = capacity.div_ceil(SHARD_CAPACITY).clamp(MIN_SHARDS, 1 << 16);
         let per_shard = (capacity / shard_count).max(1);
         let shards = (0..shard_count)
-            .map(|i| Mutex::new(Shard { entries: IndexMap::new(), sampler: 0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1) }))
+            .map(|i| {
+                Mutex::new(Shard {
+                    entries: IndexMap::with_hasher(Keyed::default()),
+                    sampler: 0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1),
+                })
+            })
             .collect();
         BoundedMap {
             shards,
             per_shard,
-            shard_hasher: Default::default(),
+            shard_hasher: Keyed::default(),
             sweep_cursor: AtomicUsize::new(0),
             on_evict: Box::new(on_evict),
         }

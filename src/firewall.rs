@@ -8,7 +8,6 @@
 //! the caller, which looks up only what the rule set `needs`. `RuleSpec` is the one written
 //! form of a rule, shared by policy.toml, the admin API and the store.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -18,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::geoip::CountryCode;
+use crate::hashing::KeyedMap;
 use crate::network::{NetworkMap, parse_ip, parse_network};
 use crate::wire::Protocol;
 
@@ -512,7 +512,7 @@ pub fn parse_key(text: &str) -> Result<String, String> {
 /// networks the firewall does not apply to. Read-only; rebuilt whole on any change.
 #[derive(Debug, Clone, Default)]
 pub struct Firewall {
-    by_key: HashMap<String, Arc<KeyedRuleSet>>,
+    by_key: KeyedMap<String, Arc<KeyedRuleSet>>,
     webmail: NetworkMap<()>,
 }
 
@@ -527,7 +527,7 @@ impl Firewall {
     /// Builds the snapshot; a later set for the same key replaces an earlier one (pass the
     /// file's sets first, then the API's).
     pub fn build(sets: impl IntoIterator<Item = KeyedRuleSet>, webmail: &[IpNet]) -> Firewall {
-        let mut by_key = HashMap::new();
+        let mut by_key = KeyedMap::default();
         for set in sets {
             by_key.insert(set.key.clone(), Arc::new(set));
         }

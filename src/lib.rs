@@ -17,6 +17,7 @@ pub mod events;
 pub mod failures;
 pub mod firewall;
 pub mod geoip;
+pub mod hashing;
 pub mod http;
 pub mod journal;
 pub mod logging;

@@ -3,11 +3,12 @@
 //! IPv6 /64 by default), and maps of networks matched by longest prefix.
 //! Nothing here knows about failures, bans, lists or HTTP.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use crate::hashing::KeyedMap;
 
 /// What an error quotes of the text it refused: enough to recognise it, never a whole
 /// oversized field echoed back (an address is at most 45 characters, a zone a few more).
@@ -120,8 +121,8 @@ impl SourceGrouping {
 /// ranges stays as cheap as a short one.
 #[derive(Clone, Debug)]
 pub struct NetworkMap<T> {
-    v4: Vec<(u8, HashMap<u32, (IpNet, T)>)>,
-    v6: Vec<(u8, HashMap<u128, (IpNet, T)>)>,
+    v4: Vec<(u8, KeyedMap<u32, (IpNet, T)>)>,
+    v6: Vec<(u8, KeyedMap<u128, (IpNet, T)>)>,
     len: usize,
 }
 
@@ -141,15 +142,15 @@ fn v6_bits(addr: Ipv6Addr, prefix: u8) -> u128 {
     if prefix == 0 { 0 } else { bits & (u128::MAX << (128 - u32::from(prefix))) }
 }
 
-fn bucket<K, V>(buckets: &mut Vec<(u8, HashMap<K, V>)>, prefix: u8) -> &mut HashMap<K, V> {
+fn bucket<K, V>(buckets: &mut Vec<(u8, KeyedMap<K, V>)>, prefix: u8) -> &mut KeyedMap<K, V> {
     let position = match buckets.iter().position(|(p, _)| *p <= prefix) {
         Some(i) if buckets[i].0 == prefix => i,
         Some(i) => {
-            buckets.insert(i, (prefix, HashMap::new()));
+            buckets.insert(i, (prefix, KeyedMap::default()));
             i
         }
         None => {
-            buckets.push((prefix, HashMap::new()));
+            buckets.push((prefix, KeyedMap::default()));
             buckets.len() - 1
         }
     };

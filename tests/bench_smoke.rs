@@ -1,5 +1,5 @@
 //! A smoke run of the benchmark (`examples/bench`, `scripts/bench.sh`) with tiny numbers, so
-//! the machinery keeps working: the login mix against mailwarden and the baseline, the
+//! the machinery keeps working: the login mix against mailwarden, the baseline and the floor, the
 //! fixed-rate run, the memory runs with their ban check, the mix against an embedded and a
 //! redis-mode mailwarden (where redis-server is installed), the mix over a plain and a TLS policy
 //! listener, and Dovecot logins with and without
@@ -20,7 +20,9 @@ fn the_benchmark_runs_every_part_with_tiny_numbers_and_prints_its_figures() {
     for figure in [
         "mailwarden peak:",
         "baseline peak:",
+        "floor peak:",
         "throughput ratio:",
+        "against the floor (the framework alone",
         "tail at saturation: p99",
         "latency at 400 req/s: p50",
         "baseline latency at 400 req/s: p50",
@@ -35,7 +37,7 @@ fn the_benchmark_runs_every_part_with_tiny_numbers_and_prints_its_figures() {
     let mix = report.figures.mix.as_ref().expect("mix figures");
     assert_eq!(mix.bans_before, settings.mix.banned as u64, "the mix's sources are banned first");
     assert!(mix.known_stored > 0, "the journal's figures come from mailwarden's metrics");
-    for run in [&mix.mailwarden, &mix.baseline, &mix.rate_mailwarden, &mix.rate_baseline] {
+    for run in [&mix.mailwarden, &mix.baseline, &mix.floor, &mix.rate_mailwarden, &mix.rate_baseline] {
         let run = run.as_ref().expect("every run of the mix has figures");
         assert!(run.requests > 0 && run.answers.http_errors == 0, "{}", run.summary());
     }

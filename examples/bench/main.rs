@@ -92,20 +92,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The baseline: answers every request with {"status":0,"msg":""}.
+    /// The baseline: parses every body as a policy request and answers {"status":0,"msg":""}.
     ServeBaseline {
         #[arg(long)]
         listen: SocketAddr,
         /// Worker threads (mailwarden's policy listener has 2).
         #[arg(long, default_value_t = 2)]
         workers: usize,
+        /// Read each body without parsing it (the framework's floor).
+        #[arg(long)]
+        reads_only: bool,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::ServeBaseline { listen, workers }) = cli.command {
-        return match suite::baseline::serve(listen, workers) {
+    if let Some(Command::ServeBaseline { listen, workers, reads_only }) = cli.command {
+        let kind = if reads_only { suite::baseline::Kind::ReadsOnly } else { suite::baseline::Kind::ParsesJson };
+        return match suite::baseline::serve(listen, workers, kind) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("baseline: {e}");

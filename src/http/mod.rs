@@ -49,13 +49,27 @@ pub async fn read_limited(
     mut payload: impl futures_util::Stream<Item = Result<actix_web::web::Bytes, actix_web::error::PayloadError>> + Unpin,
     limit: usize,
 ) -> Result<Option<actix_web::web::Bytes>, actix_web::error::PayloadError> {
-    let mut body = actix_web::web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
+    // A policy request's body nearly always arrives as one chunk, which is kept as it is
+    // rather than copied.
+    let first = match payload.next().await {
+        None => return Ok(Some(actix_web::web::Bytes::new())),
+        Some(chunk) => chunk?,
+    };
+    if first.len() > limit {
+        return Ok(None);
+    }
+    let Some(second) = payload.next().await else {
+        return Ok(Some(first));
+    };
+    let mut body = actix_web::web::BytesMut::from(&first[..]);
+    let mut next = Some(second);
+    while let Some(chunk) = next {
         let chunk = chunk?;
         if body.len() + chunk.len() > limit {
             return Ok(None);
         }
         body.extend_from_slice(&chunk);
+        next = payload.next().await;
     }
     Ok(Some(body.freeze()))
 }
@@ -175,5 +189,26 @@ mod tests {
         let panicked = run_blocking(|| -> u32 { panic!("a bug") }).await;
         assert_eq!(panicked, Err(BlockingFailure::Panicked));
         assert_eq!(run_blocking(|| 7).await, Ok(7));
+    }
+
+    #[actix_web::test]
+    async fn a_body_is_read_whole_from_any_number_of_chunks_and_refused_past_its_limit() {
+        fn chunks(
+            parts: &[&'static str],
+        ) -> impl futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>> + Unpin {
+            let parts: Vec<_> = parts.iter().map(|part| Ok(web::Bytes::from_static(part.as_bytes()))).collect();
+            futures_util::stream::iter(parts)
+        }
+        assert_eq!(read_limited(chunks(&[]), 10).await.unwrap(), Some(web::Bytes::new()));
+        assert_eq!(read_limited(chunks(&["{\"a\":1}"]), 10).await.unwrap().as_deref(), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(read_limited(chunks(&["{\"a\"", ":", "1}"]), 10).await.unwrap().as_deref(), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(read_limited(chunks(&["0123456789"]), 10).await.unwrap().as_deref(), Some(&b"0123456789"[..]));
+        assert_eq!(read_limited(chunks(&["0123456789a"]), 10).await.unwrap(), None, "one chunk too large");
+        assert_eq!(read_limited(chunks(&["01234", "56789", "a"]), 10).await.unwrap(), None, "too large in its third");
+        let broken = futures_util::stream::iter([
+            Ok(web::Bytes::from_static(b"{")),
+            Err(actix_web::error::PayloadError::Incomplete(None)),
+        ]);
+        assert!(read_limited(broken, 10).await.is_err(), "a broken body is an error, not a short one");
     }
 }

@@ -9,7 +9,8 @@
 
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
-use std::time::Instant;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use actix_http::{Payload, Request, Response};
 use actix_web::body::BoxBody;
@@ -44,6 +45,32 @@ async fn handle(request: &Request, payload: Payload, warden: &Warden) -> HttpRes
     response
 }
 
+/// Reads the body within `timeout`, arming the timer only when the body is not there by the
+/// second poll. actix-http calls the handler before it hands over the body that came in the
+/// same read as the head, so the first poll of every request waits; the second, once that
+/// read is handed over, finds it whole. Armed at once, tokio's timer cost a clock read and a
+/// timer wheel's insertion and removal on every request (docs/BENCHMARKS.md, issue 21). A
+/// body still missing at the second poll gets the whole timeout from then.
+async fn read_within<T>(timeout: Duration, read: impl Future<Output = T>) -> Result<T, tokio::time::error::Elapsed> {
+    let mut read = std::pin::pin!(read);
+    let mut waited = false;
+    let early = std::future::poll_fn(|context| match read.as_mut().poll(context) {
+        Poll::Ready(done) => Poll::Ready(Some(done)),
+        Poll::Pending if !waited => {
+            waited = true;
+            // The second poll must come even if the body never does.
+            context.waker().wake_by_ref();
+            Poll::Pending
+        }
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await;
+    match early {
+        Some(done) => Ok(done),
+        None => tokio::time::timeout(timeout, read).await,
+    }
+}
+
 async fn answer(
     method: &Method,
     headers: &HeaderMap,
@@ -69,7 +96,7 @@ async fn answer(
         Err(e) => return json_error(StatusCode::BAD_REQUEST, e.code(), &e.to_string()),
     };
     let limit = policy.server.max_body_bytes;
-    let body = match tokio::time::timeout(policy.server.client_timeout, read_limited(payload, limit)).await {
+    let body = match read_within(policy.server.client_timeout, read_limited(payload, limit)).await {
         Err(_) => {
             let message = format!(
                 "the request body did not arrive within server.client_timeout ({})",
@@ -117,4 +144,44 @@ async fn answer(
         (Command::Report, None) => wire::report_reply(),
     };
     HttpResponse::Ok().content_type("application/json").body(reply.to_json())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pending at its first `polls` polls, then done.
+    fn ready_after(polls: usize) -> impl Future<Output = &'static str> {
+        let mut left = polls;
+        std::future::poll_fn(move |context| {
+            if left == 0 {
+                return Poll::Ready("body");
+            }
+            left -= 1;
+            context.waker().wake_by_ref();
+            Poll::Pending
+        })
+    }
+
+    #[actix_web::test]
+    async fn a_body_is_read_whether_it_is_there_at_once_at_the_second_poll_or_later_within_the_timeout() {
+        let timeout = Duration::from_secs(5);
+        assert_eq!(read_within(timeout, ready_after(0)).await, Ok("body"));
+        assert_eq!(read_within(timeout, ready_after(1)).await, Ok("body"));
+        assert_eq!(read_within(timeout, ready_after(50)).await, Ok("body"));
+        let late = async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            "body"
+        };
+        assert_eq!(read_within(timeout, late).await, Ok("body"));
+    }
+
+    #[actix_web::test]
+    async fn a_body_that_never_comes_times_out_after_the_timeout() {
+        let started = Instant::now();
+        let never = std::future::pending::<()>();
+        assert!(read_within(Duration::from_millis(100), never).await.is_err());
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(100) && waited < Duration::from_secs(5), "{waited:?}");
+    }
 }

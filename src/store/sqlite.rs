@@ -156,6 +156,12 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE known_sources;
     ALTER TABLE known_sources_by_key RENAME TO known_sources;
     CREATE INDEX known_sources_by_time ON known_sources (last_success);",
+    // Known sources lose their time index: the journal rewrote its entry (a deletion and an
+    // insertion in a second b-tree) for every success it stored, thousands a second on a busy
+    // server, to spare the minutely pruning a scan it makes anyway (its per-account limit
+    // ranks every row) and the start-up read of the recent ones a sort (docs/BENCHMARKS.md,
+    // issue 21).
+    "DROP INDEX IF EXISTS known_sources_by_time;",
 ];
 
 /// Work a migration needs done in Rust, in its transaction, after its SQL.
@@ -213,6 +219,12 @@ pub struct SqliteStore {
     connection: Mutex<Connection>,
 }
 
+/// The connection's page cache in KiB (`cache_size` takes KiB when negative; SQLite's
+/// default is 2,000 KiB).
+const CACHE_KIB: i64 = -8_192;
+/// WAL pages after which a commit checkpoints them into the database (SQLite's default: 1,000).
+const CHECKPOINT_PAGES: i64 = 4_000;
+
 impl SqliteStore {
     /// Opens (creating if needed) `mailwarden.db` in `state_dir` and brings its schema up to date.
     pub fn open(state_dir: &Path) -> Result<SqliteStore, StoreError> {
@@ -235,6 +247,15 @@ impl SqliteStore {
         connection.busy_timeout(Duration::from_secs(5))?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "FULL")?;
+        // The journal's batches of known sources touch pages all over that table (random
+        // keys): with SQLite's default 2 MiB cache a busy batch spilled dirty pages to the WAL
+        // before its commit and read the same pages back from the file again and again, and a
+        // checkpoint every 1,000 WAL pages copied each page back to the database once per
+        // batch or two. A larger cache (allocated as it fills) and a checkpoint every 4,000
+        // pages (16 MiB of WAL) cut the journal's CPU by about a quarter in the login mix
+        // (docs/BENCHMARKS.md, issue 21).
+        connection.pragma_update(None, "cache_size", CACHE_KIB)?;
+        connection.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)?;
         let applied: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
         let applied = usize::try_from(applied).unwrap_or(0);
         for (number, migration) in MIGRATIONS.iter().enumerate().skip(applied) {

@@ -113,7 +113,7 @@ struct Shared {
     /// every successful login (memory only, bounded).
     known_recorded: BoundedMap<u64, Option<Timestamp>>,
     /// Keys the hashes of `known_recorded`.
-    known_recorded_keys: std::collections::hash_map::RandomState,
+    known_recorded_keys: crate::hashing::Keyed,
     /// (login, source, kind) of expired or disabled accounts already in the block log within
     /// the window, so repeats are not written again (memory only, bounded).
     unusable_noted: moka::sync::Cache<(Box<str>, Source, &'static str), ()>,

@@ -2,8 +2,9 @@
 //! `tests/bench_smoke.rs` (tiny numbers, to keep it working).
 //!
 //! `run` does, in order and as `Settings::parts` asks:
-//! - **mix**: mailwarden, then the baseline, each alone on its core, under the login mix at
-//!   full speed (peak throughput, and the ratio of the two);
+//! - **mix**: mailwarden, then the baseline (which parses each body), then the floor (which
+//!   only reads it), each alone on its core, under the login mix at full speed (peak
+//!   throughput, and mailwarden's as a ratio of each);
 //! - **latency**: the same mix at a fixed rate (p50, p99, p99.9), on the same two servers;
 //! - **memory**: a fresh mailwarden, a few sources banned, then reports from distinct
 //!   sources (the resident size after the first `memory_sources`, then sampled through the
@@ -328,10 +329,12 @@ fn run_mix(settings: &Settings, pinned: bool, report: &mut Report) -> io::Result
     let mut figures = report::MixFigures { firewalled, rounds, ..Default::default() };
 
     let mailwarden = start_mailwarden(settings, &dir, &sections, server_cpu)?;
-    let baseline = match &settings.baseline {
-        BaselineLauncher::Exec(program) => Server::baseline_process(program, server_cpu)?,
-        BaselineLauncher::InProcess => Server::baseline_in_process()?,
+    let start_baseline = |kind| match &settings.baseline {
+        BaselineLauncher::Exec(program) => Server::baseline_process(program, server_cpu, kind),
+        BaselineLauncher::InProcess => Server::baseline_in_process(kind),
     };
+    let baseline = start_baseline(baseline::Kind::ParsesJson)?;
+    let floor = start_baseline(baseline::Kind::ReadsOnly)?;
     figures.bans_before = ban_sources(&mailwarden, settings.mix.banned)?;
     if figures.bans_before != settings.mix.banned as u64 {
         report.notes.push(format!(
@@ -340,7 +343,8 @@ fn run_mix(settings: &Settings, pinned: bool, report: &mut Report) -> io::Result
         ));
     }
     figures.rss_start_kib = mailwarden.rss_kib();
-    let servers = [&mailwarden, &baseline];
+    // The peak run loads all three; the fixed-rate run only mailwarden and the baseline.
+    let servers = [&mailwarden, &baseline, &floor];
     let spec = |server: &Server, plan: &Arc<[world::Login]>, pace: Pace, connections: usize, threads: usize| LoadSpec {
         target: Target::plain(server.policy_addr, &server.api_key),
         workload: Workload::Mix { world: world.clone(), plan: plan.clone() },
@@ -353,9 +357,9 @@ fn run_mix(settings: &Settings, pinned: bool, report: &mut Report) -> io::Result
     if settings.parts.mix {
         // Only mailwarden's process is recorded: it is idle while the baseline is loaded.
         let perf = if settings.perf { Some(perf::Recording::start(&mailwarden, &dir)) } else { None };
-        let mut totals: [Option<Measured>; 2] = [None, None];
+        let mut totals: [Option<Measured>; 3] = [None, None, None];
         for (round, plan) in peak_plans.iter().enumerate() {
-            let mut rates = [0.0; 2];
+            let mut rates = [0.0; 3];
             for (i, server) in servers.iter().enumerate() {
                 let threads = if pinned { 1 } else { 2 };
                 let run =
@@ -365,23 +369,27 @@ fn run_mix(settings: &Settings, pinned: bool, report: &mut Report) -> io::Result
             }
             figures.round_ratios.push(rates[0] / rates[1].max(1e-9));
             say(format!(
-                "round {}/{rounds}: mailwarden {:.0} req/s, baseline {:.0} req/s ({:.1}%)",
+                "round {}/{rounds}: mailwarden {:.0} req/s, baseline {:.0} req/s ({:.1}%), floor {:.0} req/s ({:.1}%)",
                 round + 1,
                 rates[0],
                 rates[1],
-                100.0 * rates[0] / rates[1].max(1e-9)
+                100.0 * rates[0] / rates[1].max(1e-9),
+                rates[2],
+                100.0 * rates[0] / rates[2].max(1e-9)
             ));
         }
         if let Some(recording) = perf {
             figures.perf_top = recording.finish();
         }
-        let [m, b] = totals.map(|t| t.map(Measured::figures));
-        if let (Some(m), Some(b)) = (&m, &b) {
+        let [m, b, floor] = totals.map(|t| t.map(Measured::figures));
+        if let (Some(m), Some(b), Some(floor)) = (&m, &b, &floor) {
             say(format!("mailwarden: peak {}", m.summary()));
             say(format!("baseline: peak {}", b.summary()));
+            say(format!("floor: peak {}", floor.summary()));
         }
         figures.mailwarden = m;
         figures.baseline = b;
+        figures.floor = floor;
         figures.rss_after_kib = mailwarden.rss_kib();
         std::thread::sleep(Duration::from_secs(2));
     }
@@ -389,7 +397,7 @@ fn run_mix(settings: &Settings, pinned: bool, report: &mut Report) -> io::Result
         let pace = Pace::Rate { per_second: settings.rate, duration: Duration::from_secs_f64(rate_round) };
         let mut totals: [Option<Measured>; 2] = [None, None];
         for plan in &rate_plans {
-            for (i, server) in servers.iter().enumerate() {
+            for (i, server) in servers[..2].iter().enumerate() {
                 let run = measured(server, || load::run(&spec(server, plan, pace, settings.rate_connections, 1)))?;
                 Measured::add(&mut totals[i], run);
             }

@@ -64,8 +64,8 @@ impl Server {
         Ok(server)
     }
 
-    /// The baseline as a child process (`bench serve-baseline`), pinned to `cpu` when given.
-    pub fn baseline_process(program: &Path, cpu: Option<usize>) -> io::Result<Server> {
+    /// A baseline as a child process (`bench serve-baseline`), pinned to `cpu` when given.
+    pub fn baseline_process(program: &Path, cpu: Option<usize>, kind: super::baseline::Kind) -> io::Result<Server> {
         let addr = free_address();
         let mut command = pinned_command(program, cpu);
         command
@@ -75,24 +75,32 @@ impl Server {
             .arg("--workers")
             .arg(super::baseline::WORKERS.to_string())
             .stdin(Stdio::null());
+        if kind == super::baseline::Kind::ReadsOnly {
+            command.arg("--reads-only");
+        }
         let child = command.spawn()?;
-        let mut server = Server::baseline_at(addr, Some(child), None);
+        let mut server = Server::baseline_at(addr, Some(child), None, kind);
         server.wait_ready(Duration::from_secs(30))?;
         Ok(server)
     }
 
-    /// The baseline on a thread of this process (the smoke test, which has no program to run).
-    pub fn baseline_in_process() -> io::Result<Server> {
+    /// A baseline on a thread of this process (the smoke test, which has no program to run).
+    pub fn baseline_in_process(kind: super::baseline::Kind) -> io::Result<Server> {
         let addr = free_address();
-        let handle = super::baseline::InProcess::start(addr)?;
-        let mut server = Server::baseline_at(addr, None, Some(handle));
+        let handle = super::baseline::InProcess::start(addr, kind)?;
+        let mut server = Server::baseline_at(addr, None, Some(handle), kind);
         server.wait_ready(Duration::from_secs(30))?;
         Ok(server)
     }
 
-    fn baseline_at(addr: SocketAddr, child: Option<Child>, in_process: Option<super::baseline::InProcess>) -> Server {
+    fn baseline_at(
+        addr: SocketAddr,
+        child: Option<Child>,
+        in_process: Option<super::baseline::InProcess>,
+        kind: super::baseline::Kind,
+    ) -> Server {
         Server {
-            name: "baseline",
+            name: kind.name(),
             child,
             policy_addr: addr,
             admin_addr: None,

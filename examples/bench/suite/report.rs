@@ -100,6 +100,8 @@ pub struct MixFigures {
     pub connections: usize,
     pub mailwarden: Option<RunFigures>,
     pub baseline: Option<RunFigures>,
+    /// The baseline that reads each body without parsing it (the framework alone).
+    pub floor: Option<RunFigures>,
     pub rate: f64,
     pub rate_seconds: f64,
     pub rate_mailwarden: Option<RunFigures>,
@@ -301,6 +303,9 @@ impl fmt::Display for Report {
             if let Some(run) = &mix.baseline {
                 writeln!(f, "baseline peak:   {}", run.summary())?;
             }
+            if let Some(run) = &mix.floor {
+                writeln!(f, "floor peak:      {}", run.summary())?;
+            }
             if let (Some(m), Some(b)) = (&mix.mailwarden, &mix.baseline) {
                 let ratio = m.requests_per_second / b.requests_per_second.max(1e-9);
                 let cpu_ratio = b.server_cpu_per_request_us() / m.server_cpu_per_request_us().max(1e-9);
@@ -327,6 +332,19 @@ impl fmt::Display for Report {
                     b.server_cpu_per_request_us(),
                     verdict(ratio >= 0.8)
                 )?;
+                if let Some(floor) = &mix.floor {
+                    writeln!(
+                        f,
+                        "against the floor (the framework alone, reading each body without parsing it): {:.1}% \
+                         ({:.0} vs {:.0} req/s); by server CPU per request {:.1}% ({:.1} vs {:.1} us)",
+                        100.0 * m.requests_per_second / floor.requests_per_second.max(1e-9),
+                        m.requests_per_second,
+                        floor.requests_per_second,
+                        100.0 * floor.server_cpu_per_request_us() / m.server_cpu_per_request_us().max(1e-9),
+                        m.server_cpu_per_request_us(),
+                        floor.server_cpu_per_request_us()
+                    )?;
+                }
                 // The tail at saturation (issue 21): every request of the peak run is timed, so
                 // both servers' p99 under full load come from the same rounds.
                 let tail = m.p99.as_secs_f64() / b.p99.as_secs_f64().max(1e-9);
