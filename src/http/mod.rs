@@ -62,14 +62,13 @@ pub async fn read_limited(
         return Ok(Some(first));
     };
     let mut body = actix_web::web::BytesMut::from(&first[..]);
-    let mut next = Some(second);
-    while let Some(chunk) = next {
+    let mut rest = futures_util::stream::iter([second]).chain(payload);
+    while let Some(chunk) = rest.next().await {
         let chunk = chunk?;
         if body.len() + chunk.len() > limit {
             return Ok(None);
         }
         body.extend_from_slice(&chunk);
-        next = payload.next().await;
     }
     Ok(Some(body.freeze()))
 }
