@@ -82,6 +82,31 @@ fn two_nodes_share_bans_unbans_lists_and_rules(a: &Mailwarden, b: &mut Mailwarde
     let took = within(Duration::from_secs(1), "A lifts the ban B lifted", || status(a, attacker, "x@example.com") == 0);
     eprintln!("unban reached the other node in {took:?}");
 
+    // Alice logging in on B forgives her guesses counted on A, cluster-wide. Her success also
+    // earns the office 2 guesses of tolerance on B (5 + 2): with her 2 guesses still counted,
+    // Bob's 2 and Carol's 3 would make 7 and a ban.
+    let office = "203.0.113.60";
+    for login in ["alice@example.com", "alice@example.com", "bob@example.com", "bob@example.com"] {
+        fail(a, office, login);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, body) = b.policy("report", &report_body(office, "alice@example.com", &fresh_pwhash(), true));
+    assert_eq!(code, 200, "{body}");
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..3 {
+        fail(b, office, "carol@example.com");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(status(b, office, "someone@example.com"), 0, "alice's guesses were forgiven everywhere");
+    assert_eq!(status(a, office, "someone@example.com"), 0);
+    // The count is live: Dave's 2 make 7.
+    for _ in 0..2 {
+        fail(b, office, "dave@example.com");
+    }
+    within(Duration::from_secs(5), "B bans the office at 7 distinct guesses", || {
+        status(b, office, "someone@example.com") == -1
+    });
+
     // A firewall rule and a block-list entry added through A apply on B.
     let (code, body) = a.admin_post(
         "/api/v1/mailboxes/alice@example.com/firewall/rules",

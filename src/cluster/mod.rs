@@ -222,11 +222,30 @@ impl Worker {
         }
     }
 
-    /// Sends a batch of counted logins to Redis in one pipeline and acts on the cluster-wide
-    /// counts it returns.
+    /// Sends a batch of counted logins to Redis and acts on the cluster-wide counts it
+    /// returns.
     fn share(&self, batch: &[Counted], scripts: &Scripts) {
+        match self.try_share(batch, scripts) {
+            Ok(()) => self.metrics.cluster_shared_counts.with_label_values(&["sent"]).inc_by(batch.len() as u64),
+            Err(e) => {
+                if !e.is_unavailable() {
+                    tracing::warn!(error = %e, counted = batch.len(), "the cluster-wide count refused a batch");
+                }
+                self.metrics.cluster_shared_counts.with_label_values(&["dropped"]).inc_by(batch.len() as u64);
+            }
+        }
+    }
+
+    /// Two round trips: which sources of the batch's successes have shared guesses, then one
+    /// pipeline of the scripts that can change something.
+    fn try_share(&self, batch: &[Counted], scripts: &Scripts) -> Result<(), StoreError> {
         let rules = self.warden.counting();
-        let commands: Vec<redis::Cmd> = batch.iter().map(|c| scripts.command(c, &self.store, &rules)).collect();
+        let had_guesses = self.sources_with_guesses(batch)?;
+        let scripted = needing_scripts(batch, &had_guesses);
+        if scripted.is_empty() {
+            return Ok(());
+        }
+        let commands: Vec<redis::Cmd> = scripted.iter().map(|c| scripts.command(c, &self.store, &rules)).collect();
         let mut replies = self.store.pipeline("count_logins", &commands);
         if matches!(replies, Err(StoreError::Operation { .. })) {
             // Most likely NOSCRIPT: a Redis that restarted, or a cluster node that never saw
@@ -239,18 +258,7 @@ impl Worker {
                 replies = self.store.pipeline("count_logins", &commands);
             }
         }
-        let replies = match replies {
-            Ok(replies) => replies,
-            Err(e) => {
-                if !e.is_unavailable() {
-                    tracing::warn!(error = %e, counted = batch.len(), "the cluster-wide count refused a batch");
-                }
-                self.metrics.cluster_shared_counts.with_label_values(&["dropped"]).inc_by(batch.len() as u64);
-                return;
-            }
-        };
-        self.metrics.cluster_shared_counts.with_label_values(&["sent"]).inc_by(batch.len() as u64);
-        for (counted, reply) in batch.iter().zip(replies) {
+        for (counted, reply) in scripted.iter().zip(replies?) {
             if let Counted::Failure(failure) = counted {
                 match redis::from_redis_value::<(i64, i64, i64, Vec<String>)>(reply) {
                     Ok(reply) => self.act_on_count(failure, SharedCount::from_reply(reply), &rules),
@@ -258,6 +266,29 @@ impl Worker {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// For each success and lifted refusal of the batch, in order: whether its source has
+    /// guesses in Redis (one EXISTS each, pipelined; a reply that does not read as a number
+    /// counts as yes).
+    fn sources_with_guesses(&self, batch: &[Counted]) -> Result<Vec<bool>, StoreError> {
+        let probes: Vec<redis::Cmd> = batch
+            .iter()
+            .filter_map(|counted| match counted {
+                Counted::Success { source, .. } | Counted::Forgiven { source, .. } => {
+                    let mut probe = redis::cmd("EXISTS");
+                    probe.arg(self.store.failures_key(*source));
+                    Some(probe)
+                }
+                Counted::Failure(_) => None,
+            })
+            .collect();
+        if probes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let replies = self.store.pipeline("probe_failures", &probes)?;
+        Ok(replies.into_iter().map(|reply| redis::from_redis_value::<i64>(reply).map_or(true, |n| n != 0)).collect())
     }
 
     /// Quarantines and bans as the cluster-wide count of one failure calls for.
@@ -345,6 +376,30 @@ impl Worker {
             Err(e) => tracing::warn!(error = %e, "could not reread the shared store"),
         }
     }
+}
+
+/// The counted logins of a batch that need their script, in order. A success or a lifted
+/// refusal only forgets guesses, so it needs none when its source had no shared guesses as
+/// the batch began (`had_guesses`: one answer for each of them, in order; a missing answer
+/// counts as yes) and no failure earlier in the batch added some. Most successes come from
+/// sources without a wrong password: an EXISTS costs Redis a fraction of a script's call
+/// (docs/BENCHMARKS.md). A failure another node sends meanwhile is no different from one
+/// that reaches Redis just after the script: logins on two nodes have no order.
+fn needing_scripts<'a>(batch: &'a [Counted], had_guesses: &[bool]) -> Vec<&'a Counted> {
+    let mut had_guesses = had_guesses.iter().copied();
+    let mut failed_in_batch: Vec<Source> = Vec::new();
+    batch
+        .iter()
+        .filter(|counted| match counted {
+            Counted::Failure(failure) => {
+                failed_in_batch.push(failure.source);
+                true
+            }
+            Counted::Success { source, .. } | Counted::Forgiven { source, .. } => {
+                had_guesses.next().unwrap_or(true) || failed_in_batch.contains(source)
+            }
+        })
+        .collect()
 }
 
 struct Listener {
@@ -459,5 +514,66 @@ impl Listener {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failures::GuessKey;
+
+    fn source(text: &str) -> Source {
+        Source::parse(text).expect("a test address")
+    }
+
+    fn failure(from: &str) -> Counted {
+        Counted::Failure(CountedFailure {
+            source: source(from),
+            key: GuessKey(7),
+            login: "alice@example.com".into(),
+            protocol: Protocol::Imap,
+            device_id: String::new(),
+            weight: 1,
+            address: None,
+            at: Timestamp(1_000),
+        })
+    }
+
+    fn success(from: &str) -> Counted {
+        Counted::Success { source: source(from), login: "alice@example.com".into() }
+    }
+
+    fn forgiven(from: &str) -> Counted {
+        Counted::Forgiven { source: source(from), login: "alice@example.com".into() }
+    }
+
+    #[test]
+    fn only_forgetting_that_can_find_guesses_costs_a_script() {
+        let batch = [
+            success("192.0.2.1"),
+            failure("192.0.2.2"),
+            success("192.0.2.3"),
+            forgiven("192.0.2.4"),
+            forgiven("192.0.2.5"),
+        ];
+        // Redis holds guesses of 192.0.2.3 and 192.0.2.5 only.
+        let kept = needing_scripts(&batch, &[false, true, false, true]);
+        assert_eq!(kept, [&batch[1], &batch[2], &batch[4]]);
+    }
+
+    #[test]
+    fn a_success_after_a_failure_of_the_same_batch_forgets_it_even_though_redis_had_none_before() {
+        let batch = [failure("192.0.2.9"), success("192.0.2.9"), success("192.0.2.10")];
+        assert_eq!(needing_scripts(&batch, &[false, false]), [&batch[0], &batch[1]]);
+        // Before the failure, the success has nothing to forget.
+        let batch = [success("192.0.2.9"), failure("192.0.2.9")];
+        assert_eq!(needing_scripts(&batch, &[false]), [&batch[1]]);
+    }
+
+    #[test]
+    fn without_an_answer_for_it_a_success_is_sent() {
+        let batch = [success("192.0.2.1"), success("192.0.2.2")];
+        assert_eq!(needing_scripts(&batch, &[false]), [&batch[1]]);
+        assert_eq!(needing_scripts(&batch, &[]), [&batch[0], &batch[1]]);
     }
 }

@@ -274,9 +274,19 @@ pub fn pinned_command(program: &Path, cpu: Option<usize>) -> Command {
     }
 }
 
-/// A loopback address nobody listens on right now.
+/// A loopback address nobody listens on right now, never handed out twice in one run: the
+/// kernel may give two binds that each closed at once the same ephemeral port (a node's
+/// policy and admin listeners once got one port between them, and its start failed).
 pub fn free_address() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free loopback port")
+    static GIVEN: std::sync::Mutex<Vec<SocketAddr>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let address = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free loopback port");
+        if !given.contains(&address) {
+            given.push(address);
+            return address;
+        }
+    }
 }
 
 /// Whether `taskset` (util-linux) can pin: it runs and this machine has two CPUs or more.
