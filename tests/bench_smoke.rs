@@ -2,8 +2,8 @@
 //! the machinery keeps working: the login mix against mailwarden, the baseline and the floor, the
 //! fixed-rate run, the memory runs with their ban check, the mix against an embedded and a
 //! redis-mode mailwarden (where redis-server is installed), the mix over a plain and a TLS policy
-//! listener, and Dovecot logins with and without
-//! mailwarden (where Dovecot can run). It asserts that every part completes and prints its
+//! listener, and Dovecot logins with mailwarden, with the baseline in its place and with no
+//! policy server (where Dovecot can run). It asserts that every part completes and prints its
 //! figures, never how fast anything was.
 
 #[allow(dead_code)]
@@ -76,9 +76,14 @@ fn the_benchmark_runs_every_part_with_tiny_numbers_and_prints_its_figures() {
     }
     assert_eq!((tls.bans_plain, tls.bans_tls), (settings.mix.banned as u64, settings.mix.banned as u64), "{text}");
 
-    if report.figures.dovecot.is_none() {
-        assert!(report.notes.iter().any(|n| n.contains("Dovecot part skipped")), "{text}");
-    } else {
-        assert!(text.contains("added cost of a login, sequential:"), "{text}");
+    match &report.figures.dovecot {
+        None => assert!(report.notes.iter().any(|n| n.contains("Dovecot part skipped")), "{text}"),
+        Some(dovecot) => {
+            assert!(text.contains("added cost of a login, sequential:"), "{text}");
+            assert!(text.contains("added cost with the baseline in mailwarden's place:"), "{text}");
+            // Every login went through, with mailwarden and with the baseline answering Dovecot.
+            assert_eq!(dovecot.failed, 0, "{text}");
+            assert!(dovecot.baseline_mean > std::time::Duration::ZERO && dovecot.baseline_rate > 0.0, "{text}");
+        }
     }
 }

@@ -1,9 +1,11 @@
-//! The cost of mailwarden to a real login: two private Dovecot 2.3 instances, one with the
-//! shipped `dovecot/2.3/95-mailwarden.conf` asking a running mailwarden, one without the
-//! snippet, otherwise the same configuration (the test suite's, from
+//! The cost of mailwarden to a real login: three private Dovecot 2.3 instances, one with the
+//! shipped `dovecot/2.3/95-mailwarden.conf` asking a running mailwarden, one with the same
+//! snippet asking the baseline (a bare actix-web server that parses the body and answers a
+//! constant: what any policy server costs a login here, its two HTTP round trips), and one
+//! without the snippet, otherwise the same configuration (the test suite's, from
 //! `tests/support/dovecot.rs`: no failure delay, no anvil penalty). IMAP clients connect
 //! from 127.0.0.x, log in and log out; sequential logins alternate between the instances in
-//! blocks, so drift on the machine hits both alike. Needs root, as any Dovecot does.
+//! blocks, so drift on the machine hits all alike. Needs root, as any Dovecot does.
 
 use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
@@ -46,7 +48,10 @@ pub fn run(settings: &Settings, dir: &Path) -> io::Result<Result<DovecotFigures,
     open_up(dir)?;
     let mailwarden = super::start_mailwarden(settings, &dir.join("mailwarden"), "", None)?;
     let policy_url = format!("http://{}/", mailwarden.policy_addr);
+    let baseline = super::start_baseline(settings, super::baseline::Kind::ParsesJson, None)?;
+    let baseline_url = format!("http://{}/", baseline.policy_addr);
     let mut with = Dovecot::start(&dir.join("with"), Some(&policy_url))?;
+    let mut with_baseline = Dovecot::start(&dir.join("baseline"), Some(&baseline_url))?;
     let mut without = Dovecot::start(&dir.join("without"), None)?;
 
     let mut figures = DovecotFigures {
@@ -55,16 +60,18 @@ pub fn run(settings: &Settings, dir: &Path) -> io::Result<Result<DovecotFigures,
         ..Default::default()
     };
     // Warm both up (processes started, files cached), then alternate blocks.
-    for instance in [&with, &without] {
+    for instance in [&with, &with_baseline, &without] {
         for i in 0..settings.dovecot_logins.min(20) {
             let _ = login(instance.port, i);
         }
     }
     let block = (settings.dovecot_logins / 10).clamp(1, 100);
-    let (mut with_times, mut without_times) = (Vec::new(), Vec::new());
+    let (mut with_times, mut baseline_times, mut without_times) = (Vec::new(), Vec::new(), Vec::new());
     let mut n = 0;
     while with_times.len() < settings.dovecot_logins {
-        for (instance, times) in [(&with, &mut with_times), (&without, &mut without_times)] {
+        for (instance, times) in
+            [(&with, &mut with_times), (&with_baseline, &mut baseline_times), (&without, &mut without_times)]
+        {
             for _ in 0..block.min(settings.dovecot_logins - times.len()) {
                 n += 1;
                 match login(instance.port, n) {
@@ -75,32 +82,36 @@ pub fn run(settings: &Settings, dir: &Path) -> io::Result<Result<DovecotFigures,
         }
     }
     (figures.with_mean, figures.with_p50, figures.with_p99) = spread(&mut with_times);
+    (figures.baseline_mean, figures.baseline_p50, figures.baseline_p99) = spread(&mut baseline_times);
     (figures.without_mean, figures.without_p50, figures.without_p99) = spread(&mut without_times);
     say(format!(
-        "dovecot: sequential logins, mean {:?} with mailwarden, {:?} without",
-        figures.with_mean, figures.without_mean
+        "dovecot: sequential logins, mean {:?} with mailwarden, {:?} with the baseline, {:?} without",
+        figures.with_mean, figures.baseline_mean, figures.without_mean
     ));
 
     // Concurrent clients: whole sessions per second, two rounds each, alternating.
-    let (mut with_rate, mut without_rate) = (0.0, 0.0);
+    let (mut with_rate, mut baseline_rate, mut without_rate) = (0.0, 0.0, 0.0);
+    let rate = |port, failed: &mut usize| {
+        concurrent(port, settings.dovecot_logins / 2, settings.dovecot_concurrency, failed) / 2.0
+    };
     for _ in 0..2 {
-        without_rate +=
-            concurrent(without.port, settings.dovecot_logins / 2, settings.dovecot_concurrency, &mut figures.failed);
-        with_rate +=
-            concurrent(with.port, settings.dovecot_logins / 2, settings.dovecot_concurrency, &mut figures.failed);
+        without_rate += rate(without.port, &mut figures.failed);
+        baseline_rate += rate(with_baseline.port, &mut figures.failed);
+        with_rate += rate(with.port, &mut figures.failed);
     }
-    figures.with_rate = with_rate / 2.0;
-    figures.without_rate = without_rate / 2.0;
+    (figures.with_rate, figures.baseline_rate, figures.without_rate) = (with_rate, baseline_rate, without_rate);
     say(format!(
-        "dovecot: {} concurrent clients, {:.0} sessions/s with mailwarden, {:.0} without",
-        settings.dovecot_concurrency, figures.with_rate, figures.without_rate
+        "dovecot: {} concurrent clients, {:.0} sessions/s with mailwarden, {:.0} with the baseline, {:.0} without",
+        settings.dovecot_concurrency, figures.with_rate, figures.baseline_rate, figures.without_rate
     ));
     if figures.failed > 0 {
         say(format!("dovecot: {} logins failed; see {}", figures.failed, dir.display()));
     }
     with.stop();
+    with_baseline.stop();
     without.stop();
     drop(mailwarden);
+    drop(baseline);
     Ok(Ok(figures))
 }
 

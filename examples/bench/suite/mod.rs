@@ -253,6 +253,15 @@ pub fn run(settings: &Settings) -> io::Result<Report> {
     Ok(report)
 }
 
+/// A baseline server of `kind`, as this program's `serve-baseline` (pinned to `cpu` when
+/// given) or on a thread of this process.
+fn start_baseline(settings: &Settings, kind: baseline::Kind, cpu: Option<usize>) -> io::Result<Server> {
+    match &settings.baseline {
+        BaselineLauncher::Exec(program) => Server::baseline_process(program, cpu, kind),
+        BaselineLauncher::InProcess => Server::baseline_in_process(kind),
+    }
+}
+
 /// Prints a progress line to stderr.
 fn say(text: impl AsRef<str>) {
     eprintln!("[bench] {}", text.as_ref());
@@ -329,12 +338,8 @@ fn run_mix(settings: &Settings, pinned: bool, report: &mut Report) -> io::Result
     let mut figures = report::MixFigures { firewalled, rounds, ..Default::default() };
 
     let mailwarden = start_mailwarden(settings, &dir, &sections, server_cpu)?;
-    let start_baseline = |kind| match &settings.baseline {
-        BaselineLauncher::Exec(program) => Server::baseline_process(program, server_cpu, kind),
-        BaselineLauncher::InProcess => Server::baseline_in_process(kind),
-    };
-    let baseline = start_baseline(baseline::Kind::ParsesJson)?;
-    let floor = start_baseline(baseline::Kind::ReadsOnly)?;
+    let baseline = start_baseline(settings, baseline::Kind::ParsesJson, server_cpu)?;
+    let floor = start_baseline(settings, baseline::Kind::ReadsOnly, server_cpu)?;
     figures.bans_before = ban_sources(&mailwarden, settings.mix.banned)?;
     if figures.bans_before != settings.mix.banned as u64 {
         report.notes.push(format!(
