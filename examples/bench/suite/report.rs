@@ -392,11 +392,15 @@ impl fmt::Display for Report {
                     us(run.p999)
                 )?;
             }
+            // Without the peak run (`--parts latency`) there is no figure after it.
+            let after_peak = match mix.mailwarden {
+                Some(_) => format!("{:.1} MiB after the peak run, ", mib(mix.rss_after_kib)),
+                None => String::new(),
+            };
             writeln!(
                 f,
-                "mailwarden RSS: {:.1} MiB after start and bans, {:.1} MiB after the peak run, {:.1} MiB at the end; {} log lines",
+                "mailwarden RSS: {:.1} MiB after start and bans, {after_peak}{:.1} MiB at the end; {} log lines",
                 mib(mix.rss_start_kib),
-                mib(mix.rss_after_kib),
                 mib(mix.rss_end_kib),
                 mix.log_lines
             )?;
