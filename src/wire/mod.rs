@@ -385,9 +385,15 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn to_json(&self) -> Vec<u8> {
+    /// The body. The answer to nearly every request, `{"status":0,"msg":""}`, is a constant:
+    /// serialising it cost a request about 500 instructions and an allocation.
+    pub fn to_json(&self) -> Cow<'static, [u8]> {
+        const ALLOWED: &[u8] = br#"{"status":0,"msg":""}"#;
+        if self.status == 0 && self.msg.is_empty() {
+            return Cow::Borrowed(ALLOWED);
+        }
         // Serialising a struct of an integer and a string cannot fail.
-        serde_json::to_vec(self).unwrap_or_else(|_| br#"{"status":0,"msg":""}"#.to_vec())
+        Cow::Owned(serde_json::to_vec(self).unwrap_or_else(|_| ALLOWED.to_vec()))
     }
 }
 
@@ -567,7 +573,8 @@ mod tests {
     #[test]
     fn replies_carry_dovecot_integers_and_the_rendered_message() {
         let allow = allow_reply(&Decision::Allow(Allowed::Clean), &messages(), NOW);
-        assert_eq!(String::from_utf8(allow.to_json()).unwrap(), r#"{"status":0,"msg":""}"#);
+        assert_eq!(String::from_utf8(allow.to_json().into_owned()).unwrap(), r#"{"status":0,"msg":""}"#);
+        assert_eq!(allow.to_json().into_owned(), serde_json::to_vec(&allow).unwrap(), "the constant is serde's answer");
         let source = SourceGrouping { ipv4_prefix: 32, ipv6_prefix: 64 }.source_of("203.0.113.7".parse().unwrap());
         let banned = Decision::Reject(Refusal::Banned { source, until: NOW.plus(Duration::from_secs(65 * 60)) });
         assert_eq!(
@@ -605,7 +612,7 @@ mod tests {
         let login = "alice@example.com".to_string();
         let delay = Decision::Delay { seconds: 5, why: Delayed::AccountUnderAttack { login: login.clone() } };
         assert_eq!(
-            String::from_utf8(allow_reply(&delay, &messages(), NOW).to_json()).unwrap(),
+            String::from_utf8(allow_reply(&delay, &messages(), NOW).to_json().into_owned()).unwrap(),
             r#"{"status":5,"msg":""}"#
         );
         let stale = Decision::Reject(Refusal::StalePassword { login });
