@@ -83,7 +83,7 @@ fn the_benchmark_runs_every_part_with_tiny_numbers_and_prints_its_figures() {
             assert!(text.contains("added cost with the baseline in mailwarden's place:"), "{text}");
             // Every login went through, with mailwarden and with the baseline answering Dovecot.
             assert_eq!(dovecot.failed, 0, "{text}");
-            assert!(dovecot.baseline_mean > std::time::Duration::ZERO && dovecot.baseline_rate > 0.0, "{text}");
+            assert!(dovecot.baseline.mean > std::time::Duration::ZERO && dovecot.baseline.rate > 0.0, "{text}");
         }
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
 
-use super::report::DovecotFigures;
+use super::report::{DovecotFigures, DovecotLogins};
 use super::{API_KEY, Settings, process, say};
 
 const DOVECOT: &str = "/usr/sbin/dovecot";
@@ -59,19 +59,18 @@ pub fn run(settings: &Settings, dir: &Path) -> io::Result<Result<DovecotFigures,
         concurrency: settings.dovecot_concurrency,
         ..Default::default()
     };
-    // Warm both up (processes started, files cached), then alternate blocks.
-    for instance in [&with, &with_baseline, &without] {
+    // Warm them up (processes started, files cached), then alternate blocks.
+    let instances = [&with, &with_baseline, &without];
+    for instance in instances {
         for i in 0..settings.dovecot_logins.min(20) {
             let _ = login(instance.port, i);
         }
     }
     let block = (settings.dovecot_logins / 10).clamp(1, 100);
-    let (mut with_times, mut baseline_times, mut without_times) = (Vec::new(), Vec::new(), Vec::new());
+    let mut times: [Vec<Duration>; 3] = Default::default();
     let mut n = 0;
-    while with_times.len() < settings.dovecot_logins {
-        for (instance, times) in
-            [(&with, &mut with_times), (&with_baseline, &mut baseline_times), (&without, &mut without_times)]
-        {
+    while times[0].len() < settings.dovecot_logins {
+        for (instance, times) in instances.iter().zip(times.iter_mut()) {
             for _ in 0..block.min(settings.dovecot_logins - times.len()) {
                 n += 1;
                 match login(instance.port, n) {
@@ -81,29 +80,33 @@ pub fn run(settings: &Settings, dir: &Path) -> io::Result<Result<DovecotFigures,
             }
         }
     }
-    (figures.with_mean, figures.with_p50, figures.with_p99) = spread(&mut with_times);
-    (figures.baseline_mean, figures.baseline_p50, figures.baseline_p99) = spread(&mut baseline_times);
-    (figures.without_mean, figures.without_p50, figures.without_p99) = spread(&mut without_times);
+    let mut logins = times.map(|mut times| {
+        let (mean, p50, p99) = spread(&mut times);
+        DovecotLogins { mean, p50, p99, rate: 0.0 }
+    });
     say(format!(
         "dovecot: sequential logins, mean {:?} with mailwarden, {:?} with the baseline, {:?} without",
-        figures.with_mean, figures.baseline_mean, figures.without_mean
+        logins[0].mean, logins[1].mean, logins[2].mean
     ));
 
-    // Concurrent clients: whole sessions per second, two rounds each, alternating.
-    let (mut with_rate, mut baseline_rate, mut without_rate) = (0.0, 0.0, 0.0);
-    let rate = |port, failed: &mut usize| {
-        concurrent(port, settings.dovecot_logins / 2, settings.dovecot_concurrency, failed) / 2.0
-    };
+    // Concurrent clients: whole sessions per second, two rounds each, alternating (the
+    // instance without a policy server first).
     for _ in 0..2 {
-        without_rate += rate(without.port, &mut figures.failed);
-        baseline_rate += rate(with_baseline.port, &mut figures.failed);
-        with_rate += rate(with.port, &mut figures.failed);
+        for (instance, figures_of) in instances.iter().zip(logins.iter_mut()).rev() {
+            let rate = concurrent(
+                instance.port,
+                settings.dovecot_logins / 2,
+                settings.dovecot_concurrency,
+                &mut figures.failed,
+            );
+            figures_of.rate += rate / 2.0;
+        }
     }
-    (figures.with_rate, figures.baseline_rate, figures.without_rate) = (with_rate, baseline_rate, without_rate);
     say(format!(
         "dovecot: {} concurrent clients, {:.0} sessions/s with mailwarden, {:.0} with the baseline, {:.0} without",
-        settings.dovecot_concurrency, figures.with_rate, figures.baseline_rate, figures.without_rate
+        settings.dovecot_concurrency, logins[0].rate, logins[1].rate, logins[2].rate
     ));
+    [figures.with, figures.baseline, figures.without] = logins;
     if figures.failed > 0 {
         say(format!("dovecot: {} logins failed; see {}", figures.failed, dir.display()));
     }
