@@ -30,6 +30,7 @@ fn the_benchmark_runs_every_part_with_tiny_numbers_and_prints_its_figures() {
         "RSS after 1500 distinct sources failed once",
         "RSS during the flood",
         "bans after the flood",
+        "of the machine's CPU time (each run's share is on its line)",
     ] {
         assert!(text.contains(figure), "the report lacks {figure:?}:\n{text}");
     }
@@ -40,6 +41,14 @@ fn the_benchmark_runs_every_part_with_tiny_numbers_and_prints_its_figures() {
     for run in [&mix.mailwarden, &mix.baseline, &mix.floor, &mix.rate_mailwarden, &mix.rate_baseline] {
         let run = run.as_ref().expect("every run of the mix has figures");
         assert!(run.requests > 0 && run.answers.http_errors == 0, "{}", run.summary());
+    }
+    // The fixed-rate runs send on every slot of their schedule, late or not: the rate times
+    // the length, give or take one slot a connection a round.
+    let slots = settings.rate * settings.rate_seconds;
+    let slack = (settings.rate_connections * settings.rounds) as f64;
+    for run in [&mix.rate_mailwarden, &mix.rate_baseline].into_iter().flatten() {
+        assert!((run.requests as f64 - slots).abs() <= slack, "{slots} slots: {}", run.summary());
+        assert!((0.0..=1.0).contains(&run.steal), "{}", run.summary());
     }
     let peak = mix.mailwarden.as_ref().expect("mailwarden's peak run");
     assert_eq!(peak.units, settings.mix.logins as u64, "every login of the plan is replayed");

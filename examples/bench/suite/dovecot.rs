@@ -69,6 +69,7 @@ pub fn run(settings: &Settings, dir: &Path) -> io::Result<Result<DovecotFigures,
     let block = (settings.dovecot_logins / 10).clamp(1, 100);
     let mut times: [Vec<Duration>; 3] = Default::default();
     let mut n = 0;
+    let machine_before = super::process::MachineTicks::now();
     while times[0].len() < settings.dovecot_logins {
         for (instance, times) in instances.iter().zip(times.iter_mut()) {
             for _ in 0..block.min(settings.dovecot_logins - times.len()) {
@@ -80,6 +81,7 @@ pub fn run(settings: &Settings, dir: &Path) -> io::Result<Result<DovecotFigures,
             }
         }
     }
+    figures.steal = super::process::MachineTicks::now().since(machine_before).steal_share();
     let mut logins = times.map(|mut times| {
         let (mean, p50, p99) = spread(&mut times);
         DovecotLogins { mean, p50, p99, rate: 0.0 }

@@ -125,6 +125,8 @@ pub struct LoadResult {
     pub latencies: Vec<u32>,
     /// CPU time the generator's process used during the run.
     pub generator_cpu: Duration,
+    /// The whole machine's CPU time during the run, and how much of it the hypervisor stole.
+    pub machine: process::MachineTicks,
 }
 
 impl LoadResult {
@@ -133,6 +135,7 @@ impl LoadResult {
         self.answers.add(&other.answers);
         self.elapsed += other.elapsed;
         self.generator_cpu += other.generator_cpu;
+        self.machine.add(other.machine);
         self.latencies.extend(other.latencies);
     }
 
@@ -185,6 +188,7 @@ pub fn run(spec: &LoadSpec) -> io::Result<LoadResult> {
 pub fn run_with_progress(spec: &LoadSpec, progress: &Progress) -> io::Result<LoadResult> {
     let threads = spec.threads.clamp(1, spec.connections.max(1));
     let cpu_before = process::cpu_time(std::process::id());
+    let machine_before = process::MachineTicks::now();
     let shared = Arc::new(Shared { spec: spec.clone(), cursor: AtomicU64::new(0), started: Instant::now() });
     let mut handles = Vec::new();
     for thread in 0..threads {
@@ -205,6 +209,7 @@ pub fn run_with_progress(spec: &LoadSpec, progress: &Progress) -> io::Result<Loa
     }
     result.elapsed = shared.started.elapsed();
     result.generator_cpu = process::cpu_time(std::process::id()).saturating_sub(cpu_before);
+    result.machine = process::MachineTicks::now().since(machine_before);
     result.latencies.sort_unstable();
     Ok(result)
 }
@@ -238,10 +243,14 @@ async fn connection_task(shared: Arc<Shared>, index: usize, progress: Progress) 
     let spec = &shared.spec;
     let total = spec.workload.units();
     let expected = (total / spec.connections.max(1) as u64).saturating_mul(3).min(1 << 24) as usize;
+    let connection = Connection::open(&spec.target).await?;
     let mut session = Session {
         target: spec.target.clone(),
-        connection: Connection::open(&spec.target).await?,
-        pacer: Pacer::new(spec.pace, spec.connections, index, shared.started),
+        connection,
+        // The schedule starts once the connection is open: the threads' placement (a taskset
+        // process each) and the connects would otherwise leave the first slots in the past,
+        // and every round would open with requests timed from before they could be sent.
+        pacer: Pacer::new(spec.pace, spec.connections, index, Instant::now(), spec.pin_cpu.is_some()),
         answers: Answers::default(),
         latencies: Vec::with_capacity(expected),
         body: Vec::with_capacity(512),
@@ -338,23 +347,33 @@ impl Session {
     }
 }
 
+/// How late tokio's timer may wake a sleep (it rounds its deadline up to the next
+/// millisecond), with a margin.
+const TIMER_GRANULARITY: Duration = Duration::from_micros(1_500);
+
 /// When each request may be sent.
 enum Pacer {
     Closed,
-    Rate { next: Instant, interval: Duration, end: Instant },
+    /// `spin`: wait for a slot's last stretch by yielding, not by the timer (see `slot`).
+    Rate {
+        next: Instant,
+        interval: Duration,
+        end: Instant,
+        spin: bool,
+    },
 }
 
 impl Pacer {
     /// Connection `index` of `connections` sends every `connections / rate` seconds, its
     /// schedule shifted by its share of that interval so the connections interleave.
-    fn new(pace: Pace, connections: usize, index: usize, started: Instant) -> Pacer {
+    fn new(pace: Pace, connections: usize, index: usize, started: Instant, spin: bool) -> Pacer {
         match pace {
             Pace::Closed => Pacer::Closed,
             Pace::Rate { per_second, duration } => {
                 let connections = connections.max(1) as f64;
                 let interval = Duration::from_secs_f64(connections / per_second.max(1e-3));
                 let offset = interval.mul_f64(index as f64 / connections);
-                Pacer::Rate { next: started + offset, interval, end: started + duration }
+                Pacer::Rate { next: started + offset, interval, end: started + duration, spin }
             }
         }
     }
@@ -362,11 +381,19 @@ impl Pacer {
     /// Waits for the next request's slot. Returns the instant its latency counts from: the
     /// slot itself when the connection was still busy with the last answer then (the server
     /// made this request late), else the moment it was actually sent (so the timer's own
-    /// granularity is not counted against the server). `None` when the run is over.
+    /// lateness is not counted against the server). `None` when the run is over.
+    ///
+    /// tokio's timer fires on whole milliseconds, after the deadline: sleeping until the slot
+    /// would release every connection whose slot falls in one millisecond together, at
+    /// 5,000 requests/s a burst of five each millisecond that queue behind each other in the
+    /// server. So the wait sleeps to within the timer's granularity and then yields to the
+    /// other connections until the slot comes, and the requests go out on their own slots.
+    /// That keeps the generator's core busy, so it is done only when the generator has a core
+    /// of its own (`spin`); unpinned, it would take CPU time from the server under test.
     async fn slot(&mut self) -> Option<Instant> {
         match self {
             Pacer::Closed => Some(Instant::now()),
-            Pacer::Rate { next, interval, end } => {
+            Pacer::Rate { next, interval, end, spin } => {
                 let slot = *next;
                 if slot >= *end {
                     return None;
@@ -375,7 +402,13 @@ impl Pacer {
                 if Instant::now() >= slot {
                     return Some(slot);
                 }
-                tokio::time::sleep_until(slot.into()).await;
+                let margin = if *spin { TIMER_GRANULARITY } else { Duration::ZERO };
+                if let Some(wake) = slot.checked_sub(margin).filter(|wake| *wake > Instant::now()) {
+                    tokio::time::sleep_until(wake.into()).await;
+                }
+                while *spin && Instant::now() < slot {
+                    tokio::task::yield_now().await;
+                }
                 Some(Instant::now())
             }
         }

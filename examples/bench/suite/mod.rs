@@ -203,6 +203,7 @@ impl Settings {
 /// Runs the parts `settings` asks for and returns their figures. Progress goes to stderr.
 pub fn run(settings: &Settings) -> io::Result<Report> {
     let started = Instant::now();
+    let machine_before = process::MachineTicks::now();
     if settings.out.exists() {
         fs::remove_dir_all(&settings.out)?;
     }
@@ -214,8 +215,14 @@ pub fn run(settings: &Settings) -> io::Result<Report> {
         return Err(io::Error::other(format!("no mailwarden binary at {}", settings.mailwarden.display())));
     }
     let pinned = settings.pin && process::can_pin();
-    let mut report =
-        Report { cpus: process::cpus(), pinned, figures: Figures::default(), notes: Vec::new(), seconds: 0.0 };
+    let mut report = Report {
+        cpus: process::cpus(),
+        pinned,
+        figures: Figures::default(),
+        notes: Vec::new(),
+        seconds: 0.0,
+        steal: 0.0,
+    };
     if settings.pin && !pinned {
         report.notes.push("not pinned: taskset is missing or there is only one CPU".into());
     }
@@ -250,6 +257,7 @@ pub fn run(settings: &Settings) -> io::Result<Report> {
         }
     }
     report.seconds = started.elapsed().as_secs_f64();
+    report.steal = process::MachineTicks::now().since(machine_before).steal_share();
     Ok(report)
 }
 

@@ -360,3 +360,61 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
+
+/// The whole machine's CPU time from the `cpu` line of /proc/stat, in clock ticks: all of it
+/// and the part the hypervisor spent on other guests while this one wanted to run (steal). A
+/// run with much steal measures the host's neighbours more than the servers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MachineTicks {
+    pub total: u64,
+    pub steal: u64,
+}
+
+impl MachineTicks {
+    /// Now; zero where /proc/stat cannot be read.
+    pub fn now() -> MachineTicks {
+        fs::read_to_string("/proc/stat").ok().and_then(|stat| MachineTicks::parse(&stat)).unwrap_or_default()
+    }
+
+    /// user nice system idle iowait irq softirq steal (guest time is inside user already).
+    fn parse(stat: &str) -> Option<MachineTicks> {
+        let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+        let fields: Vec<u64> = line.split_whitespace().skip(1).take(8).map_while(|f| f.parse().ok()).collect();
+        Some(MachineTicks { total: fields.iter().sum(), steal: fields.get(7).copied().unwrap_or(0) })
+    }
+
+    /// The ticks from `earlier` to `self`.
+    pub fn since(self, earlier: MachineTicks) -> MachineTicks {
+        MachineTicks {
+            total: self.total.saturating_sub(earlier.total),
+            steal: self.steal.saturating_sub(earlier.steal),
+        }
+    }
+
+    pub fn add(&mut self, other: MachineTicks) {
+        self.total += other.total;
+        self.steal += other.steal;
+    }
+
+    /// Steal as a share of the machine's CPU time (0 to 1).
+    pub fn steal_share(&self) -> f64 {
+        self.steal as f64 / self.total.max(1) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MachineTicks;
+
+    #[test]
+    fn steal_is_read_from_the_cpu_line() {
+        let stat = "cpu  100 5 50 800 10 0 5 30 0 0\ncpu0 50 2 25 400 5 0 2 15 0 0\n";
+        let ticks = MachineTicks::parse(stat).expect("a cpu line");
+        assert_eq!(ticks, MachineTicks { total: 1000, steal: 30 });
+        let later = MachineTicks { total: 2000, steal: 130 };
+        assert!((later.since(ticks).steal_share() - 0.1).abs() < 1e-9);
+        // A kernel without the steal column (before 2.6.11) reads as no steal.
+        assert_eq!(MachineTicks::parse("cpu 1 2 3 4\n"), Some(MachineTicks { total: 10, steal: 0 }));
+        assert_eq!(MachineTicks::default().steal_share(), 0.0);
+    }
+}

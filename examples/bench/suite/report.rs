@@ -23,6 +23,8 @@ pub struct RunFigures {
     /// CPU time the server used during the run, and the generator.
     pub server_cpu: Duration,
     pub generator_cpu: Duration,
+    /// The share of the machine's CPU time the hypervisor stole during the run.
+    pub steal: f64,
 }
 
 impl RunFigures {
@@ -40,6 +42,7 @@ impl RunFigures {
             answers: result.answers.clone(),
             server_cpu,
             generator_cpu: result.generator_cpu,
+            steal: result.machine.steal_share(),
         }
     }
 
@@ -53,7 +56,7 @@ impl RunFigures {
         format!(
             "{} requests ({} logins) in {:.1} s: {:.0} req/s, {:.0} logins/s; latency p50 {} p99 {} p99.9 {} max {}; \
              server CPU {:.1} s ({:.1} us/request, {:.0}% of a core), generator CPU {:.1} s; allow: {} allowed, {} delayed, \
-             {} refused; {} HTTP errors, {} reconnects",
+             {} refused; {} HTTP errors, {} reconnects; steal {:.1}% of the machine",
             self.requests,
             self.units,
             self.seconds,
@@ -72,6 +75,7 @@ impl RunFigures {
             self.answers.refused,
             self.answers.http_errors,
             self.answers.connection_errors,
+            100.0 * self.steal,
         )
     }
 }
@@ -170,6 +174,8 @@ pub struct DovecotFigures {
     /// The Dovecot without a policy server.
     pub without: DovecotLogins,
     pub failed: usize,
+    /// The share of the machine's CPU time the hypervisor stole during the sequential logins.
+    pub steal: f64,
 }
 
 /// One Dovecot instance's logins.
@@ -285,6 +291,20 @@ pub struct Report {
     pub figures: Figures,
     pub notes: Vec<String>,
     pub seconds: f64,
+    /// The share of the machine's CPU time the hypervisor stole over the whole benchmark.
+    pub steal: f64,
+}
+
+/// What a run's steal means for an absolute target, after its verdict: nothing below 1%.
+fn stolen(steal: f64) -> String {
+    if steal < 0.01 {
+        String::new()
+    } else {
+        format!(
+            " (the hypervisor stole {:.1}% of the CPU time meanwhile: the machine's figure more than the server's)",
+            100.0 * steal
+        )
+    }
 }
 
 fn verdict(holds: bool) -> &'static str {
@@ -372,12 +392,13 @@ impl fmt::Display for Report {
                 writeln!(f, "mailwarden at {} req/s for {} s: {}", mix.rate, mix.rate_seconds, run.summary())?;
                 writeln!(
                     f,
-                    "latency at {} req/s: p50 {}, p99 {}, p99.9 {} -- target p99 < 0.4 ms: {}",
+                    "latency at {} req/s: p50 {}, p99 {}, p99.9 {} -- target p99 < 0.4 ms: {}{}",
                     mix.rate,
                     us(run.p50),
                     us(run.p99),
                     us(run.p999),
-                    verdict(run.p99 < Duration::from_micros(400))
+                    verdict(run.p99 < Duration::from_micros(400)),
+                    stolen(run.steal)
                 )?;
             }
             if let Some(run) = &mix.rate_baseline {
@@ -572,9 +593,10 @@ impl fmt::Display for Report {
             let sequential = with.sequential_cost_over(without);
             writeln!(
                 f,
-                "added cost of a login, sequential: {:+.1}% -- target < 3%: {}",
+                "added cost of a login, sequential: {:+.1}% -- target < 3%: {}{}",
                 100.0 * sequential,
-                verdict(sequential < 0.03)
+                verdict(sequential < 0.03),
+                stolen(dovecot.steal)
             )?;
             writeln!(
                 f,
@@ -598,7 +620,12 @@ impl fmt::Display for Report {
         for note in &self.notes {
             writeln!(f, "note: {note}")?;
         }
-        writeln!(f, "\nthe run took {:.0} s", self.seconds)
+        writeln!(
+            f,
+            "\nthe run took {:.0} s; the hypervisor stole {:.1}% of the machine's CPU time (each run's share is on its line)",
+            self.seconds,
+            100.0 * self.steal
+        )
     }
 }
 
