@@ -4,8 +4,8 @@
 //! constant: what any policy server costs a login here, its two HTTP round trips), and one
 //! without the snippet, otherwise the same configuration (the test suite's, from
 //! `tests/support/dovecot.rs`: no failure delay, no anvil penalty). IMAP clients connect
-//! from 127.0.0.x, log in and log out; sequential logins alternate between the instances in
-//! blocks, so drift on the machine hits all alike. Needs root, as any Dovecot does.
+//! from 127.0.0.x, log in and log out; sequential logins take turns between the instances,
+//! one each, so drift on the machine hits all alike. Needs root, as any Dovecot does.
 
 use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
@@ -59,25 +59,25 @@ pub fn run(settings: &Settings, dir: &Path) -> io::Result<Result<DovecotFigures,
         concurrency: settings.dovecot_concurrency,
         ..Default::default()
     };
-    // Warm them up (processes started, files cached), then alternate blocks.
+    // Warm them up (processes started, files cached), then take turns.
     let instances = [&with, &with_baseline, &without];
     for instance in instances {
         for i in 0..settings.dovecot_logins.min(20) {
             let _ = login(instance.port, i);
         }
     }
-    let block = (settings.dovecot_logins / 10).clamp(1, 100);
+    // One login each in turn: a spell of steal on this VM lasts seconds, and blocks of a
+    // hundred logins (1.5 s) let it land on one instance; turn by turn it lands on all three.
+    // A failed login is counted, not retried, so a broken instance cannot hold the run.
     let mut times: [Vec<Duration>; 3] = Default::default();
     let mut n = 0;
     let machine_before = super::process::MachineTicks::now();
-    while times[0].len() < settings.dovecot_logins {
+    for _ in 0..settings.dovecot_logins {
         for (instance, times) in instances.iter().zip(times.iter_mut()) {
-            for _ in 0..block.min(settings.dovecot_logins - times.len()) {
-                n += 1;
-                match login(instance.port, n) {
-                    Ok(elapsed) => times.push(elapsed),
-                    Err(_) => figures.failed += 1,
-                }
+            n += 1;
+            match login(instance.port, n) {
+                Ok(elapsed) => times.push(elapsed),
+                Err(_) => figures.failed += 1,
             }
         }
     }
