@@ -690,6 +690,29 @@ fn check_tokens_are_stored_as_digests_announced_and_the_audit_trail_reads_newest
     assert_eq!(page.total, 1);
 }
 
+fn check_a_login_in_several_chunks_of_one_batch_is_indexed_by_its_latest_success(target: &Target) {
+    // One batch of 2,500 successes is written in chunks of 1,000; alice's first success is in
+    // the first chunk, her latest in the third. Pruning goes by the index of logins.
+    let store = target.store(&fresh_prefix("chunks"));
+    let mut batch = vec![KnownSource::bare("alice", source("203.0.113.7"), Timestamp(10))];
+    for n in 0..2_498u32 {
+        let address = format!("10.{}.{}.{}", n / 65_536, (n / 256) % 256, n % 256);
+        batch.push(KnownSource::bare(format!("user{n}"), source(&address), Timestamp(40)));
+    }
+    batch.push(KnownSource::bare("alice", source("198.51.100.7"), Timestamp(50)));
+    store.save_known_sources(&batch).unwrap();
+    store.prune_known_sources(Timestamp(20), 10).unwrap();
+    assert_eq!(
+        store.known_sources("alice", Timestamp(0), 10).unwrap(),
+        vec![source("198.51.100.7")],
+        "alice logged in since: only her old place goes"
+    );
+    let places: Vec<(String, i64)> =
+        store.login_places("alice", 10).unwrap().iter().map(|k| (k.source.to_string(), k.at.0)).collect();
+    assert_eq!(places, vec![("198.51.100.7".into(), 50)], "and her login history keeps the new one");
+    assert_eq!(store.known_sources("user2497", Timestamp(0), 10).unwrap(), vec![source("10.0.9.193")]);
+}
+
 fn check_everything(target: &Target) {
     check_tokens_are_stored_as_digests_announced_and_the_audit_trail_reads_newest_first(target);
     check_bans_round_trip_and_survive_a_new_store(target);
@@ -700,6 +723,7 @@ fn check_everything(target: &Target) {
     check_firewall_rule_sets_round_trip(target);
     check_known_sources_keep_the_latest_success_and_are_bounded_per_account(target);
     check_a_logins_places_carry_the_protocol_and_app_of_their_last_success(target);
+    check_a_login_in_several_chunks_of_one_batch_is_indexed_by_its_latest_success(target);
     check_every_write_announces_its_change(target);
     check_saving_or_lifting_a_ban_forgets_the_sources_failure_history(target);
     check_a_failure_from_before_a_ban_or_a_lift_that_arrives_after_it_is_not_counted(target);
@@ -785,6 +809,12 @@ fn events_that_arrive_late_still_come_out_newest_first_and_survive_pruning_by_ag
 fn firewall_rule_sets_round_trip() {
     let Some(redis) = RedisServer::start() else { return };
     check_firewall_rule_sets_round_trip(&Target::server(&redis));
+}
+
+#[test]
+fn a_login_in_several_chunks_of_one_batch_is_indexed_by_its_latest_success() {
+    let Some(redis) = RedisServer::start() else { return };
+    check_a_login_in_several_chunks_of_one_batch_is_indexed_by_its_latest_success(&Target::server(&redis));
 }
 
 #[test]

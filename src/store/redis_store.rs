@@ -1333,9 +1333,16 @@ impl Store for RedisStore {
 
     fn save_known_sources(&self, known: &[KnownSource]) -> Result<(), StoreError> {
         let logins_key = self.key("known-logins");
+        // The index of logins gets one entry a login for the whole batch, with its latest
+        // success, sent with the login's first chunk: whatever a chunk stores is indexed (for
+        // pruning) even when a later chunk fails, at worst with a later time than it has.
+        let mut latest: HashMap<&str, i64> = HashMap::new();
+        for record in known {
+            let at = latest.entry(record.login.as_str()).or_insert(record.at.0);
+            *at = (*at).max(record.at.0);
+        }
         for chunk in known.chunks(WRITE_BATCH) {
-            let mut latest: HashMap<&str, i64> = HashMap::new();
-            let mut commands = Vec::with_capacity(chunk.len() * 2);
+            let mut commands = Vec::with_capacity(chunk.len() * 3);
             for record in chunk {
                 let mut add = redis::cmd("ZADD");
                 add.arg(self.known_key(&record.login)).arg("GT").arg(record.at.0).arg(record.source.to_string());
@@ -1348,13 +1355,11 @@ impl Store for RedisStore {
                     .arg(record.source.to_string())
                     .arg(serde_json::json!([record.login, record.at.0, record.protocol, record.app]).to_string());
                 commands.push(detail);
-                let at = latest.entry(record.login.as_str()).or_insert(record.at.0);
-                *at = (*at).max(record.at.0);
-            }
-            for (login, at) in latest {
-                let mut add = redis::cmd("ZADD");
-                add.arg(&logins_key).arg("GT").arg(at).arg(login);
-                commands.push(add);
+                if let Some(at) = latest.remove(record.login.as_str()) {
+                    let mut add = redis::cmd("ZADD");
+                    add.arg(&logins_key).arg("GT").arg(at).arg(&record.login);
+                    commands.push(add);
+                }
             }
             self.call("saving known sources", |connection| connection.pipeline(&commands))?;
         }
