@@ -5,8 +5,6 @@
 //! down; losing the last few of them in a crash is harmless (bans and admin changes are not
 //! written here).
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -199,31 +197,6 @@ impl Drop for Journal {
     }
 }
 
-/// The records of one batch that change what is stored. Of several successes of one login (as
-/// spelled) from one source, both stores keep the latest, the last queued among equals; the
-/// others change nothing. They are common: a mail app opens its connections together, and
-/// each logs in. Order is kept, each place at its first record.
-fn latest_per_place(known: Vec<KnownSource>) -> Vec<KnownSource> {
-    let mut kept: Vec<KnownSource> = Vec::with_capacity(known.len());
-    let mut places: HashMap<(String, Source), usize> = HashMap::with_capacity(known.len());
-    for record in known {
-        match places.entry((record.login.clone(), record.source)) {
-            Entry::Occupied(place) => {
-                if let Some(slot) = kept.get_mut(*place.get())
-                    && record.at >= slot.at
-                {
-                    *slot = record;
-                }
-            }
-            Entry::Vacant(place) => {
-                place.insert(kept.len());
-                kept.push(record);
-            }
-        }
-    }
-    kept
-}
-
 fn write_forever(
     receiver: Receiver<Record>,
     store: Arc<dyn Store>,
@@ -291,11 +264,9 @@ fn write_forever(
             }
         }
         if !known.is_empty() {
-            let records = known.len() as u64;
-            let known = latest_per_place(known);
             let result = store.save_known_sources(&known);
             let outcome = if result.is_ok() { "stored" } else { "dropped" };
-            known_counter.with_label_values(&[outcome]).inc_by(records);
+            known_counter.with_label_values(&[outcome]).inc_by(known.len() as u64);
             if let Err(e) = result
                 && !e.is_unavailable()
             {
@@ -373,63 +344,5 @@ mod tests {
             let login = format!("user{n}@example.com");
             assert_eq!(store.known_sources(&login, Timestamp(0), 10).unwrap().len(), 1, "{login}");
         }
-    }
-
-    fn success(login: &str, source: &str, at: i64, app: &str) -> KnownSource {
-        KnownSource {
-            login: login.into(),
-            source: Source::parse(source).unwrap(),
-            at: Timestamp(at),
-            protocol: "imap".into(),
-            app: app.into(),
-        }
-    }
-
-    #[test]
-    fn of_one_login_from_one_place_a_batch_keeps_only_the_latest_success() {
-        let batch = vec![
-            success("alice@example.com", "198.51.100.7", 5, "Thunderbird 1"),
-            success("bob@example.com", "198.51.100.7", 6, "K-9"),
-            success("alice@example.com", "198.51.100.7", 9, "Thunderbird 2"),
-            // Queued after a later one (two workers): older, so it changes nothing.
-            success("alice@example.com", "198.51.100.7", 7, "Thunderbird 3"),
-            // Another spelling and another place are other records.
-            success("Alice@Example.com", "198.51.100.7", 8, "Mail"),
-            success("alice@example.com", "198.51.100.8", 8, "Outlook"),
-            // Equal times: the one queued last, as the stores would keep.
-            success("bob@example.com", "198.51.100.7", 6, "K-9 again"),
-        ];
-        let kept: Vec<(String, String, i64, String)> =
-            latest_per_place(batch).into_iter().map(|k| (k.login, k.source.to_string(), k.at.0, k.app)).collect();
-        let expect = |login: &str, source: &str, at: i64, app: &str| (login.into(), source.into(), at, app.into());
-        assert_eq!(
-            kept,
-            vec![
-                expect("alice@example.com", "198.51.100.7", 9, "Thunderbird 2"),
-                expect("bob@example.com", "198.51.100.7", 6, "K-9 again"),
-                expect("Alice@Example.com", "198.51.100.7", 8, "Mail"),
-                expect("alice@example.com", "198.51.100.8", 8, "Outlook"),
-            ]
-        );
-        assert!(latest_per_place(Vec::new()).is_empty());
-    }
-
-    #[test]
-    fn a_burst_of_one_apps_logins_is_counted_whole_and_stored_as_its_last() {
-        let store = Arc::new(SqliteStore::in_memory().unwrap());
-        let (journal, known) = journal(store.clone());
-        for connection in 1..=5 {
-            journal.known_source(success(
-                "carol@example.com",
-                "203.0.113.9",
-                100 + connection,
-                &format!("app {connection}"),
-            ));
-        }
-        journal.flush();
-        assert_eq!(known.with_label_values(&["stored"]).get(), 5, "every success queued is counted as stored");
-        let stored = store.recent_known_sources(Timestamp(0), 10).unwrap();
-        assert_eq!(stored.len(), 1, "{stored:?}");
-        assert_eq!((stored[0].at, stored[0].app.as_str()), (Timestamp(105), "app 5"));
     }
 }
