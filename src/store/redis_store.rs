@@ -1342,7 +1342,11 @@ impl Store for RedisStore {
             *at = (*at).max(record.at.0);
         }
         for chunk in known.chunks(WRITE_BATCH) {
-            let mut commands = Vec::with_capacity(chunk.len() * 3);
+            let mut commands = Vec::with_capacity(chunk.len() * 2 + 1);
+            // One command for the chunk's logins: Redis's cost is mostly per command.
+            let mut index = redis::cmd("ZADD");
+            index.arg(&logins_key).arg("GT");
+            let mut indexed = false;
             for record in chunk {
                 let mut add = redis::cmd("ZADD");
                 add.arg(self.known_key(&record.login)).arg("GT").arg(record.at.0).arg(record.source.to_string());
@@ -1356,10 +1360,12 @@ impl Store for RedisStore {
                     .arg(serde_json::json!([record.login, record.at.0, record.protocol, record.app]).to_string());
                 commands.push(detail);
                 if let Some(at) = latest.remove(record.login.as_str()) {
-                    let mut add = redis::cmd("ZADD");
-                    add.arg(&logins_key).arg("GT").arg(at).arg(&record.login);
-                    commands.push(add);
+                    index.arg(at).arg(&record.login);
+                    indexed = true;
                 }
+            }
+            if indexed {
+                commands.push(index);
             }
             self.call("saving known sources", |connection| connection.pipeline(&commands))?;
         }
