@@ -301,7 +301,7 @@ fn stolen(steal: f64) -> String {
         String::new()
     } else {
         format!(
-            " (the hypervisor stole {:.1}% of the CPU time meanwhile: the machine's figure more than the server's)",
+            " (the hypervisor stole {:.1}% of the CPU time meanwhile: compare the baseline's figure of the same run)",
             100.0 * steal
         )
     }
