@@ -71,7 +71,7 @@ pub fn run(settings: &Settings, dir: &Path) -> io::Result<Result<DovecotFigures,
     // A failed login is counted, not retried, so a broken instance cannot hold the run.
     let mut times: [Vec<Duration>; 3] = Default::default();
     let mut n = 0;
-    let machine_before = super::process::MachineTicks::now();
+    let machine_before = process::MachineTicks::now();
     for _ in 0..settings.dovecot_logins {
         for (instance, times) in instances.iter().zip(times.iter_mut()) {
             n += 1;
@@ -81,7 +81,7 @@ pub fn run(settings: &Settings, dir: &Path) -> io::Result<Result<DovecotFigures,
             }
         }
     }
-    figures.steal = super::process::MachineTicks::now().since(machine_before).steal_share();
+    figures.steal = process::MachineTicks::now().since(machine_before).steal_share();
     let mut logins = times.map(|mut times| {
         let (mean, p50, p99) = spread(&mut times);
         DovecotLogins { mean, p50, p99, rate: 0.0 }
