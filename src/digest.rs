@@ -176,28 +176,26 @@ impl Digest {
         let (stop, stopped) = mpsc::channel::<()>();
         let worker = {
             let (settings, period) = (settings.clone(), period.clone());
-            std::thread::Builder::new()
-                .name("digest".into())
-                .spawn(move || {
-                    // Checked every second (or sooner for a shorter period), so a stop is quick.
-                    let tick = every.min(Duration::from_secs(1));
-                    loop {
-                        match stopped.recv_timeout(tick) {
-                            Err(RecvTimeoutError::Timeout) => {}
-                            _ => return,
-                        }
-                        let now = clock.now();
-                        let closed = {
-                            let mut open = lock(&period);
-                            if now < open.since.plus(every) {
-                                continue;
-                            }
-                            std::mem::replace(&mut *open, Period::starting(now))
-                        };
-                        send(&closed, &settings.load(), now, &counter);
+            crate::background::spawn("digest", move || {
+                // Checked every second (or sooner for a shorter period), so a stop is quick.
+                let tick = every.min(Duration::from_secs(1));
+                loop {
+                    match stopped.recv_timeout(tick) {
+                        Err(RecvTimeoutError::Timeout) => {}
+                        _ => return,
                     }
-                })
-                .ok()
+                    let now = clock.now();
+                    let closed = {
+                        let mut open = lock(&period);
+                        if now < open.since.plus(every) {
+                            continue;
+                        }
+                        std::mem::replace(&mut *open, Period::starting(now))
+                    };
+                    send(&closed, &settings.load(), now, &counter);
+                }
+            })
+            .ok()
         };
         if worker.is_none() {
             tracing::error!("could not start the digest thread; no digest will be mailed");

@@ -99,10 +99,10 @@ impl Journal {
     ) -> Journal {
         let (sender, receiver) = mpsc::sync_channel(QUEUE);
         let counters = (events.clone(), known.clone());
-        let writer = std::thread::Builder::new()
-            .name("mailwarden-journal".into())
-            .spawn(move || write_forever(receiver, store, clock, keep, counters))
-            .ok();
+        let writer = crate::background::spawn("mailwarden-journal", move || {
+            write_forever(receiver, store, clock, keep, counters)
+        })
+        .ok();
         if writer.is_none() {
             tracing::error!("cannot start the journal writer; events are logged but not stored");
         }

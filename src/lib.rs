@@ -4,6 +4,7 @@ pub mod access;
 pub mod accounts;
 pub mod activity;
 pub mod audit;
+pub mod background;
 pub mod bans;
 pub mod bounded;
 pub mod cli;

@@ -190,10 +190,7 @@ impl OwnerMail {
         let (sender, receiver) = mpsc::sync_channel(QUEUE);
         let worker = {
             let (settings, counter) = (settings.clone(), counter.clone());
-            std::thread::Builder::new()
-                .name("owner-mail".into())
-                .spawn(move || run(receiver, &settings, &*clock, &counter))
-                .ok()
+            crate::background::spawn("owner-mail", move || run(receiver, &settings, &*clock, &counter)).ok()
         };
         if worker.is_none() {
             tracing::error!("could not start the owner-mail thread; no notices will be mailed");

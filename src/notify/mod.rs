@@ -294,15 +294,13 @@ impl Notifier {
         } else {
             let (sender, receiver) = mpsc::sync_channel::<Notice>(QUEUE);
             let readers = sinks.clone();
-            let dispatcher = std::thread::Builder::new()
-                .name("mailwarden-notify".into())
-                .spawn(move || {
-                    for notice in receiver {
-                        readers.iter().for_each(|sink| sink.accept(&notice));
-                    }
-                })
-                .map_err(|e| tracing::error!(error = %e, "cannot start the notification dispatcher"))
-                .ok();
+            let dispatcher = crate::background::spawn("mailwarden-notify", move || {
+                for notice in receiver {
+                    readers.iter().for_each(|sink| sink.accept(&notice));
+                }
+            })
+            .map_err(|e| tracing::error!(error = %e, "cannot start the notification dispatcher"))
+            .ok();
             (dispatcher.is_some().then_some(sender), dispatcher)
         };
         Notifier { sinks, sender: Mutex::new(sender), dispatcher: Mutex::new(dispatcher), counter }

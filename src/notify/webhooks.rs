@@ -270,10 +270,7 @@ impl Webhooks {
                 stop: stop.clone(),
                 block_log: block_log.clone(),
             };
-            match std::thread::Builder::new()
-                .name(format!("mailwarden-webhook-{}", settings.name))
-                .spawn(move || delivery.run())
-            {
+            match crate::background::spawn(format!("mailwarden-webhook-{}", settings.name), move || delivery.run()) {
                 Ok(thread) => threads.push(thread),
                 Err(e) => tracing::error!(endpoint = settings.name, error = %e, "cannot start webhook delivery"),
             }
